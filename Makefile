@@ -1,0 +1,49 @@
+# ledger-portal: `make demo` runs the portal with demo data, `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The PostgreSQL and Redis the test suite also runs against (skipped if unreachable,
+# unless REQUIRE_SERVICES=1 as in CI).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ledger_portal
+TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
+DEMO_ADDR ?= 127.0.0.1:8000
+
+.PHONY: install demo demo-data test test-sqlite test-postgres lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo-data: install
+	DEBUG=1 $(BIN)/python manage.py migrate --no-input -v0
+	DEBUG=1 $(BIN)/python manage.py seed_demo
+
+demo: demo-data
+	@echo "Portal at http://$(DEMO_ADDR)/admin/ (API docs at /api/docs/)"
+	DEBUG=1 $(BIN)/python manage.py runserver $(DEMO_ADDR)
+
+test: install lint test-sqlite test-postgres
+
+test-sqlite: install
+	@echo "== tests on the embedded default (SQLite, no Redis)"
+	env -u DATABASE_URL -u REDIS_URL LEDGER_DATA_DIR=$(CURDIR)/data/test $(BIN)/pytest -q
+
+test-postgres: install
+	@if $(BIN)/python scripts/services_up.py "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"; then \
+	  echo "== tests on PostgreSQL + Redis"; \
+	  DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -q; \
+	elif [ "$(REQUIRE_SERVICES)" = "1" ]; then \
+	  echo "PostgreSQL/Redis unreachable and REQUIRE_SERVICES=1"; exit 1; \
+	else echo "== PostgreSQL or Redis unreachable: PostgreSQL tests skipped"; fi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/python manage.py makemigrations --check --dry-run -v0
+	$(BIN)/mypy .
+
+clean:
+	rm -rf $(VENV) data

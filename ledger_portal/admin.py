@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from guardian.admin import GuardedModelAdmin
+from simple_history.admin import SimpleHistoryAdmin
+
+from . import services
+from .admin_base import TenantScopedAdmin
+from .models import ApiKey, Tenant
+from .roles import Role
+
+
+@admin.register(Tenant)
+class TenantAdmin(GuardedModelAdmin, SimpleHistoryAdmin):  # type: ignore[misc]
+    """Tenants and, under "Object permissions", the roles users and groups hold on each."""
+
+    list_display = ["slug", "name", "outage_mode", "created_at"]
+    search_fields = ["slug", "name"]
+    prepopulated_fields = {"slug": ["name"]}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        return Tenant.objects.for_user(request.user, Role.VIEW_LEDGER)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_superuser  # type: ignore[union-attr]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # tenants own append-only ledgers
+
+
+class ApiKeyForm(forms.ModelForm):  # type: ignore[type-arg]
+    scopes = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = ApiKey
+        fields = ["tenant", "name", "scopes", "expires_at"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(TenantScopedAdmin, SimpleHistoryAdmin):  # type: ignore[misc]
+    """API keys: the raw key is shown once, on creation; only its hash is kept."""
+
+    view_role = Role.MANAGE_POLICIES
+    edit_role = Role.MANAGE_POLICIES
+    form = ApiKeyForm
+    list_display = ["name", "tenant", "prefix", "scopes", "expires_at", "revoked_at",
+                    "last_used_at"]
+    list_filter = ["tenant"]
+    list_select_related = ["tenant"]
+    search_fields = ["=prefix", "name"]
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        read_only = ["prefix", "created_by", "created_at", "revoked_at", "last_used_at",
+                     "last_used_ip"]
+        if obj is not None:  # a key's tenant and scopes are fixed once issued
+            read_only += ["tenant", "scopes"]
+        return read_only
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ["tenant", "name", "scopes", "expires_at"]
+        return ["tenant", "name", "prefix", "scopes", "expires_at", "created_by", "created_at",
+                "revoked_at", "last_used_at", "last_used_ip"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, raw = services.issue_api_key(obj.tenant, obj.name, form.cleaned_data["scopes"],
+                                          by=request.user, expires_at=obj.expires_at)
+        obj.pk = key.pk
+        obj.prefix = key.prefix
+        messages.warning(request, f"The new API key is {raw} — copy it now: it is not stored "
+                         "and will not be shown again.")
+
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            services.revoke_api_key(key)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")

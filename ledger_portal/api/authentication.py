@@ -1,0 +1,77 @@
+"""API key authentication: ``Authorization: Bearer lpk_<prefix>_<secret>``.
+
+The key's tenant and scopes travel on the request principal; the tenant is never taken from a
+request body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from ..models import KEY_PREFIX, ApiKey
+
+
+class ApiKeyPrincipal:
+    """Who a request authenticated with an API key acts as."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_superuser = False
+    is_staff = False
+    pk = None
+    id = None
+
+    def __init__(self, key: ApiKey):
+        self.api_key = key
+        self.api_key_tenant_id: int = key.tenant_id
+        self.scopes = frozenset(key.scopes)
+        self.username = f"apikey:{key.tenant.slug}/{key.name}"
+
+    def __str__(self) -> str:
+        return self.username
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return False
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[ApiKeyPrincipal, ApiKey] | None:
+        header = authentication.get_authorization_header(request).decode("latin-1").split()
+        if not header or header[0] != self.keyword:
+            return None
+        if len(header) != 2 or not header[1].startswith(f"{KEY_PREFIX}_"):
+            raise exceptions.AuthenticationFailed("Malformed API key.")
+        raw = header[1]
+        parts = raw.split("_", 2)
+        if len(parts) != 3:
+            raise exceptions.AuthenticationFailed("Malformed API key.")
+        key = ApiKey.objects.select_related("tenant").filter(prefix=parts[1]).first()
+        if key is None or not key.matches(raw):
+            raise exceptions.AuthenticationFailed("Invalid API key.")
+        if key.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        if not key.is_usable:
+            raise exceptions.AuthenticationFailed("This API key has expired.")
+        self._record_use(key, request)
+        return ApiKeyPrincipal(key), key
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
+
+    @staticmethod
+    def _record_use(key: ApiKey, request: Request) -> None:
+        # One write per key per interval, not one per request.
+        interval = settings.LEDGER_API_KEY_TOUCH_INTERVAL
+        if interval and not cache.add(f"apikey-used:{key.pk}", 1, interval):
+            return
+        ApiKey.objects.filter(pk=key.pk).update(
+            last_used_at=timezone.now(), last_used_ip=request.META.get("REMOTE_ADDR"))

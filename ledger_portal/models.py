@@ -1,0 +1,124 @@
+"""Tenants, the guardian permission rows that carry per-tenant roles, and API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
+from simple_history.models import HistoricalRecords
+
+from .roles import Role
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+
+class TenantQuerySet(models.QuerySet["Tenant"]):
+    def for_user(self, user: Any, role: str) -> QuerySet[Tenant]:
+        from .tenancy import tenants_for
+
+        return tenants_for(user, role, base=self)
+
+
+class Tenant(models.Model):
+    slug = models.SlugField(max_length=63, unique=True)
+    name = models.CharField(max_length=200)
+    outage_mode = models.BooleanField(
+        default=False,
+        help_text="During an outage replays are forced to sandbox and leaving it needs HITL "
+        "approval.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords()
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug"]
+        permissions = [(role.value, role.label) for role in Role]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class TenantUserObjectPermission(UserObjectPermissionBase):
+    """Guardian direct foreign-key permission: a role of one user on one tenant."""
+
+    content_object = models.ForeignKey(Tenant, on_delete=models.CASCADE)
+
+    class Meta(UserObjectPermissionBase.Meta):
+        verbose_name = "tenant role of a user"
+
+
+class TenantGroupObjectPermission(GroupObjectPermissionBase):
+    """Guardian direct foreign-key permission: a role of one group on one tenant."""
+
+    content_object = models.ForeignKey(Tenant, on_delete=models.CASCADE)
+
+    class Meta(GroupObjectPermissionBase.Meta):
+        verbose_name = "tenant role of a group"
+
+
+KEY_PREFIX = "lpk"
+
+
+def hash_api_key(raw: str) -> str:
+    # Keys carry 256 bits of randomness, so a fast hash is enough (no password stretching).
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def usable(self) -> ApiKeyQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
+        )
+
+
+class ApiKey(models.Model):
+    """A tenant's credential for agents. Only a hash is stored; the key is shown once."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list, help_text="Roles this key acts with.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True, editable=False)
+
+    history = HistoricalRecords(excluded_fields=["last_used_at", "last_used_ip"])
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant", "name"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}/{self.name} ({KEY_PREFIX}_{self.prefix}_…)"
+
+    @staticmethod
+    def generate() -> tuple[str, str]:
+        """A new ``(prefix, raw_key)``; the raw key is ``lpk_<prefix>_<secret>``."""
+        prefix = secrets.token_hex(6)
+        return prefix, f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+
+    def matches(self, raw: str) -> bool:
+        return hmac.compare_digest(self.key_hash, hash_api_key(raw))
+
+    @property
+    def is_usable(self) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()

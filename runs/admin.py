@@ -1,0 +1,125 @@
+"""Ledger admin: tenant-scoped, read-only changelists that never count a big table."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+from simple_history.admin import SimpleHistoryAdmin
+
+from ledger_portal.admin_base import LedgerRecordAdmin, TenantScopedAdmin
+from ledger_portal.roles import Role
+
+from .models import Agent, Annotation, ModelCall, Run, Step, Tool, ToolCall
+
+
+class RecentFilter(admin.SimpleListFilter):
+    """Started within a window; an index range scan, unlike a date hierarchy's DISTINCTs."""
+
+    title = "started"
+    parameter_name = "started"
+    windows = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7),
+               "30d": timedelta(days=30)}
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(key, f"in the last {key}") for key in self.windows]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        window = self.windows.get(self.value() or "")
+        if window is None:
+            return queryset
+        return queryset.filter(started_at__gte=timezone.now() - window)
+
+
+class ToolFilter(admin.SimpleListFilter):
+    """The tools of the user's tenants (one small query), not a DISTINCT over the calls."""
+
+    title = "tool"
+    parameter_name = "tool"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tools = Tool.objects.for_user(request.user, Role.VIEW_LEDGER).values_list(
+            "pk", "tenant__slug", "name").order_by("name", "tenant__slug")
+        return [(str(pk), f"{name} ({slug})") for pk, slug, name in tools]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(tool_id=value) if value and value.isdigit() else queryset
+
+
+@admin.register(Run)
+class RunAdmin(LedgerRecordAdmin):
+    list_display = ["run_id", "tenant", "agent", "status", "started_at", "ended_at", "last_seq"]
+    list_filter = ["status", RecentFilter]
+    list_select_related = ["tenant", "agent"]
+    search_fields = ["=run_id", "=agent__agent_id", "=trigger_ref"]
+    search_help_text = "Exact run_id, agent_id or alert/request reference."
+
+
+@admin.register(Step)
+class StepAdmin(LedgerRecordAdmin):
+    list_display = ["step_id", "index", "title", "run", "tenant", "status", "started_at"]
+    list_filter = [RecentFilter]
+    list_select_related = ["tenant", "run"]
+    search_fields = ["=run__run_id", "=step_id"]
+    search_help_text = "Exact run_id or step_id."
+
+
+@admin.register(ModelCall)
+class ModelCallAdmin(LedgerRecordAdmin):
+    list_display = ["call_id", "model", "provider", "run", "tenant", "input_tokens",
+                    "output_tokens", "latency_ms", "started_at"]
+    list_filter = [RecentFilter]
+    list_select_related = ["tenant", "run"]
+    search_fields = ["=call_id", "=run__run_id", "=run__agent__agent_id"]
+    search_help_text = "Exact call_id, run_id or agent_id."
+
+
+@admin.register(ToolCall)
+class ToolCallAdmin(LedgerRecordAdmin):
+    list_display = ["call_id", "tool", "action_class", "status", "attempt", "run", "tenant",
+                    "started_at", "duration_ms"]
+    list_filter = ["status", "action_class", ToolFilter, RecentFilter]
+    list_select_related = ["tenant", "run", "tool"]
+    search_fields = ["=call_id", "=run__run_id", "=run__agent__agent_id"]
+    search_help_text = "Exact call_id, run_id or agent_id."
+
+
+@admin.register(Annotation)
+class AnnotationAdmin(LedgerRecordAdmin):
+    list_display = ["annotation_id", "annotation_kind", "run", "tenant", "author_label",
+                    "recorded_at"]
+    list_filter = ["annotation_kind"]
+    list_select_related = ["tenant", "run"]
+    search_fields = ["=run__run_id", "=annotation_id", "=target_call_id"]
+    search_help_text = "Exact run_id, annotation_id or call_id."
+
+
+class GovernanceAdmin(TenantScopedAdmin, SimpleHistoryAdmin):  # type: ignore[misc]
+    """Mutable, per-tenant governance objects, edited by those who manage policies."""
+
+    edit_role = Role.MANAGE_POLICIES
+    list_select_related = ["tenant"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ["tenant"] if obj is not None else []
+
+
+@admin.register(Agent)
+class AgentAdmin(GovernanceAdmin):
+    list_display = ["agent_id", "name", "tenant", "created_at"]
+    list_filter = ["tenant"]
+    search_fields = ["=agent_id", "name"]
+    fields = ["tenant", "agent_id", "name", "description"]
+
+
+@admin.register(Tool)
+class ToolAdmin(GovernanceAdmin):
+    list_display = ["name", "action_class", "supports_rollback", "tenant", "updated_at"]
+    list_filter = ["action_class", "tenant"]
+    search_fields = ["name"]
+    fields = ["tenant", "name", "action_class", "supports_rollback", "description"]

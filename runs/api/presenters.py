@@ -1,0 +1,77 @@
+"""What the read API returns for each ledger record, as ``values()`` rows.
+
+Building plain dicts from ``values()`` keeps a 1,000-call timeline well inside its time budget;
+the serializers in ``serializers.py`` document the same shapes for the OpenAPI schema (a test
+keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import F, QuerySet
+
+# output name -> ORM path
+RUN_FIELDS = {
+    "run_id": "run_id", "tenant": "tenant__slug", "agent_id": "agent__agent_id",
+    "goal": "goal", "trigger_ref": "trigger_ref", "status": "status",
+    "started_at": "started_at", "ended_at": "ended_at", "replay_of": "replay_of__run_id",
+    "metadata": "metadata", "last_seq": "last_seq", "head_hash": "head_hash",
+    "recorded_at": "recorded_at",
+}
+STEP_FIELDS = {
+    "seq": "seq", "step_id": "step_id", "index": "index", "title": "title", "status": "status",
+    "started_at": "started_at", "ended_at": "ended_at", "metadata": "metadata",
+    "chain_hash": "chain_hash",
+}
+MODEL_CALL_FIELDS = {
+    "seq": "seq", "call_id": "call_id", "step_id": "step__step_id", "provider": "provider",
+    "model": "model", "messages": "messages", "response": "response",
+    "input_tokens": "input_tokens", "output_tokens": "output_tokens", "latency_ms": "latency_ms",
+    "started_at": "started_at", "ended_at": "ended_at", "error": "error",
+    "classifications": "classifications", "chain_hash": "chain_hash",
+}
+TOOL_CALL_FIELDS = {
+    "seq": "seq", "call_id": "call_id", "run_id": "run__run_id", "step_id": "step__step_id",
+    "tool": "tool__name", "action_class": "action_class", "input": "input", "output": "output",
+    "status": "status", "error": "error", "attempt": "attempt", "retry_of": "retry_of__call_id",
+    "started_at": "started_at", "ended_at": "ended_at", "duration_ms": "duration_ms",
+    "idempotency_key": "idempotency_key", "supports_rollback": "supports_rollback",
+    "classifications": "classifications", "chain_hash": "chain_hash",
+}
+ANNOTATION_FIELDS = {
+    "seq": "seq", "annotation_id": "annotation_id", "annotation_kind": "annotation_kind",
+    "target_call_id": "target_call_id", "body": "body", "data": "data",
+    "author_label": "author_label", "recorded_at": "recorded_at", "chain_hash": "chain_hash",
+}
+AGENT_FIELDS = {
+    "agent_id": "agent_id", "tenant": "tenant__slug", "name": "name",
+    "description": "description", "created_at": "created_at",
+}
+TENANT_FIELDS = {"slug": "slug", "name": "name", "outage_mode": "outage_mode"}
+
+
+def values_of(qs: QuerySet[Any], fields: dict[str, str], *extra: str) -> QuerySet[Any]:
+    plain = [name for name, path in fields.items() if name == path]
+    renamed = {name: F(path) for name, path in fields.items() if name != path}
+    return qs.values(*plain, *extra, **renamed)
+
+
+def timeline_of(run_pk: int, tenant_id: int) -> list[dict[str, Any]]:
+    """Every record of a run in chain order, each tagged with its ``kind``: four queries."""
+    from ..models import Annotation, ModelCall, Step, ToolCall
+
+    parts = (
+        ("step", Step, STEP_FIELDS),
+        ("model_call", ModelCall, MODEL_CALL_FIELDS),
+        ("tool_call", ToolCall, TOOL_CALL_FIELDS),
+        ("annotation", Annotation, ANNOTATION_FIELDS),
+    )
+    timeline: list[dict[str, Any]] = []
+    for kind, model, fields in parts:
+        rows = values_of(model.objects.filter(run_id=run_pk, tenant_id=tenant_id), fields)
+        for row in rows:
+            row["kind"] = kind
+            timeline.append(row)
+    timeline.sort(key=lambda row: row["seq"])
+    return timeline

@@ -1,0 +1,130 @@
+"""Response shapes of the read API, for the OpenAPI schema (see ``presenters.py``)."""
+
+from rest_framework import serializers
+
+from ..models import ActionClass, RunStatus, ToolCallStatus
+
+
+class TenantSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+    outage_mode = serializers.BooleanField()
+
+
+class AgentSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    agent_id = serializers.CharField()
+    tenant = serializers.SlugField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class RunSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    run_id = serializers.CharField()
+    tenant = serializers.SlugField()
+    agent_id = serializers.CharField()
+    goal = serializers.CharField()
+    trigger_ref = serializers.CharField()
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    started_at = serializers.DateTimeField()
+    ended_at = serializers.DateTimeField(allow_null=True)
+    replay_of = serializers.CharField(allow_null=True)
+    metadata = serializers.JSONField()
+    last_seq = serializers.IntegerField(help_text="Sequence number of the run's newest record.")
+    head_hash = serializers.CharField(help_text="Chain hash of the run's newest record.")
+    recorded_at = serializers.DateTimeField()
+
+
+class _RecordSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    seq = serializers.IntegerField()
+    chain_hash = serializers.CharField()
+
+
+class StepSerializer(_RecordSerializer):
+    step_id = serializers.CharField()
+    index = serializers.IntegerField()
+    title = serializers.CharField()
+    status = serializers.CharField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    metadata = serializers.JSONField()
+
+
+class ModelCallSerializer(_RecordSerializer):
+    call_id = serializers.CharField()
+    step_id = serializers.CharField(allow_null=True)
+    provider = serializers.CharField()
+    model = serializers.CharField()
+    messages = serializers.JSONField()
+    response = serializers.JSONField(allow_null=True)
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    latency_ms = serializers.IntegerField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.JSONField(allow_null=True)
+    classifications = serializers.DictField(child=serializers.CharField())
+
+
+class ToolCallSerializer(_RecordSerializer):
+    call_id = serializers.CharField()
+    run_id = serializers.CharField()
+    step_id = serializers.CharField(allow_null=True)
+    tool = serializers.CharField()
+    action_class = serializers.ChoiceField(choices=ActionClass.choices)
+    input = serializers.JSONField()
+    output = serializers.JSONField(allow_null=True)
+    status = serializers.ChoiceField(choices=ToolCallStatus.choices)
+    error = serializers.JSONField(allow_null=True)
+    attempt = serializers.IntegerField()
+    retry_of = serializers.CharField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    idempotency_key = serializers.CharField()
+    supports_rollback = serializers.BooleanField()
+    classifications = serializers.DictField(child=serializers.CharField())
+
+
+class AnnotationSerializer(_RecordSerializer):
+    annotation_id = serializers.CharField()
+    annotation_kind = serializers.CharField()
+    target_call_id = serializers.CharField()
+    body = serializers.CharField()
+    data = serializers.JSONField()
+    author_label = serializers.CharField()
+    recorded_at = serializers.DateTimeField()
+
+
+class TimelineEntrySerializer(serializers.Serializer):  # type: ignore[type-arg]
+    kind = serializers.ChoiceField(choices=["step", "model_call", "tool_call", "annotation"])
+    seq = serializers.IntegerField()
+
+
+class RunDetailSerializer(RunSerializer):
+    timeline = TimelineEntrySerializer(
+        many=True, help_text="Every record in chain order; each entry carries the fields of "
+        "its kind (Step, ModelCall, ToolCall or Annotation).")
+
+
+class IngestCountsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    runs = serializers.IntegerField()
+    steps = serializers.IntegerField()
+    model_calls = serializers.IntegerField()
+    tool_calls = serializers.IntegerField()
+    annotations = serializers.IntegerField()
+
+
+class IngestResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    created = IngestCountsSerializer()
+    unchanged = IngestCountsSerializer()
+
+
+class ProblemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    path = serializers.CharField(help_text="Where in the batch, e.g. runs[0].tool_calls[3].status")
+    message = serializers.CharField()
+
+
+class BatchErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    detail = serializers.CharField()
+    errors = ProblemSerializer(many=True)

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("tenants/", views.TenantList.as_view(), name="tenant-list"),
+    path("batches/", views.BatchIngest.as_view(), name="batch-ingest"),
+    path("agents/", views.AgentList.as_view(), name="agent-list"),
+    path("agents/<str:agent_id>/", views.AgentDetail.as_view(), name="agent-detail"),
+    path("runs/", views.RunList.as_view(), name="run-list"),
+    path("runs/<str:run_id>/", views.RunDetail.as_view(), name="run-detail"),
+    path("tool-calls/", views.ToolCallList.as_view(), name="toolcall-list"),
+    path("tool-calls/<str:call_id>/", views.ToolCallDetail.as_view(), name="toolcall-detail"),
+]

@@ -1,0 +1,211 @@
+"""Ledger API: batch ingestion and the read routes. Thin: scope, validate, call a service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from pydantic import ValidationError
+from rest_framework import generics, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger_portal.api.scoping import TenantScopedViewMixin
+from ledger_portal.models import Tenant
+from ledger_portal.roles import Role
+
+from .. import services
+from ..ingest_schema import BatchIn, parse_batch, validation_errors
+from ..models import Agent, Run, ToolCall
+from . import presenters as p
+from . import serializers as s
+from .filters import RunFilter, ToolCallFilter
+
+TENANT_PARAM = OpenApiParameter(
+    "tenant", str, description="Narrow to one of your tenants (by slug).")
+
+
+class _ValuesListView(TenantScopedViewMixin, generics.ListAPIView):  # type: ignore[type-arg]
+    fields: dict[str, str]
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return self.scoped_queryset()
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        qs = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(p.values_of(qs, self.fields, "id"))
+        assert page is not None
+        for row in page:
+            del row["id"]
+        return self.get_paginated_response(page)
+
+
+@extend_schema(parameters=[TENANT_PARAM])
+class TenantList(_ValuesListView):
+    """Tenants whose ledger you may read."""
+
+    serializer_class = s.TenantSerializer
+    role = Role.VIEW_LEDGER
+    fields = p.TENANT_FIELDS
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return Tenant.objects.for_user(self.request.user, self.role)
+
+
+@extend_schema(parameters=[TENANT_PARAM])
+class AgentList(_ValuesListView):
+    serializer_class = s.AgentSerializer
+    role = Role.VIEW_LEDGER
+    scoped_model = Agent
+    fields = p.AGENT_FIELDS
+
+
+@extend_schema(parameters=[TENANT_PARAM])
+class AgentDetail(TenantScopedViewMixin, generics.RetrieveAPIView):  # type: ignore[type-arg]
+    serializer_class = s.AgentSerializer
+    role = Role.VIEW_LEDGER
+    scoped_model = Agent
+    lookup_field = "agent_id"
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return p.values_of(self.scoped_queryset(), p.AGENT_FIELDS)
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response(self.get_object())
+
+
+@extend_schema(parameters=[TENANT_PARAM])
+class RunList(_ValuesListView):
+    """Runs, newest first; filter by run_id, agent_id, status, trigger_ref and start time."""
+
+    serializer_class = s.RunSerializer
+    role = Role.VIEW_LEDGER
+    scoped_model = Run
+    filterset_class = RunFilter
+    fields = p.RUN_FIELDS
+
+
+@extend_schema(parameters=[TENANT_PARAM], responses=s.RunDetailSerializer)
+class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView):  # type: ignore[type-arg]
+    """A run with its whole timeline (steps, model calls, tool calls, annotations) in order."""
+
+    serializer_class = s.RunDetailSerializer
+    role = Role.VIEW_LEDGER
+    scoped_model = Run
+    lookup_field = "run_id"
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return p.values_of(self.scoped_queryset(), p.RUN_FIELDS, "id", "tenant_id")
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        run = self.get_object()
+        run["timeline"] = p.timeline_of(run.pop("id"), run.pop("tenant_id"))
+        return Response(run)
+
+
+@extend_schema(parameters=[TENANT_PARAM])
+class ToolCallList(_ValuesListView):
+    """Tool calls, newest first; filter by tool, action class, status, run and start time."""
+
+    serializer_class = s.ToolCallSerializer
+    role = Role.VIEW_LEDGER
+    scoped_model = ToolCall
+    filterset_class = ToolCallFilter
+    fields = p.TOOL_CALL_FIELDS
+
+
+@extend_schema(parameters=[TENANT_PARAM])
+class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):  # type: ignore[type-arg]
+    serializer_class = s.ToolCallSerializer
+    role = Role.VIEW_LEDGER
+    scoped_model = ToolCall
+    lookup_field = "call_id"
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return p.values_of(self.scoped_queryset(), p.TOOL_CALL_FIELDS)
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return Response(self.get_object())
+
+
+def _limits() -> dict[str, int]:
+    return {"max_bytes": settings.LEDGER_BATCH_MAX_BYTES,
+            "max_records": settings.LEDGER_BATCH_MAX_RECORDS}
+
+
+def _too_large(what: str, received: int) -> Response:
+    return Response({"detail": f"Batch too large: {received} {what}.", "limits": _limits()},
+                    status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
+
+def _rejected(detail: str, errors: list[dict[str, str]], code: int) -> Response:
+    return Response({"detail": detail, "errors": errors}, status=code)
+
+
+class BatchIngest(APIView):
+    """Append a batch of runs and their records to your tenant's ledger.
+
+    One transaction per batch: everything lands or nothing does. Re-sending records that
+    already landed changes nothing (200); a record whose external id is taken by different
+    content is a 409 naming it. Records are chained in time order under their run.
+    """
+
+    @extend_schema(
+        request=BatchIn,
+        parameters=[OpenApiParameter("tenant", str, description="For people: the tenant to "
+                                     "record into. API keys always record into their own.")],
+        responses={201: s.IngestResultSerializer, 200: s.IngestResultSerializer,
+                   400: s.BatchErrorSerializer, 409: s.BatchErrorSerializer,
+                   413: OpenApiResponse(description="Over the size or record limit.")},
+    )
+    def post(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if declared > settings.LEDGER_BATCH_MAX_BYTES:
+            return _too_large("bytes", declared)
+        body = request.body
+        if len(body) > settings.LEDGER_BATCH_MAX_BYTES:
+            return _too_large("bytes", len(body))
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _rejected("The body is not JSON.", [{"path": "(body)", "message": str(exc)}],
+                             400)
+        try:
+            batch = parse_batch(data)
+        except ValidationError as exc:
+            return _rejected("The batch is invalid; nothing was recorded.",
+                             validation_errors(exc), 400)
+        records = sum(run.record_count for run in batch.runs)
+        if records > settings.LEDGER_BATCH_MAX_RECORDS:
+            return _too_large("records", records)
+        try:
+            result = services.ingest_batch(tenant, batch, recorded_by=str(request.user))
+        except services.BatchRejected as exc:
+            detail = ("Records conflict with what is already recorded; nothing was recorded."
+                      if exc.status_code == 409 else "The batch is invalid; nothing was recorded.")
+            return _rejected(detail, exc.problems, exc.status_code)
+        code = status.HTTP_201_CREATED if sum(result.created.values()) else status.HTTP_200_OK
+        return Response(result.as_dict(), status=code)
+
+    @staticmethod
+    def _tenant(request: Request) -> Tenant:
+        tenants = Tenant.objects.for_user(request.user, Role.INGEST)
+        key_tenant = getattr(request.user, "api_key_tenant_id", None)
+        if key_tenant is not None:
+            tenant = tenants.first()
+            if tenant is None:
+                raise PermissionDenied("This API key lacks the ingest scope.")
+            return tenant
+        slug = request.query_params.get("tenant")
+        if not slug:
+            raise NotFound("Pass ?tenant=<slug> to record into one of your tenants.")
+        tenant = tenants.filter(slug=slug).first()
+        if tenant is None:
+            raise NotFound("No such tenant among those you may record into.")
+        return tenant

@@ -1,0 +1,168 @@
+"""The ingestion batch format, validated with pydantic (fast, with precise error paths).
+
+A batch is ``{"runs": [...]}``; each run carries the records to append to it. Every record in a
+batch counts toward the record limit: a run, a step, a model call, a tool call, an annotation.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from .models import ActionClass, AnnotationKind, Classification, RunStatus, ToolCallStatus
+
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Label = Literal[tuple(c.value for c in Classification)]  # type: ignore[valid-type]
+
+_PATH = re.compile(r"^[A-Za-z_][\w-]*(\[\d+\]|\.[\w-]+|\[\*\])*$")
+
+
+def _check_paths(value: dict[str, str]) -> dict[str, str]:
+    for path in value:
+        if not _PATH.match(path):
+            raise ValueError(f"{path!r} is not a field path such as input.customer.email or "
+                             "messages[0].content")
+    return value
+
+
+Classifications = Annotated[dict[str, Label], AfterValidator(_check_paths)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StepIn(_Record):
+    step_id: ExternalId
+    index: int = Field(ge=0)
+    title: str = Field(default="", max_length=500)
+    status: str = Field(default="", max_length=20)
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class Usage(_Record):
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+
+
+class ModelCallIn(_Record):
+    call_id: ExternalId
+    step_id: ExternalId | None = None
+    provider: str = Field(default="", max_length=100)
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[Any] = Field(default_factory=list)
+    response: Any = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_ms: int | None = Field(default=None, ge=0)
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    error: Any = None
+    classifications: Classifications = Field(default_factory=dict)
+
+
+class ToolCallIn(_Record):
+    call_id: ExternalId
+    step_id: ExternalId | None = None
+    tool: ExternalId
+    action_class: ActionClass
+    input: Any = Field(default_factory=dict)
+    output: Any = None
+    status: ToolCallStatus
+    error: Any = None
+    attempt: int = Field(default=1, ge=1, le=1000)
+    retry_of: ExternalId | None = None
+    started_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    idempotency_key: str = Field(default="", max_length=200)
+    supports_rollback: bool = False
+    classifications: Classifications = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _retry_is_consistent(self) -> ToolCallIn:
+        if self.retry_of is not None and self.retry_of == self.call_id:
+            raise ValueError("a call cannot be a retry of itself")
+        if self.retry_of is not None and self.attempt < 2:
+            raise ValueError("a retry (retry_of set) has attempt >= 2")
+        if self.started_at and self.ended_at and self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        return self
+
+
+class AnnotationIn(_Record):
+    annotation_id: ExternalId
+    kind: Literal["note", "correction"] = AnnotationKind.NOTE.value  # type: ignore[assignment]
+    target_call_id: str = Field(default="", max_length=200)
+    body: str = Field(default="", max_length=20_000)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunIn(_Record):
+    run_id: ExternalId
+    agent_id: ExternalId
+    agent_name: str = Field(default="", max_length=200)
+    goal: str = Field(default="", max_length=20_000)
+    trigger_ref: str = Field(default="", max_length=200)
+    status: RunStatus = RunStatus.RUNNING
+    started_at: AwareDatetime
+    ended_at: AwareDatetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    steps: list[StepIn] = Field(default_factory=list)
+    model_calls: list[ModelCallIn] = Field(default_factory=list)
+    tool_calls: list[ToolCallIn] = Field(default_factory=list)
+    annotations: list[AnnotationIn] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _status_matches_end(self) -> RunIn:
+        if self.status == RunStatus.RUNNING and self.ended_at is not None:
+            raise ValueError("a running run has no ended_at")
+        if self.ended_at is not None and self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        return self
+
+    @property
+    def record_count(self) -> int:
+        return 1 + len(self.steps) + len(self.model_calls) + len(self.tool_calls) + len(
+            self.annotations)
+
+
+class BatchIn(_Record):
+    runs: list[RunIn] = Field(min_length=1)
+
+
+def error_path(loc: tuple[int | str, ...]) -> str:
+    """``('runs', 0, 'tool_calls', 3, 'status')`` -> ``runs[0].tool_calls[3].status``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.startswith(("function-", "literal[", "enum[")):
+            continue  # pydantic's names for validators and unions, not fields
+        else:
+            path += f".{part}" if path else part
+    return path or "(batch)"
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [{"path": error_path(err["loc"]), "message": err["msg"]} for err in exc.errors(
+        include_url=False)]
+
+
+def parse_batch(data: Any) -> BatchIn:
+    return BatchIn.model_validate(data)
+
+
+__all__ = ["AnnotationIn", "BatchIn", "ModelCallIn", "RunIn", "StepIn", "ToolCallIn",
+           "parse_batch", "validation_errors"]

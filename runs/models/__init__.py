@@ -1,0 +1,30 @@
+from .base import AppendOnlyViolation, LedgerRecord
+from .governance import ActionClass, Agent, Tool
+from .records import (
+    Annotation,
+    AnnotationKind,
+    Classification,
+    ModelCall,
+    Run,
+    RunStatus,
+    Step,
+    ToolCall,
+    ToolCallStatus,
+)
+
+__all__ = [
+    "ActionClass",
+    "Agent",
+    "Annotation",
+    "AnnotationKind",
+    "AppendOnlyViolation",
+    "Classification",
+    "LedgerRecord",
+    "ModelCall",
+    "Run",
+    "RunStatus",
+    "Step",
+    "Tool",
+    "ToolCall",
+    "ToolCallStatus",
+]

@@ -1,0 +1,65 @@
+"""Append-only ledger rows.
+
+The application refuses to update or delete a ledger row: ``save()`` on a stored row,
+``delete()``, and queryset ``update()`` / ``delete()`` raise ``AppendOnlyViolation``. Corrections
+are annotations. (On PostgreSQL a trigger enforces the same below the ORM.)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django.db import models
+
+from ledger_portal.canonical import chain_hash, content_hash
+from ledger_portal.tenancy import TenantScopedQuerySet
+
+
+class AppendOnlyViolation(Exception):
+    """A ledger row was about to be changed or removed."""
+
+
+class LedgerQuerySet(TenantScopedQuerySet[Any]):
+    def update(self, **kwargs: Any) -> int:
+        raise AppendOnlyViolation(f"{self.model.__name__} rows are append-only; annotate instead")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyViolation(f"{self.model.__name__} rows are append-only; annotate instead")
+
+    update.queryset_only = True  # type: ignore[attr-defined]
+    delete.queryset_only = True  # type: ignore[attr-defined]
+
+
+class LedgerRecord(models.Model):
+    """A row in a run's hash chain: ``seq`` orders it, ``chain_hash`` links it to the one before."""
+
+    kind: ClassVar[str]
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT, related_name="+")
+    seq = models.PositiveIntegerField(help_text="Position in the run's chain (the run is 0).")
+    content_hash = models.CharField(max_length=64, editable=False)
+    chain_hash = models.CharField(max_length=64, editable=False)
+    recorded_at = models.DateTimeField(auto_now_add=True, db_index=False)
+
+    objects = LedgerQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def ledger_content(self) -> dict[str, Any]:
+        """The record's content in canonical form: what its hash commits to."""
+        raise TypeError(f"{type(self).__name__} must define ledger_content()")
+
+    def seal(self, previous: str) -> str:
+        """Compute ``content_hash`` and ``chain_hash`` after ``previous``; return the new link."""
+        self.content_hash = content_hash(self.ledger_content())
+        self.chain_hash = chain_hash(previous, self.seq, self.content_hash)
+        return self.chain_hash
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyViolation(f"{type(self).__name__} rows are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyViolation(f"{type(self).__name__} rows are append-only")

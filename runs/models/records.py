@@ -1,0 +1,330 @@
+"""The ledger: runs and the records chained under them.
+
+External ids (``run_id``, ``call_id``, ``annotation_id``) are unique per tenant, never globally.
+Each record's ``ledger_content()`` names related rows by their external ids, so a record hashes
+the same however the database numbers its rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+from ledger_portal.canonical import canonical_timestamp as ts
+
+from .base import LedgerQuerySet, LedgerRecord
+from .governance import ActionClass, Agent, Tool
+
+__all__ = ["ActionClass", "Annotation", "Classification", "ModelCall", "Run", "Step", "ToolCall"]
+
+
+class Classification(models.TextChoices):
+    """Labels on fields of inputs, outputs and prompts, from least to most sensitive."""
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+    SECRET = "secret"
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class RunQuerySet(LedgerQuerySet):
+    def advance_tip(self, run_pk: int, **tip: Any) -> int:
+        """Move a run's tip (last seq, head hash, status): the only update the ledger allows."""
+        allowed = {"last_seq", "head_hash", "status", "ended_at"}
+        if not set(tip) <= allowed:
+            raise ValueError(f"only {sorted(allowed)} of a run may change")
+        return models.QuerySet.update(self.filter(pk=run_pk), **tip)
+
+
+class Run(LedgerRecord):
+    """One agent run: the head of its chain (seq 0).
+
+    The identity columns are immutable. The tip columns (``last_seq``, ``head_hash``, ``status``,
+    ``ended_at``) only move forward, by ingestion; a status change is itself chained as an
+    annotation, so the tip is a cache of what the chain says.
+    """
+
+    kind = "run"
+
+    run_id = models.CharField(max_length=200)
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
+    goal = models.TextField(blank=True)
+    trigger_ref = models.CharField(max_length=200, blank=True,
+                                   help_text="The alert or request that started the run.")
+    started_at = models.DateTimeField()
+    replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                                  related_name="replays")
+    metadata = models.JSONField(default=dict, blank=True)
+
+    status = models.CharField(max_length=10, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    last_seq = models.PositiveIntegerField(default=0)
+    head_hash = models.CharField(max_length=64)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "run_id"], name="run_id_unique_per_tenant")
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "-started_at"], name="run_tenant_started"),
+            models.Index(fields=["tenant", "status", "-id"], name="run_tenant_status"),
+            models.Index(fields=["tenant", "trigger_ref"], name="run_tenant_trigger"),
+        ]
+
+    def __str__(self) -> str:
+        return self.run_id
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+    def ledger_content(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "agent_id": self.agent.agent_id,
+            "goal": self.goal,
+            "trigger_ref": self.trigger_ref,
+            "started_at": ts(self.started_at),
+            "replay_of": self.replay_of.run_id if self.replay_of_id else None,
+            "metadata": self.metadata,
+        }
+
+
+class RunRecord(LedgerRecord):
+    """A record chained under a run."""
+
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        abstract = True
+
+
+class Step(RunRecord):
+    kind = "step"
+
+    step_id = models.CharField(max_length=200)
+    index = models.PositiveIntegerField(help_text="Position in the agent's plan.")
+    title = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=20, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step_id"], name="step_id_unique_per_run"),
+            models.UniqueConstraint(fields=["run", "seq"], name="step_seq_unique_per_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.index}. {self.title or self.step_id}"
+
+    def ledger_content(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "run_id": self.run.run_id,
+            "step_id": self.step_id,
+            "index": self.index,
+            "title": self.title,
+            "status": self.status,
+            "started_at": ts(self.started_at),
+            "ended_at": ts(self.ended_at),
+            "metadata": self.metadata,
+        }
+
+
+class ModelCall(RunRecord):
+    kind = "model_call"
+
+    call_id = models.CharField(max_length=200)
+    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
+                             related_name="+")
+    provider = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=200)
+    messages = models.JSONField(default=list, help_text="The prompt messages sent.")
+    response = models.JSONField(null=True, blank=True)
+    input_tokens = models.PositiveIntegerField(null=True, blank=True)
+    output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    classifications = models.JSONField(default=dict, blank=True,
+                                       help_text="Field path -> classification label.")
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "call_id"],
+                                    name="model_call_id_unique_per_tenant"),
+            models.UniqueConstraint(fields=["run", "seq"], name="model_call_seq_unique_per_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} ({self.call_id})"
+
+    def ledger_content(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "run_id": self.run.run_id,
+            "call_id": self.call_id,
+            "step_id": self.step.step_id if self.step_id else None,
+            "provider": self.provider,
+            "model": self.model,
+            "messages": self.messages,
+            "response": self.response,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_ms": self.latency_ms,
+            "started_at": ts(self.started_at),
+            "ended_at": ts(self.ended_at),
+            "error": self.error,
+            "classifications": self.classifications,
+        }
+
+
+class ToolCallStatus(models.TextChoices):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PENDING = "pending"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+
+
+class ToolCall(RunRecord):
+    kind = "tool_call"
+
+    call_id = models.CharField(max_length=200)
+    step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
+                             related_name="+")
+    tool = models.ForeignKey(Tool, on_delete=models.PROTECT, related_name="calls")
+    action_class = models.CharField(max_length=8, choices=ActionClass.choices)
+    input = models.JSONField(default=dict)
+    output = models.JSONField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=ToolCallStatus.choices)
+    error = models.JSONField(null=True, blank=True)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="retries")
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=200, blank=True)
+    supports_rollback = models.BooleanField(default=False)
+    classifications = models.JSONField(default=dict, blank=True,
+                                       help_text="Field path -> classification label.")
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "call_id"],
+                                    name="tool_call_id_unique_per_tenant"),
+            models.UniqueConstraint(fields=["run", "seq"], name="tool_call_seq_unique_per_run"),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "-id"], name="toolcall_tenant_id"),
+            models.Index(fields=["tenant", "tool", "-id"], name="toolcall_tenant_tool"),
+            models.Index(fields=["tenant", "action_class", "-id"], name="toolcall_tenant_class"),
+            models.Index(fields=["tenant", "status", "-id"], name="toolcall_tenant_status"),
+            models.Index(fields=["tenant", "-started_at"], name="toolcall_tenant_started"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool.name} ({self.call_id})"
+
+    def ledger_content(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "run_id": self.run.run_id,
+            "call_id": self.call_id,
+            "step_id": self.step.step_id if self.step_id else None,
+            "tool": self.tool.name,
+            "action_class": self.action_class,
+            "input": self.input,
+            "output": self.output,
+            "status": self.status,
+            "error": self.error,
+            "attempt": self.attempt,
+            "retry_of": self.retry_of.call_id if self.retry_of_id else None,
+            "started_at": ts(self.started_at),
+            "ended_at": ts(self.ended_at),
+            "idempotency_key": self.idempotency_key,
+            "supports_rollback": self.supports_rollback,
+            "classifications": self.classifications,
+        }
+
+
+class AnnotationKind(models.TextChoices):
+    NOTE = "note"
+    RUN_STATUS = "run_status", "run status"
+    CORRECTION = "correction"
+    POLICY_CHANGE = "policy_change", "policy change"
+    APPROVAL = "approval"
+    OVERRIDE = "override"
+    ROLLBACK = "rollback"
+    REPLAY = "replay"
+    INCIDENT_LINK = "incident_link", "incident link"
+
+
+def new_annotation_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Annotation(RunRecord):
+    """A note on the ledger, by an agent or by the service that performed a manual intervention."""
+
+    kind = "annotation"
+
+    annotation_id = models.CharField(max_length=200, default=new_annotation_id)
+    annotation_kind = models.CharField(max_length=20, choices=AnnotationKind.choices,
+                                       default=AnnotationKind.NOTE)
+    target_call_id = models.CharField(max_length=200, blank=True,
+                                      help_text="The record this annotation is about, if any.")
+    body = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                               on_delete=models.PROTECT, related_name="+")
+    author_label = models.CharField(max_length=200, blank=True,
+                                    help_text="Who wrote it: a user, an API key or the system.")
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "annotation_id"],
+                                    name="annotation_id_unique_per_tenant"),
+            models.UniqueConstraint(fields=["run", "seq"], name="annotation_seq_unique_per_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.annotation_kind}: {self.body[:60]}"
+
+    def ledger_content(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "run_id": self.run.run_id,
+            "annotation_id": self.annotation_id,
+            "annotation_kind": self.annotation_kind,
+            "target_call_id": self.target_call_id,
+            "body": self.body,
+            "data": self.data,
+            "author_label": self.author_label,
+        }

@@ -1,0 +1,108 @@
+"""Shared fixtures: two tenants and the alice / bob / charlie trio.
+
+- alice: member of ``acme`` with the role under test (all roles unless a test narrows it);
+- bob: member of ``acme`` without it (only ``ingest``);
+- charlie: a member of ``globex``, the other tenant, with every role there.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from bench.generate import RunGenerator
+from ledger_portal.models import Tenant
+from ledger_portal.roles import Role
+from ledger_portal.services import grant_role, issue_api_key
+from runs.ingest_schema import parse_batch
+from runs.services import ingest_batch
+
+ALL_ROLES = [r.value for r in Role]
+
+
+@pytest.fixture
+def acme(db: Any) -> Tenant:
+    return Tenant.objects.create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def globex(db: Any) -> Tenant:
+    return Tenant.objects.create(slug="globex", name="Globex")
+
+
+def _staff(username: str) -> User:
+    return User.objects.create_user(username, password="pw-for-tests-only", is_staff=True)
+
+
+@pytest.fixture
+def alice(acme: Tenant) -> User:
+    user = _staff("alice")
+    for role in ALL_ROLES:
+        grant_role(user, role, acme)
+    return user
+
+
+@pytest.fixture
+def bob(acme: Tenant) -> User:
+    user = _staff("bob")
+    grant_role(user, Role.INGEST, acme)
+    return user
+
+
+@pytest.fixture
+def charlie(globex: Tenant) -> User:
+    user = _staff("charlie")
+    for role in ALL_ROLES:
+        grant_role(user, role, globex)
+    return user
+
+
+@pytest.fixture
+def api_key() -> Callable[..., str]:
+    def make(tenant: Tenant, scopes: list[str] | None = None, **kwargs: Any) -> str:
+        _, raw = issue_api_key(tenant, "agent", scopes or ["ingest", "view_ledger"], **kwargs)
+        return raw
+    return make
+
+
+@pytest.fixture
+def key_client(api_key: Callable[..., str]) -> Callable[..., APIClient]:
+    def make(tenant: Tenant, scopes: list[str] | None = None) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key(tenant, scopes)}")
+        return client
+    return make
+
+
+@pytest.fixture
+def user_client() -> Callable[[User], APIClient]:
+    def make(user: User) -> APIClient:
+        client = APIClient()
+        client.force_login(user)
+        return client
+    return make
+
+
+@pytest.fixture
+def make_run() -> Callable[..., dict[str, Any]]:
+    """A realistic run in the ingestion format (from the benchmark generator)."""
+    generators: dict[str, RunGenerator] = {}
+
+    def make(tenant_slug: str = "acme", seed: int = 1) -> dict[str, Any]:
+        gen = generators.setdefault(f"{tenant_slug}:{seed}", RunGenerator(
+            tenant_slug, seed=seed, long_run_share=0))
+        return copy.deepcopy(gen.run())
+    return make
+
+
+@pytest.fixture
+def record() -> Callable[..., Any]:
+    """Ingest runs straight through the service."""
+    def do(tenant: Tenant, *runs: dict[str, Any]) -> Any:
+        return ingest_batch(tenant, parse_batch({"runs": list(runs)}), recorded_by="test")
+    return do
