@@ -5,18 +5,18 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from guardian.admin import GuardedModelAdmin
-from simple_history.admin import SimpleHistoryAdmin
 
 from . import services
-from .admin_base import TenantScopedAdmin
+from .admin_base import ScopedHistoryAdmin, TenantScopedAdmin
 from .models import ApiKey, Tenant
 from .roles import Role
+from .tenancy import has_role
 
 
 @admin.register(Tenant)
-class TenantAdmin(GuardedModelAdmin, SimpleHistoryAdmin):  # type: ignore[misc]
+class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
     """Tenants and, under "Object permissions", the roles users and groups hold on each."""
 
     list_display = ["slug", "name", "outage_mode", "created_at"]
@@ -26,17 +26,25 @@ class TenantAdmin(GuardedModelAdmin, SimpleHistoryAdmin):  # type: ignore[misc]
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return Tenant.objects.for_user(request.user, Role.VIEW_LEDGER)
 
+    # Members see the tenants they belong to; only superusers create tenants or grant roles.
+    def _is_superuser(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)  # type: ignore[union-attr]
+
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_active and request.user.is_superuser  # type: ignore[union-attr]
+        return has_role(request.user, Role.VIEW_LEDGER)
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.has_module_permission(request)
+        return has_role(request.user, Role.VIEW_LEDGER, obj)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return self.has_module_permission(request)
+        return self._is_superuser(request)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return self.has_module_permission(request)
+        return self._is_superuser(request)
+
+    def _get_obj_does_not_exist_redirect(self, request: HttpRequest, opts: Any,
+                                         object_id: str) -> Any:
+        raise Http404(f"No tenant with id {object_id!r} among yours.")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # tenants own append-only ledgers
@@ -51,7 +59,7 @@ class ApiKeyForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(TenantScopedAdmin, SimpleHistoryAdmin):  # type: ignore[misc]
+class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
     """API keys: the raw key is shown once, on creation; only its hash is kept."""
 
     view_role = Role.MANAGE_POLICIES

@@ -14,7 +14,9 @@ from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
+from django.contrib.admin.utils import unquote
 from django.utils.functional import cached_property
+from simple_history.admin import SimpleHistoryAdmin
 
 from .roles import Role
 from .tenancy import has_role, tenants_for
@@ -107,3 +109,25 @@ class LedgerRecordAdmin(TenantScopedAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
         return [f.name for f in self.model._meta.fields]
+
+
+class ScopedHistoryAdmin(SimpleHistoryAdmin):  # type: ignore[misc]
+    """simple-history's views, limited to objects in the user's scope.
+
+    Its history view falls back to the historical rows of objects it cannot find, which would
+    answer 403 (and so confirm existence) for another tenant's object; we answer 404 first.
+    """
+
+    def _in_scope_or_404(self, request: HttpRequest, object_id: str) -> None:
+        if not self.get_queryset(request).filter(pk=unquote(object_id)).exists():
+            raise Http404("Not found among your tenants.")
+
+    def history_view(self, request: HttpRequest, object_id: str,
+                     extra_context: Any = None) -> Any:
+        self._in_scope_or_404(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(self, request: HttpRequest, object_id: str, version_id: str,
+                          extra_context: Any = None) -> Any:
+        self._in_scope_or_404(request, object_id)
+        return super().history_form_view(request, object_id, version_id, extra_context)

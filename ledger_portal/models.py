@@ -14,6 +14,7 @@ from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 from simple_history.models import HistoricalRecords
 
 from .roles import Role
+from .tenancy import TenantScopedQuerySet
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -73,7 +74,7 @@ def hash_api_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+class ApiKeyQuerySet(TenantScopedQuerySet["ApiKey"]):
     def usable(self) -> ApiKeyQuerySet:
         now = timezone.now()
         return self.filter(revoked_at__isnull=True).filter(

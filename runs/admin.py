@@ -9,9 +9,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
-from simple_history.admin import SimpleHistoryAdmin
 
-from ledger_portal.admin_base import LedgerRecordAdmin, TenantScopedAdmin
+from ledger_portal.admin_base import LedgerRecordAdmin, ScopedHistoryAdmin, TenantScopedAdmin
 from ledger_portal.roles import Role
 
 from .models import Agent, Annotation, ModelCall, Run, Step, Tool, ToolCall
@@ -99,7 +98,7 @@ class AnnotationAdmin(LedgerRecordAdmin):
     search_help_text = "Exact run_id, annotation_id or call_id."
 
 
-class GovernanceAdmin(TenantScopedAdmin, SimpleHistoryAdmin):  # type: ignore[misc]
+class GovernanceAdmin(TenantScopedAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
     """Mutable, per-tenant governance objects, edited by those who manage policies."""
 
     edit_role = Role.MANAGE_POLICIES

@@ -52,9 +52,16 @@ TENANT_FIELDS = {"slug": "slug", "name": "name", "outage_mode": "outage_mode"}
 
 
 def values_of(qs: QuerySet[Any], fields: dict[str, str], *extra: str) -> QuerySet[Any]:
+    """``qs.values()`` under the output names (which may clash with model field names, such as
+    ``tenant`` or ``run_id``, so related values are fetched under an alias and renamed)."""
     plain = [name for name, path in fields.items() if name == path]
-    renamed = {name: F(path) for name, path in fields.items() if name != path}
-    return qs.values(*plain, *extra, **renamed)
+    aliased = {f"_{name}": F(path) for name, path in fields.items() if name != path}
+    return qs.values(*plain, *extra, **aliased)
+
+
+def renamed(rows: Any) -> list[dict[str, Any]]:
+    """Rows of ``values_of`` with their aliases turned back into output names."""
+    return [{(k[1:] if k[0] == "_" else k): v for k, v in row.items()} for row in rows]
 
 
 def timeline_of(run_pk: int, tenant_id: int) -> list[dict[str, Any]]:
@@ -69,7 +76,8 @@ def timeline_of(run_pk: int, tenant_id: int) -> list[dict[str, Any]]:
     )
     timeline: list[dict[str, Any]] = []
     for kind, model, fields in parts:
-        rows = values_of(model.objects.filter(run_id=run_pk, tenant_id=tenant_id), fields)
+        rows = renamed(values_of(model.objects.filter(run_id=run_pk, tenant_id=tenant_id),
+                                 fields))
         for row in rows:
             row["kind"] = kind
             timeline.append(row)

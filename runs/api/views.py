@@ -40,9 +40,10 @@ class _ValuesListView(TenantScopedViewMixin, generics.ListAPIView):  # type: ign
         qs = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(p.values_of(qs, self.fields, "id"))
         assert page is not None
-        for row in page:
+        rows = p.renamed(page)
+        for row in rows:
             del row["id"]
-        return self.get_paginated_response(page)
+        return self.get_paginated_response(rows)
 
 
 @extend_schema(parameters=[TENANT_PARAM])
@@ -76,7 +77,7 @@ class AgentDetail(TenantScopedViewMixin, generics.RetrieveAPIView):  # type: ign
         return p.values_of(self.scoped_queryset(), p.AGENT_FIELDS)
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response(self.get_object())
+        return Response(p.renamed([self.get_object()])[0])
 
 
 @extend_schema(parameters=[TENANT_PARAM])
@@ -103,7 +104,7 @@ class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView):  # type: ignor
         return p.values_of(self.scoped_queryset(), p.RUN_FIELDS, "id", "tenant_id")
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        run = self.get_object()
+        run = p.renamed([self.get_object()])[0]
         run["timeline"] = p.timeline_of(run.pop("id"), run.pop("tenant_id"))
         return Response(run)
 
@@ -130,7 +131,7 @@ class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):  # type: 
         return p.values_of(self.scoped_queryset(), p.TOOL_CALL_FIELDS)
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response(self.get_object())
+        return Response(p.renamed([self.get_object()])[0])
 
 
 def _limits() -> dict[str, int]:

@@ -1,0 +1,133 @@
+"""Nobody sees another tenant's data: every API route and every admin view, generated from the
+URL conf and the admin registry, so a new route or model is covered the day it is added.
+
+charlie holds every role on globex; everything here belongs to acme.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib import admin
+from django.db import models
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from ledger_portal.models import ApiKey, Tenant
+from runs.models import Agent, Annotation, ModelCall, Run, Step, Tool, ToolCall
+
+# Routes that only write; their tenant boundary is tested where their behaviour is.
+WRITE_ONLY_ROUTES = {"api:batch-ingest": "tests/runs/test_ingest.py::"
+                     "test_a_person_records_into_a_named_tenant_they_may_ingest_into"}
+
+
+def api_routes() -> list[tuple[str, URLPattern]]:
+    found: list[tuple[str, URLPattern]] = []
+
+    def walk(patterns: list[Any], namespace: str, prefix: str) -> None:
+        for p in patterns:
+            if isinstance(p, URLResolver):
+                ns = f"{namespace}:{p.namespace}" if namespace and p.namespace else (
+                    p.namespace or namespace)
+                walk(p.url_patterns, ns, prefix + str(p.pattern))
+            elif (prefix + str(p.pattern)).startswith("api/v1/"):
+                found.append((f"{namespace}:{p.name}", p))
+    walk(get_resolver().url_patterns, "", "")
+    return found
+
+
+@pytest.fixture
+def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
+    run = make_run()
+    run["annotations"] = [{"annotation_id": "note-1", "body": "checked by on-call"}]
+    record(acme, run)
+    api_key(acme)
+    stored = Run.objects.get(run_id=run["run_id"])
+    return {
+        "run_id": run["run_id"], "agent_id": run["agent_id"],
+        "call_id": run["tool_calls"][0]["call_id"],
+        "objects": {
+            Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
+            Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored).first().tool,
+            Step: Step.objects.filter(run=stored).first(),
+            ModelCall: ModelCall.objects.filter(run=stored).first(),
+            ToolCall: ToolCall.objects.filter(run=stored).first(),
+            Annotation: Annotation.objects.filter(run=stored).first(),
+        },
+    }
+
+
+@pytest.fixture(params=["charlie-session", "globex-key"])
+def outsider(request, charlie, globex, user_client, key_client):
+    if request.param == "charlie-session":
+        return user_client(charlie)
+    return key_client(globex, ["view_ledger", "ingest", "manage_policies", "export",
+                               "approve", "operate"])
+
+
+@pytest.mark.parametrize("name,pattern", api_routes(), ids=lambda v: str(v)
+                         if isinstance(v, str) else "")
+def test_api_route_never_shows_another_tenants_rows(name, pattern, acme_data, outsider):
+    if name in WRITE_ONLY_ROUTES:
+        return
+    kwargs = {k: acme_data[k] for k in pattern.pattern.converters}
+    unknown = set(pattern.pattern.converters) - set(acme_data)
+    assert not unknown, f"teach this test the URL kwarg(s) {unknown} of {name}"
+    response = outsider.get(reverse(name, kwargs=kwargs))
+    if kwargs:
+        assert response.status_code == 404, (name, response.status_code)
+    else:
+        assert response.status_code == 200, (name, response.status_code)
+        body = response.content.decode()
+        assert '"acme"' not in body
+        for key in ("run_id", "call_id", "agent_id"):
+            assert acme_data[key] not in body, (name, key)
+
+
+def test_every_api_route_is_readable_or_declared_write_only():
+    for name, pattern in api_routes():
+        callback = pattern.callback
+        methods = getattr(callback, "view_class", None)
+        assert name in WRITE_ONLY_ROUTES or hasattr(methods, "get"), name
+
+
+def _tenant_owned(model: type[models.Model]) -> bool:
+    return model is Tenant or any(f.name == "tenant" for f in model._meta.fields)
+
+
+def admin_models() -> list[type[models.Model]]:
+    return [m for m in admin.site._registry if _tenant_owned(m)]
+
+
+@pytest.mark.parametrize("model", [m for m in admin.site._registry if not _tenant_owned(m)],
+                         ids=lambda m: m._meta.label)
+def test_admin_models_outside_tenancy_are_for_superusers_only(model, charlie, client):
+    client.force_login(charlie)
+    info = (model._meta.app_label, model._meta.model_name)
+    assert client.get(reverse("admin:%s_%s_changelist" % info)).status_code == 403
+
+
+@pytest.mark.parametrize("model", admin_models(), ids=lambda m: m._meta.label)
+def test_admin_never_shows_another_tenants_rows(model, acme_data, charlie, client):
+    obj = acme_data["objects"].get(model)
+    assert obj is not None, f"teach this test an acme object of {model._meta.label}"
+    client.force_login(charlie)
+    info = (model._meta.app_label, model._meta.model_name)
+    changelist = client.get(reverse("admin:%s_%s_changelist" % info))
+    assert changelist.status_code == 200
+    shown = {o.pk for o in changelist.context["cl"].result_list}
+    assert obj.pk not in shown
+    change = client.get(reverse("admin:%s_%s_change" % info, args=[obj.pk]))
+    assert change.status_code == 404
+    if hasattr(admin.site._registry[model], "history_view"):
+        history = client.get(reverse("admin:%s_%s_history" % info, args=[obj.pk]))
+        assert history.status_code == 404
+
+
+def test_the_admin_shows_a_member_their_own_rows(acme_data, alice, client):
+    client.force_login(alice)
+    response = client.get(reverse("admin:runs_toolcall_changelist"))
+    assert acme_data["objects"][ToolCall].pk in {o.pk for o in response.context["cl"].result_list}
+    change = client.get(reverse("admin:runs_toolcall_change",
+                                args=[acme_data["objects"][ToolCall].pk]))
+    assert change.status_code == 200
