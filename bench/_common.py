@@ -1,0 +1,212 @@
+"""What the benchmarks share: a throwaway PostgreSQL database, Django set up on it, timing
+statistics and a plain-text table.
+
+Every benchmark gets its own database (``ledger_bench_<name>``), created here with psycopg before
+``django.setup()`` and dropped at the end unless asked to keep it. Files the app writes (its
+secret key, the Celery folder) go to ``LEDGER_DATA_DIR`` (``/tmp/ledger-bench``), never into the
+repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_DATA_DIR = "/tmp/ledger-bench"
+
+
+def add_db_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    group = parser.add_argument_group("database")
+    group.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL),
+                       help="a PostgreSQL URL to create/drop the bench database from "
+                       "(default %(default)s; only 127.0.0.1/localhost)")
+    group.add_argument("--db-name", default=f"ledger_bench_{name}",
+                       help="the throwaway database (default %(default)s)")
+    group.add_argument("--keep", action="store_true",
+                       help="keep the database at the end (default: drop it)")
+    group.add_argument("--data-dir", default=DEFAULT_DATA_DIR,
+                       help="LEDGER_DATA_DIR for the app's files (default %(default)s)")
+
+
+def _with_db(url: str, db_name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{db_name}"))
+
+
+def _check_local(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit(f"refusing to benchmark against {host!r}: only a local PostgreSQL "
+                 "(127.0.0.1) is allowed")
+
+
+@dataclass
+class BenchDB:
+    name: str
+    admin_url: str
+    url: str
+    created: bool  # False: an existing database was reused
+
+    def admin_connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.admin_url, autocommit=True)
+
+
+def _quote(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        sys.exit(f"bad database name {name!r}")
+    return f'"{name}"'
+
+
+@contextlib.contextmanager
+def bench_database(args: argparse.Namespace, reuse: bool = False) -> Iterator[BenchDB]:
+    """Create (or, with ``reuse``, reuse) the bench database, set Django up on it, migrate;
+    drop it at the end unless ``args.keep`` (a reused database is always kept)."""
+    import psycopg
+
+    _check_local(args.pg_url)
+    url = _with_db(args.pg_url, args.db_name)
+    with psycopg.connect(args.pg_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                              [args.db_name]).fetchone() is not None
+        if exists and not reuse:
+            conn.execute(f"DROP DATABASE {_quote(args.db_name)} WITH (FORCE)")
+        if not exists or not reuse:
+            conn.execute(f"CREATE DATABASE {_quote(args.db_name)}")
+    db = BenchDB(name=args.db_name, admin_url=args.pg_url, url=url,
+                 created=not (exists and reuse))
+
+    os.environ["DATABASE_URL"] = url
+    os.environ["LEDGER_DATA_DIR"] = args.data_dir
+    os.environ["DJANGO_SETTINGS_MODULE"] = "ledger_portal.settings"
+    # Production settings: DEBUG off (no query log, no debug pages).
+    os.environ["DEBUG"] = "0"
+    os.makedirs(args.data_dir, exist_ok=True)
+    try:
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0, interactive=False)
+        yield db
+    finally:
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        if args.keep or not db.created:
+            print(f"\n(database {db.name} kept: {db.url})")
+        else:
+            with psycopg.connect(args.pg_url, autocommit=True) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {_quote(db.name)} WITH (FORCE)")
+
+
+def environment_line(db: BenchDB) -> str:
+    from django.conf import settings
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        pg = cursor.fetchone()[0]
+    cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+    return (f"PostgreSQL {pg} db={db.name} | Python {platform.python_version()} | "
+            f"{os.cpu_count()} cores | cache={cache} | DEBUG={settings.DEBUG}")
+
+
+# -- timing --------------------------------------------------------------------------------
+
+
+def percentile(samples: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), math.ceil(pct / 100 * len(ordered) - 1e-9)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Timing:
+    samples_ms: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.samples_ms, 95)
+
+    @property
+    def minimum(self) -> float:
+        return min(self.samples_ms)
+
+
+def time_calls(fn: Callable[[], Any], repeat: int, warmup: int) -> Timing:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - started) * 1000)
+    return Timing(samples)
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    out = [line(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value >= 1000:
+            return f"{value:,.0f}"
+        if value >= 100:
+            return f"{value:.0f}"
+        return f"{value:.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def profile_call(fn: Callable[[], Any], top: int = 30, sort: str = "cumulative") -> str:
+    """cProfile ``fn`` once; the top functions as text."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    fn()
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(sort).print_stats(top)
+    return out.getvalue()
