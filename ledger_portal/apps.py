@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class LedgerPortalConfig(AppConfig):
     name = "ledger_portal"
     verbose_name = "Tenancy and access"
+
+    def ready(self) -> None:
+        from .api import schema  # noqa: F401  (registers the OpenAPI extensions)

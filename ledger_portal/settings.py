@@ -152,8 +152,16 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # 3.1: the batch schema comes from pydantic, which speaks JSON Schema 2020-12 (nullable
+    # fields as `type: null`).
+    "OAS_VERSION": "3.1.0",
     # Served from our own static files: the docs work offline and load nothing from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.models.RunStatus",
+        "ToolCallStatusEnum": "runs.models.ToolCallStatus",
+        "ActionClassEnum": "runs.models.ActionClass",
+    },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 

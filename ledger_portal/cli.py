@@ -1,0 +1,123 @@
+"""The ``ledger`` command: the runbook's steps from a terminal on a portal host.
+
+It talks to the portal's database through Django, acting as one portal user (``--as`` or
+``LEDGER_USER``) and seeing exactly that user's tenants. Exit codes: 0 done, 1 not found,
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import orjson
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+
+
+def _setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ledger_portal.settings")
+    import django
+
+    django.setup()
+
+
+def _acting_user(username: str | None) -> Any:
+    from django.contrib.auth import get_user_model
+
+    if not username:
+        raise SystemExit("ledger: say who you act as with --as USER or LEDGER_USER")
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise SystemExit(f"ledger: no active portal user {username!r}")
+    return user
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z).decode())
+    sys.stdout.write("\n")
+
+
+def cmd_runs(args: argparse.Namespace, user: Any) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ledger_portal.roles import Role
+    from runs.api.presenters import RUN_FIELDS, renamed, values_of
+    from runs.models import Run
+
+    runs = Run.objects.for_user(user, Role.VIEW_LEDGER)
+    if args.tenant:
+        runs = runs.filter(tenant__slug=args.tenant)
+    if args.agent:
+        runs = runs.filter(agent__agent_id=args.agent)
+    if args.status:
+        runs = runs.filter(status=args.status)
+    rows = renamed(values_of(runs.order_by("-id"), RUN_FIELDS)[: args.limit])
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    table = Table("tenant", "run_id", "agent", "status", "started", "records")
+    for row in rows:
+        table.add_row(row["tenant"], row["run_id"], row["agent_id"], row["status"],
+                      row["started_at"].isoformat(timespec="seconds"), str(row["last_seq"] + 1))
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, user: Any) -> int:
+    from ledger_portal.roles import Role
+    from runs.api.presenters import RUN_FIELDS, renamed, timeline_of, values_of
+    from runs.models import Run
+
+    runs = Run.objects.for_user(user, Role.VIEW_LEDGER).filter(run_id=args.run_id)
+    if args.tenant:
+        runs = runs.filter(tenant__slug=args.tenant)
+    found = renamed(values_of(runs, RUN_FIELDS, "id", "tenant_id")[:2])
+    if not found:
+        print(f"ledger: no run {args.run_id!r} in your tenants", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if len(found) > 1:
+        print(f"ledger: {args.run_id!r} is in several of your tenants; pass --tenant",
+              file=sys.stderr)
+        return EXIT_USAGE
+    run = found[0]
+    run["timeline"] = timeline_of(run.pop("id"), run.pop("tenant_id"))
+    _print_json(run)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--as", dest="acting_as", default=os.environ.get("LEDGER_USER"),
+                        help="the portal user to act as (default: $LEDGER_USER)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    runs = sub.add_parser("runs", help="list recent runs")
+    runs.add_argument("--tenant")
+    runs.add_argument("--agent", help="agent_id")
+    runs.add_argument("--status")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="a run with its whole timeline, as JSON")
+    show.add_argument("run_id")
+    show.add_argument("--tenant")
+    show.add_argument("--json", action="store_true", help="(the default for now)")
+    show.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup()
+    user = _acting_user(args.acting_as)
+    return int(args.func(args, user))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Demo data: two tenants, one user per role, an agent API key and a few hundred runs.
+
+Runs come from the benchmark generator and go through the ingestion service, exactly as an
+agent's batches would. Seeding twice leaves the ledger as it is and resets the demo passwords.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from bench.generate import RunGenerator, batches
+from ledger_portal.models import ApiKey, Tenant
+from ledger_portal.roles import Role
+from ledger_portal.services import grant_role, issue_api_key
+from runs.ingest_schema import parse_batch
+from runs.models import Run
+from runs.services import ingest_batch
+
+TENANTS = {"acme": "Acme Corp", "globex": "Globex Industries"}
+# username -> roles on acme (everyone also views the ledger)
+DEMO_USERS = {
+    "viewer": [Role.VIEW_LEDGER],
+    "approver": [Role.VIEW_LEDGER, Role.APPROVE],
+    "governor": [Role.VIEW_LEDGER, Role.MANAGE_POLICIES],
+    "operator": [Role.VIEW_LEDGER, Role.OPERATE],
+    "auditor": [Role.VIEW_LEDGER, Role.EXPORT],
+    "ingester": [Role.INGEST],
+}
+
+
+class Command(BaseCommand):
+    help = __doc__
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--runs", type=int, default=150, help="runs per tenant")
+
+    def handle(self, *args: Any, runs: int, **options: Any) -> None:
+        tenants = {slug: Tenant.objects.get_or_create(slug=slug, defaults={"name": name})[0]
+                   for slug, name in TENANTS.items()}
+        for tenant in tenants.values():
+            self._seed_runs(tenant, runs)
+        credentials = [("admin", "superuser, every tenant", self._user("admin", superuser=True))]
+        for username, roles in DEMO_USERS.items():
+            password = self._user(username)
+            user = User.objects.get(username=username)
+            for role in roles:
+                grant_role(user, role, tenants["acme"])
+            credentials.append((username, ", ".join(roles) + " on acme", password))
+        password = self._user("globex-viewer")
+        grant_role(User.objects.get(username="globex-viewer"), Role.VIEW_LEDGER,
+                   tenants["globex"])
+        credentials.append(("globex-viewer", "view_ledger on globex", password))
+        key = self._api_key(tenants["acme"])
+
+        out = self.stdout
+        out.write(self.style.SUCCESS("\nDemo ready. Sign in at /admin/ with:"))
+        for username, what, password in credentials:
+            out.write(f"  {username:<14} {password:<24} {what}")
+        if key:
+            out.write(f"\nAgent API key for acme (ingest, view_ledger): {key}")
+            out.write("  curl -H 'Authorization: Bearer <key>' http://127.0.0.1:8000/api/v1/runs/")
+
+    def _seed_runs(self, tenant: Tenant, count: int) -> None:
+        if Run.objects.filter(tenant=tenant).exists():
+            self.stdout.write(f"{tenant.slug}: already has runs, left as it is")
+            return
+        gen = RunGenerator(tenant.slug, seed=11,
+                           start=timezone.now() - timedelta(seconds=count * 125))
+        created = 0
+        for batch in batches(gen.run() for _ in range(count)):
+            result = ingest_batch(tenant, parse_batch({"runs": batch}), recorded_by="demo")
+            created += result.created["tool_calls"]
+        self.stdout.write(f"{tenant.slug}: {count} runs, {created} tool calls")
+
+    @staticmethod
+    def _user(username: str, superuser: bool = False) -> str:
+        password = secrets.token_urlsafe(9)
+        user, _ = User.objects.get_or_create(username=username)
+        user.is_staff = True
+        user.is_superuser = superuser
+        user.set_password(password)
+        user.save()
+        return password
+
+    @staticmethod
+    def _api_key(tenant: Tenant) -> str | None:
+        ApiKey.objects.filter(tenant=tenant, name="demo-agent", revoked_at__isnull=True).update(
+            revoked_at=timezone.now())
+        _, raw = issue_api_key(tenant, "demo-agent", [Role.INGEST, Role.VIEW_LEDGER])
+        return raw
