@@ -122,7 +122,24 @@ def environment_line(db: BenchDB) -> str:
         pg = cursor.fetchone()[0]
     cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
     return (f"PostgreSQL {pg} db={db.name} | Python {platform.python_version()} | "
-            f"{os.cpu_count()} cores | cache={cache} | DEBUG={settings.DEBUG}")
+            f"{os.cpu_count()} cores | cache={cache} | DEBUG={settings.DEBUG} | "
+            f"code {git_state()}")
+
+
+def git_state() -> str:
+    """The commit measured, and how many app files differ from it (the tree is shared)."""
+    import subprocess
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                cwd=repo, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "(no git)"
+    dirty = [line for line in status.splitlines() if not line[3:].startswith("bench/")]
+    return f"{head}" + (f" + {len(dirty)} modified app files" if dirty else "")
 
 
 # -- timing --------------------------------------------------------------------------------

@@ -259,9 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--prefix", default="bench")
     args = parser.parse_args(argv)
-    import django
-
     import os
+
+    import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ledger_portal.settings")
     django.setup()

@@ -28,7 +28,7 @@ class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
 
     # Members see the tenants they belong to; only superusers create tenants or grant roles.
     def _is_superuser(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_active and request.user.is_superuser)  # type: ignore[union-attr]
+        return bool(request.user.is_active and request.user.is_superuser)
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return has_role(request.user, Role.VIEW_LEDGER)
@@ -50,7 +50,7 @@ class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
         return False  # tenants own append-only ledgers
 
 
-class ApiKeyForm(forms.ModelForm):  # type: ignore[type-arg]
+class ApiKeyForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple)
 
     class Meta:
@@ -59,7 +59,7 @@ class ApiKeyForm(forms.ModelForm):  # type: ignore[type-arg]
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
+class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
     """API keys: the raw key is shown once, on creation; only its hash is kept."""
 
     view_role = Role.MANAGE_POLICIES

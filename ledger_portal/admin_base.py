@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
-from django.contrib.admin.utils import unquote
 from django.utils.functional import cached_property
 from simple_history.admin import SimpleHistoryAdmin
 
@@ -57,7 +57,7 @@ def _tenant_of(obj: Model | None) -> int | None:
     return getattr(obj, "tenant_id", None) if obj is not None else None
 
 
-class TenantScopedAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class TenantScopedAdmin(admin.ModelAdmin):
     view_role: ClassVar[str] = Role.VIEW_LEDGER
     edit_role: ClassVar[str | None] = None  # None: read-only in the admin
     paginator = EstimatedCountPaginator
@@ -111,7 +111,7 @@ class LedgerRecordAdmin(TenantScopedAdmin):
         return [f.name for f in self.model._meta.fields]
 
 
-class ScopedHistoryAdmin(SimpleHistoryAdmin):  # type: ignore[misc]
+class ScopedHistoryAdmin(SimpleHistoryAdmin):
     """simple-history's views, limited to objects in the user's scope.
 
     Its history view falls back to the historical rows of objects it cannot find, which would

@@ -87,7 +87,7 @@ else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     _db = {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": DATA_DIR / "ledger.sqlite3",
+        "NAME": str(DATA_DIR / "ledger.sqlite3"),
         # WAL lets the web process read while the embedded worker writes.
         "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
     }

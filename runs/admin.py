@@ -98,7 +98,7 @@ class AnnotationAdmin(LedgerRecordAdmin):
     search_help_text = "Exact run_id, annotation_id or call_id."
 
 
-class GovernanceAdmin(TenantScopedAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
+class GovernanceAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
     """Mutable, per-tenant governance objects, edited by those who manage policies."""
 
     edit_role = Role.MANAGE_POLICIES

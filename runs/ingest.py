@@ -191,49 +191,51 @@ class _BatchWriter:
         when = run_in.started_at
 
         for j, step_in in enumerate(run_in.steps):
-            rec = Step(tenant=self.tenant, run=run, step_id=step_in.step_id, index=step_in.index,
+            step = Step(tenant=self.tenant, run=run, step_id=step_in.step_id, index=step_in.index,
                        title=step_in.title, status=step_in.status,
                        started_at=step_in.started_at, ended_at=step_in.ended_at,
                        metadata=step_in.metadata)
             stored_step = steps.get(step_in.step_id)
-            if self._is_new(f"{path}.steps[{j}]", "steps", rec, stored_step, run):
-                steps[step_in.step_id] = rec
+            if self._is_new(f"{path}.steps[{j}]", "steps", step, stored_step, run):
+                steps[step_in.step_id] = step
                 when = step_in.started_at or when
-                new.append((when, 0, rec))
+                new.append((when, 0, step))
 
         when = run_in.started_at
         for j, mc in enumerate(run_in.model_calls):
-            rec = self._model_call(run, mc)
-            rec.step = self._step_ref(f"{path}.model_calls[{j}].step_id", mc.step_id, steps)
+            model_call = self._model_call(run, mc)
+            model_call.step = self._step_ref(f"{path}.model_calls[{j}].step_id", mc.step_id,
+                                             steps)
             stored_mc = existing.model_calls.get(mc.call_id)
-            if self._is_new(f"{path}.model_calls[{j}]", "model_calls", rec, stored_mc, run):
+            if self._is_new(f"{path}.model_calls[{j}]", "model_calls", model_call, stored_mc,
+                            run):
                 when = mc.started_at or when
-                new.append((when, 1, rec))
+                new.append((when, 1, model_call))
 
         calls = existing.tool_calls_by_run.get(run.pk, {}) if not plan.is_new else {}
         when = run_in.started_at
         for j, tc in enumerate(run_in.tool_calls):
-            rec = self._tool_call(run, tc, tools[tc.tool])
-            rec.step = self._step_ref(f"{path}.tool_calls[{j}].step_id", tc.step_id, steps)
+            call = self._tool_call(run, tc, tools[tc.tool])
+            call.step = self._step_ref(f"{path}.tool_calls[{j}].step_id", tc.step_id, steps)
             if tc.retry_of is not None:
                 original = calls.get(tc.retry_of)
                 if original is None:
                     self._invalid(f"{path}.tool_calls[{j}].retry_of",
                                   f"no earlier tool call {tc.retry_of!r} in run {run.run_id!r}")
-                rec.retry_of = original
+                call.retry_of = original
             stored_tc = existing.tool_calls.get(tc.call_id)
-            if self._is_new(f"{path}.tool_calls[{j}]", "tool_calls", rec, stored_tc, run):
-                calls[tc.call_id] = rec
+            if self._is_new(f"{path}.tool_calls[{j}]", "tool_calls", call, stored_tc, run):
+                calls[tc.call_id] = call
                 when = tc.started_at or when
-                new.append((when, 2, rec))
+                new.append((when, 2, call))
 
         for j, an in enumerate(run_in.annotations):
-            rec = Annotation(tenant=self.tenant, run=run, annotation_id=an.annotation_id,
-                             annotation_kind=an.kind, target_call_id=an.target_call_id,
-                             body=an.body, data=an.data, author_label=self.recorded_by)
+            note = Annotation(tenant=self.tenant, run=run, annotation_id=an.annotation_id,
+                              annotation_kind=an.kind, target_call_id=an.target_call_id,
+                              body=an.body, data=an.data, author_label=self.recorded_by)
             stored_an = existing.annotations.get(an.annotation_id)
-            if self._is_new(f"{path}.annotations[{j}]", "annotations", rec, stored_an, run):
-                new.append((when, 3, rec))
+            if self._is_new(f"{path}.annotations[{j}]", "annotations", note, stored_an, run):
+                new.append((when, 3, note))
 
         if new and run.is_closed:
             self._conflict(path, f"run {run.run_id!r} is {run.status} and takes no new records")
@@ -331,10 +333,10 @@ class _BatchWriter:
         for plan in plans:
             for rec in plan.records:
                 by_type.setdefault(type(rec), []).append(rec)
-        Step.objects.bulk_create(by_type.get(Step, []))
-        ModelCall.objects.bulk_create(by_type.get(ModelCall, []))
+        Step.objects.bulk_create(by_type.get(Step, []))  # type: ignore[arg-type]
+        ModelCall.objects.bulk_create(by_type.get(ModelCall, []))  # type: ignore[arg-type]
         _insert_tool_calls(by_type.get(ToolCall, []))  # type: ignore[arg-type]
-        Annotation.objects.bulk_create(by_type.get(Annotation, []))
+        Annotation.objects.bulk_create(by_type.get(Annotation, []))  # type: ignore[arg-type]
 
         for kind, model in (("steps", Step), ("model_calls", ModelCall),
                             ("tool_calls", ToolCall), ("annotations", Annotation)):

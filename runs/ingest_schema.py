@@ -20,10 +20,10 @@ from pydantic import (
     model_validator,
 )
 
-from .models import ActionClass, AnnotationKind, Classification, RunStatus, ToolCallStatus
+from .models import ActionClass, AnnotationKind, RunStatus, ToolCallStatus
 
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-Label = Literal[tuple(c.value for c in Classification)]  # type: ignore[valid-type]
+Label = Literal["public", "internal", "confidential", "restricted", "secret"]
 
 _PATH = re.compile(r"^[A-Za-z_][\w-]*(\[\d+\]|\.[\w-]+|\[\*\])*$")
 

@@ -48,7 +48,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
         "call_id": run["tool_calls"][0]["call_id"],
         "objects": {
             Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
-            Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored).first().tool,
+            Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored)[0].tool,
             Step: Step.objects.filter(run=stored).first(),
             ModelCall: ModelCall.objects.filter(run=stored).first(),
             ToolCall: ToolCall.objects.filter(run=stored).first(),
@@ -65,7 +65,7 @@ def outsider(request, charlie, globex, user_client, key_client):
                                "approve", "operate"])
 
 
-@pytest.mark.parametrize("name,pattern", api_routes(), ids=lambda v: str(v)
+@pytest.mark.parametrize(("name", "pattern"), api_routes(), ids=lambda v: str(v)
                          if isinstance(v, str) else "")
 def test_api_route_never_shows_another_tenants_rows(name, pattern, acme_data, outsider):
     if name in WRITE_ONLY_ROUTES:
@@ -104,7 +104,7 @@ def admin_models() -> list[type[models.Model]]:
 def test_admin_models_outside_tenancy_are_for_superusers_only(model, charlie, client):
     client.force_login(charlie)
     info = (model._meta.app_label, model._meta.model_name)
-    assert client.get(reverse("admin:%s_%s_changelist" % info)).status_code == 403
+    assert client.get(reverse("admin:{}_{}_changelist".format(*info))).status_code == 403
 
 
 @pytest.mark.parametrize("model", admin_models(), ids=lambda m: m._meta.label)
@@ -113,14 +113,14 @@ def test_admin_never_shows_another_tenants_rows(model, acme_data, charlie, clien
     assert obj is not None, f"teach this test an acme object of {model._meta.label}"
     client.force_login(charlie)
     info = (model._meta.app_label, model._meta.model_name)
-    changelist = client.get(reverse("admin:%s_%s_changelist" % info))
+    changelist = client.get(reverse("admin:{}_{}_changelist".format(*info)))
     assert changelist.status_code == 200
     shown = {o.pk for o in changelist.context["cl"].result_list}
     assert obj.pk not in shown
-    change = client.get(reverse("admin:%s_%s_change" % info, args=[obj.pk]))
+    change = client.get(reverse("admin:{}_{}_change".format(*info), args=[obj.pk]))
     assert change.status_code == 404
     if hasattr(admin.site._registry[model], "history_view"):
-        history = client.get(reverse("admin:%s_%s_history" % info, args=[obj.pk]))
+        history = client.get(reverse("admin:{}_{}_history".format(*info), args=[obj.pk]))
         assert history.status_code == 404
 
 

@@ -1,3 +1,4 @@
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -7,7 +8,7 @@ from rest_framework.parsers import JSONParser
 
 class OrjsonParser(JSONParser):
     def parse(self, stream: Any, media_type: str | None = None,
-              parser_context: dict[str, Any] | None = None) -> Any:
+              parser_context: Mapping[str, Any] | None = None) -> Any:
         try:
             return orjson.loads(stream.read())
         except orjson.JSONDecodeError as exc:

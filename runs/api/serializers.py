@@ -5,13 +5,13 @@ from rest_framework import serializers
 from ..models import ActionClass, RunStatus, ToolCallStatus
 
 
-class TenantSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class TenantSerializer(serializers.Serializer):
     slug = serializers.SlugField()
     name = serializers.CharField()
     outage_mode = serializers.BooleanField()
 
 
-class AgentSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class AgentSerializer(serializers.Serializer):
     agent_id = serializers.CharField()
     tenant = serializers.SlugField()
     name = serializers.CharField()
@@ -19,7 +19,7 @@ class AgentSerializer(serializers.Serializer):  # type: ignore[type-arg]
     created_at = serializers.DateTimeField()
 
 
-class RunSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class RunSerializer(serializers.Serializer):
     run_id = serializers.CharField()
     tenant = serializers.SlugField()
     agent_id = serializers.CharField()
@@ -35,7 +35,7 @@ class RunSerializer(serializers.Serializer):  # type: ignore[type-arg]
     recorded_at = serializers.DateTimeField()
 
 
-class _RecordSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class _RecordSerializer(serializers.Serializer):
     seq = serializers.IntegerField()
     chain_hash = serializers.CharField()
 
@@ -91,12 +91,12 @@ class AnnotationSerializer(_RecordSerializer):
     annotation_kind = serializers.CharField()
     target_call_id = serializers.CharField()
     body = serializers.CharField()
-    data = serializers.JSONField()
+    data = serializers.JSONField()  # type: ignore[assignment]
     author_label = serializers.CharField()
     recorded_at = serializers.DateTimeField()
 
 
-class TimelineEntrySerializer(serializers.Serializer):  # type: ignore[type-arg]
+class TimelineEntrySerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["step", "model_call", "tool_call", "annotation"])
     seq = serializers.IntegerField()
 
@@ -107,7 +107,7 @@ class RunDetailSerializer(RunSerializer):
         "its kind (Step, ModelCall, ToolCall or Annotation).")
 
 
-class IngestCountsSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class IngestCountsSerializer(serializers.Serializer):
     runs = serializers.IntegerField()
     steps = serializers.IntegerField()
     model_calls = serializers.IntegerField()
@@ -115,16 +115,16 @@ class IngestCountsSerializer(serializers.Serializer):  # type: ignore[type-arg]
     annotations = serializers.IntegerField()
 
 
-class IngestResultSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class IngestResultSerializer(serializers.Serializer):
     created = IngestCountsSerializer()
     unchanged = IngestCountsSerializer()
 
 
-class ProblemSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ProblemSerializer(serializers.Serializer):
     path = serializers.CharField(help_text="Where in the batch, e.g. runs[0].tool_calls[3].status")
     message = serializers.CharField()
 
 
-class BatchErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class BatchErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
-    errors = ProblemSerializer(many=True)
+    errors = ProblemSerializer(many=True)  # type: ignore[assignment]

@@ -30,7 +30,7 @@ TENANT_PARAM = OpenApiParameter(
     "tenant", str, description="Narrow to one of your tenants (by slug).")
 
 
-class _ValuesListView(TenantScopedViewMixin, generics.ListAPIView):  # type: ignore[type-arg]
+class _ValuesListView(TenantScopedViewMixin, generics.ListAPIView):
     fields: dict[str, str]
 
     def get_queryset(self) -> QuerySet[Any]:
@@ -67,7 +67,7 @@ class AgentList(_ValuesListView):
 
 
 @extend_schema(parameters=[TENANT_PARAM])
-class AgentDetail(TenantScopedViewMixin, generics.RetrieveAPIView):  # type: ignore[type-arg]
+class AgentDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
     serializer_class = s.AgentSerializer
     role = Role.VIEW_LEDGER
     scoped_model = Agent
@@ -92,7 +92,7 @@ class RunList(_ValuesListView):
 
 
 @extend_schema(parameters=[TENANT_PARAM], responses=s.RunDetailSerializer)
-class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView):  # type: ignore[type-arg]
+class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
     """A run with its whole timeline (steps, model calls, tool calls, annotations) in order."""
 
     serializer_class = s.RunDetailSerializer
@@ -121,7 +121,7 @@ class ToolCallList(_ValuesListView):
 
 
 @extend_schema(parameters=[TENANT_PARAM])
-class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):  # type: ignore[type-arg]
+class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
     serializer_class = s.ToolCallSerializer
     role = Role.VIEW_LEDGER
     scoped_model = ToolCall

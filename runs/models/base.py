@@ -46,6 +46,14 @@ class LedgerRecord(models.Model):
     class Meta:
         abstract = True
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise AppendOnlyViolation(f"{type(self).__name__} rows are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AppendOnlyViolation(f"{type(self).__name__} rows are append-only")
+
     def ledger_content(self) -> dict[str, Any]:
         """The record's content in canonical form: what its hash commits to."""
         raise TypeError(f"{type(self).__name__} must define ledger_content()")
@@ -55,11 +63,3 @@ class LedgerRecord(models.Model):
         self.content_hash = content_hash(self.ledger_content())
         self.chain_hash = chain_hash(previous, self.seq, self.content_hash)
         return self.chain_hash
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        if not self._state.adding:
-            raise AppendOnlyViolation(f"{type(self).__name__} rows are append-only")
-        super().save(*args, **kwargs)
-
-    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        raise AppendOnlyViolation(f"{type(self).__name__} rows are append-only")

@@ -32,7 +32,8 @@ class Agent(models.Model):
     class Meta:
         ordering = ["tenant", "agent_id"]
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "agent_id"], name="agent_id_unique_per_tenant")
+            models.UniqueConstraint(fields=["tenant", "agent_id"],
+                                    name="agent_id_unique_per_tenant")
         ]
 
     def __str__(self) -> str:

@@ -8,7 +8,7 @@ the same however the database numbers its rows.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -58,7 +58,7 @@ class Run(LedgerRecord):
     annotation, so the tip is a cache of what the chain says.
     """
 
-    kind = "run"
+    kind: ClassVar[str] = "run"
 
     run_id = models.CharField(max_length=200)
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
@@ -75,7 +75,7 @@ class Run(LedgerRecord):
     last_seq = models.PositiveIntegerField(default=0)
     head_hash = models.CharField(max_length=64)
 
-    objects = RunQuerySet.as_manager()
+    objects = RunQuerySet.as_manager()  # type: ignore[misc]  # a narrower manager than the base
 
     class Meta:
         ordering = ["-id"]
@@ -103,7 +103,7 @@ class Run(LedgerRecord):
             "goal": self.goal,
             "trigger_ref": self.trigger_ref,
             "started_at": ts(self.started_at),
-            "replay_of": self.replay_of.run_id if self.replay_of_id else None,
+            "replay_of": self.replay_of.run_id if self.replay_of else None,
             "metadata": self.metadata,
         }
 
@@ -118,7 +118,7 @@ class RunRecord(LedgerRecord):
 
 
 class Step(RunRecord):
-    kind = "step"
+    kind: ClassVar[str] = "step"
 
     step_id = models.CharField(max_length=200)
     index = models.PositiveIntegerField(help_text="Position in the agent's plan.")
@@ -153,7 +153,7 @@ class Step(RunRecord):
 
 
 class ModelCall(RunRecord):
-    kind = "model_call"
+    kind: ClassVar[str] = "model_call"
 
     call_id = models.CharField(max_length=200)
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
@@ -187,7 +187,7 @@ class ModelCall(RunRecord):
             "kind": self.kind,
             "run_id": self.run.run_id,
             "call_id": self.call_id,
-            "step_id": self.step.step_id if self.step_id else None,
+            "step_id": self.step.step_id if self.step else None,
             "provider": self.provider,
             "model": self.model,
             "messages": self.messages,
@@ -211,7 +211,7 @@ class ToolCallStatus(models.TextChoices):
 
 
 class ToolCall(RunRecord):
-    kind = "tool_call"
+    kind: ClassVar[str] = "tool_call"
 
     call_id = models.CharField(max_length=200)
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
@@ -256,7 +256,7 @@ class ToolCall(RunRecord):
             "kind": self.kind,
             "run_id": self.run.run_id,
             "call_id": self.call_id,
-            "step_id": self.step.step_id if self.step_id else None,
+            "step_id": self.step.step_id if self.step else None,
             "tool": self.tool.name,
             "action_class": self.action_class,
             "input": self.input,
@@ -264,7 +264,7 @@ class ToolCall(RunRecord):
             "status": self.status,
             "error": self.error,
             "attempt": self.attempt,
-            "retry_of": self.retry_of.call_id if self.retry_of_id else None,
+            "retry_of": self.retry_of.call_id if self.retry_of else None,
             "started_at": ts(self.started_at),
             "ended_at": ts(self.ended_at),
             "idempotency_key": self.idempotency_key,
@@ -292,7 +292,7 @@ def new_annotation_id() -> str:
 class Annotation(RunRecord):
     """A note on the ledger, by an agent or by the service that performed a manual intervention."""
 
-    kind = "annotation"
+    kind: ClassVar[str] = "annotation"
 
     annotation_id = models.CharField(max_length=200, default=new_annotation_id)
     annotation_kind = models.CharField(max_length=20, choices=AnnotationKind.choices,

@@ -136,7 +136,8 @@ def test_a_later_batch_appends_to_a_running_run_and_extends_its_chain(client, ma
     assert response.json()["unchanged"]["tool_calls"] == 1
     stored.refresh_from_db()
     assert stored.status == run["status"]
-    assert stored.last_seq > last_seq and stored.head_hash != head
+    assert stored.last_seq > last_seq
+    assert stored.head_hash != head
     seqs = sorted([*ToolCall.objects.filter(run=stored).values_list("seq", flat=True),
                    *Step.objects.filter(run=stored).values_list("seq", flat=True),
                    *ModelCall.objects.filter(run=stored).values_list("seq", flat=True),
@@ -175,6 +176,7 @@ def test_retries_are_linked_to_the_call_they_retry(client, make_run):
     run["tool_calls"].insert(1, retry)
     assert post(client, [run]).status_code == 201
     stored = ToolCall.objects.get(call_id=retry["call_id"])
+    assert stored.retry_of is not None
     assert stored.retry_of.call_id == original["call_id"]
 
     dangling = make_run()
@@ -236,3 +238,12 @@ def test_a_person_records_into_a_named_tenant_they_may_ingest_into(alice, charli
     assert response.status_code == 201
     assert post(user_client(charlie), [make_run()], QUERY_STRING="tenant=acme"
                 ).status_code == 404
+
+
+def test_the_classification_labels_accepted_are_the_models_own():
+    from typing import get_args
+
+    from runs.ingest_schema import Label
+    from runs.models import Classification
+
+    assert set(get_args(Label)) == set(Classification.values)

@@ -97,7 +97,7 @@ def test_an_id_in_two_of_your_tenants_asks_which(acme, globex, alice, record, ma
     assert narrowed.json()["tenant"] == "globex"
 
 
-@pytest.mark.parametrize("fields,serializer", [
+@pytest.mark.parametrize(("fields", "serializer"), [
     (presenters.RUN_FIELDS, serializers.RunSerializer),
     (presenters.STEP_FIELDS, serializers.StepSerializer),
     (presenters.MODEL_CALL_FIELDS, serializers.ModelCallSerializer),
