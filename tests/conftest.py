@@ -106,3 +106,14 @@ def record() -> Callable[..., Any]:
     def do(tenant: Tenant, *runs: dict[str, Any]) -> Any:
         return ingest_batch(tenant, parse_batch({"runs": list(runs)}), recorded_by="test")
     return do
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        return
+    skip = pytest.mark.skip(reason="PostgreSQL-only behaviour; run with DATABASE_URL set")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,65 @@
+"""The `ledger` command and the demo seed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+
+from ledger_portal.cli import EXIT_NOT_FOUND, EXIT_OK, main
+from ledger_portal.models import ApiKey, Tenant
+from ledger_portal.tenancy import has_role
+from runs.models import Run, ToolCall
+
+
+@pytest.fixture
+def recorded(acme, globex, record, make_run):
+    run = make_run()
+    record(acme, run)
+    record(globex, make_run("globex"))
+    return run
+
+
+def test_show_prints_the_run_and_its_timeline_as_json(recorded, alice, capsys):
+    assert main(["--as", "alice", "show", recorded["run_id"]]) == EXIT_OK
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run_id"] == recorded["run_id"]
+    assert [e["seq"] for e in shown["timeline"]] == list(range(1, shown["last_seq"] + 1))
+
+
+def test_show_sees_only_the_acting_users_tenants(recorded, charlie, capsys):
+    assert main(["--as", "charlie", "show", recorded["run_id"]]) == EXIT_NOT_FOUND
+    assert "no run" in capsys.readouterr().err
+
+
+def test_runs_lists_within_the_users_tenants(recorded, charlie, capsys):
+    assert main(["--as", "charlie", "runs", "--json"]) == EXIT_OK
+    listed = json.loads(capsys.readouterr().out)
+    assert listed
+    assert {r["tenant"] for r in listed} == {"globex"}
+
+
+def test_the_cli_needs_a_known_user(db):
+    with pytest.raises(SystemExit, match="no active portal user"):
+        main(["--as", "nobody", "runs"])
+
+
+def test_the_demo_seeds_tenants_roles_runs_and_a_key(db, capsys):
+    call_command("seed_demo", runs=12)
+    out = capsys.readouterr().out
+    assert "lpk_" in out
+    assert set(Tenant.objects.values_list("slug", flat=True)) == {"acme", "globex"}
+    assert Run.objects.filter(tenant__slug="acme").count() == 12
+    classes = set(ToolCall.objects.values_list("action_class", flat=True))
+    assert classes == {"read", "write", "delete", "exfil"}
+    assert ToolCall.objects.filter(retry_of__isnull=False).exists()
+    assert ToolCall.objects.filter(status="failed").exists()
+    approver = User.objects.get(username="approver")
+    assert has_role(approver, "approve", Tenant.objects.get(slug="acme"))
+    assert not has_role(approver, "approve", Tenant.objects.get(slug="globex"))
+
+    call_command("seed_demo", runs=12)  # a second seed leaves the ledger as it is
+    assert Run.objects.filter(tenant__slug="acme").count() == 12
+    assert ApiKey.objects.filter(revoked_at__isnull=True).count() == 1
