@@ -15,6 +15,11 @@ from .roles import Role
 from .tenancy import has_role
 
 
+admin.site.site_header = "ledger-portal"
+admin.site.site_title = "ledger-portal"
+admin.site.index_title = "Agent Execution Ledger"
+
+
 @admin.register(Tenant)
 class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
     """Tenants and, under "Object permissions", the roles users and groups hold on each."""

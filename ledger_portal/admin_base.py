@@ -62,6 +62,8 @@ class TenantScopedAdmin(admin.ModelAdmin):
     edit_role: ClassVar[str | None] = None  # None: read-only in the admin
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+    # Facet counts are a COUNT per filter choice: out of the question over big tables.
+    show_facets = admin.ShowFacets.NEVER
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         return super().get_queryset(request).for_user(request.user, self.view_role)  # type: ignore[attr-defined]
@@ -105,7 +107,14 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
 
 class LedgerRecordAdmin(TenantScopedAdmin):
-    """Ledger rows: viewable in the user's tenants, never editable."""
+    """Ledger rows: viewable in the user's tenants, never editable.
+
+    Newest first by primary key, and sortable only by indexed columns, so every page is an
+    index scan however big the table.
+    """
+
+    ordering = ["-id"]
+    sortable_by = ["started_at", "recorded_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
         return [f.name for f in self.model._meta.fields]

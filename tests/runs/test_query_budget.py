@@ -54,3 +54,12 @@ def test_run_detail_queries_do_not_grow_with_the_run(acme, record, make_run, key
     at_big = _queries(lambda: client.get(reverse("api:run-detail", args=[big["run_id"]])))
     assert at_small == at_big
     assert at_big <= 10
+
+
+def test_ledger_changelists_never_offer_facet_counts(alice, acme, record, make_run, client):
+    record(acme, make_run())
+    client.force_login(alice)
+    response = client.get(reverse("admin:runs_toolcall_changelist") + "?_facets=1")
+    assert response.status_code == 200
+    assert "Show counts" not in response.content.decode()
+    assert response.context["cl"].add_facets is False
