@@ -14,7 +14,6 @@ from .models import ApiKey, Tenant
 from .roles import Role
 from .tenancy import has_role
 
-
 admin.site.site_header = "ledger-portal"
 admin.site.site_title = "ledger-portal"
 admin.site.index_title = "Agent Execution Ledger"

@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from ledger_portal.canonical import GENESIS
 from ledger_portal.models import Tenant
 
+from .bulk import insert_all
 from .ingest_schema import BatchIn, ModelCallIn, RunIn, ToolCallIn
 from .models import (
     Agent,
@@ -333,10 +334,8 @@ class _BatchWriter:
         for plan in plans:
             for rec in plan.records:
                 by_type.setdefault(type(rec), []).append(rec)
-        Step.objects.bulk_create(by_type.get(Step, []))  # type: ignore[arg-type]
-        ModelCall.objects.bulk_create(by_type.get(ModelCall, []))  # type: ignore[arg-type]
-        _insert_tool_calls(by_type.get(ToolCall, []))  # type: ignore[arg-type]
-        Annotation.objects.bulk_create(by_type.get(Annotation, []))  # type: ignore[arg-type]
+        insert_all([(model, by_type.get(model, []))
+                    for model in (Step, ModelCall, ToolCall, Annotation)])
 
         for kind, model in (("steps", Step), ("model_calls", ModelCall),
                             ("tool_calls", ToolCall), ("annotations", Annotation)):
@@ -352,16 +351,6 @@ class _BatchWriter:
 
 def _is_status_note(rec: LedgerRecord) -> bool:
     return isinstance(rec, Annotation) and rec.annotation_kind == AnnotationKind.RUN_STATUS
-
-
-def _insert_tool_calls(calls: list[ToolCall]) -> None:
-    """Insert originals before their retries, so every ``retry_of`` has a primary key."""
-    pending = calls
-    while pending:
-        ready = [c for c in pending if c.retry_of is None or c.retry_of.pk is not None]
-        ToolCall.objects.bulk_create(ready)
-        ready_ids = {id(c) for c in ready}
-        pending = [c for c in pending if id(c) not in ready_ids]
 
 
 def _external_id(rec: LedgerRecord) -> str:
