@@ -54,7 +54,7 @@ def ensure_data(tool_calls: int, seed: int) -> str:
         sys.exit(f"the database holds {have:,} of {tool_calls:,} tool calls; run without "
                  "--reuse-db to load it afresh")
     started = time.perf_counter()
-    totals = load(TENANTS, tool_calls, seed)
+    totals = load(TENANTS, tool_calls, seed, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - started
     with connection.cursor() as cursor:
         for name in ("runs_run", "runs_step", "runs_modelcall", "runs_toolcall",
@@ -198,13 +198,19 @@ def main(argv: list[str] | None = None) -> None:
             print(text)
 
 
-def explain(label: str, case: str, sql: str) -> str:
+def explain(label: str, case: str, sql: str, max_lines: int = 40) -> str:
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")
-        plan = "\n".join(f"    {r[0]}" for r in cursor.fetchall())
-    return f"\n== {label} / {case}: slowest query\n  {sql}\n{plan}"
+        lines = [r[0] for r in cursor.fetchall()]
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines - 3], "...", *lines[-2:]]
+    plan = "\n".join(f"    {line}" for line in lines)
+    short = re.sub(r"^SELECT .*? FROM ", "SELECT ... FROM ", sql, count=1)
+    short = re.sub(r'IN \(SELECT V0\."id" AS "pk" FROM "ledger_portal_tenant" V0 .*?\)\)\)\)',
+                   "IN (<tenants_for(user, view_ledger)>)", short)
+    return f"\n== {label} / {case}: slowest query\n  {short}\n{plan}"
 
 
 if __name__ == "__main__":

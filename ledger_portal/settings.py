@@ -83,10 +83,6 @@ if _database_url:
     if _db["ENGINE"] != "django.db.backends.postgresql":
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL (PostgreSQL only)")
     _db["CONN_HEALTH_CHECKS"] = True
-    # Server-side parameters: psycopg's client-side quoting of bulk inserts (arrays of JSON)
-    # was most of the time spent ingesting a batch.
-    _db.setdefault("OPTIONS", {})["server_side_binding"] = env_bool("DB_SERVER_SIDE_BINDING",
-                                                                    True)
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     _db = {
