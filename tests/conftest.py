@@ -117,3 +117,12 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     for item in items:
         if "postgres" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Any:
+    """Each test starts with an empty cache (Redis outlives the test database)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

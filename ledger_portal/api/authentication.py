@@ -71,7 +71,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def _record_use(key: ApiKey, request: Request) -> None:
         # One write per key per interval, not one per request.
         interval = settings.LEDGER_API_KEY_TOUCH_INTERVAL
-        if interval and not cache.add(f"apikey-used:{key.pk}", 1, interval):
+        if interval and not cache.add(f"apikey-used:{key.prefix}", 1, interval):
             return
         ApiKey.objects.filter(pk=key.pk).update(
             last_used_at=timezone.now(), last_used_ip=request.META.get("REMOTE_ADDR"))
