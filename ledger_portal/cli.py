@@ -1,8 +1,8 @@
 """The ``ledger`` command: the runbook's steps from a terminal on a portal host.
 
 It talks to the portal's database through Django, acting as one portal user (``--as`` or
-``LEDGER_USER``) and seeing exactly that user's tenants. Exit codes: 0 done, 1 not found,
-2 bad usage.
+``LEDGER_USER``) and seeing exactly that user's tenants. Exit codes: 0 done (and, for verify,
+intact), 1 not found, 2 bad usage, 4 verify found tampering.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_TAMPERED = 0, 1, 2, 4
 
 
 def _setup() -> None:
@@ -89,6 +89,44 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace, user: Any) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from ledger_portal.models import Tenant
+    from ledger_portal.roles import Role
+    from runs.integrity import verify_tenant
+
+    tenants = Tenant.objects.for_user(user, Role.VIEW_LEDGER)
+    if args.tenant:
+        tenants = tenants.filter(slug=args.tenant)
+    tenants_list = list(tenants)
+    if not tenants_list:
+        print("ledger: no such tenant among yours", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    console = Console(stderr=True)
+    broken = False
+    for tenant in tenants_list:
+        with Progress(TextColumn(f"verifying {tenant.slug}"), BarColumn(), MofNCompleteColumn(),
+                      console=console, transient=True, disable=args.quiet) as bar:
+            task = bar.add_task("runs", total=None)
+
+            def advance(done: int, total: int, task: Any = task, bar: Any = bar) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = verify_tenant(tenant, run_id=args.run, progress=advance)
+        if args.run and report.runs == 0:
+            print(f"ledger: no run {args.run!r} in {tenant.slug}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        status = "intact" if report.intact else f"{len(report.breaks)} broken"
+        print(f"{tenant.slug}: {report.runs} runs, {report.records} records, "
+              f"{report.digests} digests: {status}")
+        for problem in report.breaks:
+            print(f"  BROKEN {problem}")
+        broken = broken or not report.intact
+    return EXIT_TAMPERED if broken else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--tenant")
     show.add_argument("--json", action="store_true", help="(the default for now)")
     show.set_defaults(func=cmd_show)
+    verify = sub.add_parser("verify", help="recompute hash chains and check signed digests")
+    verify.add_argument("--tenant")
+    verify.add_argument("--run", help="only this run_id")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

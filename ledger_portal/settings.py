@@ -192,6 +192,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "seal-tenant-digests": {
+        "task": "runs.seal_tenant_digests",
+        "schedule": env_int("LEDGER_DIGEST_INTERVAL", 300, minimum=10),
+    },
+}
+# Public keys of earlier signing keys (base64), still trusted when verifying old digests.
+LEDGER_PREVIOUS_PUBLIC_KEYS = env_list("LEDGER_PREVIOUS_PUBLIC_KEYS", [])
 
 LOGGING = {
     "version": 1,

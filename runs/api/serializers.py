@@ -128,3 +128,10 @@ class ProblemSerializer(serializers.Serializer):
 class BatchErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     errors = ProblemSerializer(many=True)  # type: ignore[assignment]
+
+
+class SigningKeySerializer(serializers.Serializer):
+    algorithm = serializers.CharField()
+    public_key = serializers.CharField(help_text="Raw Ed25519 public key, base64.")
+    key_id = serializers.CharField(help_text="First 16 hex digits of the key's SHA-256.")
+    previous_public_keys = serializers.ListField(child=serializers.CharField())

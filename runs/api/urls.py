@@ -4,6 +4,7 @@ from . import views
 
 urlpatterns = [
     path("tenants/", views.TenantList.as_view(), name="tenant-list"),
+    path("signing-key/", views.SigningKey.as_view(), name="signing-key"),
     path("batches/", views.BatchIngest.as_view(), name="batch-ingest"),
     path("agents/", views.AgentList.as_view(), name="agent-list"),
     path("agents/<str:agent_id>/", views.AgentDetail.as_view(), name="agent-detail"),

@@ -11,10 +11,12 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from pydantic import ValidationError
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ledger_portal import signing
 from ledger_portal.api.scoping import TenantScopedViewMixin
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
@@ -132,6 +134,23 @@ class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response(p.renamed([self.get_object()])[0])
+
+
+class SigningKey(APIView):
+    """The public half of the portal's Ed25519 key: what digests and exports are signed with.
+
+    Public by nature, so anyone may fetch it to verify offline.
+    """
+
+    permission_classes = [AllowAny]
+    authentication_classes: list[Any] = []
+
+    @extend_schema(responses=s.SigningKeySerializer)
+    def get(self, request: Request) -> Response:
+        public = signing.public_key_b64()
+        return Response({"algorithm": signing.ALGORITHM, "public_key": public,
+                         "key_id": signing.key_id(public),
+                         "previous_public_keys": settings.LEDGER_PREVIOUS_PUBLIC_KEYS})
 
 
 def _limits() -> dict[str, int]:

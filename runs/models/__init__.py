@@ -1,5 +1,6 @@
 from .base import AppendOnlyViolation, LedgerRecord
 from .governance import ActionClass, Agent, Tool
+from .integrity import TenantDigest
 from .records import (
     Annotation,
     AnnotationKind,
@@ -24,6 +25,7 @@ __all__ = [
     "Run",
     "RunStatus",
     "Step",
+    "TenantDigest",
     "Tool",
     "ToolCall",
     "ToolCallStatus",

@@ -11,8 +11,20 @@ from typing import Any, ClassVar
 
 from django.db import models
 
-from ledger_portal.canonical import chain_hash, content_hash
+from ledger_portal.canonical import canonical_timestamp, chain_hash, content_hash
 from ledger_portal.tenancy import TenantScopedQuerySet
+
+TIMESTAMP_FIELDS = frozenset({"started_at", "ended_at"})
+
+
+def content_of(kind: str, fields: tuple[str, ...], values: Any) -> dict[str, Any]:
+    """The canonical content of a record from its plain values (a model or a ``values()`` row
+    go through here alike, so what ingestion hashes is what verification recomputes)."""
+    content: dict[str, Any] = {"kind": kind}
+    for name in fields:
+        value = values[name]
+        content[name] = canonical_timestamp(value) if name in TIMESTAMP_FIELDS else value
+    return content
 
 
 class AppendOnlyViolation(Exception):
@@ -30,18 +42,8 @@ class LedgerQuerySet(TenantScopedQuerySet[Any]):
     delete.queryset_only = True  # type: ignore[attr-defined]
 
 
-class LedgerRecord(models.Model):
-    """A row in a run's hash chain: ``seq`` orders it, ``chain_hash`` links it to the one before."""
-
-    kind: ClassVar[str]
-
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT, related_name="+")
-    seq = models.PositiveIntegerField(help_text="Position in the run's chain (the run is 0).")
-    content_hash = models.CharField(max_length=64, editable=False)
-    chain_hash = models.CharField(max_length=64, editable=False)
-    recorded_at = models.DateTimeField(auto_now_add=True, db_index=False)
-
-    objects = LedgerQuerySet.as_manager()
+class AppendOnly(models.Model):
+    """A row that is written once: saving it again or deleting it raises."""
 
     class Meta:
         abstract = True
@@ -54,9 +56,42 @@ class LedgerRecord(models.Model):
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise AppendOnlyViolation(f"{type(self).__name__} rows are append-only")
 
+
+class LedgerRecord(AppendOnly):
+    """A row in a run's hash chain: ``seq`` orders it, ``chain_hash`` links it to the one before."""
+
+    kind: ClassVar[str]
+    #: the fields the hash commits to, in the record's canonical form
+    content_fields: ClassVar[tuple[str, ...]]
+    #: content fields that name a related row by its external id: name -> ORM path
+    content_refs: ClassVar[dict[str, str]] = {}
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT, related_name="+")
+    seq = models.PositiveIntegerField(help_text="Position in the run's chain (the run is 0).")
+    content_hash = models.CharField(max_length=64, editable=False)
+    chain_hash = models.CharField(max_length=64, editable=False)
+    recorded_at = models.DateTimeField(auto_now_add=True, db_index=False)
+
+    objects = LedgerQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
     def ledger_content(self) -> dict[str, Any]:
         """The record's content in canonical form: what its hash commits to."""
-        raise TypeError(f"{type(self).__name__} must define ledger_content()")
+        values = {}
+        for name in self.content_fields:
+            path = self.content_refs.get(name)
+            if path is None:
+                values[name] = getattr(self, name)
+                continue
+            value: Any = self
+            for step in path.split("__"):
+                value = getattr(value, step)
+                if value is None:
+                    break
+            values[name] = value
+        return content_of(self.kind, self.content_fields, values)
 
     def seal(self, previous: str) -> str:
         """Compute ``content_hash`` and ``chain_hash`` after ``previous``; return the new link."""

@@ -12,8 +12,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
-
-from ledger_portal.canonical import canonical_timestamp as ts
+from django.utils import timezone
 
 from .base import LedgerQuerySet, LedgerRecord
 from .governance import ActionClass, Agent, Tool
@@ -44,9 +43,10 @@ TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunSta
 class RunQuerySet(LedgerQuerySet):
     def advance_tip(self, run_pk: int, **tip: Any) -> int:
         """Move a run's tip (last seq, head hash, status): the only update the ledger allows."""
-        allowed = {"last_seq", "head_hash", "status", "ended_at"}
+        allowed = {"last_seq", "head_hash", "status", "ended_at", "tip_moved_at"}
         if not set(tip) <= allowed:
             raise ValueError(f"only {sorted(allowed)} of a run may change")
+        tip.setdefault("tip_moved_at", timezone.now())
         return models.QuerySet.update(self.filter(pk=run_pk), **tip)
 
 
@@ -59,6 +59,9 @@ class Run(LedgerRecord):
     """
 
     kind: ClassVar[str] = "run"
+    content_fields = ("run_id", "agent_id", "goal", "trigger_ref", "started_at", "replay_of",
+                      "metadata")
+    content_refs = {"agent_id": "agent__agent_id", "replay_of": "replay_of__run_id"}
 
     run_id = models.CharField(max_length=200)
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
@@ -74,6 +77,8 @@ class Run(LedgerRecord):
     ended_at = models.DateTimeField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(default=0)
     head_hash = models.CharField(max_length=64)
+    tip_moved_at = models.DateTimeField(default=timezone.now, db_index=True,
+                                        help_text="When the chain last grew (for digests).")
 
     objects = RunQuerySet.as_manager()  # type: ignore[misc]  # a narrower manager than the base
 
@@ -95,17 +100,6 @@ class Run(LedgerRecord):
     def is_closed(self) -> bool:
         return self.status in TERMINAL_RUN_STATUSES
 
-    def ledger_content(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "run_id": self.run_id,
-            "agent_id": self.agent.agent_id,
-            "goal": self.goal,
-            "trigger_ref": self.trigger_ref,
-            "started_at": ts(self.started_at),
-            "replay_of": self.replay_of.run_id if self.replay_of else None,
-            "metadata": self.metadata,
-        }
 
 
 class RunRecord(LedgerRecord):
@@ -119,6 +113,9 @@ class RunRecord(LedgerRecord):
 
 class Step(RunRecord):
     kind: ClassVar[str] = "step"
+    content_fields = ("run_id", "step_id", "index", "title", "status", "started_at", "ended_at",
+                      "metadata")
+    content_refs = {"run_id": "run__run_id"}
 
     step_id = models.CharField(max_length=200)
     index = models.PositiveIntegerField(help_text="Position in the agent's plan.")
@@ -138,22 +135,14 @@ class Step(RunRecord):
     def __str__(self) -> str:
         return f"{self.index}. {self.title or self.step_id}"
 
-    def ledger_content(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "run_id": self.run.run_id,
-            "step_id": self.step_id,
-            "index": self.index,
-            "title": self.title,
-            "status": self.status,
-            "started_at": ts(self.started_at),
-            "ended_at": ts(self.ended_at),
-            "metadata": self.metadata,
-        }
 
 
 class ModelCall(RunRecord):
     kind: ClassVar[str] = "model_call"
+    content_fields = ("run_id", "call_id", "step_id", "provider", "model", "messages", "response",
+                      "input_tokens", "output_tokens", "latency_ms", "started_at", "ended_at",
+                      "error", "classifications")
+    content_refs = {"run_id": "run__run_id", "step_id": "step__step_id"}
 
     call_id = models.CharField(max_length=200)
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
@@ -182,24 +171,6 @@ class ModelCall(RunRecord):
     def __str__(self) -> str:
         return f"{self.model} ({self.call_id})"
 
-    def ledger_content(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "run_id": self.run.run_id,
-            "call_id": self.call_id,
-            "step_id": self.step.step_id if self.step else None,
-            "provider": self.provider,
-            "model": self.model,
-            "messages": self.messages,
-            "response": self.response,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "latency_ms": self.latency_ms,
-            "started_at": ts(self.started_at),
-            "ended_at": ts(self.ended_at),
-            "error": self.error,
-            "classifications": self.classifications,
-        }
 
 
 class ToolCallStatus(models.TextChoices):
@@ -212,6 +183,11 @@ class ToolCallStatus(models.TextChoices):
 
 class ToolCall(RunRecord):
     kind: ClassVar[str] = "tool_call"
+    content_fields = ("run_id", "call_id", "step_id", "tool", "action_class", "input", "output",
+                      "status", "error", "attempt", "retry_of", "started_at", "ended_at",
+                      "idempotency_key", "supports_rollback", "classifications")
+    content_refs = {"run_id": "run__run_id", "step_id": "step__step_id", "tool": "tool__name",
+                    "retry_of": "retry_of__call_id"}
 
     call_id = models.CharField(max_length=200)
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
@@ -251,26 +227,6 @@ class ToolCall(RunRecord):
     def __str__(self) -> str:
         return f"{self.tool.name} ({self.call_id})"
 
-    def ledger_content(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "run_id": self.run.run_id,
-            "call_id": self.call_id,
-            "step_id": self.step.step_id if self.step else None,
-            "tool": self.tool.name,
-            "action_class": self.action_class,
-            "input": self.input,
-            "output": self.output,
-            "status": self.status,
-            "error": self.error,
-            "attempt": self.attempt,
-            "retry_of": self.retry_of.call_id if self.retry_of else None,
-            "started_at": ts(self.started_at),
-            "ended_at": ts(self.ended_at),
-            "idempotency_key": self.idempotency_key,
-            "supports_rollback": self.supports_rollback,
-            "classifications": self.classifications,
-        }
 
 
 class AnnotationKind(models.TextChoices):
@@ -293,6 +249,9 @@ class Annotation(RunRecord):
     """A note on the ledger, by an agent or by the service that performed a manual intervention."""
 
     kind: ClassVar[str] = "annotation"
+    content_fields = ("run_id", "annotation_id", "annotation_kind", "target_call_id", "body",
+                      "data", "author_label")
+    content_refs = {"run_id": "run__run_id"}
 
     annotation_id = models.CharField(max_length=200, default=new_annotation_id)
     annotation_kind = models.CharField(max_length=20, choices=AnnotationKind.choices,
@@ -317,14 +276,3 @@ class Annotation(RunRecord):
     def __str__(self) -> str:
         return f"{self.annotation_kind}: {self.body[:60]}"
 
-    def ledger_content(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "run_id": self.run.run_id,
-            "annotation_id": self.annotation_id,
-            "annotation_kind": self.annotation_kind,
-            "target_call_id": self.target_call_id,
-            "body": self.body,
-            "data": self.data,
-            "author_label": self.author_label,
-        }

@@ -1,0 +1,258 @@
+"""Tamper evidence: sealing tenant digests and verifying chains against them.
+
+``verify_tenant`` streams every record of a tenant (or one run) in chain order, recomputes each
+content hash and link, and names the first broken link of each run and what is wrong:
+
+- ``modified``: a record's content (or its stored hashes) no longer match;
+- ``missing``: a sequence number has no record, or the chain ends before the head says;
+- ``inserted``: a record that no link accounts for (a duplicate or out-of-range seq);
+- ``reordered``: a record sits at another record's position;
+- ``digest``: the run's head disagrees with what a signed digest recorded, or a digest itself
+  is forged, re-signed with an unknown key, or missing from the digest chain.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from ledger_portal import signing
+from ledger_portal.canonical import GENESIS, canonical_json, chain_hash, content_hash
+from ledger_portal.models import Tenant
+
+from .models import Annotation, ModelCall, Run, Step, TenantDigest, ToolCall
+from .models.base import content_of
+
+RECORD_MODELS = (Step, ModelCall, ToolCall, Annotation)
+# Transactions in flight when a digest is sealed may commit a tip that moved just before it:
+# each digest looks back this far past the previous one, so no head is ever left out.
+DIGEST_OVERLAP = timedelta(minutes=5)
+
+
+@dataclass
+class Break:
+    run_id: str
+    seq: int | None
+    problem: str  # modified | missing | inserted | reordered | digest
+    detail: str
+
+    def __str__(self) -> str:
+        where = f"run {self.run_id}" + (f" seq {self.seq}" if self.seq is not None else "")
+        return f"{where}: {self.problem}: {self.detail}"
+
+
+@dataclass
+class VerifyReport:
+    runs: int = 0
+    records: int = 0
+    digests: int = 0
+    breaks: list[Break] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.breaks
+
+
+# -- digests ----------------------------------------------------------------------------------
+
+def trusted_public_keys() -> set[str]:
+    return {signing.public_key_b64(), *getattr(settings, "LEDGER_PREVIOUS_PUBLIC_KEYS", [])}
+
+
+@transaction.atomic
+def seal_tenant_digest(tenant: Tenant) -> TenantDigest | None:
+    """Sign the heads of the runs whose chains moved since the last digest (None if none did)."""
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()  # one sealer per tenant
+    last = TenantDigest.objects.filter(tenant=tenant).order_by("-number").first()
+    now = timezone.now()
+    runs = Run.objects.filter(tenant=tenant)
+    if last is not None:
+        runs = runs.filter(tip_moved_at__gte=last.covered_until - DIGEST_OVERLAP)
+    heads = {run_id: [last_seq, head] for run_id, last_seq, head in
+             runs.order_by("run_id").values_list("run_id", "last_seq", "head_hash")}
+    if last is not None and all(last.run_heads.get(k) == v for k, v in heads.items()):
+        return None
+    digest = TenantDigest(tenant=tenant, number=(last.number + 1) if last else 1,
+                          created_at=now, covered_until=now, run_heads=heads,
+                          previous_hash=last.digest_hash if last else GENESIS)
+    body = canonical_json(digest.signed_content(tenant.slug))
+    digest.digest_hash = content_hash(digest.signed_content(tenant.slug))
+    digest.public_key = signing.public_key_b64()
+    digest.key_id = signing.key_id(digest.public_key)
+    digest.signature = signing.sign(body)
+    digest.save()
+    return digest
+
+
+def _verify_digests(tenant: Tenant, report: VerifyReport) -> dict[str, tuple[int, str, int]]:
+    """Check the digest chain; return run_id -> (last_seq, head_hash, digest number) as last
+    signed."""
+    trusted = trusted_public_keys()
+    heads: dict[str, tuple[int, str, int]] = {}
+    previous, expected_number = GENESIS, 1
+    for digest in TenantDigest.objects.filter(tenant=tenant).order_by("number").iterator():
+        report.digests += 1
+        content = digest.signed_content(tenant.slug)
+        where = f"digest #{digest.number}"
+        problem = None
+        if digest.number != expected_number:
+            problem = f"digest #{expected_number} is missing before {where}"
+        elif digest.previous_hash != previous:
+            problem = f"{where} does not follow the digest before it"
+        elif content_hash(content) != digest.digest_hash:
+            problem = f"{where} was modified"
+        elif digest.public_key not in trusted:
+            problem = f"{where} is signed with an unknown key {digest.key_id}"
+        elif not signing.verify_signature(digest.public_key, canonical_json(content),
+                                          digest.signature):
+            problem = f"{where} has a bad signature"
+        previous, expected_number = digest.digest_hash, digest.number + 1
+        if problem is not None:  # an untrustworthy digest vouches for nothing
+            report.breaks.append(Break("*", None, "digest", problem))
+            continue
+        for run_id, (last_seq, head) in digest.run_heads.items():
+            heads[run_id] = (last_seq, head, digest.number)
+    return heads
+
+
+# -- chains -----------------------------------------------------------------------------------
+
+def _record_stream(runs: QuerySet[Run]) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+    streams = []
+    for model in RECORD_MODELS:
+        refs = {f"_{name}": F(path) for name, path in model.content_refs.items()}
+        own = [n for n in model.content_fields if n not in model.content_refs]
+        qs = (model.objects.filter(run__in=runs).order_by("run_id", "seq")
+              .values("seq", "content_hash", "chain_hash", *own, run_pk=F("run_id"), **refs))
+        streams.append(_tagged(model, qs))
+    return heapq.merge(*streams, key=lambda item: (item[0], item[1]))
+
+
+def _tagged(model: type[Any], qs: QuerySet[Any]) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+    for row in qs.iterator(chunk_size=2000):
+        for name in model.content_refs:
+            row[name] = row.pop(f"_{name}")
+        yield row["run_pk"], row["seq"], model.kind, row
+
+
+_FIELDS = {m.kind: m.content_fields for m in (Run, *RECORD_MODELS)}
+
+
+def _check_run(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
+               signed: tuple[int, str, int] | None) -> Break | None:
+    run_id = run["run_id"]
+    if content_hash(content_of("run", _FIELDS["run"], run)) != run["content_hash"]:
+        return Break(run_id, 0, "modified", "the run record's content was changed")
+    link = chain_hash(GENESIS, 0, run["content_hash"])
+    if link != run["chain_hash"]:
+        return Break(run_id, 0, "modified", "the run record's chain hash was changed")
+    by_seq: dict[int, list[tuple[str, dict[str, Any]]]] = {}
+    for kind, row in records:
+        by_seq.setdefault(row["seq"], []).append((kind, row))
+    hashes = {kind + str(row["seq"]): content_hash(content_of(kind, _FIELDS[kind], row))
+              for kind, row in records}
+    last_seq = max([run["last_seq"], *by_seq]) if by_seq else run["last_seq"]
+    for seq in range(1, last_seq + 1):
+        here = by_seq.get(seq, [])
+        if not here:
+            if seq > max(by_seq, default=0):
+                return Break(run_id, seq, "missing",
+                             f"the chain ends at seq {seq - 1} but its head is seq "
+                             f"{run['last_seq']} (records dropped from the tail)")
+            return Break(run_id, seq, "missing", "no record has this sequence number")
+        if len(here) > 1:
+            kinds = ", ".join(kind for kind, _ in here)
+            return Break(run_id, seq, "inserted", f"{len(here)} records claim this position "
+                         f"({kinds})")
+        kind, row = here[0]
+        actual = hashes[kind + str(seq)]
+        expected = chain_hash(link, seq, actual)
+        if expected != row["chain_hash"]:
+            if actual != row["content_hash"]:
+                return Break(run_id, seq, "modified", f"the {kind}'s content was changed")
+            moved = _belongs_here(link, seq, records, hashes)
+            if moved is not None:
+                return Break(run_id, seq, "reordered",
+                             f"the {moved[0]} stored at seq {moved[1]} belongs here")
+            return Break(run_id, seq, "modified", f"the {kind}'s chain link was changed")
+        if actual != row["content_hash"]:
+            return Break(run_id, seq, "modified", f"the {kind}'s content hash was changed")
+        link = expected
+    if last_seq > run["last_seq"]:
+        return Break(run_id, run["last_seq"] + 1, "inserted",
+                     f"records past the run's head (seq {run['last_seq']})")
+    if link != run["head_hash"]:
+        return Break(run_id, run["last_seq"], "modified", "the run's head hash does not match "
+                     "its last record")
+    if signed is not None:
+        signed_seq, signed_head, number = signed
+        if signed_seq > run["last_seq"]:
+            return Break(run_id, run["last_seq"] + 1, "missing",
+                         f"digest #{number} signed seq {signed_seq}; the chain now ends at "
+                         f"{run['last_seq']} (records dropped from the tail)")
+        at_signed = chain_of(run, records, hashes, signed_seq)
+        if at_signed != signed_head:
+            return Break(run_id, signed_seq, "digest",
+                         f"the chain up to seq {signed_seq} differs from what digest #{number} "
+                         "signed (rewritten)")
+    return None
+
+
+def _belongs_here(link: str, seq: int, records: list[tuple[str, dict[str, Any]]],
+                  hashes: dict[str, str]) -> tuple[str, int] | None:
+    for kind, row in records:
+        if row["seq"] != seq and chain_hash(link, seq, hashes[kind + str(row["seq"])]) == \
+                row["chain_hash"]:
+            return kind, row["seq"]
+    return None
+
+
+def chain_of(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
+             hashes: dict[str, str], upto: int) -> str:
+    link = chain_hash(GENESIS, 0, run["content_hash"])
+    for kind, row in sorted(records, key=lambda kr: kr[1]["seq"]):
+        if row["seq"] > upto:
+            break
+        link = chain_hash(link, row["seq"], hashes[kind + str(row["seq"])])
+    return link
+
+
+def verify_tenant(tenant: Tenant, run_id: str | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Recompute every chain of ``tenant`` (or one run) and check them against the digests."""
+    report = VerifyReport()
+    signed = _verify_digests(tenant, report) if run_id is None else _verify_digests(
+        tenant, VerifyReport())
+    runs = Run.objects.filter(tenant=tenant)
+    if run_id is not None:
+        runs = runs.filter(run_id=run_id)
+    refs = {f"_{n}": F(p) for n, p in Run.content_refs.items()}
+    own = [n for n in Run.content_fields if n not in Run.content_refs]
+    run_rows = runs.order_by("id").values("id", "content_hash", "chain_hash", "last_seq",
+                                          "head_hash", *own, **refs)
+    total = runs.count() if progress else 0
+    stream = _record_stream(runs)
+    pending = next(stream, None)
+    for run in run_rows.iterator(chunk_size=2000):
+        for name in Run.content_refs:
+            run[name] = run.pop(f"_{name}")
+        records: list[tuple[str, dict[str, Any]]] = []
+        while pending is not None and pending[0] == run["id"]:
+            records.append((pending[2], pending[3]))
+            pending = next(stream, None)
+        report.runs += 1
+        report.records += len(records) + 1
+        problem = _check_run(run, records, signed.get(run["run_id"]))
+        if problem is not None:
+            report.breaks.append(problem)
+        if progress:
+            progress(report.runs, total)
+    return report

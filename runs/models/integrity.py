@@ -1,0 +1,54 @@
+"""Signed tenant digests: the run heads of a tenant, chained over time (the CloudTrail idea).
+
+A digest commits to the head (``last_seq``, ``head_hash``) of every run whose chain moved since
+the previous digest, and to the previous digest's hash; it is signed with the portal's Ed25519
+key. Dropping a run's tail, or rewriting a chain and its head together, then disagrees with a
+signed digest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from ledger_portal.canonical import canonical_timestamp
+
+from .base import AppendOnly, LedgerQuerySet
+
+
+class TenantDigest(AppendOnly):
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="digests")
+    number = models.PositiveIntegerField()
+    created_at = models.DateTimeField()
+    covered_until = models.DateTimeField(
+        help_text="Run heads that moved before this time are in this digest or an earlier one.")
+    run_heads = models.JSONField(help_text="run_id -> [last_seq, head_hash]")
+    previous_hash = models.CharField(max_length=64)
+    digest_hash = models.CharField(max_length=64)
+    signature = models.TextField()
+    public_key = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=16)
+
+    objects = LedgerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "number"], name="digest_number_per_tenant")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} digest #{self.number}"
+
+    def signed_content(self, tenant_slug: str) -> dict[str, Any]:
+        return {
+            "kind": "tenant_digest",
+            "tenant": tenant_slug,
+            "number": self.number,
+            "created_at": canonical_timestamp(self.created_at),
+            "covered_until": canonical_timestamp(self.covered_until),
+            "run_heads": self.run_heads,
+            "previous_hash": self.previous_hash,
+        }
