@@ -1,0 +1,299 @@
+"""Run detail through the API: a run with 1,000 tool calls and its whole timeline.
+
+    .venv/bin/python -m bench.run_detail
+    .venv/bin/python -m bench.run_detail --profile
+
+Target: ``GET /api/v1/runs/<run_id>/`` of a run with 1,000 tool calls in a median under 150 ms
+(server time, Django test Client in-process) with at most 10 SQL queries.
+
+Loads background data (``--background`` tool calls, default 50,000, over two tenants, through
+``bench.generate.load``), then one run in the first tenant with exactly ``--tool-calls``
+(1,000) tool calls over 50 steps, each step with one model call and a retried failure every
+10 calls; it is over the 1,000-record batch limit, so it goes in as ``split_run`` parts through
+``ingest_batch``. Then ``--warmup`` (3) and ``--repeat`` (30) GETs with a ``view_ledger`` API key;
+median/p95 ms and the query count of one more request under ``CaptureQueriesContext``.
+
+Baseline in the same run: the same rows fetched with one raw SQL query per table (run, steps,
+model calls, tool calls, annotations) on a plain psycopg connection, merged by ``seq`` and
+``orjson.dumps``-ed; the baseline's JSON is checked equal to the API's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from bench._common import (
+    add_db_arguments,
+    bench_database,
+    environment_line,
+    profile_call,
+    table,
+    time_calls,
+    verdict,
+)
+from bench.generate import AGENTS, MODELS, TOOLS, RunGenerator, split_run
+
+TARGET_MS = 150.0
+TARGET_QUERIES = 10
+TENANTS = ["bench-1", "bench-2"]
+
+
+def big_run(tenant_slug: str, tool_calls: int = 1000, steps: int = 50, seed: int = 11
+            ) -> dict[str, Any]:
+    """One run in the ingestion format with exactly ``tool_calls`` tool calls."""
+    gen = RunGenerator(tenant_slug, seed=seed)
+    rng = gen.rng
+    agent = "support-triage"
+    tools = [t for t, (_, _, users) in TOOLS.items() if agent in users]
+    run_id = f"{tenant_slug}-run-big-{tool_calls}"
+    started = now = datetime(2026, 11, 1, tzinfo=UTC)
+    per_step = -(-tool_calls // steps)
+
+    def ts(moment: datetime) -> str:
+        return moment.isoformat().replace("+00:00", "Z")
+
+    step_list: list[dict[str, Any]] = []
+    model_calls: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    for s in range(steps):
+        step_id, step_start = f"s{s + 1}", now
+        provider, model = rng.choice(MODELS)
+        latency = rng.randint(300, 4000)
+        model_calls.append({
+            "call_id": f"{run_id}-m{s + 1}", "step_id": step_id, "provider": provider,
+            "model": model,
+            "messages": [{"role": "system", "content": "You are a careful operations agent."},
+                         {"role": "user", "content": AGENTS[agent][0].format(n=s)}],
+            "response": {"role": "assistant", "content": f"Plan step {s + 1}: use tools."},
+            "usage": {"input_tokens": rng.randint(200, 6000),
+                      "output_tokens": rng.randint(20, 900)},
+            "latency_ms": latency, "started_at": ts(now),
+            "ended_at": ts(now + timedelta(milliseconds=latency))})
+        now += timedelta(milliseconds=latency)
+        for _ in range(per_step):
+            i = len(calls)
+            if i >= tool_calls:
+                break
+            retry = i % 10 == 9 and i % per_step != 0  # the 10th call retries the 9th
+            fails = i % 10 == 8 and i + 1 < tool_calls and (i + 1) % per_step != 0
+            if retry:
+                original = calls[-1]
+                tool, call_id = original["tool"], f"{original['call_id']}-r2"
+            else:
+                tool, call_id = rng.choice(tools), f"{run_id}-t{i + 1}"
+            action, rollback, _ = TOOLS[tool]
+            tool_input, output, labels = gen._tool_io(tool, i)
+            duration = rng.randint(20, 2500)
+            calls.append({
+                "call_id": call_id, "step_id": step_id, "tool": tool, "action_class": action,
+                "input": tool_input, "output": None if fails else output,
+                "status": "failed" if fails else "succeeded",
+                "error": {"type": "TimeoutError", "message": "upstream did not answer"}
+                if fails else None,
+                "attempt": 2 if retry else 1,
+                "retry_of": calls[-1]["call_id"] if retry else None,
+                "started_at": ts(now), "ended_at": ts(now + timedelta(milliseconds=duration)),
+                "idempotency_key": f"idem-{call_id}" if action != "read" else "",
+                "supports_rollback": rollback, "classifications": labels})
+            now += timedelta(milliseconds=duration)
+        step_list.append({"step_id": step_id, "index": s + 1, "title": f"Step {s + 1}",
+                          "status": "done", "started_at": ts(step_start), "ended_at": ts(now)})
+    assert len(calls) == tool_calls
+    return {"run_id": run_id, "agent_id": agent, "agent_name": "Support Triage",
+            "goal": "Work through the backlog", "trigger_ref": "REQ-BIG", "status": "succeeded",
+            "started_at": ts(started), "ended_at": ts(now),
+            "metadata": {"framework": "langgraph", "version": "1.4.2"},
+            "steps": step_list, "model_calls": model_calls, "tool_calls": calls}
+
+
+def ingest_run(tenant: Any, run: dict[str, Any]) -> int:
+    from runs.ingest_schema import parse_batch
+    from runs.services import ingest_batch
+
+    parts = list(split_run(run, 1000))
+    for part in parts:
+        ingest_batch(tenant, parse_batch({"runs": [part]}), recorded_by="bench")
+    return len(parts)
+
+
+# -- baseline --------------------------------------------------------------------------------
+
+RUN_SQL = """
+SELECT r.id, r.run_id, t.slug AS tenant, a.agent_id, r.goal, r.trigger_ref, r.status,
+       r.started_at, r.ended_at, rp.run_id AS replay_of, r.metadata, r.last_seq, r.head_hash,
+       r.recorded_at
+FROM runs_run r
+JOIN ledger_portal_tenant t ON t.id = r.tenant_id
+JOIN runs_agent a ON a.id = r.agent_id
+LEFT JOIN runs_run rp ON rp.id = r.replay_of_id
+WHERE r.tenant_id = %s AND r.run_id = %s"""
+TIMELINE_SQL = {
+    "step": """
+SELECT seq, step_id, index, title, status, started_at, ended_at, metadata, chain_hash
+FROM runs_step WHERE run_id = %s AND tenant_id = %s""",
+    "model_call": """
+SELECT m.seq, m.call_id, s.step_id, m.provider, m.model, m.messages, m.response, m.input_tokens,
+       m.output_tokens, m.latency_ms, m.started_at, m.ended_at, m.error, m.classifications,
+       m.chain_hash
+FROM runs_modelcall m LEFT JOIN runs_step s ON s.id = m.step_id
+WHERE m.run_id = %s AND m.tenant_id = %s""",
+    "tool_call": """
+SELECT c.seq, c.call_id, r.run_id, s.step_id, t.name AS tool, c.action_class, c.input,
+       c.output, c.status, c.error, c.attempt, o.call_id AS retry_of, c.started_at, c.ended_at,
+       c.duration_ms, c.idempotency_key, c.supports_rollback, c.classifications, c.chain_hash
+FROM runs_toolcall c
+JOIN runs_run r ON r.id = c.run_id
+LEFT JOIN runs_step s ON s.id = c.step_id
+JOIN runs_tool t ON t.id = c.tool_id
+LEFT JOIN runs_toolcall o ON o.id = c.retry_of_id
+WHERE c.run_id = %s AND c.tenant_id = %s""",
+    "annotation": """
+SELECT seq, annotation_id, annotation_kind, target_call_id, body, data, author_label,
+       recorded_at, chain_hash
+FROM runs_annotation WHERE run_id = %s AND tenant_id = %s""",
+}
+
+
+def baseline_body(conn: Any, tenant_id: int, run_id: str) -> bytes:
+    cur = conn.cursor()
+    cur.execute(RUN_SQL, [tenant_id, run_id])
+    names = [d.name for d in cur.description]
+    run = dict(zip(names, cur.fetchone(), strict=True))
+    pk = run.pop("id")
+    timeline: list[dict[str, Any]] = []
+    for kind, sql in TIMELINE_SQL.items():
+        cur.execute(sql, [pk, tenant_id])
+        names = [d.name for d in cur.description]
+        for values in cur.fetchall():
+            row = dict(zip(names, values, strict=True))
+            row["kind"] = kind
+            timeline.append(row)
+    timeline.sort(key=lambda row: row["seq"])
+    run["timeline"] = timeline
+    return orjson.dumps(run, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
+
+
+def first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if type(a) is not type(b):
+        return f"{path or '.'}: {type(a).__name__} vs {type(b).__name__}"
+    if isinstance(a, dict):
+        for key in sorted(a.keys() | b.keys()):
+            if key not in a or key not in b:
+                return f"{path}.{key}: only in {'API' if key in a else 'baseline'}"
+            found = first_difference(a[key], b[key], f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} vs {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = first_difference(x, y, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if a == b else f"{path}: {a!r} vs {b!r}"
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tool-calls", type=int, default=1000,
+                        help="tool calls in the measured run")
+    parser.add_argument("--background", type=int, default=50_000,
+                        help="tool calls of other runs, over two tenants")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--profile", action="store_true",
+                        help="cProfile one API request (top by cumulative and by tottime)")
+    add_db_arguments(parser, "run_detail")
+    args = parser.parse_args(argv)
+
+    with bench_database(args) as db:
+        import psycopg
+        from django.db import connection
+        from django.test import Client
+        from django.test.utils import CaptureQueriesContext
+        from psycopg.types.json import set_json_loads
+
+        from bench.generate import load
+        from ledger_portal.models import Tenant
+        from ledger_portal.services import issue_api_key
+        from runs.models import Run
+
+        print(environment_line(db), flush=True)
+        totals = load(TENANTS, args.background, args.seed, progress=sys.stderr.isatty())
+        tenant = Tenant.objects.get(slug=TENANTS[0])
+        run = big_run(TENANTS[0], args.tool_calls)
+        parts = ingest_run(tenant, run)
+        with connection.cursor() as cursor:
+            for name in ("runs_run", "runs_step", "runs_modelcall", "runs_toolcall",
+                         "runs_annotation"):
+                cursor.execute(f"VACUUM ANALYZE {name}")
+        stored = Run.objects.get(tenant=tenant, run_id=run["run_id"])
+        print(f"data: background {totals.get('tool_calls', 0):,} tool calls in "
+              f"{totals.get('runs', 0):,} runs; measured run {run['run_id']}: "
+              f"{len(run['tool_calls']):,} tool calls, {len(run['steps'])} steps, "
+              f"{len(run['model_calls'])} model calls, last_seq {stored.last_seq:,} "
+              f"(ingested as {parts} batches)")
+
+        _, key = issue_api_key(tenant, "bench-reader", ["view_ledger"])
+        client = Client(HTTP_HOST="localhost", headers={"Authorization": f"Bearer {key}"})
+        url = f"/api/v1/runs/{run['run_id']}/"
+        response = client.get(url)
+        if response.status_code != 200:
+            sys.exit(f"GET {url}: HTTP {response.status_code} {response.content[:300]!r}")
+        api_doc = orjson.loads(response.content)
+        n_timeline = len(api_doc["timeline"])
+        n_tool_calls = sum(1 for e in api_doc["timeline"] if e["kind"] == "tool_call")
+        assert n_tool_calls == args.tool_calls, n_tool_calls
+
+        def get() -> None:
+            assert client.get(url).status_code == 200
+
+        api = time_calls(get, args.repeat, max(0, args.warmup - 1))
+        with CaptureQueriesContext(connection) as captured:
+            get()
+        sql_ms = sum(float(q["time"]) for q in captured.captured_queries) * 1000
+
+        with psycopg.connect(db.url) as raw:
+            set_json_loads(orjson.loads, raw)
+            body = baseline_body(raw, tenant.pk, run["run_id"])
+            diff = first_difference(api_doc, orjson.loads(body))
+            base = time_calls(lambda: baseline_body(raw, tenant.pk, run["run_id"]),
+                              args.repeat, args.warmup)
+
+        print(f"GET {url}: {len(response.content) / 1024:,.0f} KB, {n_timeline:,} timeline "
+              f"entries ({n_tool_calls:,} tool calls); {args.warmup} warm-ups + "
+              f"{args.repeat} requests\n")
+        print(table(
+            ["path", "median ms", "p95 ms", "min ms", "queries", "sql ms", "verdict"],
+            [["API (test Client, API key)", api.median, api.p95, api.minimum, len(captured),
+              sql_ms, f"median < {TARGET_MS:.0f} ms: {verdict(api.median < TARGET_MS)}, "
+              f"queries <= {TARGET_QUERIES}: {verdict(len(captured) <= TARGET_QUERIES)}"],
+             ["baseline: raw SQL per table + orjson", base.median, base.p95, base.minimum,
+              1 + len(TIMELINE_SQL), "", ""]]))
+        print(f"\nAPI / baseline: {api.median / base.median:.1f}x;  baseline JSON equals the "
+              f"API's: {'yes' if diff is None else 'NO, first difference at ' + diff}")
+        print("queries of the captured request:")
+        for q in captured.captured_queries:
+            print(f"  {float(q['time']) * 1000:7.1f} ms  {q['sql'][:110]}")
+
+        if args.profile:
+            print("\n== cProfile: one API request (top by cumulative)")
+            print(profile_call(get, top=40))
+            print("== cProfile: one API request (top by tottime)")
+            print(profile_call(get, top=20, sort="tottime"))
+
+
+if __name__ == "__main__":
+    main()
