@@ -8,7 +8,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ledger_portal
 TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 DEMO_ADDR ?= 127.0.0.1:8000
 
-.PHONY: install demo demo-data test test-sqlite test-postgres lint bench clean
+.PHONY: install demo demo-data worker test test-sqlite test-postgres lint bench clean
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ demo-data: install
 demo: demo-data
 	@echo "Portal at http://$(DEMO_ADDR)/admin/ (API docs at /api/docs/)"
 	DEBUG=1 $(BIN)/python manage.py runserver $(DEMO_ADDR)
+
+# The Celery worker with beat (tenant digests); on the embedded default it needs no server.
+worker: install
+	DEBUG=1 $(BIN)/celery -A ledger_portal worker --beat --loglevel INFO
 
 test: install lint test-sqlite test-postgres
 

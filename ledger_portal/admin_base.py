@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.http import Http404, HttpRequest
 from django.utils.functional import cached_property
 from simple_history.admin import SimpleHistoryAdmin
@@ -65,8 +65,18 @@ class TenantScopedAdmin(admin.ModelAdmin):
     # Facet counts are a COUNT per filter choice: out of the question over big tables.
     show_facets = admin.ShowFacets.NEVER
 
+    def tenant_ids(self, request: HttpRequest) -> list[int]:
+        """The user's tenants for ``view_role``, resolved once per request: PostgreSQL plans
+        ``tenant_id IN (1, 2)`` far better than the permission subquery (2 ms vs 130 ms over
+        1,000,000 tool calls in bench/admin_changelist.py)."""
+        cache: dict[str, list[int]] = request.__dict__.setdefault("_tenant_ids", {})
+        if self.view_role not in cache:
+            cache[self.view_role] = list(tenants_for(request.user, self.view_role)
+                                         .values_list("pk", flat=True))
+        return cache[self.view_role]
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        return super().get_queryset(request).for_user(request.user, self.view_role)  # type: ignore[attr-defined]
+        return super().get_queryset(request).filter(tenant_id__in=self.tenant_ids(request))
 
     def _has(self, request: HttpRequest, role: str | None, obj: Model | None) -> bool:
         if role is None:
@@ -106,7 +116,36 @@ class TenantScopedAdmin(admin.ModelAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class LedgerRecordAdmin(TenantScopedAdmin):
+class ExactSearchAdmin(TenantScopedAdmin):
+    """Search by exact external ids, each resolved through its own unique index.
+
+    Django's ``=field`` search ORs case-insensitive ``UPPER()`` matches across joins, which no
+    index serves (about 1 s over 1,000,000 tool calls); here each id kind is looked up on its
+    index first and only the kinds that match become conditions.
+    """
+
+    def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
+        return []
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any],
+                           search_term: str) -> tuple[QuerySet[Any], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        conditions = self.search_conditions(request, term)
+        if not conditions:
+            return queryset.none(), False
+        combined = conditions[0]
+        for condition in conditions[1:]:
+            combined |= condition
+        return queryset.filter(combined), False
+
+    def matching_pks(self, request: HttpRequest, model: type[Model], **lookup: Any) -> list[int]:
+        return list(model._default_manager.filter(tenant_id__in=self.tenant_ids(request), **lookup)
+                    .values_list("pk", flat=True)[:1000])
+
+
+class LedgerRecordAdmin(ExactSearchAdmin):
     """Ledger rows: viewable in the user's tenants, never editable.
 
     Newest first by primary key, and sortable only by indexed columns, so every page is an

@@ -2,7 +2,8 @@
 
 It talks to the portal's database through Django, acting as one portal user (``--as`` or
 ``LEDGER_USER``) and seeing exactly that user's tenants. Exit codes: 0 done (and, for verify,
-intact), 1 not found, 2 bad usage, 4 verify found tampering.
+intact), 1 not found, 2 bad usage, 3 not allowed (e.g. a redaction level without its role),
+4 verify found tampering.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import orjson
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_TAMPERED = 0, 1, 2, 4
+PAYLOAD_FIELDS = ("input", "output", "error", "messages", "response", "body", "data")
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_TAMPERED = 0, 1, 2, 3, 4
 
 
 def _setup() -> None:
@@ -67,10 +69,41 @@ def cmd_runs(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
+def _timeline_table(run: dict[str, Any], full: bool) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("seq", "kind", "what", "status", "start", "ms", "details", expand=True)
+    start = run["started_at"]
+    for entry in run["timeline"]:
+        kind = entry["kind"]
+        what = {"tool_call": entry.get("tool"), "model_call": entry.get("model"),
+                "step": entry.get("title") or entry.get("step_id"),
+                "annotation": entry.get("annotation_kind")}.get(kind) or ""
+        if entry.get("retry_of"):
+            what = f"{what}  (retry of {entry['retry_of']})"
+        details = {k: entry.get(k) for k in PAYLOAD_FIELDS
+                   if entry.get(k) not in (None, "", {}, [])}
+        text = orjson.dumps(details).decode() if details else ""
+        if not full and len(text) > 160:
+            text = text[:157] + "..."
+        status = entry.get("status") or ""
+        style = "bold red" if status in ("failed", "denied", "error") or entry.get("error") else ""
+        began = entry.get("started_at")
+        offset = f"+{(began - start).total_seconds():.2f}s" if began else ""
+        ms = entry.get("duration_ms") or entry.get("latency_ms")
+        table.add_row(str(entry["seq"]), kind, what, Text(status, style=style), offset,
+                      "" if ms is None else str(ms), text)
+    return table
+
+
 def cmd_show(args: argparse.Namespace, user: Any) -> int:
+    from rich.console import Console
+
     from ledger_portal.roles import Role
     from runs.api.presenters import RUN_FIELDS, renamed, timeline_of, values_of
     from runs.models import Run
+    from runs.services import RedactionNotAllowed, redactor_for
 
     runs = Run.objects.for_user(user, Role.VIEW_LEDGER).filter(run_id=args.run_id)
     if args.tenant:
@@ -84,8 +117,40 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
               file=sys.stderr)
         return EXIT_USAGE
     run = found[0]
-    run["timeline"] = timeline_of(run.pop("id"), run.pop("tenant_id"))
-    _print_json(run)
+    run_pk, tenant_id = run.pop("id"), run.pop("tenant_id")
+    try:
+        redaction = redactor_for(user, tenant_id, args.redaction_level)
+    except RedactionNotAllowed as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return EXIT_FORBIDDEN
+    run = redaction.redact_row("run", run)
+    run["timeline"] = [redaction.redact_row(e["kind"], e) for e in timeline_of(run_pk, tenant_id)]
+    run["redaction"] = redaction.level
+    if args.json:
+        _print_json(run)
+        return EXIT_OK
+    console = Console()
+    ended = run["ended_at"].isoformat(timespec="seconds") if run["ended_at"] else "running"
+    console.print(f"[bold]{run['run_id']}[/bold] in [bold]{run['tenant']}[/bold] · agent "
+                  f"{run['agent_id']} · {run['status']} · trigger {run['trigger_ref'] or '-'}")
+    console.print(f"goal: {orjson.dumps(run['goal']).decode()}")
+    console.print(f"started {run['started_at'].isoformat(timespec='seconds')} · ended {ended} · "
+                  f"{run['last_seq']} records · head {run['head_hash'][:16]}… · redaction "
+                  f"{redaction.level}")
+    console.print(_timeline_table(run, args.full))
+    return EXIT_OK
+
+
+def cmd_find(args: argparse.Namespace, user: Any) -> int:
+    from runs.services import find_runs
+
+    matches = list(find_runs(user, args.query, args.tenant)[: args.limit])
+    if not matches:
+        print(f"ledger: no run matches {args.query!r} in your tenants", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    for run in matches:
+        print(f"{run.tenant.slug}\t{run.run_id}\t{run.agent.agent_id}\t{run.status}\t"
+              f"{run.trigger_ref}\t{run.started_at.isoformat(timespec='seconds')}")
     return EXIT_OK
 
 
@@ -142,11 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=cmd_runs)
 
-    show = sub.add_parser("show", help="a run with its whole timeline, as JSON")
+    show = sub.add_parser("show", help="a run with its whole timeline")
     show.add_argument("run_id")
     show.add_argument("--tenant")
-    show.add_argument("--json", action="store_true", help="(the default for now)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("--redaction-level", choices=["strict", "standard", "none"],
+                      default="strict")
+    show.add_argument("--full", action="store_true", help="do not shorten payloads")
     show.set_defaults(func=cmd_show)
+
+    find = sub.add_parser("find", help="runs by run_id, agent_id or alert/request reference")
+    find.add_argument("query")
+    find.add_argument("--tenant")
+    find.add_argument("--limit", type=int, default=20)
+    find.set_defaults(func=cmd_find)
     verify = sub.add_parser("verify", help="recompute hash chains and check signed digests")
     verify.add_argument("--tenant")
     verify.add_argument("--run", help="only this run_id")

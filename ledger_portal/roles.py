@@ -13,6 +13,8 @@ class Role(models.TextChoices):
     OPERATE = "operate", "Operate: replay, roll back, freeze"
     EXPORT = "export", "Request and download audit exports"
     INGEST = "ingest", "Record runs (agents)"
+    VIEW_CONFIDENTIAL = "view_confidential", "See personal data (standard redaction)"
+    VIEW_UNREDACTED = "view_unredacted", "See everything unredacted"
 
 
 def tenant_perm(role: str) -> str:

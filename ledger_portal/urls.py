@@ -3,9 +3,13 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from runs import views as run_pages
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     path("admin/", admin.site.urls),
+    path("runs/find/", run_pages.find_run, name="find-run"),
+    path("runs/<slug:tenant>/<str:run_id>/", run_pages.run_timeline, name="run-timeline"),
     path("api/v1/", include(("runs.api.urls", "runs-api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

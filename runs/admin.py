@@ -6,14 +6,21 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
-from ledger_portal.admin_base import LedgerRecordAdmin, ScopedHistoryAdmin, TenantScopedAdmin
+from ledger_portal.admin_base import (
+    ExactSearchAdmin,
+    LedgerRecordAdmin,
+    ScopedHistoryAdmin,
+    TenantScopedAdmin,
+)
 from ledger_portal.roles import Role
 
-from .models import Agent, Annotation, ModelCall, Run, Step, Tool, ToolCall
+from .models import Agent, Annotation, ModelCall, RedactionRule, Run, Step, Tool, ToolCall
 
 
 class RecentFilter(admin.SimpleListFilter):
@@ -50,13 +57,34 @@ class ToolFilter(admin.SimpleListFilter):
         return queryset.filter(tool_id=value) if value and value.isdigit() else queryset
 
 
+def _by_run_or_agent(model_admin: ExactSearchAdmin, request: HttpRequest, term: str) -> list[Q]:
+    runs = model_admin.matching_pks(request, Run, run_id=term)
+    if runs:
+        return [Q(run_id__in=runs)]
+    agents = model_admin.matching_pks(request, Agent, agent_id=term)
+    return [Q(run__agent_id__in=agents)] if agents else []
+
+
 @admin.register(Run)
 class RunAdmin(LedgerRecordAdmin):
-    list_display = ["run_id", "tenant", "agent", "status", "started_at", "ended_at", "last_seq"]
+    list_display = ["run_id", "tenant", "agent", "status", "started_at", "ended_at", "last_seq",
+                    "timeline"]
     list_filter = ["status", RecentFilter]
     list_select_related = ["tenant", "agent"]
-    search_fields = ["=run_id", "=agent__agent_id", "=trigger_ref"]
+    search_fields = ["run_id", "agent_id", "trigger_ref"]
     search_help_text = "Exact run_id, agent_id or alert/request reference."
+
+    @admin.display(description="timeline")
+    def timeline(self, run: Run) -> str:
+        url = reverse("run-timeline", args=[run.tenant.slug, run.run_id])
+        return format_html('<a href="{}">open timeline</a>', url)
+
+    def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
+        found = [Q(pk__in=pks) for pks in (
+            self.matching_pks(request, Run, run_id=term),
+            self.matching_pks(request, Run, trigger_ref=term)) if pks]
+        agents = self.matching_pks(request, Agent, agent_id=term)
+        return [*found, Q(agent_id__in=agents)] if agents else found
 
 
 @admin.register(Step)
@@ -64,8 +92,11 @@ class StepAdmin(LedgerRecordAdmin):
     list_display = ["step_id", "index", "title", "run", "tenant", "status", "started_at"]
     list_filter = [RecentFilter]
     list_select_related = ["tenant", "run"]
-    search_fields = ["=run__run_id", "=step_id"]
-    search_help_text = "Exact run_id or step_id."
+    search_fields = ["run_id", "step_id"]
+    search_help_text = "Exact run_id."
+
+    def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
+        return _by_run_or_agent(self, request, term)
 
 
 @admin.register(ModelCall)
@@ -74,8 +105,12 @@ class ModelCallAdmin(LedgerRecordAdmin):
                     "output_tokens", "latency_ms", "started_at"]
     list_filter = [RecentFilter]
     list_select_related = ["tenant", "run"]
-    search_fields = ["=call_id", "=run__run_id", "=run__agent__agent_id"]
+    search_fields = ["call_id", "run_id", "agent_id"]
     search_help_text = "Exact call_id, run_id or agent_id."
+
+    def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
+        calls = self.matching_pks(request, ModelCall, call_id=term)
+        return [Q(pk__in=calls)] if calls else _by_run_or_agent(self, request, term)
 
 
 @admin.register(ToolCall)
@@ -84,8 +119,12 @@ class ToolCallAdmin(LedgerRecordAdmin):
                     "started_at", "duration_ms"]
     list_filter = ["status", "action_class", ToolFilter, RecentFilter]
     list_select_related = ["tenant", "run", "tool"]
-    search_fields = ["=call_id", "=run__run_id", "=run__agent__agent_id"]
+    search_fields = ["call_id", "run_id", "agent_id"]
     search_help_text = "Exact call_id, run_id or agent_id."
+
+    def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
+        calls = self.matching_pks(request, ToolCall, call_id=term)
+        return [Q(pk__in=calls)] if calls else _by_run_or_agent(self, request, term)
 
 
 @admin.register(Annotation)
@@ -94,8 +133,14 @@ class AnnotationAdmin(LedgerRecordAdmin):
                     "recorded_at"]
     list_filter = ["annotation_kind"]
     list_select_related = ["tenant", "run"]
-    search_fields = ["=run__run_id", "=annotation_id", "=target_call_id"]
+    search_fields = ["run_id", "annotation_id", "target_call_id"]
     search_help_text = "Exact run_id, annotation_id or call_id."
+
+    def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
+        notes = self.matching_pks(request, Annotation, annotation_id=term)
+        if notes:
+            return [Q(pk__in=notes)]
+        return [*_by_run_or_agent(self, request, term), Q(target_call_id=term)]
 
 
 class GovernanceAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
@@ -122,3 +167,11 @@ class ToolAdmin(GovernanceAdmin):
     list_filter = ["action_class", "tenant"]
     search_fields = ["name"]
     fields = ["tenant", "name", "action_class", "supports_rollback", "description"]
+
+
+@admin.register(RedactionRule)
+class RedactionRuleAdmin(GovernanceAdmin):
+    list_display = ["pattern", "label", "tenant", "note", "created_at"]
+    list_filter = ["label", "tenant"]
+    search_fields = ["pattern"]
+    fields = ["tenant", "pattern", "label", "note"]

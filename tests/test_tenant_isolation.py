@@ -14,7 +14,7 @@ from django.db import models
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from ledger_portal.models import ApiKey, Tenant
-from runs.models import Agent, Annotation, ModelCall, Run, Step, Tool, ToolCall
+from runs.models import Agent, Annotation, ModelCall, RedactionRule, Run, Step, Tool, ToolCall
 
 # Routes that only write; their tenant boundary is tested where their behaviour is.
 WRITE_ONLY_ROUTES = {"api:batch-ingest": "tests/runs/test_ingest.py::"
@@ -42,6 +42,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     run["annotations"] = [{"annotation_id": "note-1", "body": "checked by on-call"}]
     record(acme, run)
     api_key(acme)
+    rule = RedactionRule.objects.create(tenant=acme, pattern="*password*", label="secret")
     stored = Run.objects.get(run_id=run["run_id"])
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
@@ -53,6 +54,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             ModelCall: ModelCall.objects.filter(run=stored).first(),
             ToolCall: ToolCall.objects.filter(run=stored).first(),
             Annotation: Annotation.objects.filter(run=stored).first(),
+            RedactionRule: rule,
         },
     }
 

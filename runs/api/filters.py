@@ -1,9 +1,11 @@
 import django_filters
+from django.db.models import Q, QuerySet
 
 from ..models import ActionClass, Run, RunStatus, ToolCall, ToolCallStatus
 
 
 class RunFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="find", label="run_id, agent_id or trigger reference")
     run_id = django_filters.CharFilter()
     agent_id = django_filters.CharFilter(field_name="agent__agent_id")
     status = django_filters.ChoiceFilter(choices=RunStatus.choices)
@@ -14,6 +16,11 @@ class RunFilter(django_filters.FilterSet):
     class Meta:
         model = Run
         fields: list[str] = []
+
+    def find(self, queryset: QuerySet[Run], name: str, value: str) -> QuerySet[Run]:
+        value = value.strip()
+        return queryset.filter(Q(run_id=value) | Q(trigger_ref=value) |
+                               Q(agent__agent_id=value))
 
 
 class ToolCallFilter(django_filters.FilterSet):

@@ -30,21 +30,46 @@ from .filters import RunFilter, ToolCallFilter
 
 TENANT_PARAM = OpenApiParameter(
     "tenant", str, description="Narrow to one of your tenants (by slug).")
+REDACTION_PARAM = OpenApiParameter(
+    "redaction", str, enum=["strict", "standard", "none"],
+    description="How much ledger content to redact. strict (the default) for everyone; "
+    "standard needs the view_confidential role, none the view_unredacted role.")
+
+
+class Redaction:
+    """The reader's redaction, per tenant of the rows at hand (a person may span several)."""
+
+    def __init__(self, request: Request):
+        self.user = request.user
+        self.requested = request.query_params.get("redaction")
+        self._by_tenant: dict[int, services.ViewerRedaction] = {}
+
+    def row(self, kind: str, row: dict[str, Any], tenant_id: int) -> dict[str, Any]:
+        viewer = self._by_tenant.get(tenant_id)
+        if viewer is None:
+            viewer = self._by_tenant[tenant_id] = services.redactor_for(
+                self.user, tenant_id, self.requested)
+        return viewer.redact_row(kind, row)
 
 
 class _ValuesListView(TenantScopedViewMixin, generics.ListAPIView):
     fields: dict[str, str]
+    redacted_kind: str | None = None
 
     def get_queryset(self) -> QuerySet[Any]:
         return self.scoped_queryset()
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         qs = self.filter_queryset(self.get_queryset())
-        page = self.paginate_queryset(p.values_of(qs, self.fields, "id"))
+        extra = ("id", "tenant_id") if self.redacted_kind else ("id",)
+        page = self.paginate_queryset(p.values_of(qs, self.fields, *extra))
         assert page is not None
         rows = p.renamed(page)
-        for row in rows:
+        redaction = Redaction(request)
+        for i, row in enumerate(rows):
             del row["id"]
+            if self.redacted_kind:
+                rows[i] = redaction.row(self.redacted_kind, row, row.pop("tenant_id"))
         return self.get_paginated_response(rows)
 
 
@@ -82,7 +107,7 @@ class AgentDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
         return Response(p.renamed([self.get_object()])[0])
 
 
-@extend_schema(parameters=[TENANT_PARAM])
+@extend_schema(parameters=[TENANT_PARAM, REDACTION_PARAM])
 class RunList(_ValuesListView):
     """Runs, newest first; filter by run_id, agent_id, status, trigger_ref and start time."""
 
@@ -91,9 +116,10 @@ class RunList(_ValuesListView):
     scoped_model = Run
     filterset_class = RunFilter
     fields = p.RUN_FIELDS
+    redacted_kind = "run"
 
 
-@extend_schema(parameters=[TENANT_PARAM], responses=s.RunDetailSerializer)
+@extend_schema(parameters=[TENANT_PARAM, REDACTION_PARAM], responses=s.RunDetailSerializer)
 class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
     """A run with its whole timeline (steps, model calls, tool calls, annotations) in order."""
 
@@ -107,11 +133,15 @@ class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         run = p.renamed([self.get_object()])[0]
-        run["timeline"] = p.timeline_of(run.pop("id"), run.pop("tenant_id"))
+        run_pk, tenant_id = run.pop("id"), run.pop("tenant_id")
+        redaction = Redaction(request)
+        run = redaction.row("run", run, tenant_id)
+        run["timeline"] = [redaction.row(entry["kind"], entry, tenant_id)
+                           for entry in p.timeline_of(run_pk, tenant_id)]
         return Response(run)
 
 
-@extend_schema(parameters=[TENANT_PARAM])
+@extend_schema(parameters=[TENANT_PARAM, REDACTION_PARAM])
 class ToolCallList(_ValuesListView):
     """Tool calls, newest first; filter by tool, action class, status, run and start time."""
 
@@ -120,9 +150,10 @@ class ToolCallList(_ValuesListView):
     scoped_model = ToolCall
     filterset_class = ToolCallFilter
     fields = p.TOOL_CALL_FIELDS
+    redacted_kind = "tool_call"
 
 
-@extend_schema(parameters=[TENANT_PARAM])
+@extend_schema(parameters=[TENANT_PARAM, REDACTION_PARAM])
 class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
     serializer_class = s.ToolCallSerializer
     role = Role.VIEW_LEDGER
@@ -130,10 +161,11 @@ class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
     lookup_field = "call_id"
 
     def get_queryset(self) -> QuerySet[Any]:
-        return p.values_of(self.scoped_queryset(), p.TOOL_CALL_FIELDS)
+        return p.values_of(self.scoped_queryset(), p.TOOL_CALL_FIELDS, "tenant_id")
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return Response(p.renamed([self.get_object()])[0])
+        call = p.renamed([self.get_object()])[0]
+        return Response(Redaction(request).row("tool_call", call, call.pop("tenant_id")))
 
 
 class SigningKey(APIView):

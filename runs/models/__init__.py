@@ -1,5 +1,5 @@
 from .base import AppendOnlyViolation, LedgerRecord
-from .governance import ActionClass, Agent, Tool
+from .governance import ActionClass, Agent, RedactionRule, Tool
 from .integrity import TenantDigest
 from .records import (
     Annotation,
@@ -22,6 +22,7 @@ __all__ = [
     "Classification",
     "LedgerRecord",
     "ModelCall",
+    "RedactionRule",
     "Run",
     "RunStatus",
     "Step",

@@ -64,3 +64,42 @@ class Tool(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class RedactionRule(models.Model):
+    """A tenant's own classification of fields, on top of what agents declare.
+
+    ``pattern`` is a field-name glob matched against the last key of a path (``*password*``,
+    ``ssn``) or a JSON path starting with ``$.`` (``$.input.customer.email``,
+    ``$.messages[*].content``).
+    """
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="redaction_rules")
+    pattern = models.CharField(max_length=300)
+    label = models.CharField(max_length=12, choices=[
+        (label, label) for label in ("public", "internal", "confidential", "restricted",
+                                     "secret")])
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords()
+    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["tenant", "pattern"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "pattern"],
+                                               name="redaction_rule_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return f"{self.pattern} -> {self.label}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from ..redaction import TenantRule
+
+        try:
+            TenantRule(self.pattern, self.label)
+        except ValueError as exc:  # a bad rule is a form error, never a 500 on every read
+            raise ValidationError({"pattern": str(exc)}) from exc

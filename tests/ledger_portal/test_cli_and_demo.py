@@ -23,7 +23,7 @@ def recorded(acme, globex, record, make_run):
 
 
 def test_show_prints_the_run_and_its_timeline_as_json(recorded, alice, capsys):
-    assert main(["--as", "alice", "show", recorded["run_id"]]) == EXIT_OK
+    assert main(["--as", "alice", "show", recorded["run_id"], "--json"]) == EXIT_OK
     shown = json.loads(capsys.readouterr().out)
     assert shown["run_id"] == recorded["run_id"]
     assert [e["seq"] for e in shown["timeline"]] == list(range(1, shown["last_seq"] + 1))

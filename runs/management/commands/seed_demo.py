@@ -19,7 +19,8 @@ from ledger_portal.models import ApiKey, Tenant
 from ledger_portal.roles import Role
 from ledger_portal.services import grant_role, issue_api_key
 from runs.ingest_schema import parse_batch
-from runs.models import Run
+from runs.integrity import seal_tenant_digest
+from runs.models import RedactionRule, Run
 from runs.services import ingest_batch
 
 TENANTS = {"acme": "Acme Corp", "globex": "Globex Industries"}
@@ -28,8 +29,9 @@ DEMO_USERS = {
     "viewer": [Role.VIEW_LEDGER],
     "approver": [Role.VIEW_LEDGER, Role.APPROVE],
     "governor": [Role.VIEW_LEDGER, Role.MANAGE_POLICIES],
-    "operator": [Role.VIEW_LEDGER, Role.OPERATE],
+    "operator": [Role.VIEW_LEDGER, Role.OPERATE, Role.VIEW_CONFIDENTIAL],
     "auditor": [Role.VIEW_LEDGER, Role.EXPORT],
+    "investigator": [Role.VIEW_LEDGER, Role.VIEW_UNREDACTED],
     "ingester": [Role.INGEST],
 }
 
@@ -45,6 +47,8 @@ class Command(BaseCommand):
                    for slug, name in TENANTS.items()}
         for tenant in tenants.values():
             self._seed_runs(tenant, runs)
+            RedactionRule.objects.get_or_create(tenant=tenant, pattern="*password*",
+                                                defaults={"label": "secret"})
         credentials = [("admin", "superuser, every tenant", self._user("admin", superuser=True))]
         for username, roles in DEMO_USERS.items():
             password = self._user(username)
@@ -57,6 +61,8 @@ class Command(BaseCommand):
                    tenants["globex"])
         credentials.append(("globex-viewer", "view_ledger on globex", password))
         key = self._api_key(tenants["acme"])
+        for tenant in tenants.values():
+            seal_tenant_digest(tenant)
 
         out = self.stdout
         out.write(self.style.SUCCESS("\nDemo ready. Sign in at /admin/ with:"))

@@ -1,0 +1,62 @@
+"""A real Celery worker on Redis seals tenant digests from the beat task's message."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from runs.integrity import verify_tenant
+from runs.models import TenantDigest
+from runs.tasks import seal_tenant_digests
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def worker(tmp_path):
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL")
+    db = connection.settings_dict
+    env = {**os.environ,
+           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
+                           f"{db['PORT'] or 5432}/{db['NAME']}",
+           "LEDGER_DATA_DIR": str(settings.DATA_DIR)}
+    # A queue of this test's own, so no other worker on the same Redis takes the message.
+    queue = f"test-{os.getpid()}"
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", queue,
+         "--pool", "solo", "--loglevel", "WARNING", "--without-heartbeat", "--without-gossip",
+         "--without-mingle"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield queue
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
+def test_the_digest_task_runs_on_a_real_worker(worker, acme, record, make_run):
+    record(acme, make_run(), make_run())
+    seal_tenant_digests.apply_async(queue=worker)
+    deadline = time.monotonic() + 60
+    while not TenantDigest.objects.filter(tenant=acme).exists():
+        assert time.monotonic() < deadline, "the worker did not seal a digest within 60 s"
+        time.sleep(0.2)
+    digest = TenantDigest.objects.get(tenant=acme)
+    assert len(digest.run_heads) == 2
+    report = verify_tenant(acme)
+    assert report.intact
+    assert report.digests == 1
