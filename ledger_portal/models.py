@@ -13,6 +13,7 @@ from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 from simple_history.models import HistoricalRecords
 
+from .history import history_user
 from .roles import Role
 from .tenancy import TenantScopedQuerySet
 
@@ -37,7 +38,7 @@ class Tenant(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    history = HistoricalRecords()
+    history = HistoricalRecords(get_user=history_user)
     objects = TenantQuerySet.as_manager()
 
     class Meta:
@@ -99,7 +100,8 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True, editable=False)
 
-    history = HistoricalRecords(excluded_fields=["last_used_at", "last_used_ip"])
+    history = HistoricalRecords(excluded_fields=["last_used_at", "last_used_ip"],
+                                get_user=history_user)
     objects = ApiKeyQuerySet.as_manager()
 
     class Meta:

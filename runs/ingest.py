@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from simple_history.utils import bulk_create_with_history
 
 from ledger_portal.canonical import GENESIS
 from ledger_portal.models import Tenant
@@ -147,7 +148,8 @@ class _BatchWriter:
                                                                 agent_id__in=list(wanted))}
         missing = [Agent(tenant=self.tenant, agent_id=aid, name=name)
                    for aid, name in wanted.items() if aid not in agents]
-        for agent in Agent.objects.bulk_create(missing):
+        for agent in bulk_create_with_history(missing, Agent,
+                                              default_change_reason="first seen in a batch"):
             agents[agent.agent_id] = agent
         return agents
 
@@ -161,7 +163,8 @@ class _BatchWriter:
         missing = [Tool(tenant=self.tenant, name=name, action_class=call.action_class,
                         supports_rollback=call.supports_rollback)
                    for name, call in first_seen.items() if name not in tools]
-        for tool in Tool.objects.bulk_create(missing):
+        for tool in bulk_create_with_history(missing, Tool,
+                                             default_change_reason="first seen in a batch"):
             tools[tool.name] = tool
         return tools
 

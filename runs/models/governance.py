@@ -7,6 +7,7 @@ from typing import Any
 from django.db import models
 from simple_history.models import HistoricalRecords
 
+from ledger_portal.history import history_user
 from ledger_portal.tenancy import TenantScopedQuerySet
 
 
@@ -26,7 +27,7 @@ class Agent(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    history = HistoricalRecords(excluded_fields=["updated_at"])
+    history = HistoricalRecords(excluded_fields=["updated_at"], get_user=history_user)
     objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
@@ -53,7 +54,7 @@ class Tool(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    history = HistoricalRecords(excluded_fields=["updated_at"])
+    history = HistoricalRecords(excluded_fields=["updated_at"], get_user=history_user)
     objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
@@ -83,7 +84,7 @@ class RedactionRule(models.Model):
     note = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    history = HistoricalRecords()
+    history = HistoricalRecords(get_user=history_user)
     objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
