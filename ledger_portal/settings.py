@@ -198,6 +198,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("LEDGER_DIGEST_INTERVAL", 300, minimum=10),
     },
 }
+# How long a HITL approval request waits for a decision before it expires (seconds).
+LEDGER_APPROVAL_TIMEOUT = env_int("LEDGER_APPROVAL_TIMEOUT", 3600, minimum=10)
+# The longest a client may block on GET /api/v1/approvals/<id>/?wait=N (seconds).
+LEDGER_APPROVAL_MAX_WAIT = env_int("LEDGER_APPROVAL_MAX_WAIT", 30, minimum=0)
 # Public keys of earlier signing keys (base64), still trusted when verifying old digests.
 LEDGER_PREVIOUS_PUBLIC_KEYS = env_list("LEDGER_PREVIOUS_PUBLIC_KEYS", [])
 

@@ -13,12 +13,17 @@ from django.contrib import admin
 from django.db import models
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from approvals.services import request_approval
 from ledger_portal.models import ApiKey, Tenant
 from runs.models import Agent, Annotation, ModelCall, RedactionRule, Run, Step, Tool, ToolCall
 
 # Routes that only write; their tenant boundary is tested where their behaviour is.
-WRITE_ONLY_ROUTES = {"api:batch-ingest": "tests/runs/test_ingest.py::"
-                     "test_a_person_records_into_a_named_tenant_they_may_ingest_into"}
+WRITE_ONLY_ROUTES = {
+    "api:batch-ingest": "tests/runs/test_ingest.py::"
+                        "test_a_person_records_into_a_named_tenant_they_may_ingest_into",
+    "api:decision-create": "tests/policies/test_decision_api.py::"
+                           "test_decisions_are_taken_under_the_keys_own_tenant",
+}
 
 
 def api_routes() -> list[tuple[str, URLPattern]]:
@@ -43,10 +48,13 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     record(acme, run)
     api_key(acme)
     rule = RedactionRule.objects.create(tenant=acme, pattern="*password*", label="secret")
+    approval = request_approval(acme, tool="send_email", action_class="exfil",
+                                arguments={"to": "x"}, run_id=run["run_id"])
     stored = Run.objects.get(run_id=run["run_id"])
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
         "call_id": run["tool_calls"][0]["call_id"],
+        "pk": approval.pk,
         "objects": {
             Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
             Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored)[0].tool,

@@ -1,0 +1,59 @@
+"""Polling an approval request, with an optional bounded wait."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from ledger_portal.api.scoping import TenantScopedViewMixin
+from ledger_portal.roles import Role
+
+from ..models import ApprovalRequest, Status
+
+POLL_INTERVAL = 0.25
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    approvals = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApprovalRequest
+        fields = ["id", "kind", "status", "tool", "action_class", "run_id", "call_id",
+                  "approvals_needed", "approvals", "due_at", "decided_at", "created_at"]
+
+    def get_approvals(self, request: ApprovalRequest) -> int:
+        return request.votes.filter(approve=True).count()
+
+
+class ApprovalDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
+    """An approval request's state; ``?wait=N`` blocks up to N seconds (at most
+    ``LEDGER_APPROVAL_MAX_WAIT``) while it is pending."""
+
+    serializer_class = ApprovalSerializer
+    role = Role.INGEST
+    scoped_model = ApprovalRequest
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return self.scoped_queryset()
+
+    @extend_schema(parameters=[OpenApiParameter("wait", int, description="seconds to wait "
+                                                "for a decision")])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        approval = self.get_object()
+        try:
+            wait = min(max(float(request.query_params.get("wait", 0)), 0),
+                       settings.LEDGER_APPROVAL_MAX_WAIT)
+        except ValueError:
+            wait = 0
+        deadline = time.monotonic() + wait
+        while approval.status == Status.PENDING and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
+            approval.refresh_from_db(fields=["status", "decided_at"])
+        return Response(self.get_serializer(approval).data)

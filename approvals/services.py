@@ -1,0 +1,111 @@
+"""HITL approvals: requesting, deciding (four-eyes), and the binding to the exact action."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ledger_portal.canonical import content_hash
+from ledger_portal.models import Tenant
+from ledger_portal.roles import Role
+from ledger_portal.tenancy import has_role
+from runs.annotations import annotate
+from runs.models import AnnotationKind
+
+from .models import ApprovalRequest, Kind, Status, Vote
+
+
+class ApprovalError(ValidationError):
+    pass
+
+
+def action_hash(tool: str, arguments: Any, policy_version_id: int | None) -> str:
+    """What an approval is bound to: the canonical tool name, arguments and policy version."""
+    return content_hash({"tool": tool, "arguments": arguments,
+                         "policy_version": policy_version_id})
+
+
+def request_approval(tenant: Tenant, *, tool: str, action_class: str, arguments: Any,
+                     run_id: str = "", call_id: str = "", agent_id: str = "",
+                     policy_version: Any = None, matched_rules: Any = None,
+                     requested_by: str = "", requester: Any = None,
+                     kind: str = Kind.TOOL_CALL) -> ApprovalRequest:
+    timeout = timedelta(seconds=settings.LEDGER_APPROVAL_TIMEOUT)
+    return ApprovalRequest.objects.create(
+        tenant=tenant, kind=kind, run_id=run_id, call_id=call_id, agent_id=agent_id,
+        tool=tool, action_class=action_class, arguments=arguments,
+        action_hash=action_hash(tool, arguments, getattr(policy_version, "pk", None)),
+        policy_version=policy_version, matched_rules=matched_rules or [],
+        requested_by=requested_by, requester=requester,
+        approvals_needed=2 if action_class == "exfil" else 1,
+        due_at=timezone.now() + timeout)
+
+
+def decide_approval(request: ApprovalRequest, by: Any, approve: bool,
+                    justification: str = "") -> ApprovalRequest:
+    """Record ``by``'s vote. Four-eyes: nobody decides their own request; rejecting and exfil
+    need a justification; exfil needs two approvers. Two approvers deciding at once give one
+    outcome: the request row is locked while a vote is counted."""
+    if expire_if_overdue(request):
+        raise ApprovalError("this request expired before a decision")
+    return _vote(request, by, approve, justification)
+
+
+@transaction.atomic
+def expire_if_overdue(request: ApprovalRequest) -> bool:
+    """Mark a pending request past its due time expired (annotated); True if it was."""
+    overdue = ApprovalRequest.objects.select_for_update().filter(
+        pk=request.pk, status=Status.PENDING, due_at__lte=timezone.now()).first()
+    if overdue is None:
+        return False
+    _close(overdue, Status.EXPIRED, None, "expired before a decision")
+    return True
+
+
+@transaction.atomic
+def _vote(request: ApprovalRequest, by: Any, approve: bool, justification: str
+          ) -> ApprovalRequest:
+    request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
+    if not has_role(by, Role.APPROVE, request.tenant_id):
+        raise PermissionDenied("deciding needs the approve role on this tenant")
+    if request.status != Status.PENDING:
+        raise ApprovalError(f"this request is already {request.status}")
+    if request.requester_id is not None and request.requester_id == getattr(by, "pk", None):
+        raise PermissionDenied("nobody decides their own request (four-eyes)")
+    justification = justification.strip()
+    if not justification and (not approve or request.action_class == "exfil"):
+        raise ApprovalError("a justification is required to reject, and for exfil actions")
+    try:
+        with transaction.atomic():
+            Vote.objects.create(request=request, approver=by, approve=approve,
+                                justification=justification)
+    except IntegrityError as exc:
+        raise ApprovalError("you have already decided on this request") from exc
+    if not approve:
+        return _close(request, Status.REJECTED, by, justification)
+    approvals = request.votes.filter(approve=True).count()
+    if approvals >= request.approvals_needed:
+        return _close(request, Status.APPROVED, by, justification)
+    annotate(request.tenant, AnnotationKind.APPROVAL,
+             f"first of {request.approvals_needed} approvals for {request.tool}",
+             run_id=request.run_id, by=by, target_call_id=request.call_id,
+             data={"approval_request": request.pk, "approve": True,
+                   "justification": justification})
+    return request
+
+
+def _close(request: ApprovalRequest, status: str, by: Any, justification: str
+           ) -> ApprovalRequest:
+    request.status, request.decided_at = status, timezone.now()
+    request.save(update_fields=["status", "decided_at"])
+    annotate(request.tenant, AnnotationKind.APPROVAL,
+             f"{status} {request.kind} {request.tool}", run_id=request.run_id, by=by,
+             target_call_id=request.call_id,
+             data={"approval_request": request.pk, "status": status,
+                   "justification": justification, "action_hash": request.action_hash})
+    return request

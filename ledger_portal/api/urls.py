@@ -1,0 +1,16 @@
+"""Every route of the REST API under /api/v1/ (one namespace: ``api``)."""
+
+from django.urls import path
+
+from approvals.api import views as approvals
+from policies.api import views as policies
+from runs.api.urls import urlpatterns as ledger_routes
+
+app_name = "api"
+
+urlpatterns = [
+    *ledger_routes,
+    path("decisions/", policies.DecisionCreate.as_view(), name="decision-create"),
+    path("policy-trail/", policies.DecisionList.as_view(), name="decision-list"),
+    path("approvals/<int:pk>/", approvals.ApprovalDetail.as_view(), name="approval-detail"),
+]

@@ -1,0 +1,106 @@
+"""Decision API: an agent proposes a tool call and learns whether it may go ahead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ledger_portal.api.scoping import TenantScopedViewMixin
+from ledger_portal.models import Tenant
+from ledger_portal.roles import Role
+from runs.models import ActionClass
+
+from .. import services
+from ..models import Decision, Effect, Mode
+
+
+class ProposedCallSerializer(serializers.Serializer):
+    run_id = serializers.CharField(max_length=200, required=False, default="")
+    call_id = serializers.CharField(max_length=200, required=False, default="")
+    agent_id = serializers.CharField(max_length=200, required=False, default="")
+    tool = serializers.CharField(max_length=200)
+    action_class = serializers.ChoiceField(choices=ActionClass.choices)
+    arguments = serializers.DictField(required=False, default=dict)
+    mode = serializers.ChoiceField(choices=Mode.choices, default=Mode.LIVE)
+    approval_id = serializers.IntegerField(required=False, allow_null=True, default=None,
+                                           help_text="Ask again under an approval request.")
+
+
+class DecisionSerializer(serializers.ModelSerializer):
+    policy = serializers.SerializerMethodField()
+    approval = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Decision
+        fields = ["id", "effect", "reason", "policy", "matched_rules", "engine", "latency_us",
+                  "approval", "run_id", "call_id", "agent_id", "tool", "action_class", "mode",
+                  "created_at"]
+
+    def get_policy(self, decision: Decision) -> dict[str, Any] | None:
+        version = decision.policy_version
+        if version is None:
+            return None
+        return {"name": version.policy.name, "version": version.number,
+                "checksum": version.checksum}
+
+    def get_approval(self, decision: Decision) -> dict[str, Any] | None:
+        if decision.approval_id is None:
+            return None
+        approval = decision.approval
+        assert approval is not None
+        return {"id": approval.pk, "status": approval.status,
+                "poll": reverse("api:approval-detail", args=[approval.pk])}
+
+
+class DecisionCreate(APIView):
+    """Decide a proposed tool call under the tenant's published policies.
+
+    The decision is stored either way (the policy trail). ``require_approval`` comes with an
+    approval request to poll at ``GET /api/v1/approvals/<id>/?wait=N``; once approved, ask
+    again with ``approval_id`` and the same tool and arguments.
+    """
+
+    @extend_schema(request=ProposedCallSerializer, responses={201: DecisionSerializer})
+    def post(self, request: Request) -> Response:
+        tenant = self._tenant(request)
+        proposed = ProposedCallSerializer(data=request.data)
+        proposed.is_valid(raise_exception=True)
+        decision = services.decide_tool_call(
+            tenant, services.ProposedCall(**proposed.validated_data), asked_by=str(request.user),
+            requester=request.user if getattr(request.user, "pk", None) else None)
+        return Response(DecisionSerializer(decision).data, status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def _tenant(request: Request) -> Tenant:
+        tenants = Tenant.objects.for_user(request.user, Role.INGEST)
+        slug = request.query_params.get("tenant")
+        if getattr(request.user, "api_key_tenant_id", None) is None:
+            tenants = tenants.filter(slug=slug) if slug else tenants.none()
+        tenant = tenants.first()
+        if tenant is None:
+            raise PermissionDenied("Deciding needs the ingest role (API keys: the ingest scope); "
+                                   "people name the tenant with ?tenant=<slug>.")
+        return tenant
+
+
+class DecisionList(TenantScopedViewMixin, generics.ListAPIView):
+    """The policy trail: every decision, newest first."""
+
+    serializer_class = DecisionSerializer
+    role = Role.VIEW_LEDGER
+    scoped_model = Decision
+    filterset_fields = ["run_id", "call_id", "tool", "effect", "mode"]
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return self.scoped_queryset().select_related("policy_version__policy", "approval")
+
+
+__all__ = ["DecisionCreate", "DecisionList", "Effect"]

@@ -1,0 +1,178 @@
+"""The embedded policy engine: ordered rules, CEL conditions, the strictest match wins.
+
+The input document (the same one OPA receives)::
+
+    {"tenant": {"slug": "acme", "outage_mode": false},
+     "agent": {"id": "support-triage"},
+     "run": {"id": "run-42"},
+     "call": {"id": "c-7"},
+     "tool": {"name": "refund_payment", "action_class": "write"},
+     "action_class": "write",
+     "mode": "live",              # live | sandbox | replay
+     "args": {...}}               # the proposed call's arguments
+
+Conditions are CEL (the Rust-backed ``cel`` binding), never Python ``eval``. They are checked
+when saved (length and nesting caps, syntax, known variables and fields, a boolean result on
+a sample input) because the binding has no cost limit and no type checker. At decision time
+an evaluation error fails closed: it counts as a match for deny, require_approval and
+sandbox_only rules, and as no match for allow rules.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import cel
+
+from .models import STRICTNESS, Effect
+
+MAX_CONDITION_LENGTH = 500
+MAX_NESTING = 8
+ROOTS = frozenset({"tenant", "agent", "run", "call", "tool", "action_class", "mode", "args"})
+FIELDS = {"tenant": {"slug", "outage_mode"}, "agent": {"id"}, "run": {"id"}, "call": {"id"},
+          "tool": {"name", "action_class"}}
+SAMPLE_INPUT: dict[str, Any] = {
+    "tenant": {"slug": "sample", "outage_mode": False}, "agent": {"id": "sample-agent"},
+    "run": {"id": "sample-run"}, "call": {"id": "sample-call"},
+    "tool": {"name": "sample_tool", "action_class": "write"}, "action_class": "write",
+    "mode": "live", "args": {}}
+_BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
+
+
+def input_document(*, tenant_slug: str, outage_mode: bool, agent_id: str, run_id: str,
+                   call_id: str, tool: str, action_class: str, mode: str,
+                   args: Mapping[str, Any]) -> dict[str, Any]:
+    return {"tenant": {"slug": tenant_slug, "outage_mode": outage_mode},
+            "agent": {"id": agent_id}, "run": {"id": run_id}, "call": {"id": call_id},
+            "tool": {"name": tool, "action_class": action_class},
+            "action_class": action_class, "mode": mode, "args": dict(args)}
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    quote = None
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]}":
+            depth -= 1
+    return deepest
+
+
+def condition_problems(text: str) -> list[str]:
+    """What is wrong with a rule's condition (empty: nothing)."""
+    if not text.strip():
+        return []
+    if len(text) > MAX_CONDITION_LENGTH:
+        return [f"a condition is at most {MAX_CONDITION_LENGTH} characters (this one has "
+                f"{len(text)})"]
+    if _nesting(text) > MAX_NESTING:
+        return [f"a condition nests at most {MAX_NESTING} levels of brackets"]
+    try:
+        program = cel.compile(text)
+    except ValueError as exc:
+        return [f"syntax error: {str(exc).splitlines()[0]}"]
+    bound = set(_BOUND.findall(text))
+    unknown = sorted(set(program.variables()) - ROOTS - bound)
+    if unknown:
+        return [f"unknown variable(s) {', '.join(unknown)}; use {', '.join(sorted(ROOTS))}"]
+    for root, names in FIELDS.items():
+        for used in re.findall(rf"\b{root}\.([A-Za-z_]\w*)", text):
+            if used not in names:
+                return [f"{root} has no field {used!r}; it has {', '.join(sorted(names))}"]
+    try:
+        result = program.execute(SAMPLE_INPUT)
+    except KeyError:
+        result = False  # a missing args key: allowed (args are free-form), decided at run time
+    except Exception as exc:
+        return [f"the condition cannot be evaluated: {exc}"]
+    if not isinstance(result, bool):
+        return [f"a condition must be true or false, not {type(result).__name__}"]
+    return []
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    rule_id: int | None
+    name: str
+    tool: str
+    action_classes: frozenset[str]
+    agents: frozenset[str]
+    modes: frozenset[str]
+    outage: str
+    effect: str
+    program: Any = None
+
+    def matches(self, doc: Mapping[str, Any]) -> bool:
+        if self.action_classes and doc["action_class"] not in self.action_classes:
+            return False
+        if self.agents and doc["agent"]["id"] not in self.agents:
+            return False
+        if self.modes and doc["mode"] not in self.modes:
+            return False
+        if self.outage != "any" and doc["tenant"]["outage_mode"] != (self.outage == "only"):
+            return False
+        if self.tool != "*" and not fnmatch.fnmatchcase(doc["tool"]["name"], self.tool):
+            return False
+        if self.program is None:
+            return True
+        try:
+            return self.program.execute(doc) is True
+        except Exception:
+            return self.effect != Effect.ALLOW
+
+
+@dataclass
+class Verdict:
+    effect: str
+    matched: list[dict[str, Any]] = field(default_factory=list)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    default_effect: str
+    rules: tuple[CompiledRule, ...]
+
+    def decide(self, doc: Mapping[str, Any]) -> Verdict:
+        matched = [rule for rule in self.rules if rule.matches(doc)]
+        if not matched:
+            return Verdict(self.default_effect, [], "no rule matched: the policy's default")
+        strictest = max(matched, key=lambda r: STRICTNESS[Effect(r.effect)])
+        return Verdict(strictest.effect,
+                       [{"id": r.rule_id, "name": r.name, "effect": r.effect} for r in matched],
+                       f"rule {strictest.name!r} is the strictest match")
+
+
+def compile_rules(default_effect: str, rules: Sequence[Mapping[str, Any]]) -> CompiledPolicy:
+    compiled = []
+    for rule in rules:
+        condition = (rule.get("condition") or "").strip()
+        compiled.append(CompiledRule(
+            rule_id=rule.get("id"), name=rule["name"], tool=rule.get("tool") or "*",
+            action_classes=frozenset(rule.get("action_classes") or ()),
+            agents=frozenset(rule.get("agents") or ()),
+            modes=frozenset(rule.get("modes") or ()), outage=rule.get("outage") or "any",
+            effect=rule["effect"], program=cel.compile(condition) if condition else None))
+    return CompiledPolicy(default_effect, tuple(compiled))
+
+
+@lru_cache(maxsize=256)
+def compiled_version(version_id: int, checksum: str) -> CompiledPolicy:
+    """A published version, compiled once per process (its checksum pins its content)."""
+    from .models import PolicyVersion
+
+    version = PolicyVersion.objects.get(pk=version_id)
+    rules = [{"id": r.pk, **r.as_dict()} for r in version.rules.all()]
+    return compile_rules(version.default_effect, rules)

@@ -1,0 +1,227 @@
+"""Policies: versioned rule sets that decide what agents may do, and the trail of decisions.
+
+A version is a draft until published, then immutable; publishing retires the previous one.
+Every decision taken is stored (the policy trail) and never changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from simple_history.models import HistoricalRecords
+
+from ledger_portal.history import history_user
+from ledger_portal.tenancy import TenantScopedQuerySet
+from runs.models.base import AppendOnly, LedgerQuerySet
+
+
+class Effect(models.TextChoices):
+    ALLOW = "allow"
+    SANDBOX_ONLY = "sandbox_only", "sandbox only"
+    REQUIRE_APPROVAL = "require_approval", "require approval"
+    DENY = "deny"
+
+
+# The strictest matching effect wins.
+STRICTNESS = {Effect.ALLOW: 0, Effect.SANDBOX_ONLY: 1, Effect.REQUIRE_APPROVAL: 2,
+              Effect.DENY: 3}
+
+
+class Mode(models.TextChoices):
+    LIVE = "live"
+    SANDBOX = "sandbox"
+    REPLAY = "replay"
+
+
+class Engine(models.TextChoices):
+    EMBEDDED = "embedded", "embedded rules"
+    OPA = "opa", "OPA (REST Data API)"
+
+
+class Policy(models.Model):
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="policies")
+    name = models.SlugField(max_length=100)
+    description = models.TextField(blank=True)
+    engine = models.CharField(max_length=10, choices=Engine.choices, default=Engine.EMBEDDED)
+    opa_url = models.URLField(blank=True, help_text="e.g. http://opa:8181")
+    opa_path = models.CharField(max_length=200, blank=True,
+                                help_text="Decision path, e.g. agents/tools/effect")
+    opa_timeout_ms = models.PositiveIntegerField(default=500)
+    opa_fallback_effect = models.CharField(
+        max_length=20, choices=Effect.choices, default=Effect.DENY,
+        help_text="The effect when OPA cannot answer in time (fail closed by default).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords(get_user=history_user)
+    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["tenant", "name"]
+        verbose_name_plural = "policies"
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"],
+                                               name="policy_name_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class VersionStatus(models.TextChoices):
+    DRAFT = "draft"
+    PUBLISHED = "published"
+    RETIRED = "retired"
+
+
+class PolicyVersion(models.Model):
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+")
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=VersionStatus.choices,
+                              default=VersionStatus.DRAFT)
+    default_effect = models.CharField(max_length=20, choices=Effect.choices,
+                                      default=Effect.ALLOW,
+                                      help_text="The effect when no rule matches.")
+    change_note = models.TextField(help_text="What changes, and why.")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                               on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    publisher = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                  on_delete=models.PROTECT, related_name="+")
+    published_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    checksum = models.CharField(max_length=64, blank=True)
+
+    history = HistoricalRecords(get_user=history_user)
+    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["policy", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["policy", "number"], name="version_number_unique"),
+            models.UniqueConstraint(fields=["policy"], condition=models.Q(status="published"),
+                                    name="one_published_version_per_policy"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy.name} v{self.number} ({self.status})"
+
+    # Once published a version only moves on to retired; its content never changes.
+    LIFECYCLE_FIELDS = frozenset({"status", "published_at", "publisher", "retired_at",
+                                  "checksum"})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            stored = PolicyVersion.objects.filter(pk=self.pk).values_list(
+                "status", flat=True).first()
+            fields = kwargs.get("update_fields")
+            if stored not in (None, VersionStatus.DRAFT) and (
+                    fields is None or not set(fields) <= self.LIFECYCLE_FIELDS):
+                from django.core.exceptions import ValidationError
+
+                raise ValidationError(f"a {stored} version is immutable; draft a new version")
+        super().save(*args, **kwargs)
+
+
+    @property
+    def is_draft(self) -> bool:
+        return self.status == VersionStatus.DRAFT
+
+class OutageMatch(models.TextChoices):
+    ANY = "any", "in and out of outage"
+    ONLY = "only", "only during an outage"
+    NEVER = "never", "only outside an outage"
+
+
+class Rule(models.Model):
+    """One rule of a version; rules are edited only while their version is a draft."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+")
+    version = models.ForeignKey(PolicyVersion, on_delete=models.CASCADE, related_name="rules")
+    position = models.PositiveIntegerField(default=0)
+    name = models.CharField(max_length=100)
+    tool = models.CharField(max_length=200, default="*", help_text="Tool name glob, e.g. refund_*")
+    action_classes = models.JSONField(default=list, blank=True,
+                                      help_text="Any of read, write, delete, exfil (empty: any).")
+    agents = models.JSONField(default=list, blank=True, help_text="agent_ids (empty: any).")
+    modes = models.JSONField(default=list, blank=True,
+                             help_text="Any of live, sandbox, replay (empty: any).")
+    outage = models.CharField(max_length=5, choices=OutageMatch.choices, default=OutageMatch.ANY)
+    condition = models.TextField(blank=True, help_text="Optional CEL expression over the input "
+                                 "document, e.g. args.amount_cents > 10000")
+    effect = models.CharField(max_length=20, choices=Effect.choices)
+
+    class Meta:
+        ordering = ["version", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.effect}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self._refuse_unless_draft()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        self._refuse_unless_draft()
+        return super().delete(*args, **kwargs)
+
+    def _refuse_unless_draft(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        status = PolicyVersion.objects.filter(pk=self.version_id).values_list(
+            "status", flat=True).first()
+        if status != VersionStatus.DRAFT:
+            raise ValidationError(f"the rules of a {status} version cannot change; draft a "
+                                  "new version")
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .engine import condition_problems
+
+        problems = condition_problems(self.condition)
+        if problems:
+            raise ValidationError({"condition": problems})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "tool": self.tool, "action_classes": self.action_classes,
+                "agents": self.agents, "modes": self.modes, "outage": self.outage,
+                "condition": self.condition, "effect": self.effect}
+
+
+class Decision(AppendOnly):
+    """One decision on a proposed tool call: the policy trail."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+")
+    run_id = models.CharField(max_length=200, blank=True)
+    call_id = models.CharField(max_length=200, blank=True, db_index=True)
+    agent_id = models.CharField(max_length=200, blank=True)
+    tool = models.CharField(max_length=200)
+    action_class = models.CharField(max_length=8)
+    mode = models.CharField(max_length=10, choices=Mode.choices)
+    input = models.JSONField(help_text="The input document the engine saw.")
+    effect = models.CharField(max_length=20, choices=Effect.choices)
+    reason = models.TextField(blank=True)
+    policy_version = models.ForeignKey(PolicyVersion, null=True, blank=True,
+                                       on_delete=models.PROTECT, related_name="decisions")
+    matched_rules = models.JSONField(default=list)
+    engine = models.CharField(max_length=10, choices=Engine.choices)
+    latency_us = models.PositiveIntegerField()
+    approval = models.ForeignKey("approvals.ApprovalRequest", null=True, blank=True,
+                                 on_delete=models.PROTECT, related_name="decisions")
+    decided_by = models.CharField(max_length=200, blank=True, help_text="Who asked.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = LedgerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["tenant", "-id"], name="decision_tenant_id"),
+                   models.Index(fields=["tenant", "run_id"], name="decision_tenant_run")]
+
+    def __str__(self) -> str:
+        return f"{self.tool}: {self.effect}"

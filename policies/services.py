@@ -1,0 +1,204 @@
+"""Policy operations: drafting, publishing and deciding. Admin, API, CLI and tasks call these."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from ledger_portal.canonical import content_hash
+from ledger_portal.models import Tenant
+from runs.annotations import annotate
+from runs.models import AnnotationKind
+
+from .engine import (
+    CompiledPolicy,
+    Verdict,
+    compiled_version,
+    condition_problems,
+    input_document,
+)
+from .models import (
+    STRICTNESS,
+    Decision,
+    Effect,
+    Engine,
+    Policy,
+    PolicyVersion,
+    Rule,
+    VersionStatus,
+)
+
+# With no published policy, reads go ahead and everything else waits for a person.
+NO_POLICY_EFFECTS = {"read": Effect.ALLOW}
+
+
+class PolicyError(ValidationError):
+    pass
+
+
+def version_content(version: PolicyVersion) -> dict[str, Any]:
+    return {"policy": version.policy.name, "number": version.number,
+            "default_effect": version.default_effect,
+            "rules": [r.as_dict() for r in version.rules.all()]}
+
+
+@transaction.atomic
+def create_draft(policy: Policy, by: Any, change_note: str,
+                 copy_from: PolicyVersion | None = None) -> PolicyVersion:
+    """A new draft, starting from ``copy_from`` (or the published version) when given."""
+    base = copy_from or policy.versions.filter(status=VersionStatus.PUBLISHED).first()
+    number = (policy.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+    draft = PolicyVersion.objects.create(
+        tenant=policy.tenant, policy=policy, number=number, change_note=change_note,
+        author=by, default_effect=base.default_effect if base else Effect.ALLOW)
+    if base is not None:
+        Rule.objects.bulk_create([
+            Rule(tenant=policy.tenant, version=draft, position=r.position, name=r.name,
+                 tool=r.tool, action_classes=r.action_classes, agents=r.agents,
+                 modes=r.modes, outage=r.outage, condition=r.condition, effect=r.effect)
+            for r in base.rules.all()])
+    return draft
+
+
+@transaction.atomic
+def publish_policy_version(version: PolicyVersion, by: Any) -> PolicyVersion:
+    """Publish a draft: it becomes immutable, the version it replaces is retired, and the
+    change is annotated in the tenant's governance log."""
+    version = PolicyVersion.objects.select_for_update().select_related("policy", "tenant").get(
+        pk=version.pk)
+    if version.status != VersionStatus.DRAFT:
+        raise PolicyError(f"{version} is {version.status}; only drafts are published")
+    if version.author_id is not None and version.author_id == getattr(by, "pk", None):
+        raise PolicyError("the author of a version cannot publish it (separation of duties)")
+    for rule in version.rules.all():
+        problems = condition_problems(rule.condition)
+        if problems:
+            raise PolicyError(f"rule {rule.name!r}: {problems[0]}")
+    now = timezone.now()
+    previous = list(PolicyVersion.objects.select_for_update().filter(
+        policy=version.policy, status=VersionStatus.PUBLISHED))
+    for old in previous:
+        old.status, old.retired_at = VersionStatus.RETIRED, now
+        old.save(update_fields=["status", "retired_at"])
+    version.status, version.published_at, version.publisher = VersionStatus.PUBLISHED, now, by
+    version.checksum = content_hash(version_content(version))
+    version.save(update_fields=["status", "published_at", "publisher", "checksum"])
+    annotate(version.tenant, AnnotationKind.POLICY_CHANGE,
+             f"published {version.policy.name} v{version.number}: {version.change_note}",
+             by=by, data={"policy": version.policy.name, "version": version.number,
+                          "checksum": version.checksum,
+                          "retired": [v.number for v in previous]})
+    return version
+
+
+def published_versions(tenant: Tenant) -> list[PolicyVersion]:
+    return list(PolicyVersion.objects.filter(tenant=tenant, status=VersionStatus.PUBLISHED)
+                .select_related("policy").order_by("policy__name"))
+
+
+def evaluate(tenant: Tenant, doc: dict[str, Any]) -> tuple[Verdict, PolicyVersion | None, str]:
+    """Every published policy of the tenant decides; the strictest effect wins."""
+    versions = published_versions(tenant)
+    if not versions:
+        effect = NO_POLICY_EFFECTS.get(doc["action_class"], Effect.REQUIRE_APPROVAL)
+        return Verdict(effect, [], "no published policy: reads are allowed, every other "
+                       "action needs approval"), None, Engine.EMBEDDED
+    best: tuple[Verdict, PolicyVersion, str] | None = None
+    matched: list[dict[str, Any]] = []
+    for version in versions:
+        if version.policy.engine == Engine.OPA:
+            from .opa import decide_with_opa
+
+            verdict = decide_with_opa(version.policy, doc)
+        else:
+            compiled: CompiledPolicy = compiled_version(version.pk, version.checksum)
+            verdict = compiled.decide(doc)
+        matched += [{**m, "policy": version.policy.name, "version": version.number}
+                    for m in verdict.matched]
+        if best is None or STRICTNESS[Effect(verdict.effect)] > STRICTNESS[Effect(
+                best[0].effect)]:
+            best = (verdict, version, version.policy.engine)
+    assert best is not None
+    verdict, version, engine = best
+    return Verdict(verdict.effect, matched, verdict.reason), version, engine
+
+
+def record_decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
+                    version: PolicyVersion | None, engine: str, started: float,
+                    asked_by: str, approval: Any = None) -> Decision:
+    return Decision.objects.create(
+        tenant=tenant, run_id=doc["run"]["id"], call_id=doc["call"]["id"],
+        agent_id=doc["agent"]["id"], tool=doc["tool"]["name"], action_class=doc["action_class"],
+        mode=doc["mode"], input=doc, effect=verdict.effect, reason=verdict.reason,
+        policy_version=version, matched_rules=verdict.matched, engine=engine,
+        latency_us=int((time.perf_counter() - started) * 1_000_000), approval=approval,
+        decided_by=asked_by)
+
+
+@dataclass(frozen=True)
+class ProposedCall:
+    tool: str
+    action_class: str
+    arguments: dict[str, Any]
+    mode: str = "live"
+    run_id: str = ""
+    call_id: str = ""
+    agent_id: str = ""
+    approval_id: int | None = None
+
+
+def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
+                     requester: Any = None) -> Decision:
+    """Decide a proposed tool call and store the decision (the policy trail).
+
+    ``require_approval`` opens an approval request bound to the exact action; asking again
+    with its ``approval_id`` gives allow once approved for the same tool, arguments and policy
+    version, and deny if anything differs or a person rejected it.
+    """
+    from approvals.models import ApprovalRequest, Status
+    from approvals.services import action_hash, request_approval
+
+    started = time.perf_counter()
+    doc = input_document(tenant_slug=tenant.slug, outage_mode=tenant.outage_mode,
+                         agent_id=call.agent_id, run_id=call.run_id, call_id=call.call_id,
+                         tool=call.tool, action_class=call.action_class, mode=call.mode,
+                         args=call.arguments)
+    with transaction.atomic():
+        verdict, version, engine = evaluate(tenant, doc)
+        approval = None
+        if call.approval_id is not None:
+            approval = ApprovalRequest.objects.filter(tenant=tenant, pk=call.approval_id).first()
+            verdict = _with_approval(verdict, approval, call, action_hash, Status)
+        elif verdict.effect == Effect.REQUIRE_APPROVAL:
+            approval = request_approval(
+                tenant, tool=call.tool, action_class=call.action_class,
+                arguments=call.arguments, run_id=call.run_id, call_id=call.call_id,
+                agent_id=call.agent_id, policy_version=version, matched_rules=verdict.matched,
+                requested_by=asked_by, requester=requester)
+        return record_decision(tenant, doc, verdict, version, engine, started, asked_by,
+                               approval)
+
+
+def _with_approval(verdict: Verdict, approval: Any, call: ProposedCall, hash_of: Any,
+                   status: Any) -> Verdict:
+    if approval is None:
+        return Verdict(Effect.DENY, verdict.matched, "no such approval request")
+    if verdict.effect == Effect.DENY:
+        return verdict  # a policy that now denies outranks an earlier approval
+    if hash_of(call.tool, call.arguments, approval.policy_version_id) != approval.action_hash:
+        return Verdict(Effect.DENY, verdict.matched, f"the call differs from the action "
+                       f"approval request {approval.pk} is about (tool, arguments or policy "
+                       "version); it is refused, not waved through")
+    if approval.status == status.APPROVED:
+        return Verdict(Effect.ALLOW, verdict.matched, f"approved (request {approval.pk})")
+    if approval.status == status.PENDING:
+        return Verdict(Effect.REQUIRE_APPROVAL, verdict.matched,
+                       f"waiting for approval request {approval.pk}")
+    return Verdict(Effect.DENY, verdict.matched, f"approval request {approval.pk} was "
+                   f"{approval.status}")

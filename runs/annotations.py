@@ -1,0 +1,56 @@
+"""Annotations written by the portal for manual interventions, chained like any record.
+
+Interventions about a run are appended to that run's chain (closed or not); tenant-wide ones
+(policy publications, approvals of calls not yet recorded, ...) go to the tenant's governance
+log, a run of its own (``governance``) that is created on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from ledger_portal.models import Tenant
+
+from .ingest_schema import parse_batch
+from .models import Annotation, Run
+
+GOVERNANCE_RUN_ID = "governance"
+PORTAL_AGENT_ID = "ledger-portal"
+
+
+def governance_run(tenant: Tenant) -> Run:
+    run = Run.objects.filter(tenant=tenant, run_id=GOVERNANCE_RUN_ID).first()
+    if run is None:
+        from .ingest import ingest_batch
+
+        ingest_batch(tenant, parse_batch({"runs": [{
+            "run_id": GOVERNANCE_RUN_ID, "agent_id": PORTAL_AGENT_ID,
+            "agent_name": "ledger-portal",
+            "goal": "Governance log: policy changes, approvals and other manual interventions",
+            "started_at": timezone.now().isoformat()}]}), recorded_by="ledger-portal")
+        run = Run.objects.get(tenant=tenant, run_id=GOVERNANCE_RUN_ID)
+    return run
+
+
+@transaction.atomic
+def annotate(tenant: Tenant, kind: str, body: str, *, run_id: str = "", data: Any = None,
+             by: Any = None, target_call_id: str = "") -> Annotation:
+    """Append an annotation to ``run_id``'s chain (or the governance log, when the run is not
+    recorded), in the caller's transaction."""
+    run = Run.objects.filter(tenant=tenant, run_id=run_id).first() if run_id else None
+    if run is None:
+        run = governance_run(tenant)
+    run = Run.objects.select_for_update(of=("self",)).select_related("agent", "replay_of").get(
+        pk=run.pk)
+    user = by if isinstance(by, get_user_model()) else None
+    note = Annotation(tenant=tenant, run=run, seq=run.last_seq + 1, annotation_kind=kind,
+                      body=body, data=data or {}, target_call_id=target_call_id,
+                      author=user, author_label=str(by) if by is not None else "ledger-portal")
+    head = note.seal(run.head_hash)
+    note.save()
+    Run.objects.advance_tip(run.pk, last_seq=note.seq, head_hash=head)
+    return note

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from ledger_portal.services import grant_role
+from policies.models import Policy, PolicyVersion, Rule
+from policies.services import create_draft, publish_policy_version
+
+
+@pytest.fixture
+def dave(acme):
+    """A second approver on acme (alice being the first)."""
+    user = User.objects.create_user("dave", password="pw-for-tests-only", is_staff=True)
+    for role in ("view_ledger", "approve", "manage_policies"):
+        grant_role(user, role, acme)
+    return user
+
+
+@pytest.fixture
+def publish(acme, alice, dave):
+    """Publish a version of acme's ``tools`` policy with the given rules (alice writes it,
+    dave publishes it)."""
+    def make(rules: list[dict[str, Any]], default: str = "allow") -> PolicyVersion:
+        policy, _ = Policy.objects.get_or_create(tenant=acme, name="tools")
+        draft = create_draft(policy, alice, "test rules")
+        draft.rules.all().delete()
+        draft.default_effect = default
+        draft.save()
+        for position, rule in enumerate(rules):
+            Rule.objects.create(tenant=acme, version=draft, position=position, **rule)
+        return publish_policy_version(draft, dave)
+    return make

@@ -1,0 +1,86 @@
+"""Versions: drafts become immutable when published, publishing retires the previous one,
+authors cannot publish their own version, and every publication is annotated."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger_portal.canonical import content_hash
+from policies.models import Policy, PolicyVersion, VersionStatus
+from policies.services import (
+    PolicyError,
+    create_draft,
+    publish_policy_version,
+    version_content,
+)
+from runs.annotations import GOVERNANCE_RUN_ID
+from runs.integrity import verify_tenant
+from runs.models import Annotation
+
+
+def test_publishing_retires_the_previous_version_and_annotates(acme, publish):
+    first = publish([{"name": "deny deletes", "action_classes": ["delete"], "effect": "deny"}])
+    second = publish([{"name": "deny exfil", "action_classes": ["exfil"], "effect": "deny"}])
+    first.refresh_from_db()
+    assert first.status == VersionStatus.RETIRED
+    assert first.retired_at is not None
+    assert second.status == VersionStatus.PUBLISHED
+    assert second.checksum == content_hash(version_content(second))
+    notes = Annotation.objects.filter(tenant=acme, run__run_id=GOVERNANCE_RUN_ID,
+                                      annotation_kind="policy_change").order_by("seq")
+    assert [n.data["version"] for n in notes] == [first.number, second.number]
+    assert notes[1].data["retired"] == [first.number]
+    assert notes[1].author_label == "dave"
+    assert verify_tenant(acme).intact  # the governance log is chained like any run
+
+
+def test_the_author_cannot_publish_their_own_version(acme, alice):
+    policy = Policy.objects.create(tenant=acme, name="tools")
+    draft = create_draft(policy, alice, "mine")
+    with pytest.raises(PolicyError, match="separation of duties"):
+        publish_policy_version(draft, alice)
+    draft.refresh_from_db()
+    assert draft.status == VersionStatus.DRAFT
+
+
+def test_only_drafts_are_published(publish, dave):
+    version = publish([])
+    with pytest.raises(PolicyError, match="only drafts"):
+        publish_policy_version(version, dave)
+
+
+def test_a_bad_condition_blocks_publication(acme, alice, dave):
+    from policies.models import Rule
+
+    policy = Policy.objects.create(tenant=acme, name="tools")
+    draft = create_draft(policy, alice, "typo")
+    Rule.objects.create(tenant=acme, version=draft, name="typo", condition="tool.nmae == 'x'",
+                        effect="deny")
+    with pytest.raises(PolicyError, match="no field 'nmae'"):
+        publish_policy_version(draft, dave)
+
+
+def test_a_new_draft_starts_from_the_published_rules(acme, alice, publish):
+    published = publish([{"name": "deny deletes", "action_classes": ["delete"],
+                          "effect": "deny"}])
+    draft = create_draft(published.policy, alice, "next")
+    assert draft.number == published.number + 1
+    assert [r.name for r in draft.rules.all()] == ["deny deletes"]
+    assert PolicyVersion.objects.filter(policy=published.policy).count() == 2
+
+
+def test_a_published_version_is_immutable(acme, publish):
+    from django.core.exceptions import ValidationError
+
+    from policies.models import Rule
+
+    version = publish([{"name": "deny deletes", "action_classes": ["delete"], "effect": "deny"}])
+    rule = version.rules.get()
+    rule.effect = "allow"
+    with pytest.raises(ValidationError, match="cannot change"):
+        rule.save()
+    with pytest.raises(ValidationError, match="cannot change"):
+        Rule.objects.create(tenant=acme, version=version, name="sneaky", effect="allow")
+    version.default_effect = "deny"
+    with pytest.raises(ValidationError, match="immutable"):
+        version.save()
