@@ -66,3 +66,20 @@ class TenantScopedQuerySet(models.QuerySet[M]):
 
     def for_tenant(self, tenant: Tenant | int) -> TenantScopedQuerySet[M]:
         return self.filter(tenant=tenant)
+
+
+def roles_of(user: Any) -> dict[str, frozenset[int]]:
+    """Every role the user holds, directly or through a group: role -> tenant ids (one query).
+    Not for superusers, who hold every role everywhere."""
+    from .models import TenantGroupObjectPermission, TenantUserObjectPermission
+
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return {}
+    direct = TenantUserObjectPermission.objects.filter(user=user).values_list(
+        "permission__codename", "content_object_id")
+    via_group = TenantGroupObjectPermission.objects.filter(group__user=user).values_list(
+        "permission__codename", "content_object_id")
+    found: dict[str, set[int]] = {}
+    for role, tenant_id in direct.union(via_group):
+        found.setdefault(role, set()).add(tenant_id)
+    return {role: frozenset(ids) for role, ids in found.items()}

@@ -13,8 +13,11 @@ from django.contrib import admin
 from django.db import models
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from approvals.models import ApprovalRequest
 from approvals.services import request_approval
 from ledger_portal.models import ApiKey, Tenant
+from policies.models import Decision, Policy, PolicyVersion
+from policies.services import ProposedCall, create_draft, decide_tool_call
 from runs.models import Agent, Annotation, ModelCall, RedactionRule, Run, Step, Tool, ToolCall
 
 # Routes that only write; their tenant boundary is tested where their behaviour is.
@@ -50,6 +53,10 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     rule = RedactionRule.objects.create(tenant=acme, pattern="*password*", label="secret")
     approval = request_approval(acme, tool="send_email", action_class="exfil",
                                 arguments={"to": "x"}, run_id=run["run_id"])
+    policy = Policy.objects.create(tenant=acme, name="tools")
+    version = create_draft(policy, None, "first")
+    decision = decide_tool_call(acme, ProposedCall(tool="get_customer", action_class="read",
+                                                   arguments={}))
     stored = Run.objects.get(run_id=run["run_id"])
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
@@ -63,6 +70,10 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             ToolCall: ToolCall.objects.filter(run=stored).first(),
             Annotation: Annotation.objects.filter(run=stored).first(),
             RedactionRule: rule,
+            ApprovalRequest: approval,
+            Policy: policy,
+            PolicyVersion: version,
+            Decision: decision,
         },
     }
 

@@ -1,0 +1,207 @@
+"""Governance in the admin: policies, their versions and rules, and the policy trail."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from ledger_portal.admin_base import ExactSearchAdmin, ScopedHistoryAdmin, TenantScopedAdmin
+from ledger_portal.roles import Role
+
+from . import services
+from .models import Decision, Policy, PolicyVersion, Rule, VersionStatus
+
+
+class GovernedAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
+    view_role = Role.MANAGE_POLICIES
+    edit_role = Role.MANAGE_POLICIES
+    list_select_related = ["tenant"]
+
+
+class VersionInline(admin.TabularInline):
+    model = PolicyVersion
+    fields = ["link", "status", "change_note", "author", "publisher", "published_at"]
+    readonly_fields = ["link", "status", "change_note", "author", "publisher", "published_at"]
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the policy's admin has already checked the tenant scope
+
+    @admin.display(description="version")
+    def link(self, version: PolicyVersion) -> str:
+        url = reverse("admin:policies_policyversion_change", args=[version.pk])
+        return format_html('<a href="{}">v{}</a>', url, version.number)
+
+
+@admin.register(Policy)
+class PolicyAdmin(GovernedAdmin):
+    list_display = ["name", "tenant", "engine", "published", "created_at"]
+    list_filter = ["engine", "tenant"]
+    search_fields = ["name"]
+    inlines = [VersionInline]
+    fields = ["tenant", "name", "description", "engine", "opa_url", "opa_path",
+              "opa_timeout_ms", "opa_fallback_effect"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return ["tenant", "name"] if obj is not None else []
+
+    @admin.display(description="published version")
+    def published(self, policy: Policy) -> str:
+        version = policy.versions.filter(status=VersionStatus.PUBLISHED).first()
+        return f"v{version.number}" if version else "—"
+
+
+class RuleInline(admin.TabularInline):
+    model = Rule
+    fields = ["position", "name", "tool", "action_classes", "agents", "modes", "outage",
+              "condition", "effect"]
+    extra = 0
+
+    # Rules carry no global model permissions: they are editable exactly when their version is
+    # a draft the user may change (a tenant role, checked by the version's admin).
+    def _editable(self, request: HttpRequest, obj: Any) -> bool:
+        if obj is not None and obj.status != VersionStatus.DRAFT:
+            return False
+        return bool(self.admin_site._registry[PolicyVersion].has_change_permission(request, obj))
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._editable(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._editable(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self._editable(request, obj)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return True  # the parent version's admin has already checked the tenant scope
+
+
+@admin.register(PolicyVersion)
+class PolicyVersionAdmin(GovernedAdmin):
+    """Drafts are edited here; publishing (by someone other than the author) freezes them."""
+
+    list_display = ["__str__", "tenant", "status", "author", "publisher", "published_at",
+                    "checksum_short"]
+    list_filter = ["status", "tenant"]
+    list_select_related = ["tenant", "policy", "author", "publisher"]
+    inlines = [RuleInline]
+    actions = ["publish"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ["policy", "change_note"]
+        return ["policy", "number", "status", "default_effect", "change_note", "author",
+                "created_at", "publisher", "published_at", "retired_at", "checksum",
+                "compare"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return []
+        fixed = ["policy", "number", "status", "author", "created_at", "publisher",
+                 "published_at", "retired_at", "checksum", "compare"]
+        return fixed if obj.is_draft else [*fixed, "default_effect", "change_note"]
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "policy":
+            kwargs["queryset"] = Policy.objects.for_user(request.user, self.edit_role)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: PolicyVersion, form: Any,
+                   change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        draft = services.create_draft(obj.policy, request.user, obj.change_note)
+        obj.pk, obj.number, obj.tenant_id = draft.pk, draft.number, draft.tenant_id
+        obj._state.adding = False
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        for rule in formset.save(commit=False):
+            rule.tenant_id = form.instance.tenant_id
+            rule.save()
+        for rule in formset.deleted_objects:
+            rule.delete()
+
+    @admin.display(description="checksum")
+    def checksum_short(self, version: PolicyVersion) -> str:
+        return version.checksum[:12]
+
+    @admin.display(description="compare with")
+    def compare(self, version: PolicyVersion) -> str:
+        others = version.policy.versions.exclude(pk=version.pk).order_by("-number")[:5]
+        links = [format_html('<a href="{}">v{}</a>', reverse(
+            "admin:policies_policyversion_diff", args=[other.pk, version.pk]), other.number)
+            for other in others]
+        return format_html(", ".join(["{}"] * len(links)), *links) if links else "—"
+
+    @admin.action(description="Publish selected drafts", permissions=["change"])
+    def publish(self, request: HttpRequest, queryset: QuerySet[PolicyVersion]) -> None:
+        for version in queryset:
+            try:
+                services.publish_policy_version(version, request.user)
+            except ValidationError as exc:
+                self.message_user(request, f"{version}: {' '.join(exc.messages)}",
+                                  messages.ERROR)
+            else:
+                self.message_user(request, f"Published {version.policy.name} "
+                                  f"v{version.number}.", messages.SUCCESS)
+
+    def get_urls(self) -> list[Any]:
+        diff = path("<int:old>/diff/<int:new>/", self.admin_site.admin_view(self.diff_view),
+                    name="policies_policyversion_diff")
+        return [diff, *super().get_urls()]
+
+    def diff_view(self, request: HttpRequest, old: int, new: int) -> HttpResponse:
+        """Two versions side by side."""
+        versions = {v.pk: v for v in self.get_queryset(request).filter(pk__in=[old, new])}
+        if len(versions) != 2 or versions[old].policy_id != versions[new].policy_id:
+            raise Http404("No such pair of versions among your policies.")
+
+        def lines(version: PolicyVersion) -> list[str]:
+            content = services.version_content(version)
+            return json.dumps(content, indent=2, sort_keys=True).splitlines()
+
+        table = difflib.HtmlDiff(wrapcolumn=70).make_table(
+            lines(versions[old]), lines(versions[new]), f"v{versions[old].number}",
+            f"v{versions[new].number}", context=False)
+        return TemplateResponse(request, "policies/diff.html", {
+            **self.admin_site.each_context(request), "title": f"{versions[new].policy.name}: "
+            f"v{versions[old].number} → v{versions[new].number}", "table": table,
+            "old": versions[old], "new": versions[new], "opts": self.model._meta})
+
+
+@admin.register(Decision)
+class DecisionAdmin(ExactSearchAdmin):
+    """The policy trail, read-only."""
+
+    list_display = ["created_at", "tool", "action_class", "effect", "mode", "agent_id",
+                    "run_id", "call_id", "policy_version", "latency_us", "tenant"]
+    list_filter = ["effect", "mode", "engine", "action_class"]
+    list_select_related = ["tenant", "policy_version__policy"]
+    ordering = ["-id"]
+    sortable_by = ()
+    search_fields = ["call_id", "run_id"]
+    search_help_text = "Exact call_id or run_id."
+
+    def search_conditions(self, request: HttpRequest, term: str) -> list[Any]:
+        from django.db.models import Q
+
+        return [Q(call_id=term) | Q(run_id=term)]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [f.name for f in self.model._meta.fields]
