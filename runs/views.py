@@ -16,6 +16,7 @@ from . import services
 from .api.presenters import RUN_FIELDS, renamed, values_of
 from .models import Run
 from .timeline import build_timeline
+from .timeline_html import timeline_rows
 
 MAX_MATCHES = 50
 
@@ -48,6 +49,7 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
         "redaction": redactor.level,
         **build_timeline(run, redactor.redact_row),
     }
+    context["rows"] = timeline_rows(context["entries"])
     duration = None
     if run.get("ended_at"):
         duration = (run["ended_at"] - run["started_at"]).total_seconds()
