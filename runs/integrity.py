@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -28,6 +28,7 @@ from ledger_portal import signing
 from ledger_portal.canonical import GENESIS, canonical_json, chain_hash, content_hash
 from ledger_portal.models import Tenant
 
+from . import integrity_fetch
 from .models import Annotation, ModelCall, Run, Step, TenantDigest, ToolCall
 from .models.base import content_of
 
@@ -125,7 +126,16 @@ def _verify_digests(tenant: Tenant, report: VerifyReport) -> dict[str, tuple[int
 
 # -- chains -----------------------------------------------------------------------------------
 
-def _record_stream(runs: QuerySet[Run]) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+def _record_stream(runs: QuerySet[Run], tenant_id: int, run_id: str | None
+                   ) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+    if connection.vendor == "postgresql":
+        where = "t.run_id IN (SELECT id FROM runs_run WHERE tenant_id = %s"
+        params: list[Any] = [tenant_id]  # ids and run_ids: always bound parameters
+        if run_id is not None:
+            where += " AND run_id = %s"
+            params.append(run_id)
+        pg_streams = [_pg_tagged(model, where + ")", params) for model in RECORD_MODELS]
+        return heapq.merge(*pg_streams, key=lambda item: (item[0], item[1]))
     streams = []
     for model in RECORD_MODELS:
         refs = {f"_{name}": F(path) for name, path in model.content_refs.items()}
@@ -141,6 +151,35 @@ def _tagged(model: type[Any], qs: QuerySet[Any]) -> Iterator[tuple[int, int, str
         for name in model.content_refs:
             row[name] = row.pop(f"_{name}")
         yield row["run_pk"], row["seq"], model.kind, row
+
+
+def _pg_tagged(model: type[Any], where: str, params: list[Any]
+               ) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+    extras = {"run_pk": "t.run_id", "seq": "t.seq", "content_hash": "t.content_hash",
+              "chain_hash": "t.chain_hash"}
+    for row in integrity_fetch.stream(model, extras, where, params, "t.run_id, t.seq"):
+        yield row["run_pk"], row["seq"], model.kind, row
+
+
+def _run_rows(runs: QuerySet[Run], tenant_id: int, run_id: str | None
+              ) -> Iterator[dict[str, Any]]:
+    if connection.vendor == "postgresql":
+        where = "t.tenant_id = %s"
+        params: list[Any] = [tenant_id]
+        if run_id is not None:
+            where += " AND t.run_id = %s"
+            params.append(run_id)
+        extras = {"id": "t.id", "content_hash": "t.content_hash", "chain_hash": "t.chain_hash",
+                  "last_seq": "t.last_seq", "head_hash": "t.head_hash"}
+        yield from integrity_fetch.stream(Run, extras, where, params, "t.id")
+        return
+    refs = {f"_{n}": F(p) for n, p in Run.content_refs.items()}
+    own = [n for n in Run.content_fields if n not in Run.content_refs]
+    for run in runs.order_by("id").values("id", "content_hash", "chain_hash", "last_seq",
+                                          "head_hash", *own, **refs).iterator(chunk_size=2000):
+        for name in Run.content_refs:
+            run[name] = run.pop(f"_{name}")
+        yield run
 
 
 _FIELDS = {m.kind: m.content_fields for m in (Run, *RECORD_MODELS)}
@@ -227,23 +266,28 @@ def chain_of(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
 
 def verify_tenant(tenant: Tenant, run_id: str | None = None,
                   progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Recompute every chain of ``tenant`` (or one run) and check them against the digests."""
+    """Recompute every chain of ``tenant`` (or one run) and check them against the digests,
+    all from one snapshot of the database."""
+    fresh = not connection.in_atomic_block  # a caller's transaction keeps its own snapshot
+    with transaction.atomic():
+        if fresh and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return _verify(tenant, run_id, progress)
+
+
+def _verify(tenant: Tenant, run_id: str | None,
+            progress: Callable[[int, int], None] | None) -> VerifyReport:
     report = VerifyReport()
     signed = _verify_digests(tenant, report) if run_id is None else _verify_digests(
         tenant, VerifyReport())
     runs = Run.objects.filter(tenant=tenant)
     if run_id is not None:
         runs = runs.filter(run_id=run_id)
-    refs = {f"_{n}": F(p) for n, p in Run.content_refs.items()}
-    own = [n for n in Run.content_fields if n not in Run.content_refs]
-    run_rows = runs.order_by("id").values("id", "content_hash", "chain_hash", "last_seq",
-                                          "head_hash", *own, **refs)
     total = runs.count() if progress else 0
-    stream = _record_stream(runs)
+    stream = _record_stream(runs, tenant.pk, run_id)
     pending = next(stream, None)
-    for run in run_rows.iterator(chunk_size=2000):
-        for name in Run.content_refs:
-            run[name] = run.pop(f"_{name}")
+    for run in _run_rows(runs, tenant.pk, run_id):
         records: list[tuple[str, dict[str, Any]]] = []
         while pending is not None and pending[0] == run["id"]:
             records.append((pending[2], pending[3]))

@@ -23,7 +23,9 @@ def content_of(kind: str, fields: tuple[str, ...], values: Any) -> dict[str, Any
     content: dict[str, Any] = {"kind": kind}
     for name in fields:
         value = values[name]
-        content[name] = canonical_timestamp(value) if name in TIMESTAMP_FIELDS else value
+        if name in TIMESTAMP_FIELDS and not isinstance(value, str):  # str: already canonical
+            value = canonical_timestamp(value)
+        content[name] = value
     return content
 
 

@@ -1,0 +1,74 @@
+"""Streaming ledger rows for verification, fast, on PostgreSQL.
+
+Fetching through ``values()`` was 70% of ``ledger verify`` (bench/verify.py): Django's
+pure-Python timestamp loader and ``json.loads`` per JSON field. Here timestamps arrive already
+in the canonical text form (``to_char`` in UTC), JSON arrives as text for ``orjson``, and rows
+come through a server-side cursor. Other databases use the ``values()`` path in
+``integrity.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from django.db import connection, models
+
+CANONICAL_TS = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
+ITERSIZE = 5000
+
+
+def _select(model: type[models.Model], extras: dict[str, str]
+            ) -> tuple[str, list[str], set[str]]:
+    """SELECT and FROM of ``model``'s content fields (refs joined), after ``extras``."""
+    qn = connection.ops.quote_name
+    columns = list(extras.values())
+    names = list(extras)
+    joins: list[str] = []
+    json_names: set[str] = set()
+    refs: dict[str, str] = model.content_refs  # type: ignore[attr-defined]
+    for name in model.content_fields:  # type: ignore[attr-defined]
+        path = refs.get(name)
+        if path is None:
+            field: Any = model._meta.get_field(name)
+            column = f"t.{qn(field.column)}"
+            if isinstance(field, models.DateTimeField):
+                column = f"to_char({column} AT TIME ZONE 'UTC', {CANONICAL_TS})"
+            elif isinstance(field, models.JSONField):
+                column = f"{column}::text"
+                json_names.add(name)
+        else:
+            fk_name, attr = path.split("__")
+            fk: Any = model._meta.get_field(fk_name)
+            related: Any = fk.related_model
+            alias = f"j{len(joins)}"
+            joins.append(f"LEFT JOIN {qn(related._meta.db_table)} {alias} "
+                         f"ON {alias}.id = t.{qn(fk.column)}")
+            column = f"{alias}.{qn(related._meta.get_field(attr).column)}"
+        columns.append(column)
+        names.append(name)
+    # Built from model metadata (quoted names) only; values are always bound parameters.
+    table = qn(model._meta.db_table)
+    sql = f"SELECT {', '.join(columns)} FROM {table} t {' '.join(joins)}"  # noqa: S608
+    return sql, names, json_names
+
+
+def stream(model: type[models.Model], extras: dict[str, str], where: str,
+           params: list[Any], order: str) -> Iterator[dict[str, Any]]:
+    """Rows of ``model`` as dicts (content fields plus ``extras``), inside the caller's
+    transaction."""
+    sql, names, json_names = _select(model, extras)
+    with connection.cursor() as wrapper:
+        cursor = wrapper.cursor.connection.cursor(name=f"verify_{model._meta.model_name}")
+        cursor.itersize = ITERSIZE
+        try:
+            cursor.execute(f"{sql} WHERE {where} ORDER BY {order}", params)
+            for values in cursor:
+                row = dict(zip(names, values, strict=True))
+                for name in json_names:
+                    text = row[name]
+                    row[name] = None if text is None else orjson.loads(text)
+                yield row
+        finally:
+            cursor.close()
