@@ -192,6 +192,32 @@ def cmd_verify(args: argparse.Namespace, user: Any) -> int:
     return EXIT_TAMPERED if broken else EXIT_OK
 
 
+def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
+    from django.core.exceptions import ValidationError
+
+    from ledger_portal.models import Tenant
+    from ledger_portal.roles import Role
+    from policies.services import freeze_tool, unfreeze_tool
+
+    tenant = Tenant.objects.for_user(user, Role.OPERATE).filter(slug=args.tenant).first()
+    if tenant is None:
+        print(f"ledger: you may not operate on tenant {args.tenant!r}", file=sys.stderr)
+        return EXIT_FORBIDDEN
+    try:
+        if args.unfreeze:
+            version = unfreeze_tool(tenant, args.tool, user, incident=args.incident or "")
+        else:
+            version = freeze_tool(tenant, args.tool, user, mode=args.mode,
+                                  incident=args.incident or "")
+    except ValidationError as exc:
+        print(f"ledger: {' '.join(exc.messages)}", file=sys.stderr)
+        return EXIT_USAGE
+    action = "unfrozen" if args.unfreeze else f"frozen ({args.mode})"
+    print(f"{args.tool} {action} in {tenant.slug}: {version.policy.name} v{version.number} "
+          f"published ({version.checksum[:12]})")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--tenant")
     find.add_argument("--limit", type=int, default=20)
     find.set_defaults(func=cmd_find)
+    freeze = sub.add_parser("freeze", help="block or sandbox a tool now (publishes a policy)")
+    freeze.add_argument("tool")
+    freeze.add_argument("--tenant", required=True)
+    freeze.add_argument("--mode", choices=["deny", "sandbox"], default="deny")
+    freeze.add_argument("--incident", help="the incident or ticket id this is for")
+    freeze.add_argument("--unfreeze", action="store_true", help="lift the freeze instead")
+    freeze.set_defaults(func=cmd_freeze)
+
     verify = sub.add_parser("verify", help="recompute hash chains and check signed digests")
     verify.add_argument("--tenant")
     verify.add_argument("--run", help="only this run_id")

@@ -202,3 +202,65 @@ def _with_approval(verdict: Verdict, approval: Any, call: ProposedCall, hash_of:
                        f"waiting for approval request {approval.pk}")
     return Verdict(Effect.DENY, verdict.matched, f"approval request {approval.pk} was "
                    f"{approval.status}")
+
+
+FREEZE_POLICY = "tool-freezes"
+FREEZE_EFFECTS = {"deny": Effect.DENY, "sandbox": Effect.SANDBOX_ONLY}
+
+
+def _freeze_rule_name(tool: str) -> str:
+    return f"freeze {tool}"
+
+
+@transaction.atomic
+def freeze_tool(tenant: Tenant, tool: str, by: Any, mode: str = "deny",
+                incident: str = "") -> PolicyVersion:
+    """Block (``deny``) or sandbox a tool at once: a new published version of the tenant's
+    ``tool-freezes`` policy with one more rule, annotated in the governance log.
+
+    An emergency action of one operator: the portal authors the version and the operator
+    publishes it, both on the record.
+    """
+    if mode not in FREEZE_EFFECTS:
+        raise PolicyError(f"unknown freeze mode {mode!r}; use deny or sandbox")
+    return _republish_freezes(tenant, by, add=(tool, FREEZE_EFFECTS[mode]), remove=None,
+                              note=f"freeze {tool} ({mode})" + (
+                                  f" for incident {incident}" if incident else ""),
+                              incident=incident)
+
+
+@transaction.atomic
+def unfreeze_tool(tenant: Tenant, tool: str, by: Any, incident: str = "") -> PolicyVersion:
+    return _republish_freezes(tenant, by, add=None, remove=tool, note=f"unfreeze {tool}" + (
+        f" for incident {incident}" if incident else ""), incident=incident)
+
+
+def _republish_freezes(tenant: Tenant, by: Any, add: tuple[str, str] | None,
+                       remove: str | None, note: str, incident: str) -> PolicyVersion:
+    policy, _ = Policy.objects.get_or_create(
+        tenant=tenant, name=FREEZE_POLICY,
+        defaults={"description": "Tools frozen by operators (ledger freeze / admin action)."})
+    Policy.objects.select_for_update().filter(pk=policy.pk).first()  # one freeze at a time
+    draft = create_draft(policy, None, note)
+    frozen = {r.tool for r in draft.rules.all()}
+    if remove is not None:
+        if remove not in frozen:
+            raise PolicyError(f"{remove} is not frozen")
+        draft.rules.filter(tool=remove).delete()
+    if add is not None:
+        tool, effect = add
+        draft.rules.filter(tool=tool).delete()
+        Rule.objects.create(tenant=tenant, version=draft, position=len(frozen),
+                            name=_freeze_rule_name(tool), tool=tool, effect=effect)
+    version = publish_policy_version(draft, by)
+    if incident:
+        annotate(tenant, AnnotationKind.INCIDENT_LINK, f"{note}", by=by,
+                 data={"incident": incident, "policy": FREEZE_POLICY,
+                       "version": version.number})
+    return version
+
+
+def frozen_tools(tenant: Tenant) -> dict[str, str]:
+    version = PolicyVersion.objects.filter(tenant=tenant, policy__name=FREEZE_POLICY,
+                                           status=VersionStatus.PUBLISHED).first()
+    return {} if version is None else {r.tool: r.effect for r in version.rules.all()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
@@ -19,6 +19,7 @@ from ledger_portal.admin_base import (
     TenantScopedAdmin,
 )
 from ledger_portal.roles import Role
+from ledger_portal.tenancy import has_role
 
 from .models import Agent, Annotation, ModelCall, RedactionRule, Run, Step, Tool, ToolCall
 
@@ -167,6 +168,41 @@ class ToolAdmin(GovernanceAdmin):
     list_filter = ["action_class", "tenant"]
     search_fields = ["name"]
     fields = ["tenant", "name", "action_class", "supports_rollback", "description"]
+    actions = ["freeze", "freeze_to_sandbox", "unfreeze"]
+
+    def _freeze(self, request: HttpRequest, queryset: QuerySet[Tool], mode: str | None) -> None:
+        from django.core.exceptions import ValidationError
+
+        from policies.services import freeze_tool, unfreeze_tool
+
+        for tool in queryset.select_related("tenant"):
+            if not has_role(request.user, Role.OPERATE, tool.tenant_id):
+                self.message_user(request, f"{tool}: freezing needs the operate role",
+                                  messages.ERROR)
+                continue
+            try:
+                if mode is None:
+                    unfreeze_tool(tool.tenant, tool.name, request.user)
+                else:
+                    freeze_tool(tool.tenant, tool.name, request.user, mode=mode)
+            except ValidationError as exc:
+                self.message_user(request, f"{tool}: {' '.join(exc.messages)}", messages.ERROR)
+            else:
+                done = "unfrozen" if mode is None else f"frozen ({mode})"
+                self.message_user(request, f"{tool} {done} in {tool.tenant.slug}",
+                                  messages.SUCCESS)
+
+    @admin.action(description="Freeze: deny every call of the selected tools")
+    def freeze(self, request: HttpRequest, queryset: QuerySet[Tool]) -> None:
+        self._freeze(request, queryset, "deny")
+
+    @admin.action(description="Freeze to sandbox: the selected tools run only in sandbox")
+    def freeze_to_sandbox(self, request: HttpRequest, queryset: QuerySet[Tool]) -> None:
+        self._freeze(request, queryset, "sandbox")
+
+    @admin.action(description="Unfreeze the selected tools")
+    def unfreeze(self, request: HttpRequest, queryset: QuerySet[Tool]) -> None:
+        self._freeze(request, queryset, None)
 
 
 @admin.register(RedactionRule)
