@@ -46,7 +46,7 @@ def test_freezing_needs_the_operate_role(acme, bob, capsys):
 
 def test_the_admin_action_freezes_the_selected_tools(acme, alice, record, make_run, client):
     record(acme, make_run())
-    tool = Tool.objects.filter(tenant=acme).first()
+    tool = Tool.objects.filter(tenant=acme)[0]
     client.force_login(alice)
     response = client.post(reverse("admin:runs_tool_changelist"),
                            {"action": "freeze", "_selected_action": [tool.pk]}, follow=True)
