@@ -139,7 +139,8 @@ def streams(tenant: Any) -> list[tuple[Any, Any]]:
 # -- passes ------------------------------------------------------------------------------------
 
 
-def pass_verify(tenants: list[Any], in_transaction: bool = False) -> dict[str, Any]:
+def pass_verify(tenants: list[Any], in_transaction: bool = False, workers: int = 1
+                ) -> dict[str, Any]:
     """verify_tenant over each tenant: per-tenant (runs, records, digests, seconds, intact)."""
     from django.db import transaction
 
@@ -152,7 +153,7 @@ def pass_verify(tenants: list[Any], in_transaction: bool = False) -> dict[str, A
             with transaction.atomic():
                 report = verify_tenant(tenant)
         else:
-            report = verify_tenant(tenant)
+            report = verify_tenant(tenant, workers=workers)
         seconds = time.perf_counter() - started
         per[tenant.slug] = (report, seconds)
         if not report.intact:
@@ -335,6 +336,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="records to load into a fresh database (without --reuse-db)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=1, help="verify_tenant passes")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes for verify_tenant (ledger verify's default: the cores, "
+                        "at most 4; 1 = a single pass)")
     parser.add_argument("--chunk", type=int, default=2000,
                         help="rows per chunk in the decomposition pass (large chunks keep many "
                         "rows alive and make the garbage collector's passes longer)")
@@ -384,7 +388,7 @@ def main(argv: list[str] | None = None) -> None:
         best: tuple[float, int, int] | None = None
         all_intact = True
         for i in range(args.repeat):
-            per = pass_verify(tenants)
+            per = pass_verify(tenants, workers=args.workers)
             for slug, (report, seconds) in per.items():
                 all_intact = all_intact and report.intact
                 rows.append([f"verify_tenant {slug}" + (f" #{i + 1}" if args.repeat > 1 else ""),

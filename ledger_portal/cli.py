@@ -179,7 +179,8 @@ def cmd_verify(args: argparse.Namespace, user: Any) -> int:
             def advance(done: int, total: int, task: Any = task, bar: Any = bar) -> None:
                 bar.update(task, completed=done, total=total)
 
-            report = verify_tenant(tenant, run_id=args.run, progress=advance)
+            report = verify_tenant(tenant, run_id=args.run, progress=advance,
+                                   workers=args.workers)
         if args.run and report.runs == 0:
             print(f"ledger: no run {args.run!r} in {tenant.slug}", file=sys.stderr)
             return EXIT_NOT_FOUND
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--tenant")
     verify.add_argument("--run", help="only this run_id")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
+                        help="processes sharing the work (PostgreSQL; default: the cores, "
+                        "at most 4)")
     verify.set_defaults(func=cmd_verify)
     return parser
 

@@ -126,7 +126,18 @@ def _verify_digests(tenant: Tenant, report: VerifyReport) -> dict[str, tuple[int
 
 # -- chains -----------------------------------------------------------------------------------
 
-def _record_stream(runs: QuerySet[Run], tenant_id: int, run_id: str | None
+@dataclass(frozen=True)
+class Scope:
+    """What one verification pass covers: a tenant, optionally one run or a range of run
+    primary keys (the share of one parallel worker)."""
+
+    tenant_id: int
+    run_id: str | None = None
+    pk_range: tuple[int, int] | None = None
+
+
+def _record_stream(runs: QuerySet[Run], tenant_id: int, run_id: str | None,
+                   pk_range: tuple[int, int] | None = None
                    ) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
     if connection.vendor == "postgresql":
         where = "t.run_id IN (SELECT id FROM runs_run WHERE tenant_id = %s"
@@ -134,6 +145,9 @@ def _record_stream(runs: QuerySet[Run], tenant_id: int, run_id: str | None
         if run_id is not None:
             where += " AND run_id = %s"
             params.append(run_id)
+        if pk_range is not None:
+            where += " AND id BETWEEN %s AND %s"
+            params += list(pk_range)
         pg_streams = [_pg_tagged(model, where + ")", params) for model in RECORD_MODELS]
         return heapq.merge(*pg_streams, key=lambda item: (item[0], item[1]))
     streams = []
@@ -161,14 +175,17 @@ def _pg_tagged(model: type[Any], where: str, params: list[Any]
         yield row["run_pk"], row["seq"], model.kind, row
 
 
-def _run_rows(runs: QuerySet[Run], tenant_id: int, run_id: str | None
-              ) -> Iterator[dict[str, Any]]:
+def _run_rows(runs: QuerySet[Run], tenant_id: int, run_id: str | None,
+              pk_range: tuple[int, int] | None = None) -> Iterator[dict[str, Any]]:
     if connection.vendor == "postgresql":
         where = "t.tenant_id = %s"
         params: list[Any] = [tenant_id]
         if run_id is not None:
             where += " AND t.run_id = %s"
             params.append(run_id)
+        if pk_range is not None:
+            where += " AND t.id BETWEEN %s AND %s"
+            params += list(pk_range)
         extras = {"id": "t.id", "content_hash": "t.content_hash", "chain_hash": "t.chain_hash",
                   "last_seq": "t.last_seq", "head_hash": "t.head_hash"}
         yield from integrity_fetch.stream(Run, extras, where, params, "t.id")
@@ -265,29 +282,41 @@ def chain_of(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
 
 
 def verify_tenant(tenant: Tenant, run_id: str | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+                  progress: Callable[[int, int], None] | None = None,
+                  workers: int = 1) -> VerifyReport:
     """Recompute every chain of ``tenant`` (or one run) and check them against the digests,
-    all from one snapshot of the database."""
+    all from one snapshot of the database. On PostgreSQL, ``workers > 1`` shares the runs
+    among processes that import the same snapshot."""
     fresh = not connection.in_atomic_block  # a caller's transaction keeps its own snapshot
     with transaction.atomic():
         if fresh and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        return _verify(tenant, run_id, progress)
+        # Workers read committed data only: inside a caller's transaction, stay serial.
+        if workers > 1 and fresh and run_id is None and connection.vendor == "postgresql":
+            from .integrity_parallel import verify_in_parallel
+
+            return verify_in_parallel(tenant, workers, progress)
+        report = VerifyReport()
+        signed = _verify_digests(tenant, report if run_id is None else VerifyReport())
+        total = Run.objects.filter(tenant=tenant).count() if progress else 0
+        return verify_scope(tenant, Scope(tenant.pk, run_id), signed, report,
+                            lambda done: progress(done, total) if progress else None)
 
 
-def _verify(tenant: Tenant, run_id: str | None,
-            progress: Callable[[int, int], None] | None) -> VerifyReport:
-    report = VerifyReport()
-    signed = _verify_digests(tenant, report) if run_id is None else _verify_digests(
-        tenant, VerifyReport())
+def verify_scope(tenant: Tenant, scope: Scope, signed: dict[str, tuple[int, str, int]],
+                 report: VerifyReport | None = None,
+                 progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Check the chains of the runs in ``scope`` (in the caller's transaction)."""
+    report = report or VerifyReport()
     runs = Run.objects.filter(tenant=tenant)
-    if run_id is not None:
-        runs = runs.filter(run_id=run_id)
-    total = runs.count() if progress else 0
-    stream = _record_stream(runs, tenant.pk, run_id)
+    if scope.run_id is not None:
+        runs = runs.filter(run_id=scope.run_id)
+    if scope.pk_range is not None:
+        runs = runs.filter(pk__range=scope.pk_range)
+    stream = _record_stream(runs, scope.tenant_id, scope.run_id, scope.pk_range)
     pending = next(stream, None)
-    for run in _run_rows(runs, tenant.pk, run_id):
+    for run in _run_rows(runs, scope.tenant_id, scope.run_id, scope.pk_range):
         records: list[tuple[str, dict[str, Any]]] = []
         while pending is not None and pending[0] == run["id"]:
             records.append((pending[2], pending[3]))
@@ -297,6 +326,8 @@ def _verify(tenant: Tenant, run_id: str | None,
         problem = _check_run(run, records, signed.get(run["run_id"]))
         if problem is not None:
             report.breaks.append(problem)
-        if progress:
-            progress(report.runs, total)
+        if progress and report.runs % 500 == 0:
+            progress(report.runs)
+    if progress:
+        progress(report.runs)
     return report
