@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -17,8 +17,8 @@ from django.utils.html import format_html
 from ledger_portal.admin_base import ExactSearchAdmin, ScopedHistoryAdmin, TenantScopedAdmin
 from ledger_portal.roles import Role
 
-from . import services
-from .models import Decision, Policy, PolicyVersion, Rule, VersionStatus
+from . import exceptions, services
+from .models import Decision, GovernedException, Policy, PolicyVersion, Rule, VersionStatus
 
 
 class GovernedAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
@@ -205,3 +205,58 @@ class DecisionAdmin(ExactSearchAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return [f.name for f in self.model._meta.fields]
+
+
+@admin.register(GovernedException)
+class GovernedExceptionAdmin(GovernedAdmin):
+    """Exceptions are requested here and granted by someone else (two people for exfil)."""
+
+    list_display = ["__str__", "tenant", "tool", "agent_id", "action_class", "effect",
+                    "status", "starts_at", "ends_at", "requested_by", "granted_by"]
+    list_filter = ["status", "effect", "tenant"]
+    list_select_related = ["tenant", "requested_by", "granted_by"]
+    actions = ["grant", "revoke"]
+    fields = ["policy_version", "tool", "agent_id", "action_class", "effect", "justification",
+              "starts_at", "ends_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields if obj is not None else []
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "policy_version":
+            kwargs["queryset"] = PolicyVersion.objects.for_user(
+                request.user, self.edit_role).filter(status=VersionStatus.PUBLISHED)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request: HttpRequest, obj: GovernedException, form: Any,
+                   change: bool) -> None:
+        if change:
+            return  # an exception changes only through grant and revoke
+        created = exceptions.request_exception(
+            obj.policy_version.tenant, request.user, tool=obj.tool,
+            policy_version=obj.policy_version, justification=obj.justification,
+            starts_at=obj.starts_at, ends_at=obj.ends_at, effect=obj.effect,
+            agent_id=obj.agent_id, action_class=obj.action_class)
+        obj.pk = created.pk
+        obj._state.adding = False
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[GovernedException],
+              operation: Any, done: str) -> None:
+        for exc in queryset:
+            try:
+                updated = operation(exc, request.user)
+            except (ValidationError, PermissionDenied) as error:
+                text = " ".join(error.messages) if isinstance(error, ValidationError) else str(
+                    error)
+                self.message_user(request, f"{exc}: {text}", messages.ERROR)
+            else:
+                self.message_user(request, f"exception {exc.pk}: {done} ({updated.status})",
+                                  messages.SUCCESS)
+
+    @admin.action(description="Grant the selected exceptions", permissions=["change"])
+    def grant(self, request: HttpRequest, queryset: QuerySet[GovernedException]) -> None:
+        self._each(request, queryset, exceptions.grant_exception, "granted")
+
+    @admin.action(description="Revoke the selected exceptions", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[GovernedException]) -> None:
+        self._each(request, queryset, exceptions.revoke_exception, "revoked")

@@ -213,6 +213,9 @@ class Decision(AppendOnly):
     latency_us = models.PositiveIntegerField()
     approval = models.ForeignKey("approvals.ApprovalRequest", null=True, blank=True,
                                  on_delete=models.PROTECT, related_name="decisions")
+    exception = models.ForeignKey("policies.GovernedException", null=True, blank=True,
+                                  on_delete=models.PROTECT, related_name="decisions",
+                                  help_text="The governed exception that overrode the policy.")
     decided_by = models.CharField(max_length=200, blank=True, help_text="Who asked.")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -225,3 +228,47 @@ class Decision(AppendOnly):
 
     def __str__(self) -> str:
         return f"{self.tool}: {self.effect}"
+
+
+class ExceptionStatus(models.TextChoices):
+    REQUESTED = "requested"
+    AWAITING_SECOND = "awaiting_second", "awaiting a second grantor"
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class GovernedException(models.Model):
+    """A scoped, justified, time-bound override of what a policy version decides."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+")
+    tool = models.CharField(max_length=200, help_text="Tool name glob.")
+    agent_id = models.CharField(max_length=200, blank=True, help_text="Empty: any agent.")
+    action_class = models.CharField(max_length=8, blank=True, help_text="Empty: any class.")
+    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT,
+                                       related_name="exceptions",
+                                       help_text="The version whose decisions it overrides.")
+    effect = models.CharField(max_length=20, choices=Effect.choices, default=Effect.ALLOW)
+    justification = models.TextField()
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=ExceptionStatus.choices,
+                              default=ExceptionStatus.REQUESTED)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                                     related_name="+")
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.PROTECT, related_name="+")
+    second_grantor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                       on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    history = HistoricalRecords(get_user=history_user)
+    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "status", "ends_at"],
+                                name="exception_active")]
+
+    def __str__(self) -> str:
+        return f"exception {self.pk}: {self.tool} -> {self.effect} ({self.status})"

@@ -131,14 +131,14 @@ def evaluate(tenant: Tenant, doc: dict[str, Any]) -> tuple[Verdict, PolicyVersio
 
 def record_decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
                     version: PolicyVersion | None, engine: str, started: float,
-                    asked_by: str, approval: Any = None) -> Decision:
+                    asked_by: str, approval: Any = None, exception: Any = None) -> Decision:
     return Decision.objects.create(
         tenant=tenant, run_id=doc["run"]["id"], call_id=doc["call"]["id"],
         agent_id=doc["agent"]["id"], tool=doc["tool"]["name"], action_class=doc["action_class"],
         mode=doc["mode"], input=doc, effect=verdict.effect, reason=verdict.reason,
         policy_version=version, matched_rules=verdict.matched, engine=engine,
         latency_us=int((time.perf_counter() - started) * 1_000_000), approval=approval,
-        decided_by=asked_by)
+        exception=exception, decided_by=asked_by)
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,12 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
     with transaction.atomic():
         verdict, version, engine = evaluate(tenant, doc)
         approval = None
-        if call.approval_id is not None:
+        exception = _overriding_exception(tenant, doc, verdict, version)
+        if exception is not None:
+            verdict = Verdict(exception.effect, verdict.matched,
+                              f"governed exception {exception.pk} overrides {verdict.effect}: "
+                              f"{exception.justification}")
+        elif call.approval_id is not None:
             approval = ApprovalRequest.objects.filter(tenant=tenant, pk=call.approval_id).first()
             verdict = _with_approval(verdict, approval, call, action_hash, Status)
         elif verdict.effect == Effect.REQUIRE_APPROVAL:
@@ -181,8 +186,22 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
                 arguments=call.arguments, run_id=call.run_id, call_id=call.call_id,
                 agent_id=call.agent_id, policy_version=version, matched_rules=verdict.matched,
                 requested_by=asked_by, requester=requester)
-        return record_decision(tenant, doc, verdict, version, engine, started, asked_by,
-                               approval)
+        decision = record_decision(tenant, doc, verdict, version, engine, started, asked_by,
+                                   approval, exception)
+        return decision
+
+
+def _overriding_exception(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
+                          version: PolicyVersion | None) -> Any:
+    from .exceptions import applicable_exception
+
+    if verdict.effect == Effect.ALLOW:
+        return None
+    exception = applicable_exception(tenant, doc, version)
+    if exception is None or STRICTNESS[Effect(exception.effect)] >= STRICTNESS[Effect(
+            verdict.effect)]:
+        return None
+    return exception
 
 
 def _with_approval(verdict: Verdict, approval: Any, call: ProposedCall, hash_of: Any,

@@ -6,6 +6,7 @@ charlie holds every role on globex; everything here belongs to acme.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -57,6 +58,18 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     version = create_draft(policy, None, "first")
     decision = decide_tool_call(acme, ProposedCall(tool="get_customer", action_class="read",
                                                    arguments={}))
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from policies.exceptions import request_exception
+    from policies.models import GovernedException
+    from policies.services import publish_policy_version
+
+    publisher = User.objects.create_user("publisher-of-acme")
+    published = publish_policy_version(version, publisher)
+    exception = request_exception(acme, publisher, tool="delete_*", policy_version=published,
+                                  justification="backlog", starts_at=timezone.now(),
+                                  ends_at=timezone.now() + timedelta(hours=1))
     stored = Run.objects.get(run_id=run["run_id"])
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
@@ -74,6 +87,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             Policy: policy,
             PolicyVersion: version,
             Decision: decision,
+            GovernedException: exception,
         },
     }
 

@@ -1,0 +1,106 @@
+"""Governed exceptions: justified, granted by someone else (two people when exfil is
+covered), scoped to a tool, agent, class, window and policy version, recorded on the decisions
+they override, and gone when they expire."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.exceptions import PermissionDenied
+from django.utils import timezone
+
+from policies.exceptions import (
+    ExceptionError,
+    grant_exception,
+    request_exception,
+    revoke_exception,
+)
+from policies.models import ExceptionStatus
+from policies.services import ProposedCall, decide_tool_call
+from runs.models import Annotation
+
+RULES = [{"name": "no deletes", "action_classes": ["delete"], "effect": "deny"},
+         {"name": "exfil needs a person", "action_classes": ["exfil"],
+          "effect": "require_approval"}]
+
+
+def decide(tenant, tool="delete_record", action_class="delete", agent="cleaner"):
+    return decide_tool_call(tenant, ProposedCall(tool=tool, action_class=action_class,
+                                                 arguments={}, agent_id=agent))
+
+
+@pytest.fixture
+def version(publish):
+    return publish(RULES)
+
+
+def ask(acme, requester, version, **scope):
+    now = timezone.now()
+    values = {"tool": "delete_record", "action_class": "delete", "agent_id": "cleaner",
+              "justification": "GDPR erasure backlog, ticket PRIV-9", "starts_at": now,
+              "ends_at": now + timedelta(hours=2), **scope}
+    return request_exception(acme, requester, policy_version=version, **values)
+
+
+def test_an_active_exception_overrides_and_is_recorded(acme, version, bob, alice):
+    exc = ask(acme, bob, version)
+    assert decide(acme).effect == "deny"  # requested, not granted yet
+    grant_exception(exc, alice)
+    decision = decide(acme)
+    assert decision.effect == "allow"
+    assert decision.exception == exc
+    assert "governed exception" in decision.reason
+    assert decide(acme, agent="someone-else").effect == "deny"
+    assert decide(acme, tool="drop_table").effect == "deny"
+    notes = Annotation.objects.filter(tenant=acme, annotation_kind="override")
+    assert [n.data["status"] for n in notes.order_by("seq")] == ["requested", "active"]
+
+
+def test_a_justification_is_required(acme, version, bob):
+    with pytest.raises(ExceptionError, match="justification"):
+        ask(acme, bob, version, justification="   ")
+
+
+def test_the_requester_cannot_grant_it(acme, version, alice):
+    exc = ask(acme, alice, version)
+    with pytest.raises(PermissionDenied, match="requester"):
+        grant_exception(exc, alice)
+
+
+def test_granting_needs_the_manage_policies_role(acme, version, alice, bob):
+    exc = ask(acme, alice, version)
+    with pytest.raises(PermissionDenied, match="manage_policies"):
+        grant_exception(exc, bob)
+
+
+def test_exfil_needs_a_second_grantor(acme, version, bob, alice, dave):
+    exc = ask(acme, bob, version, tool="send_report", action_class="exfil")
+    grant_exception(exc, alice)
+    exc.refresh_from_db()
+    assert exc.status == ExceptionStatus.AWAITING_SECOND
+    assert decide(acme, "send_report", "exfil").effect == "require_approval"
+    with pytest.raises(PermissionDenied, match="second"):
+        grant_exception(exc, alice)
+    grant_exception(exc, dave)
+    assert decide(acme, "send_report", "exfil").effect == "allow"
+
+
+def test_an_exception_expires_and_can_be_revoked(acme, version, bob, alice):
+    now = timezone.now()
+    past = ask(acme, bob, version, starts_at=now - timedelta(hours=3),
+               ends_at=now - timedelta(hours=1))
+    grant_exception(past, alice)
+    assert decide(acme).effect == "deny"
+    current = ask(acme, bob, version)
+    grant_exception(current, alice)
+    assert decide(acme).effect == "allow"
+    revoke_exception(current, alice)
+    assert decide(acme).effect == "deny"
+
+
+def test_an_exception_is_bound_to_its_policy_version(acme, version, bob, alice, publish):
+    exc = ask(acme, bob, version)
+    grant_exception(exc, alice)
+    publish(RULES)  # a new version: the old exception no longer applies
+    assert decide(acme).effect == "deny"
