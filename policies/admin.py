@@ -18,7 +18,15 @@ from ledger_portal.admin_base import ExactSearchAdmin, ScopedHistoryAdmin, Tenan
 from ledger_portal.roles import Role
 
 from . import exceptions, services
-from .models import Decision, GovernedException, Policy, PolicyVersion, Rule, VersionStatus
+from .models import (
+    BackTest,
+    Decision,
+    GovernedException,
+    Policy,
+    PolicyVersion,
+    Rule,
+    VersionStatus,
+)
 
 
 class GovernedAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
@@ -100,7 +108,7 @@ class PolicyVersionAdmin(GovernedAdmin):
     list_filter = ["status", "tenant"]
     list_select_related = ["tenant", "policy", "author", "publisher"]
     inlines = [RuleInline]
-    actions = ["publish"]
+    actions = ["publish", "backtest_last_week"]
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
@@ -160,6 +168,24 @@ class PolicyVersionAdmin(GovernedAdmin):
             else:
                 self.message_user(request, f"Published {version.policy.name} "
                                   f"v{version.number}.", messages.SUCCESS)
+
+    @admin.action(description="Back-test against the tool calls of the last 7 days",
+                  permissions=["change"])
+    def backtest_last_week(self, request: HttpRequest,
+                           queryset: QuerySet[PolicyVersion]) -> None:
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from .backtest import start_backtest
+
+        now = timezone.now()
+        for version in queryset:
+            test = start_backtest(version, request.user, now - timedelta(days=7), now)
+            url = reverse("admin:policies_backtest_change", args=[test.pk])
+            self.message_user(request, format_html(
+                'Back-test of {} queued: <a href="{}">follow its progress</a>.', version, url),
+                messages.SUCCESS)
 
     def get_urls(self) -> list[Any]:
         diff = path("<int:old>/diff/<int:new>/", self.admin_site.admin_view(self.diff_view),
@@ -260,3 +286,22 @@ class GovernedExceptionAdmin(GovernedAdmin):
     @admin.action(description="Revoke the selected exceptions", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[GovernedException]) -> None:
         self._each(request, queryset, exceptions.revoke_exception, "revoked")
+
+
+@admin.register(BackTest)
+class BackTestAdmin(TenantScopedAdmin):
+    """Back-tests: progress while they run, then what the draft would decide differently."""
+
+    view_role = Role.MANAGE_POLICIES
+    list_display = ["__str__", "tenant", "status", "progress", "changed", "window_from",
+                    "window_to", "created_at"]
+    list_filter = ["status", "tenant"]
+    list_select_related = ["tenant", "version__policy"]
+    ordering = ["-id"]
+
+    @admin.display(description="progress")
+    def progress(self, test: BackTest) -> str:
+        return f"{test.processed:,} / {test.total:,} ({test.percent}%)"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*(f.name for f in self.model._meta.fields), "progress"]

@@ -272,3 +272,49 @@ class GovernedException(models.Model):
 
     def __str__(self) -> str:
         return f"exception {self.pk}: {self.tool} -> {self.effect} ({self.status})"
+
+
+class BackTestStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class BackTest(models.Model):
+    """A draft version run against the recorded tool calls of a window, before publishing."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+")
+    version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT,
+                                related_name="backtests")
+    window_from = models.DateTimeField()
+    window_to = models.DateTimeField()
+    status = models.CharField(max_length=8, choices=BackTestStatus.choices,
+                              default=BackTestStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    changed = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict, blank=True,
+                              help_text="tool -> 'before -> after' -> calls, for changed calls")
+    sample = models.JSONField(default=list, blank=True,
+                              help_text="The first changed calls (call_id, run_id, tool, "
+                              "before, after, matched rules).")
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                     on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"back-test of {self.version} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.processed / self.total) if self.total else (
+            100 if self.status == BackTestStatus.DONE else 0)

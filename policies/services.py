@@ -102,31 +102,44 @@ def published_versions(tenant: Tenant) -> list[PolicyVersion]:
                 .select_related("policy").order_by("policy__name"))
 
 
-def evaluate(tenant: Tenant, doc: dict[str, Any]) -> tuple[Verdict, PolicyVersion | None, str]:
-    """Every published policy of the tenant decides; the strictest effect wins."""
-    versions = published_versions(tenant)
-    if not versions:
-        effect = NO_POLICY_EFFECTS.get(doc["action_class"], Effect.REQUIRE_APPROVAL)
-        return Verdict(effect, [], "no published policy: reads are allowed, every other "
-                       "action needs approval"), None, Engine.EMBEDDED
-    best: tuple[Verdict, PolicyVersion, str] | None = None
-    matched: list[dict[str, Any]] = []
-    for version in versions:
+Decider = tuple[PolicyVersion, Any]
+
+
+def current_deciders(tenant: Tenant) -> list[Decider]:
+    """The tenant's published versions, each with the function that decides under it."""
+    deciders: list[Decider] = []
+    for version in published_versions(tenant):
         if version.policy.engine == Engine.OPA:
             from .opa import decide_with_opa
 
-            verdict = decide_with_opa(version.policy, doc)
+            deciders.append((version, lambda doc, p=version.policy: decide_with_opa(p, doc)))
         else:
             compiled: CompiledPolicy = compiled_version(version.pk, version.checksum)
-            verdict = compiled.decide(doc)
+            deciders.append((version, compiled.decide))
+    return deciders
+
+
+def evaluate(tenant: Tenant, doc: dict[str, Any], deciders: list[Decider] | None = None
+             ) -> tuple[Verdict, PolicyVersion | None, str]:
+    """Every published policy of the tenant decides; the strictest effect wins."""
+    if deciders is None:
+        deciders = current_deciders(tenant)
+    if not deciders:
+        effect = NO_POLICY_EFFECTS.get(doc["action_class"], Effect.REQUIRE_APPROVAL)
+        return Verdict(effect, [], "no published policy: reads are allowed, every other "
+                       "action needs approval"), None, Engine.EMBEDDED
+    best: tuple[Verdict, PolicyVersion] | None = None
+    matched: list[dict[str, Any]] = []
+    for version, decide in deciders:
+        verdict = decide(doc)
         matched += [{**m, "policy": version.policy.name, "version": version.number}
                     for m in verdict.matched]
         if best is None or STRICTNESS[Effect(verdict.effect)] > STRICTNESS[Effect(
                 best[0].effect)]:
-            best = (verdict, version, version.policy.engine)
+            best = (verdict, version)
     assert best is not None
-    verdict, version, engine = best
-    return Verdict(verdict.effect, matched, verdict.reason), version, engine
+    verdict, version = best
+    return Verdict(verdict.effect, matched, verdict.reason), version, version.policy.engine
 
 
 def record_decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,

@@ -70,6 +70,10 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     exception = request_exception(acme, publisher, tool="delete_*", policy_version=published,
                                   justification="backlog", starts_at=timezone.now(),
                                   ends_at=timezone.now() + timedelta(hours=1))
+    from policies.models import BackTest
+
+    backtest = BackTest.objects.create(tenant=acme, version=published,
+                                       window_from=timezone.now(), window_to=timezone.now())
     stored = Run.objects.get(run_id=run["run_id"])
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
@@ -88,6 +92,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             PolicyVersion: version,
             Decision: decision,
             GovernedException: exception,
+            BackTest: backtest,
         },
     }
 

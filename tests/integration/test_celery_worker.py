@@ -33,7 +33,7 @@ def worker(tmp_path):
     queue = f"test-{os.getpid()}"
     log = (tmp_path / "worker.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", queue,
+        [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", f"{queue},celery",
          "--pool", "solo", "--loglevel", "WARNING", "--without-heartbeat", "--without-gossip",
          "--without-mingle"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -60,3 +60,33 @@ def test_the_digest_task_runs_on_a_real_worker(worker, acme, record, make_run):
     report = verify_tenant(acme)
     assert report.intact
     assert report.digests == 1
+
+
+def test_a_backtest_runs_on_a_real_worker_with_progress(worker, acme, alice, record, make_run):
+    from datetime import timedelta
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from ledger_portal.services import grant_role
+    from policies.backtest import start_backtest
+    from policies.models import BackTest, Policy, Rule
+    from policies.services import create_draft, publish_policy_version
+
+    record(acme, *[make_run() for _ in range(5)])
+    policy = Policy.objects.create(tenant=acme, name="tools")
+    publisher = User.objects.create_user("pub")
+    grant_role(publisher, "manage_policies", acme)
+    publish_policy_version(create_draft(policy, alice, "allow"), publisher)
+    draft = create_draft(policy, alice, "deny writes")
+    Rule.objects.create(tenant=acme, version=draft, name="no writes",
+                        action_classes=["write"], effect="deny")
+    test = start_backtest(draft, alice, timezone.now() - timedelta(days=3650),
+                          timezone.now() + timedelta(days=1))
+    deadline = time.monotonic() + 60
+    while BackTest.objects.get(pk=test.pk).status in ("queued", "running"):
+        assert time.monotonic() < deadline, "the back-test did not finish within 60 s"
+        time.sleep(0.2)
+    test.refresh_from_db()
+    assert test.status == "done", test.error
+    assert test.processed == test.total > 0

@@ -1,0 +1,87 @@
+"""Back-testing: which recorded tool calls a draft would decide differently from the policies
+published now, counted by tool and effect, with the calls themselves (a sample)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from runs.models import ToolCall
+
+from .engine import compile_rules, input_document
+from .models import BackTest, BackTestStatus, PolicyVersion
+from .services import current_deciders, evaluate
+
+CHUNK = 2000
+SAMPLE = 500
+
+
+def start_backtest(version: PolicyVersion, by: Any, window_from: datetime,
+                   window_to: datetime) -> BackTest:
+    """Queue a back-test (a Celery task) of ``version`` over the tool calls that started in
+    the window."""
+    from .tasks import run_backtest
+
+    with transaction.atomic():
+        test = BackTest.objects.create(tenant_id=version.tenant_id, version=version,
+                                       window_from=window_from, window_to=window_to,
+                                       requested_by=by if getattr(by, "pk", None) else None)
+        transaction.on_commit(lambda: run_backtest.delay(test.pk))
+    return test
+
+
+def run(test_id: int) -> BackTest | None:
+    """Claim a queued back-test and run it (None: another worker has it)."""
+    claimed = BackTest.objects.filter(pk=test_id, status=BackTestStatus.QUEUED).update(
+        status=BackTestStatus.RUNNING)
+    if not claimed:
+        return None
+    test = BackTest.objects.select_related("version", "tenant").get(pk=test_id)
+    try:
+        _run(test)
+    except Exception as exc:  # recorded on the row, for the person waiting on it
+        BackTest.objects.filter(pk=test.pk).update(
+            status=BackTestStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
+            finished_at=timezone.now())
+        raise
+    return test
+
+
+def _run(test: BackTest) -> None:
+    version, tenant = test.version, test.tenant
+    draft = compile_rules(version.default_effect,
+                          [{"id": r.pk, **r.as_dict()} for r in version.rules.all()])
+    calls = (ToolCall.objects.filter(tenant=tenant, started_at__gte=test.window_from,
+                                     started_at__lt=test.window_to)
+             .order_by("id").values_list("call_id", "run__run_id", "run__agent__agent_id",
+                                         "tool__name", "action_class", "input"))
+    published = current_deciders(tenant)  # "before": what is published now, loaded once
+    total = calls.count()
+    BackTest.objects.filter(pk=test.pk).update(total=total)
+    counts: dict[str, dict[str, int]] = {}
+    sample: list[dict[str, Any]] = []
+    processed = changed = 0
+    for call_id, run_id, agent_id, tool, action_class, args in calls.iterator(chunk_size=CHUNK):
+        doc = input_document(tenant_slug=tenant.slug, outage_mode=tenant.outage_mode,
+                             agent_id=agent_id, run_id=run_id, call_id=call_id, tool=tool,
+                             action_class=action_class, mode="live",
+                             args=args if isinstance(args, dict) else {})
+        before = evaluate(tenant, doc, published)[0].effect
+        verdict = draft.decide(doc)
+        processed += 1
+        if verdict.effect != before:
+            changed += 1
+            key = f"{before} -> {verdict.effect}"
+            counts.setdefault(tool, {})[key] = counts.setdefault(tool, {}).get(key, 0) + 1
+            if len(sample) < SAMPLE:
+                sample.append({"call_id": call_id, "run_id": run_id, "tool": tool,
+                               "before": before, "after": verdict.effect,
+                               "rules": [m["name"] for m in verdict.matched]})
+        if processed % CHUNK == 0:
+            BackTest.objects.filter(pk=test.pk).update(processed=processed, changed=changed)
+    BackTest.objects.filter(pk=test.pk).update(
+        status=BackTestStatus.DONE, processed=processed, changed=changed, counts=counts,
+        sample=sample, finished_at=timezone.now())
