@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -35,7 +34,7 @@ def request_approval(tenant: Tenant, *, tool: str, action_class: str, arguments:
                      policy_version: Any = None, matched_rules: Any = None,
                      requested_by: str = "", requester: Any = None,
                      kind: str = Kind.TOOL_CALL) -> ApprovalRequest:
-    timeout = timedelta(seconds=settings.LEDGER_APPROVAL_TIMEOUT)
+    timeout = timedelta(minutes=tenant.approval_timeout_minutes)
     return ApprovalRequest.objects.create(
         tenant=tenant, kind=kind, run_id=run_id, call_id=call_id, agent_id=agent_id,
         tool=tool, action_class=action_class, arguments=arguments,
@@ -57,10 +56,10 @@ def decide_approval(request: ApprovalRequest, by: Any, approve: bool,
 
 
 @transaction.atomic
-def expire_if_overdue(request: ApprovalRequest) -> bool:
+def expire_if_overdue(request: ApprovalRequest, now: Any = None) -> bool:
     """Mark a pending request past its due time expired (annotated); True if it was."""
     overdue = ApprovalRequest.objects.select_for_update().filter(
-        pk=request.pk, status=Status.PENDING, due_at__lte=timezone.now()).first()
+        pk=request.pk, status=Status.PENDING, due_at__lte=now or timezone.now()).first()
     if overdue is None:
         return False
     _close(overdue, Status.EXPIRED, None, "expired before a decision")
@@ -109,3 +108,27 @@ def _close(request: ApprovalRequest, status: str, by: Any, justification: str
              data={"approval_request": request.pk, "status": status,
                    "justification": justification, "action_hash": request.action_hash})
     return request
+
+
+def escalate_overdue(now: Any = None) -> dict[str, int]:
+    """Beat task body: expire pending requests past their due time and escalate those pending
+    longer than their tenant allows, notifying the tenant's approvers once each."""
+    from .notify import notifier
+
+    now = now or timezone.now()
+    expired = escalated = 0
+    for request in ApprovalRequest.objects.filter(status=Status.PENDING, due_at__lte=now):
+        if expire_if_overdue(request, now):
+            expired += 1
+            notifier().notify("expired", request)
+    overdue = ApprovalRequest.objects.filter(status=Status.PENDING, escalated_at__isnull=True,
+                                             due_at__gt=now).select_related("tenant")
+    for request in overdue:
+        if request.created_at + timedelta(minutes=request.tenant.approval_escalate_minutes) > now:
+            continue
+        # claim it: two beat runs never notify twice
+        if ApprovalRequest.objects.filter(pk=request.pk, escalated_at__isnull=True).update(
+                escalated_at=now):
+            escalated += 1
+            notifier().notify("escalated", request)
+    return {"expired": expired, "escalated": escalated}

@@ -36,6 +36,11 @@ class Tenant(models.Model):
         help_text="During an outage replays are forced to sandbox and leaving it needs HITL "
         "approval.",
     )
+    approval_escalate_minutes = models.PositiveIntegerField(
+        default=30, help_text="A pending HITL request is escalated (flagged, approvers "
+        "notified) after this long.")
+    approval_timeout_minutes = models.PositiveIntegerField(
+        default=240, help_text="A pending HITL request expires after this long.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords(get_user=history_user)

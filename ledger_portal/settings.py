@@ -193,13 +193,17 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
+    "escalate-overdue-approvals": {"task": "approvals.escalate_overdue", "schedule": 60},
     "seal-tenant-digests": {
         "task": "runs.seal_tenant_digests",
         "schedule": env_int("LEDGER_DIGEST_INTERVAL", 300, minimum=10),
     },
 }
-# How long a HITL approval request waits for a decision before it expires (seconds).
-LEDGER_APPROVAL_TIMEOUT = env_int("LEDGER_APPROVAL_TIMEOUT", 3600, minimum=10)
+# Who hears about HITL requests that wait too long (escalations and expiries).
+LEDGER_NOTIFIER = env_str("LEDGER_NOTIFIER", "approvals.notify.EmailNotifier")
+LEDGER_NOTIFY_WEBHOOK_URL = env_str("LEDGER_NOTIFY_WEBHOOK_URL", "") or ""
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ledger-portal@localhost")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 # The longest a client may block on GET /api/v1/approvals/<id>/?wait=N (seconds).
 LEDGER_APPROVAL_MAX_WAIT = env_int("LEDGER_APPROVAL_MAX_WAIT", 30, minimum=0)
 # Public keys of earlier signing keys (base64), still trusted when verifying old digests.
