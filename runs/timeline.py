@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from .api.presenters import timeline_of
+from .api.presenters import decisions_of, timeline_of
 
 # Above this many bytes of JSON a payload starts collapsed.
 LARGE_PAYLOAD = 600
@@ -39,6 +39,7 @@ class Entry:
     offset_s: float = 0.0
     width_pct: float = 0.0
     retries: list[Entry] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_error(self) -> bool:
@@ -68,6 +69,8 @@ def _span(run: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[datetime, fl
 def build_timeline(run: dict[str, Any], redact: Any) -> dict[str, Any]:
     """Context for the page; ``redact(kind, row) -> row`` applies the viewer's redaction."""
     rows = timeline_of(run["id"], run["tenant_id"])
+    decisions = decisions_of(run["tenant_id"], [r["call_id"] for r in rows
+                                                if r["kind"] == "tool_call"])
     start, span = _span(run, rows)
     entries: list[Entry] = []
     calls: dict[str, Entry] = {}
@@ -80,7 +83,8 @@ def build_timeline(run: dict[str, Any], redact: Any) -> dict[str, Any]:
             if value in (None, {}, []):
                 continue
             payloads.append(Payload(name, value, len(orjson.dumps(value))))
-        entry = Entry(kind, row, payloads)
+        entry = Entry(kind, row, payloads, decisions=decisions.get(row.get("call_id") or "", [])
+                      if kind == "tool_call" else [])
         began = row.get("started_at")
         if began is not None:
             entry.offset_s = round((began - start).total_seconds(), 3)

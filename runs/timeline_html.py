@@ -38,6 +38,15 @@ def _row(entry: Entry, original: Entry | None) -> str:
         links = ", ".join(f'<a class="retry-link" href="#{escape(r.anchor)}">attempt '
                           f'{r.row.get("attempt")}</a>' for r in entry.retries)
         title.append(f'<div class="retries-note">retried: {links}</div>')
+    for decision in entry.decisions:
+        policy = (f" · {escape(str(decision['policy']))} v{decision['version']}"
+                  if decision.get("policy") else "")
+        extra = (f" · approval {decision['approval_id']}" if decision.get("approval_id")
+                 else "") + (f" · exception {decision['exception_id']}"
+                             if decision.get("exception_id") else "")
+        title.append(f'<div class="decision decision-{escape(decision["effect"])}" '
+                     f'title="{escape(decision["reason"])}">policy: '
+                     f'{escape(decision["effect"])}{policy}{extra}</div>')
     if entry.kind == "model_call" and row.get("input_tokens") is not None:
         title.append(f'<div class="timing">{row["input_tokens"]} → {row["output_tokens"]} '
                      "tokens</div>")

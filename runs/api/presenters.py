@@ -83,3 +83,19 @@ def timeline_of(run_pk: int, tenant_id: int) -> list[dict[str, Any]]:
             timeline.append(row)
     timeline.sort(key=lambda row: row["seq"])
     return timeline
+
+
+def decisions_of(tenant_id: int, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The policy trail of these calls (decisions are taken before a call is recorded and
+    linked to it by call_id): call_id -> decisions, oldest first. One query."""
+    from policies.models import Decision
+
+    found: dict[str, list[dict[str, Any]]] = {}
+    rows = (Decision.objects.filter(tenant_id=tenant_id, call_id__in=call_ids)
+            .order_by("id").values("id", "call_id", "effect", "reason", "mode", "created_at",
+                                   "approval_id", "exception_id",
+                                   policy=F("policy_version__policy__name"),
+                                   version=F("policy_version__number")))
+    for row in rows:
+        found.setdefault(row.pop("call_id"), []).append(row)
+    return found

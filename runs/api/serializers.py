@@ -86,6 +86,12 @@ class ToolCallSerializer(_RecordSerializer):
     classifications = serializers.DictField(child=serializers.CharField())
 
 
+class ToolCallDetailSerializer(ToolCallSerializer):
+    decisions = serializers.ListField(
+        child=serializers.DictField(), help_text="The policy trail of this call (decisions "
+        "taken before it was recorded, linked by call_id), oldest first.")
+
+
 class AnnotationSerializer(_RecordSerializer):
     annotation_id = serializers.CharField()
     annotation_kind = serializers.CharField()

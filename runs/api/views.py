@@ -155,7 +155,7 @@ class ToolCallList(_ValuesListView):
 
 @extend_schema(parameters=[TENANT_PARAM, REDACTION_PARAM])
 class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
-    serializer_class = s.ToolCallSerializer
+    serializer_class = s.ToolCallDetailSerializer
     role = Role.VIEW_LEDGER
     scoped_model = ToolCall
     lookup_field = "call_id"
@@ -165,7 +165,10 @@ class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         call = p.renamed([self.get_object()])[0]
-        return Response(Redaction(request).row("tool_call", call, call.pop("tenant_id")))
+        tenant_id = call.pop("tenant_id")
+        call = Redaction(request).row("tool_call", call, tenant_id)
+        call["decisions"] = p.decisions_of(tenant_id, [call["call_id"]]).get(call["call_id"], [])
+        return Response(call)
 
 
 class SigningKey(APIView):

@@ -126,3 +126,22 @@ def test_a_decided_request_cannot_be_decided_again(agent, alice, dave):
     decide_approval(approval, alice, approve=True, justification="ok")
     with pytest.raises(ApprovalError, match="already approved"):
         decide_approval(approval, dave, approve=False, justification="too late")
+
+
+def test_a_decision_is_linked_to_its_tool_call_when_that_arrives(agent, acme, record,
+                                                                 make_run, key_client, alice,
+                                                                 client):
+    run = make_run()
+    call = run["tool_calls"][0]
+    decided = agent.post(URL, {"run_id": run["run_id"], "call_id": call["call_id"],
+                               "agent_id": run["agent_id"], "tool": "delete_record",
+                               "action_class": "delete", "arguments": {}},
+                         format="json").json()
+    record(acme, run)
+    detail = key_client(acme, ["view_ledger"]).get(
+        reverse("api:toolcall-detail", args=[call["call_id"]])).json()
+    assert [(d["id"], d["effect"], d["policy"]) for d in detail["decisions"]] == [
+        (decided["id"], "deny", "tools")]
+    client.force_login(alice)
+    page = client.get(reverse("run-timeline", args=["acme", run["run_id"]])).content.decode()
+    assert 'class="decision decision-deny"' in page

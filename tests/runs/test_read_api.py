@@ -120,3 +120,11 @@ def test_the_openapi_schema_describes_the_api(db, client):
     batch = schema["paths"]["/api/v1/batches/"]["post"]
     assert {"201", "400", "409", "413"} <= set(batch["responses"])
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_the_schema_generates_without_warnings(db, tmp_path):
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.yml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    assert "/api/v1/decisions/" in out.read_text()
