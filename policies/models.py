@@ -154,6 +154,8 @@ class Rule(models.Model):
                                  "document, e.g. args.amount_cents > 10000")
     effect = models.CharField(max_length=20, choices=Effect.choices)
 
+    history = HistoricalRecords(get_user=history_user)
+
     class Meta:
         ordering = ["version", "position", "id"]
 

@@ -138,7 +138,12 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    """Each test starts with an empty cache (Redis outlives the test database)."""
-    from django.core.cache import cache
+    """Each test starts with an empty local cache. A Redis cache is left alone: it shares its
+    database with the Celery broker (flushing it would drop queued tasks), and the keys we
+    cache are unique per test anyway (API key prefixes are random)."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
 
-    cache.clear()
+    backend = caches["default"]
+    if isinstance(backend, LocMemCache):
+        backend.clear()

@@ -84,3 +84,15 @@ def test_a_published_version_is_immutable(acme, publish):
     version.default_effect = "deny"
     with pytest.raises(ValidationError, match="immutable"):
         version.save()
+
+
+def test_rule_edits_of_a_draft_keep_history(acme, alice):
+    from policies.models import Rule
+
+    policy = Policy.objects.create(tenant=acme, name="tools")
+    draft = create_draft(policy, alice, "history")
+    rule = Rule.objects.create(tenant=acme, version=draft, name="r", effect="deny")
+    rule.effect = "require_approval"
+    rule.save()
+    assert list(rule.history.order_by("history_date").values_list("effect", flat=True)) == [
+        "deny", "require_approval"]
