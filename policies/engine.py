@@ -113,6 +113,7 @@ class CompiledRule:
     outage: str
     effect: str
     program: Any = None
+    roots: tuple[str, ...] = ()
 
     def matches(self, doc: Mapping[str, Any]) -> bool:
         if self.action_classes and doc["action_class"] not in self.action_classes:
@@ -128,7 +129,9 @@ class CompiledRule:
         if self.program is None:
             return True
         try:
-            return self.program.execute(doc) is True
+            # Only the roots the condition reads: the binding converts every value it is
+            # given, and the whole document cost ~20 us per condition (bench/decisions.py).
+            return self.program.execute({root: doc[root] for root in self.roots}) is True
         except Exception:
             return self.effect != Effect.ALLOW
 
@@ -159,12 +162,14 @@ def compile_rules(default_effect: str, rules: Sequence[Mapping[str, Any]]) -> Co
     compiled = []
     for rule in rules:
         condition = (rule.get("condition") or "").strip()
+        program = cel.compile(condition) if condition else None
         compiled.append(CompiledRule(
             rule_id=rule.get("id"), name=rule["name"], tool=rule.get("tool") or "*",
             action_classes=frozenset(rule.get("action_classes") or ()),
             agents=frozenset(rule.get("agents") or ()),
             modes=frozenset(rule.get("modes") or ()), outage=rule.get("outage") or "any",
-            effect=rule["effect"], program=cel.compile(condition) if condition else None))
+            effect=rule["effect"], program=program,
+            roots=tuple(sorted(set(program.variables()) & ROOTS)) if program else ()))
     return CompiledPolicy(default_effect, tuple(compiled))
 
 
