@@ -166,16 +166,14 @@ def pass_fetch_only(tenants: list[Any]) -> tuple[int, float]:
     """What verify_tenant fetches, merged as it merges it, no hashing."""
     from django.db import transaction
 
-    from runs.integrity import _record_stream, _run_rows
-    from runs.models import Run
+    from runs.integrity import Scope, _record_stream, _run_rows
 
     records, started = 0, time.perf_counter()
     with transaction.atomic():  # server-side cursors live in a transaction, as in verify
         for tenant in tenants:
-            runs = Run.objects.filter(tenant=tenant)
-            for _ in _run_rows(runs, tenant.pk, None):
+            for _ in _run_rows(tenant, Scope(tenant.pk)):
                 records += 1
-            for _ in _record_stream(runs, tenant.pk, None):
+            for _ in _record_stream(tenant, Scope(tenant.pk)):
                 records += 1
     return records, time.perf_counter() - started
 

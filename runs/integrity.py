@@ -136,67 +136,72 @@ class Scope:
     pk_range: tuple[int, int] | None = None
 
 
-def _record_stream(runs: QuerySet[Run], tenant_id: int, run_id: str | None,
-                   pk_range: tuple[int, int] | None = None
-                   ) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
-    if connection.vendor == "postgresql":
-        where = "t.run_id IN (SELECT id FROM runs_run WHERE tenant_id = %s"
-        params: list[Any] = [tenant_id]  # ids and run_ids: always bound parameters
-        if run_id is not None:
-            where += " AND run_id = %s"
-            params.append(run_id)
-        if pk_range is not None:
-            where += " AND id BETWEEN %s AND %s"
-            params += list(pk_range)
-        pg_streams = [_pg_tagged(model, where + ")", params) for model in RECORD_MODELS]
-        return heapq.merge(*pg_streams, key=lambda item: (item[0], item[1]))
-    streams = []
-    for model in RECORD_MODELS:
-        refs = {f"_{name}": F(path) for name, path in model.content_refs.items()}
-        own = [n for n in model.content_fields if n not in model.content_refs]
-        qs = (model.objects.filter(run__in=runs).order_by("run_id", "seq")
-              .values("seq", "content_hash", "chain_hash", *own, run_pk=F("run_id"), **refs))
-        streams.append(_tagged(model, qs))
-    return heapq.merge(*streams, key=lambda item: (item[0], item[1]))
+def _scoped_runs(tenant: Tenant, scope: Scope) -> QuerySet[Run]:
+    runs = Run.objects.filter(tenant=tenant)
+    if scope.run_id is not None:
+        runs = runs.filter(run_id=scope.run_id)
+    if scope.pk_range is not None:
+        runs = runs.filter(pk__range=scope.pk_range)
+    return runs
 
 
-def _tagged(model: type[Any], qs: QuerySet[Any]) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
-    for row in qs.iterator(chunk_size=2000):
+def _run_conditions(scope: Scope, prefix: str) -> tuple[str, list[Any]]:
+    """SQL conditions on runs_run (columns under ``prefix``) for ``scope``; values are bound."""
+    clauses = [f"{prefix}tenant_id = %s"]
+    params: list[Any] = [scope.tenant_id]
+    if scope.run_id is not None:
+        clauses.append(f"{prefix}run_id = %s")
+        params.append(scope.run_id)
+    if scope.pk_range is not None:
+        clauses.append(f"{prefix}id BETWEEN %s AND %s")
+        params += list(scope.pk_range)
+    return " AND ".join(clauses), params
+
+
+def _content_rows(model: type[Any], qs: QuerySet[Any], *fields: str, **expressions: Any
+                  ) -> Iterator[dict[str, Any]]:
+    """``values()`` rows with a model's content fields, its refs under their own names."""
+    refs = {f"_{name}": F(path) for name, path in model.content_refs.items()}
+    own = [n for n in model.content_fields if n not in model.content_refs]
+    for row in qs.values(*fields, *own, **expressions, **refs).iterator(chunk_size=2000):
         for name in model.content_refs:
             row[name] = row.pop(f"_{name}")
-        yield row["run_pk"], row["seq"], model.kind, row
+        yield row
 
 
-def _pg_tagged(model: type[Any], where: str, params: list[Any]
-               ) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
-    extras = {"run_pk": "t.run_id", "seq": "t.seq", "content_hash": "t.content_hash",
-              "chain_hash": "t.chain_hash"}
-    for row in integrity_fetch.stream(model, extras, where, params, "t.run_id, t.seq"):
-        yield row["run_pk"], row["seq"], model.kind, row
-
-
-def _run_rows(runs: QuerySet[Run], tenant_id: int, run_id: str | None,
-              pk_range: tuple[int, int] | None = None) -> Iterator[dict[str, Any]]:
+def _record_stream(tenant: Tenant, scope: Scope
+                   ) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+    """Every record in scope as (run pk, seq, kind, row), merged in chain order."""
     if connection.vendor == "postgresql":
-        where = "t.tenant_id = %s"
-        params: list[Any] = [tenant_id]
-        if run_id is not None:
-            where += " AND t.run_id = %s"
-            params.append(run_id)
-        if pk_range is not None:
-            where += " AND t.id BETWEEN %s AND %s"
-            params += list(pk_range)
-        extras = {"id": "t.id", "content_hash": "t.content_hash", "chain_hash": "t.chain_hash",
-                  "last_seq": "t.last_seq", "head_hash": "t.head_hash"}
-        yield from integrity_fetch.stream(Run, extras, where, params, "t.id")
-        return
-    refs = {f"_{n}": F(p) for n, p in Run.content_refs.items()}
-    own = [n for n in Run.content_fields if n not in Run.content_refs]
-    for run in runs.order_by("id").values("id", "content_hash", "chain_hash", "last_seq",
-                                          "head_hash", *own, **refs).iterator(chunk_size=2000):
-        for name in Run.content_refs:
-            run[name] = run.pop(f"_{name}")
-        yield run
+        conditions, params = _run_conditions(scope, "")
+        where = f"t.run_id IN (SELECT id FROM runs_run WHERE {conditions})"  # noqa: S608
+        extras = {"run_pk": "t.run_id", "seq": "t.seq", "content_hash": "t.content_hash",
+                  "chain_hash": "t.chain_hash"}
+        streams = [integrity_fetch.stream(model, extras, where, params, "t.run_id, t.seq")
+                   for model in RECORD_MODELS]
+    else:
+        runs = _scoped_runs(tenant, scope)
+        streams = [_content_rows(model, model.objects.filter(run__in=runs).order_by(
+            "run_id", "seq"), "seq", "content_hash", "chain_hash", run_pk=F("run_id"))
+            for model in RECORD_MODELS]
+    tagged = [_tagged(model.kind, stream)
+              for model, stream in zip(RECORD_MODELS, streams, strict=True)]
+    return heapq.merge(*tagged, key=lambda item: (item[0], item[1]))
+
+
+def _tagged(kind: str, rows: Iterator[dict[str, Any]]
+            ) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+    for row in rows:
+        yield row["run_pk"], row["seq"], kind, row
+
+
+def _run_rows(tenant: Tenant, scope: Scope) -> Iterator[dict[str, Any]]:
+    fields = ("id", "content_hash", "chain_hash", "last_seq", "head_hash")
+    if connection.vendor == "postgresql":
+        where, params = _run_conditions(scope, "t.")
+        return integrity_fetch.stream(Run, {f: f"t.{f}" for f in fields}, where, params,
+                                      "t.id")
+    return _content_rows(Run, _scoped_runs(tenant, scope).order_by("id"), *fields)
 
 
 _FIELDS = {m.kind: m.content_fields for m in (Run, *RECORD_MODELS)}
@@ -309,14 +314,9 @@ def verify_scope(tenant: Tenant, scope: Scope, signed: dict[str, tuple[int, str,
                  progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check the chains of the runs in ``scope`` (in the caller's transaction)."""
     report = report or VerifyReport()
-    runs = Run.objects.filter(tenant=tenant)
-    if scope.run_id is not None:
-        runs = runs.filter(run_id=scope.run_id)
-    if scope.pk_range is not None:
-        runs = runs.filter(pk__range=scope.pk_range)
-    stream = _record_stream(runs, scope.tenant_id, scope.run_id, scope.pk_range)
+    stream = _record_stream(tenant, scope)
     pending = next(stream, None)
-    for run in _run_rows(runs, scope.tenant_id, scope.run_id, scope.pk_range):
+    for run in _run_rows(tenant, scope):
         records: list[tuple[str, dict[str, Any]]] = []
         while pending is not None and pending[0] == run["id"]:
             records.append((pending[2], pending[3]))
