@@ -98,6 +98,23 @@ class RunGenerator:
                 {"results": [{"id": f"R-{rng.randrange(10**6)}", "score":
                               round(rng.random(), 3)} for _ in range(rng.randint(0, 4))]}, {})
 
+    def model_call(self, run_id: str, step: int, prompt: str, now: datetime
+                   ) -> dict[str, Any]:
+        """The model call that opens step ``step`` (0-based) of a run, started at ``now``."""
+        rng = self.rng
+        provider, model = rng.choice(MODELS)
+        latency = rng.randint(300, 4000)
+        return {
+            "call_id": f"{run_id}-m{step + 1}", "step_id": f"s{step + 1}",
+            "provider": provider, "model": model,
+            "messages": [{"role": "system", "content": "You are a careful operations agent."},
+                         {"role": "user", "content": prompt}],
+            "response": {"role": "assistant", "content": f"Plan step {step + 1}: use tools."},
+            "usage": {"input_tokens": rng.randint(200, 6000),
+                      "output_tokens": rng.randint(20, 900)},
+            "latency_ms": latency, "started_at": _ts(now),
+            "ended_at": _ts(now + timedelta(milliseconds=latency))}
+
     def run(self) -> dict[str, Any]:
         rng = self.rng
         self.counter += 1
@@ -117,19 +134,9 @@ class RunGenerator:
         for s in range(n_steps):
             step_id = f"s{s + 1}"
             step_start = now
-            provider, model = rng.choice(MODELS)
-            latency = rng.randint(300, 4000)
-            model_calls.append({
-                "call_id": f"{run_id}-m{s + 1}", "step_id": step_id, "provider": provider,
-                "model": model,
-                "messages": [{"role": "system", "content": "You are a careful operations agent."},
-                             {"role": "user", "content": AGENTS[agent][0].format(n=n)}],
-                "response": {"role": "assistant", "content": f"Plan step {s + 1}: use tools."},
-                "usage": {"input_tokens": rng.randint(200, 6000),
-                          "output_tokens": rng.randint(20, 900)},
-                "latency_ms": latency, "started_at": _ts(now),
-                "ended_at": _ts(now + timedelta(milliseconds=latency))})
-            now += timedelta(milliseconds=latency)
+            call = self.model_call(run_id, s, AGENTS[agent][0].format(n=n), now)
+            model_calls.append(call)
+            now += timedelta(milliseconds=call["latency_ms"])
             calls_here = rng.randint(4, 12) if long_run else rng.randint(1, 3)
             for c in range(calls_here):
                 tool = rng.choice(tools)

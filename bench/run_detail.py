@@ -36,7 +36,7 @@ from bench._common import (
     time_calls,
     verdict,
 )
-from bench.generate import AGENTS, MODELS, TOOLS, RunGenerator, split_run
+from bench.generate import AGENTS, TOOLS, RunGenerator, split_run
 
 TARGET_MS = 150.0
 TARGET_QUERIES = 10
@@ -62,19 +62,9 @@ def big_run(tenant_slug: str, tool_calls: int = 1000, steps: int = 50, seed: int
     calls: list[dict[str, Any]] = []
     for s in range(steps):
         step_id, step_start = f"s{s + 1}", now
-        provider, model = rng.choice(MODELS)
-        latency = rng.randint(300, 4000)
-        model_calls.append({
-            "call_id": f"{run_id}-m{s + 1}", "step_id": step_id, "provider": provider,
-            "model": model,
-            "messages": [{"role": "system", "content": "You are a careful operations agent."},
-                         {"role": "user", "content": AGENTS[agent][0].format(n=s)}],
-            "response": {"role": "assistant", "content": f"Plan step {s + 1}: use tools."},
-            "usage": {"input_tokens": rng.randint(200, 6000),
-                      "output_tokens": rng.randint(20, 900)},
-            "latency_ms": latency, "started_at": ts(now),
-            "ended_at": ts(now + timedelta(milliseconds=latency))})
-        now += timedelta(milliseconds=latency)
+        call = gen.model_call(run_id, s, AGENTS[agent][0].format(n=s), now)
+        model_calls.append(call)
+        now += timedelta(milliseconds=call["latency_ms"])
         for _ in range(per_step):
             i = len(calls)
             if i >= tool_calls:
