@@ -9,6 +9,7 @@ intact), 1 not found, 2 bad usage, 3 not allowed (e.g. a redaction level without
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from typing import Any
@@ -17,6 +18,9 @@ import orjson
 
 PAYLOAD_FIELDS = ("input", "output", "error", "messages", "response", "body", "data")
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_TAMPERED = 0, 1, 2, 3, 4
+# Apps add their own subcommands: each module has ``add_commands(subparsers)``; a command that
+# sets ``standalone=True`` runs without Django and is called as ``func(args)``.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _setup() -> None:
@@ -264,11 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="processes sharing the work (PostgreSQL; default: the cores, "
                         "at most 4)")
     verify.set_defaults(func=cmd_verify)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "standalone", False):
+        # Offline commands (verify-export) run on a machine with no portal: no Django, no user.
+        return int(args.func(args))
     _setup()
     user = _acting_user(args.acting_as)
     return int(args.func(args, user))
