@@ -23,7 +23,7 @@ admin.site.index_title = "Agent Execution Ledger"
 class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
     """Tenants and, under "Object permissions", the roles users and groups hold on each."""
 
-    list_display = ["slug", "name", "outage_mode", "created_at"]
+    list_display = ["slug", "name", "outage_mode", "retention_days", "created_at"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
 

@@ -41,6 +41,9 @@ class Tenant(models.Model):
         "notified) after this long.")
     approval_timeout_minutes = models.PositiveIntegerField(
         default=240, help_text="A pending HITL request expires after this long.")
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Closed runs that ended longer ago than this are "
+        "removed by the retention task, unless something holds them. Empty: keep forever.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords(get_user=history_user)

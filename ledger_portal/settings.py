@@ -198,6 +198,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "runs.seal_tenant_digests",
         "schedule": env_int("LEDGER_DIGEST_INTERVAL", 300, minimum=10),
     },
+    # Tenants' retention periods are in days; checking hourly removes runs soon after they
+    # fall due without a long transaction at any one time.
+    "apply-retention": {
+        "task": "runs.apply_retention",
+        "schedule": env_int("LEDGER_RETENTION_INTERVAL", 3600, minimum=60),
+    },
 }
 # Who hears about HITL requests that wait too long (escalations and expiries).
 LEDGER_NOTIFIER = env_str("LEDGER_NOTIFIER", "approvals.notify.EmailNotifier")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
@@ -21,7 +22,18 @@ from ledger_portal.admin_base import (
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 
-from .models import Agent, Annotation, ModelCall, RedactionRule, Run, Step, Tool, ToolCall
+from .models import (
+    Agent,
+    Annotation,
+    LegalHold,
+    ModelCall,
+    RedactionRule,
+    RemovalRecord,
+    Run,
+    Step,
+    Tool,
+    ToolCall,
+)
 
 
 class RecentFilter(admin.SimpleListFilter):
@@ -211,3 +223,74 @@ class RedactionRuleAdmin(GovernanceAdmin):
     list_filter = ["label", "tenant"]
     search_fields = ["pattern"]
     fields = ["tenant", "pattern", "label", "note"]
+
+
+class LegalHoldForm(forms.ModelForm):
+    class Meta:
+        model = LegalHold
+        fields = ["tenant", "run_id", "reason"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        tenant, run_id = data.get("tenant"), data.get("run_id")
+        if tenant and run_id and not Run.objects.filter(tenant=tenant, run_id=run_id).exists():
+            raise forms.ValidationError({"run_id": f"No run {run_id!r} in {tenant}."})
+        return data
+
+
+@admin.register(LegalHold)
+class LegalHoldAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
+    """Holds keep runs past retention. Placing and releasing go through the retention service,
+    which annotates both; a hold is never edited, only released."""
+
+    edit_role = Role.MANAGE_POLICIES
+    form = LegalHoldForm
+    list_display = ["__str__", "tenant", "reason", "placed_by", "placed_at", "released_at"]
+    list_filter = [("released_at", admin.EmptyFieldListFilter), "tenant"]
+    list_select_related = ["tenant", "placed_by"]
+    actions = ["release"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return []
+        return ["tenant", "run_id", "reason", "placed_by", "placed_at", "released_by",
+                "released_at"]
+
+    def save_model(self, request: HttpRequest, obj: LegalHold, form: Any, change: bool) -> None:
+        from .retention import place_legal_hold
+
+        if not change:
+            obj.pk = place_legal_hold(obj.tenant, request.user, obj.reason, obj.run_id).pk
+
+    @admin.action(description="Release the selected legal holds")
+    def release(self, request: HttpRequest, queryset: QuerySet[LegalHold]) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .retention import release_legal_hold
+
+        for hold in queryset.select_related("tenant"):
+            if not has_role(request.user, Role.MANAGE_POLICIES, hold.tenant_id):
+                self.message_user(request, f"{hold}: releasing needs the manage policies role",
+                                  messages.ERROR)
+                continue
+            try:
+                release_legal_hold(hold, request.user)
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), messages.WARNING)
+            else:
+                self.message_user(request, f"{hold} released", messages.SUCCESS)
+
+
+@admin.register(RemovalRecord)
+class RemovalRecordAdmin(TenantScopedAdmin):
+    """What retention removed: signed, chained, read-only."""
+
+    list_display = ["number", "tenant", "removed_at", "cutoff", "retention_days", "run_count",
+                    "records", "key_id"]
+    list_filter = ["tenant"]
+    list_select_related = ["tenant"]
+    ordering = ["-id"]
+
+    @admin.display(description="runs")
+    def run_count(self, record: RemovalRecord) -> int:
+        return len(record.removed_runs)

@@ -14,7 +14,7 @@ content hash and link, and names the first broken link of each run and what is w
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -29,7 +29,7 @@ from ledger_portal.canonical import GENESIS, canonical_json, chain_hash, content
 from ledger_portal.models import Tenant
 
 from . import integrity_fetch
-from .models import Annotation, ModelCall, Run, Step, TenantDigest, ToolCall
+from .models import Annotation, ModelCall, RemovalRecord, Run, Step, TenantDigest, ToolCall
 from .models.base import content_of
 
 RECORD_MODELS = (Step, ModelCall, ToolCall, Annotation)
@@ -55,6 +55,7 @@ class VerifyReport:
     runs: int = 0
     records: int = 0
     digests: int = 0
+    removed_runs: int = 0  # signed by a digest, then removed by retention (accounted for)
     breaks: list[Break] = field(default_factory=list)
 
     @property
@@ -93,35 +94,73 @@ def seal_tenant_digest(tenant: Tenant) -> TenantDigest | None:
     return digest
 
 
+def _signed_chain(rows: Iterable[Any], tenant: Tenant, label: str, hash_field: str,
+                  report: VerifyReport) -> Iterator[Any]:
+    """The rows of a signed, numbered chain (digests, removal records) that can be trusted;
+    each one that cannot is reported as a ``digest`` break and skipped."""
+    trusted = trusted_public_keys()
+    previous, expected_number = GENESIS, 1
+    for row in rows:
+        content = row.signed_content(tenant.slug)
+        where = f"{label} #{row.number}"
+        problem = None
+        if row.number != expected_number:
+            problem = f"{label} #{expected_number} is missing before {where}"
+        elif row.previous_hash != previous:
+            problem = f"{where} does not follow the {label} before it"
+        elif content_hash(content) != getattr(row, hash_field):
+            problem = f"{where} was modified"
+        elif row.public_key not in trusted:
+            problem = f"{where} is signed with an unknown key {row.key_id}"
+        elif not signing.verify_signature(row.public_key, canonical_json(content),
+                                          row.signature):
+            problem = f"{where} has a bad signature"
+        previous, expected_number = getattr(row, hash_field), row.number + 1
+        if problem is not None:  # an untrustworthy record vouches for nothing
+            report.breaks.append(Break("*", None, "digest", problem))
+            continue
+        yield row
+
+
 def _verify_digests(tenant: Tenant, report: VerifyReport) -> dict[str, tuple[int, str, int]]:
     """Check the digest chain; return run_id -> (last_seq, head_hash, digest number) as last
     signed."""
-    trusted = trusted_public_keys()
     heads: dict[str, tuple[int, str, int]] = {}
-    previous, expected_number = GENESIS, 1
-    for digest in TenantDigest.objects.filter(tenant=tenant).order_by("number").iterator():
+    digests = TenantDigest.objects.filter(tenant=tenant).order_by("number").iterator()
+    for digest in _signed_chain(digests, tenant, "digest", "digest_hash", report):
         report.digests += 1
-        content = digest.signed_content(tenant.slug)
-        where = f"digest #{digest.number}"
-        problem = None
-        if digest.number != expected_number:
-            problem = f"digest #{expected_number} is missing before {where}"
-        elif digest.previous_hash != previous:
-            problem = f"{where} does not follow the digest before it"
-        elif content_hash(content) != digest.digest_hash:
-            problem = f"{where} was modified"
-        elif digest.public_key not in trusted:
-            problem = f"{where} is signed with an unknown key {digest.key_id}"
-        elif not signing.verify_signature(digest.public_key, canonical_json(content),
-                                          digest.signature):
-            problem = f"{where} has a bad signature"
-        previous, expected_number = digest.digest_hash, digest.number + 1
-        if problem is not None:  # an untrustworthy digest vouches for nothing
-            report.breaks.append(Break("*", None, "digest", problem))
-            continue
         for run_id, (last_seq, head) in digest.run_heads.items():
             heads[run_id] = (last_seq, head, digest.number)
     return heads
+
+
+def _account_for_absent_runs(tenant: Tenant, signed: dict[str, tuple[int, str, int]],
+                             report: VerifyReport, run_id: str | None = None) -> None:
+    """A run a digest signed must still be there, or be listed by a signed removal record
+    with the head the digest saw (or a later one)."""
+    absent = set(signed) if run_id is None else {run_id} & set(signed)
+    present = Run.objects.filter(tenant=tenant, run_id__in=absent) if run_id else \
+        Run.objects.filter(tenant=tenant)
+    absent -= set(present.values_list("run_id", flat=True))
+    if not absent:
+        return
+    removed: dict[str, tuple[int, str, int]] = {}
+    records = RemovalRecord.objects.filter(tenant=tenant).order_by("number").iterator()
+    for record in _signed_chain(records, tenant, "removal record", "record_hash", report):
+        for gone, (last_seq, head, _count) in record.removed_runs.items():
+            removed[gone] = (last_seq, head, record.number)
+    for gone in sorted(absent):
+        signed_seq, signed_head, number = signed[gone]
+        if gone not in removed:
+            report.breaks.append(Break(gone, None, "missing", f"digest #{number} signed this "
+                                       "run; it is gone and no removal record accounts for it"))
+            continue
+        last_seq, head, removal = removed[gone]
+        if last_seq < signed_seq or (last_seq == signed_seq and head != signed_head):
+            report.breaks.append(Break(gone, None, "digest", f"removal record #{removal} "
+                                       f"disagrees with the head digest #{number} signed"))
+        else:
+            report.removed_runs += 1
 
 
 # -- chains -----------------------------------------------------------------------------------
@@ -301,12 +340,15 @@ def verify_tenant(tenant: Tenant, run_id: str | None = None,
         if workers > 1 and fresh and run_id is None and connection.vendor == "postgresql":
             from .integrity_parallel import verify_in_parallel
 
-            return verify_in_parallel(tenant, workers, progress)
-        report = VerifyReport()
-        signed = _verify_digests(tenant, report if run_id is None else VerifyReport())
-        total = Run.objects.filter(tenant=tenant).count() if progress else 0
-        return verify_scope(tenant, Scope(tenant.pk, run_id), signed, report,
-                            lambda done: progress(done, total) if progress else None)
+            report, signed = verify_in_parallel(tenant, workers, progress)
+        else:
+            report = VerifyReport()
+            signed = _verify_digests(tenant, report if run_id is None else VerifyReport())
+            total = Run.objects.filter(tenant=tenant).count() if progress else 0
+            verify_scope(tenant, Scope(tenant.pk, run_id), signed, report,
+                         lambda done: progress(done, total) if progress else None)
+        _account_for_absent_runs(tenant, signed, report, run_id)
+        return report
 
 
 def verify_scope(tenant: Tenant, scope: Scope, signed: dict[str, tuple[int, str, int]],

@@ -51,8 +51,9 @@ def _shares(pks: list[int], count: int) -> list[tuple[int, int]]:
 
 
 def verify_in_parallel(tenant: Any, workers: int,
-                       progress: Callable[[int, int], None] | None) -> Any:
-    """Run inside a REPEATABLE READ transaction whose snapshot the workers import."""
+                       progress: Callable[[int, int], None] | None) -> tuple[Any, Any]:
+    """Run inside a REPEATABLE READ transaction whose snapshot the workers import; return the
+    report and the heads the digests signed."""
     from .integrity import VerifyReport, _verify_digests
     from .models import Run
 
@@ -63,7 +64,7 @@ def verify_in_parallel(tenant: Any, workers: int,
     signed = _verify_digests(tenant, report)
     pks = list(Run.objects.filter(tenant=tenant).order_by("pk").values_list("pk", flat=True))
     if not pks:
-        return report
+        return report, signed
     context = multiprocessing.get_context("spawn")  # fresh processes, fresh connections
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                              initargs=(connection.settings_dict["NAME"], signed)) as pool:
@@ -77,4 +78,4 @@ def verify_in_parallel(tenant: Any, workers: int,
             if progress:
                 progress(report.runs, len(pks))
     report.breaks.sort(key=lambda b: (b.run_id, b.seq or 0))
-    return report
+    return report, signed

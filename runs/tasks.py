@@ -18,3 +18,15 @@ def seal_tenant_digests() -> dict[str, int]:
         if digest is not None:
             sealed[slug] = digest.number
     return sealed
+
+
+@shared_task(name="runs.apply_retention")
+def apply_retention() -> dict[str, int]:
+    """Beat task: remove, for every tenant with a retention period, the closed runs past it
+    that nothing holds (each batch leaves a signed removal record)."""
+    from .retention import apply_retention as apply_to_tenant
+
+    removed: dict[str, int] = {}
+    for tenant in Tenant.objects.filter(retention_days__isnull=False):
+        removed[tenant.slug] = apply_to_tenant(tenant).removed_runs
+    return removed

@@ -19,7 +19,18 @@ from approvals.services import request_approval
 from ledger_portal.models import ApiKey, Tenant
 from policies.models import Decision, Policy, PolicyVersion
 from policies.services import ProposedCall, create_draft, decide_tool_call
-from runs.models import Agent, Annotation, ModelCall, RedactionRule, Run, Step, Tool, ToolCall
+from runs.models import (
+    Agent,
+    Annotation,
+    LegalHold,
+    ModelCall,
+    RedactionRule,
+    RemovalRecord,
+    Run,
+    Step,
+    Tool,
+    ToolCall,
+)
 
 # Routes that only write; their tenant boundary is tested where their behaviour is.
 WRITE_ONLY_ROUTES = {
@@ -75,6 +86,14 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     backtest = BackTest.objects.create(tenant=acme, version=published,
                                        window_from=timezone.now(), window_to=timezone.now())
     stored = Run.objects.get(run_id=run["run_id"])
+    from runs.retention import apply_retention, place_legal_hold
+
+    hold = place_legal_hold(acme, publisher, "matter 1", run_id=run["run_id"])
+    gone = make_run()
+    gone["status"], gone["ended_at"] = "succeeded", timezone.now().isoformat()
+    record(acme, gone)
+    acme.retention_days = 0
+    apply_retention(acme)
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
         "call_id": run["tool_calls"][0]["call_id"],
@@ -93,6 +112,8 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             Decision: decision,
             GovernedException: exception,
             BackTest: backtest,
+            LegalHold: hold,
+            RemovalRecord: RemovalRecord.objects.get(tenant=acme),
         },
     }
 

@@ -12,6 +12,7 @@ from .records import (
     ToolCall,
     ToolCallStatus,
 )
+from .retention import LegalHold, RemovalRecord
 
 __all__ = [
     "ActionClass",
@@ -21,8 +22,10 @@ __all__ = [
     "AppendOnlyViolation",
     "Classification",
     "LedgerRecord",
+    "LegalHold",
     "ModelCall",
     "RedactionRule",
+    "RemovalRecord",
     "Run",
     "RunStatus",
     "Step",

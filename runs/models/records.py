@@ -239,6 +239,7 @@ class AnnotationKind(models.TextChoices):
     ROLLBACK = "rollback"
     REPLAY = "replay"
     INCIDENT_LINK = "incident_link", "incident link"
+    RETENTION = "retention"
 
 
 def new_annotation_id() -> str:

@@ -1,0 +1,258 @@
+"""Retention and legal hold: how long a tenant's ledger records are kept.
+
+A tenant with ``retention_days`` set has its closed runs removed, whole, once they ended longer
+ago than that, unless something holds them. Hold sources are registered by the apps that know
+why a run matters; the ledger registers three:
+
+- ``legal hold``: a hold placed by hand on one run or on the whole tenant;
+- ``governed exception``: a run with calls decided under an exception that is still in force;
+- ``linked``: a run (or one of its records) that anything outside its own chain points at: a
+  replay, a rollback, an incident, another run replaying it. Links are found from the model
+  graph, so a new app's links hold runs without registering anything.
+
+Removal is the scheduled task ``runs.apply_retention``. Each batch of runs is removed in one
+transaction together with a removal record, signed like a digest, listing every removed run's
+head; ``ledger verify`` accepts a run a digest signed only if such a record accounts for it.
+Runs whose chain does not verify are never removed: that would destroy the evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, models, transaction
+from django.db.models import ForeignObjectRel, QuerySet
+from django.utils import timezone
+
+from ledger_portal import signing
+from ledger_portal.canonical import GENESIS, canonical_json, content_hash
+from ledger_portal.models import Tenant
+
+from .annotations import GOVERNANCE_RUN_ID, annotate
+from .integrity import RECORD_MODELS, Scope, VerifyReport, _verify_digests, verify_scope
+from .models import AnnotationKind, LegalHold, RemovalRecord, Run
+from .models.records import TERMINAL_RUN_STATUSES
+
+#: A hold source gets the tenant, the runs due for removal and the time, and returns the
+#: primary keys of those it holds (a queryset of pks or any iterable).
+HoldSource = Callable[[Tenant, "QuerySet[Run]", datetime], Any]
+HOLD_SOURCES: dict[str, HoldSource] = {}
+REMOVAL_BATCH = 500
+
+
+def register_hold_source(name: str, source: HoldSource) -> None:
+    HOLD_SOURCES[name] = source
+
+
+@dataclass
+class RetentionReport:
+    tenant: str
+    cutoff: datetime | None
+    due: int = 0
+    held: dict[str, int] = field(default_factory=dict)
+    removed_runs: int = 0
+    removed_records: int = 0
+    removal_records: list[int] = field(default_factory=list)
+    not_intact: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.cutoff is None:
+            return f"{self.tenant}: no retention period set; nothing is removed"
+        held = ", ".join(f"{n} by {source}" for source, n in self.held.items() if n)
+        return (f"{self.tenant}: {self.due} runs ended before {self.cutoff:%Y-%m-%d %H:%M}"
+                f"{f'; held: {held}' if held else ''}; removed {self.removed_runs} runs "
+                f"({self.removed_records} records)"
+                + (f"; NOT removed, chain broken: {', '.join(self.not_intact)}"
+                   if self.not_intact else ""))
+
+
+def due_runs(tenant: Tenant, now: datetime) -> QuerySet[Run]:
+    """Closed runs past the tenant's retention period (none if it keeps everything)."""
+    if tenant.retention_days is None:
+        return Run.objects.none()
+    cutoff = now - timedelta(days=tenant.retention_days)
+    return (Run.objects.filter(tenant=tenant, status__in=TERMINAL_RUN_STATUSES,
+                               ended_at__lt=cutoff)
+            .exclude(run_id=GOVERNANCE_RUN_ID))
+
+
+def held_runs(tenant: Tenant, runs: QuerySet[Run], now: datetime) -> dict[str, set[int]]:
+    """Which of ``runs`` each hold source keeps."""
+    return {name: set(source(tenant, runs, now)) for name, source in HOLD_SOURCES.items()}
+
+
+def apply_retention(tenant: Tenant, now: datetime | None = None, *, dry_run: bool = False,
+                    batch: int = REMOVAL_BATCH) -> RetentionReport:
+    """Remove the tenant's closed runs past retention that nothing holds, in batches, each with
+    its signed removal record and an annotation in the governance log."""
+    now = now or timezone.now()
+    report = RetentionReport(tenant.slug, None if tenant.retention_days is None else
+                             now - timedelta(days=tenant.retention_days))
+    due = due_runs(tenant, now)
+    report.due = due.count()
+    holds = held_runs(tenant, due, now)
+    report.held = {name: len(pks) for name, pks in holds.items()}
+    if dry_run or not report.due:
+        return report
+    kept: set[int] = set().union(*holds.values())
+    while True:
+        removed = _remove_batch(tenant, now, kept, batch, report)
+        if not removed:
+            return report
+
+
+@transaction.atomic
+def _remove_batch(tenant: Tenant, now: datetime, kept: set[int], batch: int,
+                  report: RetentionReport) -> int:
+    # The tenant row lock orders this with digest sealing and with holds placed meanwhile.
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    candidates = due_runs(tenant, now).exclude(pk__in=kept).order_by("pk")
+    pks = list(candidates.values_list("pk", flat=True)[:batch])
+    if not pks:
+        return 0
+    late = set().union(*held_runs(tenant, Run.objects.filter(pk__in=pks), now).values())
+    broken = _not_intact(tenant, pks)
+    kept |= late | broken
+    report.not_intact += sorted(Run.objects.filter(pk__in=broken).values_list(
+        "run_id", flat=True))
+    pks = [pk for pk in pks if pk not in late and pk not in broken]
+    if not pks:
+        return -1  # this batch was all held; the next one starts past it
+    heads = {run_id: [last_seq, head] for run_id, last_seq, head in Run.objects.filter(
+        pk__in=pks).values_list("run_id", "last_seq", "head_hash")}
+    counts = _record_counts(pks)
+    removed_runs = {run_id: [*head, counts.get(run_id, 0) + 1]
+                    for run_id, head in sorted(heads.items())}
+    record = _sign_removal(tenant, now, removed_runs)
+    _delete_runs(pks)
+    annotate(tenant, AnnotationKind.RETENTION,
+             f"Retention removed {len(pks)} runs ({record.records} records) that ended before "
+             f"{record.cutoff:%Y-%m-%d}; removal record #{record.number}",
+             data={"removal_record": record.number, "runs": sorted(heads)[:100],
+                   "records": record.records})
+    report.removed_runs += len(pks)
+    report.removed_records += record.records
+    report.removal_records.append(record.number)
+    return len(pks)
+
+
+def _not_intact(tenant: Tenant, pks: list[int]) -> set[int]:
+    signed = _verify_digests(tenant, VerifyReport())
+    report = verify_scope(tenant, Scope(tenant.pk, None, (min(pks), max(pks))), signed)
+    broken = {b.run_id for b in report.breaks}
+    return set(Run.objects.filter(pk__in=pks, run_id__in=broken).values_list("pk", flat=True))
+
+
+def _record_counts(pks: list[int]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for model in RECORD_MODELS:
+        rows = model.objects.filter(run__in=pks).values("run__run_id").annotate(
+            n=models.Count("pk")).values_list("run__run_id", "n")
+        for run_id, n in rows:
+            counts[run_id] = counts.get(run_id, 0) + n
+    return counts
+
+
+def _sign_removal(tenant: Tenant, now: datetime, removed_runs: dict[str, list[Any]]
+                  ) -> RemovalRecord:
+    last = RemovalRecord.objects.filter(tenant=tenant).order_by("-number").first()
+    assert tenant.retention_days is not None
+    record = RemovalRecord(
+        tenant=tenant, number=(last.number + 1) if last else 1, removed_at=now,
+        cutoff=now - timedelta(days=tenant.retention_days),
+        retention_days=tenant.retention_days, removed_runs=removed_runs,
+        records=sum(run[2] for run in removed_runs.values()),
+        previous_hash=last.record_hash if last else GENESIS)
+    content = record.signed_content(tenant.slug)
+    record.record_hash = content_hash(content)
+    record.public_key = signing.public_key_b64()
+    record.key_id = signing.key_id(record.public_key)
+    record.signature = signing.sign(canonical_json(content))
+    record.save()
+    return record
+
+
+def _delete_runs(pks: list[int]) -> None:
+    """The one place ledger rows are deleted. The ORM refuses on purpose, so this is SQL; on
+    PostgreSQL the append-only trigger lets it through for this transaction only."""
+    marks = ", ".join(["%s"] * len(pks))
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL ledger.removal = 'retention'")
+        for model in (*RECORD_MODELS[::-1], Run):
+            column = "id" if model is Run else "run_id"
+            cursor.execute(f"DELETE FROM {model._meta.db_table} "  # noqa: S608
+                           f"WHERE {column} IN ({marks})", pks)
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL ledger.removal = ''")
+
+
+# -- legal holds --------------------------------------------------------------------------------
+
+# Hold notes go to the governance log: the held run itself may be removed once released.
+@transaction.atomic
+def place_legal_hold(tenant: Tenant, by: Any, reason: str, run_id: str = "") -> LegalHold:
+    from django.core.exceptions import ValidationError
+
+    if not reason.strip():
+        raise ValidationError("a legal hold needs a reason (the matter or ticket it is for)")
+    if run_id and not Run.objects.filter(tenant=tenant, run_id=run_id).exists():
+        raise ValidationError(f"no run {run_id!r} in {tenant.slug}")
+    hold = LegalHold.objects.create(tenant=tenant, run_id=run_id, reason=reason, placed_by=by)
+    annotate(tenant, AnnotationKind.RETENTION,
+             f"Legal hold #{hold.pk} placed on {run_id or 'every run'}: {reason}",
+             by=by, data={"legal_hold": hold.pk, "run_id": run_id})
+    return hold
+
+
+@transaction.atomic
+def release_legal_hold(hold: LegalHold, by: Any) -> LegalHold:
+    from django.core.exceptions import ValidationError
+
+    hold = LegalHold.objects.select_for_update().get(pk=hold.pk)
+    if not hold.active:
+        raise ValidationError(f"legal hold #{hold.pk} was already released")
+    hold.released_at, hold.released_by = timezone.now(), by
+    hold.save(update_fields=["released_at", "released_by"])
+    annotate(hold.tenant, AnnotationKind.RETENTION,
+             f"Legal hold #{hold.pk} on {hold.run_id or 'every run'} released",
+             by=by, data={"legal_hold": hold.pk, "run_id": hold.run_id})
+    return hold
+
+
+# -- the ledger's own hold sources --------------------------------------------------------------
+
+def _legal_holds(tenant: Tenant, runs: QuerySet[Run], now: datetime) -> Any:
+    active = LegalHold.objects.filter(tenant=tenant, released_at__isnull=True)
+    if active.filter(run_id="").exists():
+        return runs.values_list("pk", flat=True)
+    return runs.filter(run_id__in=active.values("run_id")).values_list("pk", flat=True)
+
+
+def _governed_exceptions(tenant: Tenant, runs: QuerySet[Run], now: datetime) -> Any:
+    from policies.models import Decision, ExceptionStatus
+
+    in_force = Decision.objects.filter(tenant=tenant, exception__status=ExceptionStatus.ACTIVE,
+                                       exception__ends_at__gt=now)
+    return runs.filter(run_id__in=in_force.values("run_id")).values_list("pk", flat=True)
+
+
+def _linked(tenant: Tenant, runs: QuerySet[Run], now: datetime) -> set[int]:
+    held: set[int] = set()
+    for target, to_run in ((Run, ""), *((model, "__run") for model in RECORD_MODELS)):
+        for rel in target._meta._get_fields(forward=False, reverse=True, include_hidden=True):
+            source: Any = rel.related_model
+            if not isinstance(rel, ForeignObjectRel) or source in RECORD_MODELS:
+                continue  # a run's own records point at it (and at each other): its chain
+            path = f"{rel.field.name}{to_run}"
+            held |= set(source._base_manager.filter(**{f"{path}__in": runs})
+                        .values_list(path, flat=True))
+    return held
+
+
+register_hold_source("legal hold", _legal_holds)
+register_hold_source("governed exception", _governed_exceptions)
+register_hold_source("linked", _linked)
