@@ -180,10 +180,10 @@ def test_a_run_whose_chain_is_broken_is_never_removed(kept_30_days, record, make
 
     acme = kept_30_days
     broken, intact = closed_runs(acme, record, make_run, 2)
-    call = ToolCall.objects.filter(run__run_id=broken).first()
+    call = ToolCall.objects.filter(run__run_id=broken)[0]
     with bypassing_triggers() as cursor:
         cursor.execute("UPDATE runs_toolcall SET output = %s WHERE id = %s",
-                       ['{"forged": true}', call.pk])
+                       ["{\"forged\": true}", call.pk])
 
     report = apply_retention(acme, timezone.now() + LATER)
 
