@@ -3,6 +3,7 @@ loopback TCP proxy the tests can take down and bring back up."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ import pytest
 
 from ledger_portal.client import LedgerClient
 from ledger_portal.models import Tenant
+from tests.policies.conftest import dave, publish  # noqa: F401  (fixtures, for gating tests)
 
 
 @pytest.fixture
@@ -39,7 +41,8 @@ def make_client(live_server: Any, agent_key: str) -> Iterator[Callable[..., Ledg
 class LoopbackProxy:
     """A TCP proxy on a fixed loopback port to ``target``. While down, nothing listens on
     the port (connections are refused, as with a stopped portal); ``connections`` counts the
-    connections it forwarded."""
+    connections it forwarded. ``lose_replies = n`` makes it pass the next n requests on but
+    drop the portal's replies (the agent sees the connection die after sending)."""
 
     def __init__(self, target: tuple[str, int]):
         self.target = target
@@ -49,6 +52,7 @@ class LoopbackProxy:
         probe.close()
         self.url = f"http://127.0.0.1:{self.port}"
         self.connections = 0
+        self.lose_replies = 0
         self._listener: socket.socket | None = None
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -88,8 +92,27 @@ class LoopbackProxy:
             upstream = socket.create_connection(self.target, timeout=30)
             with self._lock:
                 self.connections += 1
+                lose = self.lose_replies > 0
+                self.lose_replies -= lose
             self._spawn(self._pipe, client, upstream)
-            self._spawn(self._pipe, upstream, client)
+            if lose:
+                self._spawn(self._swallow, upstream, client)
+            else:
+                self._spawn(self._pipe, upstream, client)
+
+    @staticmethod
+    def _swallow(upstream: socket.socket, client: socket.socket) -> None:
+        upstream.settimeout(60)
+        try:
+            while upstream.recv(65536):
+                pass  # the portal answered; the agent never hears it
+        except OSError:
+            pass
+        finally:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:
@@ -101,10 +124,8 @@ class LoopbackProxy:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
 
 

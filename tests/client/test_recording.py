@@ -78,16 +78,25 @@ def test_a_run_spread_over_many_batches_keeps_one_chain(make_client: Any,
 
 def test_what_a_record_holds_and_how_errors_are_kept(make_client: Any, acme: Tenant) -> None:
     client = make_client()
-    with pytest.raises(ConnectionError, match="smtp down"):
+    seen: dict[str, Any] = {}
+
+    def agent() -> None:
         with client.run(agent_id="support-bot", goal="reply", metadata={"ticket": "T-1"}
                         ) as run, run.step("send the reply") as step:
+            seen.update(run=run, step=step)
             with run.timed_model_call("gpt-4.1", provider="openai",
                                       messages=[{"role": "user", "content": "hi"}]) as mc:
                 mc.response, mc.input_tokens, mc.output_tokens = "hello", 3, 1
+            seen["mc"] = mc
             with run.tool_call("send_email", action_class="exfil",
                                input={"to": "ada@example.com"},
                                classifications={"input.to": "confidential"}) as call:
+                seen["call"] = call
                 raise ConnectionError("smtp down")
+
+    with pytest.raises(ConnectionError, match="smtp down"):
+        agent()
+    run, step, mc, call = seen["run"], seen["step"], seen["mc"], seen["call"]
     assert client.flush(timeout=30)
 
     stored = Run.objects.get(run_id=run.run_id)
@@ -96,6 +105,8 @@ def test_what_a_record_holds_and_how_errors_are_kept(make_client: Any, acme: Ten
     db_step = Step.objects.get(run=stored)
     assert (db_step.step_id, db_step.index, db_step.title, db_step.status) == (
         step.step_id, 0, "send the reply", "failed")
+    assert db_step.started_at is not None
+    assert db_step.ended_at is not None
     assert db_step.started_at <= db_step.ended_at
     model_call = ModelCall.objects.get(call_id=mc.call_id)
     assert (model_call.step_id, model_call.response, model_call.input_tokens) == (
@@ -136,13 +147,13 @@ def test_a_record_the_portal_refuses_is_logged_with_its_path_and_costs_no_other(
 def test_a_step_too_big_for_one_batch_is_sent_early_and_its_end_noted(make_client: Any,
                                                                        acme: Tenant) -> None:
     client = make_client(max_batch_records=10)
-    with client.run(agent_id="support-bot", goal="a big step") as run:
-        with run.step("look everything up") as step:
-            calls = []
-            for i in range(25):
-                with run.tool_call("lookup", action_class="read", input={"i": i}) as call:
-                    pass
-                calls.append(call.call_id)
+    calls = []
+    with client.run(agent_id="support-bot", goal="a big step") as run, run.step(
+            "look everything up") as step:
+        for i in range(25):
+            with run.tool_call("lookup", action_class="read", input={"i": i}) as call:
+                pass
+            calls.append(call.call_id)
     assert client.flush(timeout=30)
     stored_step = Step.objects.get(run__run_id=run.run_id)
     assert (stored_step.step_id, stored_step.status, stored_step.ended_at) == (
