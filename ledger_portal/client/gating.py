@@ -25,7 +25,7 @@ from .errors import (
     ToolCallDenied,
 )
 from .http import PortalUnreachable, Reply, Transport, backoff_delay
-from .recording import frozen_json, new_id
+from .recording import new_id, plain_json
 
 if TYPE_CHECKING:
     from .recording import Label, Run
@@ -137,7 +137,7 @@ class Gatekeeper:
 
     def _ask(self, proposed: dict[str, Any]) -> Decision:
         deadline = time.monotonic() + self.decision_timeout
-        reply = self._with_retries("POST", DECISION_PATH, frozen_json(proposed)[0], deadline,
+        reply = self._with_retries("POST", DECISION_PATH, plain_json(proposed), deadline,
                                    self.request_timeout)
         if reply is None:
             raise DecisionUnavailable(f"{proposed['tool']}: the portal at "
@@ -213,7 +213,7 @@ def call_gated(gatekeeper: Gatekeeper, run: Run | None, tool: str, action_class:
     """Clear the call, run it (or its dry run) with a fresh idempotency key and record it in
     ``run``. A call that is not cleared is recorded too (``denied``, or ``cancelled`` when
     no answer came in time) before the ``GateError`` is raised."""
-    arguments = frozen_json(arguments)[0]
+    arguments = plain_json(arguments)
     if run is not None:
         run._check_open()
     call_id = new_id("tc")

@@ -71,15 +71,20 @@ def _check_choice(what: str, value: str, allowed: frozenset[str]) -> str:
     return value
 
 
-def frozen_json(value: Any) -> tuple[Any, int]:
-    """``value`` as plain JSON data, copied now (so later changes by the agent cannot make a
-    re-sent record differ from the first send), and its size in bytes. Values JSON cannot
-    hold become their ``str()``; NaN and infinities become strings."""
+def frozen_json(value: Any) -> str:
+    """``value`` as compact JSON text, taken now: later changes by the agent cannot make a
+    re-sent record differ from the first send, and a buffered string costs the garbage
+    collector nothing (a buffer of parsed dicts made full collections take 100+ ms). Values
+    JSON cannot hold become their ``str()``; NaN and infinities become strings."""
     try:
-        text = json.dumps(value, default=str, allow_nan=False, separators=(",", ":"))
+        return json.dumps(value, default=str, allow_nan=False, separators=(",", ":"))
     except ValueError:
-        text = json.dumps(_finite(value), default=str, separators=(",", ":"))
-    return json.loads(text), len(text)
+        return json.dumps(_finite(value), default=str, separators=(",", ":"))
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` as plain JSON data (see ``frozen_json``)."""
+    return json.loads(frozen_json(value))
 
 
 def _finite(value: Any) -> Any:
@@ -114,12 +119,13 @@ class Run:
         self._step_count = 0
         self._open_step: Step | None = None
         self._token: Token[Run | None] | None = None
-        header = {"run_id": self.run_id, "agent_id": self.agent_id, "agent_name": agent_name,
-                  "goal": goal, "trigger_ref": trigger_ref, "status": "running",
-                  "started_at": _iso(self.started_at), "metadata": metadata or {}}
-        self._header, self._header_size = frozen_json(header)
+        # No status: a run is running until a batch carries its end.
+        self._header = frozen_json({
+            "run_id": self.run_id, "agent_id": self.agent_id, "agent_name": agent_name,
+            "goal": goal, "trigger_ref": trigger_ref, "started_at": _iso(self.started_at),
+            "metadata": metadata or {}})
         client._run_started(self)
-        self._send(Item(self.run_id, self._header, header_size=self._header_size))
+        self._send(Item(self.run_id, self._header))
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id} {self.status}>"
@@ -156,8 +162,8 @@ class Run:
             if self._open_step is not None:
                 self._open_step._finish(None if status == "succeeded" else status)
             self.status = status
-            end = {"status": status, "ended_at": _iso(now())}
-        self._send(Item(self.run_id, self._header, header_size=self._header_size, end=end))
+            end = frozen_json({"status": status, "ended_at": _iso(now())})
+        self._send(Item(self.run_id, self._header, end=end))
         self._client._run_ended(self)
 
     # -- records ----------------------------------------------------------------------------
@@ -270,12 +276,11 @@ class Run:
             step = step or self._open_step
             if step is not None:  # open, or ended and already on its way: either way known
                 record["step_id"] = step.step_id
-            data, size = frozen_json(record)
+            text = frozen_json(record)
             if step is not None and step._open and not step._sent:
-                step._hold(kind, data, size)
+                step._hold(kind, text)
                 return
-        self._send(Item(self.run_id, self._header, {kind: [data]}, count=1, size=size,
-                        header_size=self._header_size))
+        self._send(Item(self.run_id, self._header, {kind: [text]}, count=1, size=len(text)))
 
     def _send(self, item: Item) -> None:
         self._client._enqueue(item)
@@ -303,7 +308,7 @@ class Step:
         self.started_at = now()
         self._open = True
         self._sent = False  # sent early (spilled)
-        self._held: dict[str, list[dict[str, Any]]] = {}
+        self._held: dict[str, list[str]] = {}
         self._held_count = 0
         self._held_size = 0
 
@@ -333,10 +338,10 @@ class Step:
                 "status": status[:20], "started_at": _iso(self.started_at),
                 "ended_at": _iso(ended_at), "metadata": self.metadata}
 
-    def _hold(self, kind: str, data: dict[str, Any], size: int) -> None:
-        self._held.setdefault(kind, []).append(data)
+    def _hold(self, kind: str, text: str) -> None:
+        self._held.setdefault(kind, []).append(text)
         self._held_count += 1
-        self._held_size += size
+        self._held_size += len(text)
         sender = self.run._client._sender
         # The step, its calls and the run must fit in one batch.
         if (self._held_count + 2 >= sender.max_batch_records
@@ -355,7 +360,7 @@ class Step:
                 "annotation_id": new_id("note"), "kind": "note",
                 "body": f"step {self.index} ({self.title}) ended: {status}",
                 "data": {"step_id": self.step_id, "status": status,
-                         "ended_at": _iso(ended_at)}})[0])
+                         "ended_at": _iso(ended_at)}}))
             self._held_count += 1
             self._release(None)
         else:
@@ -365,13 +370,13 @@ class Step:
         records = self._held
         count, size = self._held_count, self._held_size
         if step_record is not None:
-            data, step_size = frozen_json(step_record)
-            records = {"steps": [data], **records}
-            count, size = count + 1, size + step_size
+            text = frozen_json(step_record)
+            records = {"steps": [text], **records}
+            count, size = count + 1, size + len(text)
         self._held, self._held_count, self._held_size = {}, 0, 0
         if count:
             self.run._send(Item(self.run.run_id, self.run._header, records, count=count,
-                                size=size, header_size=self.run._header_size))
+                                size=size))
 
 
 class ToolCall:

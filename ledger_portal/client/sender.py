@@ -19,14 +19,12 @@ is simply sent again.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any
 
 from .http import PortalUnreachable, Reply, Transport, backoff_delay
 
@@ -38,17 +36,16 @@ _RECORD_PROBLEMS = frozenset({400, 409, 413, 422})
 log = logging.getLogger("ledger_portal.client")
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """Records of one run to append, or the run's start (no records) or end (``end`` set)."""
 
     run_id: str
-    header: dict[str, Any]  # the run record as started; the same in every batch of the run
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    header: str  # JSON object of the run as started; the same in every batch of the run
+    records: dict[str, list[str]] = field(default_factory=dict)  # kind -> JSON objects
     count: int = 0  # records, as the portal counts them against its limit
-    size: int = 0  # bytes of JSON of the records, roughly, for the batch size limit
-    header_size: int = 0  # bytes of JSON of the header
-    end: dict[str, Any] | None = None  # {"status": ..., "ended_at": ...}
+    size: int = 0  # characters of JSON of the records, for the batch size limit
+    end: str | None = None  # JSON object {"status": ..., "ended_at": ...}
     seq: int = 0
     enqueued_at: float = 0.0
 
@@ -206,7 +203,7 @@ class Sender:
             item = self._queue[0]
             new_run = item.run_id not in runs
             more_records = item.count + new_run  # the run itself counts as a record
-            more_size = item.size + new_run * item.header_size
+            more_size = item.size + new_run * len(item.header)
             if items and (records + more_records > self.max_batch_records
                           or size + more_size > self.max_batch_bytes):
                 break
@@ -247,7 +244,7 @@ class Sender:
                 self._settle(chunk, delivered=False)
 
     def _post(self, chunk: list[Item]) -> tuple[_Outcome, Reply | None]:
-        body = json.dumps(batch_of(chunk), separators=(",", ":")).encode()
+        body = batch_of(chunk)
         try:
             reply = self.transport.request("POST", BATCH_PATH, body=body,
                                            timeout=self.request_timeout)
@@ -276,18 +273,25 @@ class Sender:
             self._cond.notify_all()
 
 
-def batch_of(items: list[Item]) -> dict[str, Any]:
-    """The batch body: one entry per run, its items' records in order, its end if any."""
-    runs: dict[str, dict[str, Any]] = {}
+def batch_of(items: list[Item]) -> bytes:
+    """The batch body: one entry per run (its header, its items' records in order, its end if
+    any), put together from the JSON texts taken when the records were made."""
+    runs: dict[str, tuple[str, dict[str, list[str]], list[str]]] = {}
     for item in items:
         run = runs.get(item.run_id)
         if run is None:
-            run = runs[item.run_id] = {**item.header}
-        for kind, records in item.records.items():
-            run.setdefault(kind, []).extend(records)
+            run = runs[item.run_id] = (item.header, {}, [])
+        for kind, texts in item.records.items():
+            run[1].setdefault(kind, []).extend(texts)
         if item.end is not None:
-            run.update(item.end)
-    return {"runs": list(runs.values())}
+            run[2].append(item.end)
+    parts = []
+    for header, by_kind, ends in runs.values():
+        fields = [header[1:-1]]
+        fields += [f'"{kind}":[{",".join(texts)}]' for kind, texts in by_kind.items()]
+        fields += [end[1:-1] for end in ends[-1:]]
+        parts.append("{" + ",".join(field for field in fields if field) + "}")
+    return ('{"runs":[' + ",".join(parts) + "]}").encode()
 
 
 def _log_refusal(chunk: list[Item], reply: Reply) -> None:
