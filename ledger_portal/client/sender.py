@@ -180,7 +180,13 @@ class Sender:
                         return
                     self._cond.wait(self._sleep_time())
                 items = self._take()
-            self._deliver(items)
+            try:
+                self._deliver(items)
+            except Exception:
+                # A bug here must not silently stop delivery (flush would just time out).
+                log.exception("ledger: could not deliver %d record(s); dropped",
+                              sum(item.count for item in items))
+                self._settle(items, delivered=False)
             if self._abandon.is_set():
                 return
 
