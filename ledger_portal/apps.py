@@ -6,4 +6,5 @@ class LedgerPortalConfig(AppConfig):
     verbose_name = "Tenancy and access"
 
     def ready(self) -> None:
+        from . import celery  # noqa: F401  (the Celery app, so shared tasks bind to it)
         from .api import schema  # noqa: F401  (registers the OpenAPI extensions)
