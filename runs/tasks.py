@@ -18,3 +18,12 @@ def seal_tenant_digests() -> dict[str, int]:
         if digest is not None:
             sealed[slug] = digest.number
     return sealed
+
+
+@shared_task(name="runs.assemble_idle_otel_traces")
+def assemble_idle_otel_traces() -> dict[str, int]:
+    """Beat task: OpenTelemetry traces quiet for LEDGER_OTLP_QUIET_SECONDS move on (pending ones
+    are recorded as running runs, open ones closed)."""
+    from .otlp.services import assemble_idle_traces
+
+    return assemble_idle_traces()
