@@ -27,15 +27,10 @@ class OtlpTrace(models.Model):
     run_id = models.CharField(max_length=200)
     state = models.CharField(max_length=8, choices=OtlpTraceState.choices,
                              default=OtlpTraceState.PENDING)
-    run_header = models.JSONField(
-        default=dict, blank=True,
-        help_text="The run fields it was recorded with; appended batches repeat them.")
     first_received_at = models.DateTimeField()
     last_activity_at = models.DateTimeField(
         help_text="When the trace last received a span or was recorded (the quiet period "
         "counts from here).")
-    latest_end_unix_nano = models.BigIntegerField(
-        default=0, help_text="The latest end time of its spans (a run's end without a root).")
     recorded_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
 

@@ -92,7 +92,7 @@ def run_header(trace_id: str, spans: list[SpanDict]) -> dict[str, Any]:
     conversation = next((s["attributes"]["gen_ai.conversation.id"]
                          for s in ([run_span] if run_span else []) + spans
                          if s["attributes"].get("gen_ai.conversation.id")), "")
-    metadata = genai.run_metadata(run_span, earliest)
+    metadata = genai.run_metadata(run_span, earliest)  # names the run span: appends need it
     if conversation:
         metadata.setdefault("conversation_id", conversation)
     return {"run_id": run_id_for(trace_id), "agent_id": agent_id, "agent_name": agent_name,

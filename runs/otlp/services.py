@@ -29,6 +29,7 @@ from django.utils import timezone
 from ledger_portal.models import Tenant
 
 from ..annotations import annotate
+from ..bulk import insert_all
 from ..ingest import ingest_batch
 from ..ingest_schema import AnnotationIn, BatchIn, RunIn
 from ..models import (
@@ -37,6 +38,7 @@ from ..models import (
     OtlpSpanState,
     OtlpTrace,
     OtlpTraceState,
+    Run,
     RunStatus,
     Tool,
 )
@@ -99,12 +101,10 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
                     item.context.steps_recorded += record_kind == "step"
                 if state == OtlpSpanState.PENDING:
                     item.pending_pks.append(pk)
-            trace.latest_end_unix_nano = max([trace.latest_end_unix_nano] + [
-                s["end_time_unix_nano"] for s in new])
             trace.last_activity_at = now
             work.append(item)
 
-        _plan(tenant, work, result, now)
+        _plan(tenant, work, result, now, _tool_classes(tenant, decoded.spans))
         runs = [w.run for w in work if w.run is not None]
         if runs:
             ingest_batch(tenant, BatchIn(runs=runs), recorded_by=recorded_by)
@@ -142,23 +142,25 @@ def advance_idle_trace(trace_pk: int, now: datetime | None = None) -> str | None
             rows = list(OtlpSpan.objects.filter(trace=trace, state=OtlpSpanState.PENDING)
                         .values_list("pk", "body"))
             item = _TraceWork(trace, [body for _, body in rows])
-            item.pending_pks = []  # they are the new spans here, updated below
-            _record(tenant, item, close=False, now=now)
+            _record(tenant, item, close=False, now=now,
+                    tool_classes=_tool_classes(tenant, item.new))
             if item.run is not None:
                 ingest_batch(tenant, BatchIn(runs=[item.run]), recorded_by="ledger-portal")
             _update_outcomes(trace, item.outcomes)
             trace.last_activity_at = now  # the close waits for another quiet period
             trace.save()
             return "recorded" if trace.state == OtlpTraceState.OPEN else "closed"
-        run_span = _stored_span(trace, trace.run_header.get("run_span_id", ""))
-        status, ended = assembly.run_end(trace.run_header, run_span, None,
-                                         trace.latest_end_unix_nano)
+        header = _headers_of(tenant, [trace])[trace.trace_id]
+        run_span = _stored_span(trace, header["run_span_id"])
+        latest_end = max((body["end_time_unix_nano"] for body in OtlpSpan.objects.filter(
+            trace=trace).values_list("body", flat=True).iterator()), default=0)
+        status, ended = assembly.run_end(header, run_span, None, latest_end)
         note = AnnotationIn(
             annotation_id=f"otel-{trace.trace_id}-closed", kind="note",
             body=f"Closed after {settings.LEDGER_OTLP_QUIET_SECONDS} s without spans; the "
             "trace's root span never arrived.",
             data={"status": status, "quiet_seconds": settings.LEDGER_OTLP_QUIET_SECONDS})
-        ingest_batch(tenant, BatchIn(runs=[_run_in(trace.run_header, Assembled(),
+        ingest_batch(tenant, BatchIn(runs=[_run_in(header, Assembled(),
                                                      status, ended, [note])]),
                      recorded_by="ledger-portal")
         trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
@@ -190,7 +192,10 @@ def _known_spans(traces: dict[str, OtlpTrace]) -> dict[int, dict[str, tuple[str,
     return known
 
 
-def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: datetime) -> None:
+def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: datetime,
+          tool_classes: dict[str, str]) -> None:
+    headers = _headers_of(tenant, [w.trace for w in work
+                                   if w.trace.state == OtlpTraceState.OPEN])
     pending_bodies = _bodies([pk for w in work if w.trace.state == OtlpTraceState.PENDING
                               and any(assembly.is_root(s) for s in w.new)
                               for pk in w.pending_pks])
@@ -205,11 +210,11 @@ def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: dat
             result.notes.append(f"{len(item.new)} span(s) of trace {trace.trace_id} arrived "
                                 f"after {where} closed; kept raw")
         elif trace.state == OtlpTraceState.OPEN:
-            _append(tenant, item, root, now)
+            _append(item, headers[trace.trace_id], root, now, tool_classes)
         elif root is not None:
             earlier = [pending_bodies[pk] for pk in item.pending_pks]
             item.new = earlier + item.new
-            _record(tenant, item, close=True, now=now, root=root)
+            _record(tenant, item, close=True, now=now, root=root, tool_classes=tool_classes)
             if trace.recorded_at is None:
                 result.notes.append(f"trace {trace.trace_id} has no GenAI spans: no run "
                                     f"recorded, {len(item.new)} span(s) kept raw")
@@ -219,7 +224,7 @@ def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: dat
 
 
 def _record(tenant: Tenant, item: _TraceWork, close: bool, now: datetime,
-            root: SpanDict | None = None) -> None:
+            tool_classes: dict[str, str], root: SpanDict | None = None) -> None:
     """First recording of a trace's run from all of its spans so far."""
     trace, spans = item.trace, item.new
     if not assembly.has_genai(spans):
@@ -228,30 +233,29 @@ def _record(tenant: Tenant, item: _TraceWork, close: bool, now: datetime,
         return
     header = assembly.run_header(trace.trace_id, spans)
     records = assembly.assemble(trace.trace_id, spans, header["run_span_id"], TraceContext(),
-                                _tool_classes(tenant, spans))
+                                tool_classes)
     status, ended = "running", None
     if close:
         run_span = next((s for s in spans if s["span_id"] == header["run_span_id"]), None)
-        status, ended = assembly.run_end(header, run_span, root, trace.latest_end_unix_nano)
+        status, ended = assembly.run_end(header, run_span, root, 0)
     item.run = _run_in(header, records, status, ended)
     item.outcomes = records.outcomes
-    trace.run_header = header
     trace.recorded_at = now
     trace.state = OtlpTraceState.CLOSED if close else OtlpTraceState.OPEN
     if close:
         trace.closed_at = now
 
 
-def _append(tenant: Tenant, item: _TraceWork, root: SpanDict | None, now: datetime) -> None:
+def _append(item: _TraceWork, header: dict[str, Any], root: SpanDict | None, now: datetime,
+            tool_classes: dict[str, str]) -> None:
     trace = item.trace
-    header = trace.run_header
     records = assembly.assemble(trace.trace_id, item.new, header["run_span_id"], item.context,
-                                _tool_classes(tenant, item.new))
+                                tool_classes)
     status, ended = "running", None
     if root is not None:
         run_span = next((s for s in item.new if s["span_id"] == header["run_span_id"]),
                         None) or _stored_span(trace, header["run_span_id"])
-        status, ended = assembly.run_end(header, run_span, root, trace.latest_end_unix_nano)
+        status, ended = assembly.run_end(header, run_span, root, 0)
         trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
     item.run = _run_in(header, records, status, ended)
     item.outcomes = records.outcomes
@@ -266,6 +270,19 @@ def _run_in(header: dict[str, Any], records: Assembled, status: str, ended: date
         steps=records.steps, model_calls=records.model_calls, tool_calls=records.tool_calls,
         annotations=[AnnotationIn.model_validate(a) for a in records.annotations]
         + list(extra_notes))
+
+
+def _headers_of(tenant: Tenant, traces: list[OtlpTrace]) -> dict[str, dict[str, Any]]:
+    """The identity of the runs already recorded for ``traces``: appended batches repeat it."""
+    if not traces:
+        return {}
+    by_run_id = {t.run_id: t.trace_id for t in traces}
+    return {by_run_id[run.run_id]: {
+        "run_id": run.run_id, "agent_id": run.agent.agent_id, "agent_name": run.agent.name,
+        "trigger_ref": run.trigger_ref, "started_at": run.started_at.isoformat(),
+        "metadata": run.metadata, "run_span_id": run.metadata.get("run_span_id", ""),
+    } for run in Run.objects.filter(tenant=tenant, run_id__in=list(by_run_id)).select_related(
+        "agent")}
 
 
 def _tool_classes(tenant: Tenant, spans: list[SpanDict]) -> dict[str, str]:
@@ -313,10 +330,17 @@ def _store(tenant: Tenant, work: list[_TraceWork], now: datetime) -> None:
                 parent_span_id=span["parent_span_id"], name=span["name"][:500],
                 state=outcome.state, record_kind=outcome.record_kind, body=span,
                 received_at=now))
-    OtlpSpan.objects.bulk_create(rows, batch_size=500)
-    OtlpTrace.objects.bulk_update([w.trace for w in work], [
-        "state", "run_header", "recorded_at", "closed_at", "last_activity_at",
-        "latest_end_unix_nano"])
+    insert_all([(OtlpSpan, rows)])
+    # Most traces of a request change alike (new and closed at once): one UPDATE per kind.
+    changes: dict[tuple[Any, ...], list[int]] = {}
+    for item in work:
+        t = item.trace
+        changes.setdefault((t.state, t.recorded_at, t.closed_at, t.last_activity_at),
+                           []).append(t.pk)
+    for (state, recorded_at, closed_at, last_activity_at), pks in changes.items():
+        OtlpTrace.objects.filter(pk__in=pks).update(
+            state=state, recorded_at=recorded_at, closed_at=closed_at,
+            last_activity_at=last_activity_at)
 
 
 def _update_outcomes(trace: OtlpTrace, outcomes: dict[str, assembly.Outcome]) -> set[str]:
