@@ -168,8 +168,12 @@ SPECTACULAR_SETTINGS = {
 # Ingestion limits (issue: batches up to 5 MB / 1,000 records).
 LEDGER_BATCH_MAX_BYTES = env_int("LEDGER_BATCH_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 LEDGER_BATCH_MAX_RECORDS = env_int("LEDGER_BATCH_MAX_RECORDS", 1000, minimum=1)
+# OpenTelemetry spans on POST /v1/traces: the largest body (compressed or not), and how long a
+# trace without its root span stays quiet before its run is recorded (and, open, closed).
+LEDGER_OTLP_MAX_BYTES = env_int("LEDGER_OTLP_MAX_BYTES", LEDGER_BATCH_MAX_BYTES, minimum=1024)
+LEDGER_OTLP_QUIET_SECONDS = env_int("LEDGER_OTLP_QUIET_SECONDS", 60, minimum=0)
 # Django refuses bodies above this before our view could answer with a clear 413.
-DATA_UPLOAD_MAX_MEMORY_SIZE = LEDGER_BATCH_MAX_BYTES + 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(LEDGER_BATCH_MAX_BYTES, LEDGER_OTLP_MAX_BYTES) + 1024 * 1024
 # How often an API key's last use is written (seconds): one write per key per interval.
 LEDGER_API_KEY_TOUCH_INTERVAL = env_int("LEDGER_API_KEY_TOUCH_INTERVAL", 60, minimum=0)
 
@@ -194,6 +198,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "escalate-overdue-approvals": {"task": "approvals.escalate_overdue", "schedule": 60},
+    "assemble-idle-otel-traces": {"task": "runs.assemble_idle_otel_traces", "schedule": 10},
     "seal-tenant-digests": {
         "task": "runs.seal_tenant_digests",
         "schedule": env_int("LEDGER_DIGEST_INTERVAL", 300, minimum=10),

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
 from runs import views as run_pages
+from runs.otlp.views import TraceExport
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
@@ -14,6 +15,7 @@ urlpatterns = [
     path("approvals/<int:pk>/decide/", approval_pages.decide, name="approval-decide"),
     path("runs/<slug:tenant>/<str:run_id>/", run_pages.run_timeline, name="run-timeline"),
     path("api/v1/", include("ledger_portal.api.urls")),
+    path("v1/traces", TraceExport.as_view(), name="otlp-traces"),  # OTLP/HTTP's fixed path
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

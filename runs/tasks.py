@@ -30,3 +30,12 @@ def apply_retention() -> dict[str, int]:
     for tenant in Tenant.objects.filter(retention_days__isnull=False):
         removed[tenant.slug] = apply_to_tenant(tenant).removed_runs
     return removed
+
+
+@shared_task(name="runs.assemble_idle_otel_traces")
+def assemble_idle_otel_traces() -> dict[str, int]:
+    """Beat task: OpenTelemetry traces quiet for LEDGER_OTLP_QUIET_SECONDS move on (pending ones
+    are recorded as running runs, open ones closed)."""
+    from .otlp.services import assemble_idle_traces
+
+    return assemble_idle_traces()

@@ -38,7 +38,10 @@ WRITE_ONLY_ROUTES = {
                         "test_a_person_records_into_a_named_tenant_they_may_ingest_into",
     "api:decision-create": "tests/policies/test_decision_api.py::"
                            "test_decisions_are_taken_under_the_keys_own_tenant",
+    "otlp-traces": "tests/otlp/test_ingest_spans.py::test_a_globex_key_writes_only_into_globex",
 }
+# Machine routes outside /api/v1/ at paths fixed by their protocol (OTLP/HTTP).
+PROTOCOL_ROUTES = ("v1/traces",)
 
 
 def api_routes() -> list[tuple[str, URLPattern]]:
@@ -50,8 +53,8 @@ def api_routes() -> list[tuple[str, URLPattern]]:
                 ns = f"{namespace}:{p.namespace}" if namespace and p.namespace else (
                     p.namespace or namespace)
                 walk(p.url_patterns, ns, prefix + str(p.pattern))
-            elif (prefix + str(p.pattern)).startswith("api/v1/"):
-                found.append((f"{namespace}:{p.name}", p))
+            elif (prefix + str(p.pattern)).startswith(("api/v1/", *PROTOCOL_ROUTES)):
+                found.append((f"{namespace}:{p.name}" if namespace else p.name, p))
     walk(get_resolver().url_patterns, "", "")
     return found
 

@@ -1,6 +1,7 @@
 from .base import AppendOnlyViolation, LedgerRecord
 from .governance import ActionClass, Agent, RedactionRule, Tool
 from .integrity import TenantDigest
+from .otlp import OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
 from .records import (
     Annotation,
     AnnotationKind,
@@ -24,6 +25,10 @@ __all__ = [
     "LedgerRecord",
     "LegalHold",
     "ModelCall",
+    "OtlpSpan",
+    "OtlpSpanState",
+    "OtlpTrace",
+    "OtlpTraceState",
     "RedactionRule",
     "RemovalRecord",
     "Run",

@@ -1,0 +1,78 @@
+"""The OpenTelemetry span buffer: spans wait here, per (tenant, trace), until their run is
+assembled, and stay as the raw form of what became ledger records (or could not).
+
+Not ledger rows: a trace moves from pending to open to closed, a span from pending to its
+outcome. The ledger records themselves are written by ingestion, chained as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from ledger_portal.tenancy import TenantScopedQuerySet
+
+
+class OtlpTraceState(models.TextChoices):
+    PENDING = "pending"  # spans buffered, no run recorded yet
+    OPEN = "open"  # run recorded and running: new spans append to it
+    CLOSED = "closed"  # run closed: new spans are kept raw as late
+
+
+class OtlpTrace(models.Model):
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+")
+    trace_id = models.CharField(max_length=32, help_text="Lowercase hex, 16 bytes.")
+    run_id = models.CharField(max_length=200)
+    state = models.CharField(max_length=8, choices=OtlpTraceState.choices,
+                             default=OtlpTraceState.PENDING)
+    first_received_at = models.DateTimeField()
+    last_activity_at = models.DateTimeField(
+        help_text="When the trace last received a span or was recorded (the quiet period "
+        "counts from here).")
+    recorded_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "trace_id"],
+                                               name="otlp_trace_unique_per_tenant")]
+        indexes = [models.Index(fields=["state", "last_activity_at"],
+                                name="otlp_trace_idle")]
+
+    def __str__(self) -> str:
+        return f"{self.trace_id} ({self.state})"
+
+
+class OtlpSpanState(models.TextChoices):
+    PENDING = "pending"
+    RECORDED = "recorded"  # became a run, step, model call or tool call
+    UNMAPPED = "unmapped"  # no ledger record fits: kept raw, noted on the run
+    LATE = "late"  # arrived after its run closed: kept raw, reported on the run
+
+
+class OtlpSpan(models.Model):
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+")
+    trace = models.ForeignKey(OtlpTrace, on_delete=models.PROTECT, related_name="spans")
+    span_id = models.CharField(max_length=16, help_text="Lowercase hex, 8 bytes.")
+    parent_span_id = models.CharField(max_length=16, blank=True)
+    name = models.CharField(max_length=500, blank=True)
+    state = models.CharField(max_length=8, choices=OtlpSpanState.choices,
+                             default=OtlpSpanState.PENDING)
+    record_kind = models.CharField(max_length=20, blank=True,
+                                   help_text="The ledger record it became, if any.")
+    body = models.JSONField(help_text="The span as received (attributes decoded).")
+    received_at = models.DateTimeField()
+
+    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["trace", "span_id"],
+                                               name="otlp_span_unique_per_trace")]
+        indexes = [models.Index(fields=["trace", "state"], name="otlp_span_trace_state")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.span_id})"

@@ -1,0 +1,216 @@
+"""From the spans of one trace to the records of one run, in the ingestion format.
+
+No database here: the service hands in the spans, what became of the trace's earlier spans and
+the tenant's tool classes, and gets back a run (header, records, end) plus the outcome of every
+span. External ids are derived from the trace and span ids, so assembling the same spans twice
+gives the same records (ingestion's idempotency does the rest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..ingest_schema import ModelCallIn, StepIn, ToolCallIn, validation_errors
+from ..models import OtlpSpanState
+from . import genai
+from .genai import Kind
+from .wire import SpanDict
+
+
+def run_id_for(trace_id: str) -> str:
+    return f"otel-{trace_id}"
+
+
+def call_id_for(trace_id: str, span_id: str) -> str:
+    return f"otel-{trace_id}-{span_id}"
+
+
+def step_id_for(span_id: str) -> str:
+    return f"otel-{span_id}"
+
+
+def is_root(span: SpanDict) -> bool:
+    return not span["parent_span_id"]
+
+
+def has_genai(spans: list[SpanDict]) -> bool:
+    return any(genai.kind_of(s) != Kind.NOT_GENAI for s in spans)
+
+
+@dataclass
+class Outcome:
+    state: str
+    record_kind: str = ""
+
+
+@dataclass
+class TraceContext:
+    """What is known of a trace's spans recorded before: parents and the records they became."""
+
+    parents: dict[str, str] = field(default_factory=dict)
+    record_kinds: dict[str, str] = field(default_factory=dict)
+    steps_recorded: int = 0
+
+
+@dataclass
+class Assembled:
+    steps: list[StepIn] = field(default_factory=list)
+    model_calls: list[ModelCallIn] = field(default_factory=list)
+    tool_calls: list[ToolCallIn] = field(default_factory=list)
+    annotations: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+
+def choose_run_span(spans: list[SpanDict]) -> SpanDict | None:
+    """The outermost agent or workflow span: nested agents become steps of its run."""
+    by_id = {s["span_id"]: s for s in spans}
+
+    def depth(span: SpanDict) -> int:
+        n, seen, parent = 0, set(), span["parent_span_id"]
+        while parent in by_id and parent not in seen:
+            seen.add(parent)
+            n += 1
+            parent = by_id[parent]["parent_span_id"]
+        return n
+
+    candidates = [s for s in spans if genai.kind_of(s) == Kind.RUN]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda s: (depth(s), s["start_time_unix_nano"]))
+
+
+def run_header(trace_id: str, spans: list[SpanDict]) -> dict[str, Any]:
+    """The run's identity fields, fixed when it is first recorded (later batches repeat them)."""
+    run_span = choose_run_span(spans)
+    earliest = min(spans, key=lambda s: s["start_time_unix_nano"] or 2**63)
+    agent_id, agent_name = genai.agent_of(run_span, earliest)
+    started = genai.started(run_span or earliest) or genai.ended(run_span or earliest)
+    conversation = next((s["attributes"]["gen_ai.conversation.id"]
+                         for s in ([run_span] if run_span else []) + spans
+                         if s["attributes"].get("gen_ai.conversation.id")), "")
+    metadata = genai.run_metadata(run_span, earliest)  # names the run span: appends need it
+    if conversation:
+        metadata.setdefault("conversation_id", conversation)
+    return {"run_id": run_id_for(trace_id), "agent_id": agent_id, "agent_name": agent_name,
+            "trigger_ref": str(conversation)[:200],
+            "started_at": started.isoformat() if started else None,
+            "metadata": metadata,
+            "run_span_id": run_span["span_id"] if run_span else ""}
+
+
+def run_end(header: dict[str, Any], run_span: SpanDict | None, root: SpanDict | None,
+            latest_end_unix_nano: int) -> tuple[str, datetime | None]:
+    """How the run ended: its run span's outcome, else its root's; neither: cancelled (the
+    trace went quiet without reporting an end)."""
+    basis = run_span or root
+    if basis is not None:
+        status = "failed" if genai.failed(basis) else "succeeded"
+        end = genai.ended(basis)
+    else:
+        status, end = "cancelled", genai.timestamp(latest_end_unix_nano)
+    started = datetime.fromisoformat(header["started_at"])
+    if end is None or end < started:
+        end = started
+    return status, end
+
+
+def assemble(trace_id: str, spans: list[SpanDict], run_span_id: str, context: TraceContext,
+             tool_classes: dict[str, str]) -> Assembled:
+    """The records ``spans`` (new to the run) become, and each span's outcome."""
+    out = Assembled()
+    kinds = {s["span_id"]: genai.kind_of(s) for s in spans}
+    parents = {**context.parents, **{s["span_id"]: s["parent_span_id"] for s in spans}}
+    record_kinds = dict(context.record_kinds)
+    step_count = context.steps_recorded
+    ordered = sorted(spans, key=lambda s: s["start_time_unix_nano"])
+
+    # Steps first, so calls under a nested agent can name their step.
+    for span in ordered:
+        sid = span["span_id"]
+        if sid == run_span_id:
+            out.outcomes[sid] = Outcome(OtlpSpanState.RECORDED, "run")
+            record_kinds[sid] = "run"
+        elif kinds[sid] == Kind.RUN:
+            try:
+                out.steps.append(StepIn.model_validate(
+                    genai.step(span, step_id_for(sid), step_count)))
+            except ValidationError as exc:
+                _keep_raw(out, trace_id, span, _invalid(exc))
+                continue
+            step_count += 1
+            out.outcomes[sid] = Outcome(OtlpSpanState.RECORDED, "step")
+            record_kinds[sid] = "step"
+
+    def step_of(span_id: str) -> str | None:
+        seen: set[str] = set()
+        parent = parents.get(span_id, "")
+        while parent and parent not in seen:
+            seen.add(parent)
+            if record_kinds.get(parent) == "step":
+                return step_id_for(parent)
+            parent = parents.get(parent, "")
+        return None
+
+    for span in ordered:
+        sid, kind = span["span_id"], kinds[span["span_id"]]
+        if sid in out.outcomes:
+            continue
+        call_id = call_id_for(trace_id, sid)
+        try:
+            if kind == Kind.MODEL_CALL:
+                out.model_calls.append(ModelCallIn.model_validate(
+                    genai.model_call(span, call_id, step_of(sid))))
+                out.outcomes[sid] = Outcome(OtlpSpanState.RECORDED, "model_call")
+            elif kind == Kind.TOOL_CALL or (
+                    kind == Kind.MCP_TOOL_CALL and not _under_execute_tool(span, kinds,
+                                                                           record_kinds)):
+                name = genai.tool_name(span)
+                out.tool_calls.append(ToolCallIn.model_validate(genai.tool_call(
+                    span, call_id, step_of(sid), tool_classes.get(name, "read"))))
+                out.outcomes[sid] = Outcome(OtlpSpanState.RECORDED, "tool_call")
+            elif kind == Kind.MCP_TOOL_CALL:
+                _keep_raw(out, trace_id, span, "the MCP client call inside an execute_tool "
+                          "span, which records this tool call")
+            elif kind == Kind.RUN:
+                continue  # a step, done above (or kept raw)
+            else:
+                _keep_raw(out, trace_id, span, _why_unmapped(span, kind))
+        except ValidationError as exc:
+            _keep_raw(out, trace_id, span, _invalid(exc))
+    return out
+
+
+def _why_unmapped(span: SpanDict, kind: str) -> str:
+    if kind == Kind.NOT_GENAI:
+        return "not a GenAI span; no ledger record fits it"
+    attrs = span["attributes"]
+    operation = attrs.get("gen_ai.operation.name") or attrs.get("mcp.method.name")
+    if operation == genai.MCP_TOOL_CALL:
+        return "the server side of an MCP tool call (the client side records it)"
+    return f"GenAI operation {operation or '(none)'!r} has no ledger record"
+
+
+def _under_execute_tool(span: SpanDict, kinds: dict[str, str], record_kinds: dict[str, str]
+                        ) -> bool:
+    parent = span["parent_span_id"]
+    return kinds.get(parent) == Kind.TOOL_CALL or record_kinds.get(parent) == "tool_call"
+
+
+def _invalid(exc: ValidationError) -> str:
+    return "not a valid ledger record: " + "; ".join(
+        f"{e['path']}: {e['message']}" for e in validation_errors(exc)[:5])
+
+
+def _keep_raw(out: Assembled, trace_id: str, span: SpanDict, reason: str) -> None:
+    """An unmapped span is chained on its run as a note carrying the whole span."""
+    out.annotations.append({
+        "annotation_id": call_id_for(trace_id, span["span_id"]),
+        "kind": "note",
+        "body": f"OpenTelemetry span {span['name'][:200]!r} kept raw: {reason}"[:20_000],
+        "data": {"otel_span": span, "reason": reason},
+    })
+    out.outcomes[span["span_id"]] = Outcome(OtlpSpanState.UNMAPPED, "annotation")

@@ -1,0 +1,372 @@
+"""OTLP spans into the ledger: buffer per (tenant, trace), assemble, record through ingestion.
+
+A trace's spans may come in several requests and in any order. They wait in the buffer until
+the trace's run can be recorded:
+
+- its root span arrives (the root ends last; the trace is complete): the run is recorded from
+  every span so far and closed in the same transaction;
+- or the trace stays quiet for ``LEDGER_OTLP_QUIET_SECONDS`` without its root (a long run, or a
+  root that lives in a service that does not export here): the beat task records the run as
+  running. Later spans append to it; its root, or another quiet period, closes it.
+
+Spans of a closed run are kept raw (state ``late``) and reported by a note on the run. Spans no
+ledger record fits are chained on their run as notes carrying the whole span; a trace with no
+GenAI span at all records no run, and its spans stay in the buffer, unmapped. Records go in
+through ``ingest_batch``, so chains, idempotency and conflicts are the ledger's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ledger_portal.models import Tenant
+
+from ..annotations import annotate
+from ..bulk import insert_all
+from ..ingest import ingest_batch
+from ..ingest_schema import AnnotationIn, BatchIn, RunIn
+from ..models import (
+    AnnotationKind,
+    OtlpSpan,
+    OtlpSpanState,
+    OtlpTrace,
+    OtlpTraceState,
+    Run,
+    RunStatus,
+    Tool,
+)
+from . import assembly
+from .assembly import Assembled, TraceContext
+from .wire import DecodedSpans, SpanDict
+
+
+@dataclass
+class ExportResult:
+    accepted: int = 0
+    rejected: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        return "; ".join(self.notes)
+
+
+@dataclass
+class _TraceWork:
+    trace: OtlpTrace
+    new: list[SpanDict]
+    context: TraceContext = field(default_factory=TraceContext)
+    pending_pks: list[int] = field(default_factory=list)
+    outcomes: dict[str, assembly.Outcome] = field(default_factory=dict)
+    run: RunIn | None = None
+
+
+def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
+                  now: datetime | None = None) -> ExportResult:
+    """Buffer ``decoded``'s spans in ``tenant`` and record what can be recorded, atomically."""
+    now = now or timezone.now()
+    result = ExportResult(rejected=len(decoded.rejected))
+    if decoded.rejected:
+        result.notes.append(f"{len(decoded.rejected)} span(s) rejected: "
+                            + "; ".join(decoded.rejected[:5]))
+    by_trace: dict[str, dict[str, SpanDict]] = {}
+    for span in decoded.spans:
+        by_trace.setdefault(span["trace_id"], {}).setdefault(span["span_id"], span)
+    result.accepted = sum(len(spans) for spans in by_trace.values())
+    if not by_trace:
+        return result
+
+    with transaction.atomic():
+        traces = _claim_traces(tenant, by_trace, now)
+        known = _known_spans(traces)
+        work: list[_TraceWork] = []
+        for trace_id, spans in sorted(by_trace.items()):
+            trace = traces[trace_id]
+            seen = known.get(trace.pk, {})
+            new = [s for sid, s in spans.items() if sid not in seen]
+            if not new:
+                continue  # a retried export: everything already buffered
+            item = _TraceWork(trace, new)
+            for sid, (parent, record_kind, state, pk) in seen.items():
+                item.context.parents[sid] = parent
+                if record_kind:
+                    item.context.record_kinds[sid] = record_kind
+                    item.context.steps_recorded += record_kind == "step"
+                if state == OtlpSpanState.PENDING:
+                    item.pending_pks.append(pk)
+            trace.last_activity_at = now
+            work.append(item)
+
+        _plan(tenant, work, result, now, _tool_classes(tenant, decoded.spans))
+        runs = [w.run for w in work if w.run is not None]
+        if runs:
+            ingest_batch(tenant, BatchIn(runs=runs), recorded_by=recorded_by)
+        _store(tenant, work, now)
+        _report_late(tenant, work, recorded_by, result)
+    return result
+
+
+def assemble_idle_traces(now: datetime | None = None, limit: int = 500) -> dict[str, int]:
+    """Beat task body: record quiet pending traces as running runs; close quiet open runs."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.LEDGER_OTLP_QUIET_SECONDS)
+    idle = list(OtlpTrace.objects.filter(
+        state__in=[OtlpTraceState.PENDING, OtlpTraceState.OPEN], last_activity_at__lte=cutoff,
+    ).order_by("last_activity_at").values_list("pk", flat=True)[:limit])
+    done = {"recorded": 0, "closed": 0}
+    for trace_pk in idle:
+        outcome = advance_idle_trace(trace_pk, now)
+        if outcome:
+            done[outcome] += 1
+    return done
+
+
+def advance_idle_trace(trace_pk: int, now: datetime | None = None) -> str | None:
+    """One quiet trace one step on: pending -> recorded (running), open -> closed."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.LEDGER_OTLP_QUIET_SECONDS)
+    with transaction.atomic():
+        trace = OtlpTrace.objects.select_for_update().select_related("tenant").filter(
+            pk=trace_pk, last_activity_at__lte=cutoff).first()
+        if trace is None or trace.state == OtlpTraceState.CLOSED:
+            return None  # new spans came, or another worker did it
+        tenant = trace.tenant
+        if trace.state == OtlpTraceState.PENDING:
+            rows = list(OtlpSpan.objects.filter(trace=trace, state=OtlpSpanState.PENDING)
+                        .values_list("pk", "body"))
+            item = _TraceWork(trace, [body for _, body in rows])
+            _record(tenant, item, close=False, now=now,
+                    tool_classes=_tool_classes(tenant, item.new))
+            if item.run is not None:
+                ingest_batch(tenant, BatchIn(runs=[item.run]), recorded_by="ledger-portal")
+            _update_outcomes(trace, item.outcomes)
+            trace.last_activity_at = now  # the close waits for another quiet period
+            trace.save()
+            return "recorded" if trace.state == OtlpTraceState.OPEN else "closed"
+        header = _headers_of(tenant, [trace])[trace.trace_id]
+        run_span = _stored_span(trace, header["run_span_id"])
+        latest_end = max((body["end_time_unix_nano"] for body in OtlpSpan.objects.filter(
+            trace=trace).values_list("body", flat=True).iterator()), default=0)
+        status, ended = assembly.run_end(header, run_span, None, latest_end)
+        note = AnnotationIn(
+            annotation_id=f"otel-{trace.trace_id}-closed", kind="note",
+            body=f"Closed after {settings.LEDGER_OTLP_QUIET_SECONDS} s without spans; the "
+            "trace's root span never arrived.",
+            data={"status": status, "quiet_seconds": settings.LEDGER_OTLP_QUIET_SECONDS})
+        ingest_batch(tenant, BatchIn(runs=[_run_in(header, Assembled(),
+                                                     status, ended, [note])]),
+                     recorded_by="ledger-portal")
+        trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
+        trace.save()
+        return "closed"
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+
+def _claim_traces(tenant: Tenant, by_trace: dict[str, dict[str, SpanDict]], now: datetime
+                  ) -> dict[str, OtlpTrace]:
+    """The buffer rows of these traces, created if new, locked (in one order: no deadlocks)."""
+    ids = sorted(by_trace)
+    OtlpTrace.objects.bulk_create([
+        OtlpTrace(tenant=tenant, trace_id=tid, run_id=assembly.run_id_for(tid),
+                  first_received_at=now, last_activity_at=now) for tid in ids
+    ], ignore_conflicts=True)
+    return {t.trace_id: t for t in OtlpTrace.objects.select_for_update().filter(
+        tenant=tenant, trace_id__in=ids).order_by("trace_id")}
+
+
+def _known_spans(traces: dict[str, OtlpTrace]) -> dict[int, dict[str, tuple[str, str, str, int]]]:
+    known: dict[int, dict[str, tuple[str, str, str, int]]] = {}
+    rows = OtlpSpan.objects.filter(trace__in=[t.pk for t in traces.values()]).values_list(
+        "trace_id", "span_id", "parent_span_id", "record_kind", "state", "pk")
+    for trace_pk, span_id, parent, record_kind, state, pk in rows:
+        known.setdefault(trace_pk, {})[span_id] = (parent, record_kind, state, pk)
+    return known
+
+
+def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: datetime,
+          tool_classes: dict[str, str]) -> None:
+    headers = _headers_of(tenant, [w.trace for w in work
+                                   if w.trace.state == OtlpTraceState.OPEN])
+    pending_bodies = _bodies([pk for w in work if w.trace.state == OtlpTraceState.PENDING
+                              and any(assembly.is_root(s) for s in w.new)
+                              for pk in w.pending_pks])
+    for item in work:
+        trace = item.trace
+        root = next((s for s in item.new if assembly.is_root(s)), None)
+        if trace.state == OtlpTraceState.CLOSED:
+            item.outcomes = {s["span_id"]: assembly.Outcome(OtlpSpanState.LATE)
+                             for s in item.new}
+            where = (f"run {trace.run_id!r}, see the note on it" if trace.recorded_at else
+                     "a trace recorded no run for (no GenAI spans)")
+            result.notes.append(f"{len(item.new)} span(s) of trace {trace.trace_id} arrived "
+                                f"after {where} closed; kept raw")
+        elif trace.state == OtlpTraceState.OPEN:
+            _append(item, headers[trace.trace_id], root, now, tool_classes)
+        elif root is not None:
+            earlier = [pending_bodies[pk] for pk in item.pending_pks]
+            item.new = earlier + item.new
+            _record(tenant, item, close=True, now=now, root=root, tool_classes=tool_classes)
+            if trace.recorded_at is None:
+                result.notes.append(f"trace {trace.trace_id} has no GenAI spans: no run "
+                                    f"recorded, {len(item.new)} span(s) kept raw")
+        else:
+            item.outcomes = {s["span_id"]: assembly.Outcome(OtlpSpanState.PENDING)
+                             for s in item.new}
+
+
+def _record(tenant: Tenant, item: _TraceWork, close: bool, now: datetime,
+            tool_classes: dict[str, str], root: SpanDict | None = None) -> None:
+    """First recording of a trace's run from all of its spans so far."""
+    trace, spans = item.trace, item.new
+    if not assembly.has_genai(spans):
+        item.outcomes = {s["span_id"]: assembly.Outcome(OtlpSpanState.UNMAPPED) for s in spans}
+        trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
+        return
+    header = assembly.run_header(trace.trace_id, spans)
+    records = assembly.assemble(trace.trace_id, spans, header["run_span_id"], TraceContext(),
+                                tool_classes)
+    status, ended = "running", None
+    if close:
+        run_span = next((s for s in spans if s["span_id"] == header["run_span_id"]), None)
+        status, ended = assembly.run_end(header, run_span, root, 0)
+    item.run = _run_in(header, records, status, ended)
+    item.outcomes = records.outcomes
+    trace.recorded_at = now
+    trace.state = OtlpTraceState.CLOSED if close else OtlpTraceState.OPEN
+    if close:
+        trace.closed_at = now
+
+
+def _append(item: _TraceWork, header: dict[str, Any], root: SpanDict | None, now: datetime,
+            tool_classes: dict[str, str]) -> None:
+    trace = item.trace
+    records = assembly.assemble(trace.trace_id, item.new, header["run_span_id"], item.context,
+                                tool_classes)
+    status, ended = "running", None
+    if root is not None:
+        run_span = next((s for s in item.new if s["span_id"] == header["run_span_id"]),
+                        None) or _stored_span(trace, header["run_span_id"])
+        status, ended = assembly.run_end(header, run_span, root, 0)
+        trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
+    item.run = _run_in(header, records, status, ended)
+    item.outcomes = records.outcomes
+
+
+def _run_in(header: dict[str, Any], records: Assembled, status: str, ended: datetime | None,
+            extra_notes: Iterable[AnnotationIn] = ()) -> RunIn:
+    return RunIn(
+        run_id=header["run_id"], agent_id=header["agent_id"], agent_name=header["agent_name"],
+        trigger_ref=header["trigger_ref"], started_at=header["started_at"],
+        metadata=header["metadata"], status=RunStatus(status), ended_at=ended,
+        steps=records.steps, model_calls=records.model_calls, tool_calls=records.tool_calls,
+        annotations=[AnnotationIn.model_validate(a) for a in records.annotations]
+        + list(extra_notes))
+
+
+def _headers_of(tenant: Tenant, traces: list[OtlpTrace]) -> dict[str, dict[str, Any]]:
+    """The identity of the runs already recorded for ``traces``: appended batches repeat it."""
+    if not traces:
+        return {}
+    by_run_id = {t.run_id: t.trace_id for t in traces}
+    return {by_run_id[run.run_id]: {
+        "run_id": run.run_id, "agent_id": run.agent.agent_id, "agent_name": run.agent.name,
+        "trigger_ref": run.trigger_ref, "started_at": run.started_at.isoformat(),
+        "metadata": run.metadata, "run_span_id": run.metadata.get("run_span_id", ""),
+    } for run in Run.objects.filter(tenant=tenant, run_id__in=list(by_run_id)).select_related(
+        "agent")}
+
+
+def _tool_classes(tenant: Tenant, spans: list[SpanDict]) -> dict[str, str]:
+    from . import genai
+
+    names = {genai.tool_name(s) for s in spans
+             if genai.kind_of(s) in (genai.Kind.TOOL_CALL, genai.Kind.MCP_TOOL_CALL)}
+    if not names:
+        return {}
+    return dict(Tool.objects.filter(tenant=tenant, name__in=names).values_list(
+        "name", "action_class"))
+
+
+def _bodies(pks: list[int]) -> dict[int, SpanDict]:
+    if not pks:
+        return {}
+    return dict(OtlpSpan.objects.filter(pk__in=pks).values_list("pk", "body"))
+
+
+def _stored_span(trace: OtlpTrace, span_id: str) -> SpanDict | None:
+    if not span_id:
+        return None
+    body = OtlpSpan.objects.filter(trace=trace, span_id=span_id).values_list(
+        "body", flat=True).first()
+    return body
+
+
+# -- storing -----------------------------------------------------------------------------------
+
+
+def _store(tenant: Tenant, work: list[_TraceWork], now: datetime) -> None:
+    rows: list[OtlpSpan] = []
+    for item in work:
+        earlier = set()
+        if item.pending_pks and item.trace.state != OtlpTraceState.PENDING:
+            # Pending spans assembled now were merged into item.new; they are updated, not new.
+            earlier = _update_outcomes(item.trace, item.outcomes)
+        for span in item.new:
+            if span["span_id"] in earlier:
+                continue
+            outcome = item.outcomes.get(span["span_id"]) or assembly.Outcome(
+                OtlpSpanState.PENDING)
+            rows.append(OtlpSpan(
+                tenant=tenant, trace=item.trace, span_id=span["span_id"],
+                parent_span_id=span["parent_span_id"], name=span["name"][:500],
+                state=outcome.state, record_kind=outcome.record_kind, body=span,
+                received_at=now))
+    insert_all([(OtlpSpan, rows)])
+    # Most traces of a request change alike (new and closed at once): one UPDATE per kind.
+    changes: dict[tuple[Any, ...], list[int]] = {}
+    for item in work:
+        t = item.trace
+        changes.setdefault((t.state, t.recorded_at, t.closed_at, t.last_activity_at),
+                           []).append(t.pk)
+    for (state, recorded_at, closed_at, last_activity_at), pks in changes.items():
+        OtlpTrace.objects.filter(pk__in=pks).update(
+            state=state, recorded_at=recorded_at, closed_at=closed_at,
+            last_activity_at=last_activity_at)
+
+
+def _update_outcomes(trace: OtlpTrace, outcomes: dict[str, assembly.Outcome]) -> set[str]:
+    """Write the outcome of spans already in the buffer; return their span ids."""
+    stored = OtlpSpan.objects.filter(trace=trace, state=OtlpSpanState.PENDING)
+    pending = set(stored.values_list("span_id", flat=True))
+    groups: dict[tuple[str, str], list[str]] = {}
+    for span_id, outcome in outcomes.items():
+        if span_id in pending:
+            groups.setdefault((outcome.state, outcome.record_kind), []).append(span_id)
+    for (state, record_kind), span_ids in groups.items():
+        stored.filter(span_id__in=span_ids).update(state=state, record_kind=record_kind)
+    return pending
+
+
+def _report_late(tenant: Tenant, work: list[_TraceWork], recorded_by: str,
+                 result: ExportResult) -> None:
+    for item in work:
+        late = [s for s in item.new
+                if item.outcomes.get(s["span_id"], None) is not None
+                and item.outcomes[s["span_id"]].state == OtlpSpanState.LATE]
+        if not late or item.trace.recorded_at is None:
+            continue
+        annotate(tenant, AnnotationKind.NOTE,
+                 f"{len(late)} OpenTelemetry span(s) arrived after this run closed; kept raw "
+                 "in the span buffer, not recorded.",
+                 run_id=item.trace.run_id, by=recorded_by or None,
+                 data={"late_spans": [{"span_id": s["span_id"], "name": s["name"],
+                                       "parent_span_id": s["parent_span_id"]} for s in late]})
