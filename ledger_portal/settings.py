@@ -204,6 +204,8 @@ LEDGER_NOTIFIER = env_str("LEDGER_NOTIFIER", "approvals.notify.EmailNotifier")
 LEDGER_NOTIFY_WEBHOOK_URL = env_str("LEDGER_NOTIFY_WEBHOOK_URL", "") or ""
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ledger-portal@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Resolves tools' secret references (env:NAME by default); a class with resolve(reference).
+LEDGER_SECRETS_BACKEND = env_str("LEDGER_SECRETS_BACKEND", "runs.secrets.EnvironmentSecrets")
 # The longest a client may block on GET /api/v1/approvals/<id>/?wait=N (seconds).
 LEDGER_APPROVAL_MAX_WAIT = env_int("LEDGER_APPROVAL_MAX_WAIT", 30, minimum=0)
 # Public keys of earlier signing keys (base64), still trusted when verifying old digests.

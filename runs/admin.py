@@ -164,10 +164,22 @@ class AgentAdmin(GovernanceAdmin):
 
 @admin.register(Tool)
 class ToolAdmin(GovernanceAdmin):
-    list_display = ["name", "action_class", "supports_rollback", "tenant", "updated_at"]
-    list_filter = ["action_class", "tenant"]
+    list_display = ["name", "action_class", "connector", "dry_run_via", "supports_rollback",
+                    "supports_idempotency", "tenant", "updated_at"]
+    list_filter = ["action_class", "connector", "tenant"]
     search_fields = ["name"]
-    fields = ["tenant", "name", "action_class", "supports_rollback", "description"]
+    fieldsets = [
+        (None, {"fields": ["tenant", "name", "action_class", "description"]}),
+        ("Connector", {"fields": ["connector", "endpoint", "remote_name", "timeout_ms",
+                                  "secret_ref"],
+                       "description": "How the portal reaches the tool for replays and "
+                       "rollbacks. The secret reference names where the credential lives "
+                       "(env:NAME); the credential itself is never stored here."}),
+        ("Dry run, compensation, idempotency", {"fields": [
+            "dry_run_via", "dry_run_name", "supports_rollback", "compensate_endpoint",
+            "supports_idempotency"]}),
+        ("Comparison", {"fields": ["volatile_fields"]}),
+    ]
     actions = ["freeze", "freeze_to_sandbox", "unfreeze"]
 
     def _freeze(self, request: HttpRequest, queryset: QuerySet[Tool], mode: str | None) -> None:

@@ -1,5 +1,5 @@
 from .base import AppendOnlyViolation, LedgerRecord
-from .governance import ActionClass, Agent, RedactionRule, Tool
+from .governance import ActionClass, Agent, ConnectorKind, DryRunVia, RedactionRule, Tool
 from .integrity import TenantDigest
 from .records import (
     Annotation,
@@ -20,6 +20,8 @@ __all__ = [
     "AnnotationKind",
     "AppendOnlyViolation",
     "Classification",
+    "ConnectorKind",
+    "DryRunVia",
     "LedgerRecord",
     "ModelCall",
     "RedactionRule",
