@@ -198,7 +198,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "runs.seal_tenant_digests",
         "schedule": env_int("LEDGER_DIGEST_INTERVAL", 300, minimum=10),
     },
+    "watch-replays": {"task": "runs.watch_replays", "schedule": 60},
 }
+# Replays: the longest one may run (seconds; past it the beat task fails it), how often one
+# waiting for a person looks again, and how often a transient tool failure is retried.
+LEDGER_REPLAY_TIME_LIMIT = env_int("LEDGER_REPLAY_TIME_LIMIT", 3600, minimum=10)
+LEDGER_REPLAY_APPROVAL_POLL = env_int("LEDGER_REPLAY_APPROVAL_POLL", 10, minimum=1)
+LEDGER_REPLAY_TRANSIENT_RETRIES = env_int("LEDGER_REPLAY_TRANSIENT_RETRIES", 2, minimum=0)
 # Who hears about HITL requests that wait too long (escalations and expiries).
 LEDGER_NOTIFIER = env_str("LEDGER_NOTIFIER", "approvals.notify.EmailNotifier")
 LEDGER_NOTIFY_WEBHOOK_URL = env_str("LEDGER_NOTIFY_WEBHOOK_URL", "") or ""

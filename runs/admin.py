@@ -21,7 +21,17 @@ from ledger_portal.admin_base import (
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 
-from .models import Agent, Annotation, ModelCall, RedactionRule, Run, Step, Tool, ToolCall
+from .models import (
+    Agent,
+    Annotation,
+    ModelCall,
+    RedactionRule,
+    Replay,
+    Run,
+    Step,
+    Tool,
+    ToolCall,
+)
 
 
 class RecentFilter(admin.SimpleListFilter):
@@ -223,3 +233,23 @@ class RedactionRuleAdmin(GovernanceAdmin):
     list_filter = ["label", "tenant"]
     search_fields = ["pattern"]
     fields = ["tenant", "pattern", "label", "note"]
+
+
+@admin.register(Replay)
+class ReplayAdmin(TenantScopedAdmin):
+    """Replays, read-only here: they are started from the run timeline, the API or the CLI."""
+
+    list_display = ["id", "run", "tenant", "mode", "status", "steps_done", "steps_total",
+                    "divergent_steps", "requested_by_label", "created_at", "page"]
+    list_filter = ["status", "mode"]
+    list_select_related = ["tenant", "run"]
+    ordering = ["-id"]
+    raw_id_fields = ["run", "approval", "policy_version"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="replay page")
+    def page(self, replay: Replay) -> str:
+        url = reverse("replay-detail", args=[replay.tenant.slug, replay.pk])
+        return format_html('<a href="{}">open</a>', url)

@@ -12,6 +12,14 @@ from .records import (
     ToolCall,
     ToolCallStatus,
 )
+from .replay import (
+    Replay,
+    ReplayMode,
+    ReplayStatus,
+    ReplayStep,
+    StepMode,
+    StepStatus,
+)
 
 __all__ = [
     "ActionClass",
@@ -25,9 +33,15 @@ __all__ = [
     "LedgerRecord",
     "ModelCall",
     "RedactionRule",
+    "Replay",
+    "ReplayMode",
+    "ReplayStatus",
+    "ReplayStep",
     "Run",
     "RunStatus",
     "Step",
+    "StepMode",
+    "StepStatus",
     "TenantDigest",
     "Tool",
     "ToolCall",
