@@ -19,7 +19,17 @@ from approvals.services import request_approval
 from ledger_portal.models import ApiKey, Tenant
 from policies.models import Decision, Policy, PolicyVersion
 from policies.services import ProposedCall, create_draft, decide_tool_call
-from runs.models import Agent, Annotation, ModelCall, RedactionRule, Run, Step, Tool, ToolCall
+from runs.models import (
+    Agent,
+    Annotation,
+    ModelCall,
+    RedactionRule,
+    Replay,
+    Run,
+    Step,
+    Tool,
+    ToolCall,
+)
 
 # Routes that only write; their tenant boundary is tested where their behaviour is.
 WRITE_ONLY_ROUTES = {
@@ -75,10 +85,12 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     backtest = BackTest.objects.create(tenant=acme, version=published,
                                        window_from=timezone.now(), window_to=timezone.now())
     stored = Run.objects.get(run_id=run["run_id"])
+    replay = Replay.objects.create(tenant=acme, run=stored, requested_by_label="alice")
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
         "call_id": run["tool_calls"][0]["call_id"],
         "pk": approval.pk,
+        "replay_id": replay.pk,
         "objects": {
             Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
             Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored)[0].tool,
@@ -93,6 +105,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             Decision: decision,
             GovernedException: exception,
             BackTest: backtest,
+            Replay: replay,
         },
     }
 

@@ -73,11 +73,8 @@ class HttpConnector(ToolEndpoint):
                               elapsed())
         output = self.clean_output(parse_body(response.content))
         code = response.status_code
-        if code >= 500:
-            return ToolResult(False, output, TRANSIENT, f"the tool answered HTTP {code}",
-                              elapsed())
         if code >= 400:
             detail = response.content[:300].decode("utf-8", errors="replace")
-            return ToolResult(False, output, FAILED,
+            return ToolResult(False, output, TRANSIENT if code >= 500 else FAILED,
                               self.clean(f"the tool answered HTTP {code}: {detail}"), elapsed())
         return ToolResult(True, output, SUCCEEDED, "", elapsed())

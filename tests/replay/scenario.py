@@ -16,7 +16,7 @@ from .toolservers import Seen, ToolServer
 
 RUN_ID = "run-refund-42"
 T0 = "2026-01-05T10:00:00+00:00"
-RECORDED = {
+RECORDED: dict[str, dict[str, Any]] = {
     "c1": {"customer_id": "cust-1", "name": "Ada", "fetched_at": "2026-01-05T10:00:01Z"},
     "c2": {"refund_id": "r-77", "amount_cents": 500, "state": "refunded"},
     "c3": {"sent": True, "message_id": "m-1"},
@@ -56,7 +56,7 @@ def same_as_recorded(call_id: str, **changes: Any) -> Any:
 def wire_tools(tenant: Any, server: ToolServer, **overrides: dict[str, Any]) -> dict[str, Tool]:
     """lookup_customer: HTTP with a dry-run header; refund_payment: HTTP with a dry-run flag,
     idempotent; send_email: HTTP without any dry-run (never called in sandbox)."""
-    config = {
+    config: dict[str, dict[str, Any]] = {
         "lookup_customer": {"connector": "http", "endpoint": server.route(
             "/lookup", same_as_recorded("c1", fetched_at="2026-02-01T00:00:00Z")),
             "dry_run_via": "header", "dry_run_name": "X-Dry-Run",

@@ -3,6 +3,8 @@ the original idempotency keys, outage mode forces sandbox, outputs are compared.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.core.exceptions import PermissionDenied
 
@@ -52,7 +54,7 @@ def test_every_replayed_call_gets_a_fresh_recorded_decision_in_sandbox_mode(
         acme, alice, recorded):
     version = allow_everything(acme)
     replay = walk(start_replay(stored_run(acme), alice, policy_version=version))
-    decisions = [s.decision for s in ReplayStep.objects.filter(replay=replay).order_by("seq")]
+    decisions: list[Any] = [s.decision for s in ReplayStep.objects.filter(replay=replay).order_by("seq")]
     assert all(isinstance(d, Decision) for d in decisions)
     assert {(d.mode, d.policy_version_id, d.run_id) for d in decisions} == {
         ("sandbox", version.pk, RUN_ID)}
@@ -98,7 +100,7 @@ def test_a_changed_output_is_a_flagged_divergence(acme, alice, record, tool_serv
 def test_a_live_replay_waits_for_approval_then_reuses_the_original_idempotency_keys(
         acme, alice, recorded, tool_server):
     allow_everything(acme)
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
     assert replay.status == "waiting_approval"
     assert replay.approval.kind == Kind.LIVE_REPLAY
     assert walk(replay).status == "waiting_approval"
@@ -116,14 +118,14 @@ def test_a_live_replay_waits_for_approval_then_reuses_the_original_idempotency_k
 
 
 def test_nobody_approves_their_own_live_replay(acme, alice, recorded):
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
     with pytest.raises(PermissionDenied):
         decide_approval(replay.approval, alice, approve=True, justification="mine")
 
 
 def test_a_rejected_live_replay_stops_without_calling_anything(acme, alice, recorded,
                                                               tool_server):
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
     decide_approval(replay.approval, approver(acme), approve=False, justification="not now")
     replay = walk(replay)
     assert replay.status == "rejected"
@@ -136,7 +138,7 @@ def test_a_live_call_that_policy_denies_is_not_sent(acme, alice, recorded, tool_
 
     allow_everything(acme)
     freeze_tool(acme, "refund_payment", alice)
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
     approve(replay.approval)
     replay = walk(replay)
     step = ReplayStep.objects.get(replay=replay, call_id=f"{RUN_ID}-c2")
@@ -147,7 +149,7 @@ def test_a_live_call_that_policy_denies_is_not_sent(acme, alice, recorded, tool_
 def test_a_live_replay_pauses_at_a_hitl_checkpoint_and_resumes_on_approval(
         acme, alice, recorded, tool_server):
     # no policy published: reads are allowed, writes need a person
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
     dana = approver(acme)
     approve(replay.approval)
     replay = walk(replay)
@@ -200,7 +202,7 @@ def test_an_approved_request_to_leave_sandbox_lets_a_live_replay_run_in_outage(
 def test_outage_mode_forces_a_running_live_replay_into_sandbox(acme, alice, recorded,
                                                                tool_server):
     allow_everything(acme)
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
     approve(replay.approval)
     acme.outage_mode = True
     acme.save()
@@ -213,7 +215,7 @@ def test_outage_mode_forces_a_running_live_replay_into_sandbox(acme, alice, reco
 def test_a_call_interrupted_in_flight_is_resent_with_the_same_key(acme, alice, recorded,
                                                                   tool_server):
     allow_everything(acme)
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
     approve(replay.approval)
     # what a worker killed mid-call leaves behind: step 1 done, step 2 sent, no answer
     ReplayStep.objects.create(tenant=acme, replay=replay, seq=1, call_id=f"{RUN_ID}-c1",
@@ -234,7 +236,7 @@ def test_a_call_interrupted_in_flight_is_resent_with_the_same_key(acme, alice, r
 def test_an_interrupted_call_to_a_tool_without_idempotency_is_not_resent(
         acme, alice, recorded, tool_server):
     allow_everything(acme)
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
     approve(replay.approval)
     for seq, (call, tool) in enumerate((("c1", "lookup_customer"), ("c2", "refund_payment")),
                                        start=1):
