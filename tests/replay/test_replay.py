@@ -54,7 +54,8 @@ def test_every_replayed_call_gets_a_fresh_recorded_decision_in_sandbox_mode(
         acme, alice, recorded):
     version = allow_everything(acme)
     replay = walk(start_replay(stored_run(acme), alice, policy_version=version))
-    decisions: list[Any] = [s.decision for s in ReplayStep.objects.filter(replay=replay).order_by("seq")]
+    steps = ReplayStep.objects.filter(replay=replay).order_by("seq")
+    decisions: list[Any] = [s.decision for s in steps]
     assert all(isinstance(d, Decision) for d in decisions)
     assert {(d.mode, d.policy_version_id, d.run_id) for d in decisions} == {
         ("sandbox", version.pk, RUN_ID)}
