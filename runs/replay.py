@@ -19,6 +19,7 @@ import os
 import socket
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -262,9 +263,13 @@ def _walk(replay: Replay, options: WalkOptions) -> None:
         step = earlier.get(seq)
         if step is not None and step.status in DONE_STEP_STATUSES:
             continue
-        step = _replay_call(replay, seq, call, tools[call["tool_id"]], step, options)
-        Replay.objects.filter(pk=replay.pk).update(
-            steps_done=seq, divergent_steps=F("divergent_steps") + int(step.flagged))
+        # A sandbox step (nothing with side effects) is one transaction: its decision, its
+        # row and the progress commit together, one commit per step. A live step commits its
+        # attempt before the call goes out, so it cannot sit inside one transaction.
+        with transaction.atomic() if replay.mode == ReplayMode.SANDBOX else nullcontext():
+            step = _replay_call(replay, seq, call, tools[call["tool_id"]], step, options)
+            Replay.objects.filter(pk=replay.pk).update(
+                steps_done=seq, divergent_steps=F("divergent_steps") + int(step.flagged))
         replay.steps_done = seq
 
 
