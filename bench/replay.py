@@ -75,7 +75,7 @@ def prepare(tool_calls: int, url: str) -> tuple[Any, Any, Any]:
     grant_role(publisher, "manage_policies", tenant)
     policy = Policy.objects.create(tenant=tenant, name="bench-tools")
     draft = create_draft(policy, None, "bench rules")
-    for i, (name, fields) in enumerate([
+    rules: list[tuple[str, dict[str, Any]]] = [
             ("no deletes", {"action_classes": ["delete"], "effect": "deny"}),
             ("exfil needs a person live", {"action_classes": ["exfil"], "modes": ["live"],
                                            "effect": "require_approval"}),
@@ -83,7 +83,8 @@ def prepare(tool_calls: int, url: str) -> tuple[Any, Any, Any]:
                                             "effect": "sandbox_only"}),
             ("big refunds", {"tool": "refund_*", "condition": "args.amount_cents > 100000",
                              "effect": "require_approval"}),
-            ("frozen", {"tool": "drop_database", "effect": "deny"})]):
+            ("frozen", {"tool": "drop_database", "effect": "deny"})]
+    for i, (name, fields) in enumerate(rules):
         Rule.objects.create(tenant=tenant, version=draft, position=i, name=name, **fields)
     publish_policy_version(draft, publisher)
     return tenant, Run.objects.select_related("tenant", "agent").get(

@@ -161,6 +161,8 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "runs.models.RunStatus",
         "ToolCallStatusEnum": "runs.models.ToolCallStatus",
         "ActionClassEnum": "runs.models.ActionClass",
+        "ReplayModeEnum": "runs.models.ReplayMode",
+        "PolicyModeEnum": "policies.models.Mode",
     },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
