@@ -161,6 +161,8 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "runs.models.RunStatus",
         "ToolCallStatusEnum": "runs.models.ToolCallStatus",
         "ActionClassEnum": "runs.models.ActionClass",
+        "ReplayModeEnum": "runs.models.ReplayMode",
+        "PolicyModeEnum": "policies.models.Mode",
     },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
@@ -209,12 +211,20 @@ CELERY_BEAT_SCHEDULE = {
         "task": "runs.apply_retention",
         "schedule": env_int("LEDGER_RETENTION_INTERVAL", 3600, minimum=60),
     },
+    "watch-replays": {"task": "runs.watch_replays", "schedule": 60},
 }
+# Replays: the longest one may run (seconds; past it the beat task fails it), how often one
+# waiting for a person looks again, and how often a transient tool failure is retried.
+LEDGER_REPLAY_TIME_LIMIT = env_int("LEDGER_REPLAY_TIME_LIMIT", 3600, minimum=10)
+LEDGER_REPLAY_APPROVAL_POLL = env_int("LEDGER_REPLAY_APPROVAL_POLL", 10, minimum=1)
+LEDGER_REPLAY_TRANSIENT_RETRIES = env_int("LEDGER_REPLAY_TRANSIENT_RETRIES", 2, minimum=0)
 # Who hears about HITL requests that wait too long (escalations and expiries).
 LEDGER_NOTIFIER = env_str("LEDGER_NOTIFIER", "approvals.notify.EmailNotifier")
 LEDGER_NOTIFY_WEBHOOK_URL = env_str("LEDGER_NOTIFY_WEBHOOK_URL", "") or ""
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ledger-portal@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Resolves tools' secret references (env:NAME by default); a class with resolve(reference).
+LEDGER_SECRETS_BACKEND = env_str("LEDGER_SECRETS_BACKEND", "runs.secrets.EnvironmentSecrets")
 # The longest a client may block on GET /api/v1/approvals/<id>/?wait=N (seconds).
 LEDGER_APPROVAL_MAX_WAIT = env_int("LEDGER_APPROVAL_MAX_WAIT", 30, minimum=0)
 # Public keys of earlier signing keys (base64), still trusted when verifying old digests.

@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
+from runs import replay_views as replay_pages
 from runs import views as run_pages
 from runs.otlp.views import TraceExport
 
@@ -13,6 +14,11 @@ urlpatterns = [
     path("runs/find/", run_pages.find_run, name="find-run"),
     path("approvals/", approval_pages.approval_queue, name="approval-queue"),
     path("approvals/<int:pk>/decide/", approval_pages.decide, name="approval-decide"),
+    path("runs/<slug:tenant>/replays/<int:replay_id>/", replay_pages.replay_detail,
+         name="replay-detail"),
+    path("runs/<slug:tenant>/replays/<int:replay_id>/divergences.json",
+         replay_pages.divergence_export, name="replay-divergences"),
+    path("runs/<slug:tenant>/<str:run_id>/replay/", replay_pages.replay_run, name="run-replay"),
     path("runs/<slug:tenant>/<str:run_id>/", run_pages.run_timeline, name="run-timeline"),
     path("api/v1/", include("ledger_portal.api.urls")),
     path("v1/traces", TraceExport.as_view(), name="otlp-traces"),  # OTLP/HTTP's fixed path

@@ -105,18 +105,19 @@ def published_versions(tenant: Tenant) -> list[PolicyVersion]:
 Decider = tuple[PolicyVersion, Any]
 
 
+def decider_for(version: PolicyVersion) -> Decider:
+    """``version`` with the function that decides under it (published or retired: immutable)."""
+    if version.policy.engine == Engine.OPA:
+        from .opa import decide_with_opa
+
+        return (version, lambda doc, p=version.policy: decide_with_opa(p, doc))
+    compiled: CompiledPolicy = compiled_version(version.pk, version.checksum)
+    return (version, compiled.decide)
+
+
 def current_deciders(tenant: Tenant) -> list[Decider]:
     """The tenant's published versions, each with the function that decides under it."""
-    deciders: list[Decider] = []
-    for version in published_versions(tenant):
-        if version.policy.engine == Engine.OPA:
-            from .opa import decide_with_opa
-
-            deciders.append((version, lambda doc, p=version.policy: decide_with_opa(p, doc)))
-        else:
-            compiled: CompiledPolicy = compiled_version(version.pk, version.checksum)
-            deciders.append((version, compiled.decide))
-    return deciders
+    return [decider_for(version) for version in published_versions(tenant)]
 
 
 def evaluate(tenant: Tenant, doc: dict[str, Any], deciders: list[Decider] | None = None
@@ -167,12 +168,15 @@ class ProposedCall:
 
 
 def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
-                     requester: Any = None) -> Decision:
+                     requester: Any = None, pinned_version: PolicyVersion | None = None,
+                     open_approval: bool = True) -> Decision:
     """Decide a proposed tool call and store the decision (the policy trail).
 
-    ``require_approval`` opens an approval request bound to the exact action; asking again
-    with its ``approval_id`` gives allow once approved for the same tool, arguments and policy
-    version, and deny if anything differs or a person rejected it.
+    ``require_approval`` opens an approval request bound to the exact action (unless
+    ``open_approval`` is False: a sandbox replay, where nothing with side effects runs); asking
+    again with its ``approval_id`` gives allow once approved for the same tool, arguments and
+    policy version, and deny if anything differs or a person rejected it. ``pinned_version``
+    decides under that one version instead of everything published (replays that pin one).
     """
     from approvals.models import ApprovalRequest, Status
     from approvals.services import action_hash, request_approval
@@ -183,7 +187,8 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
                          tool=call.tool, action_class=call.action_class, mode=call.mode,
                          args=call.arguments)
     with transaction.atomic():
-        verdict, version, engine = evaluate(tenant, doc)
+        verdict, version, engine = evaluate(
+            tenant, doc, None if pinned_version is None else [decider_for(pinned_version)])
         approval = None
         exception = _overriding_exception(tenant, doc, verdict, version)
         if exception is not None:
@@ -193,7 +198,7 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
         elif call.approval_id is not None:
             approval = ApprovalRequest.objects.filter(tenant=tenant, pk=call.approval_id).first()
             verdict = _with_approval(verdict, approval, call, action_hash, Status)
-        elif verdict.effect == Effect.REQUIRE_APPROVAL:
+        elif verdict.effect == Effect.REQUIRE_APPROVAL and open_approval:
             approval = request_approval(
                 tenant, tool=call.tool, action_class=call.action_class,
                 arguments=call.arguments, run_id=call.run_id, call_id=call.call_id,

@@ -29,6 +29,7 @@ from .models import (
     ModelCall,
     RedactionRule,
     RemovalRecord,
+    Replay,
     Run,
     Step,
     Tool,
@@ -176,10 +177,22 @@ class AgentAdmin(GovernanceAdmin):
 
 @admin.register(Tool)
 class ToolAdmin(GovernanceAdmin):
-    list_display = ["name", "action_class", "supports_rollback", "tenant", "updated_at"]
-    list_filter = ["action_class", "tenant"]
+    list_display = ["name", "action_class", "connector", "dry_run_via", "supports_rollback",
+                    "supports_idempotency", "tenant", "updated_at"]
+    list_filter = ["action_class", "connector", "tenant"]
     search_fields = ["name"]
-    fields = ["tenant", "name", "action_class", "supports_rollback", "description"]
+    fieldsets = [
+        (None, {"fields": ["tenant", "name", "action_class", "description"]}),
+        ("Connector", {"fields": ["connector", "endpoint", "remote_name", "timeout_ms",
+                                  "secret_ref"],
+                       "description": "How the portal reaches the tool for replays and "
+                       "rollbacks. The secret reference names where the credential lives "
+                       "(env:NAME); the credential itself is never stored here."}),
+        ("Dry run, compensation, idempotency", {"fields": [
+            "dry_run_via", "dry_run_name", "supports_rollback", "compensate_endpoint",
+            "supports_idempotency"]}),
+        ("Comparison", {"fields": ["volatile_fields"]}),
+    ]
     actions = ["freeze", "freeze_to_sandbox", "unfreeze"]
 
     def _freeze(self, request: HttpRequest, queryset: QuerySet[Tool], mode: str | None) -> None:
@@ -294,3 +307,22 @@ class RemovalRecordAdmin(TenantScopedAdmin):
     @admin.display(description="runs")
     def run_count(self, record: RemovalRecord) -> int:
         return len(record.removed_runs)
+
+
+@admin.register(Replay)
+class ReplayAdmin(TenantScopedAdmin):
+    """Replays, read-only here: they are started from the run timeline, the API or the CLI."""
+
+    list_display = ["id", "run", "tenant", "mode", "status", "steps_done", "steps_total",
+                    "divergent_steps", "requested_by_label", "created_at", "page"]
+    list_filter = ["status", "mode"]
+    list_select_related = ["tenant", "run"]
+    raw_id_fields = ["run", "approval", "policy_version"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="replay page")
+    def page(self, replay: Replay) -> str:
+        url = reverse("replay-detail", args=[replay.tenant.slug, replay.pk])
+        return format_html('<a href="{}">open</a>', url)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
+from django.conf import settings
+from django.db import transaction
 
 from ledger_portal.models import Tenant
 
@@ -39,3 +43,26 @@ def assemble_idle_otel_traces() -> dict[str, int]:
     from .otlp.services import assemble_idle_traces
 
     return assemble_idle_traces()
+@shared_task(name="runs.run_replay", bind=True, acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=settings.LEDGER_REPLAY_TIME_LIMIT,
+             time_limit=settings.LEDGER_REPLAY_TIME_LIMIT + 30)
+def run_replay(self: Any, replay_id: int) -> str | None:
+    """Walk a replay; while it waits for a person, look again later instead of blocking."""
+    from .models import ReplayStatus
+    from .replay import execute_replay, schedule_replay
+
+    replay = execute_replay(replay_id, self.request.id)
+    if replay is None:
+        return None
+    if replay.status == ReplayStatus.WAITING_APPROVAL and not self.request.is_eager:
+        with transaction.atomic():
+            schedule_replay(replay, countdown=settings.LEDGER_REPLAY_APPROVAL_POLL)
+    return str(replay.status)
+
+
+@shared_task(name="runs.watch_replays")
+def watch_replays() -> dict[str, int]:
+    """Beat task: fail replays stuck past their deadline; resume those whose approval came."""
+    from .replay import fail_overdue_replays, resume_decided_replays
+
+    return {"failed": fail_overdue_replays(), "resumed": resume_decided_replays()}

@@ -11,10 +11,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from ledger_portal.roles import Role
+from ledger_portal.tenancy import has_role
+from policies.models import PolicyVersion
 
 from . import services
 from .api.presenters import RUN_FIELDS, renamed, values_of
-from .models import Run
+from .models import Replay, Run
 from .timeline import build_timeline
 from .timeline_html import timeline_rows
 
@@ -54,4 +56,11 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     if run.get("ended_at"):
         duration = (run["ended_at"] - run["started_at"]).total_seconds()
     context["duration"] = duration
+    context["replays"] = list(Replay.objects.filter(
+        tenant_id=run["tenant_id"], run_id=run["id"]).order_by("-id")[:10])
+    context["can_replay"] = has_role(request.user, Role.OPERATE, run["tenant_id"])
+    if context["can_replay"]:
+        context["policy_versions"] = list(PolicyVersion.objects.filter(
+            tenant_id=run["tenant_id"]).exclude(status="draft").select_related("policy")
+            .order_by("policy__name", "-number")[:50])
     return render(request, "runs/timeline.html", context)

@@ -26,6 +26,7 @@ from runs.models import (
     ModelCall,
     RedactionRule,
     RemovalRecord,
+    Replay,
     Run,
     Step,
     Tool,
@@ -97,10 +98,12 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     record(acme, gone)
     acme.retention_days = 0
     apply_retention(acme)
+    replay = Replay.objects.create(tenant=acme, run=stored, requested_by_label="alice")
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
         "call_id": run["tool_calls"][0]["call_id"],
         "pk": approval.pk,
+        "replay_id": replay.pk,
         "objects": {
             Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
             Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored)[0].tool,
@@ -117,6 +120,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             BackTest: backtest,
             LegalHold: hold,
             RemovalRecord: RemovalRecord.objects.get(tenant=acme),
+            Replay: replay,
         },
     }
 

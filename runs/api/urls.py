@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import replays, views
 
 urlpatterns = [
     path("tenants/", views.TenantList.as_view(), name="tenant-list"),
@@ -12,4 +12,6 @@ urlpatterns = [
     path("runs/<str:run_id>/", views.RunDetail.as_view(), name="run-detail"),
     path("tool-calls/", views.ToolCallList.as_view(), name="toolcall-list"),
     path("tool-calls/<str:call_id>/", views.ToolCallDetail.as_view(), name="toolcall-detail"),
+    path("replays/", replays.ReplayList.as_view(), name="replay-list"),
+    path("replays/<int:replay_id>/", replays.ReplayDetail.as_view(), name="replay-detail"),
 ]

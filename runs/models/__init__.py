@@ -1,5 +1,5 @@
 from .base import AppendOnlyViolation, LedgerRecord
-from .governance import ActionClass, Agent, RedactionRule, Tool
+from .governance import ActionClass, Agent, ConnectorKind, DryRunVia, RedactionRule, Tool
 from .integrity import TenantDigest
 from .otlp import OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
 from .records import (
@@ -13,6 +13,14 @@ from .records import (
     ToolCall,
     ToolCallStatus,
 )
+from .replay import (
+    Replay,
+    ReplayMode,
+    ReplayStatus,
+    ReplayStep,
+    StepMode,
+    StepStatus,
+)
 from .retention import LegalHold, RemovalRecord
 
 __all__ = [
@@ -22,6 +30,8 @@ __all__ = [
     "AnnotationKind",
     "AppendOnlyViolation",
     "Classification",
+    "ConnectorKind",
+    "DryRunVia",
     "LedgerRecord",
     "LegalHold",
     "ModelCall",
@@ -31,9 +41,15 @@ __all__ = [
     "OtlpTraceState",
     "RedactionRule",
     "RemovalRecord",
+    "Replay",
+    "ReplayMode",
+    "ReplayStatus",
+    "ReplayStep",
     "Run",
     "RunStatus",
     "Step",
+    "StepMode",
+    "StepStatus",
     "TenantDigest",
     "Tool",
     "ToolCall",

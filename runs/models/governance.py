@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.validators import RegexValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
@@ -41,8 +42,39 @@ class Agent(models.Model):
         return self.name or self.agent_id
 
 
+class ConnectorKind(models.TextChoices):
+    NONE = "none", "none (recorded outputs only)"
+    HTTP = "http", "HTTP (JSON in and out)"
+    MCP = "mcp", "MCP (streamable HTTP, tools/call)"
+
+
+class DryRunVia(models.TextChoices):
+    NONE = "none", "no dry-run"
+    HEADER = "header", "a request header"
+    FLAG = "flag", "a flag in the JSON arguments"
+
+
+def http_url(value: str) -> None:
+    """An http(s) URL with a host; internal service names (http://billing:8080/) are fine."""
+    from urllib.parse import urlsplit
+
+    from django.core.exceptions import ValidationError
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError(f"{value!r} is not an http(s) URL")
+
+
+SECRET_REFERENCE = r"^[a-z][a-z0-9_]*:[A-Za-z0-9_.\-/]+$"
+
+
 class Tool(models.Model):
-    """A tool agents call. Registered on first sight by ingestion; edited by governance."""
+    """A tool agents call. Registered on first sight by ingestion; edited by governance.
+
+    The connector fields say how the portal itself reaches the tool (replay, rollback).
+    Credentials are never stored here: ``secret_ref`` names a secret (``env:BILLING_TOKEN``)
+    that the secrets backend resolves at call time.
+    """
 
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
                                related_name="tools")
@@ -50,7 +82,39 @@ class Tool(models.Model):
     action_class = models.CharField(max_length=8, choices=ActionClass.choices,
                                     default=ActionClass.READ)
     description = models.TextField(blank=True)
-    supports_rollback = models.BooleanField(default=False)
+    supports_rollback = models.BooleanField(
+        default=False, verbose_name="supports compensate",
+        help_text="The tool has a compensating action (rollback) at its compensate endpoint.")
+    connector = models.CharField(max_length=4, choices=ConnectorKind.choices,
+                                 default=ConnectorKind.NONE)
+    endpoint = models.CharField(max_length=500, blank=True, validators=[http_url],
+                               help_text="HTTP: the URL to POST arguments to. MCP: the server's "
+                               "streamable-HTTP URL, e.g. http://tools:8000/mcp")
+    remote_name = models.CharField(max_length=200, blank=True,
+                                   help_text="MCP: the tool's name on the server (empty: the "
+                                   "same name).")
+    timeout_ms = models.PositiveIntegerField(default=10_000)
+    dry_run_via = models.CharField(max_length=6, choices=DryRunVia.choices,
+                                   default=DryRunVia.NONE,
+                                   help_text="How the tool is asked for a dry run, if it has one.")
+    dry_run_name = models.CharField(max_length=100, blank=True,
+                                    help_text="The header (e.g. X-Dry-Run) or JSON flag (e.g. "
+                                    "dry_run) the tool declares.")
+    compensate_endpoint = models.CharField(
+        max_length=500, blank=True,
+        help_text="HTTP: the URL of the compensating action. MCP: the compensating tool's name.")
+    supports_idempotency = models.BooleanField(
+        default=False, help_text="The tool honours an Idempotency-Key: a repeated key is "
+        "answered without a second side effect.")
+    volatile_fields = models.JSONField(
+        default=list, blank=True,
+        help_text="Output fields ignored when comparing outputs: keys (created_at) or JSON "
+        "paths ($.receipt.id, $.items[*].ts).")
+    secret_ref = models.CharField(
+        max_length=200, blank=True, validators=[RegexValidator(SECRET_REFERENCE)],
+        verbose_name="secret reference",
+        help_text="Where the credential lives, e.g. env:BILLING_API_TOKEN; sent as a bearer "
+        "token. Never the credential itself.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -65,6 +129,32 @@ class Tool(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def has_dry_run(self) -> bool:
+        return self.dry_run_via != DryRunVia.NONE and bool(self.dry_run_name)
+
+    @property
+    def can_compensate(self) -> bool:
+        return self.supports_rollback and bool(self.compensate_endpoint)
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        errors: dict[str, str] = {}
+        if self.connector != ConnectorKind.NONE and not self.endpoint:
+            errors["endpoint"] = f"a {self.connector} connector needs an endpoint"
+        if self.dry_run_via != DryRunVia.NONE and not self.dry_run_name:
+            errors["dry_run_name"] = "name the header or flag the tool reads"
+        if self.supports_rollback and self.connector != ConnectorKind.NONE and (
+                not self.compensate_endpoint):
+            errors["compensate_endpoint"] = "a tool that compensates needs its endpoint"
+        if not isinstance(self.volatile_fields, list) or not all(
+                isinstance(f, str) and f for f in self.volatile_fields):
+            errors["volatile_fields"] = 'a list of keys or JSON paths, e.g. ["created_at", ' \
+                '"$.receipt.id"]'
+        if errors:
+            raise ValidationError(errors)
 
 
 class RedactionRule(models.Model):

@@ -1,0 +1,178 @@
+"""``ledger replay``: replay a recorded run (sandbox by default) and compare its outputs.
+
+Exit codes: 0 the replay succeeded with no divergence (or waits for approval), 1 no such run or
+replay, 2 bad usage, 3 refused (role, outage mode, policy), 4 it diverged, failed or was
+rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from ledger_portal.cli import (
+    EXIT_FORBIDDEN,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_TAMPERED,
+    EXIT_USAGE,
+    _print_json,
+)
+
+
+def _pinned_version(tenant: Any, spec: str | None) -> Any:
+    """``NAME:N`` (policy name and version number) or a version id."""
+    from policies.models import PolicyVersion
+
+    if not spec:
+        return None
+    versions = PolicyVersion.objects.filter(tenant=tenant).select_related("policy")
+    name, _, number = spec.rpartition(":")
+    if name and number.isdigit():
+        return versions.filter(policy__name=name, number=int(number)).first()
+    return versions.filter(pk=int(spec)).first() if spec.isdigit() else None
+
+
+def _print_report(replay: Any, report: dict[str, Any]) -> None:
+    print(f"replay {replay.pk} of {replay.run.run_id} ({replay.mode}): {replay.status}, "
+          f"{replay.steps_done}/{replay.steps_total} steps, {replay.divergent_steps} divergent"
+          + (f": {replay.failure_reason}" if replay.failure_reason else ""))
+    for step in report["divergent_steps"]:
+        why = f": {step['error']}" if step["error"] else ""
+        print(f"  DIVERGED step {step['seq']} {step['tool']} ({step['call_id']}, "
+              f"{step['mode_used']}, {step['status']}){why}")
+        for d in step["differences"]:
+            print(f"    {d['path']} {d['change']}: - {d['recorded']!r}  + {d['replayed']!r}")
+
+
+def _outcome(replay: Any) -> int:
+    if replay.status in ("succeeded", "waiting_approval", "queued", "running"):
+        return EXIT_TAMPERED if replay.divergent_steps else EXIT_OK
+    return EXIT_TAMPERED
+
+
+def _follow(replay: Any, args: argparse.Namespace) -> Any:
+    """Show progress until the replay ends, waits for a person, or --timeout passes."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .models import ReplayStatus
+
+    deadline = time.monotonic() + args.timeout
+    with Progress(TextColumn(f"replay {replay.pk}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), console=Console(stderr=True),
+                  transient=True, disable=args.quiet) as bar:
+        task = bar.add_task(replay.status, total=None)
+        while True:
+            replay.refresh_from_db()
+            bar.update(task, completed=replay.steps_done, total=replay.steps_total or None,
+                       description=replay.status)
+            if replay.is_finished or replay.status == ReplayStatus.WAITING_APPROVAL:
+                return replay
+            if time.monotonic() > deadline:
+                print(f"ledger: replay {replay.pk} is still {replay.status} after "
+                      f"{args.timeout} s; follow it with ledger replay --show {replay.pk}",
+                      file=sys.stderr)
+                return replay
+            time.sleep(0.5)
+
+
+def cmd_replay(args: argparse.Namespace, user: Any) -> int:
+    from django.core.exceptions import PermissionDenied
+
+    from ledger_portal.roles import Role
+
+    from .models import Replay, ReplayStatus, Run
+    from .replay import ReplayRefused, execute_replay, start_replay
+
+    if args.show:
+        replay = Replay.objects.for_user(user, Role.VIEW_LEDGER).filter(pk=args.show).first()
+        if replay is None:
+            print(f"ledger: no replay {args.show} in your tenants", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        return _report(replay, args, user)
+    if not args.run_id:
+        print("ledger: replay needs --run-id (or --show REPLAY_ID)", file=sys.stderr)
+        return EXIT_USAGE
+    runs = Run.objects.for_user(user, Role.OPERATE).filter(run_id=args.run_id)
+    if args.tenant:
+        runs = runs.filter(tenant__slug=args.tenant)
+    found = list(runs.select_related("tenant", "agent")[:2])
+    if not found:
+        print(f"ledger: no run {args.run_id!r} in the tenants you may operate on",
+              file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if len(found) > 1:
+        print(f"ledger: {args.run_id!r} is in several of your tenants; pass --tenant",
+              file=sys.stderr)
+        return EXIT_USAGE
+    run = found[0]
+    version = _pinned_version(run.tenant, args.policy_version)
+    if args.policy_version and version is None:
+        print(f"ledger: no policy version {args.policy_version!r} in {run.tenant.slug} "
+              "(use NAME:NUMBER or an id)", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    try:
+        replay = start_replay(run, user, mode="live" if args.live else "sandbox",
+                              until_step=args.until_step, policy_version=version)
+    except (ReplayRefused, PermissionDenied) as exc:
+        print(f"ledger: replay refused: {exc}", file=sys.stderr)
+        return EXIT_FORBIDDEN
+    print(f"replay {replay.pk} of {run.run_id} in {run.tenant.slug}: {replay.mode}, "
+          f"{replay.get_status_display()}", file=sys.stderr)
+    if args.inline:  # this process walks it: no worker needed (embedded default)
+        execute_replay(replay.pk, replay.task_id)
+        replay.refresh_from_db()
+    elif not args.no_wait:
+        replay = _follow(replay, args)
+    if replay.status == ReplayStatus.WAITING_APPROVAL:
+        print(f"replay {replay.pk} waits for approval request {replay.approval_id} (an "
+              "approver decides in /approvals/); it resumes on approval. Follow it with "
+              f"ledger replay --show {replay.pk}")
+    return _report(replay, args, user)
+
+
+def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
+    from .replay_present import redacted_divergence_report
+    from .services import RedactionNotAllowed, redactor_for
+
+    try:
+        view = redactor_for(user, replay.tenant_id, args.redaction_level)
+    except RedactionNotAllowed as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return EXIT_FORBIDDEN
+    report = redacted_divergence_report(replay, view)
+    if args.json:
+        _print_json(report)
+    else:
+        _print_report(replay, report)
+    return _outcome(replay)
+
+
+def add_commands(sub: Any) -> None:
+    replay = sub.add_parser("replay", help="replay a recorded run (sandbox by default) and "
+                            "compare its tool outputs with the recorded ones")
+    replay.add_argument("--run-id")
+    replay.add_argument("--tenant")
+    mode = replay.add_mutually_exclusive_group()
+    mode.add_argument("--sandbox", action="store_true", default=True,
+                      help="dry-runs and recorded outputs only (the default)")
+    mode.add_argument("--live", action="store_true",
+                      help="call the tools for real (needs an approval; original "
+                      "idempotency keys)")
+    replay.add_argument("--until-step", type=int, help="the last plan step to replay")
+    replay.add_argument("--policy-version", help="pin a policy version: NAME:NUMBER or its id")
+    replay.add_argument("--inline", action="store_true",
+                        help="walk the replay in this process instead of a worker")
+    replay.add_argument("--no-wait", action="store_true", help="start it and return")
+    replay.add_argument("--timeout", type=float, default=600,
+                        help="how long to follow it (seconds, default %(default)s)")
+    replay.add_argument("--show", type=int, metavar="REPLAY_ID",
+                        help="print an existing replay and its divergences")
+    replay.add_argument("--json", action="store_true", help="the divergence report as JSON")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.add_argument("--redaction-level", choices=["strict", "standard", "none"],
+                        default="strict")
+    replay.set_defaults(func=cmd_replay)

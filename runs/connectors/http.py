@@ -1,0 +1,80 @@
+"""The HTTP connector: JSON in and out, ``Idempotency-Key``, dry-run by header or flag."""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+from typing import Any
+
+import httpx2
+import orjson
+
+from runs.secrets import SecretError
+
+from . import FAILED, SUCCEEDED, TRANSIENT, ToolResult
+from .base import ToolEndpoint
+
+
+@lru_cache(maxsize=1)
+def _client() -> httpx2.Client:
+    # One pooled client per process; redirects are not followed (a tool answers where it is).
+    return httpx2.Client(follow_redirects=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_client.cache_clear)  # sockets are not shared on fork
+
+
+def parse_body(content: bytes) -> Any:
+    if not content:
+        return None
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return content.decode("utf-8", errors="replace")
+
+
+class HttpConnector(ToolEndpoint):
+    def call(self, arguments: Any, *, idempotency_key: str | None,
+             dry_run: bool) -> ToolResult:
+        try:
+            headers = self.headers(idempotency_key)
+        except SecretError as exc:
+            return self.secret_failure(exc)
+        if dry_run:
+            arguments = self.as_dry_run(arguments, headers)
+        return self._post(self.tool.endpoint, arguments, headers)
+
+    def compensate(self, original_input: Any, original_output: Any, *,
+                   idempotency_key: str | None) -> ToolResult:
+        url = self.compensate_target()
+        try:
+            headers = self.headers(idempotency_key)
+        except SecretError as exc:
+            return self.secret_failure(exc)
+        return self._post(url, {"input": original_input, "output": original_output}, headers)
+
+    def _post(self, url: str, body: Any, headers: dict[str, str]) -> ToolResult:
+        started = time.perf_counter()
+
+        def elapsed() -> float:
+            return (time.perf_counter() - started) * 1000
+
+        try:
+            response = _client().post(url, content=orjson.dumps(body), headers=headers,
+                                      timeout=self.timeout_s)
+        except httpx2.TimeoutException:
+            return ToolResult(False, None, TRANSIENT,
+                              f"no answer within {self.tool.timeout_ms} ms", elapsed())
+        except httpx2.TransportError as exc:
+            return ToolResult(False, None, TRANSIENT,
+                              self.clean(f"connection error: {type(exc).__name__}: {exc}"),
+                              elapsed())
+        output = self.clean_output(parse_body(response.content))
+        code = response.status_code
+        if code >= 400:
+            detail = response.content[:300].decode("utf-8", errors="replace")
+            return ToolResult(False, output, TRANSIENT if code >= 500 else FAILED,
+                              self.clean(f"the tool answered HTTP {code}: {detail}"), elapsed())
+        return ToolResult(True, output, SUCCEEDED, "", elapsed())

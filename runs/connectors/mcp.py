@@ -1,0 +1,130 @@
+"""The MCP connector: ``tools/call`` on a streamable-HTTP MCP server.
+
+The MCP client is async; the portal's callers (Celery tasks, services, the CLI) are not. Each
+call runs the client to completion on an event loop of its own: ``asyncio.run`` when the
+calling thread has no loop, a short-lived worker thread when it has one (never nesting loops).
+The credential and the idempotency key travel as HTTP headers of the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import anyio
+import httpx2
+import orjson
+
+from runs.secrets import SecretError
+
+from . import FAILED, SUCCEEDED, TRANSIENT, ToolResult
+from .base import ToolEndpoint
+
+T = TypeVar("T")
+
+
+def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine from sync code, whether or not this thread already runs a loop."""
+
+    def run() -> T:
+        async def main() -> T:
+            return await factory()
+
+        return asyncio.run(main())
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcp-call") as pool:
+        return pool.submit(run).result()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError | httpx2.TimeoutException | httpx2.TransportError | OSError):
+        return True
+    return isinstance(exc, httpx2.HTTPStatusError) and exc.response.status_code >= 500
+
+
+def content_output(result: Any) -> Any:
+    """Structured content when the tool gives it, else its text (parsed when it is JSON)."""
+    structured = getattr(result, "structured_content", None)
+    if structured is not None:
+        return structured
+    texts = [block.text for block in result.content if getattr(block, "type", "") == "text"]
+    if len(texts) == 1:
+        try:
+            return orjson.loads(texts[0])
+        except orjson.JSONDecodeError:
+            return texts[0]
+    return texts
+
+
+class McpConnector(ToolEndpoint):
+    def call(self, arguments: Any, *, idempotency_key: str | None,
+             dry_run: bool) -> ToolResult:
+        try:
+            headers = self.headers(idempotency_key)
+        except SecretError as exc:
+            return self.secret_failure(exc)
+        arguments = dict(arguments or {})
+        if dry_run:
+            arguments = self.as_dry_run(arguments, headers)
+        return self._call_tool(self.tool.remote_name or self.tool.name, arguments, headers)
+
+    def compensate(self, original_input: Any, original_output: Any, *,
+                   idempotency_key: str | None) -> ToolResult:
+        name = self.compensate_target()
+        try:
+            headers = self.headers(idempotency_key)
+        except SecretError as exc:
+            return self.secret_failure(exc)
+        return self._call_tool(name, {"input": original_input, "output": original_output},
+                               headers)
+
+    def _call_tool(self, name: str, arguments: dict[str, Any],
+                   headers: dict[str, str]) -> ToolResult:
+        from mcp.client.session import ClientSession
+        from mcp.client.streamable_http import streamable_http_client
+
+        timeout = self.timeout_s
+        headers.pop("Content-Type", None)  # the transport sets its own
+        headers.pop("Accept", None)
+
+        async def call() -> Any:
+            with anyio.fail_after(timeout):
+                async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http, \
+                        streamable_http_client(self.tool.endpoint, http_client=http) as (
+                            read, write), \
+                        ClientSession(read, write, read_timeout_seconds=timeout) as session:
+                    await session.initialize()
+                    return await session.call_tool(name, arguments)
+
+        started = time.perf_counter()
+        try:
+            result = run_sync(call)
+        except Exception as exc:  # the MCP stack wraps failures in exception groups
+            elapsed = (time.perf_counter() - started) * 1000
+            leaves = _leaves(exc)
+            if any(isinstance(leaf, TimeoutError) for leaf in leaves):
+                return ToolResult(False, None, TRANSIENT,
+                                  f"no answer within {self.tool.timeout_ms} ms", elapsed)
+            reason = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
+            status = TRANSIENT if any(_is_transient(leaf) for leaf in leaves) else FAILED
+            return ToolResult(False, None, status, self.clean(f"MCP call failed: {reason}"),
+                              elapsed)
+        elapsed = (time.perf_counter() - started) * 1000
+        output = self.clean_output(content_output(result))
+        if result.is_error:
+            return ToolResult(False, output, FAILED,
+                              self.clean(f"the tool reported an error: {output}"), elapsed)
+        return ToolResult(True, output, SUCCEEDED, "", elapsed)

@@ -1,0 +1,418 @@
+"""Replaying a recorded run: the one place replays are started, walked and finished.
+
+Sandbox (the default) never runs anything with side effects: a tool's dry-run is called where
+it has one, otherwise the recorded output stands in as the stub. Live needs an approved HITL
+request and a policy allow for every call, reuses the original idempotency keys, and is
+refused while the tenant is in outage mode unless a request to leave sandbox was approved.
+
+Every replayed call gets a fresh policy decision (recorded; a replay may pin a version), and
+its output is compared with the recorded one. Each step is committed before the walk moves on,
+and a live call is recorded as ``attempting`` with its idempotency key BEFORE it is sent: a
+worker killed mid-call and restarted re-sends the same key (or, for a tool that does not honour
+keys, stops and says so), and skips the steps already done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from approvals.models import ApprovalRequest, Kind
+from approvals.models import Status as ApprovalStatus
+from approvals.services import request_approval
+from ledger_portal.models import Tenant
+from ledger_portal.roles import Role
+from ledger_portal.tenancy import has_role
+from policies.models import Effect, PolicyVersion, VersionStatus
+from policies.services import ProposedCall, decide_tool_call
+
+from .annotations import annotate
+from .connectors import ConnectorError, ToolResult, connector_for
+from .models import (
+    AnnotationKind,
+    ConnectorKind,
+    Replay,
+    ReplayMode,
+    ReplayStatus,
+    ReplayStep,
+    Run,
+    StepMode,
+    StepStatus,
+    Tool,
+    ToolCall,
+)
+from .models.replay import ACTIVE_REPLAY_STATUSES, DONE_STEP_STATUSES
+from .replay_compare import compare_outputs
+
+log = logging.getLogger(__name__)
+CLASS_RISK = {"read": 0, "write": 1, "delete": 2, "exfil": 3}
+
+
+class ReplayRefused(Exception):
+    """A replay that may not start (the message says why and what to do)."""
+
+
+class _Paused(Exception):
+    """The walk stops at a HITL checkpoint and resumes on approval."""
+
+
+class _Stopped(Exception):
+    """The walk cannot go on safely; the replay fails with this reason."""
+
+
+@dataclass(frozen=True)
+class WalkOptions:
+    """``policy`` / ``compare`` off only for the benchmark's baseline."""
+
+    policy: bool = True
+    compare: bool = True
+
+
+def _label(by: Any) -> str:
+    return str(by) if by is not None else "ledger-portal"
+
+
+def _user(by: Any) -> Any:
+    return by if getattr(by, "_meta", None) is not None and getattr(by, "pk", None) else None
+
+
+def leave_sandbox_approval(tenant: Tenant, run: Run) -> ApprovalRequest | None:
+    return ApprovalRequest.objects.filter(tenant=tenant, kind=Kind.LEAVE_SANDBOX,
+                                          run_id=run.run_id,
+                                          status=ApprovalStatus.APPROVED).last()
+
+
+def _pending_leave_sandbox(tenant: Tenant, run: Run, by: Any) -> ApprovalRequest:
+    pending = ApprovalRequest.objects.filter(tenant=tenant, kind=Kind.LEAVE_SANDBOX,
+                                             run_id=run.run_id,
+                                             status=ApprovalStatus.PENDING).last()
+    return pending or request_approval(
+        tenant, tool="replay", action_class=_riskiest_class(run), kind=Kind.LEAVE_SANDBOX,
+        arguments={"run_id": run.run_id, "mode": "live", "reason": "outage mode"},
+        run_id=run.run_id, requested_by=_label(by), requester=_user(by))
+
+
+def _riskiest_class(run: Run) -> str:
+    classes = set(ToolCall.objects.filter(run=run).values_list("action_class", flat=True))
+    return max(classes or {"write"}, key=lambda c: CLASS_RISK.get(c, 1))
+
+
+def start_replay(run: Run, by: Any, *, mode: str = ReplayMode.SANDBOX,
+                 until_step: int | None = None,
+                 policy_version: PolicyVersion | None = None) -> Replay:
+    """Queue a replay of ``run``. Live replays wait for a HITL approval first."""
+    tenant = run.tenant
+    if not has_role(by, Role.OPERATE, tenant.pk):
+        raise PermissionDenied("replaying needs the operate role on this tenant")
+    if mode not in ReplayMode.values:
+        raise ReplayRefused(f"unknown mode {mode!r}; use sandbox or live")
+    if until_step is not None and until_step < 0:
+        raise ReplayRefused("--until-step is a plan step index (0 or more)")
+    if policy_version is not None and (policy_version.tenant_id != tenant.pk or
+                                       policy_version.status == VersionStatus.DRAFT):
+        raise ReplayRefused("a replay pins a published or retired policy version of its own "
+                            "tenant (back-test drafts instead)")
+    leave = None
+    if mode == ReplayMode.LIVE and Tenant.objects.filter(pk=tenant.pk,
+                                                         outage_mode=True).exists():
+        leave = leave_sandbox_approval(tenant, run)
+        if leave is None:
+            pending = _pending_leave_sandbox(tenant, run, by)  # kept: the refusal points at it
+            raise ReplayRefused(
+                f"tenant {tenant.slug} is in outage mode: replays run in sandbox only. A "
+                f"live replay needs an approved request to leave sandbox; request "
+                f"{pending.pk} (leave sandbox, run {run.run_id}) is waiting for an "
+                "approver. Replay in sandbox meanwhile, or ask again once it is approved.")
+    with transaction.atomic():
+        replay = Replay.objects.create(
+            tenant=tenant, run=run, mode=mode, until_step=until_step,
+            policy_version=policy_version, requested_by=_user(by),
+            requested_by_label=_label(by))
+        if mode == ReplayMode.LIVE:
+            replay.approval = leave or request_approval(
+                tenant, tool="replay", action_class=_riskiest_class(run), kind=Kind.LIVE_REPLAY,
+                arguments={"replay": replay.pk, "run_id": run.run_id, "until_step": until_step,
+                           "policy_version": getattr(policy_version, "pk", None)},
+                run_id=run.run_id, policy_version=policy_version, requested_by=_label(by),
+                requester=_user(by))
+            replay.status = ReplayStatus.WAITING_APPROVAL
+            replay.save(update_fields=["approval", "status"])
+        annotate(tenant, AnnotationKind.REPLAY,
+                 f"replay {replay.pk} requested: {mode}"
+                 + (f" until step {until_step}" if until_step is not None else "")
+                 + (f" under {policy_version}" if policy_version else ""),
+                 run_id=run.run_id, by=by,
+                 data={"replay": replay.pk, "event": "requested", "mode": mode,
+                       "until_step": until_step,
+                       "policy_version": getattr(policy_version, "pk", None),
+                       "approval": replay.approval_id})
+        schedule_replay(replay)
+    return replay
+
+
+def schedule_replay(replay: Replay, countdown: float | None = None) -> str:
+    """Hand the replay to a worker (after commit). Only the newest message may work on it."""
+    from .tasks import run_replay
+
+    task_id = uuid.uuid4().hex
+    Replay.objects.filter(pk=replay.pk).update(task_id=task_id)
+    replay.task_id = task_id
+    transaction.on_commit(lambda: run_replay.apply_async(
+        (replay.pk,), task_id=task_id, countdown=countdown or 0))
+    return task_id
+
+
+def execute_replay(replay_id: int, task_id: str,
+                   options: WalkOptions | None = None) -> Replay | None:
+    """Task body: claim the replay for this message, pass the approval gate, walk the calls.
+
+    A message that is not the replay's current one finds nothing to do. The current message
+    delivered again (its worker died) claims it again and carries on where the steps stop.
+    """
+    claimed = Replay.objects.filter(pk=replay_id, task_id=task_id,
+                                    status__in=ACTIVE_REPLAY_STATUSES).update(
+        status=ReplayStatus.RUNNING, worker=f"{socket.gethostname()}:{os.getpid()}")
+    if not claimed:
+        return None
+    replay = Replay.objects.select_related("tenant", "run__agent", "policy_version__policy",
+                                           "approval", "requested_by").get(pk=replay_id)
+    if replay.started_at is None:
+        now = timezone.now()
+        replay.started_at = now
+        replay.deadline_at = now + timedelta(seconds=settings.LEDGER_REPLAY_TIME_LIMIT + 60)
+        replay.save(update_fields=["started_at", "deadline_at"])
+    if replay.mode == ReplayMode.LIVE and replay.approval is not None:
+        status = replay.approval.status
+        if status == ApprovalStatus.PENDING:
+            return _set_status(replay, ReplayStatus.WAITING_APPROVAL)
+        if status != ApprovalStatus.APPROVED:
+            return _finish(replay, ReplayStatus.REJECTED,
+                           f"approval request {replay.approval.pk} was {status}")
+    try:
+        _walk(replay, options or WalkOptions())
+    except _Paused:
+        return _set_status(replay, ReplayStatus.WAITING_APPROVAL)
+    except _Stopped as exc:
+        return _finish(replay, ReplayStatus.FAILED, str(exc))
+    except Exception as exc:  # a replay always ends with its reason on record
+        log.exception("replay %s failed", replay.pk)
+        return _finish(replay, ReplayStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000])
+    return _finish(replay, ReplayStatus.SUCCEEDED, "")
+
+
+def _set_status(replay: Replay, status: str) -> Replay:
+    Replay.objects.filter(pk=replay.pk).update(status=status, approval=replay.approval)
+    replay.status = status
+    return replay
+
+
+@transaction.atomic
+def _finish(replay: Replay, status: str, reason: str) -> Replay:
+    done = Replay.objects.filter(pk=replay.pk, status__in=ACTIVE_REPLAY_STATUSES).update(
+        status=status, failure_reason=reason, finished_at=timezone.now())
+    replay.refresh_from_db()
+    if done:
+        annotate(replay.tenant, AnnotationKind.REPLAY,
+                 f"replay {replay.pk} {status}: {replay.steps_done}/{replay.steps_total} steps, "
+                 f"{replay.divergent_steps} divergent" + (f" ({reason})" if reason else ""),
+                 run_id=replay.run.run_id, by=replay.requested_by or replay.requested_by_label,
+                 data={"replay": replay.pk, "event": "finished", "status": status,
+                       "steps_done": replay.steps_done, "steps_total": replay.steps_total,
+                       "divergent_steps": replay.divergent_steps, "reason": reason})
+    return replay
+
+
+CALL_FIELDS = ("call_id", "tool_id", "action_class", "input", "output", "status",
+               "idempotency_key", "step__index")
+
+
+def calls_to_replay(replay: Replay) -> list[dict[str, Any]]:
+    """The run's tool calls in ledger order, up to the end of plan step ``until_step``."""
+    calls = list(ToolCall.objects.filter(run_id=replay.run_id).order_by("seq")
+                 .values(*CALL_FIELDS))
+    if replay.until_step is None:
+        return calls
+    for i, call in enumerate(calls):
+        index = call["step__index"]
+        if index is not None and index > replay.until_step:
+            return calls[:i]
+    return calls
+
+
+def _walk(replay: Replay, options: WalkOptions) -> None:
+    calls = calls_to_replay(replay)
+    tools = {t.pk: t for t in Tool.objects.filter(pk__in={c["tool_id"] for c in calls})}
+    Replay.objects.filter(pk=replay.pk).update(steps_total=len(calls))
+    replay.steps_total = len(calls)
+    earlier = {s.seq: s for s in ReplayStep.objects.filter(replay=replay).select_related(
+        "decision")}
+    for seq, call in enumerate(calls, start=1):
+        step = earlier.get(seq)
+        if step is not None and step.status in DONE_STEP_STATUSES:
+            continue
+        # A sandbox step (nothing with side effects) is one transaction: its decision, its
+        # row and the progress commit together, one commit per step. A live step commits its
+        # attempt before the call goes out, so it cannot sit inside one transaction.
+        with transaction.atomic() if replay.mode == ReplayMode.SANDBOX else nullcontext():
+            step = _replay_call(replay, seq, call, tools[call["tool_id"]], step, options)
+            Replay.objects.filter(pk=replay.pk).update(
+                steps_done=seq, divergent_steps=F("divergent_steps") + int(step.flagged))
+        replay.steps_done = seq
+
+
+def _effective_mode(replay: Replay) -> str:
+    """Outage mode forces sandbox, unless leaving it was approved for this run."""
+    if replay.mode != ReplayMode.LIVE:
+        return ReplayMode.SANDBOX
+    if Tenant.objects.filter(pk=replay.tenant_id, outage_mode=True).exists() and (
+            leave_sandbox_approval(replay.tenant, replay.run) is None):
+        return ReplayMode.SANDBOX
+    return ReplayMode.LIVE
+
+
+def _replay_call(replay: Replay, seq: int, call: dict[str, Any], tool: Tool,
+                 step: ReplayStep | None, options: WalkOptions) -> ReplayStep:
+    if step is None:
+        step = ReplayStep(tenant_id=replay.tenant_id, replay=replay, seq=seq,
+                          call_id=call["call_id"], step_index=call["step__index"], tool=tool)
+    mode = _effective_mode(replay)
+    if options.policy:
+        args = call["input"] if isinstance(call["input"], dict) else {"input": call["input"]}
+        waiting_on = step.decision.approval_id if (
+            step.status == StepStatus.WAITING_APPROVAL and step.decision) else None
+        step.decision = decide_tool_call(
+            replay.tenant, ProposedCall(
+                tool=tool.name, action_class=call["action_class"], arguments=args, mode=mode,
+                run_id=replay.run.run_id, call_id=call["call_id"],
+                agent_id=replay.run.agent.agent_id, approval_id=waiting_on),
+            asked_by=f"replay {replay.pk}", requester=replay.requested_by,
+            pinned_version=replay.policy_version, open_approval=mode == ReplayMode.LIVE)
+        effect = step.decision.effect
+        if effect == Effect.DENY:
+            return _save(step, StepMode.NOT_CALLED, StepStatus.DENIED, None,
+                         f"denied by policy: {step.decision.reason}", flagged=True)
+        if effect == Effect.REQUIRE_APPROVAL and mode == ReplayMode.LIVE:
+            _save(step, StepMode.NOT_CALLED, StepStatus.WAITING_APPROVAL, None,
+                  step.decision.reason)
+            replay.approval_id = step.decision.approval_id
+            raise _Paused
+        if effect == Effect.SANDBOX_ONLY:
+            mode = ReplayMode.SANDBOX
+    if mode == ReplayMode.LIVE:
+        result, used = _call_live(step, call, tool), StepMode.LIVE
+    elif tool.has_dry_run and tool.connector != ConnectorKind.NONE:
+        result = connector_for(tool).call(call["input"], idempotency_key=None, dry_run=True)
+        used = StepMode.DRY_RUN
+    else:
+        result, used = ToolResult(True, call["output"], "succeeded"), StepMode.STUB
+    divergence = None
+    if options.compare and used != StepMode.STUB:
+        divergence = _divergence(call, result, tool) or None
+    return _save(step, used, StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED,
+                 result.output, result.error, latency_ms=result.latency_ms,
+                 divergence=divergence, flagged=bool(divergence))
+
+
+def _divergence(call: dict[str, Any], result: ToolResult, tool: Tool) -> list[dict[str, Any]]:
+    replayed_status = "succeeded" if result.ok else "failed"
+    if call["status"] in ("succeeded", "failed") and replayed_status != call["status"]:
+        return [{"path": "status", "change": "changed", "recorded": call["status"],
+                 "replayed": f"{result.status}: {result.error}" if result.error else
+                 result.status}]
+    if not result.ok:
+        return []
+    return compare_outputs(call["output"], result.output, tool.volatile_fields or [])
+
+
+def _call_live(step: ReplayStep, call: dict[str, Any], tool: Tool) -> ToolResult:
+    """Send the call for real, with the original idempotency key recorded before sending."""
+    try:
+        connector = connector_for(tool)
+    except ConnectorError as exc:
+        raise _Stopped(f"step {step.seq} ({call['call_id']}): {exc}; a live replay cannot "
+                       "call it") from None
+    if step.status == StepStatus.ATTEMPTING:
+        if not tool.supports_idempotency:
+            _save(step, StepMode.LIVE, StepStatus.FAILED, None,
+                  "interrupted while the call was in flight; the tool does not honour "
+                  "idempotency keys, so it was not sent again (check it for a side effect)",
+                  flagged=True)
+            raise _Stopped(f"step {step.seq} ({call['call_id']}) was interrupted mid-call and "
+                           f"{tool.name} does not honour idempotency keys: not re-sent")
+        key = step.idempotency_key  # the same key as the interrupted attempt, never a new one
+    else:
+        key = call["idempotency_key"] or f"replay-{step.replay_id}-{call['call_id']}"
+    result = ToolResult(False, None, "transient", "not sent")
+    for attempt in range(settings.LEDGER_REPLAY_TRANSIENT_RETRIES + 1):
+        step.idempotency_key, step.attempts = key, step.attempts + 1
+        step.status, step.mode_used = StepStatus.ATTEMPTING, StepMode.LIVE
+        step.save()  # committed before the call goes out
+        result = connector.call(call["input"], idempotency_key=key, dry_run=False)
+        if result.status != "transient":
+            break
+        time.sleep(min(0.2 * 2 ** attempt, 2.0))
+    return result
+
+
+def _save(step: ReplayStep, used: str, status: str, output: Any, error: str, *,
+          latency_ms: float | None = None, divergence: Any = None,
+          flagged: bool = False) -> ReplayStep:
+    step.mode_used, step.status, step.output, step.error = used, status, output, error
+    step.latency_ms, step.divergence, step.flagged = latency_ms, divergence, flagged
+    step.save()
+    return step
+
+
+def fail_overdue_replays(now: Any = None) -> int:
+    """Beat task body: replays running past their deadline are failed, with the reason."""
+    now = now or timezone.now()
+    failed = 0
+    for replay in Replay.objects.filter(status=ReplayStatus.RUNNING,
+                                        deadline_at__lt=now).select_related("tenant", "run"):
+        before = replay.steps_done
+        _finish(replay, ReplayStatus.FAILED,
+                f"still running past its deadline {replay.deadline_at:%Y-%m-%d %H:%M:%S} UTC "
+                f"(time limit {settings.LEDGER_REPLAY_TIME_LIMIT} s) after {before} of "
+                f"{replay.steps_total} steps; the worker died or hung")
+        failed += 1
+    return failed
+
+
+def resume_decided_replays() -> int:
+    """Beat task body: replays waiting on an approval that has been decided are handed to a
+    worker again (the task also polls; this catches a lost message)."""
+    waiting = Replay.objects.filter(status=ReplayStatus.WAITING_APPROVAL).exclude(
+        approval__status=ApprovalStatus.PENDING)
+    count = 0
+    for replay in waiting:
+        with transaction.atomic():
+            schedule_replay(replay)
+        count += 1
+    return count
+
+
+def divergence_report(replay: Replay) -> dict[str, Any]:
+    """The divergences of a replay, as the JSON export and the CLI give them."""
+    steps = replay.steps.filter(flagged=True).select_related("tool").order_by("seq")
+    return {
+        "replay": replay.pk, "tenant": replay.tenant.slug, "run_id": replay.run.run_id,
+        "mode": replay.mode, "status": replay.status, "until_step": replay.until_step,
+        "policy_version": str(replay.policy_version) if replay.policy_version else None,
+        "steps_done": replay.steps_done, "steps_total": replay.steps_total,
+        "divergent_steps": [{"seq": s.seq, "call_id": s.call_id, "tool": s.tool.name,
+                             "mode_used": s.mode_used, "status": s.status, "error": s.error,
+                             "differences": s.divergence or []} for s in steps],
+    }
