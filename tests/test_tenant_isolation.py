@@ -27,6 +27,9 @@ WRITE_ONLY_ROUTES = {
                         "test_a_person_records_into_a_named_tenant_they_may_ingest_into",
     "api:decision-create": "tests/policies/test_decision_api.py::"
                            "test_decisions_are_taken_under_the_keys_own_tenant",
+    **{f"api:incident-{action}": "tests/incidents/test_incident_api.py::"
+                                 "test_nobody_acts_on_another_tenants_incident"
+       for action in ("link", "note", "freeze", "mitigate", "close")},
 }
 
 
@@ -75,10 +78,20 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     backtest = BackTest.objects.create(tenant=acme, version=published,
                                        window_from=timezone.now(), window_to=timezone.now())
     stored = Run.objects.get(run_id=run["run_id"])
+    from incidents.models import Incident
+    from runs.models import Rollback
+
+    incident = Incident.objects.create(tenant=acme, title="acme's incident")
+    incident.runs.add(stored)
+    first_call = ToolCall.objects.filter(run=stored).first()
+    rollback = Rollback.objects.create(tenant=acme, tool_call=first_call, run=stored,
+                                       idempotency_key="k", incident=incident)
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
         "call_id": run["tool_calls"][0]["call_id"],
         "pk": approval.pk,
+        "incident_id": incident.pk,
+        "rollback_id": rollback.pk,
         "objects": {
             Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
             Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored)[0].tool,
@@ -93,6 +106,8 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             Decision: decision,
             GovernedException: exception,
             BackTest: backtest,
+            Incident: incident,
+            Rollback: rollback,
         },
     }
 

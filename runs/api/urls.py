@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import rollbacks, views
 
 urlpatterns = [
     path("tenants/", views.TenantList.as_view(), name="tenant-list"),
@@ -12,4 +12,7 @@ urlpatterns = [
     path("runs/<str:run_id>/", views.RunDetail.as_view(), name="run-detail"),
     path("tool-calls/", views.ToolCallList.as_view(), name="toolcall-list"),
     path("tool-calls/<str:call_id>/", views.ToolCallDetail.as_view(), name="toolcall-detail"),
+    path("rollbacks/", rollbacks.RollbackList.as_view(), name="rollback-list"),
+    path("rollbacks/<int:rollback_id>/", rollbacks.RollbackDetail.as_view(),
+         name="rollback-detail"),
 ]

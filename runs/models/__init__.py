@@ -12,6 +12,7 @@ from .records import (
     ToolCall,
     ToolCallStatus,
 )
+from .rollback import Rollback, RollbackStatus
 
 __all__ = [
     "ActionClass",
@@ -25,6 +26,8 @@ __all__ = [
     "LedgerRecord",
     "ModelCall",
     "RedactionRule",
+    "Rollback",
+    "RollbackStatus",
     "Run",
     "RunStatus",
     "Step",
