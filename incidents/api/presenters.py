@@ -11,6 +11,13 @@ from ..models import Incident
 from ..services import incident_timeline
 
 
+def _event(data: dict[str, Any]) -> str:
+    # freeze_tool (policies) writes its own incident link, without an event name
+    if not data.get("event") and data.get("policy") == FREEZE_POLICY:
+        return "freeze"
+    return str(data.get("event", ""))
+
+
 def incident_row(incident: Incident) -> dict[str, Any]:
     return {
         "id": incident.pk, "reference": incident.reference, "tenant": incident.tenant.slug,
@@ -34,7 +41,7 @@ def incident_detail(incident: Incident, viewer: Any, redaction: str | None = Non
     for note in incident_timeline(incident):
         row = redactor.redact_row("annotation", {
             "annotation_id": note.annotation_id, "kind": note.annotation_kind,
-            "event": (note.data or {}).get("event", ""), "body": note.body, "data": note.data,
+            "event": _event(note.data or {}), "body": note.body, "data": note.data,
             "run_id": note.run.run_id, "target_call_id": note.target_call_id,
             "author": note.author_label, "recorded_at": note.recorded_at})
         timeline.append(row)

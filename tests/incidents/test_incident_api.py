@@ -87,3 +87,24 @@ def test_nobody_acts_on_another_tenants_incident(action, acme, alice, charlie, g
     incident.refresh_from_db()
     assert (incident.status, incident.ticket_ids) == ("open", [])
     assert not incident.policy_versions.exists()
+
+
+def test_ledger_incident_open_link_close_show(acme, alice, recorded, capsys):
+    from ledger_portal.cli import EXIT_OK, EXIT_USAGE, main
+
+    recorded(acme, "run-a", [("get_customer", "read")])
+    assert main(["--as", "alice", "incident", "open", "--tenant", "acme", "--title",
+                 "Wrong answers", "--severity", "high", "--ticket", "PD-1"]) == EXIT_OK
+    incident = Incident.objects.get(title="Wrong answers")
+    assert main(["--as", "alice", "incident", "link", str(incident.pk), "--run",
+                 "run-a"]) == EXIT_OK
+    assert main(["--as", "alice", "incident", "link", str(incident.pk), "--run",
+                 "no-such-run"]) == EXIT_USAGE
+    assert main(["--as", "alice", "incident", "close", str(incident.pk), "--remediation",
+                 "remediated", "--note", "fixed"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["--as", "alice", "incident", "show", str(incident.pk)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "status closed" in out
+    assert "runs: run-a" in out
+    assert "closed" in out.splitlines()[-1]
