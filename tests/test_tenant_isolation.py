@@ -83,7 +83,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
 
     incident = Incident.objects.create(tenant=acme, title="acme's incident")
     incident.runs.add(stored)
-    first_call = ToolCall.objects.filter(run=stored).first()
+    first_call = ToolCall.objects.filter(run=stored)[0]
     rollback = Rollback.objects.create(tenant=acme, tool_call=first_call, run=stored,
                                        idempotency_key="k", incident=incident)
     return {
