@@ -141,7 +141,8 @@ class ToolCallAdmin(LedgerRecordAdmin):
     def get_actions(self, request: HttpRequest) -> Any:
         # Ledger rows are read-only here, so the action is offered by role, not by "change".
         actions = super().get_actions(request)
-        if not has_role(request.user, Role.OPERATE):
+        roles = self._roles(request)  # loaded once per request (None: a superuser)
+        if roles is not None and not roles.get(Role.OPERATE):
             actions.pop("roll_back", None)
         return actions
 
