@@ -161,6 +161,12 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "runs.models.RunStatus",
         "ToolCallStatusEnum": "runs.models.ToolCallStatus",
         "ActionClassEnum": "runs.models.ActionClass",
+        "IncidentStatusEnum": "incidents.choices.IncidentStatus",
+        "RemediationStatusEnum": "incidents.choices.Remediation",
+        "SeverityEnum": "incidents.choices.Severity",
+        "RollbackStatusEnum": "runs.models.rollback.RollbackStatus",
+        "FreezeModeEnum": ["deny", "sandbox"],
+        "ModeEnum": "policies.models.Mode",
     },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }

@@ -43,7 +43,7 @@ class LinkedRollbackSerializer(serializers.Serializer):
     status = serializers.CharField()
 
 
-class TimelineEntrySerializer(serializers.Serializer):
+class IncidentTimelineEntrySerializer(serializers.Serializer):
     annotation_id = serializers.CharField()
     kind = serializers.CharField()
     event = serializers.CharField()
@@ -63,7 +63,7 @@ class IncidentDetailSerializer(IncidentSerializer):
     rollbacks = LinkedRollbackSerializer(many=True)
     escalated_calls = serializers.ListField(child=serializers.CharField())
     last_escalated_at = serializers.DateTimeField(allow_null=True)
-    timeline = TimelineEntrySerializer(many=True)
+    timeline = IncidentTimelineEntrySerializer(many=True)
     redaction = serializers.CharField()
 
 
@@ -111,8 +111,9 @@ class IncidentFreezeSerializer(serializers.Serializer):
 
 class IncidentCloseSerializer(serializers.Serializer):
     remediation_status = serializers.ChoiceField(
-        choices=[(r.value, r.label) for r in CLOSING_REMEDIATIONS],
-        help_text="Required: how the incident ends.")
+        choices=Remediation.choices,
+        help_text="Required: how the incident ends, one of "
+        + ", ".join(CLOSING_REMEDIATIONS) + ".")
     note = serializers.CharField(required=False, default="", allow_blank=True)
 
 

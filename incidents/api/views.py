@@ -137,7 +137,7 @@ class IncidentLink(_OneIncident):
 class IncidentNote(_OneIncident):
     serializer_class = s.IncidentNoteSerializer
 
-    @extend_schema(request=s.IncidentNoteSerializer, responses=s.TimelineEntrySerializer)
+    @extend_schema(request=s.IncidentNoteSerializer, responses=s.IncidentTimelineEntrySerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         def note(incident: Incident, data: dict[str, Any]) -> dict[str, Any]:
             written = services.add_note(incident, data["body"], request.user)
