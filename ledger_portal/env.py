@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -75,3 +76,16 @@ def read_or_create_secret(path: Path) -> str:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(value)
     return value
+
+
+def env_json(name: str, default: Any) -> Any:
+    """A JSON value (e.g. a per-tenant mapping); bad JSON names the variable."""
+    import json
+
+    raw = env_str(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from exc

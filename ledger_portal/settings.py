@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_int, env_list, env_str, read_or_create_secret
+from .env import env_bool, env_int, env_json, env_list, env_str, read_or_create_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("LEDGER_DATA_DIR") or BASE_DIR / "data")
@@ -163,6 +163,11 @@ SPECTACULAR_SETTINGS = {
         "ActionClassEnum": "runs.models.ActionClass",
         "ReplayModeEnum": "runs.models.ReplayMode",
         "PolicyModeEnum": "policies.models.Mode",
+        "IncidentStatusEnum": "incidents.choices.IncidentStatus",
+        "RemediationStatusEnum": "incidents.choices.Remediation",
+        "SeverityEnum": "incidents.choices.Severity",
+        "RollbackStatusEnum": "runs.models.rollback.RollbackStatus",
+        "FreezeModeEnum": ["deny", "sandbox"],
     },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
@@ -201,6 +206,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "escalate-overdue-approvals": {"task": "approvals.escalate_overdue", "schedule": 60},
     "assemble-idle-otel-traces": {"task": "runs.assemble_idle_otel_traces", "schedule": 10},
+    "fail-stuck-rollbacks": {"task": "runs.fail_stuck_rollbacks", "schedule": 60},
     "seal-tenant-digests": {
         "task": "runs.seal_tenant_digests",
         "schedule": env_int("LEDGER_DIGEST_INTERVAL", 300, minimum=10),
@@ -225,6 +231,25 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ledger-portal@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 # Resolves tools' secret references (env:NAME by default); a class with resolve(reference).
 LEDGER_SECRETS_BACKEND = env_str("LEDGER_SECRETS_BACKEND", "runs.secrets.EnvironmentSecrets")
+# Incident escalation: who hears when write/delete/exfil calls are involved, and how.
+LEDGER_INCIDENT_NOTIFIER = env_str("LEDGER_INCIDENT_NOTIFIER", "incidents.notify.EmailNotifier")
+LEDGER_INCIDENT_WEBHOOK_URL = env_str("LEDGER_INCIDENT_WEBHOOK_URL", "") or ""
+LEDGER_SECURITY_CONTACTS = env_list("LEDGER_SECURITY_CONTACTS", [])
+LEDGER_DATA_OWNER_CONTACTS = env_list("LEDGER_DATA_OWNER_CONTACTS", [])
+# Per tenant slug, overriding the two lists above: {"acme": {"security": [..], "data_owners": [..]}}
+LEDGER_INCIDENT_CONTACTS = env_json("LEDGER_INCIDENT_CONTACTS", {})
+if not isinstance(LEDGER_INCIDENT_CONTACTS, dict) or not all(
+        isinstance(v, dict) and set(v) <= {"security", "data_owners"}
+        and all(isinstance(x, list) and all(isinstance(e, str) for e in x) for x in v.values())
+        for v in LEDGER_INCIDENT_CONTACTS.values()):
+    raise ImproperlyConfigured('LEDGER_INCIDENT_CONTACTS must map tenant slugs to {"security": '
+                               '[emails], "data_owners": [emails]}')
+# Rollbacks: attempts on transient failures, exponential backoff (base, cap) and the time after
+# which a queued or running rollback that has not moved is marked failed by the beat task.
+LEDGER_ROLLBACK_MAX_ATTEMPTS = env_int("LEDGER_ROLLBACK_MAX_ATTEMPTS", 5, minimum=1)
+LEDGER_ROLLBACK_BACKOFF_MS = env_int("LEDGER_ROLLBACK_BACKOFF_MS", 2000, minimum=0)
+LEDGER_ROLLBACK_BACKOFF_MAX_MS = env_int("LEDGER_ROLLBACK_BACKOFF_MAX_MS", 300_000, minimum=0)
+LEDGER_ROLLBACK_TIME_LIMIT = env_int("LEDGER_ROLLBACK_TIME_LIMIT", 900, minimum=10)
 # The longest a client may block on GET /api/v1/approvals/<id>/?wait=N (seconds).
 LEDGER_APPROVAL_MAX_WAIT = env_int("LEDGER_APPROVAL_MAX_WAIT", 30, minimum=0)
 # Public keys of earlier signing keys (base64), still trusted when verifying old digests.

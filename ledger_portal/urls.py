@@ -20,6 +20,9 @@ urlpatterns = [
          replay_pages.divergence_export, name="replay-divergences"),
     path("runs/<slug:tenant>/<str:run_id>/replay/", replay_pages.replay_run, name="run-replay"),
     path("runs/<slug:tenant>/<str:run_id>/", run_pages.run_timeline, name="run-timeline"),
+    path("runs/<slug:tenant>/<str:run_id>/rollback/", run_pages.run_rollback,
+         name="run-rollback"),
+    path("incidents/", include("incidents.urls")),
     path("api/v1/", include("ledger_portal.api.urls")),
     path("v1/traces", TraceExport.as_view(), name="otlp-traces"),  # OTLP/HTTP's fixed path
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -30,6 +30,7 @@ from .models import (
     RedactionRule,
     RemovalRecord,
     Replay,
+    Rollback,
     Run,
     Step,
     Tool,
@@ -135,10 +136,56 @@ class ToolCallAdmin(LedgerRecordAdmin):
     list_select_related = ["tenant", "run", "tool"]
     search_fields = ["call_id", "run_id", "agent_id"]
     search_help_text = "Exact call_id, run_id or agent_id."
+    actions = ["roll_back"]
 
     def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
         calls = self.matching_pks(request, ToolCall, call_id=term)
         return [Q(pk__in=calls)] if calls else _by_run_or_agent(self, request, term)
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        # Ledger rows are read-only here, so the action is offered by role, not by "change".
+        actions = super().get_actions(request)
+        roles = self._roles(request)  # loaded once per request (None: a superuser)
+        if roles is not None and not roles.get(Role.OPERATE):
+            actions.pop("roll_back", None)
+        return actions
+
+    @admin.action(description="Roll back the selected calls (compensate hook, once each)")
+    def roll_back(self, request: HttpRequest, queryset: QuerySet[ToolCall]) -> None:
+        from django.core.exceptions import PermissionDenied, ValidationError
+
+        from .rollback import request_rollback
+
+        for call in queryset.select_related("tool", "tenant")[:100]:
+            try:
+                rollback, queued = request_rollback(call, request.user)
+            except (PermissionDenied, ValidationError) as exc:
+                text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+                self.message_user(request, f"{call.call_id}: {text}", messages.ERROR)
+                continue
+            self.message_user(request, f"{call.call_id}: rollback {rollback.pk} queued"
+                              if queued else f"{call.call_id}: already rolled back (rollback "
+                              f"{rollback.pk}, {rollback.status})",
+                              messages.SUCCESS if queued else messages.WARNING)
+
+
+@admin.register(Rollback)
+class RollbackAdmin(TenantScopedAdmin):
+    """Rollbacks: read-only job rows (status, attempts, outcome, what remains)."""
+
+    list_display = ["id", "call", "tenant", "status", "attempts", "incident", "requested_by_label",
+                    "created_at", "finished_at"]
+    list_filter = ["status"]
+    list_select_related = ["tenant", "tool_call__tool", "incident"]
+    raw_id_fields = ["tool_call", "run", "incident"]
+    ordering = ["-id"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="tool call")
+    def call(self, rollback: Rollback) -> str:
+        return f"{rollback.tool_call.tool.name} {rollback.tool_call.call_id}"
 
 
 @admin.register(Annotation)

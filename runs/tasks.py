@@ -43,6 +43,8 @@ def assemble_idle_otel_traces() -> dict[str, int]:
     from .otlp.services import assemble_idle_traces
 
     return assemble_idle_traces()
+
+
 @shared_task(name="runs.run_replay", bind=True, acks_late=True, reject_on_worker_lost=True,
              soft_time_limit=settings.LEDGER_REPLAY_TIME_LIMIT,
              time_limit=settings.LEDGER_REPLAY_TIME_LIMIT + 30)
@@ -66,3 +68,24 @@ def watch_replays() -> dict[str, int]:
     from .replay import fail_overdue_replays, resume_decided_replays
 
     return {"failed": fail_overdue_replays(), "resumed": resume_decided_replays()}
+
+
+# Rollbacks: by id; acks_late + reject_on_worker_lost so a crashed worker's message comes back
+# (the attempt it was making is on the row, and is re-sent with the same idempotency key).
+@shared_task(bind=True, name="runs.run_rollback", acks_late=True, reject_on_worker_lost=True,
+             max_retries=None, soft_time_limit=300, time_limit=330)
+def run_rollback(self: Any, rollback_id: int) -> str:
+    from .rollback import attempt_rollback
+
+    attempt = attempt_rollback(rollback_id)
+    if attempt.retry_in is not None:
+        raise self.retry(countdown=attempt.retry_in)
+    return attempt.status
+
+
+@shared_task(name="runs.fail_stuck_rollbacks")
+def fail_stuck_rollbacks() -> int:
+    """Beat task: rollbacks that have not moved past their time limit are marked failed."""
+    from .rollback import fail_stuck_rollbacks as run
+
+    return run()

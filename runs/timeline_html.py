@@ -7,6 +7,7 @@ that comes from the ledger goes through ``escape`` or ``json_to_html``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from html import escape
 
 from django.utils.safestring import SafeString, mark_safe
@@ -15,11 +16,35 @@ from .templatetags.ledger import json_to_html
 from .timeline import Entry
 
 
+@dataclass
+class RollbackControls:
+    """What the viewer may roll back on this page (operators only), and what already was."""
+
+    form_url: str
+    csrf_token: str
+    eligible: set[str] = field(default_factory=set)
+    done: dict[str, str] = field(default_factory=dict)  # call_id -> rollback status
+
+    def cell(self, call_id: str) -> str:
+        status = self.done.get(call_id)
+        if status is not None:
+            return (f'<div class="rollback-state status status-{escape(status)}">rollback: '
+                    f"{escape(status)}</div>")
+        if call_id not in self.eligible:
+            return ""
+        return (f'<form class="rollback-form" method="post" action="{escape(self.form_url)}">'
+                f'<input type="hidden" name="csrfmiddlewaretoken" '
+                f'value="{escape(self.csrf_token)}"><input type="hidden" name="call_id" '
+                f'value="{escape(call_id)}"><button type="submit" class="rollback-button">'
+                "Roll back</button></form>")
+
+
 def _size(size: int) -> str:
     return f"{size} bytes" if size < 1024 else f"{size / 1024:.1f} KB"
 
 
-def _row(entry: Entry, original: Entry | None) -> str:
+def _row(entry: Entry, original: Entry | None, rollbacks: RollbackControls | None = None
+         ) -> str:
     row = entry.row
     classes = f"kind-{entry.kind}" + (" error" if entry.is_error else "") + (
         " retry" if original else "")
@@ -53,6 +78,8 @@ def _row(entry: Entry, original: Entry | None) -> str:
     status = row.get("status")
     status_html = (f'<span class="status status-{escape(status)}">{escape(status)}</span>'
                    if status else "")
+    if rollbacks is not None and entry.kind == "tool_call":
+        status_html += rollbacks.cell(row["call_id"])
     timing = ""
     if row.get("started_at"):
         ms = row.get("duration_ms")
@@ -77,9 +104,10 @@ def _row(entry: Entry, original: Entry | None) -> str:
             f'<td>{"".join(details)}</td></tr>')
 
 
-def timeline_rows(entries: list[Entry]) -> SafeString:
+def timeline_rows(entries: list[Entry], rollbacks: RollbackControls | None = None
+                  ) -> SafeString:
     parts = []
     for entry in entries:
-        parts.append(_row(entry, None))
-        parts.extend(_row(retry, entry) for retry in entry.retries)
+        parts.append(_row(entry, None, rollbacks))
+        parts.extend(_row(retry, entry, rollbacks) for retry in entry.retries)
     return mark_safe("".join(parts))  # noqa: S308  (built from escaped parts only)

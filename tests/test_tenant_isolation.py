@@ -40,6 +40,9 @@ WRITE_ONLY_ROUTES = {
     "api:decision-create": "tests/policies/test_decision_api.py::"
                            "test_decisions_are_taken_under_the_keys_own_tenant",
     "otlp-traces": "tests/otlp/test_ingest_spans.py::test_a_globex_key_writes_only_into_globex",
+    **{f"api:incident-{action}": "tests/incidents/test_incident_api.py::"
+                                 "test_nobody_acts_on_another_tenants_incident"
+       for action in ("link", "note", "freeze", "mitigate", "close")},
 }
 # Machine routes outside /api/v1/ at paths fixed by their protocol (OTLP/HTTP).
 PROTOCOL_ROUTES = ("v1/traces",)
@@ -99,11 +102,21 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     acme.retention_days = 0
     apply_retention(acme)
     replay = Replay.objects.create(tenant=acme, run=stored, requested_by_label="alice")
+    from incidents.models import Incident
+    from runs.models import Rollback
+
+    incident = Incident.objects.create(tenant=acme, title="acme's incident")
+    incident.runs.add(stored)
+    first_call = ToolCall.objects.filter(run=stored)[0]
+    rollback = Rollback.objects.create(tenant=acme, tool_call=first_call, run=stored,
+                                       idempotency_key="k", incident=incident)
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"],
         "call_id": run["tool_calls"][0]["call_id"],
         "pk": approval.pk,
         "replay_id": replay.pk,
+        "incident_id": incident.pk,
+        "rollback_id": rollback.pk,
         "objects": {
             Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
             Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored)[0].tool,
@@ -121,6 +134,8 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             LegalHold: hold,
             RemovalRecord: RemovalRecord.objects.get(tenant=acme),
             Replay: replay,
+            Incident: incident,
+            Rollback: rollback,
         },
     }
 

@@ -22,6 +22,7 @@ from .replay import (
     StepStatus,
 )
 from .retention import LegalHold, RemovalRecord
+from .rollback import Rollback, RollbackStatus
 
 __all__ = [
     "ActionClass",
@@ -45,6 +46,8 @@ __all__ = [
     "ReplayMode",
     "ReplayStatus",
     "ReplayStep",
+    "Rollback",
+    "RollbackStatus",
     "Run",
     "RunStatus",
     "Step",

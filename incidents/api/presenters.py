@@ -1,0 +1,63 @@
+"""What the API, the page and the CLI show of an incident (one shape, built in one place)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.services import FREEZE_POLICY
+from runs.services import redactor_for
+
+from ..models import Incident
+from ..services import incident_timeline
+
+
+def _event(data: dict[str, Any]) -> str:
+    # freeze_tool (policies) writes its own incident link, without an event name
+    if not data.get("event") and data.get("policy") == FREEZE_POLICY:
+        return "freeze"
+    return str(data.get("event", ""))
+
+
+def incident_row(incident: Incident) -> dict[str, Any]:
+    return {
+        "id": incident.pk, "reference": incident.reference, "tenant": incident.tenant.slug,
+        "title": incident.title, "severity": incident.severity, "status": incident.status,
+        "remediation_status": incident.remediation_status, "ticket_ids": incident.ticket_ids,
+        "opened_by": incident.opened_by_label, "opened_at": incident.opened_at,
+        "mitigated_at": incident.mitigated_at, "closed_at": incident.closed_at,
+    }
+
+
+def incident_detail(incident: Incident, viewer: Any, redaction: str | None = None
+                    ) -> dict[str, Any]:
+    """The incident with its links and its timeline, annotations redacted for ``viewer``."""
+    redactor = redactor_for(viewer, incident.tenant_id, redaction)
+    versions = [{"id": pk, "policy": name, "version": number, "status": status,
+                 "freeze": name == FREEZE_POLICY}
+                for pk, name, number, status in incident.policy_versions.order_by(
+                    "policy__name", "number").values_list("pk", "policy__name", "number",
+                                                          "status")]
+    timeline = []
+    for note in incident_timeline(incident):
+        row = redactor.redact_row("annotation", {
+            "annotation_id": note.annotation_id, "kind": note.annotation_kind,
+            "event": _event(note.data or {}), "body": note.body, "data": note.data,
+            "run_id": note.run.run_id, "target_call_id": note.target_call_id,
+            "author": note.author_label, "recorded_at": note.recorded_at})
+        timeline.append(row)
+    return {
+        **incident_row(incident),
+        "summary": incident.summary,
+        "runs": sorted(incident.runs.values_list("run_id", flat=True)),
+        "tool_calls": [{"call_id": c, "tool": t, "action_class": a, "run_id": r}
+                       for c, t, a, r in incident.tool_calls.order_by("id").values_list(
+                           "call_id", "tool__name", "action_class", "run__run_id")],
+        "policy_versions": versions,
+        "rollbacks": [{"id": pk, "call_id": call_id, "status": status}
+                      for pk, call_id, status in incident.rollbacks.order_by("id").values_list(
+                          "pk", "tool_call__call_id", "status")],
+        "escalated_calls": incident.escalated_call_ids,
+        "last_escalated_at": incident.last_escalated_at,
+        "timeline": timeline,
+        "redaction": redactor.level,
+    }

@@ -1,0 +1,415 @@
+"""Rolling back completed tool calls through their tool's compensate hook.
+
+``request_rollback`` (one call) and ``request_run_rollback`` (a whole run) are what the admin
+action, the timeline page, the API, the CLI and the incident service call; ``attempt_rollback``
+is the body of the Celery task; ``fail_stuck_rollbacks`` the watchdog's.
+
+- Once per call: a unique (tenant, call) row, created in its own savepoint; a concurrent second
+  request hits the constraint and returns the first row, whatever its state.
+- Each attempt is recorded (attempts + 1, a log entry) in a committed transaction *before* the
+  hook is called, with an idempotency key derived from the call, so an attempt re-sent after a
+  worker crash carries the same key and the tool can recognise it.
+- A transient failure goes back to the queue with exponential backoff, up to
+  ``LEDGER_ROLLBACK_MAX_ATTEMPTS``; a permanent one is recorded as failed with its reason.
+- A hook that answers ``{"remaining_side_effects": [...]}`` (non-empty) made a partial
+  rollback: recorded as ``partial`` with what remains.
+- A whole run is rolled back call by call in reverse chain order, one task at a time, each
+  task queueing the next when it finishes. The chain STOPS at the first rollback that does not
+  end ``succeeded`` (failed or partial): compensations are undone latest-first because earlier
+  calls' effects can depend on later ones being undone (refund after cancelling the shipment),
+  so going on past a failure could leave a worse state than stopping. The calls not reached are
+  marked failed "not attempted", and may be requested again (their hook was never called).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from ledger_portal.roles import Role
+from ledger_portal.tenancy import has_role
+
+from .annotations import annotate
+from .models import AnnotationKind, Rollback, RollbackStatus, Run, ToolCall, ToolCallStatus
+
+# How long a running attempt may go without news before another worker may take it over
+# (a crashed worker's message comes back through acks_late / reject_on_worker_lost).
+ATTEMPT_LEASE = timedelta(minutes=2)
+NOT_ATTEMPTED = "not attempted"
+
+
+class RollbackRefused(ValidationError):
+    pass
+
+
+def rollback_key(call: ToolCall) -> str:
+    """The idempotency key of every compensate attempt of ``call``: stable, so a re-sent
+    attempt is recognisable, and different from the call's own key."""
+    seed = f"{call.tenant_id}\n{call.call_id}\n{call.idempotency_key}"
+    return "rollback-" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+
+
+def refusal(call: ToolCall) -> str | None:
+    """Why ``call`` cannot be rolled back, or None."""
+    from .connectors import ConnectorError, connector_for
+
+    tool = call.tool
+    if call.status != ToolCallStatus.SUCCEEDED:
+        return (f"call {call.call_id} is {call.status}: only a completed (succeeded) call can be "
+                "rolled back")
+    if not tool.supports_rollback:
+        return (f"tool {tool.name} does not support compensation (rollback is not enabled for "
+                f"it in the tool registry), so call {call.call_id} cannot be rolled back")
+    if not tool.can_compensate:
+        return (f"tool {tool.name} declares compensation but has no compensate endpoint in the "
+                "tool registry")
+    try:
+        connector_for(tool)
+    except ConnectorError as exc:
+        return f"tool {tool.name} has no connector to call its compensate hook: {exc}"
+    return None
+
+
+def _require_operate(by: Any, tenant_id: int) -> None:
+    if not has_role(by, Role.OPERATE, tenant_id):
+        raise PermissionDenied("rolling back needs the operate role on this tenant")
+
+
+def _enqueue(rollback_id: int) -> None:
+    from .tasks import run_rollback
+
+    transaction.on_commit(lambda: run_rollback.delay(rollback_id))
+
+
+def _create(call: ToolCall, by: Any, incident: Any, batch: str = "", position: int = 0
+            ) -> tuple[Rollback, bool]:
+    existing = Rollback.objects.filter(tenant_id=call.tenant_id, tool_call=call).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():  # a savepoint: the loser of a race keeps its transaction
+            rollback = Rollback.objects.create(
+                tenant_id=call.tenant_id, tool_call=call, run_id=call.run_id,
+                idempotency_key=rollback_key(call), incident=incident, batch=batch,
+                position=position,
+                requested_by=by if getattr(by, "pk", None) is not None else None,
+                requested_by_label=str(by) if by is not None else "")
+    except IntegrityError:
+        return Rollback.objects.get(tenant_id=call.tenant_id, tool_call=call), False
+    return rollback, True
+
+
+def _requeue_if_never_attempted(rollback: Rollback, by: Any, incident: Any, batch: str = "",
+                                position: int = 0) -> bool:
+    """A rollback stopped before its hook was ever called may be asked for again."""
+    locked = Rollback.objects.select_for_update().get(pk=rollback.pk)
+    if locked.status != RollbackStatus.FAILED or locked.attempts:
+        return False
+    locked.status, locked.last_error, locked.finished_at = RollbackStatus.QUEUED, "", None
+    locked.last_activity_at, locked.batch, locked.position = timezone.now(), batch, position
+    if incident is not None:
+        locked.incident = incident
+    locked.save(update_fields=["status", "last_error", "finished_at", "last_activity_at",
+                               "batch", "position", "incident"])
+    rollback.refresh_from_db()
+    return True
+
+
+def _note_requested(rollback: Rollback, call: ToolCall, by: Any, whole_run: bool) -> None:
+    data = {"rollback": rollback.pk, "event": "requested", "idempotency_key":
+            rollback.idempotency_key, "whole_run": whole_run}
+    if rollback.incident_id is not None:
+        data["incident"] = f"incident-{rollback.incident_id}"
+        data["incident_id"] = rollback.incident_id
+    annotate(call.tenant, AnnotationKind.ROLLBACK,
+             f"rollback of {call.tool.name} call requested", run_id=call.run.run_id, by=by,
+             target_call_id=call.call_id, data=data)
+
+
+@transaction.atomic
+def request_rollback(call: ToolCall, by: Any, *, incident: Any = None) -> tuple[Rollback, bool]:
+    """Queue the compensation of ``call`` (once); ``(rollback, queued_now)``. A second request
+    returns the first rollback unchanged."""
+    _require_operate(by, call.tenant_id)
+    call = ToolCall.objects.select_related("tool", "run", "tenant").get(pk=call.pk)
+    _check_incident(incident, call.tenant_id)
+    existing = Rollback.objects.filter(tenant_id=call.tenant_id, tool_call=call).first()
+    if existing is not None:
+        if not _requeue_if_never_attempted(existing, by, incident):
+            return existing, False
+        rollback, created = existing, True
+    else:
+        reason = refusal(call)
+        if reason:
+            raise RollbackRefused(reason)
+        rollback, created = _create(call, by, incident)
+        if not created:
+            return rollback, False
+    _note_requested(rollback, call, by, whole_run=False)
+    if incident is not None:
+        _link_incident(incident, call, by)
+    _enqueue(rollback.pk)
+    return rollback, True
+
+
+def compensable_calls(run: Run) -> QuerySet[ToolCall]:
+    """The completed calls of a run whose tool supports compensation, latest first."""
+    return (ToolCall.objects.filter(tenant_id=run.tenant_id, run=run,
+                                    status=ToolCallStatus.SUCCEEDED,
+                                    tool__supports_rollback=True)
+            .exclude(tool__compensate_endpoint="").exclude(tool__connector="none")
+            .select_related("tool", "run", "tenant").order_by("-seq"))
+
+
+@transaction.atomic
+def request_run_rollback(run: Run, by: Any, *, incident: Any = None) -> list[Rollback]:
+    """Queue the compensation of every completed, compensable call of ``run``, latest first,
+    as a chain that stops at the first rollback not ending ``succeeded``. Calls already
+    rolled back keep their first rollback (listed, not re-run)."""
+    _require_operate(by, run.tenant_id)
+    _check_incident(incident, run.tenant_id)
+    calls = [c for c in compensable_calls(run) if refusal(c) is None]
+    if not calls:
+        raise RollbackRefused(f"run {run.run_id} has no completed call whose tool supports "
+                              "compensation")
+    batch = uuid.uuid4().hex
+    rollbacks: list[Rollback] = []
+    queued: list[Rollback] = []
+    for position, call in enumerate(calls):
+        rollback, created = _create(call, by, incident, batch, position)
+        if not created:
+            created = _requeue_if_never_attempted(rollback, by, incident, batch, position)
+        if created:
+            queued.append(rollback)
+            _note_requested(rollback, call, by, whole_run=True)
+            if incident is not None:
+                _link_incident(incident, call, by)
+        rollbacks.append(rollback)
+    if queued:
+        _enqueue(queued[0].pk)
+    return rollbacks
+
+
+def _check_incident(incident: Any, tenant_id: int) -> None:
+    if incident is not None and incident.tenant_id != tenant_id:
+        raise RollbackRefused("the incident belongs to another tenant")
+
+
+def _link_incident(incident: Any, call: ToolCall, by: Any) -> None:
+    from incidents.services import link_to_incident
+
+    if not incident.tool_calls.filter(pk=call.pk).exists():
+        link_to_incident(incident, by, call_ids=[call.call_id])
+
+
+# --- the task's side -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the task does next: nothing (``retry_in`` None), or try again after a while."""
+
+    status: str
+    retry_in: float | None = None
+
+
+def backoff_seconds(attempts: int) -> float:
+    base = settings.LEDGER_ROLLBACK_BACKOFF_MS / 1000
+    cap = settings.LEDGER_ROLLBACK_BACKOFF_MAX_MS / 1000
+    return float(min(base * 2 ** max(attempts - 1, 0), cap))
+
+
+def _claim(rollback_id: int) -> tuple[Rollback | None, float | None]:
+    """Take the rollback for one attempt, recording the attempt first (committed before the
+    hook is called). ``(None, wait)``: someone else is on it; look again after ``wait``."""
+    now = timezone.now()
+    with transaction.atomic():
+        rollback = Rollback.objects.select_for_update().filter(pk=rollback_id).first()
+        if rollback is None or rollback.is_finished:
+            return None, None
+        if rollback.status == RollbackStatus.RUNNING:
+            stale_at = rollback.last_activity_at + ATTEMPT_LEASE
+            if stale_at > now:  # a live attempt elsewhere, or a crashed one: look again later
+                return None, (stale_at - now).total_seconds() + 1
+        rollback.status = RollbackStatus.RUNNING
+        rollback.attempts += 1
+        rollback.started_at = rollback.started_at or now
+        rollback.last_activity_at = now
+        rollback.attempt_log = [*rollback.attempt_log, {"attempt": rollback.attempts,
+                                                        "started_at": now.isoformat()}]
+        rollback.save(update_fields=["status", "attempts", "started_at", "last_activity_at",
+                                     "attempt_log"])
+    return rollback, None
+
+
+def attempt_rollback(rollback_id: int) -> Attempt:
+    """One attempt at a queued rollback (the Celery task's body)."""
+    rollback, wait = _claim(rollback_id)
+    if rollback is None:
+        if wait is not None:
+            return Attempt(RollbackStatus.RUNNING, wait)
+        finished = Rollback.objects.filter(pk=rollback_id).first()
+        if finished is not None and finished.status == RollbackStatus.SUCCEEDED:
+            _queue_next(finished)  # a redelivered message: make sure the chain moved on
+        return Attempt(finished.status if finished else "missing")
+    call = ToolCall.objects.select_related("tool", "run", "tenant").get(pk=rollback.tool_call_id)
+    result = _call_hook(call, rollback)
+    return _record(rollback, call, result)
+
+
+@dataclass(frozen=True)
+class HookResult:
+    status: str  # succeeded | failed | transient
+    output: Any = None
+    error: str = ""
+    latency_ms: float = 0.0
+
+
+def _call_hook(call: ToolCall, rollback: Rollback) -> HookResult:
+    from .connectors import ConnectorError, connector_for
+
+    try:
+        connector = connector_for(call.tool)
+        result = connector.compensate(call.input, call.output,
+                                      idempotency_key=rollback.idempotency_key)
+    except ConnectorError as exc:
+        return HookResult("failed", error=f"no usable connector: {exc}")
+    except Exception as exc:  # a hook that blows up is a failed rollback, never a lost one
+        return HookResult("failed", error=f"{type(exc).__name__}: {exc}")
+    status = result.status if result.status in ("succeeded", "failed", "transient") else (
+        "succeeded" if result.ok else "failed")
+    return HookResult(status, result.output, result.error, result.latency_ms)
+
+
+def remaining_side_effects(output: Any) -> list[Any]:
+    remaining = output.get("remaining_side_effects") if isinstance(output, dict) else None
+    if not remaining:
+        return []
+    return list(remaining) if isinstance(remaining, list | tuple) else [remaining]
+
+
+def _record(rollback: Rollback, call: ToolCall, result: HookResult) -> Attempt:
+    now = timezone.now()
+    with transaction.atomic():
+        row = Rollback.objects.select_for_update().get(pk=rollback.pk)
+        if row.status != RollbackStatus.RUNNING or row.attempts != rollback.attempts:
+            return Attempt(row.status)  # the watchdog (or a takeover) got there first
+        log = [*row.attempt_log]
+        entry = {**log[-1], "result": result.status, "latency_ms": round(result.latency_ms, 1),
+                 "ended_at": now.isoformat()}
+        if result.error:
+            entry["error"] = result.error
+        retry_in: float | None = None
+        if result.status == "transient" and row.attempts < settings.LEDGER_ROLLBACK_MAX_ATTEMPTS:
+            retry_in = backoff_seconds(row.attempts)
+            entry["retry_in_s"] = retry_in
+            row.status, row.last_error = RollbackStatus.QUEUED, result.error
+        elif result.status == "succeeded":
+            row.remaining_side_effects = remaining_side_effects(result.output)
+            row.status = (RollbackStatus.PARTIAL if row.remaining_side_effects
+                          else RollbackStatus.SUCCEEDED)
+            row.outcome, row.last_error, row.finished_at = result.output, "", now
+        else:
+            row.status, row.finished_at, row.outcome = RollbackStatus.FAILED, now, result.output
+            row.last_error = result.error or "the compensate hook failed without a reason"
+            if result.status == "transient":
+                row.last_error = (f"gave up after {row.attempts} attempts; last transient "
+                                  f"failure: {row.last_error}")
+        log[-1] = entry
+        row.attempt_log, row.last_activity_at = log, now
+        row.save(update_fields=["status", "last_error", "outcome", "remaining_side_effects",
+                                "finished_at", "attempt_log", "last_activity_at"])
+        if retry_in is not None:
+            return Attempt(row.status, retry_in)
+        _note_outcome(row, call)
+        if row.status == RollbackStatus.SUCCEEDED:
+            _queue_next(row)
+        else:
+            _stop_batch(row, call)
+    return Attempt(row.status)
+
+
+def _note_outcome(row: Rollback, call: ToolCall) -> None:
+    data: dict[str, Any] = {"rollback": row.pk, "event": "finished", "status": row.status,
+                            "attempts": row.attempts, "idempotency_key": row.idempotency_key,
+                            "remaining_side_effects": row.remaining_side_effects,
+                            "error": row.last_error}
+    if row.incident_id is not None:
+        data["incident"], data["incident_id"] = f"incident-{row.incident_id}", row.incident_id
+    body = {RollbackStatus.SUCCEEDED: f"rolled back {call.tool.name} call",
+            RollbackStatus.PARTIAL: f"partly rolled back {call.tool.name} call; side effects "
+                                    "remain",
+            RollbackStatus.FAILED: f"rollback of {call.tool.name} call failed: "
+                                   f"{row.last_error}"}[RollbackStatus(row.status)]
+    annotate(call.tenant, AnnotationKind.ROLLBACK, body, run_id=call.run.run_id,
+             by=row.requested_by or row.requested_by_label or None,
+             target_call_id=call.call_id, data=data)
+
+
+def _queue_next(row: Rollback) -> None:
+    if not row.batch:
+        return
+    following = (Rollback.objects.filter(batch=row.batch, position__gt=row.position,
+                                         status=RollbackStatus.QUEUED, attempts=0)
+                 .order_by("position").first())
+    if following is not None:
+        _enqueue(following.pk)
+
+
+def _stop_batch(row: Rollback, call: ToolCall) -> None:
+    if not row.batch:
+        return
+    reason = (f"{NOT_ATTEMPTED}: the whole-run rollback stopped after the rollback of "
+              f"{call.call_id} ended {row.status}")
+    now = timezone.now()
+    for later in Rollback.objects.select_for_update().filter(
+            batch=row.batch, position__gt=row.position, status=RollbackStatus.QUEUED,
+            attempts=0).select_related("tool_call__tool", "run", "tenant"):
+        later.status, later.last_error, later.finished_at = RollbackStatus.FAILED, reason, now
+        later.last_activity_at = now
+        later.save(update_fields=["status", "last_error", "finished_at", "last_activity_at"])
+        annotate(later.tenant, AnnotationKind.ROLLBACK,
+                 f"rollback of {later.tool_call.tool.name} call not attempted",
+                 run_id=later.run.run_id, target_call_id=later.tool_call.call_id,
+                 data={"rollback": later.pk, "event": "not_attempted", "status": later.status,
+                       "error": reason})
+
+
+def fail_stuck_rollbacks(now: Any = None) -> int:
+    """Watchdog (beat): a rollback queued or running with no news for longer than
+    ``LEDGER_ROLLBACK_TIME_LIMIT`` seconds is marked failed, with the reason, annotated."""
+    now = now or timezone.now()
+    limit = timedelta(seconds=settings.LEDGER_ROLLBACK_TIME_LIMIT)
+    stuck_ids = list(Rollback.objects.filter(
+        status__in=[RollbackStatus.QUEUED, RollbackStatus.RUNNING],
+        last_activity_at__lt=now - limit).values_list("pk", flat=True)[:1000])
+    failed = 0
+    for rollback_id in stuck_ids:
+        with transaction.atomic():
+            row = (Rollback.objects.select_for_update()
+                   .filter(pk=rollback_id, status__in=[RollbackStatus.QUEUED,
+                                                       RollbackStatus.RUNNING],
+                           last_activity_at__lt=now - limit).first())
+            if row is None:
+                continue
+            was = row.status
+            row.status, row.finished_at, row.last_activity_at = RollbackStatus.FAILED, now, now
+            row.last_error = (f"stuck {was} for more than {settings.LEDGER_ROLLBACK_TIME_LIMIT} "
+                              f"s after {row.attempts} attempt(s); marked failed by the "
+                              "watchdog. The hook may or may not have run: check the tool "
+                              f"for idempotency key {row.idempotency_key}")
+            row.save(update_fields=["status", "finished_at", "last_activity_at", "last_error"])
+            call = ToolCall.objects.select_related("tool", "run", "tenant").get(
+                pk=row.tool_call_id)
+            _note_outcome(row, call)
+            _stop_batch(row, call)
+            failed += 1
+    return failed

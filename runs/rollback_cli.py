@@ -1,0 +1,93 @@
+"""``ledger rollback``: compensate a completed tool call (or a whole run's) from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+
+WAIT_POLL_SECONDS = 0.5
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"ledger: {message}", file=sys.stderr)
+    return code
+
+
+def _one(queryset: Any, what: str) -> tuple[Any, int]:
+    found = list(queryset[:2])
+    if not found:
+        return None, _fail(f"no {what} in your tenants", EXIT_NOT_FOUND)
+    if len(found) > 1:
+        return None, _fail(f"{what} is in several of your tenants; pass --tenant", EXIT_USAGE)
+    return found[0], EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace, user: Any) -> int:
+    from django.core.exceptions import PermissionDenied, ValidationError
+
+    from incidents.models import Incident
+    from ledger_portal.roles import Role
+
+    from .models import Rollback, Run, ToolCall
+    from .rollback import request_rollback, request_run_rollback
+
+    if bool(args.call_id) == bool(args.run_id):
+        return _fail("name one tool call (--call-id) or one whole run (--run-id)", EXIT_USAGE)
+    incident = None
+    if args.incident is not None:
+        incident = Incident.objects.for_user(user, Role.VIEW_LEDGER).filter(
+            pk=args.incident).first()
+        if incident is None:
+            return _fail(f"no incident {args.incident} in your tenants", EXIT_NOT_FOUND)
+    model, lookup = (Run, {"run_id": args.run_id}) if args.run_id else (
+        ToolCall, {"call_id": args.call_id})
+    scoped = model.objects.for_user(user, Role.VIEW_LEDGER).filter(**lookup)
+    if args.tenant:
+        scoped = scoped.filter(tenant__slug=args.tenant)
+    target, code = _one(scoped, f"run {args.run_id!r}" if args.run_id
+                        else f"tool call {args.call_id!r}")
+    if target is None:
+        return code
+    try:
+        if args.run_id:
+            rollbacks = request_run_rollback(target, user, incident=incident)
+        else:
+            rollback, queued = request_rollback(target, user, incident=incident)
+            rollbacks = [rollback]
+            if not queued:
+                print(f"{target.call_id} was already rolled back: rollback {rollback.pk}")
+    except PermissionDenied as exc:
+        return _fail(str(exc), EXIT_FORBIDDEN)
+    except ValidationError as exc:
+        return _fail(" ".join(exc.messages), EXIT_USAGE)
+    ids = [r.pk for r in rollbacks]
+    deadline = time.monotonic() + max(args.wait, 0)
+    while args.wait and time.monotonic() < deadline and Rollback.objects.filter(
+            pk__in=ids, status__in=["queued", "running"]).exists():
+        time.sleep(WAIT_POLL_SECONDS)
+    for row in Rollback.objects.filter(pk__in=ids).select_related("tool_call__tool").order_by(
+            "position", "id"):
+        line = (f"rollback {row.pk}\t{row.tool_call.call_id}\t{row.tool_call.tool.name}\t"
+                f"{row.status}\tattempts {row.attempts}")
+        if row.last_error:
+            line += f"\t{row.last_error}"
+        if row.remaining_side_effects:
+            line += f"\tremaining: {row.remaining_side_effects}"
+        print(line)
+    return EXIT_OK
+
+
+def add_commands(sub: Any) -> None:
+    rollback = sub.add_parser("rollback", help="run the compensate hook of a completed tool "
+                              "call, or of every compensable call of a run (latest first)")
+    rollback.add_argument("--call-id")
+    rollback.add_argument("--run-id", help="roll back the whole run instead of one call")
+    rollback.add_argument("--tenant")
+    rollback.add_argument("--incident", type=int, help="the incident this is for (its id)")
+    rollback.add_argument("--wait", type=float, default=0,
+                          help="seconds to wait for the outcome (default: just queue it)")
+    rollback.set_defaults(func=cmd_rollback)
