@@ -48,8 +48,9 @@ def test_an_operator_works_an_incident_on_its_page(live_server, page, login, acm
     page.fill("form:has(#close) textarea[name=note]", "send_email frozen, regression added")
     page.click("#close")
     assert page.inner_text("#incident-status") == "closed"
+    # inner text comes upper-cased by the CSS
     events = page.locator("#incident-timeline .timeline-entry .event").all_inner_texts()
-    assert [e.split(" · ")[1].strip() for e in events] == [
+    assert [e.split(" · ")[1].strip().lower() for e in events] == [
         "opened", "linked_run", "escalated", "freeze", "note", "closed"]
     assert "send_email frozen, regression added" in page.inner_text("#incident-timeline")
     assert Incident.objects.get(pk=incident.pk).remediation_status == "remediated"
