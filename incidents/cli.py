@@ -59,18 +59,18 @@ def cmd_link(args: argparse.Namespace, user: Any) -> int:
     incident = _incident(user, args.incident_id)
     if incident is None:
         return _fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
-    if not (args.run or args.call or args.policy_version or args.ticket):
-        return _fail("name something to link: --run, --call, --policy-version or --ticket",
-                     EXIT_USAGE)
+    if not (args.run or args.call or args.policy_version or args.replay or args.ticket):
+        return _fail("name something to link: --run, --call, --policy-version, --replay or "
+                     "--ticket", EXIT_USAGE)
 
     def do() -> None:
         linked = link_to_incident(incident, user, run_ids=args.run or [],
                                   call_ids=args.call or [],
                                   policy_version_ids=args.policy_version or [],
-                                  ticket_ids=args.ticket or [])
+                                  replay_ids=args.replay or [], ticket_ids=args.ticket or [])
         print(f"{incident.reference}: linked {len(linked.runs)} run(s), {len(linked.calls)} "
               f"call(s), {len(linked.policy_versions)} policy version(s), "
-              f"{len(linked.tickets)} ticket(s)")
+              f"{len(linked.replays)} replay(s), {len(linked.tickets)} ticket(s)")
         if linked.escalated_calls:
             print(f"escalated {len(linked.escalated_calls)} write/delete/exfil call(s) to "
                   "security and data owners")
@@ -150,6 +150,7 @@ def add_commands(sub: Any) -> None:
     link.add_argument("--call", action="append", help="tool call_id (repeatable)")
     link.add_argument("--policy-version", action="append", type=int,
                       help="policy version id (repeatable)")
+    link.add_argument("--replay", action="append", type=int, help="replay id (repeatable)")
     link.add_argument("--ticket", action="append", help="external ticket id (repeatable)")
     link.set_defaults(func=cmd_link)
 

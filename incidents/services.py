@@ -22,7 +22,7 @@ from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 from policies.models import PolicyVersion
 from runs.annotations import annotate
-from runs.models import ActionClass, Annotation, AnnotationKind, Run, ToolCall
+from runs.models import ActionClass, Annotation, AnnotationKind, Replay, Run, ToolCall
 
 from .models import (
     CLOSING_REMEDIATIONS,
@@ -100,12 +100,14 @@ class Linked:
     runs: list[str] = field(default_factory=list)
     calls: list[str] = field(default_factory=list)
     policy_versions: list[int] = field(default_factory=list)
+    replays: list[int] = field(default_factory=list)
     tickets: list[str] = field(default_factory=list)
     escalated_calls: list[str] = field(default_factory=list)
 
     @property
     def anything(self) -> bool:
-        return bool(self.runs or self.calls or self.policy_versions or self.tickets)
+        return bool(self.runs or self.calls or self.policy_versions or self.replays
+                    or self.tickets)
 
 
 def _missing(asked: Iterable[str], found: Iterable[str], what: str) -> None:
@@ -117,8 +119,9 @@ def _missing(asked: Iterable[str], found: Iterable[str], what: str) -> None:
 @transaction.atomic
 def link_to_incident(incident: Incident, by: Any, *, run_ids: Iterable[str] = (),
                      call_ids: Iterable[str] = (), policy_version_ids: Iterable[int] = (),
-                     ticket_ids: Iterable[str] = ()) -> Linked:
-    """Link runs, tool calls (by external id), policy versions (by id) and tickets. Each new
+                     replay_ids: Iterable[int] = (), ticket_ids: Iterable[str] = ()) -> Linked:
+    """Link runs, tool calls (by external id), policy versions and replays (by id) and
+    tickets. Each new
     link is annotated on the run it concerns; linking write, delete or exfil calls (directly
     or through their run) escalates to security and data owners."""
     require_operate(by, incident.tenant_id)
@@ -136,6 +139,9 @@ def link_to_incident(incident: Incident, by: Any, *, run_ids: Iterable[str] = ()
     versions = list(PolicyVersion.objects.filter(tenant=tenant, pk__in=version_ids)
                     .select_related("policy"))
     _missing(map(str, version_ids), [str(v.pk) for v in versions], "policy version")
+    replay_pks = sorted({int(r) for r in replay_ids})
+    replays = list(Replay.objects.filter(tenant=tenant, pk__in=replay_pks).select_related("run"))
+    _missing(map(str, replay_pks), [str(r.pk) for r in replays], "replay")
 
     already_runs = set(incident.runs.filter(pk__in=[r.pk for r in runs])
                        .values_list("pk", flat=True))
@@ -167,6 +173,15 @@ def link_to_incident(incident: Incident, by: Any, *, run_ids: Iterable[str] = ()
                 f"{incident.reference}", by, "linked_policy_version",
                 policy=version.policy.name, version=version.number,
                 policy_version_id=version.pk)
+    already_replays = set(incident.replays.values_list("pk", flat=True))
+    for replay in replays:
+        if replay.pk in already_replays:
+            continue
+        incident.replays.add(replay)
+        linked.replays.append(replay.pk)
+        _record(incident, f"{replay.mode} replay {replay.pk} of this run linked to "
+                f"{incident.reference}", by, "linked_replay", run_id=replay.run.run_id,
+                replay=replay.pk)
     new_tickets = [t for t in _clean_tickets(ticket_ids) if t not in incident.ticket_ids]
     if new_tickets:
         incident.ticket_ids = [*incident.ticket_ids, *new_tickets]

@@ -83,13 +83,14 @@ def incident_act(request: HttpRequest, tenant: str, pk: int) -> HttpResponse:
             done = "Note added."
         elif action == "link":
             versions = [int(v) for v in _split(form.get("policy_version_ids", "")) if v.isdigit()]
+            replays = [int(v) for v in _split(form.get("replay_ids", "")) if v.isdigit()]
             linked = services.link_to_incident(
                 incident, by, run_ids=_split(form.get("run_ids", "")),
                 call_ids=_split(form.get("call_ids", "")), policy_version_ids=versions,
-                ticket_ids=_split(form.get("ticket_ids", "")))
+                replay_ids=replays, ticket_ids=_split(form.get("ticket_ids", "")))
             done = (f"Linked {len(linked.runs)} run(s), {len(linked.calls)} call(s), "
                     f"{len(linked.policy_versions)} policy version(s), "
-                    f"{len(linked.tickets)} ticket(s).")
+                    f"{len(linked.replays)} replay(s), {len(linked.tickets)} ticket(s).")
             if linked.escalated_calls:
                 done += (f" Escalated {len(linked.escalated_calls)} write/delete/exfil call(s) "
                          "to security and data owners.")

@@ -53,6 +53,11 @@ def incident_detail(incident: Incident, viewer: Any, redaction: str | None = Non
                        for c, t, a, r in incident.tool_calls.order_by("id").values_list(
                            "call_id", "tool__name", "action_class", "run__run_id")],
         "policy_versions": versions,
+        "replays": [{"id": pk, "run_id": run_id, "mode": mode, "status": status,
+                     "divergent_steps": divergent}
+                    for pk, run_id, mode, status, divergent in incident.replays.order_by(
+                        "id").values_list("pk", "run__run_id", "mode", "status",
+                                          "divergent_steps")],
         "rollbacks": [{"id": pk, "call_id": call_id, "status": status}
                       for pk, call_id, status in incident.rollbacks.order_by("id").values_list(
                           "pk", "tool_call__call_id", "status")],

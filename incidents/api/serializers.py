@@ -82,13 +82,15 @@ class IncidentLinkSerializer(serializers.Serializer):
                                      required=False, default=list)
     policy_version_ids = serializers.ListField(child=serializers.IntegerField(),
                                                required=False, default=list)
+    replay_ids = serializers.ListField(child=serializers.IntegerField(), required=False,
+                                       default=list)
     ticket_ids = serializers.ListField(child=serializers.CharField(max_length=200),
                                        required=False, default=list)
 
     def validate(self, attrs: dict) -> dict:
         if not any(attrs.values()):
-            raise serializers.ValidationError("name at least one run, call, policy version "
-                                              "or ticket to link")
+            raise serializers.ValidationError("name at least one run, call, policy version, "
+                                              "replay or ticket to link")
         return attrs
 
 
@@ -96,6 +98,7 @@ class LinkedSerializer(serializers.Serializer):
     runs = serializers.ListField(child=serializers.CharField())
     calls = serializers.ListField(child=serializers.CharField())
     policy_versions = serializers.ListField(child=serializers.IntegerField())
+    replays = serializers.ListField(child=serializers.IntegerField())
     tickets = serializers.ListField(child=serializers.CharField())
     escalated_calls = serializers.ListField(child=serializers.CharField())
 

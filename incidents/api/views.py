@@ -3,6 +3,7 @@ call a service. Reading needs view_ledger; acting needs operate (the services ch
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -119,7 +120,7 @@ class IncidentDetail(_OneIncident):
 
 
 class IncidentLink(_OneIncident):
-    """Link runs, tool calls, policy versions and tickets. Linking write, delete or exfil
+    """Link runs, tool calls, policy versions, replays and tickets. Linking write, delete or exfil
     calls escalates to security and data owners (recorded in the timeline)."""
 
     serializer_class = s.IncidentLinkSerializer
@@ -127,10 +128,7 @@ class IncidentLink(_OneIncident):
     @extend_schema(request=s.IncidentLinkSerializer, responses=s.LinkedSerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         def link(incident: Incident, data: dict[str, Any]) -> dict[str, Any]:
-            linked = services.link_to_incident(incident, request.user, **data)
-            return {"runs": linked.runs, "calls": linked.calls,
-                    "policy_versions": linked.policy_versions, "tickets": linked.tickets,
-                    "escalated_calls": linked.escalated_calls}
+            return asdict(services.link_to_incident(incident, request.user, **data))
         return self.act(request, s.IncidentLinkSerializer, link)
 
 

@@ -29,7 +29,7 @@ def test_an_agent_key_opens_links_and_closes_an_incident(acme, recorded, key_cli
     linked = client.post(url("link", incident), {"run_ids": ["run-a"],
                                                  "call_ids": ["run-a-c1"]}, format="json")
     assert linked.json() == {"runs": ["run-a"], "calls": ["run-a-c1"], "policy_versions": [],
-                             "tickets": [], "escalated_calls": []}
+                             "replays": [], "tickets": [], "escalated_calls": []}
     assert client.post(url("note", incident), {"body": "looking"},
                        format="json").status_code == 200
 
@@ -108,3 +108,24 @@ def test_ledger_incident_open_link_close_show(acme, alice, recorded, capsys):
     assert "status closed" in out
     assert "runs: run-a" in out
     assert "closed" in out.splitlines()[-1]
+
+
+def test_a_replay_is_linked_through_the_api_and_listed_on_the_incident(
+        acme, alice, recorded, user_client):
+    from runs.models import Run
+    from runs.replay import start_replay
+
+    recorded(acme, "run-a", [("get_customer", "read")])
+    replay = start_replay(Run.objects.get(tenant=acme, run_id="run-a"), alice)
+    incident = open_incident(acme, "Wrong answers", alice)
+    client = user_client(alice)
+
+    linked = client.post(url("link", incident), {"replay_ids": [replay.pk]}, format="json")
+    assert linked.status_code == 200, linked.content
+    assert linked.json()["replays"] == [replay.pk]
+    [shown] = client.get(url("detail", incident)).json()["replays"]
+    assert (shown["id"], shown["run_id"], shown["mode"]) == (replay.pk, "run-a", "sandbox")
+    unknown = client.post(url("link", incident), {"replay_ids": [replay.pk + 999]},
+                          format="json")
+    assert unknown.status_code == 400
+    assert "no replay" in unknown.content.decode()

@@ -159,3 +159,26 @@ def test_editing_an_incident_is_annotated_with_before_and_after(acme, alice):
                                     "title": "Wrong answers to customers"}
     with pytest.raises(IncidentError, match="cannot be edited"):
         edit_incident(incident, alice, status="closed")
+
+
+def test_a_replay_made_for_an_incident_is_linked_and_annotated_on_its_run(
+        acme, globex, alice, charlie, recorded):
+    from runs.models import Run
+    from runs.replay import start_replay
+
+    recorded(acme, "run-a", [("get_customer", "read")])
+    recorded(globex, "globex-run", [("get_customer", "read")])
+    replay = start_replay(Run.objects.get(tenant=acme, run_id="run-a"), alice)
+    foreign = start_replay(Run.objects.get(tenant=globex, run_id="globex-run"), charlie)
+    incident = open_incident(acme, "Wrong answers", alice)
+
+    linked = link_to_incident(incident, alice, replay_ids=[replay.pk])
+
+    assert linked.replays == [replay.pk]
+    assert list(incident.replays.all()) == [replay]
+    note = Annotation.objects.get(tenant=acme, run__run_id="run-a",
+                                  annotation_kind="incident_link")
+    assert note.data["replay"] == replay.pk
+    assert events(incident)[-1] == "linked_replay"
+    with pytest.raises(IncidentError, match=f"no replay {foreign.pk}"):
+        link_to_incident(incident, alice, replay_ids=[foreign.pk])
