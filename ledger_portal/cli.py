@@ -209,9 +209,19 @@ def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
     if tenant is None:
         print(f"ledger: you may not operate on tenant {args.tenant!r}", file=sys.stderr)
         return EXIT_FORBIDDEN
+    from incidents.models import Incident
+    from incidents.services import freeze_for_incident
+
+    # An incident of the portal (``incident-12`` or ``12``) is linked both ways; anything
+    # else is an outside ticket, recorded as given.
+    number = (args.incident or "").removeprefix("incident-")
+    incident = Incident.objects.filter(tenant=tenant, pk=int(number)).first() \
+        if number.isdigit() else None
     try:
         if args.unfreeze:
             version = unfreeze_tool(tenant, args.tool, user, incident=args.incident or "")
+        elif incident is not None:
+            version = freeze_for_incident(incident, args.tool, user, mode=args.mode)
         else:
             version = freeze_tool(tenant, args.tool, user, mode=args.mode,
                                   incident=args.incident or "")

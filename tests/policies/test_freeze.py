@@ -53,3 +53,14 @@ def test_the_admin_action_freezes_the_selected_tools(acme, alice, record, make_r
     assert [str(m) for m in response.context["messages"]] == [
         f"{tool.name} frozen (deny) in acme"]
     assert frozen_tools(acme) == {tool.name: "deny"}
+
+
+def test_ledger_freeze_for_a_portal_incident_links_both_ways(acme, alice, capsys):
+    from incidents.services import open_incident
+
+    incident = open_incident(acme, "Mail sent to the wrong customers", alice)
+    assert main(["--as", "alice", "freeze", "send_email", "--tenant", "acme",
+                 "--incident", incident.reference]) == EXIT_OK
+    [version] = incident.policy_versions.all()
+    assert frozen_tools(acme) == {"send_email": "deny"}
+    assert incident.reference in version.change_note
