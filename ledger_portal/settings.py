@@ -120,6 +120,24 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+
+# Audit export bundles: local files under the data folder unless LEDGER_EXPORT_STORAGE names
+# another Django storage backend (e.g. storages.backends.s3.S3Storage, configured by its own
+# settings); parts are written to LEDGER_EXPORT_TMP_DIR first, then published whole.
+_export_storage = env_str("LEDGER_EXPORT_STORAGE") or "exports.storage.AtomicFileSystemStorage"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "exports": {"BACKEND": _export_storage,
+                "OPTIONS": {"location": str(DATA_DIR / "exports")}
+                if _export_storage == "exports.storage.AtomicFileSystemStorage" else {}},
+}
+LEDGER_EXPORT_TMP_DIR = Path(env_str("LEDGER_EXPORT_TMP_DIR") or DATA_DIR / "exports-tmp")
+# Rows per part: a window bigger than this is cut into parts that workers write in parallel.
+LEDGER_EXPORT_PART_ROWS = env_int("LEDGER_EXPORT_PART_ROWS", 250_000, minimum=1)
+LEDGER_EXPORT_TTL_DAYS = env_int("LEDGER_EXPORT_TTL_DAYS", 7, minimum=1)
+# A part or join whose worker died this many times fails the export (with the reason).
+LEDGER_EXPORT_MAX_ATTEMPTS = env_int("LEDGER_EXPORT_MAX_ATTEMPTS", 3, minimum=1)
 LOGIN_URL = "admin:login"
 
 SESSION_COOKIE_HTTPONLY = True
@@ -198,6 +216,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "runs.seal_tenant_digests",
         "schedule": env_int("LEDGER_DIGEST_INTERVAL", 300, minimum=10),
     },
+    "expire-audit-exports": {"task": "exports.expire_exports", "schedule": 3600},
 }
 # Who hears about HITL requests that wait too long (escalations and expiries).
 LEDGER_NOTIFIER = env_str("LEDGER_NOTIFIER", "approvals.notify.EmailNotifier")
