@@ -207,8 +207,9 @@ def _with_votes(rows: list[dict[str, Any]]) -> None:
     for vote in (Vote.objects.filter(request_id__in=list(votes))
                  .order_by("request_id", "pk")
                  .values("request_id", "approve", "justification", "created_at",
-                         approver=F("approver__username"))):
+                         voter=F("approver__username"))):
         request_id = vote.pop("request_id")
+        vote["approver"] = vote.pop("voter")
         _ts(vote, "created_at")
         votes[request_id].append(vote)
     for row in rows:

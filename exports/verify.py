@@ -262,6 +262,8 @@ def _check_records(bundle: Bundle, data_name: str, manifest: dict[str, Any], ind
     counts: dict[str, int] = {}
     strangers: list[tuple[int, int | None, bool]] = []  # (line, claimed n, complete)
     authentic_order: list[int] = []
+    copies: dict[int, list[int]] = {}  # n -> further lines carrying record n
+    positions: dict[int, int] = {}
     cut_off = False
     line_no = 0
     with bundle.open(data_name) as handle:
@@ -270,17 +272,36 @@ def _check_records(bundle: Bundle, data_name: str, manifest: dict[str, Any], ind
             cut_off = cut_off or not complete
             n = _claimed_position(line)
             digest = hashlib.sha256(line).digest()
-            if n is not None and 1 <= n <= expected and at[n] == 0 and \
-                    index[(n - 1) * DIGEST_SIZE:n * DIGEST_SIZE] == digest:
+            genuine = n is not None and 1 <= n <= expected and \
+                index[(n - 1) * DIGEST_SIZE:n * DIGEST_SIZE] == digest
+            if genuine and n is not None and at[n] == 0:
                 at[n] = line_no
                 authentic_order.append(n)
                 kind = _record_type(line)
                 counts[kind] = counts.get(kind, 0) + 1
+            elif genuine and n is not None:
+                copies.setdefault(n, []).append(line_no)
             else:
                 strangers.append((line_no, n, complete))
     report.records = line_no
+    for n, lines in copies.items():
+        # Of several copies of a record, the one between its neighbours is in place.
+        candidates = [at[n], *lines]
+        low = at[n - 1] if n > 1 else 0
+        high = at[n + 1] if n < expected and at[n + 1] else line_no + 1
+        fitting = [c for c in candidates if low < c < high]
+        keep = fitting[0] if fitting else candidates[0]
+        if keep != at[n]:
+            authentic_order[authentic_order.index(n)] = -1
+            authentic_order.append(n)  # re-sorted below by line
+            positions[n] = keep
+        at[n] = keep
+        strangers += [(c, n, True) for c in candidates if c != keep]
+    if positions:
+        by_line = sorted((at[n], n) for n in authentic_order if n > 0)
+        authentic_order = [n for _, n in by_line]
     modified: set[int] = set()
-    for where, n, complete in strangers:
+    for where, n, complete in sorted(strangers):
         if not complete:
             report.add("truncated", f"the last line ({where}) is cut off mid-record")
         elif n is not None and 1 <= n <= expected and at[n] != 0:

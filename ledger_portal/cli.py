@@ -20,7 +20,7 @@ PAYLOAD_FIELDS = ("input", "output", "error", "messages", "response", "body", "d
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_TAMPERED = 0, 1, 2, 3, 4
 # Apps add their own subcommands: each module has ``add_commands(subparsers)``; a command that
 # sets ``standalone=True`` runs without Django and is called as ``func(args)``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("exports.cli",)
 
 
 def _setup() -> None:
