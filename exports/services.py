@@ -62,13 +62,10 @@ def _principal(by: Any) -> tuple[Any, str]:
 
 # -- request ----------------------------------------------------------------------------------
 
-def request_export(tenant: Tenant, by: Any, window_from: datetime, window_to: datetime, *,
-                   redaction_level: str = RedactionLevel.STRICT,
-                   fmt: str = ExportFormat.JSONL, justification: str = "",
-                   enqueue: bool = True) -> AuditExport:
-    """Queue an export of ``tenant``'s records between ``window_from`` (inclusive) and
-    ``window_to`` (exclusive). Needs the export role; ``standard`` needs view_confidential,
-    ``none`` view_unredacted and a justification, which is annotated in the ledger."""
+def check_request(tenant: Tenant, by: Any, window_from: datetime, window_to: datetime,
+                  redaction_level: str, fmt: str, justification: str) -> str:
+    """Refuse a request ``by`` may not make (ExportNotAllowed) or that makes no sense
+    (ValidationError); return the justification, trimmed."""
     if not has_role(by, Role.EXPORT, tenant):
         raise ExportNotAllowed(f"exporting {tenant.slug} needs the export role")
     if redaction_level not in RedactionLevel.values:
@@ -76,8 +73,7 @@ def request_export(tenant: Tenant, by: Any, window_from: datetime, window_to: da
     if redaction_level not in allowed_levels(by, tenant.pk):
         raise ExportNotAllowed(f"redaction level {redaction_level!r} needs the "
                                f"{LEVEL_ROLES[redaction_level]} role")
-    justification = justification.strip()
-    if redaction_level == RedactionLevel.NONE and not justification:
+    if redaction_level == RedactionLevel.NONE and not justification.strip():
         raise ValidationError("an unredacted export needs a justification")
     if fmt not in ExportFormat.values:
         raise ValidationError(f"unknown format {fmt!r}; use jsonl or json")
@@ -85,6 +81,18 @@ def request_export(tenant: Tenant, by: Any, window_from: datetime, window_to: da
         raise ValidationError("the window's bounds need a time zone")
     if window_from >= window_to:
         raise ValidationError("the window must end after it starts")
+    return justification.strip()
+
+
+def request_export(tenant: Tenant, by: Any, window_from: datetime, window_to: datetime, *,
+                   redaction_level: str = RedactionLevel.STRICT,
+                   fmt: str = ExportFormat.JSONL, justification: str = "",
+                   enqueue: bool = True) -> AuditExport:
+    """Queue an export of ``tenant``'s records between ``window_from`` (inclusive) and
+    ``window_to`` (exclusive). Needs the export role; ``standard`` needs view_confidential,
+    ``none`` view_unredacted and a justification, which is annotated in the ledger."""
+    justification = check_request(tenant, by, window_from, window_to, redaction_level, fmt,
+                                  justification)
     user, label = _principal(by)
     # The highest key of each table now: rows recorded after the request are not exported.
     watermarks = {s.name: s.model._default_manager.aggregate(top=Max("pk"))["top"] or 0

@@ -92,7 +92,8 @@ def test_reordered_records_are_named(unpacked, capsys):
     code, out = verify(unpacked, capsys)
     assert code == EXIT_TAMPERED
     assert "reordered: record 3 comes after record 4" in out
-    assert "modified" not in out and "missing" not in out
+    assert "modified" not in out
+    assert "missing" not in out
 
 
 def test_a_truncated_file_is_named(unpacked, capsys):
