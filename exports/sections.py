@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.db.models import F, Q, QuerySet
 
 from approvals.models import ApprovalRequest, Vote
@@ -116,10 +116,20 @@ def _postgres_rows(model: Any, window: Window, after: int, upto: int,
                  " AND started_at >= %s AND started_at < %s)")
         params += [window.tenant_id, window.window_from, window.window_to]
     where += " AND t.id > %s AND t.id <= %s"
-    params += [after, upto]
-    for row in integrity_fetch.stream(model, extras, where, params, "t.id"):
-        row.pop("kind", None)
-        yield row
+    last = after
+    while True:
+        # Keyset pages, each read in its own short transaction through a server-side cursor:
+        # no transaction stays open while the rows are written (the part's progress updates
+        # must be visible as they happen), and never more than a page in memory.
+        with transaction.atomic():
+            page = list(integrity_fetch.stream(model, extras, where, [*params, last, upto],
+                                               f"t.id LIMIT {STREAM_CHUNK}"))
+        if not page:
+            return
+        last = page[-1]["pk"]
+        for row in page:
+            row.pop("kind", None)
+            yield row
 
 
 def _orm_rows(model: Any, window: Window, after: int, upto: int,

@@ -210,9 +210,10 @@ def produce_part(part_id: int) -> bool:
 
     try:
         redactor = tenant_redactor(export.tenant_id, export.redaction_level)
-        with transaction.atomic(), temp.open("wb", buffering=1 << 20) as out:
+        with temp.open("wb", buffering=1 << 20) as out:
             rows = writer.write_part(SECTION_BY_NAME[part.section], export, part.after_pk,
-                                     part.upto_pk, redactor, out, progress)
+                                     part.upto_pk, redactor, out, progress,
+                                     settings.LEDGER_EXPORT_PROGRESS_ROWS)
         name = f"parts/{export.pk}/{part.index}-{part.attempts}.part"
         with temp.open("rb") as handle:
             name = export_storage().save(name, File(handle))
@@ -356,10 +357,17 @@ def _manifest(export: AuditExport, joined: writer.Joined,
 
 
 def _discard_parts(export_id: int) -> None:
-    """Remove an export's part files (storage) and temporary files (local)."""
+    """Remove an export's part files from storage (with whatever an upload cut short by a dead
+    worker left beside them) and its local temporary files."""
     storage = export_storage()
-    for name in ExportPart.objects.filter(export_id=export_id).exclude(file="").values_list(
-            "file", flat=True):
+    folder = f"parts/{export_id}"
+    try:
+        names = storage.listdir(folder)[1] if storage.exists(folder) else []
+    except (OSError, NotImplementedError):
+        names = []
+    known = set(ExportPart.objects.filter(export_id=export_id).exclude(file="").values_list(
+        "file", flat=True))
+    for name in known | {f"{folder}/{leaf}" for leaf in names}:
         try:
             storage.delete(name)
         except OSError:

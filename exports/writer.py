@@ -26,11 +26,9 @@ from runs.redaction import Redactor
 from . import verify
 from .sections import Section
 
-PROGRESS_EVERY = 2000
-
-
 def write_part(section: Section, window: Any, after: int, upto: int, redactor: Redactor,
-               out: IO[bytes], progress: Callable[[int], None] | None = None) -> int:
+               out: IO[bytes], progress: Callable[[int], None] | None = None,
+               progress_every: int = 2000) -> int:
     """Write the section's rows in (after, upto] to ``out``; return how many."""
     prefix = section.name.encode() + b"\t"
     written = 0
@@ -39,7 +37,7 @@ def write_part(section: Section, window: Any, after: int, upto: int, redactor: R
         redacted = redactor.redact_fields(row, section.redacted, labels)
         out.write(prefix + orjson.dumps(redacted, option=orjson.OPT_SORT_KEYS) + b"\n")
         written += 1
-        if progress is not None and written % PROGRESS_EVERY == 0:
+        if progress is not None and written % progress_every == 0:
             progress(written)
     if progress is not None:
         progress(written)
