@@ -26,6 +26,7 @@ from runs.redaction import Redactor
 from . import verify
 from .sections import Section
 
+
 def write_part(section: Section, window: Any, after: int, upto: int, redactor: Redactor,
                out: IO[bytes], progress: Callable[[int], None] | None = None,
                progress_every: int = 2000) -> int:
