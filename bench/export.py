@@ -54,7 +54,8 @@ def window_for(share: float) -> tuple[str, str]:
     first = runs.values_list("started_at", flat=True).first()
     if share >= 1:
         last = runs.order_by("-started_at").values_list("started_at", flat=True).first()
-        assert first is not None and last is not None
+        assert first is not None
+        assert last is not None
         return first.isoformat(), (last.replace(year=last.year + 1)).isoformat()
     cut = runs.values_list("started_at", flat=True)[int(total * share)]
     assert first is not None

@@ -48,6 +48,8 @@ def test_a_chunked_export_runs_through_the_tasks_eagerly(eager, acme, alice, rec
     settings.LEDGER_EXPORT_PART_ROWS = 1_000_000
     single = export_now(acme, alice)
     assert single.parts.count() == len(single.counts)  # one part per section
+    assert single.manifest is not None
+    assert export.manifest is not None
     assert single.manifest["chain"] == export.manifest["chain"]
     assert single.manifest["files"] == export.manifest["files"]
 
