@@ -181,6 +181,7 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "runs.models.RunStatus",
         "ToolCallStatusEnum": "runs.models.ToolCallStatus",
         "ActionClassEnum": "runs.models.ActionClass",
+        "ExportStatusEnum": "exports.models.ExportStatus",
     },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
