@@ -120,6 +120,26 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+
+# Audit export bundles: local files under the data folder unless LEDGER_EXPORT_STORAGE names
+# another Django storage backend (e.g. storages.backends.s3.S3Storage, configured by its own
+# settings); parts are written to LEDGER_EXPORT_TMP_DIR first, then published whole.
+_export_storage = env_str("LEDGER_EXPORT_STORAGE") or "exports.storage.AtomicFileSystemStorage"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "exports": {"BACKEND": _export_storage,
+                "OPTIONS": {"location": str(DATA_DIR / "exports")}
+                if _export_storage == "exports.storage.AtomicFileSystemStorage" else {}},
+}
+LEDGER_EXPORT_TMP_DIR = Path(env_str("LEDGER_EXPORT_TMP_DIR") or DATA_DIR / "exports-tmp")
+# Rows per part: a window bigger than this is cut into parts that workers write in parallel.
+LEDGER_EXPORT_PART_ROWS = env_int("LEDGER_EXPORT_PART_ROWS", 250_000, minimum=1)
+# How often (in rows) a part reports its progress on the export's row.
+LEDGER_EXPORT_PROGRESS_ROWS = env_int("LEDGER_EXPORT_PROGRESS_ROWS", 2000, minimum=1)
+LEDGER_EXPORT_TTL_DAYS = env_int("LEDGER_EXPORT_TTL_DAYS", 7, minimum=1)
+# A part or join whose worker died this many times fails the export (with the reason).
+LEDGER_EXPORT_MAX_ATTEMPTS = env_int("LEDGER_EXPORT_MAX_ATTEMPTS", 3, minimum=1)
 LOGIN_URL = "admin:login"
 
 SESSION_COOKIE_HTTPONLY = True
@@ -168,6 +188,7 @@ SPECTACULAR_SETTINGS = {
         "SeverityEnum": "incidents.choices.Severity",
         "RollbackStatusEnum": "runs.models.rollback.RollbackStatus",
         "FreezeModeEnum": ["deny", "sandbox"],
+        "ExportStatusEnum": "exports.models.ExportStatus",
     },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
@@ -218,6 +239,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("LEDGER_RETENTION_INTERVAL", 3600, minimum=60),
     },
     "watch-replays": {"task": "runs.watch_replays", "schedule": 60},
+    "expire-audit-exports": {"task": "exports.expire_exports", "schedule": 3600},
 }
 # Replays: the longest one may run (seconds; past it the beat task fails it), how often one
 # waiting for a person looks again, and how often a transient tool failure is retried.

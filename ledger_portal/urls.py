@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
+from exports import views as export_pages
 from runs import replay_views as replay_pages
 from runs import views as run_pages
 from runs.otlp.views import TraceExport
@@ -19,6 +20,9 @@ urlpatterns = [
     path("runs/<slug:tenant>/replays/<int:replay_id>/divergences.json",
          replay_pages.divergence_export, name="replay-divergences"),
     path("runs/<slug:tenant>/<str:run_id>/replay/", replay_pages.replay_run, name="run-replay"),
+    path("exports/", export_pages.export_list, name="export-list"),
+    path("exports/<int:export_id>/download/", export_pages.download, name="export-download"),
+    path("exports/<int:export_id>/share/", export_pages.share, name="export-share"),
     path("runs/<slug:tenant>/<str:run_id>/", run_pages.run_timeline, name="run-timeline"),
     path("runs/<slug:tenant>/<str:run_id>/rollback/", run_pages.run_rollback,
          name="run-rollback"),

@@ -92,6 +92,11 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
 
     backtest = BackTest.objects.create(tenant=acme, version=published,
                                        window_from=timezone.now(), window_to=timezone.now())
+    from exports.models import AuditExport
+
+    export = AuditExport.objects.create(tenant=acme, window_from=timezone.now(),
+                                        window_to=timezone.now() + timedelta(days=1),
+                                        status="done", file="acme/never-served.tar")
     stored = Run.objects.get(run_id=run["run_id"])
     from runs.retention import apply_retention, place_legal_hold
 
@@ -117,6 +122,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
         "replay_id": replay.pk,
         "incident_id": incident.pk,
         "rollback_id": rollback.pk,
+        "export_id": export.pk,
         "objects": {
             Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
             Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored)[0].tool,
@@ -136,6 +142,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             Replay: replay,
             Incident: incident,
             Rollback: rollback,
+            AuditExport: export,
         },
     }
 
@@ -214,3 +221,18 @@ def test_the_admin_shows_a_member_their_own_rows(acme_data, alice, client):
     change = client.get(reverse("admin:runs_toolcall_change",
                                 args=[acme_data["objects"][ToolCall].pk]))
     assert change.status_code == 200
+
+
+@pytest.mark.parametrize("route", ["export-list", "export-download", "export-share"])
+def test_export_pages_never_show_another_tenants_exports(route, acme_data, charlie, client):
+    client.force_login(charlie)
+    export_id = acme_data["export_id"]
+    if route == "export-list":
+        page = client.get(reverse(route)).content.decode()
+        assert f'id="export-{export_id}"' not in page
+        assert "acme" not in page
+    elif route == "export-download":
+        assert client.get(reverse(route, args=[export_id])).status_code == 404
+    else:
+        response = client.post(reverse(route, args=[export_id]), {"username": "charlie"})
+        assert response.status_code == 404

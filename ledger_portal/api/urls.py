@@ -3,6 +3,7 @@
 from django.urls import path
 
 from approvals.api import views as approvals
+from exports.api.urls import urlpatterns as export_routes
 from incidents.api.urls import urlpatterns as incident_routes
 from policies.api import views as policies
 from runs.api.urls import urlpatterns as ledger_routes
@@ -12,6 +13,7 @@ app_name = "api"
 urlpatterns = [
     *ledger_routes,
     *incident_routes,
+    *export_routes,
     path("decisions/", policies.DecisionCreate.as_view(), name="decision-create"),
     path("policy-trail/", policies.DecisionList.as_view(), name="decision-list"),
     path("approvals/<int:pk>/", approvals.ApprovalDetail.as_view(), name="approval-detail"),

@@ -1,0 +1,161 @@
+"""Benchmark: a strict JSONL audit export of 1,000,000 tool calls (with their runs, steps, model
+calls and annotations) on PostgreSQL: records/s, and the peak memory of the export process at a
+small and the full window, beside a bare ``COPY ... TO STDOUT`` of the same tool-call rows.
+
+    .venv/bin/python -m bench.export --reuse-db            # load once (about 6+ minutes), keep
+    .venv/bin/python -m bench.export --reuse-db --skip-full  # only the small window
+
+Each export runs in its own subprocess (``produce_now``: plan, parts, join, in one process, as
+``ledger export`` does), so its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its
+own. Targets: >= 10,000 records/s; peak RSS at the full window within 1.2x of the small one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench._common import add_db_arguments, bench_database, environment_line, table, verdict
+
+TENANT = "bench-1"
+TARGET_RATE = 10_000
+TARGET_MEMORY_RATIO = 1.2
+
+
+def ensure_data(tool_calls: int, seed: int) -> str:
+    from bench.generate import load
+    from runs.models import ToolCall
+
+    have = ToolCall.objects.count()
+    if have >= tool_calls:
+        return f"reused: {have:,} tool calls already loaded"
+    if have:
+        sys.exit(f"the database holds {have:,} of {tool_calls:,} tool calls; drop it first")
+    started = time.perf_counter()
+    load([TENANT], tool_calls, seed, progress=sys.stderr.isatty())
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    return f"loaded {tool_calls:,} tool calls in {time.perf_counter() - started:.0f} s"
+
+
+def window_for(share: float) -> tuple[str, str]:
+    """A window from the tenant's first run covering about ``share`` of its runs."""
+    from runs.models import Run
+
+    runs = Run.objects.filter(tenant__slug=TENANT).order_by("started_at")
+    total = runs.count()
+    first = runs.values_list("started_at", flat=True).first()
+    if share >= 1:
+        last = runs.order_by("-started_at").values_list("started_at", flat=True).first()
+        assert first is not None
+        assert last is not None
+        return first.isoformat(), (last.replace(year=last.year + 1)).isoformat()
+    cut = runs.values_list("started_at", flat=True)[int(total * share)]
+    assert first is not None
+    return first.isoformat(), cut.isoformat()
+
+
+CHILD = r"""
+import json, os, resource, sys, time
+import django
+django.setup()
+from datetime import datetime
+from django.contrib.auth.models import User
+from exports.services import produce_now, request_export
+from ledger_portal.models import Tenant
+from ledger_portal.services import grant_role
+tenant = Tenant.objects.get(slug=sys.argv[1])
+user, _ = User.objects.get_or_create(username="bench-auditor")
+grant_role(user, "export", tenant)
+started = time.perf_counter()
+export = request_export(tenant, user, datetime.fromisoformat(sys.argv[2]),
+                        datetime.fromisoformat(sys.argv[3]), enqueue=False)
+export = produce_now(export)
+seconds = time.perf_counter() - started
+print(json.dumps({"id": export.pk, "status": export.status, "error": export.error,
+                  "records": export.rows_done, "counts": export.counts, "size": export.size,
+                  "seconds": seconds, "parts": export.parts.count(),
+                  "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def run_export(window: tuple[str, str], part_rows: int) -> dict[str, Any]:
+    env = {**os.environ, "LEDGER_EXPORT_PART_ROWS": str(part_rows)}
+    done = subprocess.run([sys.executable, "-c", CHILD, TENANT, *window], env=env,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"export failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["status"] != "done":
+        sys.exit(f"export {result['id']} {result['status']}: {result['error']}")
+    return result
+
+
+def copy_baseline(window: tuple[str, str]) -> tuple[int, float]:
+    """``COPY (SELECT <tool-call columns> ...same filter...) TO STDOUT``: rows and seconds."""
+    from django.db import connection
+
+    sql = ("COPY (SELECT t.* FROM runs_toolcall t WHERE t.tenant_id = (SELECT id FROM "
+           "ledger_portal_tenant WHERE slug = %s) AND t.run_id IN (SELECT id FROM runs_run "
+           "WHERE started_at >= %s AND started_at < %s) ORDER BY t.id) TO STDOUT")
+    rows = 0
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        with raw.copy(sql, [TENANT, *window]) as copy:
+            for data in copy:
+                rows += bytes(data).count(b"\n")
+    return rows, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tool-calls", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--small-share", type=float, default=0.1,
+                        help="share of the runs in the small window (default 0.1)")
+    parser.add_argument("--part-rows", type=int, default=250_000)
+    parser.add_argument("--skip-full", action="store_true")
+    parser.add_argument("--reuse-db", action="store_true", help="reuse (and keep) the database")
+    add_db_arguments(parser, "export")
+    args = parser.parse_args(argv)
+    if args.reuse_db:
+        args.keep = True
+    with bench_database(args, reuse=args.reuse_db) as db:
+        print(environment_line(db), flush=True)
+        print(ensure_data(args.tool_calls, args.seed), flush=True)
+        os.environ["DATABASE_URL"] = db.url
+        cases = [("small", args.small_share)] + ([] if args.skip_full else [("full", 1.0)])
+        rows = []
+        results = {}
+        for name, share in cases:
+            window = window_for(share)
+            result = run_export(window, args.part_rows)
+            copied, copy_seconds = copy_baseline(window)
+            results[name] = result
+            rate = result["records"] / result["seconds"]
+            rows.append([name, result["counts"].get("tool_call", 0), result["records"],
+                         result["parts"], f"{result['seconds']:.1f}", rate,
+                         f"{result['size'] / 1e6:.0f} MB", f"{result['peak_rss_kb'] / 1024:.0f}",
+                         copied, f"{copy_seconds:.1f}", copied / copy_seconds])
+            print(f"{name}: {json.dumps(result)}", flush=True)
+        print(table(["window", "tool calls", "records", "parts", "s", "records/s", "bundle",
+                     "peak RSS MB", "COPY rows", "COPY s", "COPY rows/s"], rows))
+        best = min(r["records"] / r["seconds"] for r in results.values())
+        print(f"records/s >= {TARGET_RATE:,}: {verdict(best >= TARGET_RATE)}")
+        if "full" in results:
+            ratio = results["full"]["peak_rss_kb"] / results["small"]["peak_rss_kb"]
+            print(f"peak RSS full / small = {ratio:.2f} (<= {TARGET_MEMORY_RATIO}): "
+                  f"{verdict(ratio <= TARGET_MEMORY_RATIO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,449 @@
+"""Audit exports: request, produce (plan -> parts -> join), share, download, expire.
+
+The page, the admin, the API, the CLI and the Celery tasks all call these. Producing is safe to
+run twice and to die halfway: every part and the join claim their row with a conditional update
+that counts attempts, write to a local temporary file, publish it whole, and record the result
+only if their attempt is still the current one; a reader sees a bundle only once its row says
+``done``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.files import File
+from django.db import transaction
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
+from django.utils import timezone
+
+from ledger_portal import signing
+from ledger_portal.canonical import canonical_timestamp
+from ledger_portal.models import Tenant
+from ledger_portal.roles import Role
+from ledger_portal.tenancy import has_role
+from runs.annotations import annotate
+from runs.models import AnnotationKind, RedactionRule
+from runs.redaction import Redactor, TenantRule
+from runs.services import LEVEL_ROLES, allowed_levels
+
+from . import verify, writer
+from .models import (
+    AuditExport,
+    ExportDownload,
+    ExportFormat,
+    ExportPart,
+    ExportShare,
+    ExportStatus,
+    PartStatus,
+    RedactionLevel,
+)
+from .sections import SECTION_BY_NAME, SECTIONS
+from .storage import export_storage
+
+log = logging.getLogger(__name__)
+
+
+class ExportNotAllowed(PermissionDenied):
+    pass
+
+
+def _principal(by: Any) -> tuple[Any, str]:
+    user = by if getattr(by, "pk", None) is not None else None
+    return user, str(by) if by is not None else "ledger-portal"
+
+
+# -- request ----------------------------------------------------------------------------------
+
+def check_request(tenant: Tenant, by: Any, window_from: datetime, window_to: datetime,
+                  redaction_level: str, fmt: str, justification: str) -> str:
+    """Refuse a request ``by`` may not make (ExportNotAllowed) or that makes no sense
+    (ValidationError); return the justification, trimmed."""
+    if not has_role(by, Role.EXPORT, tenant):
+        raise ExportNotAllowed(f"exporting {tenant.slug} needs the export role")
+    if redaction_level not in RedactionLevel.values:
+        raise ValidationError(f"unknown redaction level {redaction_level!r}")
+    if redaction_level not in allowed_levels(by, tenant.pk):
+        raise ExportNotAllowed(f"redaction level {redaction_level!r} needs the "
+                               f"{LEVEL_ROLES[redaction_level]} role")
+    if redaction_level == RedactionLevel.NONE and not justification.strip():
+        raise ValidationError("an unredacted export needs a justification")
+    if fmt not in ExportFormat.values:
+        raise ValidationError(f"unknown format {fmt!r}; use jsonl or json")
+    if window_from.tzinfo is None or window_to.tzinfo is None:
+        raise ValidationError("the window's bounds need a time zone")
+    if window_from >= window_to:
+        raise ValidationError("the window must end after it starts")
+    return justification.strip()
+
+
+def request_export(tenant: Tenant, by: Any, window_from: datetime, window_to: datetime, *,
+                   redaction_level: str = RedactionLevel.STRICT,
+                   fmt: str = ExportFormat.JSONL, justification: str = "",
+                   enqueue: bool = True) -> AuditExport:
+    """Queue an export of ``tenant``'s records between ``window_from`` (inclusive) and
+    ``window_to`` (exclusive). Needs the export role; ``standard`` needs view_confidential,
+    ``none`` view_unredacted and a justification, which is annotated in the ledger."""
+    justification = check_request(tenant, by, window_from, window_to, redaction_level, fmt,
+                                  justification)
+    user, label = _principal(by)
+    # The highest key of each table now: rows recorded after the request are not exported.
+    watermarks = {s.name: s.model._default_manager.aggregate(top=Max("pk"))["top"] or 0
+                  for s in SECTIONS}
+    with transaction.atomic():
+        export = AuditExport.objects.create(
+            tenant=tenant, window_from=window_from, window_to=window_to,
+            redaction_level=redaction_level, format=fmt, justification=justification,
+            requested_by=user, requested_by_label=label, watermarks=watermarks)
+        if redaction_level != RedactionLevel.STRICT:
+            annotate(tenant, AnnotationKind.OVERRIDE,
+                     f"Export {export.pk} requested at redaction level {redaction_level}: "
+                     f"{justification or '(no justification)'}", by=by,
+                     data={"event": "export_requested", "export_id": export.pk,
+                           "redaction_level": redaction_level,
+                           "window": [canonical_timestamp(window_from),
+                                      canonical_timestamp(window_to)]})
+        if enqueue:
+            from .tasks import plan_export
+
+            transaction.on_commit(lambda: plan_export.delay(export.pk))
+    return export
+
+
+# -- produce ----------------------------------------------------------------------------------
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _fail(export_id: int, reason: str) -> None:
+    AuditExport.objects.filter(pk=export_id).exclude(status=ExportStatus.DONE).update(
+        status=ExportStatus.FAILED, error=reason[:2000], finished_at=timezone.now())
+    _discard_parts(export_id)
+
+
+def plan(export_id: int) -> list[int]:
+    """Claim a queued export and cut it into parts; return the part ids to produce."""
+    part_rows = settings.LEDGER_EXPORT_PART_ROWS
+    with transaction.atomic():
+        export = (AuditExport.objects.select_for_update()
+                  .filter(pk=export_id, status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING])
+                  .first())
+        if export is None:
+            return []
+        if export.status == ExportStatus.RUNNING:  # planned before; hand out what is left
+            return list(export.parts.exclude(status=PartStatus.DONE).values_list("pk", flat=True))
+        parts: list[ExportPart] = []
+        for section in SECTIONS:
+            upto = export.watermarks.get(section.name, 0)
+            for after, until, rows in _ranges(section.bounded(export, 0, upto), upto, part_rows):
+                parts.append(ExportPart(export=export, index=len(parts), section=section.name,
+                                        after_pk=after, upto_pk=until, estimated_rows=rows))
+        ExportPart.objects.bulk_create(parts)
+        AuditExport.objects.filter(pk=export.pk).update(
+            status=ExportStatus.RUNNING, rows_total=sum(p.estimated_rows for p in parts))
+        if not parts:
+            AuditExport.objects.filter(pk=export.pk).update(joining=True)
+    return list(ExportPart.objects.filter(export_id=export_id).order_by("index")
+                .values_list("pk", flat=True))
+
+
+def _ranges(qs: QuerySet[Any], upto: int, part_rows: int) -> list[tuple[int, int, int]]:
+    """Primary-key ranges of about ``part_rows`` rows each, found by keyset steps (each step
+    reads ``part_rows`` index entries; nothing is loaded)."""
+    ranges, after = [], 0
+    while True:
+        boundary = (qs.filter(pk__gt=after).order_by("pk")
+                    .values_list("pk", flat=True)[part_rows - 1:part_rows].first())
+        if boundary is None:
+            rest = qs.filter(pk__gt=after).order_by()[:part_rows].count()
+            if rest:
+                ranges.append((after, upto, rest))
+            return ranges
+        ranges.append((after, boundary, part_rows))
+        after = boundary
+
+
+def tenant_redactor(tenant_id: int, level: str) -> Redactor:
+    rules = [TenantRule(pattern, label) for pattern, label in RedactionRule.objects.filter(
+        tenant_id=tenant_id).values_list("pattern", "label")]
+    return Redactor(level, rules)
+
+
+def _temp_dir(export_id: int) -> Path:
+    path = Path(settings.LEDGER_EXPORT_TMP_DIR) / str(export_id)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def produce_part(part_id: int) -> bool:
+    """Claim and write one part; when it is the last, mark the export for joining. Returns
+    whether the join may start now."""
+    claimed = ExportPart.objects.filter(
+        pk=part_id, status__in=[PartStatus.QUEUED, PartStatus.RUNNING],
+        export__status=ExportStatus.RUNNING).update(
+        status=PartStatus.RUNNING, attempts=F("attempts") + 1, claimed_by=_worker_name(),
+        rows_done=0)
+    if not claimed:
+        return False
+    part = ExportPart.objects.select_related("export").get(pk=part_id)
+    export = part.export
+    if part.attempts > settings.LEDGER_EXPORT_MAX_ATTEMPTS:
+        _fail(export.pk, f"part {part.index} ({part.section}) was started "
+              f"{part.attempts - 1} times and never finished (its worker died)")
+        return False
+    directory = _temp_dir(export.pk)
+    for stale in directory.glob(f"part-{part.index}-*"):  # what a killed attempt left
+        stale.unlink(missing_ok=True)
+    temp = directory / f"part-{part.index}-{part.attempts}"
+
+    def progress(rows: int) -> None:
+        ExportPart.objects.filter(pk=part.pk, attempts=part.attempts).update(rows_done=rows)
+        _sum_progress(export.pk)
+
+    try:
+        redactor = tenant_redactor(export.tenant_id, export.redaction_level)
+        with temp.open("wb", buffering=1 << 20) as out:
+            rows = writer.write_part(SECTION_BY_NAME[part.section], export, part.after_pk,
+                                     part.upto_pk, redactor, out, progress,
+                                     settings.LEDGER_EXPORT_PROGRESS_ROWS)
+        name = f"parts/{export.pk}/{part.index}-{part.attempts}.part"
+        with temp.open("rb") as handle:
+            name = export_storage().save(name, File(handle))
+    except Exception as exc:
+        _fail(export.pk, f"part {part.index} ({part.section}): {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        temp.unlink(missing_ok=True)
+    done = ExportPart.objects.filter(pk=part.pk, attempts=part.attempts,
+                                     status=PartStatus.RUNNING).update(
+        status=PartStatus.DONE, file=name, rows_done=rows)
+    if not done:  # another attempt took over: its file counts, not ours
+        export_storage().delete(name)
+        return False
+    _sum_progress(export.pk)
+    unfinished = ExportPart.objects.filter(export=OuterRef("pk")).exclude(status=PartStatus.DONE)
+    # One conditional update: of the parts finishing together, exactly one starts the join.
+    return bool(AuditExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING,
+                                           joining=False)
+                .exclude(Exists(unfinished)).update(joining=True))
+
+
+def _sum_progress(export_id: int) -> None:
+    done = ExportPart.objects.filter(export_id=export_id).aggregate(
+        rows=Sum("rows_done"))["rows"] or 0
+    AuditExport.objects.filter(pk=export_id, status=ExportStatus.RUNNING).update(rows_done=done)
+
+
+def join(export_id: int) -> AuditExport | None:
+    """Claim a fully written export, join its parts, sign and publish the bundle."""
+    claimed = AuditExport.objects.filter(pk=export_id, status=ExportStatus.RUNNING,
+                                         joining=True).update(
+        join_attempts=F("join_attempts") + 1)
+    if not claimed:
+        return None
+    export = AuditExport.objects.select_related("tenant").get(pk=export_id)
+    attempt = export.join_attempts
+    if attempt > settings.LEDGER_EXPORT_MAX_ATTEMPTS:
+        _fail(export.pk, f"the join was started {attempt - 1} times and never finished "
+              "(its worker died)")
+        return None
+    directory = _temp_dir(export.pk) / f"join-{attempt}"
+    for stale in _temp_dir(export.pk).glob("join-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    directory.mkdir(parents=True)
+    storage = export_storage()
+    try:
+        part_files = list(export.parts.order_by("index").values_list("file", flat=True))
+        joined = writer.join_parts((_opened(storage, name) for name in part_files),
+                                   export.format, directory)
+        manifest, signature = _sign(export, joined)
+        bundle = directory / "bundle.tar"
+        sha256, size = writer.build_bundle(directory, joined, writer.manifest_bytes(manifest),
+                                           signature, bundle)
+        name = f"{export.tenant.slug}/{export.download_name[:-4]}-{attempt}.tar"
+        with bundle.open("rb") as handle:
+            name = storage.save(name, File(handle))
+    except Exception as exc:
+        _fail(export.pk, f"join: {type(exc).__name__}: {exc}")
+        raise
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    now = timezone.now()
+    published = AuditExport.objects.filter(
+        pk=export.pk, status=ExportStatus.RUNNING, join_attempts=attempt).update(
+        status=ExportStatus.DONE, file=name, size=size, sha256=sha256, counts=joined.counts,
+        rows_done=joined.record_count, rows_total=joined.record_count, finished_at=now,
+        expires_at=now + timedelta(days=settings.LEDGER_EXPORT_TTL_DAYS))
+    if not published:
+        storage.delete(name)
+        return None
+    _discard_parts(export.pk)
+    export.refresh_from_db()
+    return export
+
+
+def _opened(storage: Any, name: str) -> Any:
+    """A part file, read line by line (closed when exhausted)."""
+    with storage.open(name, "rb") as handle:
+        yield from handle
+
+
+def _sign(export: AuditExport, joined: writer.Joined) -> tuple[dict[str, Any], str]:
+    """The manifest and its signature. The tenant's exports form a chain: each manifest holds
+    the signature of the one signed before it (one signer per tenant at a time); a join that
+    runs again reuses what it signed."""
+    with transaction.atomic():
+        Tenant.objects.select_for_update().filter(pk=export.tenant_id).first()
+        stored: Any = AuditExport.objects.filter(pk=export.pk).values_list(
+            "manifest", "signature").get()
+        if stored[1]:
+            return stored[0], stored[1]
+        previous: Any = (AuditExport.objects.filter(tenant_id=export.tenant_id)
+                    .exclude(signature="").exclude(pk=export.pk).order_by("-signed_at", "-pk")
+                    .values("pk", "signature").first())
+        manifest = _manifest(export, joined, previous)
+        signature = signing.sign(writer.manifest_bytes(manifest))
+        AuditExport.objects.filter(pk=export.pk).update(
+            manifest=manifest, signature=signature, signed_at=timezone.now(),
+            previous_id=previous["pk"] if previous else None)
+    return manifest, signature
+
+
+def _manifest(export: AuditExport, joined: writer.Joined,
+              previous: dict[str, Any] | None) -> dict[str, Any]:
+    approvals = SECTION_BY_NAME["approval"].bounded(
+        export, 0, export.watermarks.get("approval", 0)).order_by("pk")
+    versions = SECTION_BY_NAME["policy_version"].bounded(
+        export, 0, export.watermarks.get("policy_version", 0)).order_by("pk")
+    public_key = signing.public_key_b64()
+    return {
+        "format": verify.FORMAT,
+        "export_id": export.pk,
+        "generated_at": canonical_timestamp(timezone.now()),
+        "tenant": export.tenant.slug,
+        "window": {"from": canonical_timestamp(export.window_from),
+                   "to": canonical_timestamp(export.window_to)},
+        "redaction_level": export.redaction_level,
+        "data_format": export.format,
+        "record_count": joined.record_count,
+        "records": joined.counts,
+        "files": joined.files,
+        "chain": {"algorithm": "sha256", "genesis": verify.GENESIS, "head": joined.head,
+                  "link": "sha256(f'{previous link}:{n}:{sha256(line) hex}')"},
+        "policy_versions": [
+            {"id": pk, "policy": policy, "number": number, "status": status,
+             "checksum": checksum}
+            for pk, policy, number, status, checksum in versions.values_list(
+                "pk", "policy__name", "number", "status", "checksum")],
+        "approvals": [
+            {"id": pk, "status": status, "action_hash": action_hash, "votes": votes}
+            for pk, status, action_hash, votes in approvals.annotate(
+                vote_count=Count("votes")).values_list("pk", "status", "action_hash",
+                                                       "vote_count")],
+        "previous_export": ({"export_id": previous["pk"], "signature": previous["signature"]}
+                            if previous else None),
+        "signing": {"algorithm": signing.ALGORITHM, "public_key": public_key,
+                    "key_id": signing.key_id(public_key)},
+        "volatile_fields": list(verify.VOLATILE_MANIFEST_FIELDS),
+    }
+
+
+def _discard_parts(export_id: int) -> None:
+    """Remove an export's part files from storage (with whatever an upload cut short by a dead
+    worker left beside them) and its local temporary files."""
+    storage = export_storage()
+    folder = f"parts/{export_id}"
+    try:
+        names = storage.listdir(folder)[1] if storage.exists(folder) else []
+    except (OSError, NotImplementedError):
+        names = []
+    known = set(ExportPart.objects.filter(export_id=export_id).exclude(file="").values_list(
+        "file", flat=True))
+    for name in known | {f"{folder}/{leaf}" for leaf in names}:
+        try:
+            storage.delete(name)
+        except OSError:
+            log.warning("could not delete part file %s of export %s", name, export_id)
+    shutil.rmtree(Path(settings.LEDGER_EXPORT_TMP_DIR) / str(export_id), ignore_errors=True)
+
+
+def produce_now(export: AuditExport) -> AuditExport:
+    """Plan, write every part and join in this process (the CLI; tests): the same steps the
+    Celery tasks take."""
+    for part_id in plan(export.pk):
+        produce_part(part_id)
+    join(export.pk)
+    export.refresh_from_db()
+    return export
+
+
+# -- read, share, download, expire ------------------------------------------------------------
+
+def visible_exports(user: Any) -> QuerySet[AuditExport]:
+    """Exports of the tenants where ``user`` holds the export role, and those shared with them."""
+    scoped = AuditExport.objects.for_user(user, Role.EXPORT)
+    if getattr(user, "api_key_tenant_id", None) is None and getattr(user, "pk", None):
+        shared = ExportShare.objects.filter(user=user).values("export_id")
+        scoped = AuditExport.objects.filter(Q(pk__in=scoped.values("pk")) | Q(pk__in=shared))
+    return scoped
+
+
+@transaction.atomic
+def share_export(export: AuditExport, user: Any, by: Any) -> ExportShare:
+    """Let ``user`` (an external auditor, say) download one export; annotated."""
+    if not has_role(by, Role.EXPORT, export.tenant_id):
+        raise ExportNotAllowed("sharing an export needs the export role on its tenant")
+    share, _ = ExportShare.objects.get_or_create(
+        export=export, user=user, defaults={"tenant_id": export.tenant_id,
+                                            "shared_by": _principal(by)[0]})
+    annotate(export.tenant, AnnotationKind.NOTE, f"Export {export.pk} shared with {user}",
+             by=by, data={"event": "export_shared", "export_id": export.pk,
+                          "with": str(user)})
+    return share
+
+
+def open_for_download(export: AuditExport, by: Any, ip: str | None, user_agent: str) -> Any:
+    """The bundle, opened, after recording (and annotating) who downloads it from where."""
+    if export.status != ExportStatus.DONE or not export.file:
+        raise ValidationError(f"export {export.pk} is {export.status}, not ready to download")
+    user, label = _principal(by)
+    with transaction.atomic():
+        ExportDownload.objects.create(tenant_id=export.tenant_id, export=export, user=user,
+                                      principal=label, ip=ip or None,
+                                      user_agent=user_agent[:500])
+        annotate(export.tenant, AnnotationKind.NOTE, f"Export {export.pk} downloaded by {label}",
+                 by=by, data={"event": "export_downloaded", "export_id": export.pk,
+                              "ip": ip or "", "user_agent": user_agent[:200]})
+    return export_storage().open(export.file, "rb")
+
+
+def expire_exports(now: datetime | None = None) -> int:
+    """Delete the bundles of exports past their expiry and mark them expired; clear what
+    failed exports left. Returns how many expired."""
+    now = now or timezone.now()
+    storage = export_storage()
+    expired = 0
+    for export in AuditExport.objects.filter(status=ExportStatus.DONE, expires_at__lte=now):
+        if export.file and storage.exists(export.file):
+            storage.delete(export.file)
+        expired += AuditExport.objects.filter(pk=export.pk, status=ExportStatus.DONE).update(
+            status=ExportStatus.EXPIRED, file="")
+    for export_id in AuditExport.objects.filter(status=ExportStatus.FAILED).filter(
+            Exists(ExportPart.objects.filter(export=OuterRef("pk")).exclude(file=""))
+    ).values_list("pk", flat=True):
+        _discard_parts(export_id)
+        ExportPart.objects.filter(export_id=export_id).update(file="")
+    return expired
+
+
+__all__ = ["ExportNotAllowed", "expire_exports", "join", "open_for_download", "plan",
+           "produce_now", "produce_part", "request_export", "share_export",
+           "visible_exports"]

@@ -1,0 +1,140 @@
+"""What a strict export may contain: none of the planted secrets and personal data, wherever they
+were recorded, and nothing of another tenant; and the same window always gives the same bytes,
+however many parts it was cut into."""
+
+from __future__ import annotations
+
+import tarfile
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from approvals.services import decide_approval, request_approval
+from exports.verify import VOLATILE_MANIFEST_FIELDS, verify_bundle
+from ledger_portal.services import grant_role
+from policies.exceptions import request_exception
+from policies.models import Policy
+from policies.services import ProposedCall, create_draft, decide_tool_call, publish_policy_version
+from runs.annotations import annotate
+
+from ..runs.redaction_corpus import PLANTED, SECRETS, planted_run
+
+GLOBEX_MARKER = "GLOBEX-ONLY-7f3a9c"
+
+
+def _plant(tenant, by, record, run, marker: str = "") -> None:
+    """The run, plus governance records carrying planted values: an annotation, a decision, an
+    approval with a vote, an exception, a policy version."""
+    record(tenant, run)
+    secrets = [s.value for s in SECRETS]
+    annotate(tenant, "note", f"{marker} on-call pasted {secrets[5]}", run_id=run["run_id"],
+             data={"pasted": secrets[6]}, by=by)
+    publisher = User.objects.create_user(f"publisher-{tenant.slug}")
+    grant_role(publisher, "manage_policies", tenant)
+    grant_role(publisher, "approve", tenant)
+    policy = Policy.objects.create(tenant=tenant, name="tools")
+    version = publish_policy_version(
+        create_draft(policy, by, f"{marker} first version {secrets[7]}"), publisher)
+    decide_tool_call(tenant, ProposedCall(tool="send_email", action_class="exfil",
+                                          arguments={"to": secrets[8], "note": marker},
+                                          run_id=run["run_id"]), asked_by=marker)
+    approval = request_approval(tenant, tool="refund", action_class="write",
+                                arguments={"card": secrets[9], "why": marker},
+                                run_id=run["run_id"], requested_by=f"{marker}-bot",
+                                policy_version=version)
+    decide_approval(approval, publisher, False, f"{marker} no: {secrets[10]}")
+    request_exception(tenant, by, tool="refund", policy_version=version,
+                      justification=f"{marker} backlog {secrets[11]}", starts_at=timezone.now(),
+                      ends_at=timezone.now() + timedelta(days=1))
+
+
+@pytest.fixture
+def planted(acme, globex, alice, charlie, record):
+    _plant(acme, alice, record, planted_run("acme-leaky"))
+    globex_run = planted_run(f"{GLOBEX_MARKER}-run")
+    globex_run["goal"] = f"{GLOBEX_MARKER} {globex_run['goal']}"
+    globex_run["tool_calls"][0]["input"]["marker"] = GLOBEX_MARKER
+    _plant(globex, charlie, record, globex_run, GLOBEX_MARKER)
+
+
+def data_of(bundle) -> bytes:
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+        data = next(n for n in names if n.startswith("records.json"))
+        return _read(tar, data) + _read(tar, "manifest.json")
+
+
+def _read(tar: tarfile.TarFile, name: str) -> bytes:
+    member = tar.extractfile(name)
+    assert member is not None
+    return member.read()
+
+
+def leaked(body: bytes) -> list[str]:
+    text = body.decode()
+    return [value for value in set(PLANTED) if value in text]
+
+
+def test_a_strict_export_contains_no_planted_secret_and_nothing_of_another_tenant(
+        planted, acme, alice, export_now, bundle_of):
+    export = export_now(acme, alice)
+    assert export.status == "done", export.error
+    body = data_of(bundle_of(export))
+    assert leaked(body) == []
+    assert GLOBEX_MARKER.encode() not in body
+    assert b'"redacted":"secret"' in body
+    assert b'"redacted":"confidential"' in body
+    for kind in ("run", "tool_call", "model_call", "annotation", "decision", "approval",
+                 "governed_exception", "policy_version"):
+        assert export.counts.get(kind), f"no {kind} exported: the test would see no leak there"
+    assert verify_bundle(bundle_of(export)).ok
+
+
+def test_the_leak_test_sees_a_leak_when_there_is_one(planted, acme, alice, export_now,
+                                                     bundle_of):
+    export = export_now(acme, alice, redaction_level="none", justification="legal request 7")
+    body = data_of(bundle_of(export))
+    assert len(leaked(body)) > 100  # unredacted, the planted values are there to be found
+    assert GLOBEX_MARKER.encode() not in body
+
+
+def test_globex_sees_its_own_marker_and_none_of_acme(planted, globex, charlie, export_now,
+                                                     bundle_of):
+    body = data_of(bundle_of(export_now(globex, charlie)))
+    assert GLOBEX_MARKER.encode() in body  # not redacted: the marker is no secret
+    assert b"acme-leaky" not in body
+
+
+def _tar_members(bundle) -> dict[str, bytes]:
+    with tarfile.open(bundle) as tar:
+        return {m.name: _read(tar, m.name) for m in tar.getmembers()}
+
+
+def test_two_exports_of_the_same_window_are_byte_identical(planted, acme, alice, export_now,
+                                                           bundle_of, settings):
+    import orjson
+
+    first = _tar_members(bundle_of(export_now(acme, alice)))
+    second = _tar_members(bundle_of(export_now(acme, alice)))
+    settings.LEDGER_EXPORT_PART_ROWS = 7  # cut into many parts, written one by one
+    chunked_export = export_now(acme, alice)
+    assert chunked_export.parts.count() > 10
+    chunked = _tar_members(bundle_of(chunked_export))
+    for name in ("records.jsonl", "records.idx"):
+        assert first[name] == second[name] == chunked[name]
+    manifests = [orjson.loads(m["manifest.json"]) for m in (first, second, chunked)]
+    for manifest in manifests:
+        for volatile in VOLATILE_MANIFEST_FIELDS:
+            manifest.pop(volatile)
+    assert manifests[0] == manifests[1] == manifests[2]
+
+
+def test_each_manifest_holds_the_signature_of_the_tenants_export_before(
+        planted, acme, alice, export_now):
+    first = export_now(acme, alice)
+    second = export_now(acme, alice)
+    assert first.manifest["previous_export"] is None
+    assert second.manifest["previous_export"] == {"export_id": first.pk,
+                                                  "signature": first.signature}

@@ -1,0 +1,174 @@
+"""An export made with ``ledger export`` verifies offline with ``ledger verify-export``; every
+kind of tampering fails it (exit 4) and is named."""
+
+from __future__ import annotations
+
+import base64
+import tarfile
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger_portal import signing
+from ledger_portal.cli import EXIT_OK, EXIT_TAMPERED, main
+
+DATA = "records.jsonl"
+
+
+@pytest.fixture
+def exported(acme, alice, record, make_run, export_dirs, tmp_path, capsys) -> Path:
+    record(acme, *[make_run() for _ in range(3)])
+    bundle = tmp_path / "acme.tar"
+    assert main(["--as", "alice", "export", "--tenant", "acme", "--from",
+                 "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z",
+                 "-o", str(bundle)]) == EXIT_OK
+    assert "records" in capsys.readouterr().out
+    return bundle
+
+
+@pytest.fixture
+def unpacked(exported, tmp_path) -> Path:
+    directory = tmp_path / "unpacked"
+    with tarfile.open(exported) as tar:
+        tar.extractall(directory, filter="data")
+    return directory
+
+
+def verify(path: Path, capsys, *extra: str) -> tuple[int, str]:
+    code = main(["verify-export", str(path), *extra])
+    return code, capsys.readouterr().out
+
+
+def lines_of(directory: Path) -> list[bytes]:
+    return (directory / DATA).read_bytes().splitlines(keepends=True)
+
+
+def rewrite(directory: Path, lines: list[bytes]) -> None:
+    (directory / DATA).write_bytes(b"".join(lines))
+
+
+def test_an_export_verifies_offline_with_the_published_key(exported, capsys):
+    code, out = verify(exported, capsys, "--public-key", signing.public_key_b64())
+    assert code == EXIT_OK, out
+    assert "OK: signature, checksums and record chain verified" in out
+    assert "pin the portal's key" not in out
+
+
+def test_without_a_pinned_key_the_embedded_one_is_used_and_said_so(exported, capsys):
+    code, out = verify(exported, capsys)
+    assert code == EXIT_OK
+    assert "checked against the key in the manifest" in out
+
+
+def test_the_unpacked_directory_verifies_too(unpacked, capsys):
+    assert verify(unpacked, capsys)[0] == EXIT_OK
+
+
+def test_a_modified_record_is_named(unpacked, capsys):
+    lines = lines_of(unpacked)
+    lines[4] = lines[4].replace(b'"data":{', b'"data":{"forged":true,', 1)
+    rewrite(unpacked, lines)
+    code, out = verify(unpacked, capsys)
+    assert code == EXIT_TAMPERED
+    assert "modified: record 5 (line 5) was changed" in out
+    assert "checksum: records.jsonl" in out
+
+
+def test_a_deleted_record_is_named(unpacked, capsys):
+    lines = lines_of(unpacked)
+    del lines[6]
+    rewrite(unpacked, lines)
+    code, out = verify(unpacked, capsys)
+    assert code == EXIT_TAMPERED
+    assert "missing: 1 record(s) deleted: 7" in out
+
+
+def test_reordered_records_are_named(unpacked, capsys):
+    lines = lines_of(unpacked)
+    lines[2], lines[3] = lines[3], lines[2]
+    rewrite(unpacked, lines)
+    code, out = verify(unpacked, capsys)
+    assert code == EXIT_TAMPERED
+    assert "reordered: record 3 comes after record 4" in out
+    assert "modified" not in out
+    assert "missing" not in out
+
+
+def test_a_truncated_file_is_named(unpacked, capsys):
+    data = (unpacked / DATA).read_bytes()
+    cut = len(data) - len(lines_of(unpacked)[-1]) - 40  # into the second-last record
+    (unpacked / DATA).write_bytes(data[:cut])
+    code, out = verify(unpacked, capsys)
+    assert code == EXIT_TAMPERED
+    assert "truncated: the last line" in out
+    total = len(lines_of(unpacked)) + 1
+    assert f"truncated: the file ends after record {total - 2} of {total}" in out
+
+
+def test_an_inserted_record_is_named(unpacked, capsys):
+    lines = lines_of(unpacked)
+    lines.insert(3, lines[8])  # a copy of a genuine record, out of place
+    lines.insert(5, b'{"data":{"goal":"nothing to see"},"n":42,"type":"run"}\n')
+    rewrite(unpacked, lines)
+    code, out = verify(unpacked, capsys)
+    assert code == EXIT_TAMPERED
+    assert "inserted: line 4 claims to be record 9, which is at line 11" in out
+    assert "inserted: line 6" in out
+
+
+def test_an_edited_manifest_fails_its_signature(unpacked, capsys):
+    manifest = unpacked / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes().replace(b'"redaction_level": "strict"',
+                                                       b'"redaction_level": "none"'))
+    code, out = verify(unpacked, capsys)
+    assert code == EXIT_TAMPERED
+    assert "signature: the signature of manifest.json does not verify" in out
+
+
+def _other_key() -> str:
+    raw = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def test_a_bundle_checked_against_another_key_fails(exported, capsys):
+    code, out = verify(exported, capsys, "--public-key", _other_key())
+    assert code == EXIT_TAMPERED
+    assert "wrong-key: the manifest names signing key" in out
+    assert "signature:" in out
+
+
+def test_a_bundle_re_signed_by_someone_else_fails_against_the_pinned_key(unpacked, capsys):
+    forger = Ed25519PrivateKey.generate()
+    public = base64.b64encode(forger.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()
+    manifest = unpacked / "manifest.json"
+    forged = manifest.read_bytes().replace(signing.public_key_b64().encode(), public.encode())
+    manifest.write_bytes(forged)
+    (unpacked / "manifest.sig").write_bytes(base64.b64encode(forger.sign(forged)) + b"\n")
+    assert verify(unpacked, capsys)[0] == EXIT_OK  # whole, but by whom? hence pinning
+    code, out = verify(unpacked, capsys, "--public-key", signing.public_key_b64())
+    assert code == EXIT_TAMPERED
+    assert "wrong-key" in out
+
+
+def test_a_missing_file_is_named(unpacked, capsys):
+    (unpacked / "records.idx").unlink()
+    code, out = verify(unpacked, capsys)
+    assert code == EXIT_TAMPERED
+    assert "missing-file: the bundle has no records.idx" in out
+
+
+def test_the_verifier_needs_neither_django_nor_the_database(exported):
+    import subprocess
+    import sys
+
+    script = ("import sys; from exports.verify import main; code = main(sys.argv[1:]); "
+              "assert 'django' not in sys.modules, 'django was imported'; sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", script, str(exported)], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[2],
+                          env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert done.returncode == EXIT_OK, done.stderr + done.stdout
+    assert "OK" in done.stdout
