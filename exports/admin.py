@@ -44,8 +44,9 @@ class AuditExportAdmin(TenantScopedAdmin):
     edit_role = Role.EXPORT  # requesting; an export never changes once requested
     form = ExportRequestAdminForm
     list_display = ["__str__", "tenant", "redaction_level", "status", "progress", "size",
-                    "download", "created_at", "expires_at"]
-    list_filter = ["status", "redaction_level", "tenant"]
+                    "download", "under_review", "created_at", "expires_at"]
+    list_filter = ["status", "redaction_level", "under_review", "tenant"]
+    actions = ["mark_under_review", "end_review"]
     list_select_related = ["tenant"]
     ordering = ["-id"]
     inlines = [DownloadInline]
@@ -65,6 +66,26 @@ class AuditExportAdmin(TenantScopedAdmin):
 
     def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
         return self.inlines if obj is not None else []
+
+    def _review(self, request: HttpRequest, queryset: Any, under_review: bool) -> None:
+        from .review import set_under_review
+
+        for export in queryset:
+            try:
+                set_under_review(export, request.user, under_review)
+            except PermissionDenied as exc:
+                self.message_user(request, f"{export}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{export}: "
+                                  f"{'under review' if under_review else 'review ended'}")
+
+    @admin.action(description="Under review: hold the window's runs, keep the bundle")
+    def mark_under_review(self, request: HttpRequest, queryset: Any) -> None:
+        self._review(request, queryset, True)
+
+    @admin.action(description="Review ended")
+    def end_review(self, request: HttpRequest, queryset: Any) -> None:
+        self._review(request, queryset, False)
 
     @admin.display(description="progress")
     def progress(self, export: AuditExport) -> str:

@@ -70,6 +70,9 @@ class AuditExport(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+    under_review = models.BooleanField(
+        default=False, help_text="Compliance is reviewing it: the runs of its window are held "
+        "from retention and the bundle does not expire.")
 
     objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 

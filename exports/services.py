@@ -431,7 +431,8 @@ def expire_exports(now: datetime | None = None) -> int:
     now = now or timezone.now()
     storage = export_storage()
     expired = 0
-    for export in AuditExport.objects.filter(status=ExportStatus.DONE, expires_at__lte=now):
+    for export in AuditExport.objects.filter(status=ExportStatus.DONE, expires_at__lte=now,
+                                             under_review=False):
         if export.file and storage.exists(export.file):
             storage.delete(export.file)
         expired += AuditExport.objects.filter(pk=export.pk, status=ExportStatus.DONE).update(

@@ -157,3 +157,14 @@ def test_expired_exports_lose_their_file_and_say_so(done_export, client, alice):
     response = client.get(reverse("export-download", args=[done_export.pk]))
     assert response.status_code == 302  # back to the list, with the reason
     assert not ExportDownload.objects.exists()
+
+
+def test_an_export_under_review_does_not_expire_until_the_review_ends(done_export, alice):
+    from exports.review import set_under_review
+
+    set_under_review(done_export, alice, True)
+    later = done_export.expires_at + timedelta(seconds=1)
+    assert expire_exports(now=later) == 0
+    assert export_storage().exists(done_export.file)
+    set_under_review(done_export, alice, False)
+    assert expire_exports(now=later) == 1

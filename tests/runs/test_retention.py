@@ -265,3 +265,30 @@ def test_the_ledger_command_places_holds_and_applies_retention(kept_30_days, ali
     assert main(["--as", "alice", "retention", "--tenant", "acme"]) == EXIT_OK
     assert run_id not in present(kept_30_days)
     assert "removed 1 runs" in capsys.readouterr().out
+
+
+def test_an_export_under_review_holds_the_runs_of_its_window(kept_30_days, alice, bob, record,
+                                                              make_run):
+    from django.core.exceptions import PermissionDenied
+
+    from exports.models import AuditExport
+    from exports.review import set_under_review
+
+    acme = kept_30_days
+    run_ids = closed_runs(acme, record, make_run, 2)
+    started = Run.objects.filter(run_id__in=run_ids).order_by("started_at")
+    first = started[0]
+    export = AuditExport.objects.create(
+        tenant=acme, window_from=first.started_at, window_to=first.started_at +
+        timedelta(microseconds=1), requested_by=alice)
+    with pytest.raises(PermissionDenied):
+        set_under_review(export, bob, True)
+    set_under_review(export, alice, True)
+
+    report = apply_retention(acme, timezone.now() + LATER)
+
+    assert report.held["export under review"] == 1
+    assert present(acme) & set(run_ids) == {first.run_id}
+    set_under_review(export, alice, False)
+    apply_retention(acme, timezone.now() + LATER)
+    assert first.run_id not in present(acme)
