@@ -26,6 +26,15 @@ def done_export(acme, alice, record, make_run, export_now):
     return export_now(acme, alice)
 
 
+def _body(response):
+    """Read a response through the test client, which closes a streamed file once it is read.
+
+    Calling ``response.close()`` directly would fire ``request_finished`` with Django's
+    connection cleanup attached and close the test's database connection mid-transaction.
+    """
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
 def _user(name, tenant, *roles):
     user = User.objects.create_user(name, password="pw-for-tests-only", is_staff=True)
     for role in roles:
@@ -81,16 +90,15 @@ def test_download_permission_matrix(who, expected, done_export, acme, alice, bob
     page = client.get(reverse("export-download", args=[done_export.pk]),
                       HTTP_USER_AGENT="audit-tool/1.0", REMOTE_ADDR="10.1.2.3")
     api = client.get(reverse("api:export-download", args=[done_export.pk]))
-    api.close()
+    api_body = _body(api)
     assert page.status_code == expected
     assert api.status_code == expected
     listed = client.get(reverse("export-list")).content.decode()
     assert (f'id="export-{done_export.pk}"' in listed) == (expected == 200)
     if expected == 200:
-        body = b"".join(page.streaming_content)
-        page.close()
+        body = _body(page)
         with export_storage().open(done_export.file, "rb") as stored:
-            assert body == stored.read()
+            assert body == api_body == stored.read()
         download = ExportDownload.objects.filter(export=done_export).order_by("at").first()
         assert download is not None
         assert (download.user, download.ip, download.user_agent) == (
@@ -130,7 +138,7 @@ def test_the_api_requests_an_export_and_shows_its_progress(acme, alice, key_clie
     assert done["rows_done"] == done["rows_total"] == sum(done["counts"].values()) > 0
     assert done["manifest"]["files"]["records.jsonl"]["sha256"]
     bundle = client.get(done["download"])
-    bundle.close()
+    assert _body(bundle)
     assert bundle.status_code == 200
     assert bundle["Content-Type"] == "application/x-tar"
     listing = client.get(reverse("api:export-list")).json()
