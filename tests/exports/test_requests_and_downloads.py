@@ -186,7 +186,7 @@ def test_parts_a_dead_joiner_left_behind_are_swept_by_the_expiry_task(done_expor
     storage = export_storage()
     assert not ExportPart.objects.filter(export=done_export).exclude(file="").exists()
     # as if the worker died between publishing the bundle and discarding the parts
-    part = ExportPart.objects.filter(export=done_export).first()
+    part = ExportPart.objects.filter(export=done_export).earliest("index")
     left = storage.save(f"parts/{done_export.pk}/{part.index}-1.part", ContentFile(b"{}\n"))
     ExportPart.objects.filter(pk=part.pk).update(file=left)
 
