@@ -3,8 +3,29 @@
 Each section streams its rows for one tenant and window, in primary-key order, between two
 primary keys (a part's range), with a bounded number of rows in memory: ledger records through a
 server-side cursor (PostgreSQL) or a streaming ``values()`` iterator, governance rows in keyset
-pages. Every query filters on the export's tenant id. A new record type (replays, rollbacks,
-incidents...) is one more entry in :data:`SECTIONS`.
+pages. Every query filters on the export's tenant id. A new record type (incidents...) is one
+more entry in :data:`SECTIONS`.
+
+How each section is bounded by the window ``[from, to)``:
+
+- ledger records (``run``, ``step``, ``model_call``, ``tool_call``, ``annotation``): the runs
+  that started in the window, and every record of their chains;
+- governance actions (``decision``, ``approval``, ``replay``, ``rollback``): by the moment they
+  were made (their ``created_at``), whenever the run they concern started; ``replay_step``: the
+  steps of those replays, all of them (a replay and its steps are never split between exports).
+  A replay's decisions and its live-replay approval are made as it runs, so they land in the
+  same export as the replay; the run a replay or rollback concerns is named by its ``run_id``
+  (and ``call_id``) and may be in an earlier window's export, as a decision's run may;
+- ``governed_exception``: those in force at any moment of the window;
+- ``policy_version``: the versions the window's decisions, approvals and exceptions refer to,
+  and the versions its replays were pinned to.
+
+Redaction: the ledger content of each section (``Section.redacted``) goes through the shared
+engine at the export's level. A replayed call's output and error are ledger content and are
+redacted like the recorded tool call's, with that call's declared labels; each value of its
+divergence (``recorded`` / ``replayed`` at a path of the output) is redacted as it would be in
+place in the output. A rollback's outcome, remaining side effects, attempt log and last error
+are what the compensate hook answered: redacted likewise (detectors and tenant rules).
 
 Rows are plain JSON values (timestamps in the canonical text form), so that the same ledger
 state always gives the same bytes.
@@ -24,8 +45,19 @@ from approvals.models import ApprovalRequest, Vote
 from ledger_portal.canonical import canonical_timestamp
 from policies.models import Decision, GovernedException, PolicyVersion, Rule
 from runs import integrity_fetch
-from runs.models import Annotation, ModelCall, Run, Step, ToolCall
+from runs.models import (
+    Annotation,
+    ModelCall,
+    Replay,
+    ReplayStep,
+    Rollback,
+    Run,
+    Step,
+    ToolCall,
+)
 from runs.models.base import content_of
+from runs.redaction import Redactor
+from runs.replay_present import redact_divergence
 from runs.services import REDACTED_FIELDS
 
 KEYSET_PAGE = 500
@@ -49,9 +81,19 @@ class Section:
     rows: Callable[[Window, int, int], Iterator[dict[str, Any]]]
     redacted: tuple[str, ...]
     labels: str | None = None
+    # Redaction beyond the named fields (a replayed call's divergence), after them.
+    also_redact: Callable[[Redactor, dict[str, Any], Any], dict[str, Any]] | None = None
 
     def bounded(self, window: Window, after: int, upto: int) -> QuerySet[Any]:
         return self.queryset(window).filter(pk__gt=after, pk__lte=upto)
+
+    def redact(self, redactor: Redactor, row: dict[str, Any]) -> dict[str, Any]:
+        """The row as exported: its ledger content redacted by the shared engine."""
+        labels = row.get(self.labels) if self.labels else None
+        redacted = redactor.redact_fields(row, self.redacted, labels)
+        if self.also_redact is not None:
+            redacted = self.also_redact(redactor, redacted, labels)
+        return redacted
 
 
 def _ts(row: dict[str, Any], *names: str) -> None:
@@ -251,11 +293,98 @@ def _exception_rows(window: Window, after: int, upto: int) -> Iterator[dict[str,
     return _keyset(_exception_queryset(window), after, upto, EXCEPTION_FIELDS)
 
 
+# -- replays and rollbacks: governance actions, bounded by when they were made ----------------
+
+def _replay_queryset(window: Window) -> QuerySet[Any]:
+    return Replay.objects.filter(tenant_id=window.tenant_id,
+                                 created_at__gte=window.window_from,
+                                 created_at__lt=window.window_to)
+
+
+REPLAY_FIELDS = {
+    "id": "pk", "run_id": "run__run_id", "mode": "mode", "until_step": "until_step",
+    "policy": "policy_version__policy__name", "policy_version": "policy_version__number",
+    "status": "status", "steps_total": "steps_total", "steps_done": "steps_done",
+    "divergent_steps": "divergent_steps", "failure_reason": "failure_reason",
+    "requested_by": "requested_by_label", "approval_id": "approval_id",
+    "created_at": "created_at", "started_at": "started_at", "finished_at": "finished_at",
+}
+
+
+def _replay_rows(window: Window, after: int, upto: int) -> Iterator[dict[str, Any]]:
+    return _keyset(_replay_queryset(window), after, upto, REPLAY_FIELDS)
+
+
+def _replay_step_queryset(window: Window) -> QuerySet[Any]:
+    return ReplayStep.objects.filter(tenant_id=window.tenant_id,
+                                     replay__in=_replay_queryset(window).values("pk"))
+
+
+REPLAY_STEP_FIELDS = {
+    "id": "pk", "replay_id": "replay_id", "seq": "seq", "run_id": "replay__run__run_id",
+    "call_id": "call_id", "step_index": "step_index", "tool": "tool__name",
+    "decision_id": "decision_id", "decision_effect": "decision__effect",
+    "mode_used": "mode_used", "idempotency_key": "idempotency_key", "attempts": "attempts",
+    "status": "status", "output": "output", "error": "error", "latency_ms": "latency_ms",
+    "divergence": "divergence", "flagged": "flagged", "created_at": "created_at",
+    "updated_at": "updated_at",
+}
+
+
+def _with_call_labels(tenant_id: int) -> Callable[[list[dict[str, Any]]], None]:
+    """Each replayed step carries the labels its recorded call declared (``classifications``):
+    its output, error and divergence are redacted with them, as the call's own are."""
+    def enrich(rows: list[dict[str, Any]]) -> None:
+        labels = dict(ToolCall.objects.filter(
+            tenant_id=tenant_id, call_id__in={row["call_id"] for row in rows}).values_list(
+            "call_id", "classifications"))
+        for row in rows:
+            row["classifications"] = labels.get(row["call_id"]) or {}
+    return enrich
+
+
+def _replay_step_rows(window: Window, after: int, upto: int) -> Iterator[dict[str, Any]]:
+    return _keyset(_replay_step_queryset(window), after, upto, REPLAY_STEP_FIELDS,
+                   _with_call_labels(window.tenant_id))
+
+
+def _redact_divergence(redactor: Redactor, row: dict[str, Any], labels: Any) -> dict[str, Any]:
+    if "divergence" in row:
+        row["divergence"] = redact_divergence(redactor, labels, row["divergence"])
+    return row
+
+
+def _rollback_queryset(window: Window) -> QuerySet[Any]:
+    return Rollback.objects.filter(tenant_id=window.tenant_id,
+                                   created_at__gte=window.window_from,
+                                   created_at__lt=window.window_to)
+
+
+ROLLBACK_FIELDS = {
+    "id": "pk", "run_id": "run__run_id", "call_id": "tool_call__call_id",
+    "tool": "tool_call__tool__name", "status": "status", "idempotency_key": "idempotency_key",
+    "attempts": "attempts", "attempt_log": "attempt_log", "outcome": "outcome",
+    "remaining_side_effects": "remaining_side_effects", "last_error": "last_error",
+    "requested_by": "requested_by_label", "incident_id": "incident_id", "batch": "batch",
+    "position": "position", "created_at": "created_at", "started_at": "started_at",
+    "finished_at": "finished_at",
+}
+
+
+def _rollback_rows(window: Window, after: int, upto: int) -> Iterator[dict[str, Any]]:
+    return _keyset(_rollback_queryset(window), after, upto, ROLLBACK_FIELDS)
+
+
+# -- the policy versions referenced -----------------------------------------------------------
+
 def _policy_version_queryset(window: Window) -> QuerySet[Any]:
-    """The versions the window's decisions, approvals and exceptions refer to."""
+    """The versions the window's decisions, approvals and exceptions refer to, and those its
+    replays were pinned to."""
     referenced = (Q(pk__in=_decision_queryset(window).values("policy_version_id"))
                   | Q(pk__in=_approval_queryset(window).values("policy_version_id"))
-                  | Q(pk__in=_exception_queryset(window).values("policy_version_id")))
+                  | Q(pk__in=_exception_queryset(window).values("policy_version_id"))
+                  | Q(pk__in=_replay_queryset(window).exclude(policy_version=None)
+                      .values("policy_version_id")))
     return PolicyVersion.objects.filter(referenced, tenant_id=window.tenant_id)
 
 
@@ -293,8 +422,8 @@ SECTIONS: tuple[Section, ...] = (
     _ledger(Step),
     _ledger(ModelCall),
     _ledger(ToolCall),
-    # Annotations carry the manual interventions: approvals, overrides, rollbacks, replays,
-    # run status changes, incident links.
+    # Annotations carry the manual interventions in the runs' chains: approvals, overrides,
+    # rollbacks and replays asked for, run status changes, incident links.
     _ledger(Annotation),
     Section("decision", Decision, _decision_queryset, _decision_rows,
             ("input", "reason", "decided_by")),
@@ -302,6 +431,15 @@ SECTIONS: tuple[Section, ...] = (
             ("arguments", "requested_by", "votes")),
     Section("governed_exception", GovernedException, _exception_queryset, _exception_rows,
             ("justification",)),
+    # Replays and rollbacks as records: the job, its outcome, and (replays) each replayed call.
+    Section("replay", Replay, _replay_queryset, _replay_rows,
+            ("failure_reason", "requested_by")),
+    Section("replay_step", ReplayStep, _replay_step_queryset, _replay_step_rows,
+            ("output", "error"), labels="classifications", also_redact=_redact_divergence),
+    Section("rollback", Rollback, _rollback_queryset, _rollback_rows,
+            ("outcome", "remaining_side_effects", "attempt_log", "last_error",
+             "requested_by")),
+    # Last: the versions every section above refers to.
     Section("policy_version", PolicyVersion, _policy_version_queryset, _policy_version_rows,
             ("change_note",)),
 )

@@ -34,8 +34,7 @@ def write_part(section: Section, window: Any, after: int, upto: int, redactor: R
     prefix = section.name.encode() + b"\t"
     written = 0
     for row in section.rows(window, after, upto):
-        labels = row.get(section.labels) if section.labels else None
-        redacted = redactor.redact_fields(row, section.redacted, labels)
+        redacted = section.redact(redactor, row)
         out.write(prefix + orjson.dumps(redacted, option=orjson.OPT_SORT_KEYS) + b"\n")
         written += 1
         if progress is not None and written % progress_every == 0:

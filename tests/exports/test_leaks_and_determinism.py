@@ -1,6 +1,7 @@
 """What a strict export may contain: none of the planted secrets and personal data, wherever they
-were recorded, and nothing of another tenant; and the same window always gives the same bytes,
-however many parts it was cut into."""
+were recorded (the runs, the governance records, the replays' outputs and differences, the
+rollbacks' answers), and nothing of another tenant; and the same window always gives the same
+bytes, however many parts it was cut into."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from policies.exceptions import request_exception
 from policies.models import Policy
 from policies.services import ProposedCall, create_draft, decide_tool_call, publish_policy_version
 from runs.annotations import annotate
+from runs.models import Replay, ReplayStep, Rollback, Run, ToolCall
+from runs.replay_compare import compare_outputs
 
 from ..runs.redaction_corpus import PLANTED, SECRETS, planted_run
 
@@ -48,6 +51,42 @@ def _plant(tenant, by, record, run, marker: str = "") -> None:
     request_exception(tenant, by, tool="refund", policy_version=version,
                       justification=f"{marker} backlog {secrets[11]}", starts_at=timezone.now(),
                       ends_at=timezone.now() + timedelta(days=1))
+    _plant_replay_and_rollbacks(tenant, by, run, version, marker)
+
+
+def _plant_replay_and_rollbacks(tenant, by, run, version, marker: str) -> None:
+    """A replay of the run pinned to ``version``, replaying every recorded call: each replayed
+    output keeps the recorded one (its planted values) and adds another planted value, so the
+    outputs and the differences carry the whole corpus; a failed step's error and the replay's
+    failure reason carry more. Then rollbacks of the first calls, their hook's answers, attempt
+    log, remaining side effects and last error carrying planted values too."""
+    secrets = [s.value for s in SECRETS]
+    stored = Run.objects.get(tenant=tenant, run_id=run["run_id"])
+    calls = list(ToolCall.objects.filter(run=stored).select_related("tool").order_by("seq"))
+    replay = Replay.objects.create(
+        tenant=tenant, run=stored, policy_version=version, status="failed",
+        steps_total=len(calls), steps_done=len(calls), divergent_steps=len(calls),
+        failure_reason=f"{marker} the tool answered {secrets[12]}", requested_by=by,
+        requested_by_label=str(by))
+    for seq, call in enumerate(calls, start=1):
+        replayed = {"recorded": call.output, "note": f"{marker} {secrets[seq % len(secrets)]}"}
+        ReplayStep.objects.create(
+            tenant=tenant, replay=replay, seq=seq, call_id=call.call_id, tool=call.tool,
+            mode_used="stub", status="failed" if seq % 5 == 0 else "succeeded",
+            output=replayed, divergence=compare_outputs(call.output, replayed, []),
+            error=f"{marker} upstream said {secrets[(seq * 7) % len(secrets)]}"
+            if seq % 5 == 0 else "", flagged=True)
+    for position, call in enumerate(calls[:4]):
+        planted = [secrets[(40 + 4 * position + k) % len(secrets)] for k in range(4)]
+        Rollback.objects.create(
+            tenant=tenant, tool_call=call, run=stored, idempotency_key=f"rb-{call.call_id}",
+            status=["succeeded", "failed", "partial", "partial"][position], attempts=2,
+            attempt_log=[{"at": "2026-10-01T10:00:00Z", "result": "error",
+                          "error": f"{marker} {planted[0]}"}],
+            outcome={"response": {"body": planted[1], "marker": marker}},
+            remaining_side_effects=[{"effect": "email sent", "to": planted[2]}],
+            last_error=f"{marker} {planted[3]}", requested_by=by, requested_by_label=str(by),
+            batch="b1", position=position)
 
 
 @pytest.fixture
@@ -87,7 +126,7 @@ def test_a_strict_export_contains_no_planted_secret_and_nothing_of_another_tenan
     assert b'"redacted":"secret"' in body
     assert b'"redacted":"confidential"' in body
     for kind in ("run", "tool_call", "model_call", "annotation", "decision", "approval",
-                 "governed_exception", "policy_version"):
+                 "governed_exception", "replay", "replay_step", "rollback", "policy_version"):
         assert export.counts.get(kind), f"no {kind} exported: the test would see no leak there"
     assert verify_bundle(bundle_of(export)).ok
 
@@ -138,3 +177,4 @@ def test_each_manifest_holds_the_signature_of_the_tenants_export_before(
     assert first.manifest["previous_export"] is None
     assert second.manifest["previous_export"] == {"export_id": first.pk,
                                                   "signature": first.signature}
+
