@@ -5,6 +5,7 @@ bytes, however many parts it was cut into."""
 
 from __future__ import annotations
 
+import hashlib
 import tarfile
 from datetime import timedelta
 
@@ -178,3 +179,50 @@ def test_each_manifest_holds_the_signature_of_the_tenants_export_before(
     assert second.manifest["previous_export"] == {"export_id": first.pk,
                                                   "signature": first.signature}
 
+
+def test_the_whole_bundle_differs_only_by_its_signed_manifest(planted, acme, alice, export_now,
+                                                               bundle_of, tmp_path):
+    """Two bundles of the same window and ledger state are not byte-identical as tars, and
+    legitimately so: each manifest names its own export (``export_id``), when it was generated
+    (``generated_at``) and the export signed before it (``previous_export``, the tenant's chain
+    of exports: the second names the first), so manifest.json and therefore manifest.sig differ.
+    Everything else is the same: the data file and the index byte for byte, the tar's members
+    in the same order with the same metadata, and the tar itself is a pure function of its
+    members: rebuilt from the first bundle's data and the second bundle's manifest and
+    signature, it is the second bundle byte for byte."""
+    from pathlib import Path
+
+    from exports import verify, writer
+
+    first_path, second_path = (bundle_of(export_now(acme, alice)),
+                               bundle_of(export_now(acme, alice)))
+    first_bytes, second_bytes = first_path.read_bytes(), second_path.read_bytes()
+    assert first_bytes != second_bytes
+    first, second = _tar_members(first_path), _tar_members(second_path)
+    assert [n for n in first if first[n] != second[n]] == ["manifest.json", "manifest.sig"]
+
+    def headers(path: Path) -> list[tuple]:
+        with tarfile.open(path) as tar:
+            return [(m.name, m.mode, m.mtime, m.uid, m.gid, m.uname, m.gname, m.type)
+                    for m in tar.getmembers()]
+    assert headers(first_path) == headers(second_path)
+
+    # The manifests differ only in the fields named volatile, and in those as said above.
+    import orjson
+
+    manifests = [orjson.loads(m["manifest.json"]) for m in (first, second)]
+    assert {k for k in manifests[0] if manifests[0][k] != manifests[1][k]} == \
+        set(VOLATILE_MANIFEST_FIELDS)
+    assert manifests[1]["previous_export"]["export_id"] == manifests[0]["export_id"]
+
+    directory = tmp_path / "rebuilt"
+    directory.mkdir()
+    for name in ("records.jsonl", "records.idx"):
+        (directory / name).write_bytes(first[name])
+    joined = writer.Joined("records.jsonl")
+    rebuilt = tmp_path / "rebuilt.tar"
+    sha256, size = writer.build_bundle(directory, joined, second["manifest.json"],
+                                       second["manifest.sig"].decode().rstrip("\n"), rebuilt)
+    assert rebuilt.read_bytes() == second_bytes
+    assert (size, verify.verify_bundle(rebuilt).ok) == (len(second_bytes), True)
+    assert sha256 == hashlib.sha256(second_bytes).hexdigest()
