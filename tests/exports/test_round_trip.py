@@ -172,3 +172,76 @@ def test_the_verifier_needs_neither_django_nor_the_database(exported):
                           env={"PATH": "/usr/bin:/bin"}, check=False)
     assert done.returncode == EXIT_OK, done.stderr + done.stdout
     assert "OK" in done.stdout
+
+
+# -- the json format: one JSON array, a record a line -----------------------------------------
+
+@pytest.fixture
+def exported_json(acme, alice, record, make_run, export_dirs, tmp_path, capsys) -> Path:
+    record(acme, *[make_run() for _ in range(3)])
+    bundle = tmp_path / "acme-json.tar"
+    assert main(["--as", "alice", "export", "--tenant", "acme", "--from",
+                 "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z", "--format", "json",
+                 "-o", str(bundle)]) == EXIT_OK
+    capsys.readouterr()
+    return bundle
+
+
+def _unpack(bundle: Path, directory: Path) -> Path:
+    with tarfile.open(bundle) as tar:
+        tar.extractall(directory, filter="data")
+    return directory
+
+
+def _repack(directory: Path, bundle: Path) -> Path:
+    """The bundle as a tar again, with the same members in the same order."""
+    with tarfile.open(bundle, "w") as tar:
+        for name in ("manifest.json", "manifest.sig", "records.json", "records.idx"):
+            tar.add(directory / name, arcname=name)
+    return bundle
+
+
+def test_a_json_export_is_a_json_array_and_verifies_offline(exported_json, tmp_path, capsys):
+    import json
+
+    directory = _unpack(exported_json, tmp_path / "json")
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "manifest.json", "manifest.sig", "records.idx", "records.json"]
+    manifest = json.loads((directory / "manifest.json").read_bytes())
+    assert manifest["data_format"] == "json"
+    records = json.loads((directory / "records.json").read_bytes())  # one parse, the whole file
+    assert [r["n"] for r in records] == list(range(1, manifest["record_count"] + 1))
+    assert {r["type"] for r in records} >= {"run", "step", "tool_call"}
+    code, out = verify(exported_json, capsys, "--public-key", signing.public_key_b64())
+    assert code == EXIT_OK, out
+    assert "OK: signature, checksums and record chain verified" in out
+    assert verify(directory, capsys)[0] == EXIT_OK
+
+
+def test_a_tampered_json_bundle_fails_and_says_how(exported_json, tmp_path, capsys):
+    directory = _unpack(exported_json, tmp_path / "json")
+    data = directory / "records.json"
+    lines = data.read_bytes().splitlines(keepends=True)
+    assert lines[0] == b"[\n"
+    assert lines[-1] == b"]\n"
+    assert lines[3].endswith(b",\n")
+    lines[3] = lines[3].replace(b'"data":{', b'"data":{"forged":true,', 1)
+    data.write_bytes(b"".join(lines))
+    tampered = _repack(directory, tmp_path / "tampered.tar")
+    code, out = verify(tampered, capsys)
+    assert code == EXIT_TAMPERED
+    assert "modified: record 3 (line 3) was changed" in out
+    assert "checksum: records.json" in out
+
+    del lines[3]  # the forged record, gone altogether
+    data.write_bytes(b"".join(lines))
+    code, out = verify(_repack(directory, tmp_path / "deleted.tar"), capsys)
+    assert code == EXIT_TAMPERED
+    assert "missing: 1 record(s) deleted: 3" in out
+
+    # Cut in the middle of the array: the last record is cut off and the closing ] is gone.
+    original = (_unpack(exported_json, tmp_path / "again") / "records.json").read_bytes()
+    data.write_bytes(original[:len(original) // 2])
+    code, out = verify(_repack(directory, tmp_path / "truncated.tar"), capsys)
+    assert code == EXIT_TAMPERED
+    assert "truncated:" in out
