@@ -171,15 +171,6 @@ def test_two_exports_of_the_same_window_are_byte_identical(planted, acme, alice,
     assert manifests[0] == manifests[1] == manifests[2]
 
 
-def test_each_manifest_holds_the_signature_of_the_tenants_export_before(
-        planted, acme, alice, export_now):
-    first = export_now(acme, alice)
-    second = export_now(acme, alice)
-    assert first.manifest["previous_export"] is None
-    assert second.manifest["previous_export"] == {"export_id": first.pk,
-                                                  "signature": first.signature}
-
-
 def test_the_whole_bundle_differs_only_by_its_signed_manifest(planted, acme, alice, export_now,
                                                                bundle_of, tmp_path):
     """Two bundles of the same window and ledger state are not byte-identical as tars, and
@@ -226,3 +217,13 @@ def test_the_whole_bundle_differs_only_by_its_signed_manifest(planted, acme, ali
     assert rebuilt.read_bytes() == second_bytes
     assert (size, verify.verify_bundle(rebuilt).ok) == (len(second_bytes), True)
     assert sha256 == hashlib.sha256(second_bytes).hexdigest()
+
+
+def test_each_manifest_holds_the_signature_of_the_tenants_export_before(
+        planted, acme, alice, export_now):
+    first = export_now(acme, alice)
+    second = export_now(acme, alice)
+    assert first.manifest["previous_export"] is None
+    assert second.manifest["previous_export"] == {"export_id": first.pk,
+                                                  "signature": first.signature}
+
