@@ -226,4 +226,3 @@ def test_each_manifest_holds_the_signature_of_the_tenants_export_before(
     assert first.manifest["previous_export"] is None
     assert second.manifest["previous_export"] == {"export_id": first.pk,
                                                   "signature": first.signature}
-
