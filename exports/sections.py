@@ -57,7 +57,7 @@ from runs.models import (
 )
 from runs.models.base import content_of
 from runs.redaction import Redactor
-from runs.replay_present import redact_divergence
+from runs.replay_redaction import redact_divergence
 from runs.services import REDACTED_FIELDS
 
 KEYSET_PAGE = 500
