@@ -213,10 +213,11 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
         return decision
 
 
-@dataclass(frozen=True)
+@dataclass
 class DecisionContext:
     """What a run of decisions is taken against, loaded once: the deciders (the tenant's
-    published versions, or the pinned one) and the tenant's active governed exceptions.
+    published versions, or the pinned one) and, when a verdict other than allow first needs
+    them, the tenant's active governed exceptions.
 
     A sandbox replay loads one per group of steps instead of querying both per call, so a
     version published (or an exception granted or revoked) while it runs applies from its next
@@ -225,16 +226,21 @@ class DecisionContext:
 
     tenant: Tenant
     deciders: list[Decider]
-    exceptions: list[Any]
+    exceptions: list[Any] | None = None
+
+    def active_exceptions(self) -> list[Any]:
+        if self.exceptions is None:
+            from .exceptions import active_exceptions
+
+            self.exceptions = active_exceptions(self.tenant)
+        return self.exceptions
 
 
 def decision_context(tenant: Tenant, pinned_version: PolicyVersion | None = None
                      ) -> DecisionContext:
-    from .exceptions import active_exceptions
-
     deciders = (current_deciders(tenant) if pinned_version is None
                 else [decider_for(pinned_version)])
-    return DecisionContext(tenant, deciders, active_exceptions(tenant))
+    return DecisionContext(tenant, deciders)
 
 
 def unsaved_sandbox_decision(context: DecisionContext, call: ProposedCall, asked_by: str = ""
@@ -249,7 +255,8 @@ def unsaved_sandbox_decision(context: DecisionContext, call: ProposedCall, asked
     tenant = context.tenant
     doc = _document(tenant, call)
     verdict, version, engine = evaluate(tenant, doc, context.deciders)
-    exception = _overriding_exception(tenant, doc, verdict, version, context.exceptions)
+    exception = None if verdict.effect == Effect.ALLOW else _overriding_exception(
+        tenant, doc, verdict, version, context.active_exceptions())
     if exception is not None:
         verdict = _overridden(verdict, exception)
     return _decision(tenant, doc, verdict, version, engine, started, asked_by, None, exception)
