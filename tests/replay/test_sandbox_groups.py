@@ -134,3 +134,19 @@ def test_a_policy_published_mid_replay_decides_from_the_next_group(
     replay = walk(start_replay(stored_run(acme), alice))
     assert replay.status == "succeeded", replay.failure_reason
     assert ReplayStep.objects.get(replay=replay, seq=2).status == refund
+
+
+def test_an_unfinished_row_in_a_sandbox_replay_is_finished_step_at_a_time(acme, alice,
+                                                                          recorded,
+                                                                          tool_server):
+    replay = start_replay(stored_run(acme), alice)
+    ReplayStep.objects.create(tenant=acme, replay=replay, seq=2, call_id=f"{RUN_ID}-c2",
+                              tool=recorded["refund_payment"], mode_used="dry_run",
+                              status="attempting")
+    replay = walk(replay)
+    assert replay.status == "succeeded", replay.failure_reason
+    assert (replay.steps_done, replay.steps_total) == (3, 3)
+    steps = list(ReplayStep.objects.filter(replay=replay).order_by("seq"))
+    assert [(s.seq, s.status, s.mode_used) for s in steps] == [
+        (1, "succeeded", "dry_run"), (2, "succeeded", "dry_run"), (3, "succeeded", "stub")]
+    assert tool_server.requests_to("/refund")[0].body["dry_run"] is True
