@@ -196,11 +196,12 @@ def execute_replay(replay_id: int, task_id: str,
         return None
     replay = Replay.objects.select_related("tenant", "run__agent", "policy_version__policy",
                                            "approval", "requested_by").get(pk=replay_id)
-    if replay.started_at is None:
-        now = timezone.now()
-        replay.started_at = now
-        replay.deadline_at = now + timedelta(seconds=settings.LEDGER_REPLAY_TIME_LIMIT + 60)
-        replay.save(update_fields=["started_at", "deadline_at"])
+    # The time limit counts working time: every claim (the first, and each resumption after
+    # waiting for a person) starts a fresh one, so a long wait for approval is not "stuck".
+    now = timezone.now()
+    replay.started_at = replay.started_at or now
+    replay.deadline_at = now + timedelta(seconds=settings.LEDGER_REPLAY_TIME_LIMIT + 60)
+    replay.save(update_fields=["started_at", "deadline_at"])
     if replay.mode == ReplayMode.LIVE and replay.approval is not None:
         status = replay.approval.status
         if status == ApprovalStatus.PENDING:
@@ -273,11 +274,21 @@ def _walk(replay: Replay, options: WalkOptions) -> None:
         step = earlier.get(seq)
         if step is not None and step.status in DONE_STEP_STATUSES:
             continue
+        _stop_unless_still_ours(replay)
         # A live step commits its attempt before the call goes out and its outcome after it
         # answers: one step at a time, never inside a transaction that could roll back the
         # record of a call that was sent.
         step = _replay_call(replay, seq, call, tools[call["tool_id"]], step, options)
         _progress(replay, seq, int(step.flagged))
+
+
+def _stop_unless_still_ours(replay: Replay) -> None:
+    """Nothing more is sent once the replay stopped being this message's to run: the watchdog
+    failed it past its deadline, or a newer message took it over."""
+    current = Replay.objects.filter(pk=replay.pk).values_list("status", "task_id").first()
+    if current != (ReplayStatus.RUNNING, replay.task_id):
+        raise _Stopped(f"replay {replay.pk} stopped being run by this worker "
+                       f"(now {current[0] if current else 'gone'}); nothing more was sent")
 
 
 def _progress(replay: Replay, seq: int, flagged: int) -> None:
@@ -322,6 +333,7 @@ class _SandboxGroup:
         if self.steps:
             self.storing = True
             with transaction.atomic():
+                _stop_unless_still_ours(self.replay)
                 Decision.objects.bulk_create([s.decision for s in self.steps if s.decision])
                 ReplayStep.objects.bulk_create(self.steps)
                 _progress(self.replay, self.steps[-1].seq, sum(s.flagged for s in self.steps))
