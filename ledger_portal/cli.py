@@ -21,7 +21,8 @@ EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_TAMPERED = 0, 1, 2, 3,
 # Apps add their own subcommands: each module has ``add_commands(subparsers)``; a command that
 # sets ``standalone=True`` runs without Django and is called as ``func(args)``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "exports.cli", "incidents.cli", "runs.cli", "runs.retention_cli", "runs.rollback_cli")
+    "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.cli", "runs.retention_cli",
+    "runs.rollback_cli")
 
 
 def _setup() -> None:

@@ -40,6 +40,8 @@ WRITE_ONLY_ROUTES = {
     "api:decision-create": "tests/policies/test_decision_api.py::"
                            "test_decisions_are_taken_under_the_keys_own_tenant",
     "otlp-traces": "tests/otlp/test_ingest_spans.py::test_a_globex_key_writes_only_into_globex",
+    "api:run-annotations": "tests/runs/test_manual_annotations.py::"
+                           "test_nobody_annotates_another_tenants_run",
     **{f"api:incident-{action}": "tests/incidents/test_incident_api.py::"
                                  "test_nobody_acts_on_another_tenants_incident"
        for action in ("link", "note", "freeze", "mitigate", "close")},
