@@ -118,7 +118,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     rollback = Rollback.objects.create(tenant=acme, tool_call=first_call, run=stored,
                                        idempotency_key="k", incident=incident)
     return {
-        "run_id": run["run_id"], "agent_id": run["agent_id"],
+        "run_id": run["run_id"], "agent_id": run["agent_id"], "slug": acme.slug,
         "call_id": run["tool_calls"][0]["call_id"],
         "pk": approval.pk,
         "replay_id": replay.pk,
