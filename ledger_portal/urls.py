@@ -26,6 +26,8 @@ urlpatterns = [
     path("runs/<slug:tenant>/<str:run_id>/", run_pages.run_timeline, name="run-timeline"),
     path("runs/<slug:tenant>/<str:run_id>/rollback/", run_pages.run_rollback,
          name="run-rollback"),
+    path("runs/<slug:tenant>/<str:run_id>/annotate/", run_pages.run_annotate,
+         name="run-annotate"),
     path("incidents/", include("incidents.urls")),
     path("api/v1/", include("ledger_portal.api.urls")),
     path("v1/traces", TraceExport.as_view(), name="otlp-traces"),  # OTLP/HTTP's fixed path

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import replays, rollbacks, views
+from . import annotations, replays, rollbacks, views
 
 urlpatterns = [
     path("tenants/", views.TenantList.as_view(), name="tenant-list"),
@@ -10,6 +10,8 @@ urlpatterns = [
     path("agents/<str:agent_id>/", views.AgentDetail.as_view(), name="agent-detail"),
     path("runs/", views.RunList.as_view(), name="run-list"),
     path("runs/<str:run_id>/", views.RunDetail.as_view(), name="run-detail"),
+    path("runs/<str:run_id>/annotations/", annotations.RunAnnotations.as_view(),
+         name="run-annotations"),
     path("tool-calls/", views.ToolCallList.as_view(), name="toolcall-list"),
     path("tool-calls/<str:call_id>/", views.ToolCallDetail.as_view(), name="toolcall-detail"),
     path("replays/", replays.ReplayList.as_view(), name="replay-list"),
