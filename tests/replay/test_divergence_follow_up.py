@@ -299,3 +299,21 @@ def test_the_json_reports_carry_the_follow_up(diverged, alice, client, capsys):
     api = client.get(reverse("api:replay-detail", args=[diverged.pk])).json()
     assert api["steps"][0]["follow_up"] is None
     assert api["steps"][1]["follow_up"]["state"] == "expected"
+
+
+def test_the_divergence_list_costs_the_same_queries_for_more_rows(diverged, alice, user_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = user_client(alice)
+
+    def listing_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(reverse("api:divergence-list")).status_code == 200
+        return len(queries)
+
+    one = listing_queries()
+    for _ in range(3):
+        walk(start_replay(stored_run(diverged.tenant), alice))
+    assert len(client.get(reverse("api:divergence-list")).json()["results"]) == 4
+    assert listing_queries() == one
