@@ -117,11 +117,18 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     first_call = ToolCall.objects.filter(run=stored)[0]
     rollback = Rollback.objects.create(tenant=acme, tool_call=first_call, run=stored,
                                        idempotency_key="k", incident=incident)
+    from runs.models import ReplayStep
+
+    divergent = ReplayStep.objects.create(
+        tenant=acme, replay=replay, seq=1, call_id=first_call.call_id, tool=first_call.tool,
+        mode_used="dry_run", status="succeeded", flagged=True, follow_up="open",
+        divergence=[{"path": "$.state", "change": "changed", "recorded": "a", "replayed": "b"}])
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"], "slug": acme.slug,
         "call_id": run["tool_calls"][0]["call_id"],
         "pk": approval.pk,
         "replay_id": replay.pk,
+        "seq": divergent.seq,
         "incident_id": incident.pk,
         "rollback_id": rollback.pk,
         "export_id": export.pk,
