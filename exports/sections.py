@@ -326,8 +326,9 @@ REPLAY_STEP_FIELDS = {
     "decision_id": "decision_id", "decision_effect": "decision__effect",
     "mode_used": "mode_used", "idempotency_key": "idempotency_key", "attempts": "attempts",
     "status": "status", "output": "output", "error": "error", "latency_ms": "latency_ms",
-    "divergence": "divergence", "flagged": "flagged", "created_at": "created_at",
-    "updated_at": "updated_at",
+    "divergence": "divergence", "flagged": "flagged", "follow_up": "follow_up",
+    "follow_up_note": "follow_up_note", "follow_up_by": "follow_up_by_label",
+    "follow_up_at": "follow_up_at", "created_at": "created_at", "updated_at": "updated_at",
 }
 
 
@@ -435,7 +436,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("replay", Replay, _replay_queryset, _replay_rows,
             ("failure_reason", "requested_by")),
     Section("replay_step", ReplayStep, _replay_step_queryset, _replay_step_rows,
-            ("output", "error"), labels="classifications", also_redact=_redact_divergence),
+            ("output", "error", "follow_up_note", "follow_up_by"), labels="classifications",
+            also_redact=_redact_divergence),
     Section("rollback", Rollback, _rollback_queryset, _rollback_rows,
             ("outcome", "remaining_side_effects", "attempt_log", "last_error",
              "requested_by")),

@@ -76,7 +76,8 @@ def _plant_replay_and_rollbacks(tenant, by, run, version, marker: str) -> None:
             mode_used="stub", status="failed" if seq % 5 == 0 else "succeeded",
             output=replayed, divergence=compare_outputs(call.output, replayed, []),
             error=f"{marker} upstream said {secrets[(seq * 7) % len(secrets)]}"
-            if seq % 5 == 0 else "", flagged=True)
+            if seq % 5 == 0 else "", flagged=True, follow_up="expected",
+            follow_up_note=f"{marker} fine, the key {secrets[(seq * 11) % len(secrets)]} rotated")
     for position, call in enumerate(calls[:4]):
         planted = [secrets[(40 + 4 * position + k) % len(secrets)] for k in range(4)]
         Rollback.objects.create(

@@ -79,7 +79,9 @@ def scene(acme, globex, alice, charlie, record, make_run) -> dict[str, Any]:
     now_replay = _replay(acme, alice, run, calls, pinned_now, mode="sandbox", until_step=3,
                          status="succeeded", steps_total=2, steps_done=2, divergent_steps=2,
                          started_at=timezone.now(), finished_at=timezone.now())
-    ReplayStep.objects.filter(replay=now_replay, seq=1).update(decision=decision)
+    ReplayStep.objects.filter(replay=now_replay, seq=1).update(
+        decision=decision, follow_up="expected", follow_up_note="a new field, fine",
+        follow_up_by_label="alice", follow_up_at=timezone.now())
     old_replay = _replay(acme, alice, run, calls, pinned_long_ago, steps=1)
     Replay.objects.filter(pk=old_replay.pk).update(created_at=LONG_AGO)
     now_rollback = Rollback.objects.create(
@@ -137,6 +139,9 @@ def test_replays_and_rollbacks_made_in_the_window_are_records_of_the_export(
     assert (first["status"], first["mode_used"], first["flagged"]) == ("succeeded", "dry_run",
                                                                        True)
     assert first["output"] == {"changed": 1}
+    assert (first["follow_up"], first["follow_up_note"], first["follow_up_by"]) == (
+        "expected", "a new field, fine", "alice")
+    assert first["follow_up_at"].endswith("Z")
     assert {d["path"] for d in first["divergence"]} >= {"$.changed"}
     assert steps[1]["flagged"] is False
     assert steps[1]["decision_id"] is None
