@@ -44,7 +44,9 @@ def step_rows(replay: Replay, view: ViewerRedaction) -> list[dict[str, Any]]:
             "seq": step.seq, "call_id": step.call_id, "step_index": step.step_index,
             "tool": step.tool.name, "mode_used": step.mode_used, "status": step.status,
             "attempts": step.attempts, "idempotency_key": step.idempotency_key,
-            "latency_ms": step.latency_ms, "error": step.error, "flagged": step.flagged,
+            "latency_ms": step.latency_ms, "flagged": step.flagged,
+            # a tool's error can quote its answer: redacted like the output it stands for
+            "error": view.redactor.redact(step.error, "error", call_labels),
             "follow_up": redacted_follow_up(step, view),
             "output": view.redactor.redact(step.output, "output", call_labels),
             "decision": None if decision is None else {
@@ -79,7 +81,9 @@ def divergence_rows(steps: Iterable[ReplayStep], user: Any) -> list[dict[str, An
             "id": step.pk, "tenant": step.tenant.slug, "replay": step.replay_id,
             "run_id": step.replay.run.run_id, "seq": step.seq, "call_id": step.call_id,
             "tool": step.tool.name, "mode_used": step.mode_used, "status": step.status,
-            "error": step.error, "created_at": step.created_at,
+            "error": view.redactor.redact(step.error, "error", labels.get(
+                (step.tenant_id, step.call_id), {})),
+            "created_at": step.created_at,
             "differences": _redacted_differences(
                 step, view, labels.get((step.tenant_id, step.call_id), {})),
             "follow_up": redacted_follow_up(step, view),
@@ -122,5 +126,6 @@ def redacted_divergence_report(replay: Replay, view: ViewerRedaction) -> dict[st
     for step in report["divergent_steps"]:
         step["differences"] = flagged[step["seq"]]["divergence"]
         step["follow_up"] = flagged[step["seq"]]["follow_up"]
+        step["error"] = flagged[step["seq"]]["error"]
     report["redaction"] = view.level
     return report

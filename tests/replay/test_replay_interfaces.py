@@ -212,6 +212,31 @@ def test_a_tool_secret_never_reaches_the_database_pages_logs_or_errors(
     assert TOKEN not in caplog.text
 
 
+def test_personal_data_a_tool_quotes_in_its_error_is_redacted_wherever_the_step_is_shown(
+        acme, alice, record, tool_server, client):
+    def refuses(seen: Any) -> tuple[int, Any]:
+        return 422, {"error": "no refund for ada.lovelace@example.com"}
+
+    record(acme, recorded_run())
+    wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
+        "/refuses", refuses)})
+    replay = walk(start_replay(stored_run(acme), alice))
+    assert "ada.lovelace@example.com" in ReplayStep.objects.get(replay=replay, seq=2).error
+    client.force_login(alice)
+
+    page = client.get(reverse("replay-detail", args=["acme", replay.pk]))
+    api = client.get(reverse("api:replay-detail", args=[replay.pk]))
+    report = client.get(reverse("replay-divergences", args=["acme", replay.pk]))
+    listed = client.get("/api/v1/divergences/")
+    for shown in (page, api, report, listed):
+        assert shown.status_code == 200
+        assert "ada.lovelace@example.com" not in shown.content.decode()
+    assert api.json()["steps"][1]["error"]["redacted"]
+    unredacted = client.get(reverse("api:replay-detail", args=[replay.pk]),
+                            {"redaction": "none"}).json()
+    assert "ada.lovelace@example.com" in unredacted["steps"][1]["error"]
+
+
 def test_an_mcp_server_serves_as_a_replayed_tool(acme, alice, record):
     from mcp.server.mcpserver import MCPServer
 
