@@ -128,9 +128,9 @@ def test_a_live_replay_waits_on_a_real_worker_and_resumes_on_approval(
     wire_tools(acme, tool_server)
     allow_everything(acme)
     replay = start_replay(stored_run(acme), alice, mode="live")
-    wait_for("the worker looking at the replay", lambda: Replay.objects.filter(
-        pk=replay.pk, worker__gt="").exists())
-    assert Replay.objects.get(pk=replay.pk).status == "waiting_approval"
+    # claimed by the worker (its name recorded), then set down to wait for the approval
+    wait_for("the worker setting the replay down to wait", lambda: Replay.objects.filter(
+        pk=replay.pk, worker__gt="", status="waiting_approval").exists())
     assert tool_server.seen == []
     approve(replay.approval)
     done = wait_for("the replay finishing", lambda: Replay.objects.filter(
