@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 import orjson
-from django.db import connection, models, router
+from django.db import DEFAULT_DB_ALIAS, connection, models, router
 from django.db.models import signals
 from django.db.models.base import ModelState
 from django.db.models.query_utils import DeferredAttribute
@@ -137,9 +137,20 @@ def _copy(model: type[models.Model], objs: Sequence[models.Model]) -> None:
 class _BuildField:
     name: str
     attname: str
-    default: Callable[[], Any]
+    default: Callable[[], Any]  # field.get_default, for a field declaring a default
+    fixed: Any = None  # what get_default always gives for a field declaring none (None or "")
     related: type[models.Model] | None = None  # a foreign key's target model
     target_attname: str = ""  # ... and the target's field it holds
+
+    @classmethod
+    def of(cls, field: Any, **more: Any) -> _BuildField:
+        declared = field.has_default()
+        return cls(field.name, field.attname, field.get_default if declared else _no_default,
+                   None if declared else field.get_default(), **more)
+
+
+def _no_default() -> Any:
+    raise AssertionError("a field without a default uses its fixed value")
 
 
 @cache
@@ -156,14 +167,14 @@ def _build_plan(model: type[models.Model]) -> tuple[_BuildField, ...] | None:
         if not field.is_relation:
             if field.descriptor_class is not DeferredAttribute:
                 return None  # a descriptor of its own (files...): __init__ goes through it
-            plan.append(_BuildField(field.name, field.attname, field.get_default))
+            plan.append(_BuildField.of(field))
             continue
         if not isinstance(field, models.ForeignKey) or isinstance(field, models.OneToOneField) \
                 or len(field.related_fields) != 1:
             return None
         target = field.related_fields[0][1]
-        plan.append(_BuildField(field.name, field.attname, field.get_default,
-                                field.remote_field.model._meta.concrete_model, target.attname))
+        plan.append(_BuildField.of(field, related=field.remote_field.model._meta.concrete_model,
+                                   target_attname=target.attname))
     return tuple(plan)
 
 
@@ -177,6 +188,7 @@ def build(model: type[M], /, **values: Any) -> M:
     plan = _build_plan(model)
     if plan is None:
         return model(**values)
+    routers = router.routers
     obj = model.__new__(model)
     state = obj._state = ModelState()
     attrs = obj.__dict__
@@ -189,17 +201,27 @@ def build(model: type[M], /, **values: Any) -> M:
                 if value is not None:
                     if not isinstance(value, field.related):
                         return model(**values)  # let __init__ raise its error
-                    if state.db is None:
-                        state.db = router.db_for_write(model, instance=value)
-                    if value._state.db is None:
-                        value._state.db = router.db_for_write(type(value), instance=obj)
-                    if not router.allow_relation(value, obj):
-                        return model(**values)
+                    if routers:
+                        if state.db is None:
+                            state.db = router.db_for_write(model, instance=value)
+                        if value._state.db is None:
+                            value._state.db = router.db_for_write(type(value), instance=obj)
+                        if not router.allow_relation(value, obj):
+                            return model(**values)
+                    else:  # what the router answers without routers, without asking it
+                        if state.db is None:
+                            state.db = value._state.db or DEFAULT_DB_ALIAS
+                        if value._state.db is None:
+                            value._state.db = state.db
+                        if value._state.db != state.db:
+                            return model(**values)
                 state.fields_cache[field.name] = value
                 attrs[field.attname] = (None if value is None
                                         else getattr(value, field.target_attname))
             else:
                 attrs[field.attname] = value
+        elif field.default is _no_default:
+            attrs[field.attname] = field.fixed
         else:
             attrs[field.attname] = field.default()
     if used != len(values):

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import IntegerField, Value
 from simple_history.utils import bulk_create_with_history
 
 from ledger_portal.canonical import GENESIS
@@ -387,6 +388,8 @@ class _ExistingRecords:
         if run_pks:
             for step in Step.objects.filter(run_id__in=run_pks).select_related("run"):
                 self.steps_by_run.setdefault(step.run_id, {})[step.step_id] = step
+        # Mostly none of them exist: one light query says which do, full rows only for those.
+        tool_ids, model_ids, note_ids = _stored_ids(tenant, tool_ids, model_ids, note_ids)
         self.tool_calls = {c.call_id: c for c in _with_context(
             ToolCall.objects.filter(tenant=tenant, call_id__in=tool_ids), "tool", "retry_of")
         } if tool_ids else {}
@@ -399,6 +402,25 @@ class _ExistingRecords:
             ModelCall.objects.filter(tenant=tenant, call_id__in=model_ids))} if model_ids else {}
         self.annotations = {a.annotation_id: a for a in Annotation.objects.filter(
             tenant=tenant, annotation_id__in=note_ids).select_related("run")} if note_ids else {}
+
+
+def _stored_ids(tenant: Tenant, tool_ids: list[str], model_ids: list[str], note_ids: list[str]
+                ) -> tuple[list[str], list[str], list[str]]:
+    """Which of these tool call, model call and annotation ids ``tenant`` has, in one query."""
+    parts = [
+        model.objects.filter(tenant=tenant, **{f"{column}__in": ids}).order_by()
+        .values_list(Value(i, output_field=IntegerField()), column)
+        for i, (model, column, ids) in enumerate((
+            (ToolCall, "call_id", tool_ids), (ModelCall, "call_id", model_ids),
+            (Annotation, "annotation_id", note_ids)))
+        if ids
+    ]
+    found: tuple[list[str], list[str], list[str]] = ([], [], [])
+    if parts:
+        query = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        for i, external_id in query:
+            found[i].append(external_id)
+    return found
 
 
 def _with_context(qs: Any, *related: str) -> Any:

@@ -196,6 +196,8 @@ def attributes_of(pairs: Any) -> dict[str, Any]:
 
 def value_of(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
+    if which == "string_value":  # most attributes: first
+        return value.string_value
     if which is None:
         return None
     if which == "array_value":
