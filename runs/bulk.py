@@ -42,6 +42,15 @@ def insert_all(groups: Sequence[tuple[type[models.Model], Sequence[models.Model]
             pending = [o for o in pending if id(o) not in ready_ids]
 
 
+def append_rows(model: type[models.Model], objs: Sequence[models.Model]) -> None:
+    """Insert rows nothing else in the transaction points at: on PostgreSQL their ids come from
+    the table's default while the rows are copied, and the instances keep ``pk = None``."""
+    if connection.vendor == "postgresql":
+        _copy(model, objs, with_pk=False)
+    else:
+        model._default_manager.bulk_create(objs)
+
+
 def _targets_saved(obj: models.Model) -> bool:
     for field in obj._meta.concrete_fields:
         if field.is_relation and field.related_model is type(obj):
@@ -86,9 +95,11 @@ class _CopyPlan:
 
 
 @cache
-def _copy_plan(model: type[models.Model]) -> _CopyPlan:
+def _copy_plan(model: type[models.Model], with_pk: bool = True) -> _CopyPlan:
     plain, relations, json, stamped = [], [], [], []
     for field in model._meta.concrete_fields:
+        if field.primary_key and not with_pk:
+            continue
         if field.is_relation:
             relations.append(field)
         elif getattr(field, "auto_now_add", False) or getattr(field, "auto_now", False):
@@ -106,10 +117,10 @@ def _copy_plan(model: type[models.Model]) -> _CopyPlan:
         stamped=tuple(f.attname for f in stamped))
 
 
-def _copy(model: type[models.Model], objs: Sequence[models.Model]) -> None:
+def _copy(model: type[models.Model], objs: Sequence[models.Model], with_pk: bool = True) -> None:
     if not objs:
         return
-    plan = _copy_plan(model)
+    plan = _copy_plan(model, with_pk)
     table = connection.ops.quote_name(model._meta.db_table)
     now = timezone.now()
     dumps = orjson.dumps

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runs.bulk import build, insert_all
+from runs.bulk import append_rows, build, insert_all
 from runs.models import (
     Agent,
     Annotation,
@@ -116,3 +116,23 @@ def test_insert_all_stores_rows_pointing_at_rows_of_the_same_call(acme):
     assert sorted(Run.objects.filter(tenant=acme).values_list("metadata", flat=True),
                   key=str) == [{"i": 0}, {"i": 1}, {"i": 2}]
     assert all(r.recorded_at is not None for r in Run.objects.filter(tenant=acme))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_append_rows_stores_rows_with_ids_from_the_table(acme):
+    trace = OtlpTrace.objects.create(tenant=acme, trace_id="ab" * 16, run_id="otel-x",
+                                     first_received_at=T, last_activity_at=T)
+    before = OtlpSpan.objects.create(tenant=acme, trace=trace, span_id="00" * 7 + "01",
+                                     body={}, received_at=T)
+    spans = [build(OtlpSpan, tenant=acme, trace=trace, span_id=f"{i:016x}", name=f"s{i}",
+                   body={"attributes": {"k": [i]}}, received_at=T) for i in range(2, 5)]
+    append_rows(OtlpSpan, spans)
+    stored = list(OtlpSpan.objects.filter(trace=trace).order_by("id").values_list(
+        "id", "name", "body"))
+    assert [name for _, name, _ in stored] == ["", "s2", "s3", "s4"]
+    assert stored[0][0] == before.pk
+    assert len({pk for pk, _, _ in stored}) == 4
+    assert stored[3][2] == {"attributes": {"k": [4]}}
+    after = OtlpSpan.objects.create(tenant=acme, trace=trace, span_id="ff" * 8, body={},
+                                    received_at=T)
+    assert after.pk > max(pk for pk, _, _ in stored)  # the table's own sequence moved on
