@@ -13,12 +13,13 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import IntegerField, Value
 from simple_history.utils import bulk_create_with_history
 
 from ledger_portal.canonical import GENESIS
 from ledger_portal.models import Tenant
 
-from .bulk import insert_all
+from .bulk import build, insert_all
 from .ingest_schema import BatchIn, ModelCallIn, RunIn, ToolCallIn
 from .models import (
     Agent,
@@ -173,10 +174,10 @@ class _BatchWriter:
     def _plan_run(self, i: int, run_in: RunIn, agents: dict[str, Agent], tools: dict[str, Tool],
                   stored_runs: dict[str, Run], existing: _ExistingRecords) -> _RunPlan:
         path = f"runs[{i}]"
-        candidate = Run(tenant=self.tenant, run_id=run_in.run_id, agent=agents[run_in.agent_id],
-                        goal=run_in.goal, trigger_ref=run_in.trigger_ref,
-                        started_at=run_in.started_at, metadata=run_in.metadata, seq=0,
-                        status=RunStatus.RUNNING, last_seq=0)
+        candidate = build(Run, tenant=self.tenant, run_id=run_in.run_id,
+                          agent=agents[run_in.agent_id], goal=run_in.goal,
+                          trigger_ref=run_in.trigger_ref, started_at=run_in.started_at,
+                          metadata=run_in.metadata, seq=0, status=RunStatus.RUNNING, last_seq=0)
         run = stored_runs.get(run_in.run_id)
         if run is None:
             run = candidate
@@ -195,10 +196,10 @@ class _BatchWriter:
         when = run_in.started_at
 
         for j, step_in in enumerate(run_in.steps):
-            step = Step(tenant=self.tenant, run=run, step_id=step_in.step_id, index=step_in.index,
-                       title=step_in.title, status=step_in.status,
-                       started_at=step_in.started_at, ended_at=step_in.ended_at,
-                       metadata=step_in.metadata)
+            step = build(Step, tenant=self.tenant, run=run, step_id=step_in.step_id,
+                         index=step_in.index, title=step_in.title, status=step_in.status,
+                         started_at=step_in.started_at, ended_at=step_in.ended_at,
+                         metadata=step_in.metadata)
             stored_step = steps.get(step_in.step_id)
             if self._is_new(f"{path}.steps[{j}]", "steps", step, stored_step, run):
                 steps[step_in.step_id] = step
@@ -234,9 +235,10 @@ class _BatchWriter:
                 new.append((when, 2, call))
 
         for j, an in enumerate(run_in.annotations):
-            note = Annotation(tenant=self.tenant, run=run, annotation_id=an.annotation_id,
-                              annotation_kind=an.kind, target_call_id=an.target_call_id,
-                              body=an.body, data=an.data, author_label=self.recorded_by)
+            note = build(Annotation, tenant=self.tenant, run=run,
+                         annotation_id=an.annotation_id, annotation_kind=an.kind,
+                         target_call_id=an.target_call_id, body=an.body, data=an.data,
+                         author_label=self.recorded_by)
             stored_an = existing.annotations.get(an.annotation_id)
             if self._is_new(f"{path}.annotations[{j}]", "annotations", note, stored_an, run):
                 new.append((when, 3, note))
@@ -263,8 +265,8 @@ class _BatchWriter:
                                f"{run.status}, not {run_in.status}")
             return
         # The end of a run is chained like any record, so the tip is never the only witness.
-        plan.records.append(Annotation(
-            tenant=self.tenant, run=run, annotation_kind=AnnotationKind.RUN_STATUS,
+        plan.records.append(build(
+            Annotation, tenant=self.tenant, run=run, annotation_kind=AnnotationKind.RUN_STATUS,
             body=f"run {run_in.status}",
             data={"status": run_in.status.value,
                   "ended_at": run_in.ended_at.isoformat() if run_in.ended_at else None},
@@ -297,24 +299,23 @@ class _BatchWriter:
         return step
 
     def _model_call(self, run: Run, mc: ModelCallIn) -> ModelCall:
-        return ModelCall(tenant=self.tenant, run=run, call_id=mc.call_id, provider=mc.provider,
-                         model=mc.model, messages=mc.messages, response=mc.response,
-                         input_tokens=mc.usage.input_tokens, output_tokens=mc.usage.output_tokens,
-                         latency_ms=mc.latency_ms, started_at=mc.started_at,
-                         ended_at=mc.ended_at, error=mc.error,
-                         classifications=mc.classifications)
+        return build(ModelCall, tenant=self.tenant, run=run, call_id=mc.call_id,
+                     provider=mc.provider, model=mc.model, messages=mc.messages,
+                     response=mc.response, input_tokens=mc.usage.input_tokens,
+                     output_tokens=mc.usage.output_tokens, latency_ms=mc.latency_ms,
+                     started_at=mc.started_at, ended_at=mc.ended_at, error=mc.error,
+                     classifications=mc.classifications)
 
     def _tool_call(self, run: Run, tc: ToolCallIn, tool: Tool) -> ToolCall:
         duration = None
         if tc.started_at and tc.ended_at:
             duration = int((tc.ended_at - tc.started_at).total_seconds() * 1000)
-        return ToolCall(tenant=self.tenant, run=run, call_id=tc.call_id, tool=tool,
-                        action_class=tc.action_class, input=tc.input, output=tc.output,
-                        status=tc.status, error=tc.error, attempt=tc.attempt,
-                        started_at=tc.started_at, ended_at=tc.ended_at, duration_ms=duration,
-                        idempotency_key=tc.idempotency_key,
-                        supports_rollback=tc.supports_rollback,
-                        classifications=tc.classifications)
+        return build(ToolCall, tenant=self.tenant, run=run, call_id=tc.call_id, tool=tool,
+                     action_class=tc.action_class, input=tc.input, output=tc.output,
+                     status=tc.status, error=tc.error, attempt=tc.attempt,
+                     started_at=tc.started_at, ended_at=tc.ended_at, duration_ms=duration,
+                     idempotency_key=tc.idempotency_key, supports_rollback=tc.supports_rollback,
+                     classifications=tc.classifications)
 
     def _invalid(self, path: str, message: str) -> None:
         self.invalid.append({"path": path, "message": message})
@@ -331,14 +332,13 @@ class _BatchWriter:
                 plan.run.head_hash = plan.head
                 if plan.status:
                     plan.run.status, plan.run.ended_at = plan.status, plan.ended_at
-        Run.objects.bulk_create([p.run for p in plans if p.is_new])
-
         by_type: dict[type[LedgerRecord], list[LedgerRecord]] = {}
         for plan in plans:
             for rec in plan.records:
                 by_type.setdefault(type(rec), []).append(rec)
-        insert_all([(model, by_type.get(model, []))
-                    for model in (Step, ModelCall, ToolCall, Annotation)])
+        insert_all([(Run, [p.run for p in plans if p.is_new])]
+                   + [(model, by_type.get(model, []))
+                      for model in (Step, ModelCall, ToolCall, Annotation)])
 
         for kind, model in (("steps", Step), ("model_calls", ModelCall),
                             ("tool_calls", ToolCall), ("annotations", Annotation)):
@@ -388,6 +388,8 @@ class _ExistingRecords:
         if run_pks:
             for step in Step.objects.filter(run_id__in=run_pks).select_related("run"):
                 self.steps_by_run.setdefault(step.run_id, {})[step.step_id] = step
+        # Mostly none of them exist: one light query says which do, full rows only for those.
+        tool_ids, model_ids, note_ids = _stored_ids(tenant, tool_ids, model_ids, note_ids)
         self.tool_calls = {c.call_id: c for c in _with_context(
             ToolCall.objects.filter(tenant=tenant, call_id__in=tool_ids), "tool", "retry_of")
         } if tool_ids else {}
@@ -400,6 +402,25 @@ class _ExistingRecords:
             ModelCall.objects.filter(tenant=tenant, call_id__in=model_ids))} if model_ids else {}
         self.annotations = {a.annotation_id: a for a in Annotation.objects.filter(
             tenant=tenant, annotation_id__in=note_ids).select_related("run")} if note_ids else {}
+
+
+def _stored_ids(tenant: Tenant, tool_ids: list[str], model_ids: list[str], note_ids: list[str]
+                ) -> tuple[list[str], list[str], list[str]]:
+    """Which of these tool call, model call and annotation ids ``tenant`` has, in one query."""
+    parts = [
+        model.objects.filter(tenant=tenant, **{f"{column}__in": ids}).order_by()
+        .values_list(Value(i, output_field=IntegerField()), column)
+        for i, (model, column, ids) in enumerate((
+            (ToolCall, "call_id", tool_ids), (ModelCall, "call_id", model_ids),
+            (Annotation, "annotation_id", note_ids)))
+        if ids
+    ]
+    found: tuple[list[str], list[str], list[str]] = ([], [], [])
+    if parts:
+        query = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        for i, external_id in query:
+            found[i].append(external_id)
+    return found
 
 
 def _with_context(qs: Any, *related: str) -> Any:

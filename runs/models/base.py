@@ -7,6 +7,7 @@ are annotations. (On PostgreSQL a trigger enforces the same below the ORM.)
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, ClassVar
 
 from django.db import models
@@ -27,6 +28,17 @@ def content_of(kind: str, fields: tuple[str, ...], values: Any) -> dict[str, Any
             value = canonical_timestamp(value)
         content[name] = value
     return content
+
+
+_ContentPlan = tuple[tuple[str, tuple[str, ...] | None, bool], ...]
+
+
+@cache
+def _content_plan(model: type[LedgerRecord]) -> _ContentPlan:
+    """Each content field of ``model``: (name, the path of a reference, is it a timestamp)."""
+    return tuple((name, tuple(model.content_refs[name].split("__"))
+                  if name in model.content_refs else None, name in TIMESTAMP_FIELDS)
+                 for name in model.content_fields)
 
 
 class AppendOnlyViolation(Exception):
@@ -80,20 +92,23 @@ class LedgerRecord(AppendOnly):
         abstract = True
 
     def ledger_content(self) -> dict[str, Any]:
-        """The record's content in canonical form: what its hash commits to."""
-        values = {}
-        for name in self.content_fields:
-            path = self.content_refs.get(name)
+        """The record's content in canonical form: what its hash commits to (``content_of``
+        of the record's values, inlined: ingestion computes it for every record)."""
+        content: dict[str, Any] = {"kind": self.kind}
+        for name, path, timestamp in _content_plan(type(self)):
+            value: Any
             if path is None:
-                values[name] = getattr(self, name)
-                continue
-            value: Any = self
-            for step in path.split("__"):
-                value = getattr(value, step)
-                if value is None:
-                    break
-            values[name] = value
-        return content_of(self.kind, self.content_fields, values)
+                value = getattr(self, name)
+            else:
+                value = self
+                for step in path:
+                    value = getattr(value, step)
+                    if value is None:
+                        break
+            if timestamp and not isinstance(value, str):
+                value = canonical_timestamp(value)
+            content[name] = value
+        return content
 
     def seal(self, previous: str) -> str:
         """Compute ``content_hash`` and ``chain_hash`` after ``previous``; return the new link."""

@@ -29,7 +29,7 @@ from django.utils import timezone
 from ledger_portal.models import Tenant
 
 from ..annotations import annotate
-from ..bulk import insert_all
+from ..bulk import append_rows, build
 from ..ingest import ingest_batch
 from ..ingest_schema import AnnotationIn, BatchIn, RunIn
 from ..models import (
@@ -325,12 +325,12 @@ def _store(tenant: Tenant, work: list[_TraceWork], now: datetime) -> None:
                 continue
             outcome = item.outcomes.get(span["span_id"]) or assembly.Outcome(
                 OtlpSpanState.PENDING)
-            rows.append(OtlpSpan(
-                tenant=tenant, trace=item.trace, span_id=span["span_id"],
+            rows.append(build(
+                OtlpSpan, tenant=tenant, trace=item.trace, span_id=span["span_id"],
                 parent_span_id=span["parent_span_id"], name=span["name"][:500],
                 state=outcome.state, record_kind=outcome.record_kind, body=span,
                 received_at=now))
-    insert_all([(OtlpSpan, rows)])
+    append_rows(OtlpSpan, rows)
     # Most traces of a request change alike (new and closed at once): one UPDATE per kind.
     changes: dict[tuple[Any, ...], list[int]] = {}
     for item in work:

@@ -191,11 +191,19 @@ def _id_problem(raw: bytes, size: int, name: str) -> str | None:
 
 
 def attributes_of(pairs: Any) -> dict[str, Any]:
-    return {kv.key: value_of(kv.value) for kv in pairs}
+    out = {}
+    for kv in pairs:
+        value = kv.value
+        # most attributes are strings: value_of's first case, without the call
+        out[kv.key] = (value.string_value if value.WhichOneof("value") == "string_value"
+                       else value_of(value))
+    return out
 
 
 def value_of(value: AnyValue) -> Any:
     which = value.WhichOneof("value")
+    if which == "string_value":  # most attributes: first
+        return value.string_value
     if which is None:
         return None
     if which == "array_value":
