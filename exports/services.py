@@ -204,8 +204,9 @@ def produce_part(part_id: int) -> bool:
     temp = directory / f"part-{part.index}-{part.attempts}"
 
     def progress(rows: int) -> None:
-        ExportPart.objects.filter(pk=part.pk, attempts=part.attempts).update(rows_done=rows)
-        _sum_progress(export.pk)
+        with transaction.atomic():  # one commit (one WAL flush) for both rows
+            ExportPart.objects.filter(pk=part.pk, attempts=part.attempts).update(rows_done=rows)
+            _sum_progress(export.pk)
 
     try:
         redactor = tenant_redactor(export.tenant_id, export.redaction_level)
