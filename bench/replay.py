@@ -4,8 +4,8 @@
 
 Target: the whole sandbox replay (fresh policy decision per call, recorded; dry-runs over
 HTTP on loopback for some tools, recorded outputs as stubs for the rest; comparison with the
-recorded outputs; one committed ReplayStep per call and a progress update per step) in under
-10 s of wall time.
+recorded outputs; a ReplayStep per call, committed with its decision and the progress in groups
+of ``runs.replay.SANDBOX_GROUP_STEPS``) in under 10 s of wall time.
 
 The run is ``bench.run_detail.big_run`` (1,000 tool calls over 50 plan steps, support-triage's
 tools). ``get_customer`` and ``update_ticket`` get an HTTP connector with a dry-run (header

@@ -367,11 +367,16 @@ def _discard_parts(export_id: int) -> None:
         names = []
     known = set(ExportPart.objects.filter(export_id=export_id).exclude(file="").values_list(
         "file", flat=True))
+    kept = []
     for name in known | {f"{folder}/{leaf}" for leaf in names}:
         try:
             storage.delete(name)
         except OSError:
+            kept.append(name)
             log.warning("could not delete part file %s of export %s", name, export_id)
+    # A part whose file is gone says so; the expiry sweep retries what could not be deleted.
+    ExportPart.objects.filter(export_id=export_id).exclude(file="").exclude(
+        file__in=kept).update(file="")
     shutil.rmtree(Path(settings.LEDGER_EXPORT_TMP_DIR) / str(export_id), ignore_errors=True)
 
 
@@ -437,11 +442,13 @@ def expire_exports(now: datetime | None = None) -> int:
             storage.delete(export.file)
         expired += AuditExport.objects.filter(pk=export.pk, status=ExportStatus.DONE).update(
             status=ExportStatus.EXPIRED, file="")
-    for export_id in AuditExport.objects.filter(status=ExportStatus.FAILED).filter(
+    # Failed exports keep their parts until now; a finished one whose worker died between
+    # publishing the bundle and discarding the parts is caught here too.
+    for export_id in AuditExport.objects.exclude(status__in=[
+            ExportStatus.QUEUED, ExportStatus.RUNNING]).filter(
             Exists(ExportPart.objects.filter(export=OuterRef("pk")).exclude(file=""))
     ).values_list("pk", flat=True):
         _discard_parts(export_id)
-        ExportPart.objects.filter(export_id=export_id).update(file="")
     return expired
 
 

@@ -329,6 +329,10 @@ def incident_summary(incident: Incident) -> dict[str, Any]:
         "rollbacks": [{"call_id": call_id, "status": status} for call_id, status in
                       incident.rollbacks.order_by("id").values_list("tool_call__call_id",
                                                                     "status")],
+        "replays": [{"replay": pk, "run_id": run_id, "mode": mode, "status": status,
+                     "divergent_steps": divergent} for pk, run_id, mode, status, divergent in
+                    incident.replays.order_by("id").values_list(
+                        "pk", "run__run_id", "mode", "status", "divergent_steps")],
         "ticket_ids": incident.ticket_ids,
         "escalated_calls": incident.escalated_call_ids,
     }

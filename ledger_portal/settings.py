@@ -90,6 +90,10 @@ else:
         "NAME": str(DATA_DIR / "ledger.sqlite3"),
         # WAL lets the web process read while the embedded worker writes.
         "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE"},
+        # Tests get a file too: an in-memory database is one connection shared by every thread,
+        # and a live server answering an agent's concurrent requests interleaves transactions
+        # on it ("cannot release savepoint").
+        "TEST": {"NAME": str(DATA_DIR / "test-ledger.sqlite3")},
     }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

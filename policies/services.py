@@ -146,7 +146,16 @@ def evaluate(tenant: Tenant, doc: dict[str, Any], deciders: list[Decider] | None
 def record_decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
                     version: PolicyVersion | None, engine: str, started: float,
                     asked_by: str, approval: Any = None, exception: Any = None) -> Decision:
-    return Decision.objects.create(
+    decision = _decision(tenant, doc, verdict, version, engine, started, asked_by, approval,
+                         exception)
+    decision.save(force_insert=True)
+    return decision
+
+
+def _decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
+              version: PolicyVersion | None, engine: str, started: float, asked_by: str,
+              approval: Any, exception: Any) -> Decision:
+    return Decision(
         tenant=tenant, run_id=doc["run"]["id"], call_id=doc["call"]["id"],
         agent_id=doc["agent"]["id"], tool=doc["tool"]["name"], action_class=doc["action_class"],
         mode=doc["mode"], input=doc, effect=verdict.effect, reason=verdict.reason,
@@ -182,19 +191,14 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
     from approvals.services import action_hash, request_approval
 
     started = time.perf_counter()
-    doc = input_document(tenant_slug=tenant.slug, outage_mode=tenant.outage_mode,
-                         agent_id=call.agent_id, run_id=call.run_id, call_id=call.call_id,
-                         tool=call.tool, action_class=call.action_class, mode=call.mode,
-                         args=call.arguments)
+    doc = _document(tenant, call)
     with transaction.atomic():
         verdict, version, engine = evaluate(
             tenant, doc, None if pinned_version is None else [decider_for(pinned_version)])
         approval = None
         exception = _overriding_exception(tenant, doc, verdict, version)
         if exception is not None:
-            verdict = Verdict(exception.effect, verdict.matched,
-                              f"governed exception {exception.pk} overrides {verdict.effect}: "
-                              f"{exception.justification}")
+            verdict = _overridden(verdict, exception)
         elif call.approval_id is not None:
             approval = ApprovalRequest.objects.filter(tenant=tenant, pk=call.approval_id).first()
             verdict = _with_approval(verdict, approval, call, action_hash, Status)
@@ -209,13 +213,76 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
         return decision
 
 
+@dataclass
+class DecisionContext:
+    """What a run of decisions is taken against, loaded once: the deciders (the tenant's
+    published versions, or the pinned one) and, when a verdict other than allow first needs
+    them, the tenant's active governed exceptions.
+
+    A sandbox replay loads one per group of steps instead of querying both per call, so a
+    version published (or an exception granted or revoked) while it runs applies from its next
+    group on.
+    """
+
+    tenant: Tenant
+    deciders: list[Decider]
+    exceptions: list[Any] | None = None
+
+    def active_exceptions(self) -> list[Any]:
+        if self.exceptions is None:
+            from .exceptions import active_exceptions
+
+            self.exceptions = active_exceptions(self.tenant)
+        return self.exceptions
+
+
+def decision_context(tenant: Tenant, pinned_version: PolicyVersion | None = None
+                     ) -> DecisionContext:
+    deciders = (current_deciders(tenant) if pinned_version is None
+                else [decider_for(pinned_version)])
+    return DecisionContext(tenant, deciders)
+
+
+def unsaved_sandbox_decision(context: DecisionContext, call: ProposedCall, asked_by: str = ""
+                             ) -> Decision:
+    """``decide_tool_call`` for a call that opens no approval and carries none (a sandbox
+    replay: nothing with side effects runs), decided against ``context``. The ``Decision``
+    comes back unsaved, for the caller to store with others in one INSERT, in the same
+    transaction as what it decided."""
+    if call.approval_id is not None:
+        raise ValueError("a decision about an approval request goes through decide_tool_call")
+    started = time.perf_counter()
+    tenant = context.tenant
+    doc = _document(tenant, call)
+    verdict, version, engine = evaluate(tenant, doc, context.deciders)
+    exception = None if verdict.effect == Effect.ALLOW else _overriding_exception(
+        tenant, doc, verdict, version, context.active_exceptions())
+    if exception is not None:
+        verdict = _overridden(verdict, exception)
+    return _decision(tenant, doc, verdict, version, engine, started, asked_by, None, exception)
+
+
+def _document(tenant: Tenant, call: ProposedCall) -> dict[str, Any]:
+    return input_document(tenant_slug=tenant.slug, outage_mode=tenant.outage_mode,
+                          agent_id=call.agent_id, run_id=call.run_id, call_id=call.call_id,
+                          tool=call.tool, action_class=call.action_class, mode=call.mode,
+                          args=call.arguments)
+
+
+def _overridden(verdict: Verdict, exception: Any) -> Verdict:
+    return Verdict(exception.effect, verdict.matched,
+                   f"governed exception {exception.pk} overrides {verdict.effect}: "
+                   f"{exception.justification}")
+
+
 def _overriding_exception(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
-                          version: PolicyVersion | None) -> Any:
+                          version: PolicyVersion | None, loaded: list[Any] | None = None
+                          ) -> Any:
     from .exceptions import applicable_exception
 
     if verdict.effect == Effect.ALLOW:
         return None
-    exception = applicable_exception(tenant, doc, version)
+    exception = applicable_exception(tenant, doc, version, loaded)
     if exception is None or STRICTNESS[Effect(exception.effect)] >= STRICTNESS[Effect(
             verdict.effect)]:
         return None

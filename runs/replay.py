@@ -6,10 +6,12 @@ request and a policy allow for every call, reuses the original idempotency keys,
 refused while the tenant is in outage mode unless a request to leave sandbox was approved.
 
 Every replayed call gets a fresh policy decision (recorded; a replay may pin a version), and
-its output is compared with the recorded one. Each step is committed before the walk moves on,
-and a live call is recorded as ``attempting`` with its idempotency key BEFORE it is sent: a
+its output is compared with the recorded one. Each live step is committed before the walk moves
+on, and a live call is recorded as ``attempting`` with its idempotency key BEFORE it is sent: a
 worker killed mid-call and restarted re-sends the same key (or, for a tool that does not honour
-keys, stops and says so), and skips the steps already done.
+keys, stops and says so), and skips the steps already done. Sandbox steps, which have no side
+effects, are committed in groups (``SANDBOX_GROUP_STEPS``): a restarted worker redoes at most
+one group's dry-runs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import os
 import socket
 import time
 import uuid
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -36,8 +37,14 @@ from approvals.services import request_approval
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
-from policies.models import Effect, PolicyVersion, VersionStatus
-from policies.services import ProposedCall, decide_tool_call
+from policies.models import Decision, Effect, PolicyVersion, VersionStatus
+from policies.services import (
+    DecisionContext,
+    ProposedCall,
+    decide_tool_call,
+    decision_context,
+    unsaved_sandbox_decision,
+)
 
 from .annotations import annotate
 from .connectors import ConnectorError, ToolResult, connector_for
@@ -189,11 +196,12 @@ def execute_replay(replay_id: int, task_id: str,
         return None
     replay = Replay.objects.select_related("tenant", "run__agent", "policy_version__policy",
                                            "approval", "requested_by").get(pk=replay_id)
-    if replay.started_at is None:
-        now = timezone.now()
-        replay.started_at = now
-        replay.deadline_at = now + timedelta(seconds=settings.LEDGER_REPLAY_TIME_LIMIT + 60)
-        replay.save(update_fields=["started_at", "deadline_at"])
+    # The time limit counts working time: every claim (the first, and each resumption after
+    # waiting for a person) starts a fresh one, so a long wait for approval is not "stuck".
+    now = timezone.now()
+    replay.started_at = replay.started_at or now
+    replay.deadline_at = now + timedelta(seconds=settings.LEDGER_REPLAY_TIME_LIMIT + 60)
+    replay.save(update_fields=["started_at", "deadline_at"])
     if replay.mode == ReplayMode.LIVE and replay.approval is not None:
         status = replay.approval.status
         if status == ApprovalStatus.PENDING:
@@ -259,18 +267,124 @@ def _walk(replay: Replay, options: WalkOptions) -> None:
     replay.steps_total = len(calls)
     earlier = {s.seq: s for s in ReplayStep.objects.filter(replay=replay).select_related(
         "decision")}
+    if replay.mode == ReplayMode.SANDBOX:
+        _walk_sandbox(replay, calls, tools, earlier, options)
+        return
     for seq, call in enumerate(calls, start=1):
         step = earlier.get(seq)
         if step is not None and step.status in DONE_STEP_STATUSES:
             continue
-        # A sandbox step (nothing with side effects) is one transaction: its decision, its
-        # row and the progress commit together, one commit per step. A live step commits its
-        # attempt before the call goes out, so it cannot sit inside one transaction.
-        with transaction.atomic() if replay.mode == ReplayMode.SANDBOX else nullcontext():
-            step = _replay_call(replay, seq, call, tools[call["tool_id"]], step, options)
-            Replay.objects.filter(pk=replay.pk).update(
-                steps_done=seq, divergent_steps=F("divergent_steps") + int(step.flagged))
-        replay.steps_done = seq
+        _stop_unless_still_ours(replay)
+        # A live step commits its attempt before the call goes out and its outcome after it
+        # answers: one step at a time, never inside a transaction that could roll back the
+        # record of a call that was sent.
+        step = _replay_call(replay, seq, call, tools[call["tool_id"]], step, options)
+        _progress(replay, seq, int(step.flagged))
+
+
+def _stop_unless_still_ours(replay: Replay) -> None:
+    """Nothing more is sent once the replay stopped being this message's to run: the watchdog
+    failed it past its deadline, or a newer message took it over."""
+    current = Replay.objects.filter(pk=replay.pk).values_list("status", "task_id").first()
+    if current != (ReplayStatus.RUNNING, replay.task_id):
+        raise _Stopped(f"replay {replay.pk} stopped being run by this worker "
+                       f"(now {current[0] if current else 'gone'}); nothing more was sent")
+
+
+def _progress(replay: Replay, seq: int, flagged: int) -> None:
+    Replay.objects.filter(pk=replay.pk).update(
+        steps_done=seq, divergent_steps=F("divergent_steps") + flagged)
+    replay.steps_done = seq
+
+
+#: A sandbox replay stores its steps in groups: this many, or as many as are done after this
+#: many seconds, whichever comes first. The progress moves with every group.
+SANDBOX_GROUP_STEPS = 50
+SANDBOX_GROUP_SECONDS = 1.0
+
+
+class _SandboxGroup:
+    """Sandbox steps done but not stored yet. One transaction stores them: their decisions,
+    their rows and the progress (one commit per group instead of per step). Nothing in a
+    sandbox step has a side effect, so a worker that dies mid-group loses only dry-runs and
+    decisions that were never committed; the replay's next message does them again."""
+
+    def __init__(self, replay: Replay) -> None:
+        self.replay = replay
+        self.steps: list[ReplayStep] = []
+        self.context: DecisionContext | None = None
+        self.started = time.monotonic()
+        self.storing = False
+
+    def decision_context(self) -> DecisionContext:
+        # Loaded once per group: a version published (or an exception granted or revoked)
+        # while the replay runs decides from the next group on.
+        if self.context is None:
+            self.context = decision_context(self.replay.tenant, self.replay.policy_version)
+        return self.context
+
+    def add(self, step: ReplayStep) -> None:
+        self.steps.append(step)
+        if (len(self.steps) >= SANDBOX_GROUP_STEPS
+                or time.monotonic() - self.started >= SANDBOX_GROUP_SECONDS):
+            self.store()
+
+    def store(self) -> None:
+        if self.steps:
+            self.storing = True
+            with transaction.atomic():
+                _stop_unless_still_ours(self.replay)
+                Decision.objects.bulk_create([s.decision for s in self.steps if s.decision])
+                ReplayStep.objects.bulk_create(self.steps)
+                _progress(self.replay, self.steps[-1].seq, sum(s.flagged for s in self.steps))
+            self.storing = False
+        self.steps, self.context, self.started = [], None, time.monotonic()
+
+
+def _walk_sandbox(replay: Replay, calls: list[dict[str, Any]], tools: dict[int, Tool],
+                  earlier: dict[int, ReplayStep], options: WalkOptions) -> None:
+    group = _SandboxGroup(replay)
+    try:
+        for seq, call in enumerate(calls, start=1):
+            step = earlier.get(seq)
+            if step is not None and step.status in DONE_STEP_STATUSES:
+                continue
+            tool = tools[call["tool_id"]]
+            if step is not None:
+                # A row a sandbox walk did not leave (it stores finished steps only): this
+                # one goes the step-at-a-time way, after what is done so far.
+                group.store()
+                with transaction.atomic():
+                    step = _replay_call(replay, seq, call, tool, step, options)
+                    _progress(replay, seq, int(step.flagged))
+                continue
+            group.add(_sandbox_step(replay, seq, call, tool, options, group))
+    except Exception:
+        if group.steps and not group.storing:
+            # The steps done before the failure are kept, as one step at a time kept them.
+            try:
+                group.store()
+            except Exception:
+                log.exception("replay %s: storing the steps done before it failed", replay.pk)
+        raise
+    group.store()
+
+
+def _sandbox_step(replay: Replay, seq: int, call: dict[str, Any], tool: Tool,
+                  options: WalkOptions, group: _SandboxGroup) -> ReplayStep:
+    """``_replay_call`` for a new step of a sandbox replay, without writing anything: the
+    step and its decision come back unsaved, for the group to store."""
+    step = ReplayStep(tenant_id=replay.tenant_id, replay=replay, seq=seq,
+                      call_id=call["call_id"], step_index=call["step__index"], tool=tool)
+    if options.policy:
+        step.decision = unsaved_sandbox_decision(
+            group.decision_context(), _proposed_call(replay, call, tool, ReplayMode.SANDBOX),
+            asked_by=f"replay {replay.pk}")
+        if step.decision.effect == Effect.DENY:
+            return _fill(step, StepMode.NOT_CALLED, StepStatus.DENIED, None,
+                         f"denied by policy: {step.decision.reason}", flagged=True)
+    result, used = _sandbox_result(call, tool)
+    return _outcome(step, call, tool, result, used, options, save=False)
 
 
 def _effective_mode(replay: Replay) -> str:
@@ -283,6 +397,15 @@ def _effective_mode(replay: Replay) -> str:
     return ReplayMode.LIVE
 
 
+def _proposed_call(replay: Replay, call: dict[str, Any], tool: Tool, mode: str,
+                   approval_id: int | None = None) -> ProposedCall:
+    args = call["input"] if isinstance(call["input"], dict) else {"input": call["input"]}
+    return ProposedCall(
+        tool=tool.name, action_class=call["action_class"], arguments=args, mode=mode,
+        run_id=replay.run.run_id, call_id=call["call_id"], agent_id=replay.run.agent.agent_id,
+        approval_id=approval_id)
+
+
 def _replay_call(replay: Replay, seq: int, call: dict[str, Any], tool: Tool,
                  step: ReplayStep | None, options: WalkOptions) -> ReplayStep:
     if step is None:
@@ -290,14 +413,10 @@ def _replay_call(replay: Replay, seq: int, call: dict[str, Any], tool: Tool,
                           call_id=call["call_id"], step_index=call["step__index"], tool=tool)
     mode = _effective_mode(replay)
     if options.policy:
-        args = call["input"] if isinstance(call["input"], dict) else {"input": call["input"]}
         waiting_on = step.decision.approval_id if (
             step.status == StepStatus.WAITING_APPROVAL and step.decision) else None
         step.decision = decide_tool_call(
-            replay.tenant, ProposedCall(
-                tool=tool.name, action_class=call["action_class"], arguments=args, mode=mode,
-                run_id=replay.run.run_id, call_id=call["call_id"],
-                agent_id=replay.run.agent.agent_id, approval_id=waiting_on),
+            replay.tenant, _proposed_call(replay, call, tool, mode, waiting_on),
             asked_by=f"replay {replay.pk}", requester=replay.requested_by,
             pinned_version=replay.policy_version, open_approval=mode == ReplayMode.LIVE)
         effect = step.decision.effect
@@ -311,19 +430,31 @@ def _replay_call(replay: Replay, seq: int, call: dict[str, Any], tool: Tool,
             raise _Paused
         if effect == Effect.SANDBOX_ONLY:
             mode = ReplayMode.SANDBOX
+    used: str
     if mode == ReplayMode.LIVE:
         result, used = _call_live(step, call, tool), StepMode.LIVE
-    elif tool.has_dry_run and tool.connector != ConnectorKind.NONE:
-        result = connector_for(tool).call(call["input"], idempotency_key=None, dry_run=True)
-        used = StepMode.DRY_RUN
     else:
-        result, used = ToolResult(True, call["output"], "succeeded"), StepMode.STUB
+        result, used = _sandbox_result(call, tool)
+    return _outcome(step, call, tool, result, used, options, save=True)
+
+
+def _sandbox_result(call: dict[str, Any], tool: Tool) -> tuple[ToolResult, str]:
+    """The tool's dry-run where it has one, otherwise the recorded output as the stub."""
+    if tool.has_dry_run and tool.connector != ConnectorKind.NONE:
+        result = connector_for(tool).call(call["input"], idempotency_key=None, dry_run=True)
+        return result, StepMode.DRY_RUN
+    return ToolResult(True, call["output"], "succeeded"), StepMode.STUB
+
+
+def _outcome(step: ReplayStep, call: dict[str, Any], tool: Tool, result: ToolResult,
+             used: str, options: WalkOptions, *, save: bool) -> ReplayStep:
     divergence = None
     if options.compare and used != StepMode.STUB:
         divergence = _divergence(call, result, tool) or None
-    return _save(step, used, StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED,
-                 result.output, result.error, latency_ms=result.latency_ms,
-                 divergence=divergence, flagged=bool(divergence))
+    return (_save if save else _fill)(
+        step, used, StepStatus.SUCCEEDED if result.ok else StepStatus.FAILED, result.output,
+        result.error, latency_ms=result.latency_ms, divergence=divergence,
+        flagged=bool(divergence))
 
 
 def _divergence(call: dict[str, Any], result: ToolResult, tool: Tool) -> list[dict[str, Any]]:
@@ -367,11 +498,19 @@ def _call_live(step: ReplayStep, call: dict[str, Any], tool: Tool) -> ToolResult
     return result
 
 
-def _save(step: ReplayStep, used: str, status: str, output: Any, error: str, *,
+def _fill(step: ReplayStep, used: str, status: str, output: Any, error: str, *,
           latency_ms: float | None = None, divergence: Any = None,
           flagged: bool = False) -> ReplayStep:
     step.mode_used, step.status, step.output, step.error = used, status, output, error
     step.latency_ms, step.divergence, step.flagged = latency_ms, divergence, flagged
+    return step
+
+
+def _save(step: ReplayStep, used: str, status: str, output: Any, error: str, *,
+          latency_ms: float | None = None, divergence: Any = None,
+          flagged: bool = False) -> ReplayStep:
+    _fill(step, used, status, output, error, latency_ms=latency_ms, divergence=divergence,
+          flagged=flagged)
     step.save()
     return step
 

@@ -33,7 +33,7 @@ from ledger_portal.models import Tenant
 
 from .annotations import GOVERNANCE_RUN_ID, annotate
 from .integrity import RECORD_MODELS, Scope, VerifyReport, _verify_digests, verify_scope
-from .models import AnnotationKind, LegalHold, RemovalRecord, Run
+from .models import AnnotationKind, LegalHold, OtlpSpan, OtlpTrace, RemovalRecord, Run
 from .models.records import TERMINAL_RUN_STATUSES
 
 #: A hold source gets the tenant, the runs due for removal and the time, and returns the
@@ -182,6 +182,15 @@ def _delete_runs(pks: list[int]) -> None:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL ledger.removal = 'retention'")
+        # The raw OpenTelemetry spans a run was assembled from carry the same content
+        # (messages, tool arguments and results) unredacted: they go with the run.
+        traces_of_runs = (f"SELECT t.id FROM {OtlpTrace._meta.db_table} t "  # noqa: S608
+                          f"JOIN {Run._meta.db_table} r ON r.tenant_id = t.tenant_id "
+                          f"AND r.run_id = t.run_id WHERE r.id IN ({marks})")
+        cursor.execute(f"DELETE FROM {OtlpSpan._meta.db_table} "  # noqa: S608
+                       f"WHERE trace_id IN ({traces_of_runs})", pks)
+        cursor.execute(f"DELETE FROM {OtlpTrace._meta.db_table} "  # noqa: S608
+                       f"WHERE id IN ({traces_of_runs})", pks)
         for model in (*RECORD_MODELS[::-1], Run):
             column = "id" if model is Run else "run_id"
             cursor.execute(f"DELETE FROM {model._meta.db_table} "  # noqa: S608

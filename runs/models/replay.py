@@ -1,5 +1,5 @@
 """Replays of recorded runs and their steps: a job row with status and progress, one row per
-replayed tool call (committed before the walk moves on)."""
+replayed tool call (a live step committed before the walk moves on, sandbox steps in groups)."""
 
 from __future__ import annotations
 

@@ -143,6 +143,9 @@ def test_a_worker_killed_mid_export_publishes_nothing_half_written_and_the_retry
     assert export.status == "done", export.error
     victim.refresh_from_db()
     assert victim.attempts == 2  # delivered again after its worker was lost
+    # the parts are discarded just after the bundle is published
+    _wait(lambda: not ExportPart.objects.filter(export=export).exclude(file="").exists(),
+          "the parts were not discarded", seconds=30)
     files = sorted(p.relative_to(published).as_posix() for p in published.rglob("*")
                    if p.is_file())
     assert files == [export.file]  # the bundle only: no part, no partial upload left

@@ -176,3 +176,21 @@ def test_an_export_under_review_does_not_expire_until_the_review_ends(done_expor
     assert export_storage().exists(done_export.file)
     set_under_review(done_export, alice, False)
     assert expire_exports(now=later) == 1
+
+
+def test_parts_a_dead_joiner_left_behind_are_swept_by_the_expiry_task(done_export):
+    from django.core.files.base import ContentFile
+
+    from exports.models import ExportPart
+
+    storage = export_storage()
+    assert not ExportPart.objects.filter(export=done_export).exclude(file="").exists()
+    # as if the worker died between publishing the bundle and discarding the parts
+    part = ExportPart.objects.filter(export=done_export).earliest("index")
+    left = storage.save(f"parts/{done_export.pk}/{part.index}-1.part", ContentFile(b"{}\n"))
+    ExportPart.objects.filter(pk=part.pk).update(file=left)
+
+    assert expire_exports(now=timezone.now()) == 0
+    assert not storage.exists(left)
+    assert not ExportPart.objects.filter(export=done_export).exclude(file="").exists()
+    assert storage.exists(done_export.file)  # the bundle itself is untouched

@@ -182,3 +182,8 @@ def test_a_replay_made_for_an_incident_is_linked_and_annotated_on_its_run(
     assert events(incident)[-1] == "linked_replay"
     with pytest.raises(IncidentError, match=f"no replay {foreign.pk}"):
         link_to_incident(incident, alice, replay_ids=[foreign.pk])
+    closed = close_incident(incident, alice, Remediation.REMEDIATED)
+    final = incident_timeline(closed).reverse()[0]
+    assert final.data["summary"]["replays"] == [{
+        "replay": replay.pk, "run_id": "run-a", "mode": "sandbox", "status": replay.status,
+        "divergent_steps": 0}]

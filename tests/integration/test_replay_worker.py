@@ -1,6 +1,7 @@
-"""Replays on a real Celery worker (prefork, Redis, PostgreSQL): a live replay waits for its
-approval without holding the worker, and a worker process killed mid-call never makes a tool
-see a second idempotency key."""
+"""Replays on a real Celery worker (prefork, Redis, PostgreSQL) against tool servers on
+loopback: a sandbox replay calls dry-runs only, stops where asked and flags a divergence (and
+none when the outputs match); a live replay waits for its approval without holding the worker;
+and a worker process killed mid-call never makes a tool see a second idempotency key."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tests.replay.scenario import (
     allow_everything,
     approve,
     recorded_run,
+    same_as_recorded,
     stored_run,
     wire_tools,
 )
@@ -77,6 +79,47 @@ def wait_for(what: str, check: Any, seconds: float = 60) -> Any:
             return value
         assert time.monotonic() < deadline, f"{what} did not happen within {seconds} s"
         time.sleep(0.2)
+
+
+def finished(replay: Replay) -> Replay:
+    return wait_for("the replay finishing", lambda: Replay.objects.filter(
+        pk=replay.pk, status__in=["succeeded", "failed"]).first())
+
+
+def test_a_sandbox_replay_on_a_real_worker_calls_dry_runs_only_and_stops_where_asked(
+        prefork_worker, acme, alice, record, tool_server):
+    record(acme, recorded_run())
+    wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
+        "/refund-v2", same_as_recorded("c2", state="pending"))})
+
+    replay = finished(start_replay(stored_run(acme), alice, until_step=2))
+
+    assert replay.status == "succeeded", replay.failure_reason
+    assert (replay.steps_done, replay.steps_total) == (2, 2)
+    [lookup] = tool_server.requests_to("/lookup")
+    assert lookup.header("X-Dry-Run") == "true"
+    [refund] = tool_server.requests_to("/refund-v2")
+    assert refund.body["dry_run"] is True
+    assert tool_server.requests_to("/email") == []  # step 3 is past --until-step
+    assert replay.divergent_steps == 1
+    flagged = ReplayStep.objects.get(replay=replay, flagged=True)
+    assert flagged.call_id == f"{RUN_ID}-c2"
+    assert flagged.divergence == [{"path": "$.state", "change": "changed",
+                                   "recorded": "refunded", "replayed": "pending"}]
+
+
+def test_a_sandbox_replay_on_a_real_worker_matching_the_recording_shows_no_divergence(
+        prefork_worker, acme, alice, record, tool_server):
+    record(acme, recorded_run())
+    wire_tools(acme, tool_server)
+
+    replay = finished(start_replay(stored_run(acme), alice))
+
+    assert replay.status == "succeeded", replay.failure_reason
+    assert (replay.steps_done, replay.divergent_steps) == (3, 0)
+    assert not ReplayStep.objects.filter(replay=replay, flagged=True).exists()
+    assert all(s.header("X-Dry-Run") == "true" or (s.body or {}).get("dry_run") is True
+               for s in tool_server.seen)
 
 
 def test_a_live_replay_waits_on_a_real_worker_and_resumes_on_approval(

@@ -104,3 +104,37 @@ def test_an_exception_is_bound_to_its_policy_version(acme, version, bob, alice, 
     grant_exception(exc, alice)
     publish(RULES)  # a new version: the old exception no longer applies
     assert decide(acme).effect == "deny"
+
+
+def test_a_sandbox_decision_from_a_loaded_context_matches_decide_tool_call(acme, version, bob,
+                                                                           alice):
+    from policies.services import decision_context, unsaved_sandbox_decision
+
+    grant_exception(ask(acme, bob, version), alice)
+    context = decision_context(acme)
+    for tool, action_class, agent in (("delete_record", "delete", "cleaner"),
+                                      ("delete_record", "delete", "someone-else"),
+                                      ("send_report", "exfil", "cleaner"),
+                                      ("lookup", "read", "cleaner")):
+        call = ProposedCall(tool=tool, action_class=action_class, arguments={"n": 1},
+                            agent_id=agent, mode="sandbox")
+        stored = decide_tool_call(acme, call, open_approval=False)
+        unsaved = unsaved_sandbox_decision(context, call)
+        assert unsaved.pk is None
+        assert (unsaved.effect, unsaved.reason, unsaved.matched_rules, unsaved.exception,
+                unsaved.policy_version, unsaved.input) == (
+            stored.effect, stored.reason, stored.matched_rules, stored.exception,
+            stored.policy_version, stored.input)
+        assert stored.approval is None
+
+
+def test_a_loaded_context_still_checks_the_exception_window_at_decision_time(
+        acme, version, bob, alice):
+    from policies.services import decision_context, unsaved_sandbox_decision
+
+    now = timezone.now()
+    grant_exception(ask(acme, bob, version, starts_at=now + timedelta(hours=1),
+                        ends_at=now + timedelta(hours=2)), alice)
+    call = ProposedCall(tool="delete_record", action_class="delete", arguments={},
+                        agent_id="cleaner", mode="sandbox")
+    assert unsaved_sandbox_decision(decision_context(acme), call).effect == "deny"  # not yet

@@ -293,3 +293,90 @@ def test_replaying_needs_the_operate_role(acme, bob, recorded):
     with pytest.raises(PermissionDenied):
         start_replay(stored_run(acme), bob)
 
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_replay_that_waited_long_for_approval_gets_a_fresh_deadline(
+        acme, alice, record, tool_server, settings):
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    settings.LEDGER_REPLAY_TIME_LIMIT = 60
+    record(acme, recorded_run())
+    overdue: list[int] = []
+
+    def lookup_while_the_watchdog_runs(seen: Any) -> tuple[int, Any]:
+        overdue.append(fail_overdue_replays())  # the beat task, from another thread
+        connection.close()
+        return same_as_recorded("c1")(seen)
+
+    wire_tools(acme, tool_server, lookup_customer={"endpoint": tool_server.route(
+        "/lookup-watched", lookup_while_the_watchdog_runs)})
+    allow_everything(acme)
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    assert walk(replay).status == "waiting_approval"
+    # the approver took three hours: the first claim's deadline is long past
+    Replay.objects.filter(pk=replay.pk).update(
+        started_at=timezone.now() - timedelta(hours=3),
+        deadline_at=timezone.now() - timedelta(hours=2))
+    approve(replay.approval)
+
+    replay = walk(replay)
+
+    assert overdue == [0]
+    assert replay.status == "succeeded", replay.failure_reason
+    assert replay.deadline_at > timezone.now()
+    assert len(tool_server.requests_to("/email")) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_replay_failed_by_the_watchdog_mid_walk_sends_nothing_more(
+        acme, alice, record, tool_server):
+    from django.db import connection
+
+    record(acme, recorded_run())
+
+    def lookup_then_the_replay_is_failed(seen: Any) -> tuple[int, Any]:
+        Replay.objects.filter(status="running").update(
+            status="failed", failure_reason="still running past its deadline")
+        connection.close()
+        return same_as_recorded("c1")(seen)
+
+    wire_tools(acme, tool_server, lookup_customer={"endpoint": tool_server.route(
+        "/lookup-then-fail", lookup_then_the_replay_is_failed)})
+    allow_everything(acme)
+    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    approve(replay.approval)
+
+    replay = walk(replay)
+
+    assert replay.status == "failed"
+    assert "past its deadline" in replay.failure_reason  # the watchdog's reason stands
+    assert tool_server.requests_to("/refund") == []
+    assert tool_server.requests_to("/email") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sandbox_replay_failed_by_the_watchdog_stores_no_later_steps(
+        acme, alice, record, tool_server):
+    from django.db import connection
+
+    record(acme, recorded_run())
+
+    def lookup_then_the_replay_is_failed(seen: Any) -> tuple[int, Any]:
+        Replay.objects.filter(status="running").update(
+            status="failed", failure_reason="still running past its deadline")
+        connection.close()
+        return same_as_recorded("c1")(seen)
+
+    wire_tools(acme, tool_server, lookup_customer={"endpoint": tool_server.route(
+        "/lookup-then-fail", lookup_then_the_replay_is_failed)})
+
+    replay = walk(start_replay(stored_run(acme), alice))
+
+    assert (replay.status, replay.failure_reason) == ("failed",
+                                                      "still running past its deadline")
+    assert not ReplayStep.objects.filter(replay=replay).exists()
+    assert replay.steps_done == 0

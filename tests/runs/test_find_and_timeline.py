@@ -119,6 +119,23 @@ def test_lighter_redaction_needs_its_role(alice, bob, acme, runs, client, key_cl
     assert reader.get(api).status_code == 200
 
 
+def test_the_timeline_offers_the_run_as_json_redacted_as_shown(alice, acme, runs, client):
+    import re
+
+    client.force_login(alice)
+    run_id = runs[0]["run_id"]
+    page = client.get(reverse("run-timeline", args=["acme", run_id]), {"redaction": "standard"})
+    link = re.search(r'id="run-json" href="([^"]+)"', page.content.decode())
+    assert link is not None
+    exported = client.get(link.group(1).replace("&amp;", "&"))
+    assert exported.status_code == 200
+    assert exported["Content-Type"].startswith("application/json")
+    body = exported.json()
+    assert body["run_id"] == run_id
+    assert body["timeline"]
+    assert "redaction=standard" in link.group(1)
+
+
 def test_a_malformed_redaction_rule_is_a_form_error(alice, acme, client):
     from runs.models import RedactionRule
 

@@ -292,3 +292,17 @@ def test_an_export_under_review_holds_the_runs_of_its_window(kept_30_days, alice
     set_under_review(export, alice, False)
     apply_retention(acme, timezone.now() + LATER)
     assert first.run_id not in present(acme)
+
+
+def test_a_run_linked_to_an_open_incident_is_held(kept_30_days, alice, record, make_run):
+    from incidents.services import link_to_incident, open_incident
+
+    acme = kept_30_days
+    linked, free = closed_runs(acme, record, make_run, count=2)
+    incident = open_incident(acme, "refunds sent twice", alice)
+    link_to_incident(incident, alice, run_ids=[linked])
+
+    report = apply_retention(acme, timezone.now() + LATER)
+
+    assert report.removed_runs == 1
+    assert present(acme) & {linked, free} == {linked}
