@@ -4,6 +4,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
 from guardian.admin import GuardedModelAdmin
@@ -19,13 +21,26 @@ admin.site.site_title = "ledger-portal"
 admin.site.index_title = "Agent Execution Ledger"
 
 
+class OutageActionForm(ActionForm):
+    reason = forms.CharField(required=False, max_length=services.OUTAGE_REASON_MAX,
+                             label="Reason (outage mode)",
+                             widget=forms.TextInput(attrs={"size": 50}))
+
+
 @admin.register(Tenant)
 class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
-    """Tenants and, under "Object permissions", the roles users and groups hold on each."""
+    """Tenants and, under "Object permissions", the roles users and groups hold on each.
+
+    Outage mode is switched only by the *outage mode* actions (manage_policies role), which
+    record who and why in the tenant's governance log; the form shows it read-only.
+    """
 
     list_display = ["slug", "name", "outage_mode", "retention_days", "created_at"]
     search_fields = ["slug", "name"]
     prepopulated_fields = {"slug": ["name"]}
+    readonly_fields = ["outage_mode"]
+    action_form = OutageActionForm
+    actions = ["enter_outage_mode", "leave_outage_mode"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return Tenant.objects.for_user(request.user, Role.VIEW_LEDGER)
@@ -52,6 +67,33 @@ class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # tenants own append-only ledgers
+
+    def has_outage_permission(self, request: HttpRequest) -> bool:
+        return has_role(request.user, services.OUTAGE_ROLE)
+
+    def _switch_outage(self, request: HttpRequest, queryset: QuerySet[Tenant], on: bool) -> None:
+        reason = request.POST.get("reason", "")
+        state = "on" if on else "off"
+        for tenant in queryset:
+            try:
+                note = services.set_outage_mode(tenant, request.user, on, reason)
+            except (PermissionDenied, ValidationError) as exc:
+                why = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+                self.message_user(request, f"{tenant.slug}: outage mode not switched {state}: "
+                                  f"{why}", messages.ERROR)
+            else:
+                self.message_user(request, f"{tenant.slug}: outage mode {state}" + (
+                    " (recorded in the governance log)." if note else " already; nothing "
+                    "recorded."), messages.SUCCESS if note else messages.INFO)
+
+    @admin.action(description="Enter outage mode (replays sandbox only; give a reason)",
+                  permissions=["outage"])
+    def enter_outage_mode(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._switch_outage(request, queryset, True)
+
+    @admin.action(description="Leave outage mode (give a reason)", permissions=["outage"])
+    def leave_outage_mode(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        self._switch_outage(request, queryset, False)
 
 
 class ApiKeyForm(forms.ModelForm):

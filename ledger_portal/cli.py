@@ -21,7 +21,8 @@ EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_TAMPERED = 0, 1, 2, 3,
 # Apps add their own subcommands: each module has ``add_commands(subparsers)``; a command that
 # sets ``standalone=True`` runs without Django and is called as ``func(args)``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "exports.cli", "incidents.cli", "runs.cli", "runs.retention_cli", "runs.rollback_cli")
+    "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.cli", "runs.retention_cli",
+    "runs.rollback_cli")
 
 
 def _setup() -> None:
@@ -234,6 +235,40 @@ def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
+def cmd_outage(args: argparse.Namespace, user: Any) -> int:
+    from django.core.exceptions import PermissionDenied, ValidationError
+
+    from ledger_portal.models import Tenant
+    from ledger_portal.roles import Role
+    from ledger_portal.services import set_outage_mode
+
+    tenant = Tenant.objects.for_user(user, Role.VIEW_LEDGER).filter(slug=args.tenant).first()
+    if tenant is None:
+        print(f"ledger: no tenant {args.tenant!r} among yours", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if args.state is None:
+        print(f"{tenant.slug}: outage mode {'on' if tenant.outage_mode else 'off'}")
+        return EXIT_OK
+    if not args.reason:
+        print("ledger: say why with --reason (the outage, the incident, who decided)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        note = set_outage_mode(tenant, user, args.state == "on", args.reason)
+    except PermissionDenied as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return EXIT_FORBIDDEN
+    except ValidationError as exc:
+        print(f"ledger: {' '.join(exc.messages)}", file=sys.stderr)
+        return EXIT_USAGE
+    if note is None:
+        print(f"{tenant.slug} already has outage mode {args.state}; nothing recorded")
+    else:
+        print(f"{tenant.slug}: outage mode {args.state} (annotation {note.annotation_id} in the "
+              "governance log)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -270,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     freeze.add_argument("--incident", help="the incident or ticket id this is for")
     freeze.add_argument("--unfreeze", action="store_true", help="lift the freeze instead")
     freeze.set_defaults(func=cmd_freeze)
+
+    outage = sub.add_parser("outage", help="show, or switch on|off, a tenant's outage mode "
+                            "(replays sandbox only; leaving sandbox needs an approval)")
+    outage.add_argument("state", nargs="?", choices=["on", "off"],
+                        help="without it: show the current mode")
+    outage.add_argument("--tenant", required=True)
+    outage.add_argument("--reason", help="why (recorded in the governance log)")
+    outage.set_defaults(func=cmd_outage)
 
     verify = sub.add_parser("verify", help="recompute hash chains and check signed digests")
     verify.add_argument("--tenant")

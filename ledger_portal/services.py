@@ -1,18 +1,23 @@
-"""Tenancy operations: API keys and roles. Admin, CLI and tests all call these."""
+"""Tenancy operations: API keys, roles and outage mode. Admin, API, CLI and tests call these."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from .models import ApiKey, Tenant, hash_api_key
 from .roles import Role, tenant_perm
+from .tenancy import has_role
+
+if TYPE_CHECKING:
+    from runs.models import Annotation
 
 
 class InvalidScope(ValueError):
@@ -60,5 +65,51 @@ def revoke_role(holder: Any, role: str, tenant: Tenant) -> None:
     remove_perm(tenant_perm(Role(role).value), holder, tenant)
 
 
-__all__ = ["Group", "InvalidScope", "grant_role", "issue_api_key", "revoke_api_key",
-           "revoke_role"]
+# Outage mode changes what every policy decides (rules match on it) and forces replays into
+# sandbox: a governance decision, made by those who manage the tenant's policies.
+OUTAGE_ROLE = Role.MANAGE_POLICIES
+OUTAGE_REASON_MAX = 2_000
+
+
+@transaction.atomic
+def set_outage_mode(tenant: Tenant, by: Any, on: bool, reason: str) -> Annotation | None:
+    """Put ``tenant`` in outage mode (replays forced to sandbox; leaving it needs an approved
+    HITL request) or take it out, recording who and why in the tenant's governance log in the
+    same transaction. Returns that annotation, or None when the tenant already was in that
+    mode (nothing is written).
+
+    Raises ``PermissionDenied`` without the manage_policies role on the tenant and
+    ``ValidationError`` without a reason.
+    """
+    from runs.annotations import annotate
+    from runs.models import AnnotationKind
+
+    if not has_role(by, OUTAGE_ROLE, tenant):
+        raise PermissionDenied(f"switching outage mode needs the {OUTAGE_ROLE} role on "
+                               f"{tenant.slug}")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError("say why outage mode changes (the incident, the outage, who "
+                              "decided)")
+    if len(reason) > OUTAGE_REASON_MAX or "\x00" in reason:
+        raise ValidationError(f"the reason must be plain text of at most {OUTAGE_REASON_MAX} "
+                              "characters")
+    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    if locked.outage_mode == on:
+        tenant.outage_mode = on
+        return None
+    locked.outage_mode = on
+    locked._change_reason = f"outage mode {'on' if on else 'off'}"[:100]  # type: ignore[attr-defined]
+    if getattr(by, "_meta", None) is not None and getattr(by, "pk", None) is not None:
+        locked._history_user = by  # type: ignore[attr-defined]
+    locked.save(update_fields=["outage_mode"])
+    tenant.outage_mode = on
+    what = ("on: replays run in sandbox only; a live replay needs an approved request to "
+            "leave sandbox" if on else "off: live replays follow the usual approvals again")
+    return annotate(locked, AnnotationKind.OVERRIDE, f"Outage mode {what}. Reason: {reason}",
+                    by=by, data={"event": "outage_mode", "outage_mode": on, "reason": reason,
+                                 "tenant": locked.slug})
+
+
+__all__ = ["OUTAGE_ROLE", "Group", "InvalidScope", "grant_role", "issue_api_key",
+           "revoke_api_key", "revoke_role", "set_outage_mode"]

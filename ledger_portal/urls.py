@@ -19,6 +19,9 @@ urlpatterns = [
          name="replay-detail"),
     path("runs/<slug:tenant>/replays/<int:replay_id>/divergences.json",
          replay_pages.divergence_export, name="replay-divergences"),
+    path("runs/<slug:tenant>/replays/<int:replay_id>/steps/<int:seq>/follow-up/",
+         replay_pages.step_follow_up, name="replay-step-follow-up"),
+    path("divergences/", replay_pages.divergence_list, name="divergence-list"),
     path("runs/<slug:tenant>/<str:run_id>/replay/", replay_pages.replay_run, name="run-replay"),
     path("exports/", export_pages.export_list, name="export-list"),
     path("exports/<int:export_id>/download/", export_pages.download, name="export-download"),
@@ -26,6 +29,8 @@ urlpatterns = [
     path("runs/<slug:tenant>/<str:run_id>/", run_pages.run_timeline, name="run-timeline"),
     path("runs/<slug:tenant>/<str:run_id>/rollback/", run_pages.run_rollback,
          name="run-rollback"),
+    path("runs/<slug:tenant>/<str:run_id>/annotate/", run_pages.run_annotate,
+         name="run-annotate"),
     path("incidents/", include("incidents.urls")),
     path("api/v1/", include("ledger_portal.api.urls")),
     path("v1/traces", TraceExport.as_view(), name="otlp-traces"),  # OTLP/HTTP's fixed path

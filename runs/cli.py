@@ -2,7 +2,9 @@
 
 Exit codes: 0 the replay succeeded with no divergence (or waits for approval), 1 no such run or
 replay, 2 bad usage, 3 refused (role, outage mode, policy), 4 it diverged, failed or was
-rejected.
+rejected. ``--follow-up REPLAY_ID:SEQ --state S`` records what is done about a divergence (0, 1,
+2 when the step is not flagged or the state needs a note, 3 without the operate role);
+``--divergences`` lists them.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ def cmd_replay(args: argparse.Namespace, user: Any) -> int:
     from .models import Replay, ReplayStatus, Run
     from .replay import ReplayRefused, execute_replay, start_replay
 
+    if args.follow_up:
+        return _follow_up(args, user)
+    if args.divergences:
+        return _list_divergences(args, user)
     if args.show:
         replay = Replay.objects.for_user(user, Role.VIEW_LEDGER).filter(pk=args.show).first()
         if replay is None:
@@ -151,6 +157,64 @@ def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
     return _outcome(replay)
 
 
+def _follow_up(args: argparse.Namespace, user: Any) -> int:
+    """``--follow-up REPLAY_ID:SEQ --state S [--note TEXT]``: what is done about a divergence."""
+    from django.core.exceptions import PermissionDenied
+
+    from ledger_portal.roles import Role
+
+    from .divergences import FollowUpRefused, set_divergence_follow_up
+    from .models import ReplayStep
+
+    replay_id, _, seq = args.follow_up.partition(":")
+    if not (replay_id.isdigit() and seq.isdigit()) or not args.state:
+        print("ledger: --follow-up REPLAY_ID:SEQ needs --state (queued_for_fuzzing, "
+              "expected, fixed or open)", file=sys.stderr)
+        return EXIT_USAGE
+    step = ReplayStep.objects.for_user(user, Role.VIEW_LEDGER).filter(
+        replay_id=int(replay_id), seq=int(seq)).first()
+    if step is None:
+        print(f"ledger: no step {seq} of replay {replay_id} in your tenants", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    try:
+        step = set_divergence_follow_up(step, user, args.state, args.note or "")
+    except PermissionDenied as exc:
+        print(f"ledger: follow-up refused: {exc}", file=sys.stderr)
+        return EXIT_FORBIDDEN
+    except FollowUpRefused as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"replay {step.replay_id} step {step.seq} ({step.call_id}): {step.follow_up}"
+          + (f" ({step.follow_up_note})" if step.follow_up_note else ""))
+    return EXIT_OK
+
+
+def _list_divergences(args: argparse.Namespace, user: Any) -> int:
+    """``--divergences [--state S|all] [--tenant T] [--tool NAME] [--json]``."""
+    from .divergences import divergences_for
+    from .models import FollowUp
+    from .replay_present import divergence_rows
+
+    state = args.state or FollowUp.OPEN
+    if state != "all" and state not in FollowUp.values:
+        print(f"ledger: no follow-up state {state!r}", file=sys.stderr)
+        return EXIT_USAGE
+    steps = divergences_for(user, state=None if state == "all" else state,
+                            tenant=args.tenant, tool=args.tool)
+    rows = divergence_rows(steps[:args.limit], user)
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    for row in rows:
+        print(f"{row['tenant']} replay {row['replay']} step {row['seq']} {row['tool']} "
+              f"({row['call_id']}, run {row['run_id']}): {row['follow_up']['state']}")
+        for d in row["differences"]:
+            print(f"    {d['path']} {d['change']}: - {d['recorded']!r}  + {d['replayed']!r}")
+    if not rows:
+        print(f"no {'' if state == 'all' else state + ' '}divergences", file=sys.stderr)
+    return EXIT_OK
+
+
 def add_commands(sub: Any) -> None:
     replay = sub.add_parser("replay", help="replay a recorded run (sandbox by default) and "
                             "compare its tool outputs with the recorded ones")
@@ -175,4 +239,16 @@ def add_commands(sub: Any) -> None:
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.add_argument("--redaction-level", choices=["strict", "standard", "none"],
                         default="strict")
+    replay.add_argument("--follow-up", metavar="REPLAY_ID:SEQ",
+                        help="record what is done about a divergent step (operate role)")
+    replay.add_argument("--state", help="with --follow-up: queued_for_fuzzing, expected, "
+                        "fixed or open; with --divergences: the state listed (default open, "
+                        "or all)")
+    replay.add_argument("--note", help="with --follow-up: why (required for expected)")
+    replay.add_argument("--divergences", action="store_true",
+                        help="list divergences of your tenants' replays (--tenant, --tool, "
+                        "--state)")
+    replay.add_argument("--tool", help="with --divergences: only this tool's")
+    replay.add_argument("--limit", type=int, default=100,
+                        help="with --divergences: at most this many, newest first")
     replay.set_defaults(func=cmd_replay)

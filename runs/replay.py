@@ -48,9 +48,11 @@ from policies.services import (
 
 from .annotations import annotate
 from .connectors import ConnectorError, ToolResult, connector_for
+from .divergences import follow_up_of
 from .models import (
     AnnotationKind,
     ConnectorKind,
+    FollowUp,
     Replay,
     ReplayMode,
     ReplayStatus,
@@ -503,6 +505,7 @@ def _fill(step: ReplayStep, used: str, status: str, output: Any, error: str, *,
           flagged: bool = False) -> ReplayStep:
     step.mode_used, step.status, step.output, step.error = used, status, output, error
     step.latency_ms, step.divergence, step.flagged = latency_ms, divergence, flagged
+    step.follow_up = FollowUp.OPEN if flagged else ""  # a flag opens a follow-up
     return step
 
 
@@ -553,5 +556,6 @@ def divergence_report(replay: Replay) -> dict[str, Any]:
         "steps_done": replay.steps_done, "steps_total": replay.steps_total,
         "divergent_steps": [{"seq": s.seq, "call_id": s.call_id, "tool": s.tool.name,
                              "mode_used": s.mode_used, "status": s.status, "error": s.error,
-                             "differences": s.divergence or []} for s in steps],
+                             "differences": s.divergence or [], "follow_up": follow_up_of(s)}
+                            for s in steps],
     }

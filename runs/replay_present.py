@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.urls import reverse
 
+from .divergences import follow_up_of
 from .models import Replay, ReplayStep, ToolCall
-from .services import ViewerRedaction
+from .services import ViewerRedaction, redactor_for
 
 _PART = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
 
@@ -27,6 +29,14 @@ def _redact_at(view: ViewerRedaction, labels: dict[str, str], path: str, value: 
     return redacted
 
 
+def redacted_follow_up(step: ReplayStep, view: ViewerRedaction) -> dict[str, Any] | None:
+    """The follow-up of a flagged step, its note redacted like an annotation's body."""
+    follow_up = follow_up_of(step)
+    if follow_up and follow_up["note"]:
+        follow_up["note"] = view.redactor.redact(follow_up["note"], "body")
+    return follow_up
+
+
 def step_rows(replay: Replay, view: ViewerRedaction) -> list[dict[str, Any]]:
     steps = list(ReplayStep.objects.filter(replay=replay).select_related(
         "tool", "decision__policy_version__policy").order_by("seq"))
@@ -42,16 +52,46 @@ def step_rows(replay: Replay, view: ViewerRedaction) -> list[dict[str, Any]]:
             "tool": step.tool.name, "mode_used": step.mode_used, "status": step.status,
             "attempts": step.attempts, "idempotency_key": step.idempotency_key,
             "latency_ms": step.latency_ms, "error": step.error, "flagged": step.flagged,
+            "follow_up": redacted_follow_up(step, view),
             "output": view.redactor.redact(step.output, "output", call_labels),
             "decision": None if decision is None else {
                 "id": decision.pk, "effect": decision.effect, "reason": decision.reason,
                 "policy_version": str(decision.policy_version)
                 if decision.policy_version else None},
-            "divergence": [{**d, "recorded": _redact_at(view, call_labels, d["path"],
-                                                         d["recorded"]),
-                            "replayed": _redact_at(view, call_labels, d["path"],
-                                                   d["replayed"])}
-                           for d in step.divergence or []],
+            "divergence": _redacted_differences(step, view, call_labels),
+        })
+    return rows
+
+
+def _redacted_differences(step: ReplayStep, view: ViewerRedaction,
+                          call_labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [{**d, "recorded": _redact_at(view, call_labels, d["path"], d["recorded"]),
+             "replayed": _redact_at(view, call_labels, d["path"], d["replayed"])}
+            for d in step.divergence or []]
+
+
+def divergence_rows(steps: Iterable[ReplayStep], user: Any) -> list[dict[str, Any]]:
+    """Flagged steps of any of the reader's tenants (``tenant``, ``tool`` and ``replay__run``
+    selected), their differences redacted strictly: lists reach across replays."""
+    steps = list(steps)
+    labels = {(t, c): lab or {} for t, c, lab in ToolCall.objects.filter(
+        tenant_id__in={s.tenant_id for s in steps}, call_id__in={s.call_id for s in steps}
+    ).values_list("tenant_id", "call_id", "classifications")}
+    views: dict[int, ViewerRedaction] = {}
+    rows = []
+    for step in steps:
+        view = views.get(step.tenant_id) or views.setdefault(
+            step.tenant_id, redactor_for(user, step.tenant_id))
+        rows.append({
+            "id": step.pk, "tenant": step.tenant.slug, "replay": step.replay_id,
+            "run_id": step.replay.run.run_id, "seq": step.seq, "call_id": step.call_id,
+            "tool": step.tool.name, "mode_used": step.mode_used, "status": step.status,
+            "error": step.error, "created_at": step.created_at,
+            "differences": _redacted_differences(
+                step, view, labels.get((step.tenant_id, step.call_id), {})),
+            "follow_up": redacted_follow_up(step, view),
+            "page": reverse("replay-detail", args=[step.tenant.slug, step.replay_id])
+            + f"#step-{step.seq}",
         })
     return rows
 
@@ -88,5 +128,6 @@ def redacted_divergence_report(replay: Replay, view: ViewerRedaction) -> dict[st
     flagged = {row["seq"]: row for row in step_rows(replay, view) if row["flagged"]}
     for step in report["divergent_steps"]:
         step["differences"] = flagged[step["seq"]]["divergence"]
+        step["follow_up"] = flagged[step["seq"]]["follow_up"]
     report["redaction"] = view.level
     return report

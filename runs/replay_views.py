@@ -1,4 +1,5 @@
-"""Replay pages: start one from the run timeline, follow it, read and export its divergences."""
+"""Replay pages: start one from the run timeline, follow it, read and export its divergences,
+follow them up (one replay's on its page, every open one on the divergence list)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from ledger_portal.roles import Role
+from ledger_portal.tenancy import has_role
 from policies.models import PolicyVersion
 
-from .models import Replay, ReplayMode, Run
+from .divergences import FollowUpRefused, divergences_for, set_divergence_follow_up
+from .models import FollowUp, Replay, ReplayMode, ReplayStep, Run
 from .replay import ReplayRefused, start_replay
 from .replay_present import (
     REPLAY_RELATED,
+    divergence_rows,
     redacted_divergence_report,
     replay_summary,
     step_rows,
@@ -38,7 +43,9 @@ def replay_detail(request: HttpRequest, tenant: str, replay_id: int) -> HttpResp
     return render(request, "runs/replay.html", {
         **admin.site.each_context(request), "title": f"Replay {replay.pk} of {replay.run.run_id}",
         "replay": replay, "summary": replay_summary(replay), "steps": step_rows(replay, view),
-        "redaction": view.level})
+        "redaction": view.level, "may_follow_up": has_role(request.user, Role.OPERATE,
+                                                             replay.tenant_id),
+        "follow_up_states": FollowUp.choices})
 
 
 @login_required
@@ -81,3 +88,52 @@ def replay_run(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
     messages.success(request, f"Replay {replay.pk} ({replay.mode}) "
                      + ("is waiting for approval." if replay.approval_id else "is queued."))
     return redirect("replay-detail", tenant, replay.pk)
+
+
+@login_required
+@require_POST
+def step_follow_up(request: HttpRequest, tenant: str, replay_id: int, seq: int) -> HttpResponse:
+    """The follow-up form of a flagged step on the replay page."""
+    replay = _replay_or_404(request, tenant, replay_id)
+    step = ReplayStep.objects.filter(replay=replay, seq=seq).first()
+    if step is None:
+        raise Http404("No such step in this replay.")
+    try:
+        set_divergence_follow_up(step, request.user, request.POST.get("state", ""),
+                                 request.POST.get("note", ""))
+    except FollowUpRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Step {seq}: follow-up recorded.")
+    return redirect(reverse("replay-detail", args=[tenant, replay.pk]) + f"#step-{seq}")
+
+
+DIVERGENCE_PAGE_SIZE = 100
+
+
+@login_required
+def divergence_list(request: HttpRequest) -> HttpResponse:
+    """Divergences of the reader's tenants' replays, open ones by default, newest first."""
+    state = request.GET.get("state") or FollowUp.OPEN
+    if state != "all" and state not in FollowUp.values:
+        raise Http404(f"No follow-up state {state!r}.")
+    tenant, tool = request.GET.get("tenant") or None, request.GET.get("tool") or None
+    steps = divergences_for(request.user, state=None if state == "all" else state,
+                            tenant=tenant, tool=tool)
+    before = request.GET.get("before", "")
+    if before.isdigit():
+        steps = steps.filter(pk__lt=int(before))
+    page = list(steps[:DIVERGENCE_PAGE_SIZE + 1])
+    rows = divergence_rows(page[:DIVERGENCE_PAGE_SIZE], request.user)
+    older = None
+    if len(page) > DIVERGENCE_PAGE_SIZE:
+        query = request.GET.copy()
+        query["before"] = str(page[DIVERGENCE_PAGE_SIZE - 1].pk)
+        older = f"?{query.urlencode()}"
+    return render(request, "runs/divergences.html", {
+        **admin.site.each_context(request), "title": "Divergences to follow up",
+        "rows": rows, "state": state, "tenant": tenant or "", "tool": tool or "",
+        "states": [(FollowUp.OPEN.value, FollowUp.OPEN.label),
+                   *[(v, lab) for v, lab in FollowUp.choices if v != FollowUp.OPEN],
+                   ("all", "all")],
+        "older": older})

@@ -6,19 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+import orjson
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Q, QuerySet
 
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 
+from .annotations import annotate
 from .ingest import BatchConflict, BatchInvalid, BatchRejected, IngestResult, ingest_batch
-from .models import Agent, RedactionRule, Run
+from .models import Agent, Annotation, AnnotationKind, RedactionRule, Run, ToolCall
 from .redaction import LEVELS, Redactor, TenantRule
 
-__all__ = ["BatchConflict", "BatchInvalid", "BatchRejected", "IngestResult",
-           "RedactionNotAllowed", "ViewerRedaction", "find_runs", "ingest_batch",
-           "redactor_for"]
+__all__ = ["MANUAL_ANNOTATION_KINDS", "AnnotationRejected", "BatchConflict", "BatchInvalid",
+           "BatchRejected", "IngestResult", "RedactionNotAllowed", "ViewerRedaction",
+           "annotate_run", "find_runs", "ingest_batch", "redactor_for"]
 
 
 def find_runs(user: Any, query: str, tenant_slug: str | None = None) -> QuerySet[Run]:
@@ -80,3 +83,71 @@ def redactor_for(user: Any, tenant_id: int, requested: str | None = None) -> Vie
     rules = [TenantRule(pattern, label) for pattern, label in RedactionRule.objects.filter(
         tenant_id=tenant_id).values_list("pattern", "label")]
     return ViewerRedaction(level, Redactor(level, rules))
+
+
+# -- manual interventions ------------------------------------------------------------------------
+
+# What a person records on a run (the runbook: "policy changes, approvals, overrides"); the
+# other kinds are written by the portal's own services.
+MANUAL_ANNOTATION_KINDS = (AnnotationKind.NOTE, AnnotationKind.CORRECTION,
+                           AnnotationKind.OVERRIDE, AnnotationKind.POLICY_CHANGE,
+                           AnnotationKind.APPROVAL)
+# The same cap as an agent's own annotation (``AnnotationIn.body``), and as much again for data.
+ANNOTATION_BODY_MAX = 20_000
+ANNOTATION_DATA_MAX_BYTES = 20_000
+
+
+class AnnotationRejected(ValidationError):
+    """Nothing was written: the message says what to fix."""
+
+
+def _checked_data(data: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise AnnotationRejected("data must be a JSON object")
+    try:
+        encoded = orjson.dumps(data)
+    except TypeError as exc:
+        raise AnnotationRejected(f"data is not plain JSON: {exc}") from None
+    if len(encoded) > ANNOTATION_DATA_MAX_BYTES:
+        raise AnnotationRejected(f"data is {len(encoded)} bytes of JSON; at most "
+                                 f"{ANNOTATION_DATA_MAX_BYTES}")
+    if b"\\u0000" in encoded:
+        raise AnnotationRejected("data may not contain NUL characters")
+    return data
+
+
+@transaction.atomic
+def annotate_run(run: Run, by: Any, body: str, *, kind: str = AnnotationKind.NOTE,
+                 data: dict[str, Any] | None = None, target_call_id: str = "") -> Annotation:
+    """Record a manual intervention on ``run``: an annotation appended to the run's hash chain
+    (closed or not), authored by ``by``, who needs the operate role on the run's tenant.
+
+    Raises ``PermissionDenied`` without the role, ``AnnotationRejected`` for bad input and
+    ``Run.DoesNotExist`` if the run was removed meanwhile; nothing is written then.
+    """
+    if not has_role(by, Role.OPERATE, run.tenant_id):
+        raise PermissionDenied("annotating a run needs the operate role on its tenant")
+    body = (body or "").strip()
+    if not body:
+        raise AnnotationRejected("an annotation needs a body (what was done, and why)")
+    if len(body) > ANNOTATION_BODY_MAX:
+        raise AnnotationRejected(f"the body is {len(body)} characters; at most "
+                                 f"{ANNOTATION_BODY_MAX}")
+    if "\x00" in body:
+        raise AnnotationRejected("the body may not contain NUL characters")
+    if kind not in MANUAL_ANNOTATION_KINDS:
+        raise AnnotationRejected(f"unknown kind {kind!r}; use one of "
+                                 f"{', '.join(MANUAL_ANNOTATION_KINDS)}")
+    data = _checked_data(data)
+    # Lock the run first: retention cannot remove it under us, and ``annotate`` (which would
+    # fall back to the governance log for a missing run) appends to this very chain.
+    locked = Run.objects.select_for_update(of=("self",)).select_related("tenant").get(
+        pk=run.pk, tenant_id=run.tenant_id)
+    target_call_id = (target_call_id or "").strip()
+    if target_call_id and not ToolCall.objects.filter(
+            tenant_id=locked.tenant_id, run=locked, call_id=target_call_id).exists():
+        raise AnnotationRejected(f"no tool call {target_call_id!r} in run {locked.run_id}")
+    return annotate(locked.tenant, kind, body, run_id=locked.run_id, data=data, by=by,
+                    target_call_id=target_call_id)

@@ -64,6 +64,8 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     context["replays"] = list(Replay.objects.filter(
         tenant_id=run["tenant_id"], run_id=run["id"]).order_by("-id")[:10])
     context["can_replay"] = has_role(request.user, Role.OPERATE, run["tenant_id"])
+    context["can_annotate"] = context["can_replay"]  # both need the operate role
+    context["annotation_kinds"] = services.MANUAL_ANNOTATION_KINDS
     if context["can_replay"]:
         context["policy_versions"] = list(PolicyVersion.objects.filter(
             tenant_id=run["tenant_id"]).exclude(status="draft").select_related("policy")
@@ -113,4 +115,27 @@ def run_rollback(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     except (PermissionDenied, ValidationError) as exc:
         messages.error(request, " ".join(exc.messages) if isinstance(exc, ValidationError)
                        else str(exc))
+    return redirect(reverse("run-timeline", args=[tenant, run_id]))
+
+
+@login_required
+@require_POST
+def run_annotate(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
+    """The timeline's *Record an intervention* form: one annotation on this run's chain."""
+    run = Run.objects.for_user(request.user, Role.VIEW_LEDGER).filter(
+        tenant__slug=tenant, run_id=run_id).first()
+    if run is None:
+        raise Http404("No such run in your tenants.")
+    try:
+        note = services.annotate_run(run, request.user, request.POST.get("body", ""),
+                                     kind=request.POST.get("kind") or "note")
+    except Run.DoesNotExist:
+        raise Http404("No such run in your tenants.") from None
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    except ValidationError as exc:
+        messages.error(request, f"Nothing was recorded: {' '.join(exc.messages)}")
+    else:
+        messages.success(request, f"Recorded {note.annotation_kind} {note.annotation_id} "
+                         f"(seq {note.seq}).")
     return redirect(reverse("run-timeline", args=[tenant, run_id]))

@@ -40,6 +40,8 @@ WRITE_ONLY_ROUTES = {
     "api:decision-create": "tests/policies/test_decision_api.py::"
                            "test_decisions_are_taken_under_the_keys_own_tenant",
     "otlp-traces": "tests/otlp/test_ingest_spans.py::test_a_globex_key_writes_only_into_globex",
+    "api:run-annotations": "tests/runs/test_manual_annotations.py::"
+                           "test_nobody_annotates_another_tenants_run",
     **{f"api:incident-{action}": "tests/incidents/test_incident_api.py::"
                                  "test_nobody_acts_on_another_tenants_incident"
        for action in ("link", "note", "freeze", "mitigate", "close")},
@@ -115,11 +117,18 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     first_call = ToolCall.objects.filter(run=stored)[0]
     rollback = Rollback.objects.create(tenant=acme, tool_call=first_call, run=stored,
                                        idempotency_key="k", incident=incident)
+    from runs.models import ReplayStep
+
+    divergent = ReplayStep.objects.create(
+        tenant=acme, replay=replay, seq=1, call_id=first_call.call_id, tool=first_call.tool,
+        mode_used="dry_run", status="succeeded", flagged=True, follow_up="open",
+        divergence=[{"path": "$.state", "change": "changed", "recorded": "a", "replayed": "b"}])
     return {
-        "run_id": run["run_id"], "agent_id": run["agent_id"],
+        "run_id": run["run_id"], "agent_id": run["agent_id"], "slug": acme.slug,
         "call_id": run["tool_calls"][0]["call_id"],
         "pk": approval.pk,
         "replay_id": replay.pk,
+        "seq": divergent.seq,
         "incident_id": incident.pk,
         "rollback_id": rollback.pk,
         "export_id": export.pk,

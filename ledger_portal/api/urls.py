@@ -8,10 +8,13 @@ from incidents.api.urls import urlpatterns as incident_routes
 from policies.api import views as policies
 from runs.api.urls import urlpatterns as ledger_routes
 
+from . import views as tenancy
+
 app_name = "api"
 
 urlpatterns = [
     *ledger_routes,
+    path("tenants/<slug:slug>/outage/", tenancy.TenantOutage.as_view(), name="tenant-outage"),
     *incident_routes,
     *export_routes,
     path("decisions/", policies.DecisionCreate.as_view(), name="decision-create"),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import replays, rollbacks, views
+from . import annotations, divergences, replays, rollbacks, views
 
 urlpatterns = [
     path("tenants/", views.TenantList.as_view(), name="tenant-list"),
@@ -10,10 +10,15 @@ urlpatterns = [
     path("agents/<str:agent_id>/", views.AgentDetail.as_view(), name="agent-detail"),
     path("runs/", views.RunList.as_view(), name="run-list"),
     path("runs/<str:run_id>/", views.RunDetail.as_view(), name="run-detail"),
+    path("runs/<str:run_id>/annotations/", annotations.RunAnnotations.as_view(),
+         name="run-annotations"),
     path("tool-calls/", views.ToolCallList.as_view(), name="toolcall-list"),
     path("tool-calls/<str:call_id>/", views.ToolCallDetail.as_view(), name="toolcall-detail"),
     path("replays/", replays.ReplayList.as_view(), name="replay-list"),
     path("replays/<int:replay_id>/", replays.ReplayDetail.as_view(), name="replay-detail"),
+    path("replays/<int:replay_id>/steps/<int:seq>/follow-up/",
+         divergences.ReplayStepFollowUp.as_view(), name="replay-step-follow-up"),
+    path("divergences/", divergences.DivergenceList.as_view(), name="divergence-list"),
     path("rollbacks/", rollbacks.RollbackList.as_view(), name="rollback-list"),
     path("rollbacks/<int:rollback_id>/", rollbacks.RollbackDetail.as_view(),
          name="rollback-detail"),

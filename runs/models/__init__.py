@@ -14,6 +14,7 @@ from .records import (
     ToolCallStatus,
 )
 from .replay import (
+    FollowUp,
     Replay,
     ReplayMode,
     ReplayStatus,
@@ -33,6 +34,7 @@ __all__ = [
     "Classification",
     "ConnectorKind",
     "DryRunVia",
+    "FollowUp",
     "LedgerRecord",
     "LegalHold",
     "ModelCall",

@@ -99,6 +99,15 @@ class StepStatus(models.TextChoices):
 DONE_STEP_STATUSES = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.DENIED)
 
 
+class FollowUp(models.TextChoices):
+    """What is done about a flagged step: open when flagged, then decided by a person."""
+
+    OPEN = "open"
+    QUEUED_FOR_FUZZING = "queued_for_fuzzing", "queued for fuzz testing"
+    EXPECTED = "expected", "expected (not an issue)"
+    FIXED = "fixed"
+
+
 class ReplayStep(models.Model):
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
                                related_name="+")
@@ -120,6 +129,13 @@ class ReplayStep(models.Model):
     divergence = models.JSONField(null=True, blank=True,
                                   help_text="How the output differs from the recorded one.")
     flagged = models.BooleanField(default=False, help_text="Flagged for follow-up.")
+    follow_up = models.CharField(max_length=20, choices=FollowUp.choices, blank=True, default="",
+                                 help_text="A flagged step's follow-up; empty: not flagged.")
+    follow_up_note = models.TextField(blank=True, default="")
+    follow_up_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                     on_delete=models.PROTECT, related_name="+")
+    follow_up_by_label = models.CharField(max_length=200, blank=True, default="")
+    follow_up_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -129,6 +145,9 @@ class ReplayStep(models.Model):
         ordering = ["replay", "seq"]
         constraints = [models.UniqueConstraint(fields=["replay", "seq"],
                                                name="replay_step_seq_unique")]
+        indexes = [models.Index(fields=["tenant", "follow_up", "-id"],
+                                name="replay_step_follow_up",
+                                condition=models.Q(flagged=True))]
 
     def __str__(self) -> str:
         return f"{self.seq}. {self.call_id} ({self.status})"

@@ -1,0 +1,88 @@
+"""Annotation API: record a manual intervention (policy change, approval, override...) on a run.
+
+Thin: find the run in the reader's scope (another tenant's run is a 404), validate the shape,
+call ``runs.services.annotate_run`` (which checks the operate role and the content).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import ValidationError as BadRequest
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from ledger_portal.api.scoping import TenantScopedViewMixin
+from ledger_portal.roles import Role
+
+from .. import services
+from ..models import Annotation, Run
+from . import presenters as p
+from .serializers import AnnotationSerializer
+
+
+class AnnotationRequestSerializer(serializers.Serializer):
+    body = serializers.CharField(max_length=services.ANNOTATION_BODY_MAX,
+                                 help_text="What was done and why (plain text).")
+    kind = serializers.ChoiceField(choices=services.MANUAL_ANNOTATION_KINDS,
+                                   default="note")
+    data = serializers.DictField(  # type: ignore[assignment]  # a field named data
+        required=False, default=dict, help_text="Structured details: ticket ids, the policy "
+        "version, the approver... (a JSON object).")
+    target_call_id = serializers.CharField(required=False, default="", allow_blank=True,
+                                           max_length=200,
+                                           help_text="A tool call of this run it is about.")
+
+
+class RunAnnotationCreated(AnnotationSerializer):
+    kind = serializers.CharField(help_text="Always annotation.")
+    run_id = serializers.CharField()
+    tenant = serializers.SlugField()
+
+
+@extend_schema(parameters=[OpenApiParameter(
+    "tenant", str, description="Narrow to one of your tenants (by slug)."), OpenApiParameter(
+    "redaction", str, enum=["strict", "standard", "none"],
+    description="Redaction of the annotation returned (strict by default).")])
+class RunAnnotations(TenantScopedViewMixin, generics.GenericAPIView):
+    """Append an annotation to a run's hash chain (operate role), authored by the caller.
+
+    The runbook's "record manual interventions as ledger annotations": it shows in the run's
+    timeline, is covered by ``ledger verify`` and exported with the run. Annotations are
+    append-only: a mistake is corrected with another (kind ``correction``).
+    """
+
+    role = Role.VIEW_LEDGER  # found by readers; writing needs operate (the service checks)
+    scoped_model = Run
+    lookup_field = "run_id"
+    serializer_class = AnnotationRequestSerializer
+
+    def get_queryset(self) -> Any:
+        return self.scoped_queryset()
+
+    @extend_schema(request=AnnotationRequestSerializer, responses={201: RunAnnotationCreated})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        run = self.get_object()
+        form = AnnotationRequestSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            redaction = services.redactor_for(request.user, run.tenant_id,
+                                              request.query_params.get("redaction"))
+            note = services.annotate_run(run, request.user, data["body"], kind=data["kind"],
+                                         data=data["data"],
+                                         target_call_id=data["target_call_id"])
+        except services.AnnotationRejected as exc:
+            raise BadRequest({"detail": " ".join(exc.messages)}) from None
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from None
+        except Run.DoesNotExist:
+            raise NotFound() from None
+        row = p.renamed(p.values_of(Annotation.objects.filter(pk=note.pk), p.ANNOTATION_FIELDS))[0]
+        row = redaction.redact_row("annotation", row)
+        row.update(kind="annotation", run_id=run.run_id, tenant=note.tenant.slug)
+        return Response(row, status=status.HTTP_201_CREATED)
