@@ -62,6 +62,10 @@ from runs.services import REDACTED_FIELDS
 
 KEYSET_PAGE = 500
 STREAM_CHUNK = 2000
+# Ledger rows are read in keyset pages of this many, fetched as tuples (JSON as text) and
+# parsed one row at a time as they are written: each page is one more query to plan (several
+# milliseconds with its joins), so pages are large, but a page of tuples weighs little.
+LEDGER_PAGE = 10_000
 
 
 class Window(Protocol):
@@ -135,7 +139,7 @@ def _ledger_rows(model: Any) -> Callable[[Window, int, int], Iterator[dict[str, 
         else:
             stream = _orm_rows(model, window, after, upto, outcome)
         for row in stream:
-            row.pop("pk")
+            del row["pk"]
             yield row
     return rows
 
@@ -164,14 +168,13 @@ def _postgres_rows(model: Any, window: Window, after: int, upto: int,
         # no transaction stays open while the rows are written (the part's progress updates
         # must be visible as they happen), and never more than a page in memory.
         with transaction.atomic():
-            page = list(integrity_fetch.stream(model, extras, where, [*params, last, upto],
-                                               f"t.id LIMIT {STREAM_CHUNK}"))
+            names, json_at, page = integrity_fetch.fetch_page(
+                model, extras, where, [*params, last, upto], f"t.id LIMIT {LEDGER_PAGE}")
         if not page:
             return
-        last = page[-1]["pk"]
-        for row in page:
-            row.pop("kind", None)
-            yield row
+        last = page[-1][0]  # extras come first: "pk"
+        yield from integrity_fetch.as_dicts(names, json_at, page)
+        del page
 
 
 def _orm_rows(model: Any, window: Window, after: int, upto: int,

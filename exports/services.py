@@ -19,7 +19,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.files import File
 from django.db import transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
@@ -46,7 +45,7 @@ from .models import (
     RedactionLevel,
 )
 from .sections import SECTION_BY_NAME, SECTIONS
-from .storage import export_storage
+from .storage import LocalFile, export_storage
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +204,9 @@ def produce_part(part_id: int) -> bool:
     temp = directory / f"part-{part.index}-{part.attempts}"
 
     def progress(rows: int) -> None:
-        ExportPart.objects.filter(pk=part.pk, attempts=part.attempts).update(rows_done=rows)
-        _sum_progress(export.pk)
+        with transaction.atomic():  # one commit (one WAL flush) for both rows
+            ExportPart.objects.filter(pk=part.pk, attempts=part.attempts).update(rows_done=rows)
+            _sum_progress(export.pk)
 
     try:
         redactor = tenant_redactor(export.tenant_id, export.redaction_level)
@@ -215,8 +215,8 @@ def produce_part(part_id: int) -> bool:
                                      part.upto_pk, redactor, out, progress,
                                      settings.LEDGER_EXPORT_PROGRESS_ROWS)
         name = f"parts/{export.pk}/{part.index}-{part.attempts}.part"
-        with temp.open("rb") as handle:
-            name = export_storage().save(name, File(handle))
+        with LocalFile(temp) as handle:  # moved into local storage, not copied
+            name = export_storage().save(name, handle)
     except Exception as exc:
         _fail(export.pk, f"part {part.index} ({part.section}): {type(exc).__name__}: {exc}")
         raise
@@ -269,8 +269,8 @@ def join(export_id: int) -> AuditExport | None:
         sha256, size = writer.build_bundle(directory, joined, writer.manifest_bytes(manifest),
                                            signature, bundle)
         name = f"{export.tenant.slug}/{export.download_name[:-4]}-{attempt}.tar"
-        with bundle.open("rb") as handle:
-            name = storage.save(name, File(handle))
+        with LocalFile(bundle) as handle:
+            name = storage.save(name, handle)
     except Exception as exc:
         _fail(export.pk, f"join: {type(exc).__name__}: {exc}")
         raise

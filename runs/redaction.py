@@ -422,6 +422,11 @@ class _Node:
 
 _NO_NODES: tuple[_Node, ...] = ()
 _CACHE_LIMIT = 4096
+# What the detectors found in a string is remembered per Redactor (strings repeat: prompts,
+# statuses, error messages...): up to this many strings of up to this many characters.
+_KIND_CACHE_LIMIT = 16384
+_KIND_CACHE_LENGTH = 256
+_UNKNOWN = object()
 
 
 def _copy(value: Any) -> Any:
@@ -457,6 +462,7 @@ class Redactor:
         self._globs = tuple(globs)
         self._key_ranks: dict[str, int] = {}
         self._tries: dict[tuple[tuple[str, str], ...], _Node | None] = {}
+        self._kinds: dict[str, str | None] = {}
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -552,9 +558,7 @@ class Redactor:
             return marker(LABELS[rank], path, reason)
         t = type(value)
         if t is str:
-            kind = _secret_kind(value)
-            if kind is None and self._personal:
-                kind = _personal_kind(value)
+            kind = self._detect(value)
             if kind is None:
                 return value
             kind_rank = _SECRET if DETECTORS[kind] == "secret" else _CONFIDENTIAL
@@ -565,7 +569,7 @@ class Redactor:
             if len(value) == 3 and _is_marker_at(value, path):
                 return dict(value)
             if not nodes and not self._globs:
-                return {k: self._plain(v, f"{path}.{k}") for k, v in value.items()}
+                return {k: self._plain_leaf(v, path, k, False) for k, v in value.items()}
             out = {}
             for key, item in value.items():
                 child_nodes = _NO_NODES
@@ -580,12 +584,16 @@ class Redactor:
                     key_rank = self._key_rank(segment)
                     if key_rank > child_rank:
                         child_rank, child_reason = key_rank, "rule"
+                if (type(item) is str and child_rank < self._threshold
+                        and self._detect(item) is None):
+                    out[key] = item  # what _visit returns, without making its path
+                    continue
                 out[key] = self._visit(item, f"{path}.{segment}", child_nodes, child_rank,
                                        child_reason)
             return out
         if t is list or t is tuple:
             if not nodes and not self._globs:
-                return [self._plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+                return [self._plain_leaf(v, path, i, True) for i, v in enumerate(value)]
             items = []
             for i, item in enumerate(value):
                 child_nodes = _NO_NODES
@@ -595,6 +603,10 @@ class Redactor:
                         child_nodes += (child,)
                         if child.rank > child_rank:
                             child_rank, child_reason = child.rank, child.reason
+                if (type(item) is str and child_rank < self._threshold
+                        and self._detect(item) is None):
+                    items.append(item)  # what _visit returns, without making its path
+                    continue
                 items.append(self._visit(item, f"{path}[{i}]", child_nodes, child_rank,
                                          child_reason))
             return items
@@ -602,27 +614,60 @@ class Redactor:
             return marker(LABELS[max(rank, _CONFIDENTIAL)], path, "detector:card")
         return value
 
+    def _detect(self, text: str) -> str | None:
+        """``detect(text, personal=<strict>)``, remembered for short strings."""
+        kinds = self._kinds
+        kind: Any = kinds.get(text, _UNKNOWN)
+        if kind is _UNKNOWN:
+            kind = _secret_kind(text)
+            if kind is None and self._personal:
+                kind = _personal_kind(text)
+            if len(text) <= _KIND_CACHE_LENGTH:
+                if len(kinds) >= _KIND_CACHE_LIMIT:
+                    kinds.clear()
+                kinds[text] = kind
+        return kind
+
     def _plain(self, value: Any, path: str) -> Any:
-        """The walk where no declared label or rule can apply (the common case)."""
+        """The walk where no declared label or rule can apply (the common case). Leaves are
+        judged in their container's loop: a child's path is only built when it is needed (a
+        marker, or a container to walk into)."""
+        t = type(value)
+        if t is dict:
+            if len(value) == 3 and _is_marker_at(value, path):
+                return dict(value)
+            out = {}
+            for key, item in value.items():
+                out[key] = self._plain_leaf(item, path, key, False)
+            return out
+        if t is list or t is tuple:
+            return [self._plain_leaf(item, path, i, True) for i, item in enumerate(value)]
+        return self._plain_leaf(value, path, _SELF, False)
+
+    def _plain_leaf(self, value: Any, parent: str, key: Any, item: bool) -> Any:
+        """``_plain(value, <parent's child path>)``, the path made only if it is used."""
         t = type(value)
         if t is str:
             if len(value) < 6:
                 return value
-            kind = _secret_kind(value)
-            if kind is None and self._personal:
-                kind = _personal_kind(value)
+            kind = self._detect(value)
             if kind is None:
                 return value
-            return marker(DETECTORS[kind], path, f"detector:{kind}")
-        if t is dict:
-            if len(value) == 3 and _is_marker_at(value, path):
-                return dict(value)
-            return {k: self._plain(v, f"{path}.{k}") for k, v in value.items()}
-        if t is list or t is tuple:
-            return [self._plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return marker(DETECTORS[kind], _child(parent, key, item), f"detector:{kind}")
+        if t is dict or t is list or t is tuple:
+            return self._plain(value, _child(parent, key, item))
         if t is int and self._personal and value >= 10**12 and _card_number(value):
-            return marker("confidential", path, "detector:card")
+            return marker("confidential", _child(parent, key, item), "detector:card")
         return value
+
+
+_SELF = object()  # the key of ``_plain_leaf``'s value when it is the root, not a child
+
+
+def _child(parent: str, key: Any, item: bool) -> str:
+    if key is _SELF:
+        return parent
+    return f"{parent}[{key}]" if item else f"{parent}.{key}"
 
 
 def _is_marker_at(value: dict[Any, Any], path: str) -> bool:

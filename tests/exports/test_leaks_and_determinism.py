@@ -227,3 +227,17 @@ def test_each_manifest_holds_the_signature_of_the_tenants_export_before(
     assert first.manifest["previous_export"] is None
     assert second.manifest["previous_export"] == {"export_id": first.pk,
                                                   "signature": first.signature}
+
+
+def test_reading_the_ledger_in_small_pages_gives_the_same_bytes(planted, acme, alice, export_now,
+                                                                bundle_of, monkeypatch):
+    from exports import sections
+
+    whole = _tar_members(bundle_of(export_now(acme, alice)))
+    monkeypatch.setattr(sections, "LEDGER_PAGE", 2)  # every keyset step taken many times
+    monkeypatch.setattr(sections, "STREAM_CHUNK", 2)
+    monkeypatch.setattr(sections, "KEYSET_PAGE", 2)
+    paged = _tar_members(bundle_of(export_now(acme, alice)))
+    for name in ("records.jsonl", "records.idx"):
+        assert whole[name] == paged[name]
+    assert paged["records.jsonl"].count(b"\n") > 20

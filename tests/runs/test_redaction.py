@@ -676,3 +676,33 @@ def test_property_a_declared_path_is_replaced_or_covered(tree: Any, root: str, d
     assert is_marker(node)
     assert node["path"] == here
     assert leaked(out) == []
+
+
+def test_a_remembered_detection_gives_each_path_its_own_marker():
+    redactor = Redactor("strict")
+    email = "write to ada@example.com"
+    value = {"a": email, "b": [email, {"c": email}], "d": email}
+    first = redactor.redact(value, "input", {"input.d": "internal"})
+    again = redactor.redact(value, "input")
+    for out in (first, again):
+        assert out["a"] == marker("confidential", "input.a", "detector:email")
+        assert out["b"][0] == marker("confidential", "input.b[0]", "detector:email")
+        assert out["b"][1]["c"] == marker("confidential", "input.b[1].c", "detector:email")
+        assert out["d"] == marker("confidential", "input.d", "detector:email")
+    # The level's detectors, not another redactor's: standard keeps personal data.
+    assert Redactor("standard").redact(value, "input") == value
+    assert redactor.redact(value, "input") == again
+
+
+def test_what_the_detectors_found_is_remembered_within_bounds(monkeypatch):
+    from runs import redaction
+
+    monkeypatch.setattr(redaction, "_KIND_CACHE_LIMIT", 3)
+    redactor = Redactor("strict")
+    texts = [f"note number {i} for the team" for i in range(10)]
+    long_secret = "x" * 300 + " sk_live_" + "a1B2" * 8
+    for _ in range(2):
+        assert redactor.redact(texts, "body") == texts
+        assert redactor.redact(long_secret, "body")["reason"] == "detector:stripe_key"
+        assert len(redactor._kinds) <= 3
+    assert long_secret not in redactor._kinds  # long strings are judged every time
