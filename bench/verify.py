@@ -219,6 +219,7 @@ def pass_prototype(db_url: str, tenants: list[Any]) -> tuple[int, float, int]:
         for tenant in tenants:
             for i, (model, qs) in enumerate(streams(tenant)):
                 kind, fields = model.kind, model.content_fields
+                optional = model.optional_content_fields
                 json_names = {f.name for f in model._meta.concrete_fields
                               if isinstance(f, JSONField)}
                 sql, params = qs.query.get_compiler(using=qs.db).as_sql()
@@ -234,8 +235,8 @@ def pass_prototype(db_url: str, tenants: list[Any]) -> tuple[int, float, int]:
                             for j in json_at:
                                 if values[j] is not None:
                                     row[names[j]] = loads(values[j])
-                            digest = sha256(canonical_json(content_of(kind, fields, row))
-                                            ).hexdigest()
+                            digest = sha256(canonical_json(content_of(
+                                kind, fields, row, optional))).hexdigest()
                             link = chain_hash(link, row.get("seq", 0), digest)
                             if digest != row["content_hash"]:
                                 mismatches += 1
@@ -289,6 +290,7 @@ def pass_decomposition(tenants: list[Any], chunk: int) -> Stages:
     for tenant in tenants:
         for model, qs in streams(tenant):
             kind, fields, refs = model.kind, model.content_fields, tuple(model.content_refs)
+            optional = model.optional_content_fields
 
             def rows(qs: Any = qs, refs: tuple[str, ...] = refs) -> Iterator[dict[str, Any]]:
                 for row in qs.iterator(chunk_size=2000):
@@ -298,8 +300,10 @@ def pass_decomposition(tenants: list[Any], chunk: int) -> Stages:
 
             for part in _chunks(rows(), chunk, stages):
                 def canonical(part: list[dict[str, Any]] = part, kind: str = kind,
-                              fields: tuple[str, ...] = fields) -> list[bytes]:
-                    return [canonical_json(content_of(kind, fields, row)) for row in part]
+                              fields: tuple[str, ...] = fields,
+                              optional: frozenset[str] = optional) -> list[bytes]:
+                    return [canonical_json(content_of(kind, fields, row, optional))
+                            for row in part]
 
                 blobs: list[bytes] = stages.time("canonical", canonical)
 

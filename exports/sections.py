@@ -55,7 +55,7 @@ from runs.models import (
     Step,
     ToolCall,
 )
-from runs.models.base import content_of
+from runs.models.base import content_of, is_empty
 from runs.redaction import Redactor
 from runs.replay_redaction import redact_divergence
 from runs.services import REDACTED_FIELDS
@@ -149,6 +149,7 @@ def _postgres_rows(model: Any, window: Window, after: int, upto: int,
     """Through a server-side cursor, timestamps as canonical text and JSON for orjson
     (``runs.integrity_fetch``, the fast path ``ledger verify`` reads with)."""
     extras = {"pk": "t.id", **{name: f"t.{name}" for name in _CHAIN}}
+    optional = model.optional_content_fields
     for name in outcome:
         extras[name] = (f"to_char(t.{name} AT TIME ZONE 'UTC', {integrity_fetch.CANONICAL_TS})"
                         if name == "ended_at" else f"t.{name}")
@@ -173,7 +174,11 @@ def _postgres_rows(model: Any, window: Window, after: int, upto: int,
         if not page:
             return
         last = page[-1][0]  # extras come first: "pk"
-        yield from integrity_fetch.as_dicts(names, json_at, page)
+        for row in integrity_fetch.as_dicts(names, json_at, page):
+            for name in optional:  # left out while empty, as in the content (``content_of``)
+                if is_empty(row[name]):
+                    del row[name]
+            yield row
         del page
 
 
@@ -186,7 +191,8 @@ def _orm_rows(model: Any, window: Window, after: int, upto: int,
     for values in qs.iterator(chunk_size=STREAM_CHUNK):
         for name in model.content_refs:
             values[name] = values.pop(f"_{name}")
-        row = content_of(model.kind, model.content_fields, values)
+        row = content_of(model.kind, model.content_fields, values,
+                         model.optional_content_fields)
         row.pop("kind")
         row["pk"] = values["pk"]
         for name in (*_CHAIN, *outcome):

@@ -315,7 +315,7 @@ class _BatchWriter:
                      status=tc.status, error=tc.error, attempt=tc.attempt,
                      started_at=tc.started_at, ended_at=tc.ended_at, duration_ms=duration,
                      idempotency_key=tc.idempotency_key, supports_rollback=tc.supports_rollback,
-                     classifications=tc.classifications)
+                     classifications=tc.classifications, tool_call_ref=tc.tool_call_ref)
 
     def _invalid(self, path: str, message: str) -> None:
         self.invalid.append({"path": path, "message": message})

@@ -89,6 +89,8 @@ class ToolCallIn(_Record):
     idempotency_key: str = Field(default="", max_length=200)
     supports_rollback: bool = False
     classifications: Classifications = Field(default_factory=dict)
+    #: the tool call's own id (OpenTelemetry ``gen_ai.tool.call.id``); ``call_id`` is the ledger's
+    tool_call_ref: str = Field(default="", max_length=200)
 
     @model_validator(mode="after")
     def _retry_is_consistent(self) -> ToolCallIn:

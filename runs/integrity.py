@@ -244,12 +244,14 @@ def _run_rows(tenant: Tenant, scope: Scope) -> Iterator[dict[str, Any]]:
 
 
 _FIELDS = {m.kind: m.content_fields for m in (Run, *RECORD_MODELS)}
+_OPTIONAL = {m.kind: m.optional_content_fields for m in (Run, *RECORD_MODELS)}
 
 
 def _check_run(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
                signed: tuple[int, str, int] | None) -> Break | None:
     run_id = run["run_id"]
-    if content_hash(content_of("run", _FIELDS["run"], run)) != run["content_hash"]:
+    own = content_hash(content_of("run", _FIELDS["run"], run, _OPTIONAL["run"]))
+    if own != run["content_hash"]:
         return Break(run_id, 0, "modified", "the run record's content was changed")
     link = chain_hash(GENESIS, 0, run["content_hash"])
     if link != run["chain_hash"]:
@@ -257,7 +259,8 @@ def _check_run(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
     by_seq: dict[int, list[tuple[str, dict[str, Any]]]] = {}
     for kind, row in records:
         by_seq.setdefault(row["seq"], []).append((kind, row))
-    hashes = {kind + str(row["seq"]): content_hash(content_of(kind, _FIELDS[kind], row))
+    hashes = {kind + str(row["seq"]): content_hash(content_of(kind, _FIELDS[kind], row,
+                                                              _OPTIONAL[kind]))
               for kind, row in records}
     last_seq = max([run["last_seq"], *by_seq]) if by_seq else run["last_seq"]
     for seq in range(1, last_seq + 1):

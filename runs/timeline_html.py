@@ -56,6 +56,9 @@ def _row(entry: Entry, original: Entry | None, rollbacks: RollbackControls | Non
     title = [f'<div class="kind">{kind}</div><strong>{escape(str(entry.title))}</strong>']
     if row.get("call_id"):
         title.append(f'<div class="timing"><code>{escape(row["call_id"])}</code></div>')
+    if row.get("tool_call_ref"):
+        title.append(f'<div class="timing tool-call-ref">tool call id <code>'
+                     f'{escape(row["tool_call_ref"])}</code></div>')
     if original is not None:
         title.append(f'<div class="retries-note">retry of <a href="#{escape(original.anchor)}">'
                      f'{escape(str(row.get("retry_of")))}</a></div>')

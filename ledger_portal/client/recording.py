@@ -215,15 +215,19 @@ class Run:
     def tool_call(self, tool: str, *, action_class: ActionClass, input: Any = None,
                   call_id: str | None = None, idempotency_key: str = "", attempt: int = 1,
                   retry_of: str | None = None, supports_rollback: bool = False,
-                  classifications: dict[str, Label] | None = None) -> ToolCall:
+                  classifications: dict[str, Label] | None = None,
+                  tool_call_ref: str = "") -> ToolCall:
         """``with run.tool_call("send_email", action_class="exfil", input={...}) as call:
         call.output = ...``: timed by the block; an exception is recorded (status ``failed``
-        and its error) and re-raised. Without ``with``, call ``finish()``."""
+        and its error) and re-raised. Without ``with``, call ``finish()``.
+
+        ``tool_call_ref``: the tool call's own id, as the model or framework named it (an
+        OpenAI ``tool_calls[].id``...), kept beside the ledger's ``call_id``."""
         self._check_open()
         return ToolCall(self, tool, action_class, {} if input is None else input,
                         call_id=call_id, idempotency_key=idempotency_key, attempt=attempt,
                         retry_of=retry_of, supports_rollback=supports_rollback,
-                        classifications=classifications or {})
+                        classifications=classifications or {}, tool_call_ref=tool_call_ref)
 
     def note(self, body: str, *, data: dict[str, Any] | None = None,
              target_call_id: str = "") -> str:
@@ -386,13 +390,16 @@ class ToolCall:
     def __init__(self, run: Run, tool: str, action_class: str, input: Any, *,
                  call_id: str | None, idempotency_key: str, attempt: int,
                  retry_of: str | None, supports_rollback: bool,
-                 classifications: dict[str, Label]):
+                 classifications: dict[str, Label], tool_call_ref: str = ""):
         self.run = run
         self.step = run._open_step
         self.tool = _check_id("tool", tool)
         self.action_class = _check_choice("action_class", action_class, ACTION_CLASSES)
         self.input = input
         self.call_id = _check_id("call_id", call_id or new_id("tc"))
+        if len(tool_call_ref) > 200:
+            raise ValueError("tool_call_ref is at most 200 characters")
+        self.tool_call_ref = tool_call_ref
         self.idempotency_key = idempotency_key
         self.attempt = attempt
         self.retry_of = retry_of
@@ -431,14 +438,17 @@ class ToolCall:
         status = self.status or ("failed" if self.error is not None else "succeeded")
         _check_choice("status", status, TOOL_CALL_STATUSES)
         self.recorded = True
-        self.run._record("tool_calls", {
+        record: dict[str, Any] = {
             "call_id": self.call_id, "tool": self.tool, "action_class": self.action_class,
             "input": self.input, "output": self.output, "status": status,
             "error": self.error, "attempt": self.attempt, "retry_of": self.retry_of,
             "started_at": _iso(self.started_at), "ended_at": _iso(self.ended_at),
             "idempotency_key": self.idempotency_key,
             "supports_rollback": self.supports_rollback,
-            "classifications": self.classifications}, step=self.step)
+            "classifications": self.classifications}
+        if self.tool_call_ref:  # only when given: a portal without the field still takes it
+            record["tool_call_ref"] = self.tool_call_ref
+        self.run._record("tool_calls", record, step=self.step)
 
 
 class ModelCall:

@@ -37,7 +37,8 @@ TOOL_CALL_FIELDS = {
     "status": "status", "error": "error", "attempt": "attempt", "retry_of": "retry_of__call_id",
     "started_at": "started_at", "ended_at": "ended_at", "duration_ms": "duration_ms",
     "idempotency_key": "idempotency_key", "supports_rollback": "supports_rollback",
-    "classifications": "classifications", "chain_hash": "chain_hash",
+    "classifications": "classifications", "tool_call_ref": "tool_call_ref",
+    "chain_hash": "chain_hash",
 }
 ANNOTATION_FIELDS = {
     "seq": "seq", "annotation_id": "annotation_id", "annotation_kind": "annotation_kind",

@@ -84,6 +84,9 @@ class ToolCallSerializer(_RecordSerializer):
     idempotency_key = serializers.CharField()
     supports_rollback = serializers.BooleanField()
     classifications = serializers.DictField(child=serializers.CharField())
+    tool_call_ref = serializers.CharField(
+        help_text="The tool call's own id, as the agent or its framework named it "
+        "(OpenTelemetry gen_ai.tool.call.id); empty when not given. call_id is the ledger's id.")
 
 
 class ToolCallDetailSerializer(ToolCallSerializer):

@@ -18,26 +18,39 @@ from ledger_portal.tenancy import TenantScopedQuerySet
 TIMESTAMP_FIELDS = frozenset({"started_at", "ended_at"})
 
 
-def content_of(kind: str, fields: tuple[str, ...], values: Any) -> dict[str, Any]:
+def content_of(kind: str, fields: tuple[str, ...], values: Any,
+               optional: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The canonical content of a record from its plain values (a model or a ``values()`` row
-    go through here alike, so what ingestion hashes is what verification recomputes)."""
+    go through here alike, so what ingestion hashes is what verification recomputes).
+
+    A field in ``optional`` (the model's ``optional_content_fields``) is left out while it is
+    empty, so records written before it existed, or without it, hash exactly as before."""
     content: dict[str, Any] = {"kind": kind}
     for name in fields:
         value = values[name]
+        if name in optional and is_empty(value):
+            continue
         if name in TIMESTAMP_FIELDS and not isinstance(value, str):  # str: already canonical
             value = canonical_timestamp(value)
         content[name] = value
     return content
 
 
-_ContentPlan = tuple[tuple[str, tuple[str, ...] | None, bool], ...]
+def is_empty(value: Any) -> bool:
+    """Is an optional content field's value empty (left out of the canonical content)?"""
+    return value is None or value == ""
+
+
+_ContentPlan = tuple[tuple[str, tuple[str, ...] | None, bool, bool], ...]
 
 
 @cache
 def _content_plan(model: type[LedgerRecord]) -> _ContentPlan:
-    """Each content field of ``model``: (name, the path of a reference, is it a timestamp)."""
+    """Each content field of ``model``: (name, the path of a reference, is it a timestamp,
+    is it optional: left out while empty)."""
     return tuple((name, tuple(model.content_refs[name].split("__"))
-                  if name in model.content_refs else None, name in TIMESTAMP_FIELDS)
+                  if name in model.content_refs else None, name in TIMESTAMP_FIELDS,
+                  name in model.optional_content_fields)
                  for name in model.content_fields)
 
 
@@ -79,6 +92,10 @@ class LedgerRecord(AppendOnly):
     content_fields: ClassVar[tuple[str, ...]]
     #: content fields that name a related row by its external id: name -> ORM path
     content_refs: ClassVar[dict[str, str]] = {}
+    #: content fields added after records were written: in the content only when non-empty
+    #: (``is_empty``), so a record without one hashes exactly as it did before the field existed.
+    #: Never a reference or a timestamp.
+    optional_content_fields: ClassVar[frozenset[str]] = frozenset()
 
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT, related_name="+")
     seq = models.PositiveIntegerField(help_text="Position in the run's chain (the run is 0).")
@@ -95,7 +112,7 @@ class LedgerRecord(AppendOnly):
         """The record's content in canonical form: what its hash commits to (``content_of``
         of the record's values, inlined: ingestion computes it for every record)."""
         content: dict[str, Any] = {"kind": self.kind}
-        for name, path, timestamp in _content_plan(type(self)):
+        for name, path, timestamp, optional in _content_plan(type(self)):
             value: Any
             if path is None:
                 value = getattr(self, name)
@@ -105,6 +122,8 @@ class LedgerRecord(AppendOnly):
                     value = getattr(value, step)
                     if value is None:
                         break
+            if optional and is_empty(value):
+                continue
             if timestamp and not isinstance(value, str):
                 value = canonical_timestamp(value)
             content[name] = value

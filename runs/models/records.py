@@ -185,11 +185,17 @@ class ToolCall(RunRecord):
     kind: ClassVar[str] = "tool_call"
     content_fields = ("run_id", "call_id", "step_id", "tool", "action_class", "input", "output",
                       "status", "error", "attempt", "retry_of", "started_at", "ended_at",
-                      "idempotency_key", "supports_rollback", "classifications")
+                      "idempotency_key", "supports_rollback", "classifications",
+                      "tool_call_ref")
     content_refs = {"run_id": "run__run_id", "step_id": "step__step_id", "tool": "tool__name",
                     "retry_of": "retry_of__call_id"}
+    optional_content_fields = frozenset({"tool_call_ref"})
 
     call_id = models.CharField(max_length=200)
+    tool_call_ref = models.CharField(
+        max_length=200, blank=True, default="",
+        help_text="The tool call's own id, as the agent or its framework named it (OpenTelemetry "
+                  "gen_ai.tool.call.id); call_id stays the ledger's id.")
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
                              related_name="+")
     tool = models.ForeignKey(Tool, on_delete=models.PROTECT, related_name="calls")

@@ -235,8 +235,12 @@ def tool_call(span: SpanDict, call_id: str, step_id: str | None, action_class: s
               ) -> dict[str, Any]:
     attrs = span["attributes"]
     arguments = structured(attrs.get("gen_ai.tool.call.arguments"))
+    ref = attrs.get("gen_ai.tool.call.id")
     return {
+        # call_id is the ledger's (unique per tenant, stable on re-assembly); the tool call's
+        # own id, as the model or framework named it, is kept beside it
         "call_id": call_id, "step_id": step_id,
+        "tool_call_ref": "" if ref is None else str(ref)[:200],
         "tool": tool_name(span),
         "action_class": action_class,
         "input": {} if arguments is None else arguments,

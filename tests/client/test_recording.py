@@ -76,6 +76,22 @@ def test_a_run_spread_over_many_batches_keeps_one_chain(make_client: Any,
     assert verify_tenant(acme).intact
 
 
+def test_a_tool_call_can_carry_the_tool_s_own_call_id(make_client: Any,
+                                                      acme: Tenant) -> None:
+    client = make_client()
+    with client.run(agent_id="support-bot", goal="tool call ids") as run:
+        with run.tool_call("lookup", action_class="read", tool_call_ref="call_abc") as given:
+            given.output = 1
+        with run.tool_call("lookup", action_class="read") as plain:
+            plain.output = 2
+    assert client.flush(timeout=30)
+    stored = {c.call_id: c.tool_call_ref for c in ToolCall.objects.filter(run__run_id=run.run_id)}
+    assert stored == {given.call_id: "call_abc", plain.call_id: ""}
+    assert verify_tenant(acme).intact
+    with pytest.raises(ValueError, match="tool_call_ref"), client.run(agent_id="x") as other:
+        other.tool_call("lookup", action_class="read", tool_call_ref="x" * 201)
+
+
 def test_what_a_record_holds_and_how_errors_are_kept(make_client: Any, acme: Tenant) -> None:
     client = make_client()
     seen: dict[str, Any] = {}

@@ -68,6 +68,39 @@ def test_an_agent_trace_in_protobuf_becomes_a_closed_run_with_its_calls(acme, ot
         "state", flat=True)) == {OtlpSpanState.RECORDED}
 
 
+def test_gen_ai_tool_call_id_is_kept_as_the_tool_call_ref_beside_the_ledger_call_id(
+        acme, otlp_post):
+    # Two traces whose models both named their first tool call "call_1": the ledger's call_id
+    # (from trace and span ids) stays unique per tenant, the tool's own id is kept as sent
+    first_trace, first = s.agent_trace()
+    second_trace, second = s.agent_trace()
+    assert otlp_post(acme, s.protobuf(*first)).status_code == 200
+    assert otlp_post(acme, s.otlp_json(*second), content_type=JSON).status_code == 200
+    refs = {}
+    for trace_id, spans in ((first_trace, first), (second_trace, second)):
+        run = Run.objects.get(tenant=acme, run_id=run_id_for(trace_id))
+        weather, email = ToolCall.objects.filter(run=run).order_by("seq")
+        assert weather.call_id == f"otel-{trace_id}-{s.sid(spans[1])}"
+        assert (weather.tool_call_ref, email.tool_call_ref) == ("call_1", "call_2")
+        assert weather.ledger_content()["tool_call_ref"] == "call_1"  # the hash commits to it
+        refs[weather.call_id] = weather.tool_call_ref
+    assert list(refs.values()) == ["call_1", "call_1"]
+    assert verify_tenant(acme).intact
+
+
+def test_an_execute_tool_span_without_gen_ai_tool_call_id_has_no_tool_call_ref(acme, otlp_post):
+    trace_id, spans = s.agent_trace(failing_tool=False)
+    for attribute in spans[1].attributes:
+        if attribute.key == "gen_ai.tool.call.id":
+            spans[1].attributes.remove(attribute)
+            break
+    assert otlp_post(acme, s.protobuf(*spans)).status_code == 200
+    call = ToolCall.objects.get(run__run_id=run_id_for(trace_id))
+    assert call.tool_call_ref == ""
+    assert "tool_call_ref" not in call.ledger_content()
+    assert verify_tenant(acme).intact
+
+
 def test_the_json_encoding_records_the_same_run_as_protobuf(acme, globex, otlp_post):
     trace_id, spans = s.agent_trace()
     assert otlp_post(acme, s.protobuf(*spans)).status_code == 200
