@@ -74,7 +74,9 @@ class HttpConnector(ToolEndpoint):
         output = self.clean_output(parse_body(response.content))
         code = response.status_code
         if code >= 400:
-            detail = response.content[:300].decode("utf-8", errors="replace")
+            # Scrubbed whole, then cut (by ``clean``): a cut first could split the secret
+            # and let its beginning through.
+            detail = response.content.decode("utf-8", errors="replace")
             return ToolResult(False, output, TRANSIENT if code >= 500 else FAILED,
                               self.clean(f"the tool answered HTTP {code}: {detail}"), elapsed())
         return ToolResult(True, output, SUCCEEDED, "", elapsed())

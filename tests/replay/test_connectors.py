@@ -136,6 +136,20 @@ def test_a_secret_echoed_by_a_tool_never_reaches_errors_or_outputs(acme, tool_se
     assert "[secret]" in result.error
 
 
+@pytest.mark.parametrize("filler", [250, 262, 270, 278, 320])  # around the old 300-byte cut
+def test_a_secret_at_any_offset_of_a_long_error_body_never_leaks_in_part(
+        acme, tool_server, billing_token, filler):
+    def leaky(seen: Seen) -> tuple[int, Any]:
+        return 400, {"error": "x" * filler + f" {seen.header('Authorization')} tail"}
+
+    tool = make_tool(acme, endpoint=tool_server.route("/leaky", leaky),
+                     secret_ref="env:BILLING_API_TOKEN")
+    result = connector_for(tool).call({}, idempotency_key="k", dry_run=False)
+    assert result.status == "failed"
+    assert billing_token[:8] not in result.error
+    assert len(result.error) <= 500
+
+
 def test_an_unset_secret_fails_naming_the_reference_and_sends_nothing(acme, tool_server,
                                                                      monkeypatch):
     monkeypatch.delenv("NOT_THERE_TOKEN", raising=False)
