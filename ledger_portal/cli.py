@@ -43,6 +43,22 @@ def _acting_user(username: str | None) -> Any:
     return user
 
 
+def fail(message: str, code: int) -> int:
+    print(f"ledger: {message}", file=sys.stderr)
+    return code
+
+
+def exactly_one(queryset: Any, what: str, where: str = "your tenants") -> tuple[Any, int]:
+    """The one row a command names (a run_id or call_id is unique per tenant only): the row and
+    EXIT_OK, or None and the exit code after saying what is wrong."""
+    found = list(queryset[:2])
+    if not found:
+        return None, fail(f"no {what} in {where}", EXIT_NOT_FOUND)
+    if len(found) > 1:
+        return None, fail(f"{what} is in several of your tenants; pass --tenant", EXIT_USAGE)
+    return found[0], EXIT_OK
+
+
 def _print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z).decode())
     sys.stdout.write("\n")
@@ -114,15 +130,11 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
     runs = Run.objects.for_user(user, Role.VIEW_LEDGER).filter(run_id=args.run_id)
     if args.tenant:
         runs = runs.filter(tenant__slug=args.tenant)
-    found = renamed(values_of(runs, RUN_FIELDS, "id", "tenant_id")[:2])
-    if not found:
-        print(f"ledger: no run {args.run_id!r} in your tenants", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    if len(found) > 1:
-        print(f"ledger: {args.run_id!r} is in several of your tenants; pass --tenant",
-              file=sys.stderr)
-        return EXIT_USAGE
-    run = found[0]
+    found, code = exactly_one(values_of(runs, RUN_FIELDS, "id", "tenant_id"),
+                              f"run {args.run_id!r}")
+    if found is None:
+        return code
+    run = renamed([found])[0]
     run_pk, tenant_id = run.pop("id"), run.pop("tenant_id")
     try:
         redaction = redactor_for(user, tenant_id, args.redaction_level)

@@ -8,7 +8,14 @@ from typing import Any
 
 import orjson
 
-from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, _print_json
+from ledger_portal.cli import (
+    EXIT_FORBIDDEN,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    _print_json,
+    exactly_one,
+)
 
 # ``runs.services.MANUAL_ANNOTATION_KINDS``, spelled out: the parser is built before Django is
 # set up (a test keeps the two in step).
@@ -31,15 +38,9 @@ def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
     runs = Run.objects.for_user(user, Role.VIEW_LEDGER).filter(run_id=args.run_id)
     if args.tenant:
         runs = runs.filter(tenant__slug=args.tenant)
-    found = list(runs.select_related("tenant")[:2])
-    if not found:
-        print(f"ledger: no run {args.run_id!r} in your tenants", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    if len(found) > 1:
-        print(f"ledger: {args.run_id!r} is in several of your tenants; pass --tenant",
-              file=sys.stderr)
-        return EXIT_USAGE
-    run = found[0]
+    run, code = exactly_one(runs.select_related("tenant"), f"run {args.run_id!r}")
+    if run is None:
+        return code
     try:
         note = annotate_run(run, user, args.body, kind=args.kind, data=data,
                             target_call_id=args.call_id or "")

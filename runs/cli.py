@@ -21,6 +21,7 @@ from ledger_portal.cli import (
     EXIT_TAMPERED,
     EXIT_USAGE,
     _print_json,
+    exactly_one,
 )
 
 
@@ -105,16 +106,10 @@ def cmd_replay(args: argparse.Namespace, user: Any) -> int:
     runs = Run.objects.for_user(user, Role.OPERATE).filter(run_id=args.run_id)
     if args.tenant:
         runs = runs.filter(tenant__slug=args.tenant)
-    found = list(runs.select_related("tenant", "agent")[:2])
-    if not found:
-        print(f"ledger: no run {args.run_id!r} in the tenants you may operate on",
-              file=sys.stderr)
-        return EXIT_NOT_FOUND
-    if len(found) > 1:
-        print(f"ledger: {args.run_id!r} is in several of your tenants; pass --tenant",
-              file=sys.stderr)
-        return EXIT_USAGE
-    run = found[0]
+    run, code = exactly_one(runs.select_related("tenant", "agent"), f"run {args.run_id!r}",
+                            where="the tenants you may operate on")
+    if run is None:
+        return code
     version = _pinned_version(run.tenant, args.policy_version)
     if args.policy_version and version is None:
         print(f"ledger: no policy version {args.policy_version!r} in {run.tenant.slug} "

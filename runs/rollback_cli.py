@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 
-from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, exactly_one, fail
 
 WAIT_POLL_SECONDS = 0.5
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"ledger: {message}", file=sys.stderr)
-    return code
-
-
-def _one(queryset: Any, what: str) -> tuple[Any, int]:
-    found = list(queryset[:2])
-    if not found:
-        return None, _fail(f"no {what} in your tenants", EXIT_NOT_FOUND)
-    if len(found) > 1:
-        return None, _fail(f"{what} is in several of your tenants; pass --tenant", EXIT_USAGE)
-    return found[0], EXIT_OK
 
 
 def cmd_rollback(args: argparse.Namespace, user: Any) -> int:
@@ -36,19 +21,19 @@ def cmd_rollback(args: argparse.Namespace, user: Any) -> int:
     from .rollback import request_rollback, request_run_rollback
 
     if bool(args.call_id) == bool(args.run_id):
-        return _fail("name one tool call (--call-id) or one whole run (--run-id)", EXIT_USAGE)
+        return fail("name one tool call (--call-id) or one whole run (--run-id)", EXIT_USAGE)
     incident = None
     if args.incident is not None:
         incident = Incident.objects.for_user(user, Role.VIEW_LEDGER).filter(
             pk=args.incident).first()
         if incident is None:
-            return _fail(f"no incident {args.incident} in your tenants", EXIT_NOT_FOUND)
+            return fail(f"no incident {args.incident} in your tenants", EXIT_NOT_FOUND)
     model, lookup = (Run, {"run_id": args.run_id}) if args.run_id else (
         ToolCall, {"call_id": args.call_id})
     scoped = model.objects.for_user(user, Role.VIEW_LEDGER).filter(**lookup)
     if args.tenant:
         scoped = scoped.filter(tenant__slug=args.tenant)
-    target, code = _one(scoped, f"run {args.run_id!r}" if args.run_id
+    target, code = exactly_one(scoped, f"run {args.run_id!r}" if args.run_id
                         else f"tool call {args.call_id!r}")
     if target is None:
         return code
@@ -61,9 +46,9 @@ def cmd_rollback(args: argparse.Namespace, user: Any) -> int:
             if not queued:
                 print(f"{target.call_id} was already rolled back: rollback {rollback.pk}")
     except PermissionDenied as exc:
-        return _fail(str(exc), EXIT_FORBIDDEN)
+        return fail(str(exc), EXIT_FORBIDDEN)
     except ValidationError as exc:
-        return _fail(" ".join(exc.messages), EXIT_USAGE)
+        return fail(" ".join(exc.messages), EXIT_USAGE)
     ids = [r.pk for r in rollbacks]
     deadline = time.monotonic() + max(args.wait, 0)
     while args.wait and time.monotonic() < deadline and Rollback.objects.filter(
