@@ -225,10 +225,16 @@ def _keyset(qs: QuerySet[Any], after: int, upto: int, fields: dict[str, Any],
         yield from rows
 
 
-def _decision_queryset(window: Window) -> QuerySet[Any]:
-    return Decision.objects.filter(tenant_id=window.tenant_id,
-                                   created_at__gte=window.window_from,
-                                   created_at__lt=window.window_to)
+def _made_in_window(model: Any) -> Callable[[Window], QuerySet[Any]]:
+    """Governance rows of the tenant made during the window (by their ``created_at``)."""
+    def queryset(window: Window) -> QuerySet[Any]:
+        return model.objects.filter(tenant_id=window.tenant_id,
+                                    created_at__gte=window.window_from,
+                                    created_at__lt=window.window_to)
+    return queryset
+
+
+_decision_queryset = _made_in_window(Decision)
 
 
 DECISION_FIELDS = {
@@ -245,10 +251,7 @@ def _decision_rows(window: Window, after: int, upto: int) -> Iterator[dict[str, 
     return _keyset(_decision_queryset(window), after, upto, DECISION_FIELDS)
 
 
-def _approval_queryset(window: Window) -> QuerySet[Any]:
-    return ApprovalRequest.objects.filter(tenant_id=window.tenant_id,
-                                          created_at__gte=window.window_from,
-                                          created_at__lt=window.window_to)
+_approval_queryset = _made_in_window(ApprovalRequest)
 
 
 APPROVAL_FIELDS = {
@@ -304,10 +307,7 @@ def _exception_rows(window: Window, after: int, upto: int) -> Iterator[dict[str,
 
 # -- replays and rollbacks: governance actions, bounded by when they were made ----------------
 
-def _replay_queryset(window: Window) -> QuerySet[Any]:
-    return Replay.objects.filter(tenant_id=window.tenant_id,
-                                 created_at__gte=window.window_from,
-                                 created_at__lt=window.window_to)
+_replay_queryset = _made_in_window(Replay)
 
 
 REPLAY_FIELDS = {
@@ -364,10 +364,7 @@ def _redact_divergence(redactor: Redactor, row: dict[str, Any], labels: Any) -> 
     return row
 
 
-def _rollback_queryset(window: Window) -> QuerySet[Any]:
-    return Rollback.objects.filter(tenant_id=window.tenant_id,
-                                   created_at__gte=window.window_from,
-                                   created_at__lt=window.window_to)
+_rollback_queryset = _made_in_window(Rollback)
 
 
 ROLLBACK_FIELDS = {
