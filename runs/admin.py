@@ -25,6 +25,7 @@ from ledger_portal.tenancy import has_role
 from .models import (
     Agent,
     Annotation,
+    IntegrityAlarm,
     LegalHold,
     ModelCall,
     RedactionRule,
@@ -373,3 +374,14 @@ class ReplayAdmin(TenantScopedAdmin):
     def page(self, replay: Replay) -> str:
         url = reverse("replay-detail", args=[replay.tenant.slug, replay.pk])
         return format_html('<a href="{}">open</a>', url)
+
+
+@admin.register(IntegrityAlarm)
+class IntegrityAlarmAdmin(TenantScopedAdmin):
+    """Run heads the digest sealer refused to sign (read-only: raised by the sealer)."""
+
+    list_display = ["raised_at", "tenant", "run_id", "seq", "digest_number", "detail"]
+    list_filter = ["tenant"]
+    list_select_related = ["tenant"]
+    search_fields = ["=run_id"]
+    ordering = ["-id"]

@@ -29,7 +29,16 @@ from ledger_portal.canonical import GENESIS, canonical_json, chain_hash, content
 from ledger_portal.models import Tenant
 
 from . import integrity_fetch
-from .models import Annotation, ModelCall, RemovalRecord, Run, Step, TenantDigest, ToolCall
+from .models import (
+    Annotation,
+    IntegrityAlarm,
+    ModelCall,
+    RemovalRecord,
+    Run,
+    Step,
+    TenantDigest,
+    ToolCall,
+)
 from .models.base import content_of
 
 RECORD_MODELS = (Step, ModelCall, ToolCall, Annotation)
@@ -71,7 +80,12 @@ def trusted_public_keys() -> set[str]:
 
 @transaction.atomic
 def seal_tenant_digest(tenant: Tenant) -> TenantDigest | None:
-    """Sign the heads of the runs whose chains moved since the last digest (None if none did)."""
+    """Sign the heads of the runs whose chains moved since the last digest (None if none did).
+
+    A head that contradicts what an earlier digest signed for its run (the same seq with
+    another hash, an earlier seq, or a chain that no longer passes through the signed head) is
+    never signed: signing it would launder a rewrite. It raises an ``IntegrityAlarm`` instead,
+    and the digests keep vouching for the head they signed."""
     Tenant.objects.select_for_update().filter(pk=tenant.pk).first()  # one sealer per tenant
     last = TenantDigest.objects.filter(tenant=tenant).order_by("-number").first()
     now = timezone.now()
@@ -80,6 +94,9 @@ def seal_tenant_digest(tenant: Tenant) -> TenantDigest | None:
         runs = runs.filter(tip_moved_at__gte=last.covered_until - DIGEST_OVERLAP)
     heads = {run_id: [last_seq, head] for run_id, last_seq, head in
              runs.order_by("run_id").values_list("run_id", "last_seq", "head_hash")}
+    if last is not None:
+        for run_id in _contradicting_heads(tenant, heads):
+            del heads[run_id]
     if last is not None and all(last.run_heads.get(k) == v for k, v in heads.items()):
         return None
     digest = TenantDigest(tenant=tenant, number=(last.number + 1) if last else 1,
@@ -92,6 +109,73 @@ def seal_tenant_digest(tenant: Tenant) -> TenantDigest | None:
     digest.signature = signing.sign(body)
     digest.save()
     return digest
+
+
+def _last_signed_heads(tenant: Tenant, run_ids: Iterable[str]) -> dict[str, tuple[int, str, int]]:
+    """run_id -> (last_seq, head, digest number) as the newest digest that names it signed."""
+    wanted = set(run_ids)
+    found: dict[str, tuple[int, str, int]] = {}
+    if not wanted:
+        return found
+    digests = TenantDigest.objects.filter(tenant=tenant, run_heads__has_any_keys=list(wanted)
+                                          ).order_by("-number").values_list("number",
+                                                                            "run_heads")
+    for number, run_heads in digests.iterator():
+        for run_id in wanted & run_heads.keys():
+            last_seq, head = run_heads[run_id]
+            found[run_id] = (last_seq, head, number)
+        wanted -= found.keys()
+        if not wanted:
+            break
+    return found
+
+
+def _contradicting_heads(tenant: Tenant, heads: dict[str, list[Any]]) -> list[str]:
+    """The runs of ``heads`` whose head contradicts what a digest signed; each one raises an
+    alarm (once per forged head)."""
+    signed = _last_signed_heads(tenant, heads)
+    moved = {run_id: signed[run_id] for run_id, (seq, _) in heads.items()
+             if run_id in signed and seq > signed[run_id][0]}
+    stored = _stored_links(tenant, moved)
+    bad = []
+    for run_id, (seq, head) in heads.items():
+        if run_id not in signed:
+            continue
+        signed_seq, signed_head, number = signed[run_id]
+        if seq < signed_seq:
+            detail = (f"the head is at seq {seq}, before seq {signed_seq} that digest "
+                      f"#{number} signed (records dropped from the tail)")
+        elif seq == signed_seq and head != signed_head:
+            detail = (f"the head at seq {seq} differs from what digest #{number} signed "
+                      "(rewritten with recomputed hashes)")
+        elif seq > signed_seq and stored.get(run_id) != signed_head:
+            detail = (f"the chain no longer passes through the head digest #{number} signed "
+                      f"at seq {signed_seq} (rewritten, then extended)")
+        else:
+            continue
+        bad.append(run_id)
+        IntegrityAlarm.objects.bulk_create([IntegrityAlarm(
+            tenant=tenant, run_id=run_id, seq=seq, found_head=head, signed_seq=signed_seq,
+            signed_head=signed_head, digest_number=number, detail=detail)],
+            ignore_conflicts=True)
+    return bad
+
+
+def _stored_links(tenant: Tenant, at: dict[str, tuple[int, str, int]]) -> dict[str, str]:
+    """run_id -> the chain hash stored at the seq given for it (the run record is seq 0)."""
+    links: dict[str, str] = {}
+    if not at:
+        return links
+    runs = Run.objects.filter(tenant=tenant, run_id__in=list(at))
+    links.update((run_id, link) for run_id, link in runs.values_list("run_id", "chain_hash")
+                 if at[run_id][0] == 0)
+    for model in RECORD_MODELS:
+        rows = model.objects.filter(tenant=tenant, run__run_id__in=list(at),
+                                    seq__in={seq for seq, _, _ in at.values()})
+        links.update((run_id, link) for run_id, seq, link in
+                     rows.values_list("run__run_id", "seq", "chain_hash")
+                     if at[run_id][0] == seq)
+    return links
 
 
 def _signed_chain(rows: Iterable[Any], tenant: Tenant, label: str, hash_field: str,
@@ -122,19 +206,38 @@ def _signed_chain(rows: Iterable[Any], tenant: Tenant, label: str, hash_field: s
         yield row
 
 
-def _verify_digests(tenant: Tenant, report: VerifyReport) -> dict[str, tuple[int, str, int]]:
-    """Check the digest chain; return run_id -> (last_seq, head_hash, digest number) as last
-    signed."""
-    heads: dict[str, tuple[int, str, int]] = {}
+#: run_id -> every distinct head the digests signed for it, oldest first: (last_seq, head,
+#: digest number)
+SignedHeads = dict[str, list[tuple[int, str, int]]]
+
+
+def _verify_digests(tenant: Tenant, report: VerifyReport) -> SignedHeads:
+    """Check the digest chain and return every head it signed per run. A later digest that
+    signs a run at an earlier seq, or the same seq with another head, contradicts the earlier
+    one: that is a break (a rewrite re-signed), and the earlier head stays the one the chain is
+    checked against."""
+    heads: SignedHeads = {}
     digests = TenantDigest.objects.filter(tenant=tenant).order_by("number").iterator()
     for digest in _signed_chain(digests, tenant, "digest", "digest_hash", report):
         report.digests += 1
         for run_id, (last_seq, head) in digest.run_heads.items():
-            heads[run_id] = (last_seq, head, digest.number)
+            signed = heads.setdefault(run_id, [])
+            if not signed or last_seq > signed[-1][0]:
+                signed.append((last_seq, head, digest.number))
+                continue
+            earlier_seq, earlier_head, earlier = signed[-1]
+            if (last_seq, head) == (earlier_seq, earlier_head):
+                continue
+            report.breaks.append(Break(run_id, last_seq, "digest", (
+                f"digest #{digest.number} re-signed seq {last_seq} with another head than "
+                f"digest #{earlier} signed" if last_seq == earlier_seq else
+                f"digest #{digest.number} re-signed the run at seq {last_seq}, before seq "
+                f"{earlier_seq} that digest #{earlier} signed")
+                + " (a rewrite laundered through the sealer)"))
     return heads
 
 
-def _account_for_absent_runs(tenant: Tenant, signed: dict[str, tuple[int, str, int]],
+def _account_for_absent_runs(tenant: Tenant, signed: SignedHeads,
                              report: VerifyReport, run_id: str | None = None) -> None:
     """A run a digest signed must still be there, or be listed by a signed removal record
     with the head the digest saw (or a later one)."""
@@ -150,7 +253,7 @@ def _account_for_absent_runs(tenant: Tenant, signed: dict[str, tuple[int, str, i
         for gone, (last_seq, head, _count) in record.removed_runs.items():
             removed[gone] = (last_seq, head, record.number)
     for gone in sorted(absent):
-        signed_seq, signed_head, number = signed[gone]
+        signed_seq, signed_head, number = signed[gone][-1]
         if gone not in removed:
             report.breaks.append(Break(gone, None, "missing", f"digest #{number} signed this "
                                        "run; it is gone and no removal record accounts for it"))
@@ -248,7 +351,7 @@ _OPTIONAL = {m.kind: m.optional_content_fields for m in (Run, *RECORD_MODELS)}
 
 
 def _check_run(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
-               signed: tuple[int, str, int] | None) -> Break | None:
+               signed: list[tuple[int, str, int]]) -> Break | None:
     run_id = run["run_id"]
     own = content_hash(content_of("run", _FIELDS["run"], run, _OPTIONAL["run"]))
     if own != run["content_hash"]:
@@ -295,8 +398,7 @@ def _check_run(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
     if link != run["head_hash"]:
         return Break(run_id, run["last_seq"], "modified", "the run's head hash does not match "
                      "its last record")
-    if signed is not None:
-        signed_seq, signed_head, number = signed
+    for signed_seq, signed_head, number in signed:
         if signed_seq > run["last_seq"]:
             return Break(run_id, run["last_seq"] + 1, "missing",
                          f"digest #{number} signed seq {signed_seq}; the chain now ends at "
@@ -354,7 +456,7 @@ def verify_tenant(tenant: Tenant, run_id: str | None = None,
         return report
 
 
-def verify_scope(tenant: Tenant, scope: Scope, signed: dict[str, tuple[int, str, int]],
+def verify_scope(tenant: Tenant, scope: Scope, signed: SignedHeads,
                  report: VerifyReport | None = None,
                  progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check the chains of the runs in ``scope`` (in the caller's transaction)."""
@@ -368,7 +470,7 @@ def verify_scope(tenant: Tenant, scope: Scope, signed: dict[str, tuple[int, str,
             pending = next(stream, None)
         report.runs += 1
         report.records += len(records) + 1
-        problem = _check_run(run, records, signed.get(run["run_id"]))
+        problem = _check_run(run, records, signed.get(run["run_id"], []))
         if problem is not None:
             report.breaks.append(problem)
         if progress and report.runs % 500 == 0:

@@ -18,10 +18,10 @@ from django.db import connection
 # No model imports at module level: spawned workers unpickle these functions before Django is
 # set up.
 CHUNKS_PER_WORKER = 4
-_SIGNED: dict[str, tuple[int, str, int]] = {}
+_SIGNED: dict[str, list[tuple[int, str, int]]] = {}
 
 
-def _start_worker(database: str, signed: dict[str, tuple[int, str, int]]) -> None:
+def _start_worker(database: str, signed: dict[str, list[tuple[int, str, int]]]) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ledger_portal.settings")
     import django
 

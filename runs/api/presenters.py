@@ -50,6 +50,11 @@ AGENT_FIELDS = {
     "description": "description", "created_at": "created_at",
 }
 TENANT_FIELDS = {"slug": "slug", "name": "name", "outage_mode": "outage_mode"}
+INTEGRITY_ALARM_FIELDS = {
+    "tenant": "tenant__slug", "run_id": "run_id", "seq": "seq", "found_head": "found_head",
+    "signed_seq": "signed_seq", "signed_head": "signed_head",
+    "digest_number": "digest_number", "detail": "detail", "raised_at": "raised_at",
+}
 
 
 def values_of(qs: QuerySet[Any], fields: dict[str, str], *extra: str) -> QuerySet[Any]:

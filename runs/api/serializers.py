@@ -19,6 +19,18 @@ class AgentSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class IntegrityAlarmSerializer(serializers.Serializer):
+    tenant = serializers.SlugField()
+    run_id = serializers.CharField()
+    seq = serializers.IntegerField()
+    found_head = serializers.CharField(help_text="The head the digest sealer refused to sign.")
+    signed_seq = serializers.IntegerField()
+    signed_head = serializers.CharField()
+    digest_number = serializers.IntegerField(help_text="The digest that signed the old head.")
+    detail = serializers.CharField()
+    raised_at = serializers.DateTimeField()
+
+
 class RunSerializer(serializers.Serializer):
     run_id = serializers.CharField()
     tenant = serializers.SlugField()

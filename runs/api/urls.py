@@ -5,6 +5,7 @@ from . import annotations, divergences, replays, rollbacks, views
 urlpatterns = [
     path("tenants/", views.TenantList.as_view(), name="tenant-list"),
     path("signing-key/", views.SigningKey.as_view(), name="signing-key"),
+    path("integrity-alarms/", views.IntegrityAlarmList.as_view(), name="integrity-alarm-list"),
     path("batches/", views.BatchIngest.as_view(), name="batch-ingest"),
     path("agents/", views.AgentList.as_view(), name="agent-list"),
     path("agents/<str:agent_id>/", views.AgentDetail.as_view(), name="agent-detail"),

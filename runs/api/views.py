@@ -23,7 +23,7 @@ from ledger_portal.roles import Role
 
 from .. import services
 from ..ingest_schema import BatchIn, parse_batch, validation_errors
-from ..models import Agent, Run, ToolCall
+from ..models import Agent, IntegrityAlarm, Run, ToolCall
 from . import presenters as p
 from . import serializers as s
 from .filters import RunFilter, ToolCallFilter
@@ -91,6 +91,20 @@ class AgentList(_ValuesListView):
     role = Role.VIEW_LEDGER
     scoped_model = Agent
     fields = p.AGENT_FIELDS
+
+
+@extend_schema(parameters=[TENANT_PARAM])
+class IntegrityAlarmList(_ValuesListView):
+    """Run heads the digest sealer refused to sign because they contradict an earlier digest
+    (a rewrite it would otherwise have laundered), newest first."""
+
+    serializer_class = s.IntegrityAlarmSerializer
+    role = Role.VIEW_LEDGER
+    scoped_model = IntegrityAlarm
+    fields = p.INTEGRITY_ALARM_FIELDS
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return self.scoped_queryset().order_by("-raised_at", "-id")
 
 
 @extend_schema(parameters=[TENANT_PARAM])

@@ -1,6 +1,6 @@
 from .base import AppendOnlyViolation, LedgerRecord
 from .governance import ActionClass, Agent, ConnectorKind, DryRunVia, RedactionRule, Tool
-from .integrity import TenantDigest
+from .integrity import IntegrityAlarm, TenantDigest
 from .otlp import OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
 from .records import (
     Annotation,
@@ -35,6 +35,7 @@ __all__ = [
     "ConnectorKind",
     "DryRunVia",
     "FollowUp",
+    "IntegrityAlarm",
     "LedgerRecord",
     "LegalHold",
     "ModelCall",

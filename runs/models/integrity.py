@@ -52,3 +52,32 @@ class TenantDigest(AppendOnly):
             "run_heads": self.run_heads,
             "previous_hash": self.previous_hash,
         }
+
+
+class IntegrityAlarm(AppendOnly):
+    """A run head the digest sealer refused to sign: it differs from what an earlier digest
+    signed for the same run (rewritten, or its tail dropped), so signing it would launder the
+    change. Raised once per forged head; shown in the admin, the API and ``ledger verify``."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="integrity_alarms")
+    run_id = models.CharField(max_length=200)
+    seq = models.PositiveIntegerField(help_text="The head's sequence number now.")
+    found_head = models.CharField(max_length=64, help_text="The head the sealer refused.")
+    signed_seq = models.PositiveIntegerField()
+    signed_head = models.CharField(max_length=64)
+    digest_number = models.PositiveIntegerField(help_text="The digest that signed the old head.")
+    detail = models.TextField()
+    raised_at = models.DateTimeField(auto_now_add=True)
+
+    objects = LedgerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-raised_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "run_id", "found_head"],
+                                    name="one_alarm_per_forged_head")
+        ]
+
+    def __str__(self) -> str:
+        return f"integrity alarm: run {self.run_id}: {self.detail}"

@@ -48,3 +48,15 @@ def json_to_html(value: Any) -> str:
 @register.filter
 def json_html(value: Any) -> SafeString:
     return mark_safe(json_to_html(value))  # noqa: S308  (every text above is escaped)
+
+
+@register.simple_tag
+def integrity_alarms(user: Any, limit: int = 5) -> list[Any]:
+    """The newest integrity alarms of the tenants whose ledger ``user`` may read."""
+    from ledger_portal.roles import Role
+    from runs.models import IntegrityAlarm
+
+    if not getattr(user, "is_authenticated", False):
+        return []
+    return list(IntegrityAlarm.objects.for_user(user, Role.VIEW_LEDGER)
+                .select_related("tenant").order_by("-raised_at", "-id")[:limit])
