@@ -14,11 +14,16 @@ A bundle is a tar (or the directory it unpacks to) holding:
   the signing public key;
 - ``manifest.sig``: the Ed25519 signature (base64) of the exact bytes of ``manifest.json``.
 
-The verifier checks the signature (against a pinned ``--public-key``, or the key embedded in the
-manifest: that only proves the bundle is whole, not who made it, so pin the key the portal
-publishes at ``/api/v1/signing-key/``), then both files' checksums, then every record against the
+The verifier checks the signature, then both files' checksums, then every record against the
 index and the chain, and names what is wrong: a modified, missing, reordered, inserted or
 truncated record, an edited manifest, a wrong key or a bad signature.
+
+The signer must be pinned: ``--public-key`` (the key the portal publishes at
+``/api/v1/signing-key/``), ``--key-id`` (its fingerprint) or a ``--trusted-keys`` file (one key
+or key id a line; ``LEDGER_TRUSTED_KEYS_FILE`` by default). The key embedded in the manifest
+only proves the bundle is whole, not who made it: anyone can re-sign a forgery with a key of
+their own. Without a pin the verifier still checks everything, but never says OK: it reports an
+unverified signer and exits 5.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import sys
 import tarfile
 from array import array
@@ -48,7 +54,8 @@ DIGEST_SIZE = 32
 # Manifest fields that differ between two exports of the same tenant, window and ledger state;
 # everything else (and every data byte) is the same.
 VOLATILE_MANIFEST_FIELDS = ("export_id", "generated_at", "previous_export")
-EXIT_OK, EXIT_FAILED = 0, 4
+EXIT_OK, EXIT_FAILED, EXIT_UNVERIFIED = 0, 4, 5
+TRUSTED_KEYS_ENV = "LEDGER_TRUSTED_KEYS_FILE"
 
 
 def link(previous: str, n: int, line_hash: bytes) -> str:
@@ -76,8 +83,8 @@ def record_lines(stream: IO[bytes], fmt: str) -> Iterator[tuple[bytes, bool]]:
 
 @dataclass
 class Problem:
-    kind: str  # signature | wrong-key | manifest | missing-file | checksum | modified | missing |
-    #            reordered | inserted | truncated | chain
+    kind: str  # signature | wrong-key | unverified-signer | manifest | missing-file |
+    #            checksum | modified | missing | reordered | inserted | truncated | chain
     detail: str
 
     def __str__(self) -> str:
@@ -94,6 +101,12 @@ class Report:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def only_unpinned(self) -> bool:
+        """Whole and consistent, but nobody vouched for the signer."""
+        return bool(self.problems) and all(p.kind == "unverified-signer"
+                                           for p in self.problems)
 
     def add(self, kind: str, detail: str) -> None:
         self.problems.append(Problem(kind, detail))
@@ -133,8 +146,35 @@ def _file_digest(bundle: Bundle, name: str) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def verify_bundle(path: str | Path, public_key: str | None = None) -> Report:
-    """Check a bundle; the report lists every problem found (none: intact)."""
+@dataclass(frozen=True)
+class Trust:
+    """Whose signature the verifier accepts: a pinned key, or keys / key ids trusted by name."""
+
+    public_key: str | None = None
+    keys: frozenset[str] = frozenset()
+    key_ids: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_file(cls, path: str | Path, public_key: str | None = None,
+                  key_ids: tuple[str, ...] = ()) -> Trust:
+        keys: set[str] = set()
+        ids = set(key_ids)
+        for raw in Path(path).read_text(encoding="utf-8").splitlines():
+            entry = raw.split("#", 1)[0].strip()
+            if entry:
+                (ids if len(entry) == 16 and all(c in "0123456789abcdef" for c in entry)
+                 else keys).add(entry)
+        return cls(public_key, frozenset(keys), frozenset(ids))
+
+    def vouches_for(self, embedded: str) -> bool:
+        return embedded in self.keys or _safe_key_id(embedded) in self.key_ids
+
+
+def verify_bundle(path: str | Path, public_key: str | None = None,
+                  trust: Trust | None = None) -> Report:
+    """Check a bundle; the report lists every problem found (none: intact and its signer
+    pinned by ``public_key`` or ``trust``)."""
+    trust = trust or Trust(public_key)
     report = Report()
     path = Path(path)
     if not path.exists():
@@ -146,13 +186,13 @@ def verify_bundle(path: str | Path, public_key: str | None = None) -> Report:
         report.add("missing-file", f"{path} is neither a directory nor a tar: {exc}")
         return report
     try:
-        _verify(bundle, public_key, report)
+        _verify(bundle, trust, report)
     finally:
         bundle.close()
     return report
 
 
-def _verify(bundle: Bundle, public_key: str | None, report: Report) -> None:
+def _verify(bundle: Bundle, trust: Trust, report: Report) -> None:
     names = bundle.names()
     for required in (MANIFEST, SIGNATURE):
         if required not in names:
@@ -169,7 +209,7 @@ def _verify(bundle: Bundle, public_key: str | None, report: Report) -> None:
         report.add("manifest", f"manifest.json is not JSON (edited?): {exc}")
         return
     report.manifest = manifest
-    _check_signature(manifest, manifest_bytes, signature, public_key, report)
+    _check_signature(manifest, manifest_bytes, signature, trust, report)
     if manifest.get("format") != FORMAT:
         report.add("manifest", f"unknown format {manifest.get('format')!r}")
         return
@@ -180,7 +220,8 @@ def _verify(bundle: Bundle, public_key: str | None, report: Report) -> None:
             report.add("manifest", f"the manifest lists no {name or 'data file'}")
         elif name not in names:
             report.add("missing-file", f"the bundle has no {name}")
-    if report.problems and not all(p.kind in ("signature", "wrong-key") for p in report.problems):
+    if report.problems and not all(p.kind in ("signature", "wrong-key", "unverified-signer")
+                                   for p in report.problems):
         return
     sound = {}
     for name in (data_name, INDEX):
@@ -199,13 +240,17 @@ def _verify(bundle: Bundle, public_key: str | None, report: Report) -> None:
 
 
 def _check_signature(manifest: dict[str, Any], manifest_bytes: bytes, signature: bytes,
-                     pinned: str | None, report: Report) -> None:
+                     trust: Trust, report: Report) -> None:
     embedded = str(manifest.get("signing", {}).get("public_key", ""))
+    pinned = trust.public_key
     key = pinned or embedded
-    if pinned is None:
-        report.notes.append(f"checked against the key in the manifest (key id "
-                            f"{_safe_key_id(embedded)}); pin the portal's key with "
-                            "--public-key (GET /api/v1/signing-key/) to know who signed it")
+    if pinned is None and trust.vouches_for(embedded):
+        report.notes.append(f"signed by trusted key {_safe_key_id(embedded)}")
+    elif pinned is None:
+        report.add("unverified-signer", f"signed by key {_safe_key_id(embedded)}, which "
+                   "nothing pins: the bundle may be whole, but anyone can re-sign a forgery. "
+                   "Pin the portal's key with --public-key, --key-id or --trusted-keys "
+                   "(GET /api/v1/signing-key/)")
     elif pinned != embedded:
         report.add("wrong-key", f"the manifest names signing key {_safe_key_id(embedded)}, "
                    f"not the pinned key {_safe_key_id(pinned)}")
@@ -377,6 +422,10 @@ def render(report: Report) -> str:
     lines += [f"note: {note}" for note in report.notes]
     if report.ok:
         lines.append("OK: signature, checksums and record chain verified")
+    elif report.only_unpinned:
+        lines.append("UNVERIFIED SIGNER: checksums and record chain hold, but the signer is "
+                     "not pinned")
+        lines += [f"  {problem}" for problem in report.problems]
     else:
         lines.append(f"FAILED: {len(report.problems)} problem(s)")
         lines += [f"  {problem}" for problem in report.problems]
@@ -387,12 +436,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", help="the export bundle (.tar) or the directory it unpacks to")
     parser.add_argument("--public-key", help="pin the portal's Ed25519 public key (base64, as "
                         "GET /api/v1/signing-key/ gives it)")
+    parser.add_argument("--key-id", action="append", default=[],
+                        help="trust the signing key with this fingerprint (16 hex digits, "
+                        "the key_id of GET /api/v1/signing-key/); repeatable")
+    parser.add_argument("--trusted-keys", default=os.environ.get(TRUSTED_KEYS_ENV),
+                        help="a file of trusted keys or key ids, one a line (default: "
+                        f"${TRUSTED_KEYS_ENV})")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = verify_bundle(args.bundle, args.public_key)
+    try:
+        trust = (Trust.from_file(args.trusted_keys, args.public_key, tuple(args.key_id))
+                 if args.trusted_keys else
+                 Trust(args.public_key, key_ids=frozenset(args.key_id)))
+    except OSError as exc:
+        print(f"verify-export: the trusted keys file cannot be read: {exc.strerror}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    report = verify_bundle(args.bundle, trust=trust)
     print(render(report))
-    return EXIT_OK if report.ok else EXIT_FAILED
+    if report.ok:
+        return EXIT_OK
+    return EXIT_UNVERIFIED if report.only_unpinned else EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

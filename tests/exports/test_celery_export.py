@@ -18,6 +18,7 @@ from django.db.models import F
 from exports.models import AuditExport, ExportPart
 from exports.services import produce_part, request_export
 from exports.verify import verify_bundle
+from ledger_portal import signing
 from ledger_portal.celery import app
 
 from .conftest import WINDOW
@@ -44,7 +45,7 @@ def test_a_chunked_export_runs_through_the_tasks_eagerly(eager, acme, alice, rec
     assert export.status == "done", export.error
     assert export.parts.count() > 5
     assert export.join_attempts == 1
-    assert verify_bundle(bundle_of(export)).ok
+    assert verify_bundle(bundle_of(export), signing.public_key_b64()).ok
     settings.LEDGER_EXPORT_PART_ROWS = 1_000_000
     single = export_now(acme, alice)
     assert single.parts.count() == len(single.counts)  # one part per section
@@ -149,6 +150,6 @@ def test_a_worker_killed_mid_export_publishes_nothing_half_written_and_the_retry
     files = sorted(p.relative_to(published).as_posix() for p in published.rglob("*")
                    if p.is_file())
     assert files == [export.file]  # the bundle only: no part, no partial upload left
-    report = verify_bundle(published / export.file)
+    report = verify_bundle(published / export.file, signing.public_key_b64())
     assert report.ok, report.problems
     assert report.manifest["record_count"] == export.rows_done > 400

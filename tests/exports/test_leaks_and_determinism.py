@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from approvals.services import decide_approval, request_approval
 from exports.verify import VOLATILE_MANIFEST_FIELDS, verify_bundle
+from ledger_portal import signing
 from ledger_portal.services import grant_role
 from policies.exceptions import request_exception
 from policies.models import Policy
@@ -130,7 +131,7 @@ def test_a_strict_export_contains_no_planted_secret_and_nothing_of_another_tenan
     for kind in ("run", "tool_call", "model_call", "annotation", "decision", "approval",
                  "governed_exception", "replay", "replay_step", "rollback", "policy_version"):
         assert export.counts.get(kind), f"no {kind} exported: the test would see no leak there"
-    assert verify_bundle(bundle_of(export)).ok
+    assert verify_bundle(bundle_of(export), signing.public_key_b64()).ok
 
 
 def test_the_leak_test_sees_a_leak_when_there_is_one(planted, acme, alice, export_now,
@@ -216,7 +217,8 @@ def test_the_whole_bundle_differs_only_by_its_signed_manifest(planted, acme, ali
     sha256, size = writer.build_bundle(directory, joined, second["manifest.json"],
                                        second["manifest.sig"].decode().rstrip("\n"), rebuilt)
     assert rebuilt.read_bytes() == second_bytes
-    assert (size, verify.verify_bundle(rebuilt).ok) == (len(second_bytes), True)
+    assert (size, verify.verify_bundle(rebuilt, signing.public_key_b64()).ok) == (
+        len(second_bytes), True)
     assert sha256 == hashlib.sha256(second_bytes).hexdigest()
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from exports.sections import SECTION_BY_NAME
 from exports.verify import verify_bundle
+from ledger_portal import signing
 from ledger_portal.services import grant_role
 from policies.models import Decision, Policy
 from policies.services import ProposedCall, create_draft, decide_tool_call, publish_policy_version
@@ -112,7 +113,7 @@ def test_replays_and_rollbacks_made_in_the_window_are_records_of_the_export(
     export = export_now(acme, alice, window=_window())
     assert export.status == "done", export.error
     bundle = bundle_of(export)
-    assert verify_bundle(bundle).ok
+    assert verify_bundle(bundle, signing.public_key_b64()).ok
     manifest, records = records_of(bundle)
 
     [replay] = of_type(records, "replay")

@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from exports.verify import EXIT_UNVERIFIED
 from ledger_portal import signing
 from ledger_portal.cli import EXIT_OK, EXIT_TAMPERED, main
 
@@ -37,7 +38,14 @@ def unpacked(exported, tmp_path) -> Path:
 
 
 def verify(path: Path, capsys, *extra: str) -> tuple[int, str]:
-    code = main(["verify-export", str(path), *extra])
+    """``ledger verify-export`` with the portal's key pinned, unless ``extra`` pins otherwise."""
+    pin = [] if extra else ["--public-key", signing.public_key_b64()]
+    code = main(["verify-export", str(path), *pin, *extra])
+    return code, capsys.readouterr().out
+
+
+def verify_unpinned(path: Path, capsys) -> tuple[int, str]:
+    code = main(["verify-export", str(path)])
     return code, capsys.readouterr().out
 
 
@@ -56,10 +64,26 @@ def test_an_export_verifies_offline_with_the_published_key(exported, capsys):
     assert "pin the portal's key" not in out
 
 
-def test_without_a_pinned_key_the_embedded_one_is_used_and_said_so(exported, capsys):
-    code, out = verify(exported, capsys)
-    assert code == EXIT_OK
-    assert "checked against the key in the manifest" in out
+def test_without_a_pinned_key_it_never_says_ok(exported, capsys):
+    code, out = verify_unpinned(exported, capsys)
+    assert code == EXIT_UNVERIFIED
+    assert "OK:" not in out
+    assert "UNVERIFIED SIGNER" in out
+    assert "--public-key" in out
+
+
+def test_the_key_can_be_pinned_by_its_fingerprint_or_a_trust_file(exported, capsys, tmp_path,
+                                                                   monkeypatch):
+    key = signing.public_key_b64()
+    assert verify(exported, capsys, "--key-id", signing.key_id(key))[0] == EXIT_OK
+    assert verify(exported, capsys, "--key-id", "0123456789abcdef")[0] == EXIT_UNVERIFIED
+    trusted = tmp_path / "trusted-keys"
+    trusted.write_text(f"# the portal of acme\n{key}\n")
+    assert verify(exported, capsys, "--trusted-keys", str(trusted))[0] == EXIT_OK
+    monkeypatch.setenv("LEDGER_TRUSTED_KEYS_FILE", str(trusted))
+    code, out = verify_unpinned(exported, capsys)
+    assert code == EXIT_OK, out
+    assert "signed by trusted key" in out
 
 
 def test_the_unpacked_directory_verifies_too(unpacked, capsys):
@@ -148,10 +172,14 @@ def test_a_bundle_re_signed_by_someone_else_fails_against_the_pinned_key(unpacke
     forged = manifest.read_bytes().replace(signing.public_key_b64().encode(), public.encode())
     manifest.write_bytes(forged)
     (unpacked / "manifest.sig").write_bytes(base64.b64encode(forger.sign(forged)) + b"\n")
-    assert verify(unpacked, capsys)[0] == EXIT_OK  # whole, but by whom? hence pinning
+    code, out = verify_unpinned(unpacked, capsys)  # whole, but by whom? never a silent OK
+    assert code == EXIT_UNVERIFIED
+    assert "OK:" not in out
     code, out = verify(unpacked, capsys, "--public-key", signing.public_key_b64())
     assert code == EXIT_TAMPERED
     assert "wrong-key" in out
+    assert verify(unpacked, capsys, "--key-id", signing.key_id(signing.public_key_b64()))[0] \
+        == EXIT_UNVERIFIED
 
 
 def test_a_missing_file_is_named(unpacked, capsys):
@@ -167,7 +195,8 @@ def test_the_verifier_needs_neither_django_nor_the_database(exported):
 
     script = ("import sys; from exports.verify import main; code = main(sys.argv[1:]); "
               "assert 'django' not in sys.modules, 'django was imported'; sys.exit(code)")
-    done = subprocess.run([sys.executable, "-c", script, str(exported)], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", script, str(exported), "--public-key",
+                           signing.public_key_b64()], capture_output=True,
                           text=True, cwd=Path(__file__).resolve().parents[2],
                           env={"PATH": "/usr/bin:/bin"}, check=False)
     assert done.returncode == EXIT_OK, done.stderr + done.stdout

@@ -12,6 +12,7 @@ import pytest
 
 from exports.models import ExportDownload
 from exports.verify import verify_bundle
+from ledger_portal import signing
 from ledger_portal.celery import app
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,7 +55,7 @@ def test_request_watch_and_download_an_export(live_server, page, login, alice, a
     download = waiting.value
     target = tmp_path / download.suggested_filename
     download.save_as(target)
-    report = verify_bundle(target)
+    report = verify_bundle(target, signing.public_key_b64())
     assert report.ok, report.problems
     assert hashlib.sha256(target.read_bytes()).hexdigest() == checksum
     assert ExportDownload.objects.get().user == alice
@@ -153,7 +154,7 @@ def test_a_user_the_export_was_shared_with_can_download_it(
         row.locator("a.download").click()
     target = tmp_path / waiting.value.suggested_filename
     waiting.value.save_as(target)
-    assert verify_bundle(target).ok
+    assert verify_bundle(target, signing.public_key_b64()).ok
     assert hashlib.sha256(target.read_bytes()).hexdigest() == alices_export.sha256
     download = ExportDownload.objects.get()
     assert (download.user, download.export_id) == (dave, alices_export.pk)
