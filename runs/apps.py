@@ -4,3 +4,8 @@ from django.apps import AppConfig
 class RunsConfig(AppConfig):
     name = "runs"
     verbose_name = "Ledger"
+
+    def ready(self) -> None:
+        from .governance_log import connect
+
+        connect()

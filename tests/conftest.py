@@ -19,6 +19,7 @@ from bench.generate import RunGenerator
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.services import grant_role, issue_api_key
+from runs.governance_log import setting_up
 from runs.ingest_schema import parse_batch
 from runs.services import ingest_batch
 
@@ -56,33 +57,37 @@ def _staff(username: str) -> User:
     return User.objects.create_user(username, password="pw-for-tests-only", is_staff=True)
 
 
+def _member(username: str, tenant: Tenant, roles: list[str]) -> User:
+    """A staff user holding ``roles`` on ``tenant``: set-up, kept out of the governance log
+    (tests of the log make their own grants)."""
+    with setting_up():
+        user = _staff(username)
+        for role in roles:
+            grant_role(user, role, tenant)
+    return user
+
+
 @pytest.fixture
 def alice(acme: Tenant) -> User:
-    user = _staff("alice")
-    for role in ALL_ROLES:
-        grant_role(user, role, acme)
-    return user
+    return _member("alice", acme, ALL_ROLES)
 
 
 @pytest.fixture
 def bob(acme: Tenant) -> User:
-    user = _staff("bob")
-    grant_role(user, Role.INGEST, acme)
-    return user
+    return _member("bob", acme, [Role.INGEST])
 
 
 @pytest.fixture
 def charlie(globex: Tenant) -> User:
-    user = _staff("charlie")
-    for role in ALL_ROLES:
-        grant_role(user, role, globex)
-    return user
+    return _member("charlie", globex, ALL_ROLES)
 
 
 @pytest.fixture
 def api_key() -> Callable[..., str]:
     def make(tenant: Tenant, scopes: list[str] | None = None, **kwargs: Any) -> str:
-        _, raw = issue_api_key(tenant, "agent", scopes or ["ingest", "view_ledger"], **kwargs)
+        with setting_up():
+            _, raw = issue_api_key(tenant, "agent", scopes or ["ingest", "view_ledger"],
+                                   **kwargs)
         return raw
     return make
 

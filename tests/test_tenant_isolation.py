@@ -123,6 +123,11 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
         tenant=acme, replay=replay, seq=1, call_id=first_call.call_id, tool=first_call.tool,
         mode_used="dry_run", status="succeeded", flagged=True, follow_up="open",
         divergence=[{"path": "$.state", "change": "changed", "recorded": "a", "replayed": "b"}])
+    from runs.models import IntegrityAlarm
+
+    alarm = IntegrityAlarm.objects.create(
+        tenant=acme, run_id=run["run_id"], seq=2, found_head="f" * 64, signed_seq=2,
+        signed_head="e" * 64, digest_number=1, detail="rewritten with recomputed hashes")
     return {
         "run_id": run["run_id"], "agent_id": run["agent_id"], "slug": acme.slug,
         "call_id": run["tool_calls"][0]["call_id"],
@@ -152,6 +157,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             Incident: incident,
             Rollback: rollback,
             AuditExport: export,
+            IntegrityAlarm: alarm,
         },
     }
 

@@ -246,6 +246,7 @@ class AnnotationKind(models.TextChoices):
     REPLAY = "replay"
     INCIDENT_LINK = "incident_link", "incident link"
     RETENTION = "retention"
+    CONFIGURATION = "configuration", "configuration change"
 
 
 def new_annotation_id() -> str:

@@ -113,7 +113,8 @@ def test_insert_all_stores_rows_pointing_at_rows_of_the_same_call(acme):
         "c0": ("r0", "s", {"q": [0]}), "c1": ("r1", "s", {"q": [1]}),
         "c2": ("r2", "s", {"q": [2]}), "c0-retry": ("r0", None, {})}
     assert stored["c0-retry"].retry_of.call_id == "c0"
-    assert sorted(Run.objects.filter(tenant=acme).values_list("metadata", flat=True),
+    assert sorted(Run.objects.filter(tenant=acme, run_id__startswith="r").values_list(
+        "metadata", flat=True),
                   key=str) == [{"i": 0}, {"i": 1}, {"i": 2}]
     assert all(r.recorded_at is not None for r in Run.objects.filter(tenant=acme))
 
