@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "guardian",
     "simple_history",
+    "axes",
     "ledger_portal",
     "runs",
     "approvals",
@@ -54,6 +55,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "ledger_portal.middleware.SecurityHeadersMiddleware",
+    # last, as django-axes asks: it turns a lockout raised during login into its answer
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ledger_portal.urls"
@@ -106,6 +110,8 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 AUTHENTICATION_BACKENDS = [
+    # first: refuses a locked-out login before any password is checked
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -147,11 +153,54 @@ LEDGER_EXPORT_TTL_DAYS = env_int("LEDGER_EXPORT_TTL_DAYS", 7, minimum=1)
 LEDGER_EXPORT_MAX_ATTEMPTS = env_int("LEDGER_EXPORT_MAX_ATTEMPTS", 3, minimum=1)
 LOGIN_URL = "admin:login"
 
+# Served over HTTPS (a TLS-terminating proxy in front): plain HTTP is redirected, HSTS sent and
+# cookies marked secure. On whenever DEBUG is off; the test suite and a plain-HTTP lab switch it
+# off with LEDGER_HTTPS=0.
+LEDGER_HTTPS = env_bool("LEDGER_HTTPS", not DEBUG)
+SECURE_SSL_REDIRECT = LEDGER_HTTPS
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if LEDGER_HTTPS else 0,
+                              minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", LEDGER_HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Preloading commits the whole parent domain to HTTPS in browsers for good: the deployer's
+# choice, not a default, so check --deploy does not nag about it.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Behind a proxy that terminates TLS and says so in X-Forwarded-Proto (only set this when the
+# proxy strips the header from clients' requests).
+if env_bool("LEDGER_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", LEDGER_HTTPS or not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", LEDGER_HTTPS or not DEBUG)
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Our pages load scripts and styles from our own static files only; inline styles stay allowed
+# for the admin's widgets. Override whole with LEDGER_CSP.
+LEDGER_CSP = env_str("LEDGER_CSP") or (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; "
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+
+# Login throttling (django-axes): LEDGER_LOGIN_FAILURE_LIMIT wrong passwords for one user from
+# one address lock that pair out for LEDGER_LOGIN_COOLOFF_MINUTES; a right password then still
+# fails. Attempts are kept in the database (admin: Axes).
+AXES_FAILURE_LIMIT = env_int("LEDGER_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_int("LEDGER_LOGIN_COOLOFF_MINUTES", 15, minimum=1) / 60
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_VERBOSE = False
+# Behind a proxy, the client address comes from X-Forwarded-For (the proxy's own hop count).
+AXES_IPWARE_PROXY_COUNT = env_int("LEDGER_PROXY_COUNT", 0, minimum=0) or None
+AXES_IPWARE_META_PRECEDENCE_ORDER = (["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+                                     if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"])
+
+# Per API key (DRF throttling): requests a key may make; a person's session is not limited.
+LEDGER_API_RATE = env_str("LEDGER_API_RATE", "12000/min")
+# How many ?wait= long-polls one key may hold at once in one web process; more answer at once
+# with Retry-After, so a key cannot occupy every worker.
+LEDGER_APPROVAL_WAITERS_PER_KEY = env_int("LEDGER_APPROVAL_WAITERS_PER_KEY", 2, minimum=0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -169,6 +218,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_THROTTLE_CLASSES": ["ledger_portal.api.throttling.ApiKeyRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ledger-portal API",
@@ -176,6 +226,8 @@ SPECTACULAR_SETTINGS = {
     "tenant-scoped: an API key acts for its own tenant only.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema maps every route and field: for signed-in people and keys only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
     # 3.1: the batch schema comes from pydantic, which speaks JSON Schema 2020-12 (nullable
     # fields as `type: null`).

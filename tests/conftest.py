@@ -43,6 +43,18 @@ def _flush_past_the_append_only_triggers() -> None:
 _flush_past_the_append_only_triggers()
 
 
+def _serve_plain_http() -> None:
+    """The suite talks plain HTTP to its own test servers: with DEBUG off the portal would
+    redirect it to HTTPS (tests of that switch it back on with ``override_settings``)."""
+    from django.conf import settings
+
+    settings.SECURE_SSL_REDIRECT = False
+    settings.SECURE_HSTS_SECONDS = 0
+
+
+_serve_plain_http()
+
+
 @pytest.fixture
 def acme(db: Any) -> Tenant:
     return Tenant.objects.create(slug="acme", name="Acme")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +22,25 @@ from ledger_portal.roles import Role
 from ..models import ApprovalRequest, Status
 
 POLL_INTERVAL = 0.25
+# Long-polls held now in this process, per API key (or person).
+_waiting: Counter[str] = Counter()
+_waiting_lock = threading.Lock()
+
+
+@contextmanager
+def waiting_slot(holder: str) -> Iterator[bool]:
+    """Take one of ``holder``'s long-poll slots in this process; yields False when they are
+    all taken (the caller answers at once instead of waiting)."""
+    with _waiting_lock:
+        granted = _waiting[holder] < settings.LEDGER_APPROVAL_WAITERS_PER_KEY
+        if granted:
+            _waiting[holder] += 1
+    try:
+        yield granted
+    finally:
+        if granted:
+            with _waiting_lock:
+                _waiting[holder] -= 1
 
 
 class ApprovalSerializer(serializers.ModelSerializer):
@@ -52,8 +75,14 @@ class ApprovalDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
                        settings.LEDGER_APPROVAL_MAX_WAIT)
         except ValueError:
             wait = 0
-        deadline = time.monotonic() + wait
-        while approval.status == Status.PENDING and time.monotonic() < deadline:
-            time.sleep(POLL_INTERVAL)
-            approval.refresh_from_db(fields=["status", "decided_at"])
+        if not wait or approval.status != Status.PENDING:
+            return Response(self.get_serializer(approval).data)
+        with waiting_slot(str(request.user)) as granted:
+            if not granted:  # this key already holds its share of the server's workers
+                return Response(self.get_serializer(approval).data,
+                                headers={"Retry-After": str(max(1, int(POLL_INTERVAL * 4)))})
+            deadline = time.monotonic() + wait
+            while approval.status == Status.PENDING and time.monotonic() < deadline:
+                time.sleep(POLL_INTERVAL)
+                approval.refresh_from_db(fields=["status", "decided_at"])
         return Response(self.get_serializer(approval).data)
