@@ -258,7 +258,8 @@ LEDGER_NOTIFIER = env_str("LEDGER_NOTIFIER", "approvals.notify.EmailNotifier")
 LEDGER_NOTIFY_WEBHOOK_URL = env_str("LEDGER_NOTIFY_WEBHOOK_URL", "") or ""
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ledger-portal@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
-# Resolves tools' secret references (env:NAME by default); a class with resolve(reference).
+# Resolves tools' secret references inside the tool's tenant's namespace (env:NAME of tenant
+# acme -> LEDGER_TENANT_ACME_NAME by default); a class with resolve(tenant_slug, reference).
 LEDGER_SECRETS_BACKEND = env_str("LEDGER_SECRETS_BACKEND", "runs.secrets.EnvironmentSecrets")
 # Incident escalation: who hears when write/delete/exfil calls are involved, and how.
 LEDGER_INCIDENT_NOTIFIER = env_str("LEDGER_INCIDENT_NOTIFIER", "incidents.notify.EmailNotifier")

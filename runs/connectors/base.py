@@ -25,7 +25,7 @@ class ToolEndpoint:
         """Request headers; resolves the credential now (raises SecretError)."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.tool.secret_ref:
-            self._secret = resolve_secret(self.tool.secret_ref)
+            self._secret = resolve_secret(self.tool.tenant.slug, self.tool.secret_ref)
             headers["Authorization"] = f"Bearer {self._secret}"
         if idempotency_key:
             headers[IDEMPOTENCY_HEADER] = idempotency_key
