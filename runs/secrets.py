@@ -40,21 +40,19 @@ def tenant_namespace(tenant_slug: str) -> str:
     return f"{TENANT_PREFIX}{re.sub(r'[^A-Z0-9]', '_', tenant_slug.upper())}_"
 
 
-def _owner_of(variable: str) -> list[str]:
-    """The tenants whose namespace is the longest prefix of ``variable``: its owners.
+def _overlapping(tenant_slug: str) -> list[str]:
+    """The other tenants whose namespace nests with ``tenant_slug``'s.
 
-    Slugs can prefix each other once mapped (``acme`` and ``acme-eu``): ``env:EU_TOKEN`` on acme
-    and ``env:TOKEN`` on acme-eu both map to ``LEDGER_TENANT_ACME_EU_TOKEN``. The variable
-    belongs to the longest namespace only, so acme cannot read into acme-eu's."""
+    Slugs can prefix each other once mapped (``acme`` and ``acme-eu``): ``env:EU_TOKEN`` on
+    acme and ``env:TOKEN`` on acme-eu would both read ``LEDGER_TENANT_ACME_EU_TOKEN``. Whichever
+    tenant came first, neither may then read the other's secret: both are refused until the
+    operator gives them distinct slugs (or a backend with a path per tenant)."""
     from ledger_portal.models import Tenant
 
-    matching = [(len(tenant_namespace(slug)), slug) for slug in
-                Tenant.objects.values_list("slug", flat=True)
-                if variable.startswith(tenant_namespace(slug))]
-    if not matching:
-        return []
-    longest = max(length for length, _ in matching)
-    return [slug for length, slug in matching if length == longest]
+    own = tenant_namespace(tenant_slug)
+    return sorted(slug for slug in Tenant.objects.exclude(slug=tenant_slug).values_list(
+        "slug", flat=True) if tenant_namespace(slug).startswith(own)
+        or own.startswith(tenant_namespace(slug)))
 
 
 class EnvironmentSecrets:
@@ -69,9 +67,12 @@ class EnvironmentSecrets:
             raise SecretError(f"secret reference {reference!r}: this backend resolves env:NAME "
                               "(letters, digits and underscores, not ending in _FILE)")
         variable = tenant_namespace(tenant_slug) + name
-        if _owner_of(variable) != [tenant_slug]:
-            raise SecretError(f"secret reference {reference!r}: {variable} lies in another "
-                              "tenant's namespace")
+        overlapping = _overlapping(tenant_slug)
+        if overlapping:
+            raise SecretError(f"secret reference {reference!r}: the namespace "
+                              f"{tenant_namespace(tenant_slug)} overlaps another tenant's "
+                              f"({', '.join(overlapping)}), so its variables cannot be told "
+                              "apart; the platform operator gives the tenants distinct slugs")
         file_name = os.environ.get(f"{variable}_FILE")
         if file_name:
             try:

@@ -89,13 +89,15 @@ def test_one_tenant_never_reads_another_tenants_namespace(acme, globex, monkeypa
         resolve_secret("globex", "env:BILLING_API_TOKEN")
 
 
-def test_a_tenant_whose_slug_prefixes_another_cannot_read_into_its_namespace(acme, monkeypatch):
-    # acme-eu's TOKEN lives in LEDGER_TENANT_ACME_EU_TOKEN; acme naming env:EU_TOKEN would map
-    # to the same variable: the variable belongs to the longest namespace, acme-eu's.
-    Tenant.objects.create(slug="acme-eu", name="Acme EU")
+def test_tenants_whose_namespaces_nest_cannot_read_each_others_secrets(acme, monkeypatch):
+    # acme-eu's TOKEN and acme's EU_TOKEN would both be LEDGER_TENANT_ACME_EU_TOKEN: whichever
+    # tenant the operator meant, the other could read it, so neither resolves anything.
     monkeypatch.setenv("LEDGER_TENANT_ACME_EU_TOKEN", TENANT_TOKEN)
-    assert resolve_secret("acme-eu", "env:TOKEN") == TENANT_TOKEN
-    with pytest.raises(SecretError, match="another tenant"):
+    assert resolve_secret("acme", "env:EU_TOKEN") == TENANT_TOKEN
+    Tenant.objects.create(slug="acme-eu", name="Acme EU")
+    with pytest.raises(SecretError, match="overlaps another tenant's"):
+        resolve_secret("acme-eu", "env:TOKEN")
+    with pytest.raises(SecretError, match="overlaps another tenant's"):
         resolve_secret("acme", "env:EU_TOKEN")
 
 
