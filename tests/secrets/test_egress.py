@@ -82,15 +82,8 @@ def test_a_dns_answer_that_changes_after_the_check_cannot_redirect_the_call(
     """DNS rebinding: the name first resolves to an allowed public address, then to loopback.
     The connection goes only to an address checked at connect time."""
     settings.LEDGER_EGRESS_ALLOW = ["8.8.8.0/24"]
-    real = socket.getaddrinfo
-    answers = iter(["8.8.8.8"])
-
-    def rebinding(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "rebind.example":
-            return real(next(answers, "127.0.0.1"), port, *args, **kwargs)
-        return real(host, port, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    # Public for the checks before sending (the connector's and egress.post's), then loopback.
+    resolving(monkeypatch, "rebind.example", "8.8.8.8", "8.8.8.8", "127.0.0.1")
     port = tool_server.url.rsplit(":", 1)[1]
     tool = http_tool(acme, f"http://rebind.example:{port}/t", timeout_ms=500)
     tool_server.route("/t", echo)
@@ -308,3 +301,61 @@ def test_check_url_refuses_other_schemes(settings):
     for url in ["file:///etc/passwd", "gopher://127.0.0.1/", "http:///nohost"]:
         with pytest.raises(EgressRefused):
             check_url(url)
+
+
+def resolving(monkeypatch: Any, name: str, *addresses: str) -> None:
+    """``name`` resolves to ``addresses`` in turn (the last one repeats)."""
+    real = socket.getaddrinfo
+    answers = list(addresses)
+
+    def getaddrinfo(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == name:
+            return real(answers.pop(0) if len(answers) > 1 else answers[0], port, *args,
+                        **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_a_listed_name_opens_its_private_address_but_never_link_local(settings, monkeypatch):
+    settings.LEDGER_EGRESS_ALLOW = ["tools.internal"]
+    resolving(monkeypatch, "tools.internal", "10.0.0.5")
+    assert allowed_address("tools.internal", 8080) == "10.0.0.5"
+    resolving(monkeypatch, "tools.internal", "169.254.169.254")
+    with pytest.raises(EgressRefused, match="link-local or metadata"):
+        allowed_address("tools.internal", 80)
+
+
+def test_ranges_open_what_they_cover_and_special_blocks_only_from_inside(settings):
+    settings.LEDGER_EGRESS_ALLOW = ["0.0.0.0/0", "169.254.169.254:80", "10.2.0.0/16"]
+    assert allowed_address("8.8.8.8", 443) == "8.8.8.8"
+    assert allowed_address("169.254.169.254", 80) == "169.254.169.254"
+    assert allowed_address("10.2.3.4", 5432) == "10.2.3.4"
+    for address, port in [("169.254.169.254", 8080), ("10.3.0.1", 80), ("127.0.0.1", 80)]:
+        with pytest.raises(EgressRefused):
+            allowed_address(address, port)
+
+
+def test_an_mcp_connection_is_checked_at_connect_time_too(acme, settings, monkeypatch):
+    """The MCP transport resolves and checks again when it connects: a name that passed the
+    first check but then resolves to loopback never reaches the server."""
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("billing")
+
+    @server.tool()
+    def lookup_invoice(invoice_id: str) -> str:
+        return invoice_id
+
+    settings.LEDGER_EGRESS_ALLOW = ["8.8.8.0/24"]
+    resolving(monkeypatch, "rebind.example", "8.8.8.8", "127.0.0.1")
+    with mcp_tool_server(server) as serving:
+        port = serving.url.rsplit(":", 1)[1].split("/")[0]
+        tool = Tool.objects.create(tenant=acme, name="lookup_invoice", connector="mcp",
+                                   endpoint=f"http://rebind.example:{port}/mcp",
+                                   timeout_ms=3000)
+        result = connector_for(tool).call({"invoice_id": "i-1"}, idempotency_key=None,
+                                          dry_run=False)
+    assert (result.ok, result.status) == (False, "failed"), result.error
+    assert "refused" in result.error
+    assert serving.headers == []
