@@ -17,6 +17,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx2
 from django.conf import settings
 from django.core.mail import send_mail
 from django.utils.module_loading import import_string
@@ -96,8 +97,6 @@ class WebhookNotifier(IncidentNotifier):
                             "http(s)")
         payload = {"event": event, **facts, "security": contacts.security,
                    "data_owners": contacts.data_owners}
-        import httpx2
-
         try:
             response = egress.post(url, content=json.dumps(payload, default=str).encode(),
                                    timeout=5, headers={"Content-Type": "application/json"})

@@ -359,3 +359,14 @@ def test_an_mcp_connection_is_checked_at_connect_time_too(acme, settings, monkey
     assert (result.ok, result.status) == (False, "failed"), result.error
     assert "refused" in result.error
     assert serving.headers == []
+
+
+@pytest.mark.parametrize(("variable", "value"), [("LEDGER_EGRESS_ALLOW", "127.0.0.1,http://x"),
+                                                 ("LEDGER_EGRESS_MAX_BYTES", "10")])
+def test_the_portal_does_not_start_with_a_bad_egress_setting(tmp_path, variable, value):
+    from tests.ledger_portal.test_settings import _settings_in_subprocess
+
+    done = _settings_in_subprocess({"LEDGER_DATA_DIR": str(tmp_path), variable: value})
+    assert done.returncode != 0
+    assert f"{variable}" in done.stderr
+    assert "ImproperlyConfigured" in done.stderr

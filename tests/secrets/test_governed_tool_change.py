@@ -66,6 +66,8 @@ def test_an_endpoint_set_on_the_change_page_waits_for_a_second_person(
     assert change.status == "pending"
     assert change.proposed["endpoint"].endswith("/steal")
     assert change.proposed_by == alice
+    page = client.get(reverse("admin:runs_tool_change", args=[tool.pk])).content.decode()
+    assert reverse("admin:runs_toolchange_change", args=[change.pk]) in page
 
 
 def test_the_proposer_cannot_confirm_their_own_change(acme, alice, tool, client):
@@ -153,6 +155,7 @@ def test_a_new_proposal_supersedes_the_pending_one_and_a_stale_one_is_refused(
 
 def test_a_tool_added_in_the_admin_gets_its_connection_only_once_confirmed(acme, alice, client):
     client.force_login(alice)
+    assert client.get(reverse("admin:runs_tool_add")).status_code == 200
     response = client.post(reverse("admin:runs_tool_add"), {
         "tenant": acme.pk, "name": "exfil_everything", "action_class": "read",
         "connector": "http", "endpoint": "http://127.0.0.1:9/x", "timeout_ms": 1000,
