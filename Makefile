@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ledger_portal
 TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 DEMO_ADDR ?= 127.0.0.1:8000
+# Where the demo portal may send requests (tools, OPA, webhooks on this machine only).
+export LEDGER_EGRESS_ALLOW ?= 127.0.0.1,localhost
 
 .PHONY: install demo demo-data worker test test-sqlite test-postgres lint bench clean
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.request
 from typing import Any
 
+import httpx2
 from django.conf import settings
 from django.core.mail import send_mail
 from django.utils.module_loading import import_string
 
 from ledger_portal.roles import Role
+from runs import egress
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +68,15 @@ class WebhookNotifier(Notifier):
                       request.pk)
             return
         body = json.dumps(self.summary(event, request)).encode()
-        call = urllib.request.Request(url, data=body, method="POST",  # noqa: S310
-                                      headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(call, timeout=5):  # noqa: S310  (scheme checked)
-                pass
-        except OSError:
+            response = egress.post(url, content=body, timeout=5,
+                                   headers={"Content-Type": "application/json"})
+        except (egress.EgressRefused, httpx2.HTTPError):
             log.exception("webhook notification of request %s failed", request.pk)
+            return
+        if response.status_code >= 300:
+            log.error("webhook notification of request %s: HTTP %s", request.pk,
+                      response.status_code)
 
 
 def notifier() -> Notifier:

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx2
 from django.conf import settings
 from django.core.mail import send_mail
 from django.utils.module_loading import import_string
+
+from runs import egress
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +97,14 @@ class WebhookNotifier(IncidentNotifier):
                             "http(s)")
         payload = {"event": event, **facts, "security": contacts.security,
                    "data_owners": contacts.data_owners}
-        call = urllib.request.Request(  # noqa: S310  (scheme checked above)
-            url, data=json.dumps(payload, default=str).encode(), method="POST",
-            headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(call, timeout=5):  # noqa: S310  (scheme checked)
-                pass
-        except OSError as exc:
+            response = egress.post(url, content=json.dumps(payload, default=str).encode(),
+                                   timeout=5, headers={"Content-Type": "application/json"})
+        except (egress.EgressRefused, httpx2.HTTPError) as exc:
             log.exception("webhook escalation of %s failed", facts.get("incident"))
             return Delivery(self.channel, [url], False, f"{type(exc).__name__}: {exc}")
+        if response.status_code >= 300:
+            return Delivery(self.channel, [url], False, f"HTTP {response.status_code}")
         return Delivery(self.channel, [url], True)
 
 

@@ -89,3 +89,58 @@ def env_json(name: str, default: Any) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} is not valid JSON: {exc}") from exc
+
+
+def parse_destination(entry: str) -> tuple[str, int | None]:
+    """One ``LEDGER_EGRESS_ALLOW`` entry -> (host name, IP address or CIDR network; port or None).
+
+    Accepted: ``billing.internal``, ``billing.internal:8443``, ``10.0.0.0/8``, ``127.0.0.1``,
+    ``127.0.0.1:8181``, ``::1``, ``[::1]:8181``, ``fd00::/8``. Raises ValueError naming the
+    entry; host names come back lower-cased, networks in their canonical form.
+    """
+    import ipaddress
+    import re
+
+    text = entry.strip().lower()
+    host, port = text, None
+    if text.startswith("["):
+        if "]" not in text:
+            raise ValueError(f"{entry!r}: an IPv6 address in brackets needs its closing ]")
+        host, _, rest = text[1:].partition("]")
+        port = _port(entry, rest.removeprefix(":")) if rest else None
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{entry!r} is not host, host:port or a CIDR")
+    elif text.count(":") == 1:
+        host, _, raw_port = text.partition(":")
+        port = _port(entry, raw_port)
+    try:
+        if "/" in host:
+            if port is not None:
+                raise ValueError(f"{entry!r}: a CIDR range takes no port")
+            return str(ipaddress.ip_network(host, strict=True)), None
+        return str(ipaddress.ip_address(host)), port
+    except ValueError as exc:
+        if "/" in host or ":" in host:
+            raise ValueError(f"{entry!r} is not a valid address or CIDR range ({exc})") from None
+    if not re.fullmatch(r"[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*",
+                        host.rstrip(".")):
+        raise ValueError(f"{entry!r} is not host, host:port or a CIDR")
+    return host.rstrip("."), port
+
+
+def _port(entry: str, raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return int(raw)
+
+
+def env_destinations(name: str) -> list[str]:
+    """A comma-separated list of allowed destinations (see ``parse_destination``); a bad entry
+    is an ImproperlyConfigured naming it."""
+    entries = env_list(name, [])
+    for entry in entries:
+        try:
+            parse_destination(entry)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return entries

@@ -12,7 +12,15 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import env_bool, env_int, env_json, env_list, env_str, read_or_create_secret
+from .env import (
+    env_bool,
+    env_destinations,
+    env_int,
+    env_json,
+    env_list,
+    env_str,
+    read_or_create_secret,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("LEDGER_DATA_DIR") or BASE_DIR / "data")
@@ -310,8 +318,14 @@ LEDGER_NOTIFIER = env_str("LEDGER_NOTIFIER", "approvals.notify.EmailNotifier")
 LEDGER_NOTIFY_WEBHOOK_URL = env_str("LEDGER_NOTIFY_WEBHOOK_URL", "") or ""
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ledger-portal@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
-# Resolves tools' secret references (env:NAME by default); a class with resolve(reference).
+# Resolves tools' secret references inside the tool's tenant's namespace (env:NAME of tenant
+# acme -> LEDGER_TENANT_ACME_NAME by default); a class with resolve(tenant_slug, reference).
 LEDGER_SECRETS_BACKEND = env_str("LEDGER_SECRETS_BACKEND", "runs.secrets.EnvironmentSecrets")
+# Where the portal may send requests (tools, compensate hooks, OPA, webhooks): host names,
+# host:port, addresses or CIDR ranges, comma-separated. Empty: nowhere. Loopback, private,
+# link-local and metadata addresses are refused unless listed. Responses are cut at MAX_BYTES.
+LEDGER_EGRESS_ALLOW = env_destinations("LEDGER_EGRESS_ALLOW")
+LEDGER_EGRESS_MAX_BYTES = env_int("LEDGER_EGRESS_MAX_BYTES", 1024 * 1024, minimum=1024)
 # Incident escalation: who hears when write/delete/exfil calls are involved, and how.
 LEDGER_INCIDENT_NOTIFIER = env_str("LEDGER_INCIDENT_NOTIFIER", "incidents.notify.EmailNotifier")
 LEDGER_INCIDENT_WEBHOOK_URL = env_str("LEDGER_INCIDENT_WEBHOOK_URL", "") or ""

@@ -2,15 +2,18 @@
 
 The answer's ``result`` is an effect (``"deny"``) or an object with ``effect`` and optionally
 ``reason`` and ``rules``. No answer in time, an error, or an answer that is not an effect gives
-the policy's fallback effect (deny unless configured otherwise): fail closed.
+the policy's fallback effect (deny unless configured otherwise): fail closed. So does an OPA URL
+the platform operator did not allow (``LEDGER_EGRESS_ALLOW``): OPA is never asked then.
 """
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
+
+import httpx2
+
+from runs import egress
 
 from .engine import Verdict
 from .models import Effect, Policy
@@ -21,15 +24,19 @@ def decide_with_opa(policy: Policy, doc: dict[str, Any]) -> Verdict:
     if not url.startswith(("http://", "https://")):
         return _fallback(policy, f"OPA URL {policy.opa_url!r} is not http(s)")
     body = json.dumps({"input": doc}).encode()
-    # The scheme was checked above, so urllib opens nothing but http(s).
-    request = urllib.request.Request(url, data=body, method="POST",  # noqa: S310
-                                     headers={"Content-Type": "application/json"})
     try:
-        timeout = policy.opa_timeout_ms / 1000
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            answer = json.loads(response.read())
-    except (OSError, ValueError, urllib.error.URLError) as exc:
+        response = egress.post(url, content=body, timeout=policy.opa_timeout_ms / 1000,
+                               headers={"Content-Type": "application/json"})
+    except egress.EgressRefused as exc:
+        return _fallback(policy, f"OPA was not asked: {exc}")
+    except httpx2.HTTPError as exc:
         return _fallback(policy, f"OPA did not answer ({type(exc).__name__}: {exc})")
+    if response.status_code >= 300:
+        return _fallback(policy, f"OPA answered HTTP {response.status_code}")
+    try:
+        answer = json.loads(response.content)
+    except ValueError as exc:
+        return _fallback(policy, f"OPA did not answer JSON ({exc})")
     result = answer.get("result") if isinstance(answer, dict) else None
     if isinstance(result, dict):
         effect, reason, rules = result.get("effect"), result.get("reason", ""), result.get(

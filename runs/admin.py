@@ -36,6 +36,7 @@ from .models import (
     Step,
     Tool,
     ToolCall,
+    ToolChange,
 )
 
 
@@ -232,16 +233,49 @@ class ToolAdmin(GovernanceAdmin):
     fieldsets = [
         (None, {"fields": ["tenant", "name", "action_class", "description"]}),
         ("Connector", {"fields": ["connector", "endpoint", "remote_name", "timeout_ms",
-                                  "secret_ref"],
+                                  "secret_ref", "pending_connection"],
                        "description": "How the portal reaches the tool for replays and "
                        "rollbacks. The secret reference names where the credential lives "
-                       "(env:NAME); the credential itself is never stored here."}),
+                       "(env:NAME, looked up in this tenant's namespace); the credential "
+                       "itself is never stored here. A change of the connector, the endpoint, "
+                       "the compensate endpoint or the secret reference is only proposed: it "
+                       "takes effect once another manager confirms it (Tool connection "
+                       "changes)."}),
         ("Dry run, compensation, idempotency", {"fields": [
             "dry_run_via", "dry_run_name", "supports_rollback", "compensate_endpoint",
             "supports_idempotency"]}),
         ("Comparison", {"fields": ["volatile_fields"]}),
     ]
     actions = ["freeze", "freeze_to_sandbox", "unfreeze"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [*super().get_readonly_fields(request, obj), "pending_connection"]
+
+    @admin.display(description="pending connection change")
+    def pending_connection(self, tool: Tool) -> str:
+        change = tool.changes.filter(status="pending").first() if tool.pk else None
+        if change is None:
+            return "none"
+        return format_html('<a href="{}">{}</a> by {}', reverse(
+            "admin:runs_toolchange_change", args=[change.pk]), ", ".join(
+            f"{field}={value!r}" for field, value in sorted(change.proposed.items())),
+            change.proposed_by)
+
+    def save_model(self, request: HttpRequest, obj: Tool, form: Any, change: bool) -> None:
+        """Saves what is not governed; the connection fields become a proposal that another
+        manager confirms (also on the add page and on a history revert)."""
+        from django.db import transaction
+
+        from .tool_changes import keep_confirmed, propose_tool_change
+
+        with transaction.atomic():
+            proposed = keep_confirmed(obj)
+            super().save_model(request, obj, form, change)
+            pending = propose_tool_change(obj, proposed, request.user)
+        if pending is not None:
+            self.message_user(request, f"{obj}: the connection change waits for another "
+                              "manager to confirm it (Tool connection changes); until then "
+                              "the tool keeps its current connection.", messages.WARNING)
 
     def _freeze(self, request: HttpRequest, queryset: QuerySet[Tool], mode: str | None) -> None:
         from django.core.exceptions import ValidationError
@@ -276,6 +310,51 @@ class ToolAdmin(GovernanceAdmin):
     @admin.action(description="Unfreeze the selected tools")
     def unfreeze(self, request: HttpRequest, queryset: QuerySet[Tool]) -> None:
         self._freeze(request, queryset, None)
+
+
+@admin.register(ToolChange)
+class ToolChangeAdmin(TenantScopedAdmin):
+    """Proposed tool connection changes; another manager confirms or rejects them."""
+
+    view_role = Role.MANAGE_POLICIES
+    edit_role = Role.MANAGE_POLICIES
+    list_display = ["tool", "status", "proposed", "proposed_by", "proposed_at", "decided_by",
+                    "tenant"]
+    list_filter = ["status", "tenant"]
+    list_select_related = ["tool", "tenant", "proposed_by", "decided_by"]
+    fields = readonly_fields = ("tenant", "tool", "status", "proposed", "previous",
+                                "proposed_by", "proposed_at", "decided_by", "decided_at")
+    actions = ["confirm", "reject"]
+
+    def has_add_permission(self, request: HttpRequest, *args: Any) -> bool:
+        return False  # proposed on the tool's own page
+
+    def _each(self, request: HttpRequest, queryset: QuerySet[ToolChange], operation: Any,
+              done: str) -> None:
+        from django.core.exceptions import PermissionDenied, ValidationError
+
+        for change in queryset.select_related("tool"):
+            try:
+                operation(change, request.user)
+            except (ValidationError, PermissionDenied) as error:
+                text = " ".join(error.messages) if isinstance(error, ValidationError) else str(
+                    error)
+                self.message_user(request, f"{change}: {text}", messages.ERROR)
+            else:
+                self.message_user(request, f"{change.tool}: connection change {change.pk} "
+                                  f"{done}", messages.SUCCESS)
+
+    @admin.action(description="Confirm the selected connection changes", permissions=["change"])
+    def confirm(self, request: HttpRequest, queryset: QuerySet[ToolChange]) -> None:
+        from .tool_changes import confirm_tool_change
+
+        self._each(request, queryset, confirm_tool_change, "confirmed")
+
+    @admin.action(description="Reject the selected connection changes", permissions=["change"])
+    def reject(self, request: HttpRequest, queryset: QuerySet[ToolChange]) -> None:
+        from .tool_changes import reject_tool_change
+
+        self._each(request, queryset, reject_tool_change, "rejected")
 
 
 @admin.register(RedactionRule)

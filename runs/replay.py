@@ -264,7 +264,8 @@ def calls_to_replay(replay: Replay) -> list[dict[str, Any]]:
 
 def _walk(replay: Replay, options: WalkOptions) -> None:
     calls = calls_to_replay(replay)
-    tools = {t.pk: t for t in Tool.objects.filter(pk__in={c["tool_id"] for c in calls})}
+    tools = {t.pk: t for t in Tool.objects.filter(pk__in={c["tool_id"] for c in calls}
+                                                  ).select_related("tenant")}
     Replay.objects.filter(pk=replay.pk).update(steps_total=len(calls))
     replay.steps_total = len(calls)
     earlier = {s.seq: s for s in ReplayStep.objects.filter(replay=replay).select_related(

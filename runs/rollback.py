@@ -260,7 +260,8 @@ def attempt_rollback(rollback_id: int) -> Attempt:
         if finished is not None and finished.status == RollbackStatus.SUCCEEDED:
             _queue_next(finished)  # a redelivered message: make sure the chain moved on
         return Attempt(finished.status if finished else "missing")
-    call = ToolCall.objects.select_related("tool", "run", "tenant").get(pk=rollback.tool_call_id)
+    call = ToolCall.objects.select_related("tool__tenant", "run", "tenant").get(
+        pk=rollback.tool_call_id)
     result = _call_hook(call, rollback)
     return _record(rollback, call, result)
 

@@ -164,3 +164,10 @@ def _fresh_cache() -> None:
     backend = caches["default"]
     if isinstance(backend, LocMemCache):
         backend.clear()
+
+
+@pytest.fixture(autouse=True)
+def _loopback_egress(settings: Any) -> None:
+    """The tests' tool, OPA and webhook servers listen on loopback, which the egress guard
+    refuses unless listed (as an operator lists their own tool hosts)."""
+    settings.LEDGER_EGRESS_ALLOW = ["127.0.0.1", "localhost"]

@@ -31,6 +31,7 @@ from runs.models import (
     Step,
     Tool,
     ToolCall,
+    ToolChange,
 )
 
 # Routes that only write; their tenant boundary is tested where their behaviour is.
@@ -158,6 +159,9 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             Rollback: rollback,
             AuditExport: export,
             IntegrityAlarm: alarm,
+            ToolChange: ToolChange.objects.create(
+                tenant=acme, tool=ToolCall.objects.filter(run=stored)[0].tool,
+                proposed={"endpoint": "http://127.0.0.1:9/x"}, previous={"endpoint": ""}),
         },
     }
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from runs.egress import EgressRefused, check_url
 from runs.models import DryRunVia, Tool
 from runs.secrets import SecretError, resolve_secret, scrub
 
@@ -21,11 +22,18 @@ class ToolEndpoint:
     def timeout_s(self) -> float:
         return max(self.tool.timeout_ms, 1) / 1000
 
+    def prepare(self, url: str, idempotency_key: str | None) -> dict[str, str]:
+        """The request headers for ``url``: the destination is checked against the egress
+        allow list first (raises EgressRefused), so a refused one never even gets the
+        credential resolved; then the credential (raises SecretError)."""
+        check_url(url)
+        return self.headers(idempotency_key)
+
     def headers(self, idempotency_key: str | None) -> dict[str, str]:
         """Request headers; resolves the credential now (raises SecretError)."""
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.tool.secret_ref:
-            self._secret = resolve_secret(self.tool.secret_ref)
+            self._secret = resolve_secret(self.tool.tenant.slug, self.tool.secret_ref)
             headers["Authorization"] = f"Bearer {self._secret}"
         if idempotency_key:
             headers[IDEMPOTENCY_HEADER] = idempotency_key
@@ -64,5 +72,7 @@ class ToolEndpoint:
         return orjson.loads(scrub(dumped, orjson.dumps(self._secret).decode()[1:-1]))
 
     @staticmethod
-    def secret_failure(exc: SecretError) -> ToolResult:
+    def refusal(exc: SecretError | EgressRefused) -> ToolResult:
+        """A credential or destination the platform does not allow: nothing was sent, and a
+        retry would not change that."""
         return ToolResult(ok=False, output=None, status=FAILED, error=str(exc))

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import time
-from functools import lru_cache
 from typing import Any
 
 import httpx2
 import orjson
 
+from runs import egress
+from runs.egress import EgressRefused
 from runs.secrets import SecretError
 
 from . import FAILED, SUCCEEDED, TRANSIENT, ToolResult
 from .base import ToolEndpoint
-
-
-@lru_cache(maxsize=1)
-def _client() -> httpx2.Client:
-    # One pooled client per process; redirects are not followed (a tool answers where it is).
-    return httpx2.Client(follow_redirects=False)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_client.cache_clear)  # sockets are not shared on fork
 
 
 def parse_body(content: bytes) -> Any:
@@ -39,9 +29,9 @@ class HttpConnector(ToolEndpoint):
     def call(self, arguments: Any, *, idempotency_key: str | None,
              dry_run: bool) -> ToolResult:
         try:
-            headers = self.headers(idempotency_key)
-        except SecretError as exc:
-            return self.secret_failure(exc)
+            headers = self.prepare(self.tool.endpoint, idempotency_key)
+        except (SecretError, EgressRefused) as exc:
+            return self.refusal(exc)
         if dry_run:
             arguments = self.as_dry_run(arguments, headers)
         return self._post(self.tool.endpoint, arguments, headers)
@@ -50,9 +40,9 @@ class HttpConnector(ToolEndpoint):
                    idempotency_key: str | None) -> ToolResult:
         url = self.compensate_target()
         try:
-            headers = self.headers(idempotency_key)
-        except SecretError as exc:
-            return self.secret_failure(exc)
+            headers = self.prepare(url, idempotency_key)
+        except (SecretError, EgressRefused) as exc:
+            return self.refusal(exc)
         return self._post(url, {"input": original_input, "output": original_output}, headers)
 
     def _post(self, url: str, body: Any, headers: dict[str, str]) -> ToolResult:
@@ -62,8 +52,10 @@ class HttpConnector(ToolEndpoint):
             return (time.perf_counter() - started) * 1000
 
         try:
-            response = _client().post(url, content=orjson.dumps(body), headers=headers,
-                                      timeout=self.timeout_s)
+            response = egress.post(url, content=orjson.dumps(body), headers=headers,
+                                   timeout=self.timeout_s)
+        except EgressRefused as exc:  # checked again at connect time, or the answer too big
+            return ToolResult(False, None, FAILED, self.clean(str(exc)), elapsed())
         except httpx2.TimeoutException:
             return ToolResult(False, None, TRANSIENT,
                               f"no answer within {self.tool.timeout_ms} ms", elapsed())
@@ -71,8 +63,12 @@ class HttpConnector(ToolEndpoint):
             return ToolResult(False, None, TRANSIENT,
                               self.clean(f"connection error: {type(exc).__name__}: {exc}"),
                               elapsed())
-        output = self.clean_output(parse_body(response.content))
         code = response.status_code
+        if 300 <= code < 400:  # never followed: a tool answers where it was registered
+            return ToolResult(False, None, FAILED, self.clean(
+                f"the tool answered HTTP {code} (a redirect to "
+                f"{response.headers.get('location', '?')}), which is not followed"), elapsed())
+        output = self.clean_output(parse_body(response.content))
         if code >= 400:
             # Scrubbed whole, then cut (by ``clean``): a cut first could split the secret
             # and let its beginning through.

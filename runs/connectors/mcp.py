@@ -18,6 +18,8 @@ import anyio
 import httpx2
 import orjson
 
+from runs import egress
+from runs.egress import EgressRefused
 from runs.secrets import SecretError
 
 from . import FAILED, SUCCEEDED, TRANSIENT, ToolResult
@@ -73,9 +75,9 @@ class McpConnector(ToolEndpoint):
     def call(self, arguments: Any, *, idempotency_key: str | None,
              dry_run: bool) -> ToolResult:
         try:
-            headers = self.headers(idempotency_key)
-        except SecretError as exc:
-            return self.secret_failure(exc)
+            headers = self.prepare(self.tool.endpoint, idempotency_key)
+        except (SecretError, EgressRefused) as exc:
+            return self.refusal(exc)
         arguments = dict(arguments or {})
         if dry_run:
             arguments = self.as_dry_run(arguments, headers)
@@ -85,9 +87,9 @@ class McpConnector(ToolEndpoint):
                    idempotency_key: str | None) -> ToolResult:
         name = self.compensate_target()
         try:
-            headers = self.headers(idempotency_key)
-        except SecretError as exc:
-            return self.secret_failure(exc)
+            headers = self.prepare(self.tool.endpoint, idempotency_key)
+        except (SecretError, EgressRefused) as exc:
+            return self.refusal(exc)
         return self._call_tool(name, {"input": original_input, "output": original_output},
                                headers)
 
@@ -102,7 +104,7 @@ class McpConnector(ToolEndpoint):
 
         async def call() -> Any:
             with anyio.fail_after(timeout):
-                async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http, \
+                async with egress.async_client(headers, timeout) as http, \
                         streamable_http_client(self.tool.endpoint, http_client=http) as (
                             read, write), \
                         ClientSession(read, write, read_timeout_seconds=timeout) as session:
@@ -118,6 +120,9 @@ class McpConnector(ToolEndpoint):
             if any(isinstance(leaf, TimeoutError) for leaf in leaves):
                 return ToolResult(False, None, TRANSIENT,
                                   f"no answer within {self.tool.timeout_ms} ms", elapsed)
+            refused = [leaf for leaf in leaves if isinstance(leaf, EgressRefused)]
+            if refused:  # checked again at connect time, or an answer too big
+                return ToolResult(False, None, FAILED, self.clean(str(refused[0])), elapsed)
             reason = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
             status = TRANSIENT if any(_is_transient(leaf) for leaf in leaves) else FAILED
             return ToolResult(False, None, status, self.clean(f"MCP call failed: {reason}"),

@@ -1,5 +1,15 @@
 from .base import AppendOnlyViolation, LedgerRecord
-from .governance import ActionClass, Agent, ConnectorKind, DryRunVia, RedactionRule, Tool
+from .governance import (
+    GOVERNED_TOOL_FIELDS,
+    ActionClass,
+    Agent,
+    ConnectorKind,
+    DryRunVia,
+    RedactionRule,
+    Tool,
+    ToolChange,
+    ToolChangeStatus,
+)
 from .integrity import IntegrityAlarm, TenantDigest
 from .otlp import OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
 from .records import (
@@ -26,6 +36,7 @@ from .retention import LegalHold, RemovalRecord
 from .rollback import Rollback, RollbackStatus
 
 __all__ = [
+    "GOVERNED_TOOL_FIELDS",
     "ActionClass",
     "Agent",
     "Annotation",
@@ -60,4 +71,6 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolCallStatus",
+    "ToolChange",
+    "ToolChangeStatus",
 ]

@@ -157,6 +157,47 @@ class Tool(models.Model):
             raise ValidationError(errors)
 
 
+# Where the portal sends a tool's calls and its credential: changed only by a second person.
+GOVERNED_TOOL_FIELDS = ("connector", "endpoint", "compensate_endpoint", "secret_ref")
+
+
+class ToolChangeStatus(models.TextChoices):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+    SUPERSEDED = "superseded", "superseded (a newer proposal replaced it)"
+
+
+class ToolChange(models.Model):
+    """A proposed change of a tool's connection (``GOVERNED_TOOL_FIELDS``). The tool keeps its
+    confirmed values until another manage_policies holder confirms (runs.tool_changes)."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="tool_changes")
+    tool = models.ForeignKey(Tool, on_delete=models.CASCADE, related_name="changes")
+    proposed = models.JSONField(help_text="Governed field -> proposed value.")
+    previous = models.JSONField(help_text="Governed field -> the confirmed value it replaces.")
+    status = models.CharField(max_length=10, choices=ToolChangeStatus.choices,
+                              default=ToolChangeStatus.PENDING)
+    proposed_by = models.ForeignKey("auth.User", null=True, on_delete=models.PROTECT,
+                                    related_name="+")
+    proposed_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
+
+    class Meta:
+        ordering = ["-proposed_at", "-id"]
+        constraints = [models.UniqueConstraint(
+            fields=["tool"], condition=models.Q(status="pending"),
+            name="one_pending_change_per_tool")]
+
+    def __str__(self) -> str:
+        return f"{self.tool} connection change {self.pk} ({self.status})"
+
+
 class RedactionRule(models.Model):
     """A tenant's own classification of fields, on top of what agents declare.
 

@@ -28,7 +28,8 @@ def worker(tmp_path):
     env = {**os.environ,
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
                            f"{db['PORT'] or 5432}/{db['NAME']}",
-           "LEDGER_DATA_DIR": str(settings.DATA_DIR)}
+           "LEDGER_DATA_DIR": str(settings.DATA_DIR),
+           "LEDGER_EGRESS_ALLOW": "127.0.0.1,localhost"}  # the loopback tool servers
     # A queue of this test's own, so no other worker on the same Redis takes the message.
     queue = f"test-{os.getpid()}"
     log = (tmp_path / "worker.log").open("w")

@@ -51,7 +51,8 @@ def prefork_worker(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {**os.environ,
            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
                            f"{db['PORT'] or 5432}/{db['NAME']}",
-           "LEDGER_DATA_DIR": str(settings.DATA_DIR), "LEDGER_REPLAY_APPROVAL_POLL": "1"}
+           "LEDGER_DATA_DIR": str(settings.DATA_DIR), "LEDGER_REPLAY_APPROVAL_POLL": "1",
+           "LEDGER_EGRESS_ALLOW": "127.0.0.1,localhost"}  # the loopback tool servers
     log = (tmp_path / "worker.log").open("w")
     # One pool process: killing it is "the worker died mid-call"; the pool starts another.
     process = subprocess.Popen(

@@ -18,5 +18,5 @@ def tool_server() -> Iterator[ToolServer]:
 
 @pytest.fixture
 def billing_token(monkeypatch: Any) -> str:
-    monkeypatch.setenv("BILLING_API_TOKEN", TOKEN)
+    monkeypatch.setenv("LEDGER_TENANT_ACME_BILLING_API_TOKEN", TOKEN)  # acme's namespace
     return TOKEN

@@ -152,7 +152,7 @@ def test_a_secret_at_any_offset_of_a_long_error_body_never_leaks_in_part(
 
 def test_an_unset_secret_fails_naming_the_reference_and_sends_nothing(acme, tool_server,
                                                                      monkeypatch):
-    monkeypatch.delenv("NOT_THERE_TOKEN", raising=False)
+    monkeypatch.delenv("LEDGER_TENANT_ACME_NOT_THERE_TOKEN", raising=False)
     tool = make_tool(acme, endpoint=tool_server.route("/refund", echo),
                      secret_ref="env:NOT_THERE_TOKEN")
     result = connector_for(tool).call({}, idempotency_key="k", dry_run=False)
@@ -166,12 +166,14 @@ def test_the_secrets_backend_is_pluggable_by_a_setting(acme, tool_server, settin
     tool = make_tool(acme, endpoint=tool_server.route("/refund", echo),
                      secret_ref="vault:billing/token")
     connector_for(tool).call({}, idempotency_key="k", dry_run=False)
-    assert tool_server.seen[0].header("Authorization") == "Bearer from-vault:billing/token"
+    assert tool_server.seen[0].header("Authorization") == "Bearer from-vault:acme/billing/token"
 
 
 class VaultForTests:
-    def resolve(self, reference: str) -> str:
-        return f"from-vault:{reference.partition(':')[2]}"
+    """A vault keeps each tenant's secrets under a path of its own."""
+
+    def resolve(self, tenant_slug: str, reference: str) -> str:
+        return f"from-vault:{tenant_slug}/{reference.partition(':')[2]}"
 
 
 def test_a_tool_registry_entry_is_validated(acme):
