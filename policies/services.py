@@ -178,17 +178,19 @@ class ProposedCall:
 
 def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
                      requester: Any = None, pinned_version: PolicyVersion | None = None,
-                     open_approval: bool = True) -> Decision:
+                     open_approval: bool = True, requester_key: Any = None) -> Decision:
     """Decide a proposed tool call and store the decision (the policy trail).
 
-    ``require_approval`` opens an approval request bound to the exact action (unless
-    ``open_approval`` is False: a sandbox replay, where nothing with side effects runs); asking
-    again with its ``approval_id`` gives allow once approved for the same tool, arguments and
-    policy version, and deny if anything differs or a person rejected it. ``pinned_version``
-    decides under that one version instead of everything published (replays that pin one).
+    ``require_approval`` opens an approval request bound to the exact call (unless
+    ``open_approval`` is False: a sandbox replay, where nothing with side effects runs). Asking
+    again with its ``approval_id`` gives allow once, to the one decision that claims it, when
+    a person approved it and nothing it is bound to differs (run, call, agent, who asks, tool,
+    arguments, the policy version now in force); deny otherwise. An approval never widens an
+    effect: it only answers ``require_approval``. ``pinned_version`` decides under that one
+    version instead of everything published (replays that pin one).
     """
-    from approvals.models import ApprovalRequest, Status
-    from approvals.services import action_hash, request_approval
+    from approvals.models import ApprovalRequest
+    from approvals.services import mark_consumed, request_approval
 
     started = time.perf_counter()
     doc = _document(tenant, call)
@@ -196,21 +198,37 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
         verdict, version, engine = evaluate(
             tenant, doc, None if pinned_version is None else [decider_for(pinned_version)])
         approval = None
+        consumed = False
         exception = _overriding_exception(tenant, doc, verdict, version)
         if exception is not None:
             verdict = _overridden(verdict, exception)
         elif call.approval_id is not None:
             approval = ApprovalRequest.objects.filter(tenant=tenant, pk=call.approval_id).first()
-            verdict = _with_approval(verdict, approval, call, action_hash, Status)
+            verdict, consumed = _with_approval(
+                verdict, approval, _binding(tenant, call, version, asked_by, requester,
+                                            requester_key))
         elif verdict.effect == Effect.REQUIRE_APPROVAL and open_approval:
             approval = request_approval(
                 tenant, tool=call.tool, action_class=call.action_class,
                 arguments=call.arguments, run_id=call.run_id, call_id=call.call_id,
                 agent_id=call.agent_id, policy_version=version, matched_rules=verdict.matched,
-                requested_by=asked_by, requester=requester)
+                requested_by=asked_by, requester=requester, requester_key=requester_key)
         decision = record_decision(tenant, doc, verdict, version, engine, started, asked_by,
                                    approval, exception)
+        if consumed and approval is not None:
+            mark_consumed(approval, decision)
         return decision
+
+
+def _binding(tenant: Tenant, call: ProposedCall, version: PolicyVersion | None, asked_by: str,
+             requester: Any, requester_key: Any) -> dict[str, Any]:
+    from approvals.services import binding_of
+
+    return binding_of(tenant.pk, run_id=call.run_id, call_id=call.call_id,
+                      agent_id=call.agent_id, asked_by=asked_by,
+                      requester_id=getattr(requester, "pk", None),
+                      requester_key_id=getattr(requester_key, "pk", None), tool=call.tool,
+                      arguments=call.arguments, version=version)
 
 
 @dataclass
@@ -289,23 +307,39 @@ def _overriding_exception(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
     return exception
 
 
-def _with_approval(verdict: Verdict, approval: Any, call: ProposedCall, hash_of: Any,
-                   status: Any) -> Verdict:
+def _with_approval(verdict: Verdict, approval: Any, binding: dict[str, Any]
+                   ) -> tuple[Verdict, bool]:
+    """The verdict for a call presented with an approval request, and whether this decision
+    consumed the approval."""
+    from approvals.models import Status
+    from approvals.services import binding_differences, claim_approval, expire_if_overdue
+
     if approval is None:
-        return Verdict(Effect.DENY, verdict.matched, "no such approval request")
-    if verdict.effect == Effect.DENY:
-        return verdict  # a policy that now denies outranks an earlier approval
-    if hash_of(call.tool, call.arguments, approval.policy_version_id) != approval.action_hash:
-        return Verdict(Effect.DENY, verdict.matched, f"the call differs from the action "
-                       f"approval request {approval.pk} is about (tool, arguments or policy "
-                       "version); it is refused, not waved through")
-    if approval.status == status.APPROVED:
-        return Verdict(Effect.ALLOW, verdict.matched, f"approved (request {approval.pk})")
-    if approval.status == status.PENDING:
+        return Verdict(Effect.DENY, verdict.matched, "no such approval request"), False
+    if verdict.effect != Effect.REQUIRE_APPROVAL:
+        # deny outranks an earlier approval; allow needs none; sandbox_only stays sandbox:
+        # an approval never widens an effect
+        return verdict, False
+    differences = binding_differences(approval, binding)
+    if differences:
+        return Verdict(Effect.DENY, verdict.matched, (
+            f"the call differs from what approval request {approval.pk} was asked for "
+            f"({', '.join(differences)}); it is refused, not waved through")), False
+    if approval.status == Status.PENDING and expire_if_overdue(approval):
+        approval.status = Status.EXPIRED
+    if approval.status == Status.PENDING:
         return Verdict(Effect.REQUIRE_APPROVAL, verdict.matched,
-                       f"waiting for approval request {approval.pk}")
-    return Verdict(Effect.DENY, verdict.matched, f"approval request {approval.pk} was "
-                   f"{approval.status}")
+                       f"waiting for approval request {approval.pk}"), False
+    if approval.status != Status.APPROVED:
+        return Verdict(Effect.DENY, verdict.matched, f"approval request {approval.pk} was "
+                       f"{approval.status}"), False
+    if not claim_approval(approval):
+        used = type(approval).objects.filter(pk=approval.pk).values_list(
+            "consumed_by_id", flat=True).first()
+        return Verdict(Effect.DENY, verdict.matched, f"approval request {approval.pk} was "
+                       f"already used by decision {used}; an approval clears one call"), False
+    return Verdict(Effect.ALLOW, verdict.matched, f"approved (request {approval.pk}), used "
+                   "by this decision"), True
 
 
 FREEZE_POLICY = "tool-freezes"
