@@ -4,6 +4,25 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def rebind_open_requests(apps, schema_editor):
+    """Requests still pending or approved-and-unused get the new binding hash (what the
+    request was asked for, the version's checksum included), so an upgrade voids none of
+    them; decided ones keep the hash they were decided under."""
+    from approvals.services import action_hash, binding_of
+
+    ApprovalRequest = apps.get_model("approvals", "ApprovalRequest")
+    for request in ApprovalRequest.objects.filter(status__in=["pending", "approved"]).select_related(
+            "policy_version__policy").iterator():
+        version = request.policy_version
+        request.policy_checksum = version.checksum if version is not None else ""
+        request.action_hash = action_hash(binding_of(
+            request.tenant_id, run_id=request.run_id, call_id=request.call_id,
+            agent_id=request.agent_id, asked_by=request.requested_by,
+            requester_id=request.requester_id, requester_key_id=None, tool=request.tool,
+            arguments=request.arguments, version=version))
+        request.save(update_fields=["policy_checksum", "action_hash"])
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -33,4 +52,5 @@ class Migration(migrations.Migration):
             name='requester_key',
             field=models.ForeignKey(blank=True, help_text='The API key that asked, if a key did.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='ledger_portal.apikey'),
         ),
+        migrations.RunPython(rebind_open_requests, migrations.RunPython.noop),
     ]
