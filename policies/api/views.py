@@ -41,8 +41,8 @@ class DecisionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Decision
         fields = ["id", "effect", "reason", "policy", "matched_rules", "engine", "latency_us",
-                  "approval", "run_id", "call_id", "agent_id", "tool", "action_class", "mode",
-                  "created_at"]
+                  "approval", "run_id", "call_id", "agent_id", "tool", "action_class",
+                  "declared_action_class", "mode", "created_at"]
 
     def get_policy(self, decision: Decision) -> dict[str, Any] | None:
         version = decision.policy_version

@@ -67,8 +67,10 @@ class Tools:
 
 
 @pytest.fixture
-def client(make_client: Any, publish: Any) -> LedgerClient:
+def client(make_client: Any, publish: Any, register_tools: Any, acme: Any) -> LedgerClient:
     publish(RULES)
+    register_tools(acme, get_customer="read", delete_customer="delete",
+                   refund_payment="write", send_email="write")
     return make_client()
 
 
