@@ -27,8 +27,10 @@ class Status(models.TextChoices):
 class ApprovalRequest(models.Model):
     """A request for a human decision, bound to the exact action it is about.
 
-    ``action_hash`` commits to the canonical tool name, arguments and policy version: an
-    approval covers that action and nothing else.
+    ``action_hash`` commits to everything the approval is bound to: the tenant, run, call,
+    agent, who asked (person, API key, or replay), the tool, its canonical arguments and the
+    policy version in force (name, number, checksum). An approval clears that one call, once:
+    the decision that uses it claims it (``consumed_by``), and no other decision can.
     """
 
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
@@ -48,6 +50,17 @@ class ApprovalRequest(models.Model):
     requested_by = models.CharField(max_length=200, help_text="The agent or person asking.")
     requester = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                   on_delete=models.PROTECT, related_name="+")
+    requester_key = models.ForeignKey("ledger_portal.ApiKey", null=True, blank=True,
+                                      on_delete=models.PROTECT, related_name="+",
+                                      help_text="The API key that asked, if a key did.")
+    policy_checksum = models.CharField(max_length=64, blank=True,
+                                       help_text="The checksum of the policy version in force "
+                                       "when asked.")
+    consumed_at = models.DateTimeField(null=True, blank=True)
+    consumed_by = models.OneToOneField(
+        "policies.Decision", null=True, blank=True, on_delete=models.PROTECT,
+        related_name="consumed_approval",
+        help_text="The one decision this approval cleared.")
     approvals_needed = models.PositiveSmallIntegerField(default=1)
     due_at = models.DateTimeField()
     escalated_at = models.DateTimeField(null=True, blank=True)

@@ -23,26 +23,108 @@ class ApprovalError(ValidationError):
     pass
 
 
-def action_hash(tool: str, arguments: Any, policy_version_id: int | None) -> str:
-    """What an approval is bound to: the canonical tool name, arguments and policy version."""
-    return content_hash({"tool": tool, "arguments": arguments,
-                         "policy_version": policy_version_id})
+#: The fields an approval is bound to, as the reason of a refusal names them.
+BOUND_FIELDS = ("run_id", "call_id", "agent_id", "asked by", "tool", "arguments",
+                "policy version")
+
+
+def binding_of(tenant_id: int, *, run_id: str, call_id: str, agent_id: str, asked_by: str,
+               requester_id: int | None, requester_key_id: int | None, tool: str,
+               arguments: Any, version: Any) -> dict[str, Any]:
+    """Everything an approval is bound to, as compared field by field when it is used."""
+    return {
+        "tenant": tenant_id, "run_id": run_id, "call_id": call_id, "agent_id": agent_id,
+        "asked by": [asked_by, requester_id, requester_key_id], "tool": tool,
+        "arguments": content_hash({"arguments": arguments}),
+        "policy version": None if version is None else [
+            version.policy.name, version.number, version.checksum],
+    }
+
+
+def action_hash(binding: dict[str, Any]) -> str:
+    """The commitment to a binding (stored on the request, shown in exports)."""
+    return content_hash(binding)
+
+
+def binding_of_request(request: ApprovalRequest) -> dict[str, Any]:
+    version = request.policy_version
+    binding = binding_of(
+        request.tenant_id, run_id=request.run_id, call_id=request.call_id,
+        agent_id=request.agent_id, asked_by=request.requested_by,
+        requester_id=request.requester_id, requester_key_id=request.requester_key_id,
+        tool=request.tool, arguments=request.arguments, version=version)
+    if version is not None:  # as it was when asked, whatever the version row says now
+        binding["policy version"][2] = request.policy_checksum
+    return binding
+
+
+def binding_differences(request: ApprovalRequest, binding: dict[str, Any]) -> list[str]:
+    """What of ``binding`` (a call about to use ``request``) differs from what the request was
+    asked for: nothing means the approval is about exactly this call."""
+    asked = binding_of_request(request)
+    if action_hash(asked) != request.action_hash:
+        return ["the request itself (its stored binding was altered)"]
+    return [name for name in BOUND_FIELDS if asked[name] != binding[name]]
 
 
 def request_approval(tenant: Tenant, *, tool: str, action_class: str, arguments: Any,
                      run_id: str = "", call_id: str = "", agent_id: str = "",
                      policy_version: Any = None, matched_rules: Any = None,
-                     requested_by: str = "", requester: Any = None,
+                     requested_by: str = "", requester: Any = None, requester_key: Any = None,
                      kind: str = Kind.TOOL_CALL) -> ApprovalRequest:
     timeout = timedelta(minutes=tenant.approval_timeout_minutes)
+    binding = binding_of(
+        tenant.pk, run_id=run_id, call_id=call_id, agent_id=agent_id, asked_by=requested_by,
+        requester_id=getattr(requester, "pk", None),
+        requester_key_id=getattr(requester_key, "pk", None), tool=tool, arguments=arguments,
+        version=policy_version)
     return ApprovalRequest.objects.create(
         tenant=tenant, kind=kind, run_id=run_id, call_id=call_id, agent_id=agent_id,
         tool=tool, action_class=action_class, arguments=arguments,
-        action_hash=action_hash(tool, arguments, getattr(policy_version, "pk", None)),
-        policy_version=policy_version, matched_rules=matched_rules or [],
-        requested_by=requested_by, requester=requester,
-        approvals_needed=2 if action_class == "exfil" else 1,
+        action_hash=action_hash(binding), policy_version=policy_version,
+        policy_checksum=getattr(policy_version, "checksum", ""),
+        matched_rules=matched_rules or [], requested_by=requested_by, requester=requester,
+        requester_key=requester_key, approvals_needed=2 if action_class == "exfil" else 1,
         due_at=timezone.now() + timeout)
+
+
+def claim_approval(request: ApprovalRequest) -> bool:
+    """Claim an approved request for the one decision about to use it, atomically: of any
+    number of concurrent claims exactly one succeeds. Call inside that decision's
+    transaction, then ``mark_consumed`` once the decision is stored."""
+    return bool(ApprovalRequest.objects.filter(
+        pk=request.pk, status=Status.APPROVED, consumed_at__isnull=True,
+    ).update(consumed_at=timezone.now()))
+
+
+def mark_consumed(request: ApprovalRequest, decision: Any) -> None:
+    ApprovalRequest.objects.filter(pk=request.pk, consumed_by__isnull=True).update(
+        consumed_by=decision)
+    request.consumed_by = decision
+
+
+def asked_by(request: ApprovalRequest, actor: Any) -> bool:
+    """Is ``actor`` (a person, or an API key's principal) whoever asked for ``request``?"""
+    key = getattr(actor, "api_key", None)
+    if request.requester_key_id is not None:
+        return key is not None and key.pk == request.requester_key_id
+    if request.requester_id is not None:
+        return getattr(actor, "pk", None) == request.requester_id
+    return key is None and getattr(actor, "pk", None) is None and \
+        request.requested_by == str(actor)
+
+
+@transaction.atomic
+def withdraw_approval(request: ApprovalRequest, by: Any, reason: str = "") -> ApprovalRequest:
+    """The asker gives up waiting (its own timeout passed): the request can no longer be
+    approved. Only the one who asked may withdraw it; a decided request stays as it is."""
+    request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
+    if not asked_by(request, by):
+        raise PermissionDenied("only whoever asked for an approval may withdraw it")
+    if request.status != Status.PENDING:
+        return request
+    return _close(request, Status.EXPIRED, None,
+                  f"withdrawn by {by}" + (f": {reason.strip()}" if reason.strip() else ""))
 
 
 def decide_approval(request: ApprovalRequest, by: Any, approve: bool,
@@ -70,6 +152,8 @@ def expire_if_overdue(request: ApprovalRequest, now: Any = None) -> bool:
 def _vote(request: ApprovalRequest, by: Any, approve: bool, justification: str
           ) -> ApprovalRequest:
     request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
+    if request.status == Status.PENDING and request.due_at <= timezone.now():
+        raise ApprovalError("this request expired before a decision")
     if not has_role(by, Role.APPROVE, request.tenant_id):
         raise PermissionDenied("deciding needs the approve role on this tenant")
     if request.status != Status.PENDING:

@@ -20,6 +20,7 @@ from runs.services import redactor_for
 from .models import ApprovalRequest, Status
 from .services import decide_approval
 
+RECENTLY_DECIDED = 20
 RISK = Case(When(action_class="exfil", then=Value(0)), When(action_class="delete", then=Value(1)),
             When(action_class="write", then=Value(2)), default=Value(3),
             output_field=IntegerField())
@@ -56,8 +57,12 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
         items.append(QueueItem(item, viewer.redactor.redact(item.arguments, "arguments"),
                                runs.get((item.tenant_id, item.run_id)),
                                own=item.requester_id == request.user.pk))
+    decided = (ApprovalRequest.objects.for_user(request.user, Role.APPROVE)
+               .exclude(status=Status.PENDING).select_related("tenant", "consumed_by")
+               .order_by("-decided_at", "-id")[:RECENTLY_DECIDED])
     return render(request, "approvals/queue.html", {
-        **admin.site.each_context(request), "title": "Approval queue", "pending": items})
+        **admin.site.each_context(request), "title": "Approval queue", "pending": items,
+        "decided": decided})
 
 
 @login_required

@@ -262,6 +262,8 @@ APPROVAL_FIELDS = {
     "matched_rules": "matched_rules", "requested_by": "requested_by",
     "approvals_needed": "approvals_needed", "due_at": "due_at", "escalated_at": "escalated_at",
     "created_at": "created_at", "decided_at": "decided_at",
+    "policy_checksum": "policy_checksum", "consumed_by_decision": "consumed_by_id",
+    "consumed_at": "consumed_at",
 }
 
 

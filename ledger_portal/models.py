@@ -44,6 +44,12 @@ class Tenant(models.Model):
     retention_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Closed runs that ended longer ago than this are "
         "removed by the retention task, unless something holds them. Empty: keep forever.")
+    unregistered_tools = models.CharField(
+        max_length=20, default="require_approval",
+        choices=[("require_approval", "hold for a person unless declared read"),
+                 ("trust_declared", "decide by the class the agent declares")],
+        help_text="How calls to tools missing from the tool registry are decided: their "
+        "declared class is only the agent's word.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords(get_user=history_user)

@@ -136,11 +136,17 @@ class CompiledRule:
             return self.effect != Effect.ALLOW
 
 
+#: A policy version with no default effect abstains on the calls none of its rules match.
+ABSTAIN = ""
+
+
 @dataclass
 class Verdict:
-    effect: str
+    effect: str  # an Effect, or ABSTAIN
     matched: list[dict[str, Any]] = field(default_factory=list)
     reason: str = ""
+    # Some policy confines the call to sandbox: an approval clears it as sandbox only.
+    sandboxed: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ class CompiledPolicy:
     def decide(self, doc: Mapping[str, Any]) -> Verdict:
         matched = [rule for rule in self.rules if rule.matches(doc)]
         if not matched:
+            if self.default_effect == ABSTAIN:
+                return Verdict(ABSTAIN, [], "no rule matched; the policy has no default")
             return Verdict(self.default_effect, [], "no rule matched: the policy's default")
         strictest = max(matched, key=lambda r: STRICTNESS[Effect(r.effect)])
         return Verdict(strictest.effect,

@@ -81,9 +81,11 @@ class PolicyVersion(models.Model):
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=10, choices=VersionStatus.choices,
                               default=VersionStatus.DRAFT)
-    default_effect = models.CharField(max_length=20, choices=Effect.choices,
-                                      default=Effect.ALLOW,
-                                      help_text="The effect when no rule matches.")
+    default_effect = models.CharField(
+        max_length=20, choices=Effect.choices, default=Effect.ALLOW, blank=True,
+        help_text="The effect when no rule matches. Empty: none; the policy decides only the "
+        "calls its rules match and leaves the others to the tenant's other policies (a tool "
+        "freeze is such a policy, so it can only tighten).")
     change_note = models.TextField(help_text="What changes, and why.")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                on_delete=models.PROTECT, related_name="+")
@@ -204,6 +206,9 @@ class Decision(AppendOnly):
     agent_id = models.CharField(max_length=200, blank=True)
     tool = models.CharField(max_length=200)
     action_class = models.CharField(max_length=8)
+    declared_action_class = models.CharField(
+        max_length=8, blank=True,
+        help_text="The class the agent declared, when the tool registry says otherwise.")
     mode = models.CharField(max_length=10, choices=Mode.choices)
     input = models.JSONField(help_text="The input document the engine saw.")
     effect = models.CharField(max_length=20, choices=Effect.choices)

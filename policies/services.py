@@ -17,6 +17,7 @@ from runs.annotations import annotate
 from runs.models import AnnotationKind
 
 from .engine import (
+    ABSTAIN,
     CompiledPolicy,
     Verdict,
     compiled_version,
@@ -122,25 +123,31 @@ def current_deciders(tenant: Tenant) -> list[Decider]:
 
 def evaluate(tenant: Tenant, doc: dict[str, Any], deciders: list[Decider] | None = None
              ) -> tuple[Verdict, PolicyVersion | None, str]:
-    """Every published policy of the tenant decides; the strictest effect wins."""
+    """Every published policy of the tenant decides; the strictest effect wins. A policy
+    without a default abstains on calls none of its rules match (a freeze only tightens); when
+    every policy abstains, or none is published, the baseline applies."""
     if deciders is None:
         deciders = current_deciders(tenant)
-    if not deciders:
-        effect = NO_POLICY_EFFECTS.get(doc["action_class"], Effect.REQUIRE_APPROVAL)
-        return Verdict(effect, [], "no published policy: reads are allowed, every other "
-                       "action needs approval"), None, Engine.EMBEDDED
     best: tuple[Verdict, PolicyVersion] | None = None
     matched: list[dict[str, Any]] = []
+    sandboxed = False
     for version, decide in deciders:
         verdict = decide(doc)
+        if verdict.effect == ABSTAIN:
+            continue
         matched += [{**m, "policy": version.policy.name, "version": version.number}
                     for m in verdict.matched]
+        sandboxed = sandboxed or verdict.effect == Effect.SANDBOX_ONLY
         if best is None or STRICTNESS[Effect(verdict.effect)] > STRICTNESS[Effect(
                 best[0].effect)]:
             best = (verdict, version)
-    assert best is not None
+    if best is None:
+        effect = NO_POLICY_EFFECTS.get(doc["action_class"], Effect.REQUIRE_APPROVAL)
+        return Verdict(effect, matched, "no published policy decides this call: reads are "
+                       "allowed, every other action needs approval"), None, Engine.EMBEDDED
     verdict, version = best
-    return Verdict(verdict.effect, matched, verdict.reason), version, version.policy.engine
+    return (Verdict(verdict.effect, matched, verdict.reason, sandboxed=sandboxed), version,
+            version.policy.engine)
 
 
 def record_decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
@@ -158,6 +165,7 @@ def _decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
     return Decision(
         tenant=tenant, run_id=doc["run"]["id"], call_id=doc["call"]["id"],
         agent_id=doc["agent"]["id"], tool=doc["tool"]["name"], action_class=doc["action_class"],
+        declared_action_class=doc["tool"].get("declared_action_class", ""),
         mode=doc["mode"], input=doc, effect=verdict.effect, reason=verdict.reason,
         policy_version=version, matched_rules=verdict.matched, engine=engine,
         latency_us=int((time.perf_counter() - started) * 1_000_000), approval=approval,
@@ -178,39 +186,58 @@ class ProposedCall:
 
 def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
                      requester: Any = None, pinned_version: PolicyVersion | None = None,
-                     open_approval: bool = True) -> Decision:
+                     open_approval: bool = True, requester_key: Any = None) -> Decision:
     """Decide a proposed tool call and store the decision (the policy trail).
 
-    ``require_approval`` opens an approval request bound to the exact action (unless
-    ``open_approval`` is False: a sandbox replay, where nothing with side effects runs); asking
-    again with its ``approval_id`` gives allow once approved for the same tool, arguments and
-    policy version, and deny if anything differs or a person rejected it. ``pinned_version``
-    decides under that one version instead of everything published (replays that pin one).
+    ``require_approval`` opens an approval request bound to the exact call (unless
+    ``open_approval`` is False: a sandbox replay, where nothing with side effects runs). Asking
+    again with its ``approval_id`` gives allow once, to the one decision that claims it, when
+    a person approved it and nothing it is bound to differs (run, call, agent, who asks, tool,
+    arguments, the policy version now in force); deny otherwise. An approval never widens an
+    effect: it only answers ``require_approval``. ``pinned_version`` decides under that one
+    version instead of everything published (replays that pin one).
     """
-    from approvals.models import ApprovalRequest, Status
-    from approvals.services import action_hash, request_approval
+    from approvals.models import ApprovalRequest
+    from approvals.services import mark_consumed, request_approval
 
     started = time.perf_counter()
     doc = _document(tenant, call)
     with transaction.atomic():
         verdict, version, engine = evaluate(
             tenant, doc, None if pinned_version is None else [decider_for(pinned_version)])
+        verdict = _known_or_held(tenant, doc, verdict)
         approval = None
+        consumed = False
         exception = _overriding_exception(tenant, doc, verdict, version)
         if exception is not None:
             verdict = _overridden(verdict, exception)
         elif call.approval_id is not None:
             approval = ApprovalRequest.objects.filter(tenant=tenant, pk=call.approval_id).first()
-            verdict = _with_approval(verdict, approval, call, action_hash, Status)
+            verdict, consumed = _with_approval(
+                verdict, approval, _binding(tenant, call, version, asked_by, requester,
+                                            requester_key))
         elif verdict.effect == Effect.REQUIRE_APPROVAL and open_approval:
             approval = request_approval(
-                tenant, tool=call.tool, action_class=call.action_class,
+                tenant, tool=call.tool, action_class=doc["action_class"],
                 arguments=call.arguments, run_id=call.run_id, call_id=call.call_id,
                 agent_id=call.agent_id, policy_version=version, matched_rules=verdict.matched,
-                requested_by=asked_by, requester=requester)
+                requested_by=asked_by, requester=requester, requester_key=requester_key)
         decision = record_decision(tenant, doc, verdict, version, engine, started, asked_by,
                                    approval, exception)
+        if consumed and approval is not None:
+            mark_consumed(approval, decision)
         return decision
+
+
+def _binding(tenant: Tenant, call: ProposedCall, version: PolicyVersion | None, asked_by: str,
+             requester: Any, requester_key: Any) -> dict[str, Any]:
+    from approvals.services import binding_of
+
+    return binding_of(tenant.pk, run_id=call.run_id, call_id=call.call_id,
+                      agent_id=call.agent_id, asked_by=asked_by,
+                      requester_id=getattr(requester, "pk", None),
+                      requester_key_id=getattr(requester_key, "pk", None), tool=call.tool,
+                      arguments=call.arguments, version=version)
 
 
 @dataclass
@@ -227,6 +254,12 @@ class DecisionContext:
     tenant: Tenant
     deciders: list[Decider]
     exceptions: list[Any] | None = None
+    tools: dict[str, str] | None = None
+
+    def registry(self) -> dict[str, str]:
+        if self.tools is None:
+            self.tools = registered_classes(self.tenant)
+        return self.tools
 
     def active_exceptions(self) -> list[Any]:
         if self.exceptions is None:
@@ -253,8 +286,9 @@ def unsaved_sandbox_decision(context: DecisionContext, call: ProposedCall, asked
         raise ValueError("a decision about an approval request goes through decide_tool_call")
     started = time.perf_counter()
     tenant = context.tenant
-    doc = _document(tenant, call)
+    doc = _document(tenant, call, context.registry())
     verdict, version, engine = evaluate(tenant, doc, context.deciders)
+    verdict = _known_or_held(tenant, doc, verdict)
     exception = None if verdict.effect == Effect.ALLOW else _overriding_exception(
         tenant, doc, verdict, version, context.active_exceptions())
     if exception is not None:
@@ -262,11 +296,59 @@ def unsaved_sandbox_decision(context: DecisionContext, call: ProposedCall, asked
     return _decision(tenant, doc, verdict, version, engine, started, asked_by, None, exception)
 
 
-def _document(tenant: Tenant, call: ProposedCall) -> dict[str, Any]:
-    return input_document(tenant_slug=tenant.slug, outage_mode=tenant.outage_mode,
-                          agent_id=call.agent_id, run_id=call.run_id, call_id=call.call_id,
-                          tool=call.tool, action_class=call.action_class, mode=call.mode,
-                          args=call.arguments)
+CLASS_STRICTNESS = {"read": 0, "write": 1, "delete": 2, "exfil": 3}
+
+
+def registered_classes(tenant: Tenant) -> dict[str, str]:
+    """The tenant's tool registry: tool name -> action class."""
+    from runs.models import Tool
+
+    return dict(Tool.objects.filter(tenant=tenant).values_list("name", "action_class"))
+
+
+def _document(tenant: Tenant, call: ProposedCall, registry: dict[str, str] | None = None
+              ) -> dict[str, Any]:
+    """The policy input for ``call``. Its action class is the registry's when the tool is
+    registered, or the declared one where that is stricter; a declared class that differs
+    stays in the document (``tool.declared_action_class``), and ``tool.registered`` says
+    whether the registry knows the tool at all."""
+    if registry is None:
+        from runs.models import Tool
+
+        found = Tool.objects.filter(tenant=tenant, name=call.tool).values_list(
+            "action_class", flat=True).first()
+    else:
+        found = registry.get(call.tool)
+    declared = call.action_class
+    action_class = declared if found is None or CLASS_STRICTNESS.get(declared, 3) >= \
+        CLASS_STRICTNESS.get(found, 3) else found
+    doc = input_document(tenant_slug=tenant.slug, outage_mode=tenant.outage_mode,
+                         agent_id=call.agent_id, run_id=call.run_id, call_id=call.call_id,
+                         tool=call.tool, action_class=action_class, mode=call.mode,
+                         args=call.arguments)
+    doc["tool"]["registered"] = found is not None
+    if action_class != declared:
+        doc["tool"]["declared_action_class"] = declared
+    return doc
+
+
+def _known_or_held(tenant: Tenant, doc: dict[str, Any], verdict: Verdict) -> Verdict:
+    """The verdict with what the registry says: an unregistered tool that is not declared a
+    read waits for a person (unless the tenant trusts declared classes); a registered class
+    the agent understated is named in the reason."""
+    if doc["tool"].get("declared_action_class"):
+        verdict = Verdict(verdict.effect, verdict.matched,
+                          f"{verdict.reason} (the tool is registered as "
+                          f"{doc['action_class']}, declared "
+                          f"{doc['tool']['declared_action_class']})", verdict.sandboxed)
+    if (doc["tool"]["registered"] or doc["action_class"] == "read"
+            or tenant.unregistered_tools == "trust_declared"
+            or STRICTNESS[Effect(verdict.effect)] >= STRICTNESS[Effect.REQUIRE_APPROVAL]):
+        return verdict
+    return Verdict(Effect.REQUIRE_APPROVAL, verdict.matched,
+                   f"{doc['tool']['name']} is not in the tool registry and is declared "
+                   f"{doc['action_class']}: a person decides (policy said {verdict.effect})",
+                   verdict.sandboxed or verdict.effect == Effect.SANDBOX_ONLY)
 
 
 def _overridden(verdict: Verdict, exception: Any) -> Verdict:
@@ -289,23 +371,43 @@ def _overriding_exception(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
     return exception
 
 
-def _with_approval(verdict: Verdict, approval: Any, call: ProposedCall, hash_of: Any,
-                   status: Any) -> Verdict:
+def _with_approval(verdict: Verdict, approval: Any, binding: dict[str, Any]
+                   ) -> tuple[Verdict, bool]:
+    """The verdict for a call presented with an approval request, and whether this decision
+    consumed the approval."""
+    from approvals.models import Status
+    from approvals.services import binding_differences, claim_approval, expire_if_overdue
+
     if approval is None:
-        return Verdict(Effect.DENY, verdict.matched, "no such approval request")
-    if verdict.effect == Effect.DENY:
-        return verdict  # a policy that now denies outranks an earlier approval
-    if hash_of(call.tool, call.arguments, approval.policy_version_id) != approval.action_hash:
-        return Verdict(Effect.DENY, verdict.matched, f"the call differs from the action "
-                       f"approval request {approval.pk} is about (tool, arguments or policy "
-                       "version); it is refused, not waved through")
-    if approval.status == status.APPROVED:
-        return Verdict(Effect.ALLOW, verdict.matched, f"approved (request {approval.pk})")
-    if approval.status == status.PENDING:
+        return Verdict(Effect.DENY, verdict.matched, "no such approval request"), False
+    if verdict.effect != Effect.REQUIRE_APPROVAL:
+        # deny outranks an earlier approval; allow needs none; sandbox_only stays sandbox:
+        # an approval never widens an effect
+        return verdict, False
+    differences = binding_differences(approval, binding)
+    if differences:
+        return Verdict(Effect.DENY, verdict.matched, (
+            f"the call differs from what approval request {approval.pk} was asked for "
+            f"({', '.join(differences)}); it is refused, not waved through")), False
+    if approval.status == Status.PENDING and expire_if_overdue(approval):
+        approval.status = Status.EXPIRED
+    if approval.status == Status.PENDING:
         return Verdict(Effect.REQUIRE_APPROVAL, verdict.matched,
-                       f"waiting for approval request {approval.pk}")
-    return Verdict(Effect.DENY, verdict.matched, f"approval request {approval.pk} was "
-                   f"{approval.status}")
+                       f"waiting for approval request {approval.pk}"), False
+    if approval.status != Status.APPROVED:
+        return Verdict(Effect.DENY, verdict.matched, f"approval request {approval.pk} was "
+                       f"{approval.status}"), False
+    if not claim_approval(approval):
+        used = type(approval).objects.filter(pk=approval.pk).values_list(
+            "consumed_by_id", flat=True).first()
+        return Verdict(Effect.DENY, verdict.matched, f"approval request {approval.pk} was "
+                       f"already used by decision {used}; an approval clears one call"), False
+    if verdict.sandboxed:  # an approval never widens an effect: sandbox stays sandbox
+        return Verdict(Effect.SANDBOX_ONLY, verdict.matched, f"approved (request "
+                       f"{approval.pk}), used by this decision; still sandbox only: a policy "
+                       "confines this call to its dry run", sandboxed=True), True
+    return Verdict(Effect.ALLOW, verdict.matched, f"approved (request {approval.pk}), used "
+                   "by this decision"), True
 
 
 FREEZE_POLICY = "tool-freezes"
@@ -346,6 +448,8 @@ def _republish_freezes(tenant: Tenant, by: Any, add: tuple[str, str] | None,
         defaults={"description": "Tools frozen by operators (ledger freeze / admin action)."})
     Policy.objects.select_for_update().filter(pk=policy.pk).first()  # one freeze at a time
     draft = create_draft(policy, None, note)
+    draft.default_effect = ABSTAIN  # a freeze decides only the tools it names
+    draft.save(update_fields=["default_effect"])
     frozen = {r.tool for r in draft.rules.all()}
     if remove is not None:
         if remove not in frozen:

@@ -123,6 +123,18 @@ def user_client() -> Callable[[User], APIClient]:
 
 
 @pytest.fixture
+def register_tools() -> Callable[..., None]:
+    """Put tools in a tenant's registry: ``register_tools(acme, refund_payment="write")``."""
+    from runs.models import Tool
+
+    def register(tenant: Tenant, **classes: str) -> None:
+        for name, action_class in classes.items():
+            Tool.objects.get_or_create(tenant=tenant, name=name,
+                                       defaults={"action_class": action_class})
+    return register
+
+
+@pytest.fixture
 def make_run() -> Callable[..., dict[str, Any]]:
     """A realistic run in the ingestion format (from the benchmark generator)."""
     generators: dict[str, RunGenerator] = {}

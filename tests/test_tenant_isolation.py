@@ -36,6 +36,8 @@ from runs.models import (
 
 # Routes that only write; their tenant boundary is tested where their behaviour is.
 WRITE_ONLY_ROUTES = {
+    "api:approval-withdraw": "tests/policies/test_approval_binding.py::"
+                             "test_only_the_asking_key_may_withdraw",
     "api:batch-ingest": "tests/runs/test_ingest.py::"
                         "test_a_person_records_into_a_named_tenant_they_may_ingest_into",
     "api:decision-create": "tests/policies/test_decision_api.py::"

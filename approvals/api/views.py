@@ -10,9 +10,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -20,6 +22,7 @@ from ledger_portal.api.scoping import TenantScopedViewMixin
 from ledger_portal.roles import Role
 
 from ..models import ApprovalRequest, Status
+from ..services import withdraw_approval
 
 POLL_INTERVAL = 0.25
 # Long-polls held now in this process, per API key (or person).
@@ -43,16 +46,33 @@ def waiting_slot(holder: str) -> Iterator[bool]:
                 _waiting[holder] -= 1
 
 
+class ConsumedBySerializer(serializers.Serializer):
+    decision = serializers.IntegerField()
+    run_id = serializers.CharField()
+    call_id = serializers.CharField()
+
+
 class ApprovalSerializer(serializers.ModelSerializer):
     approvals = serializers.SerializerMethodField()
+    consumed_by = serializers.SerializerMethodField()
 
     class Meta:
         model = ApprovalRequest
         fields = ["id", "kind", "status", "tool", "action_class", "run_id", "call_id",
-                  "approvals_needed", "approvals", "due_at", "decided_at", "created_at"]
+                  "approvals_needed", "approvals", "due_at", "decided_at", "created_at",
+                  "consumed_at", "consumed_by"]
 
     def get_approvals(self, request: ApprovalRequest) -> int:
         return request.votes.filter(approve=True).count()
+
+    @extend_schema_field(ConsumedBySerializer(allow_null=True))
+    def get_consumed_by(self, request: ApprovalRequest) -> dict[str, Any] | None:
+        """The one decision this approval cleared (null until one used it)."""
+        decision = request.consumed_by
+        if decision is None:
+            return None
+        return {"decision": decision.pk, "run_id": decision.run_id,
+                "call_id": decision.call_id}
 
 
 class ApprovalDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
@@ -85,4 +105,32 @@ class ApprovalDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
             while approval.status == Status.PENDING and time.monotonic() < deadline:
                 time.sleep(POLL_INTERVAL)
                 approval.refresh_from_db(fields=["status", "decided_at"])
+        return Response(self.get_serializer(approval).data)
+
+
+class WithdrawSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class ApprovalWithdraw(TenantScopedViewMixin, generics.GenericAPIView):
+    """The asker gives up on a pending request (its own wait timed out): nobody can approve it
+    any more. Only whoever asked may withdraw; a decided request is left as it is."""
+
+    serializer_class = ApprovalSerializer
+    role = Role.INGEST
+    scoped_model = ApprovalRequest
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return self.scoped_queryset()
+
+    @extend_schema(request=WithdrawSerializer, responses={200: ApprovalSerializer})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        approval = self.get_object()
+        body = WithdrawSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            approval = withdraw_approval(approval, request.user,
+                                         reason=body.validated_data["reason"])
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
         return Response(self.get_serializer(approval).data)

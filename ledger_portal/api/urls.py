@@ -20,4 +20,6 @@ urlpatterns = [
     path("decisions/", policies.DecisionCreate.as_view(), name="decision-create"),
     path("policy-trail/", policies.DecisionList.as_view(), name="decision-list"),
     path("approvals/<int:pk>/", approvals.ApprovalDetail.as_view(), name="approval-detail"),
+    path("approvals/<int:pk>/withdraw/", approvals.ApprovalWithdraw.as_view(),
+         name="approval-withdraw"),
 ]

@@ -8,6 +8,7 @@ linked to the tool call by its call_id.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import time
@@ -131,9 +132,19 @@ class Gatekeeper:
                 raise ApprovalTimedOut(f"{tool}: approval request {approval_id} expired on the "
                                        "portal before anyone decided", decision, approval_id)
             else:
+                # The agent moves on without the call: nobody may approve it after that.
+                self._withdraw(approval_id)
                 raise ApprovalTimedOut(f"{tool}: no decision on approval request "
-                                       f"{approval_id} in time ({status})", decision,
-                                       approval_id)
+                                       f"{approval_id} in time ({status}); withdrawn",
+                                       decision, approval_id)
+
+    def _withdraw(self, approval_id: int) -> None:
+        """Withdraw a request this agent stopped waiting for (best effort: a portal that
+        cannot be reached now expires it at its due time)."""
+        with contextlib.suppress(PortalUnreachable):
+            self.transport.post_json(APPROVAL_PATH.format(id=approval_id) + "withdraw/",
+                                     {"reason": "the agent stopped waiting"},
+                                     timeout=self.request_timeout)
 
     def _ask(self, proposed: dict[str, Any]) -> Decision:
         deadline = time.monotonic() + self.decision_timeout
@@ -168,6 +179,8 @@ class Gatekeeper:
             status = str(reply.body.get("status"))
             if status != "pending":
                 return status
+            if reply.retry_after:  # the portal would not hold another wait of this key now
+                time.sleep(min(reply.retry_after, max(0.0, deadline - time.monotonic())))
 
     def _with_retries(self, method: str, path: str, data: Any, deadline: float,
                       timeout: float) -> Reply | None:

@@ -53,7 +53,8 @@ class Transport:
                                          headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                return Reply(response.status, _parse(response.read()))
+                return Reply(response.status, _parse(response.read()),
+                             _retry_after(response.headers))
         except urllib.error.HTTPError as exc:
             with exc:
                 return Reply(exc.code, _parse(exc.read()), _retry_after(exc.headers))

@@ -41,8 +41,8 @@ class DecisionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Decision
         fields = ["id", "effect", "reason", "policy", "matched_rules", "engine", "latency_us",
-                  "approval", "run_id", "call_id", "agent_id", "tool", "action_class", "mode",
-                  "created_at"]
+                  "approval", "run_id", "call_id", "agent_id", "tool", "action_class",
+                  "declared_action_class", "mode", "created_at"]
 
     def get_policy(self, decision: Decision) -> dict[str, Any] | None:
         version = decision.policy_version
@@ -57,6 +57,7 @@ class DecisionSerializer(serializers.ModelSerializer):
         approval = decision.approval
         assert approval is not None
         return {"id": approval.pk, "status": approval.status,
+                "consumed": approval.consumed_by_id == decision.pk,
                 "poll": reverse("api:approval-detail", args=[approval.pk])}
 
 
@@ -75,7 +76,8 @@ class DecisionCreate(APIView):
         proposed.is_valid(raise_exception=True)
         decision = services.decide_tool_call(
             tenant, services.ProposedCall(**proposed.validated_data), asked_by=str(request.user),
-            requester=request.user if getattr(request.user, "pk", None) else None)
+            requester=request.user if getattr(request.user, "pk", None) else None,
+            requester_key=getattr(request.user, "api_key", None))
         return Response(DecisionSerializer(decision).data, status=status.HTTP_201_CREATED)
 
     @staticmethod

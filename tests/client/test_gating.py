@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalRequest
-from approvals.services import decide_approval
+from approvals.services import ApprovalError, decide_approval
 from ledger_portal.client import (
     ApprovalRejected,
     ApprovalTimedOut,
@@ -67,8 +67,10 @@ class Tools:
 
 
 @pytest.fixture
-def client(make_client: Any, publish: Any) -> LedgerClient:
+def client(make_client: Any, publish: Any, register_tools: Any, acme: Any) -> LedgerClient:
     publish(RULES)
+    register_tools(acme, get_customer="read", delete_customer="delete",
+                   refund_payment="write", send_email="write")
     return make_client()
 
 
@@ -187,8 +189,8 @@ def test_a_rejected_approval_raises_and_the_call_never_runs(
     assert trail(call.call_id) == ["require_approval"]
 
 
-def test_an_approval_nobody_decides_in_time_times_out(client: LedgerClient,
-                                                      tools: Tools) -> None:
+def test_an_approval_nobody_decides_in_time_times_out_and_is_withdrawn(
+        client: LedgerClient, tools: Tools, alice: Any) -> None:
     with client.run(agent_id="billing-bot", goal="refund") as run:
         with pytest.raises(ApprovalTimedOut) as timed_out:
             run.call_tool("refund_payment", tools.refund_payment.__wrapped__,  # type: ignore[attr-defined]
@@ -197,7 +199,10 @@ def test_an_approval_nobody_decides_in_time_times_out(client: LedgerClient,
                           approval_timeout=0.5)
         run.end("cancelled")
     assert tools.calls == []
-    assert ApprovalRequest.objects.get(pk=timed_out.value.approval_id).status == "pending"
+    withdrawn = ApprovalRequest.objects.get(pk=timed_out.value.approval_id)
+    assert withdrawn.status == "expired"  # nobody can approve what the agent gave up on
+    with pytest.raises(ApprovalError, match="already expired"):
+        decide_approval(withdrawn, alice, approve=True, justification="too late")
     [call] = recorded(client, run.run_id)
     assert (call.status, error_of(call)["type"]) == ("cancelled", "ApprovalTimedOut")
     assert trail(call.call_id) == ["require_approval"]

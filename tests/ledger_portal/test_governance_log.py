@@ -49,7 +49,8 @@ def test_tenant_settings_changes_are_recorded(acme, db, client):
     client.force_login(root)
     response = client.post(reverse("admin:ledger_portal_tenant_change", args=[acme.pk]), {
         "slug": "acme", "name": "Acme", "approval_escalate_minutes": 5,
-        "approval_timeout_minutes": 240, "retention_days": 30})
+        "approval_timeout_minutes": 240, "retention_days": 30,
+        "unregistered_tools": "require_approval"})
     assert response.status_code == 302
     entry = log_of(acme)[-1]
     assert entry.author == root

@@ -20,8 +20,10 @@ RULES = [
 
 
 @pytest.fixture
-def agent(acme, key_client, publish):
+def agent(acme, key_client, publish, register_tools):
     publish(RULES)
+    register_tools(acme, get_customer="read", delete_record="delete", refund_payment="write",
+                   send_report="exfil")
     return key_client(acme, ["ingest"])
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from policies.models import Policy, PolicyVersion
 from policies.services import ProposedCall, decide_tool_call
+from runs.models import Tool
 
 
 class FakeOpa(BaseHTTPRequestHandler):
@@ -57,6 +58,7 @@ def opa_policy(acme, alice, dave, opa):
     policy = Policy.objects.create(tenant=acme, name="opa-tools", engine="opa", opa_url=opa,
                                    opa_path="agents/tools/decision", opa_timeout_ms=300)
     publish_policy_version(create_draft(policy, alice, "delegate to OPA"), dave)
+    Tool.objects.create(tenant=acme, name="send_email", action_class="exfil")
     return policy
 
 
@@ -76,7 +78,7 @@ def test_opa_decides_with_the_documented_input(acme, opa_policy):
     assert decision.matched_rules[0]["name"] == "freeze-mail"
     sent = FakeOpa.seen[0]["input"]
     assert sent == decision.input
-    assert sent["tool"] == {"name": "send_email", "action_class": "exfil"}
+    assert sent["tool"] == {"name": "send_email", "action_class": "exfil", "registered": True}
     assert sent["args"] == {"to": "a@example.com"}
     assert sent["tenant"] == {"slug": "acme", "outage_mode": False}
 
