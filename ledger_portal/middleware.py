@@ -1,11 +1,15 @@
-"""Response headers every page and API answer carries."""
+"""Response headers every page and API answer carries, and JSON errors on the API."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+
+log = logging.getLogger("ledger_portal.api")
 
 
 class SecurityHeadersMiddleware:
@@ -23,3 +27,40 @@ class SecurityHeadersMiddleware:
         if not request.path.startswith(static_prefix):
             response.headers["Cache-Control"] = "no-store, private"
         return response
+
+
+#: Paths whose callers are programs: their errors are JSON, never an HTML page.
+API_PREFIXES = ("/api/", "/v1/")
+DATABASE_RETRY_AFTER = "5"
+
+
+class ApiErrorsAsJsonMiddleware:
+    """An error no view handled is answered in JSON on the API: a 503 with ``Retry-After``
+    when the database cannot be reached (clients retry), a 500 otherwise. The exception is
+    logged as Django would; its text, which may quote data, is never sent."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception
+                          ) -> HttpResponse | None:
+        if not request.path.startswith(API_PREFIXES):
+            return None
+        from django.db import InterfaceError, OperationalError
+
+        if isinstance(exception, OperationalError | InterfaceError):
+            log.warning("API %s %s: database unavailable: %s", request.method, request.path,
+                        type(exception).__name__)
+            response = JsonResponse({"detail": "The ledger database is unavailable; nothing "
+                                     "was recorded. Retry later."}, status=503)
+            response["Retry-After"] = DATABASE_RETRY_AFTER
+            return response
+        if isinstance(exception, Http404 | PermissionDenied | SuspiciousOperation):
+            return None  # Django answers these itself (404, 403, 400)
+        log.error("API %s %s failed", request.method, request.path, exc_info=exception)
+        return JsonResponse({"detail": "The portal failed to answer this request; the error "
+                             "is logged. Nothing was recorded unless the answer says so."},
+                            status=500)

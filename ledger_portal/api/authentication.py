@@ -15,6 +15,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from ..models import KEY_PREFIX, ApiKey
+from .bookkeeping import best_effort
 
 
 class ApiKeyPrincipal:
@@ -71,7 +72,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
     def _record_use(key: ApiKey, request: Request) -> None:
         # One write per key per interval, not one per request.
         interval = settings.LEDGER_API_KEY_TOUCH_INTERVAL
-        if interval and not cache.add(f"apikey-used:{key.prefix}", 1, interval):
-            return
+        if interval and not best_effort(
+                "an API key's last-use mark",
+                lambda: cache.add(f"apikey-used:{key.prefix}", 1, interval), fallback=False):
+            return  # written within the interval, or the cache is down: skip this time
         ApiKey.objects.filter(pk=key.pk).update(
             last_used_at=timezone.now(), last_used_ip=request.META.get("REMOTE_ADDR"))

@@ -7,14 +7,13 @@ since a limit that fails closed would turn a cache outage into an agent outage.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 
-log = logging.getLogger(__name__)
+from .bookkeeping import best_effort
 
 
 class ApiKeyRateThrottle(SimpleRateThrottle):
@@ -33,8 +32,7 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         # The rate is read per request (not once at import), so a changed setting applies.
         self.rate = self.get_rate()
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        try:
-            return super().allow_request(request, view)
-        except Exception:  # the cache is down: count nothing, refuse nothing
-            log.warning("API rate limit skipped: the cache is unreachable", exc_info=True)
-            return True
+        # the cache is down: count nothing, refuse nothing
+        return best_effort("a rate-limit count",
+                           lambda: super(ApiKeyRateThrottle, self).allow_request(request, view),
+                           fallback=True)
