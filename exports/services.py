@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from ledger_portal import signing
 from ledger_portal.canonical import canonical_timestamp
+from ledger_portal.jobs import enqueue_on_commit
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
@@ -112,7 +113,7 @@ def request_export(tenant: Tenant, by: Any, window_from: datetime, window_to: da
         if enqueue:
             from .tasks import plan_export
 
-            transaction.on_commit(lambda: plan_export.delay(export.pk))
+            enqueue_on_commit(plan_export, (export.pk,))
     return export
 
 

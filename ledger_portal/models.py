@@ -139,3 +139,20 @@ class ApiKey(models.Model):
         if self.revoked_at is not None:
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
+
+
+class OutboxMessage(models.Model):
+    """A Celery message the broker could not take when it was sent (see ``jobs.py``)."""
+
+    task = models.CharField(max_length=200)
+    args = models.JSONField(default=list)
+    task_id = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.task}{self.args}"

@@ -293,6 +293,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
+    # jobs queued while the broker was down (ledger_portal/jobs.py)
+    "dispatch-outbox": {"task": "ledger_portal.dispatch_outbox", "schedule": 10},
     "escalate-overdue-approvals": {"task": "approvals.escalate_overdue", "schedule": 60},
     "assemble-idle-otel-traces": {"task": "runs.assemble_idle_otel_traces", "schedule": 10},
     "fail-stuck-rollbacks": {"task": "runs.fail_stuck_rollbacks", "schedule": 60},

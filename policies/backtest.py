@@ -9,6 +9,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from ledger_portal.jobs import enqueue_on_commit
 from runs.models import ToolCall
 
 from .engine import compile_rules, input_document
@@ -29,7 +30,7 @@ def start_backtest(version: PolicyVersion, by: Any, window_from: datetime,
         test = BackTest.objects.create(tenant_id=version.tenant_id, version=version,
                                        window_from=window_from, window_to=window_to,
                                        requested_by=by if getattr(by, "pk", None) else None)
-        transaction.on_commit(lambda: run_backtest.delay(test.pk))
+        enqueue_on_commit(run_backtest, (test.pk,))
     return test
 
 

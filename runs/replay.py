@@ -34,6 +34,7 @@ from django.utils import timezone
 from approvals.models import ApprovalRequest, Kind
 from approvals.models import Status as ApprovalStatus
 from approvals.services import request_approval
+from ledger_portal.jobs import enqueue_on_commit
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
@@ -179,8 +180,7 @@ def schedule_replay(replay: Replay, countdown: float | None = None) -> str:
     task_id = uuid.uuid4().hex
     Replay.objects.filter(pk=replay.pk).update(task_id=task_id)
     replay.task_id = task_id
-    transaction.on_commit(lambda: run_replay.apply_async(
-        (replay.pk,), task_id=task_id, countdown=countdown or 0))
+    enqueue_on_commit(run_replay, (replay.pk,), task_id=task_id, countdown=countdown or 0)
     return task_id
 
 

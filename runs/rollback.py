@@ -35,6 +35,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from ledger_portal.jobs import enqueue_on_commit
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 
@@ -87,7 +88,7 @@ def _require_operate(by: Any, tenant_id: int) -> None:
 def _enqueue(rollback_id: int) -> None:
     from .tasks import run_rollback
 
-    transaction.on_commit(lambda: run_rollback.delay(rollback_id))
+    enqueue_on_commit(run_rollback, (rollback_id,))
 
 
 def _create(call: ToolCall, by: Any, incident: Any, batch: str = "", position: int = 0

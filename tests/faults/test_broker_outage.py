@@ -1,0 +1,55 @@
+"""A job submitted while the broker is down is kept, not lost and not a 500: the request that
+queued it succeeds, the message waits in the outbox, and the beat task sends it once the
+broker is back, exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from ledger_portal import celery_app
+from ledger_portal.jobs import dispatch_outbox
+from ledger_portal.models import OutboxMessage
+from runs.models import Replay
+
+
+@pytest.fixture
+def broker_on_own_redis(own_redis: Any) -> Iterator[Any]:
+    before = celery_app.conf.broker_url
+    celery_app.conf.broker_url = own_redis.url
+    celery_app.conf.broker_transport_options = {}
+    celery_app._pool = None
+    try:
+        yield own_redis
+    finally:
+        celery_app.conf.broker_url = before
+        celery_app._pool = None
+
+
+def queued_messages(url: str) -> int:
+    return int(redis.Redis.from_url(url).llen("celery"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_replay_asked_for_while_the_broker_is_down_runs_once_it_is_back(
+        acme, alice, record, make_run, user_client, broker_on_own_redis):
+    run = make_run()
+    record(acme, run)
+    broker_on_own_redis.stop()
+    response = user_client(alice).post("/api/v1/replays/", {
+        "run_id": run["run_id"], "tenant": "acme", "mode": "sandbox"}, format="json")
+    assert response.status_code in (201, 202), response.content[:500]
+    replay = Replay.objects.get(pk=response.json()["id"])
+    assert replay.status == "queued"
+    [kept] = OutboxMessage.objects.all()
+    assert (kept.task, kept.args, kept.task_id) == ("runs.run_replay", [replay.pk],
+                                                    replay.task_id)
+    assert dispatch_outbox() == {"sent": 0, "failed": 1}  # still down: kept, tried again
+    broker_on_own_redis.start()
+    assert dispatch_outbox() == {"sent": 1, "failed": 0}
+    assert not OutboxMessage.objects.exists()
+    assert queued_messages(broker_on_own_redis.url) == 1
+    assert dispatch_outbox() == {"sent": 0, "failed": 0}  # nothing sent twice
