@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, Q, QuerySet
@@ -207,7 +208,29 @@ class ScopedHistoryAdmin(SimpleHistoryAdmin):
         self._in_scope_or_404(request, object_id)
         return super().history_view(request, object_id, extra_context)
 
+    def revert_allowed(self, obj: Any) -> bool:
+        """Whether the object, as it is now, may be reverted to an earlier version. Immutable
+        and state-machine objects say no: their changes go through their services only."""
+        return True
+
+    def _current(self, obj: Model | None) -> Model | None:
+        # simple-history hands us the historical instance; what counts is the object now.
+        if obj is None or obj.pk is None:
+            return obj
+        return self.model._default_manager.filter(pk=obj.pk).first() or obj
+
+    def revert_disabled(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        current = self._current(obj)
+        if current is not None and not self.revert_allowed(current):
+            return True
+        return bool(super().revert_disabled(request, obj))
+
     def history_form_view(self, request: HttpRequest, object_id: str, version_id: str,
                           extra_context: Any = None) -> Any:
         self._in_scope_or_404(request, object_id)
+        if request.method == "POST":
+            current = self.model._default_manager.get(pk=unquote(object_id))
+            if not self.revert_allowed(current):
+                raise PermissionDenied(f"{current} cannot be reverted: it is immutable or "
+                                       "changes only through its own actions.")
         return super().history_form_view(request, object_id, version_id, extra_context)

@@ -110,6 +110,9 @@ class PolicyVersionAdmin(GovernedAdmin):
     inlines = [RuleInline]
     actions = ["publish", "backtest_last_week"]
 
+    def revert_allowed(self, obj: PolicyVersion) -> bool:
+        return obj.is_draft  # published and retired versions are immutable
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ["policy", "change_note"]
@@ -247,6 +250,9 @@ class GovernedExceptionAdmin(GovernedAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.fields if obj is not None else []
+
+    def revert_allowed(self, obj: GovernedException) -> bool:
+        return False  # an exception changes only through grant and revoke, never a revert
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "policy_version":
