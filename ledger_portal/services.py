@@ -34,16 +34,35 @@ def _checked_scopes(scopes: Iterable[str]) -> list[str]:
     return scopes
 
 
+def scopes_not_held(by: Any, scopes: Iterable[str], tenant: Tenant) -> list[str]:
+    """The scopes among ``scopes`` that ``by`` does not hold on ``tenant`` (a key never
+    carries more than the person who mints it may do)."""
+    return [scope for scope in scopes if not has_role(by, scope, tenant)]
+
+
+def _refuse_scopes_not_held(by: Any, scopes: list[str], tenant: Tenant) -> None:
+    # ``by`` None is the platform itself (seed, setup, tests); a person or key is held to
+    # its own roles, so a governor cannot mint a key that reads what they cannot read.
+    if by is None:
+        return
+    missing = scopes_not_held(by, scopes, tenant)
+    if missing:
+        raise PermissionDenied(f"you cannot grant scope(s) you do not hold on {tenant.slug}: "
+                               f"{', '.join(missing)}")
+
+
 @transaction.atomic
 def issue_api_key(tenant: Tenant, name: str, scopes: Iterable[str], *, by: Any = None,
                   expires_at: datetime | None = None) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw value, which is never stored nor shown again."""
     if expires_at is not None and expires_at <= timezone.now():
         raise ValueError("expires_at must be in the future")
+    checked = _checked_scopes(scopes)
+    _refuse_scopes_not_held(by, checked, tenant)
     prefix, raw = ApiKey.generate()
     key = ApiKey.objects.create(
         tenant=tenant, name=name, prefix=prefix, key_hash=hash_api_key(raw),
-        scopes=_checked_scopes(scopes), created_by=by if getattr(by, "pk", None) else None,
+        scopes=checked, created_by=by if getattr(by, "pk", None) else None,
         expires_at=expires_at)
     return key, raw
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -79,10 +80,10 @@ def test_unknown_or_missing_scopes_are_refused(acme):
 def test_the_admin_shows_a_new_key_once(alice, acme, client):
     client.force_login(alice)
     response = client.post(reverse("admin:ledger_portal_apikey_add"), {
-        "tenant": acme.pk, "name": "crawler", "scopes": ["ingest"]}, follow=True)
+        "tenant": acme.pk, "name": "crawler", "scopes": ["ingest"]})
     assert response.status_code == 200
-    shown = [str(m) for m in response.context["messages"]]
-    raw = next(word for m in shown for word in m.split() if word.startswith("lpk_"))
+    raw = response.context["raw_key"]
+    assert raw in response.content.decode()
     key = ApiKey.objects.get(name="crawler")
     assert key.matches(raw)
     page = client.get(reverse("admin:ledger_portal_apikey_change", args=[key.pk]))
@@ -96,3 +97,54 @@ def test_a_key_cannot_be_issued_for_a_tenant_you_do_not_manage(charlie, acme, cl
     assert response.status_code == 200  # the form is shown again with an error
     assert "tenant" in response.context["adminform"].form.errors
     assert not ApiKey.objects.filter(name="sneaky").exists()
+
+
+@pytest.fixture
+def governor(acme):
+    """A governor: manages acme's policies and holds no other role there."""
+    from django.contrib.auth.models import User
+
+    from ledger_portal.services import grant_role
+    user = User.objects.create_user("gina", password="pw-for-tests-only", is_staff=True)
+    grant_role(user, "manage_policies", acme)
+    return user
+
+
+def test_a_person_cannot_grant_a_key_a_scope_they_do_not_hold(governor, acme):
+    with pytest.raises(PermissionDenied, match="view_unredacted"):
+        issue_api_key(acme, "skeleton", ["view_ledger", "view_unredacted"], by=governor)
+    assert not ApiKey.objects.filter(name="skeleton").exists()
+
+
+def test_a_governor_cannot_mint_an_all_scope_key_in_the_admin(governor, acme, client):
+    client.force_login(governor)
+    response = client.post(reverse("admin:ledger_portal_apikey_add"), {
+        "tenant": acme.pk, "name": "skeleton", "scopes": ["view_ledger", "view_unredacted",
+                                                          "export", "manage_policies"]})
+    assert response.status_code == 200  # the form is shown again with an error
+    assert "scopes" in response.context["adminform"].form.errors
+    assert not ApiKey.objects.filter(name="skeleton").exists()
+
+
+def test_a_person_may_grant_the_scopes_they_hold(governor, acme):
+    key, _ = issue_api_key(acme, "policy-bot", ["manage_policies"], by=governor)
+    assert key.scopes == ["manage_policies"]
+    assert key.created_by == governor
+
+
+def test_a_new_key_is_never_put_in_the_messages_cookie(alice, acme, client, settings):
+    settings.MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
+    client.force_login(alice)
+    response = client.post(reverse("admin:ledger_portal_apikey_add"), {
+        "tenant": acme.pk, "name": "crawler", "scopes": ["ingest"]})
+    key = ApiKey.objects.get(name="crawler")
+    page = response.content.decode()
+    raw = next(word for word in page.replace("<", " <").replace(">", "> ").split()
+               if word.startswith(f"lpk_{key.prefix}"))
+    assert key.matches(raw)
+    assert response.status_code == 200  # shown on this response, not after a redirect
+    assert response["Cache-Control"].find("no-store") >= 0
+    for cookie in response.cookies.values():
+        assert key.prefix not in cookie.value
+    assert raw not in client.get(reverse("admin:ledger_portal_apikey_changelist")
+                                 ).content.decode()
