@@ -131,10 +131,11 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
     list_filter = ["tenant"]
     list_select_related = ["tenant"]
     search_fields = ["=prefix", "name"]
-    actions = ["revoke"]
+    actions = ["revoke", "confirm"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        read_only = ["prefix", "created_by", "created_at", "revoked_at", "last_used_at",
+        read_only = ["prefix", "created_by", "created_at", "confirmed_by", "confirmed_at",
+                     "revoked_at", "last_used_at",
                      "last_used_ip"]
         if obj is not None:  # a key's tenant and scopes are fixed once issued
             read_only += ["tenant", "scopes"]
@@ -144,7 +145,7 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
         if obj is None:
             return ["tenant", "name", "scopes", "expires_at"]
         return ["tenant", "name", "prefix", "scopes", "expires_at", "created_by", "created_at",
-                "revoked_at", "last_used_at", "last_used_ip"]
+                "confirmed_by", "confirmed_at", "revoked_at", "last_used_at", "last_used_ip"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
@@ -175,6 +176,17 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
             "key": obj, "raw_key": raw, "opts": self.model._meta})
         add_never_cache_headers(response)
         return response
+
+    @admin.action(description="Confirm selected API keys (as the second person)",
+                  permissions=["change"])
+    def confirm(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            try:
+                services.confirm_api_key(key, by=request.user)
+            except PermissionDenied as exc:
+                self.message_user(request, f"{key.name}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{key.name}: confirmed.")
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

@@ -63,8 +63,41 @@ def issue_api_key(tenant: Tenant, name: str, scopes: Iterable[str], *, by: Any =
     key = ApiKey.objects.create(
         tenant=tenant, name=name, prefix=prefix, key_hash=hash_api_key(raw),
         scopes=checked, created_by=by if getattr(by, "pk", None) else None,
-        expires_at=expires_at)
+        expires_at=expires_at,
+        # The platform itself (by None: seed, setup) and keys without a sensitive scope need
+        # no second person; a person's sensitive key waits for confirm_api_key.
+        confirmed_at=None if by is not None and sensitive_scopes(checked) else timezone.now())
     return key, raw
+
+
+# Scopes that read unredacted data, take data out, clear calls or act on tools: a key holding
+# one is a standing power, so a second person confirms it before it authenticates anything.
+SENSITIVE_SCOPES = (Role.VIEW_UNREDACTED, Role.EXPORT, Role.APPROVE, Role.OPERATE)
+
+
+def sensitive_scopes(scopes: Iterable[str]) -> list[str]:
+    return [scope for scope in scopes if scope in SENSITIVE_SCOPES]
+
+
+@transaction.atomic
+def confirm_api_key(key: ApiKey, by: Any) -> ApiKey:
+    """Confirm a pending key as the second person: not its minter, holding every sensitive
+    scope it carries on its tenant. Confirming a confirmed key changes nothing."""
+    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if locked.confirmed_at is not None:
+        return locked
+    if by is None or getattr(by, "api_key_tenant_id", None) is not None:
+        raise PermissionDenied("a key is confirmed by a person, not by another key")
+    if locked.created_by_id is not None and locked.created_by_id == by.pk:
+        raise PermissionDenied("the person who minted a key cannot confirm it")
+    missing = scopes_not_held(by, sensitive_scopes(locked.scopes), locked.tenant)
+    if missing:
+        raise PermissionDenied(f"confirming this key needs the role(s) {', '.join(missing)} on "
+                               f"{locked.tenant.slug}")
+    locked.confirmed_by, locked.confirmed_at = by, timezone.now()
+    locked.save(update_fields=["confirmed_by", "confirmed_at"])
+    key.confirmed_by, key.confirmed_at = locked.confirmed_by, locked.confirmed_at
+    return locked
 
 
 def revoke_api_key(key: ApiKey) -> ApiKey:
@@ -130,5 +163,17 @@ def set_outage_mode(tenant: Tenant, by: Any, on: bool, reason: str) -> Annotatio
                                  "tenant": locked.slug})
 
 
-__all__ = ["OUTAGE_ROLE", "Group", "InvalidScope", "grant_role", "issue_api_key",
-           "revoke_api_key", "revoke_role", "set_outage_mode"]
+__all__ = [
+    "OUTAGE_ROLE",
+    "SENSITIVE_SCOPES",
+    "Group",
+    "InvalidScope",
+    "confirm_api_key",
+    "grant_role",
+    "issue_api_key",
+    "revoke_api_key",
+    "revoke_role",
+    "scopes_not_held",
+    "sensitive_scopes",
+    "set_outage_mode",
+]

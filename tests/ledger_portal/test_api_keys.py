@@ -148,3 +148,54 @@ def test_a_new_key_is_never_put_in_the_messages_cookie(alice, acme, client, sett
         assert key.prefix not in cookie.value
     assert raw not in client.get(reverse("admin:ledger_portal_apikey_changelist")
                                  ).content.decode()
+
+
+@pytest.fixture
+def second_governor(acme):
+    """Another holder of every role on acme: the second person who confirms a key."""
+    from django.contrib.auth.models import User
+
+    from ledger_portal.roles import Role
+    from ledger_portal.services import grant_role
+    user = User.objects.create_user("dora", password="pw-for-tests-only", is_staff=True)
+    for role in Role.values:
+        grant_role(user, role, acme)
+    return user
+
+
+@pytest.mark.parametrize("scope", ["view_unredacted", "export", "approve", "operate"])
+def test_a_sensitive_key_authenticates_nothing_until_a_second_person_confirms_it(
+        alice, second_governor, acme, scope):
+    from ledger_portal.services import confirm_api_key
+    key, raw = issue_api_key(acme, "reader", ["view_ledger", scope], by=alice)
+    response = bearer(raw).get(RUNS)
+    assert response.status_code == 401
+    assert "confirm" in response.json()["detail"]
+    with pytest.raises(PermissionDenied):
+        confirm_api_key(key, by=alice)  # the minter is not a second person
+    confirm_api_key(key, by=second_governor)
+    assert bearer(raw).get(RUNS).status_code == 200
+
+
+def test_only_a_holder_of_the_sensitive_scopes_confirms_a_key(alice, governor, acme):
+    from ledger_portal.services import confirm_api_key
+    key, raw = issue_api_key(acme, "reader", ["view_ledger", "view_unredacted"], by=alice)
+    with pytest.raises(PermissionDenied, match="view_unredacted"):
+        confirm_api_key(key, by=governor)
+    assert bearer(raw).get(RUNS).status_code == 401
+
+
+def test_a_key_with_ordinary_scopes_needs_no_confirmation(alice, acme):
+    _, raw = issue_api_key(acme, "reader", ["view_ledger", "ingest"], by=alice)
+    assert bearer(raw).get(RUNS).status_code == 200
+
+
+def test_the_admin_confirm_action_refuses_the_minter(alice, second_governor, acme, client):
+    key, raw = issue_api_key(acme, "reader", ["view_ledger", "export"], by=alice)
+    changelist = reverse("admin:ledger_portal_apikey_changelist")
+    client.force_login(alice)
+    client.post(changelist, {"action": "confirm", "_selected_action": [key.pk]})
+    assert bearer(raw).get(RUNS).status_code == 401
+    client.force_login(second_governor)
+    client.post(changelist, {"action": "confirm", "_selected_action": [key.pk]})
+    assert bearer(raw).get(RUNS).status_code == 200
