@@ -7,7 +7,9 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.cache import add_never_cache_headers
 from guardian.admin import GuardedModelAdmin
 
 from . import services
@@ -103,6 +105,19 @@ class ApiKeyForm(forms.ModelForm):
         model = ApiKey
         fields = ["tenant", "name", "scopes", "expires_at"]
 
+    # Set by ApiKeyAdmin.get_form: the person minting the key, whose roles bound its scopes.
+    minted_by: Any = None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        tenant, scopes = cleaned.get("tenant"), cleaned.get("scopes")
+        if tenant is not None and scopes and self.minted_by is not None:
+            missing = services.scopes_not_held(self.minted_by, scopes, tenant)
+            if missing:
+                self.add_error("scopes", "You cannot grant scope(s) you do not hold on this "
+                               f"tenant: {', '.join(missing)}")
+        return cleaned
+
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
@@ -116,10 +131,11 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
     list_filter = ["tenant"]
     list_select_related = ["tenant"]
     search_fields = ["=prefix", "name"]
-    actions = ["revoke"]
+    actions = ["revoke", "confirm"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        read_only = ["prefix", "created_by", "created_at", "revoked_at", "last_used_at",
+        read_only = ["prefix", "created_by", "created_at", "confirmed_by", "confirmed_at",
+                     "revoked_at", "last_used_at",
                      "last_used_ip"]
         if obj is not None:  # a key's tenant and scopes are fixed once issued
             read_only += ["tenant", "scopes"]
@@ -129,7 +145,7 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
         if obj is None:
             return ["tenant", "name", "scopes", "expires_at"]
         return ["tenant", "name", "prefix", "scopes", "expires_at", "created_by", "created_at",
-                "revoked_at", "last_used_at", "last_used_ip"]
+                "confirmed_by", "confirmed_at", "revoked_at", "last_used_at", "last_used_ip"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
@@ -139,8 +155,38 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
                                           by=request.user, expires_at=obj.expires_at)
         obj.pk = key.pk
         obj.prefix = key.prefix
-        messages.warning(request, f"The new API key is {raw} — copy it now: it is not stored "
-                         "and will not be shown again.")
+        # Shown once on the response to this POST, never through django messages: with the
+        # cookie storage a message travels in a cookie (browser, proxies, logs).
+        request._new_api_key = raw  # type: ignore[attr-defined]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
+                 **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is None:
+            form = type("ApiKeyAddForm", (form,), {"minted_by": request.user})
+        return form
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: Any = None
+                     ) -> HttpResponse:
+        raw = getattr(request, "_new_api_key", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        response = TemplateResponse(request, "admin/ledger_portal/apikey/issued.html", {
+            **self.admin_site.each_context(request), "title": "New API key",
+            "key": obj, "raw_key": raw, "opts": self.model._meta})
+        add_never_cache_headers(response)
+        return response
+
+    @admin.action(description="Confirm selected API keys (as the second person)",
+                  permissions=["change"])
+    def confirm(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset:
+            try:
+                services.confirm_api_key(key, by=request.user)
+            except PermissionDenied as exc:
+                self.message_user(request, f"{key.name}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{key.name}: confirmed.")
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

@@ -92,7 +92,7 @@ def hash_api_key(raw: str) -> str:
 class ApiKeyQuerySet(TenantScopedQuerySet["ApiKey"]):
     def usable(self) -> ApiKeyQuerySet:
         now = timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(
+        return self.filter(revoked_at__isnull=True, confirmed_at__isnull=False).filter(
             models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)
         )
 
@@ -111,6 +111,12 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A key with a sensitive scope (SENSITIVE_SCOPES) works only once a second person who holds
+    # those roles confirmed it; keys without one are confirmed when issued.
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+", editable=False)
+    confirmed_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True, editable=False)
 
@@ -136,7 +142,7 @@ class ApiKey(models.Model):
 
     @property
     def is_usable(self) -> bool:
-        if self.revoked_at is not None:
+        if self.revoked_at is not None or self.confirmed_at is None:
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
 

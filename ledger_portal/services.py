@@ -34,18 +34,70 @@ def _checked_scopes(scopes: Iterable[str]) -> list[str]:
     return scopes
 
 
+def scopes_not_held(by: Any, scopes: Iterable[str], tenant: Tenant) -> list[str]:
+    """The scopes among ``scopes`` that ``by`` does not hold on ``tenant`` (a key never
+    carries more than the person who mints it may do)."""
+    return [scope for scope in scopes if not has_role(by, scope, tenant)]
+
+
+def _refuse_scopes_not_held(by: Any, scopes: list[str], tenant: Tenant) -> None:
+    # ``by`` None is the platform itself (seed, setup, tests); a person or key is held to
+    # its own roles, so a governor cannot mint a key that reads what they cannot read.
+    if by is None:
+        return
+    missing = scopes_not_held(by, scopes, tenant)
+    if missing:
+        raise PermissionDenied(f"you cannot grant scope(s) you do not hold on {tenant.slug}: "
+                               f"{', '.join(missing)}")
+
+
 @transaction.atomic
 def issue_api_key(tenant: Tenant, name: str, scopes: Iterable[str], *, by: Any = None,
                   expires_at: datetime | None = None) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw value, which is never stored nor shown again."""
     if expires_at is not None and expires_at <= timezone.now():
         raise ValueError("expires_at must be in the future")
+    checked = _checked_scopes(scopes)
+    _refuse_scopes_not_held(by, checked, tenant)
     prefix, raw = ApiKey.generate()
     key = ApiKey.objects.create(
         tenant=tenant, name=name, prefix=prefix, key_hash=hash_api_key(raw),
-        scopes=_checked_scopes(scopes), created_by=by if getattr(by, "pk", None) else None,
-        expires_at=expires_at)
+        scopes=checked, created_by=by if getattr(by, "pk", None) else None,
+        expires_at=expires_at,
+        # The platform itself (by None: seed, setup) and keys without a sensitive scope need
+        # no second person; a person's sensitive key waits for confirm_api_key.
+        confirmed_at=None if by is not None and sensitive_scopes(checked) else timezone.now())
     return key, raw
+
+
+# Scopes that read unredacted data, take data out, clear calls or act on tools: a key holding
+# one is a standing power, so a second person confirms it before it authenticates anything.
+SENSITIVE_SCOPES = (Role.VIEW_UNREDACTED, Role.EXPORT, Role.APPROVE, Role.OPERATE)
+
+
+def sensitive_scopes(scopes: Iterable[str]) -> list[str]:
+    return [scope for scope in scopes if scope in SENSITIVE_SCOPES]
+
+
+@transaction.atomic
+def confirm_api_key(key: ApiKey, by: Any) -> ApiKey:
+    """Confirm a pending key as the second person: not its minter, holding every sensitive
+    scope it carries on its tenant. Confirming a confirmed key changes nothing."""
+    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    if locked.confirmed_at is not None:
+        return locked
+    if by is None or getattr(by, "api_key_tenant_id", None) is not None:
+        raise PermissionDenied("a key is confirmed by a person, not by another key")
+    if locked.created_by_id is not None and locked.created_by_id == by.pk:
+        raise PermissionDenied("the person who minted a key cannot confirm it")
+    missing = scopes_not_held(by, sensitive_scopes(locked.scopes), locked.tenant)
+    if missing:
+        raise PermissionDenied(f"confirming this key needs the role(s) {', '.join(missing)} on "
+                               f"{locked.tenant.slug}")
+    locked.confirmed_by, locked.confirmed_at = by, timezone.now()
+    locked.save(update_fields=["confirmed_by", "confirmed_at"])
+    key.confirmed_by, key.confirmed_at = locked.confirmed_by, locked.confirmed_at
+    return locked
 
 
 def revoke_api_key(key: ApiKey) -> ApiKey:
@@ -111,5 +163,17 @@ def set_outage_mode(tenant: Tenant, by: Any, on: bool, reason: str) -> Annotatio
                                  "tenant": locked.slug})
 
 
-__all__ = ["OUTAGE_ROLE", "Group", "InvalidScope", "grant_role", "issue_api_key",
-           "revoke_api_key", "revoke_role", "set_outage_mode"]
+__all__ = [
+    "OUTAGE_ROLE",
+    "SENSITIVE_SCOPES",
+    "Group",
+    "InvalidScope",
+    "confirm_api_key",
+    "grant_role",
+    "issue_api_key",
+    "revoke_api_key",
+    "revoke_role",
+    "scopes_not_held",
+    "sensitive_scopes",
+    "set_outage_mode",
+]

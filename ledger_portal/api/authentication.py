@@ -60,6 +60,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         if key.revoked_at is not None:
             raise exceptions.AuthenticationFailed("This API key has been revoked.")
+        if key.confirmed_at is None:
+            raise exceptions.AuthenticationFailed(
+                "This API key awaits a second person's confirmation.")
         if not key.is_usable:
             raise exceptions.AuthenticationFailed("This API key has expired.")
         self._record_use(key, request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -79,10 +80,10 @@ def test_unknown_or_missing_scopes_are_refused(acme):
 def test_the_admin_shows_a_new_key_once(alice, acme, client):
     client.force_login(alice)
     response = client.post(reverse("admin:ledger_portal_apikey_add"), {
-        "tenant": acme.pk, "name": "crawler", "scopes": ["ingest"]}, follow=True)
+        "tenant": acme.pk, "name": "crawler", "scopes": ["ingest"]})
     assert response.status_code == 200
-    shown = [str(m) for m in response.context["messages"]]
-    raw = next(word for m in shown for word in m.split() if word.startswith("lpk_"))
+    raw = response.context["raw_key"]
+    assert raw in response.content.decode()
     key = ApiKey.objects.get(name="crawler")
     assert key.matches(raw)
     page = client.get(reverse("admin:ledger_portal_apikey_change", args=[key.pk]))
@@ -96,3 +97,105 @@ def test_a_key_cannot_be_issued_for_a_tenant_you_do_not_manage(charlie, acme, cl
     assert response.status_code == 200  # the form is shown again with an error
     assert "tenant" in response.context["adminform"].form.errors
     assert not ApiKey.objects.filter(name="sneaky").exists()
+
+
+@pytest.fixture
+def governor(acme):
+    """A governor: manages acme's policies and holds no other role there."""
+    from django.contrib.auth.models import User
+
+    from ledger_portal.services import grant_role
+    user = User.objects.create_user("gina", password="pw-for-tests-only", is_staff=True)
+    grant_role(user, "manage_policies", acme)
+    return user
+
+
+def test_a_person_cannot_grant_a_key_a_scope_they_do_not_hold(governor, acme):
+    with pytest.raises(PermissionDenied, match="view_unredacted"):
+        issue_api_key(acme, "skeleton", ["view_ledger", "view_unredacted"], by=governor)
+    assert not ApiKey.objects.filter(name="skeleton").exists()
+
+
+def test_a_governor_cannot_mint_an_all_scope_key_in_the_admin(governor, acme, client):
+    client.force_login(governor)
+    response = client.post(reverse("admin:ledger_portal_apikey_add"), {
+        "tenant": acme.pk, "name": "skeleton", "scopes": ["view_ledger", "view_unredacted",
+                                                          "export", "manage_policies"]})
+    assert response.status_code == 200  # the form is shown again with an error
+    assert "scopes" in response.context["adminform"].form.errors
+    assert not ApiKey.objects.filter(name="skeleton").exists()
+
+
+def test_a_person_may_grant_the_scopes_they_hold(governor, acme):
+    key, _ = issue_api_key(acme, "policy-bot", ["manage_policies"], by=governor)
+    assert key.scopes == ["manage_policies"]
+    assert key.created_by == governor
+
+
+def test_a_new_key_is_never_put_in_the_messages_cookie(alice, acme, client, settings):
+    settings.MESSAGE_STORAGE = "django.contrib.messages.storage.cookie.CookieStorage"
+    client.force_login(alice)
+    response = client.post(reverse("admin:ledger_portal_apikey_add"), {
+        "tenant": acme.pk, "name": "crawler", "scopes": ["ingest"]})
+    key = ApiKey.objects.get(name="crawler")
+    page = response.content.decode()
+    raw = next(word for word in page.replace("<", " <").replace(">", "> ").split()
+               if word.startswith(f"lpk_{key.prefix}"))
+    assert key.matches(raw)
+    assert response.status_code == 200  # shown on this response, not after a redirect
+    assert response["Cache-Control"].find("no-store") >= 0
+    for cookie in response.cookies.values():
+        assert key.prefix not in cookie.value
+    assert raw not in client.get(reverse("admin:ledger_portal_apikey_changelist")
+                                 ).content.decode()
+
+
+@pytest.fixture
+def second_governor(acme):
+    """Another holder of every role on acme: the second person who confirms a key."""
+    from django.contrib.auth.models import User
+
+    from ledger_portal.roles import Role
+    from ledger_portal.services import grant_role
+    user = User.objects.create_user("dora", password="pw-for-tests-only", is_staff=True)
+    for role in Role.values:
+        grant_role(user, role, acme)
+    return user
+
+
+@pytest.mark.parametrize("scope", ["view_unredacted", "export", "approve", "operate"])
+def test_a_sensitive_key_authenticates_nothing_until_a_second_person_confirms_it(
+        alice, second_governor, acme, scope):
+    from ledger_portal.services import confirm_api_key
+    key, raw = issue_api_key(acme, "reader", ["view_ledger", scope], by=alice)
+    response = bearer(raw).get(RUNS)
+    assert response.status_code == 401
+    assert "confirm" in response.json()["detail"]
+    with pytest.raises(PermissionDenied):
+        confirm_api_key(key, by=alice)  # the minter is not a second person
+    confirm_api_key(key, by=second_governor)
+    assert bearer(raw).get(RUNS).status_code == 200
+
+
+def test_only_a_holder_of_the_sensitive_scopes_confirms_a_key(alice, governor, acme):
+    from ledger_portal.services import confirm_api_key
+    key, raw = issue_api_key(acme, "reader", ["view_ledger", "view_unredacted"], by=alice)
+    with pytest.raises(PermissionDenied, match="view_unredacted"):
+        confirm_api_key(key, by=governor)
+    assert bearer(raw).get(RUNS).status_code == 401
+
+
+def test_a_key_with_ordinary_scopes_needs_no_confirmation(alice, acme):
+    _, raw = issue_api_key(acme, "reader", ["view_ledger", "ingest"], by=alice)
+    assert bearer(raw).get(RUNS).status_code == 200
+
+
+def test_the_admin_confirm_action_refuses_the_minter(alice, second_governor, acme, client):
+    key, raw = issue_api_key(acme, "reader", ["view_ledger", "export"], by=alice)
+    changelist = reverse("admin:ledger_portal_apikey_changelist")
+    client.force_login(alice)
+    client.post(changelist, {"action": "confirm", "_selected_action": [key.pk]})
+    assert bearer(raw).get(RUNS).status_code == 401
+    client.force_login(second_governor)
+    client.post(changelist, {"action": "confirm", "_selected_action": [key.pk]})
+    assert bearer(raw).get(RUNS).status_code == 200
