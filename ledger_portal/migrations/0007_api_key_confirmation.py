@@ -14,7 +14,7 @@ def confirm_existing_keys(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ledger_portal', '0004_tenant_retention'),
+        ('ledger_portal', '0006_celery_outbox'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
