@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,50 @@ DETECTORS: dict[str, str] = {**dict.fromkeys(SECRET_DETECTORS, "secret"),
 def marker(label: str, path: str, reason: str) -> dict[str, str]:
     """What a redacted value becomes. ``reason``: ``declared``, ``rule`` or ``detector:<name>``."""
     return {"redacted": label, "path": path, "reason": reason}
+
+
+def is_marker(value: Any) -> bool:
+    """A redaction marker (as ``marker`` makes it), wherever it was made."""
+    return (type(value) is dict and len(value) == 3 and value.get("redacted") in _RANK
+            and "path" in value and "reason" in value)
+
+
+def marker_text(value: Mapping[str, Any]) -> str:
+    """How a marker reads as text on every face: ``[redacted:secret]``."""
+    return f"[redacted:{value['redacted']}]"
+
+
+def _texts(value: Any) -> Any:
+    if is_marker(value):
+        return marker_text(value)
+    if type(value) is dict:
+        return {k: _texts(v) for k, v in value.items()}
+    if type(value) is list or type(value) is tuple:
+        return [_texts(v) for v in value]
+    return value
+
+
+def as_text(value: Any) -> str:
+    """A redacted value as one line of text: a marker as its marker text, a string as itself,
+    anything else as JSON whose markers read as marker text (never a Python dict's repr)."""
+    if value is None:
+        return ""
+    if type(value) is str:
+        return value
+    if is_marker(value):
+        return marker_text(value)
+    return json.dumps(_texts(value), ensure_ascii=False, default=str)
+
+
+def holds_marker(value: Any) -> bool:
+    """Whether a redacted value hides anything (its size would then give away what it hides)."""
+    if is_marker(value):
+        return True
+    if type(value) is dict:
+        return any(holds_marker(v) for v in value.values())
+    if type(value) is list or type(value) is tuple:
+        return any(holds_marker(v) for v in value)
+    return False
 
 
 # -- detectors: secrets ----------------------------------------------------------------------

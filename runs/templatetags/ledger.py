@@ -24,7 +24,7 @@ def json_to_html(value: Any) -> str:
         label = escape(str(value["redacted"]))
         title = escape(f"{value.get('path', '')} ({value.get('reason', '')})")
         return (f'<span class="redacted" data-label="{label}" title="{title}">'
-                f"redacted: {label}</span>")
+                f"[redacted:{label}]</span>")
     if isinstance(value, dict):
         if not value:
             return "<code>{}</code>"
