@@ -8,6 +8,8 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
+from runs.redaction import as_text
+
 register = template.Library()
 
 
@@ -48,3 +50,9 @@ def json_to_html(value: Any) -> str:
 @register.filter
 def json_html(value: Any) -> SafeString:
     return mark_safe(json_to_html(value))  # noqa: S308  (every text above is escaped)
+
+
+@register.filter
+def redacted_text(value: Any) -> str:
+    """A redacted value as text: a marker reads ``[redacted:secret]``, never a dict's repr."""
+    return as_text(value)
