@@ -101,13 +101,14 @@ def marker_text(value: Mapping[str, Any]) -> str:
     return f"[redacted:{value['redacted']}]"
 
 
-def _texts(value: Any) -> Any:
+def marker_texts(value: Any) -> Any:
+    """A redacted value with every marker in it replaced by its marker text."""
     if is_marker(value):
         return marker_text(value)
     if type(value) is dict:
-        return {k: _texts(v) for k, v in value.items()}
+        return {k: marker_texts(v) for k, v in value.items()}
     if type(value) is list or type(value) is tuple:
-        return [_texts(v) for v in value]
+        return [marker_texts(v) for v in value]
     return value
 
 
@@ -120,7 +121,7 @@ def as_text(value: Any) -> str:
         return value
     if is_marker(value):
         return marker_text(value)
-    return json.dumps(_texts(value), ensure_ascii=False, default=str)
+    return json.dumps(marker_texts(value), ensure_ascii=False, default=str)
 
 
 def holds_marker(value: Any) -> bool:
@@ -614,8 +615,9 @@ class Redactor:
             if len(value) == 3 and _is_marker_at(value, path):
                 return dict(value)
             if not nodes and not self._globs:
-                return {k: self._plain_leaf(v, path, k, False) for k, v in value.items()}
+                return self._plain(value, path)
             out = {}
+            keys = self._keys(value)
             for key, item in value.items():
                 child_nodes = _NO_NODES
                 child_rank, child_reason = -1, ""
@@ -629,12 +631,13 @@ class Redactor:
                     key_rank = self._key_rank(segment)
                     if key_rank > child_rank:
                         child_rank, child_reason = key_rank, "rule"
+                shown = key if keys is None else keys[key]
                 if (type(item) is str and child_rank < self._threshold
                         and self._detect(item) is None):
-                    out[key] = item  # what _visit returns, without making its path
+                    out[shown] = item  # what _visit returns, without making its path
                     continue
-                out[key] = self._visit(item, f"{path}.{segment}", child_nodes, child_rank,
-                                       child_reason)
+                out[shown] = self._visit(item, f"{path}.{segment}", child_nodes, child_rank,
+                                         child_reason)
             return out
         if t is list or t is tuple:
             if not nodes and not self._globs:
@@ -659,6 +662,24 @@ class Redactor:
             return marker(LABELS[max(rank, _CONFIDENTIAL)], path, "detector:card")
         return value
 
+    def _keys(self, value: dict[Any, Any]) -> dict[Any, Any] | None:
+        """How each key of ``value`` is shown, or None when every key is shown as it is. A key
+        a detector fires on becomes ``[redacted:<label>#n]``: numbered, so keys stay unique
+        and the structure is kept (a secret used as a key is still a secret)."""
+        shown: dict[Any, Any] | None = None
+        found = 0
+        for key in value:
+            if type(key) is not str or len(key) < 6:
+                continue
+            kind = self._detect(key)
+            if kind is None:
+                continue
+            if shown is None:
+                shown = {k: k for k in value}
+            found += 1
+            shown[key] = f"[redacted:{DETECTORS[kind]}#{found}]"
+        return shown
+
     def _detect(self, text: str) -> str | None:
         """``detect(text, personal=<strict>)``, remembered for short strings."""
         kinds = self._kinds
@@ -681,10 +702,12 @@ class Redactor:
         if t is dict:
             if len(value) == 3 and _is_marker_at(value, path):
                 return dict(value)
-            out = {}
-            for key, item in value.items():
-                out[key] = self._plain_leaf(item, path, key, False)
-            return out
+            keys = self._keys(value)
+            if keys is None:
+                return {key: self._plain_leaf(item, path, key, False)
+                        for key, item in value.items()}
+            return {keys[key]: self._plain_leaf(item, path, key, False)
+                    for key, item in value.items()}
         if t is list or t is tuple:
             return [self._plain_leaf(item, path, i, True) for i, item in enumerate(value)]
         return self._plain_leaf(value, path, _SELF, False)
