@@ -14,6 +14,7 @@ from .models import ApprovalRequest
 @admin.register(ApprovalRequest)
 class ApprovalRequestAdmin(TenantScopedAdmin):
     """Approval requests, read-only: decisions are taken in the approver queue (/approvals/)."""
+    content_fields = ("arguments",)
 
     view_role = Role.APPROVE
     list_display = ["id", "kind", "tool", "action_class", "status", "requested_by", "run_id",

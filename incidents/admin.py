@@ -39,6 +39,7 @@ class IncidentForm(forms.ModelForm):
 
 @admin.register(Incident)
 class IncidentAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
+    content_fields = ("title", "summary", "ticket_ids")
     view_role = Role.VIEW_LEDGER
     edit_role = Role.OPERATE
     form = IncidentForm
@@ -59,9 +60,11 @@ class IncidentAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return []
-        # status and links change through the services (annotated), on the incident page
-        return ["tenant", "status", "remediation_status", "page", "opened_by_label",
-                "opened_at", "mitigated_at", "closed_at", "escalated_call_ids"]
+        # status and links change through the services (annotated), on the incident page;
+        # title, summary and tickets are agent-facing content, shown redacted, edited there too
+        return ["tenant", "title", "summary", "ticket_ids", "status", "remediation_status",
+                "page", "opened_by_label", "opened_at", "mitigated_at", "closed_at",
+                "escalated_call_ids"]
 
     @admin.display(description="incident")
     def reference_link(self, incident: Incident) -> str:
@@ -81,8 +84,10 @@ class IncidentAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
                                             ticket_ids=tickets)
             obj.pk = opened.pk
             return
-        services.edit_incident(obj, request.user, title=obj.title, severity=obj.severity,
-                               summary=obj.summary, ticket_ids=tickets)
+        # obj holds the redacted presentation of the read-only content: keep what is stored
+        stored = Incident.objects.get(pk=obj.pk)
+        services.edit_incident(stored, request.user, title=stored.title, severity=obj.severity,
+                               summary=stored.summary, ticket_ids=stored.ticket_ids)
 
     @admin.action(description="Mark the selected incidents mitigated", permissions=["change"])
     def mark_mitigated(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:

@@ -78,6 +78,9 @@ class TenantFilter(admin.SimpleListFilter):
 class TenantScopedAdmin(admin.ModelAdmin):
     view_role: ClassVar[str] = Role.VIEW_LEDGER
     edit_role: ClassVar[str | None] = None  # None: read-only in the admin
+    # Fields that carry agent content: every change list and read-only change page shows them
+    # through the redaction engine at the viewer's level (strict), markers as their text.
+    content_fields: ClassVar[tuple[str, ...]] = ()
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     # Facet counts are a COUNT per filter choice: out of the question over big tables.
@@ -138,6 +141,45 @@ class TenantScopedAdmin(admin.ModelAdmin):
         # Django redirects to the index with a message; across tenants we answer 404, the
         # same as the API, so an id outside your tenants tells you nothing.
         raise Http404(f"No {opts.verbose_name} with id {object_id!r} in your tenants.")
+
+    def _redactor(self, request: HttpRequest, tenant_id: int) -> Any:
+        from runs.services import redactor_for
+
+        cache = request.__dict__.setdefault("_redactors", {})
+        if tenant_id not in cache:
+            cache[tenant_id] = redactor_for(request.user, tenant_id).redactor
+        return cache[tenant_id]
+
+    def present(self, request: HttpRequest, obj: Any) -> Any:
+        """``obj`` with its content fields redacted for this viewer, to show and never save."""
+        if obj is None or not self.content_fields:
+            return obj
+        from runs.redaction import marker_texts
+
+        redactor = self._redactor(request, obj.tenant_id)
+        labels = getattr(obj, "classifications", None) or None
+        for name in self.content_fields:
+            value = getattr(obj, name)
+            if value in (None, "", {}, []):
+                continue
+            setattr(obj, name, marker_texts(redactor.redact(value, name, labels)))
+        return obj
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)
+        if obj is None or not self.content_fields:
+            return obj
+        # Only where the content is read-only for this viewer: nothing saves it back (a save
+        # of an editable page must never write a marker over what was recorded).
+        if (not self.has_change_permission(request, obj)
+                or set(self.content_fields) <= set(self.get_readonly_fields(request, obj))):
+            obj = self.present(request, obj)
+        return obj
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        changelist.result_list = [self.present(request, obj) for obj in changelist.result_list]
+        return changelist
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest,
                                  **kwargs: Any) -> Any:

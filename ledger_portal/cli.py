@@ -97,16 +97,19 @@ def _timeline_table(run: dict[str, Any], full: bool) -> Any:
 
     table = Table("seq", "kind", "what", "status", "start", "ms", "details", expand=True)
     start = run["started_at"]
+    from runs.redaction import as_text
+
     for entry in run["timeline"]:
         kind = entry["kind"]
         what = {"tool_call": entry.get("tool"), "model_call": entry.get("model"),
                 "step": entry.get("title") or entry.get("step_id"),
                 "annotation": entry.get("annotation_kind")}.get(kind) or ""
+        what = as_text(what)  # a redacted title is its marker text, not a dict rich refuses
         if entry.get("retry_of"):
             what = f"{what}  (retry of {entry['retry_of']})"
         details = {k: entry.get(k) for k in PAYLOAD_FIELDS
                    if entry.get(k) not in (None, "", {}, [])}
-        text = orjson.dumps(details).decode() if details else ""
+        text = as_text(details) if details else ""
         if not full and len(text) > 160:
             text = text[:157] + "..."
         status = entry.get("status") or ""
@@ -114,8 +117,8 @@ def _timeline_table(run: dict[str, Any], full: bool) -> Any:
         began = entry.get("started_at")
         offset = f"+{(began - start).total_seconds():.2f}s" if began else ""
         ms = entry.get("duration_ms") or entry.get("latency_ms")
-        table.add_row(str(entry["seq"]), kind, what, Text(status, style=style), offset,
-                      "" if ms is None else str(ms), text)
+        table.add_row(str(entry["seq"]), kind, Text(what), Text(status, style=style), offset,
+                      "" if ms is None else str(ms), Text(text))
     return table
 
 
@@ -125,6 +128,7 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
     from ledger_portal.roles import Role
     from runs.api.presenters import RUN_FIELDS, renamed, timeline_of, values_of
     from runs.models import Run
+    from runs.redaction import as_text
     from runs.services import RedactionNotAllowed, redactor_for
 
     runs = Run.objects.for_user(user, Role.VIEW_LEDGER).filter(run_id=args.run_id)
@@ -151,7 +155,7 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
     ended = run["ended_at"].isoformat(timespec="seconds") if run["ended_at"] else "running"
     console.print(f"[bold]{run['run_id']}[/bold] in [bold]{run['tenant']}[/bold] · agent "
                   f"{run['agent_id']} · {run['status']} · trigger {run['trigger_ref'] or '-'}")
-    console.print(f"goal: {orjson.dumps(run['goal']).decode()}")
+    console.print(f"goal: {as_text(run['goal'])}", markup=False)
     console.print(f"started {run['started_at'].isoformat(timespec='seconds')} · ended {ended} · "
                   f"{run['last_seq']} records · head {run['head_hash'][:16]}… · redaction "
                   f"{redaction.level}")

@@ -217,6 +217,7 @@ class PolicyVersionAdmin(GovernedAdmin):
 @admin.register(Decision)
 class DecisionAdmin(ExactSearchAdmin):
     """The policy trail, read-only."""
+    content_fields = ("input", "reason")
 
     list_display = ["created_at", "tool", "action_class", "effect", "mode", "agent_id",
                     "run_id", "call_id", "policy_version", "latency_us", "tenant"]

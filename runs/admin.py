@@ -84,6 +84,7 @@ def _by_run_or_agent(model_admin: ExactSearchAdmin, request: HttpRequest, term: 
 
 @admin.register(Run)
 class RunAdmin(LedgerRecordAdmin):
+    content_fields = ("goal", "metadata", "trigger_ref")
     list_display = ["run_id", "tenant", "agent", "status", "started_at", "ended_at", "last_seq",
                     "timeline"]
     list_filter = ["status", RecentFilter]
@@ -106,6 +107,7 @@ class RunAdmin(LedgerRecordAdmin):
 
 @admin.register(Step)
 class StepAdmin(LedgerRecordAdmin):
+    content_fields = ("title", "metadata")
     list_display = ["step_id", "index", "title", "run", "tenant", "status", "started_at"]
     list_filter = [RecentFilter]
     list_select_related = ["tenant", "run"]
@@ -118,6 +120,7 @@ class StepAdmin(LedgerRecordAdmin):
 
 @admin.register(ModelCall)
 class ModelCallAdmin(LedgerRecordAdmin):
+    content_fields = ("messages", "response", "error")
     list_display = ["call_id", "model", "provider", "run", "tenant", "input_tokens",
                     "output_tokens", "latency_ms", "started_at"]
     list_filter = [RecentFilter]
@@ -132,6 +135,7 @@ class ModelCallAdmin(LedgerRecordAdmin):
 
 @admin.register(ToolCall)
 class ToolCallAdmin(LedgerRecordAdmin):
+    content_fields = ("input", "output", "error", "tool_call_ref")
     list_display = ["call_id", "tool", "action_class", "status", "attempt", "run", "tenant",
                     "started_at", "duration_ms"]
     list_filter = ["status", "action_class", ToolFilter, RecentFilter]
@@ -174,6 +178,7 @@ class ToolCallAdmin(LedgerRecordAdmin):
 @admin.register(Rollback)
 class RollbackAdmin(TenantScopedAdmin):
     """Rollbacks: read-only job rows (status, attempts, outcome, what remains)."""
+    content_fields = ("outcome", "attempt_log", "remaining_side_effects", "last_error")
 
     list_display = ["id", "call", "tenant", "status", "attempts", "incident", "requested_by_label",
                     "created_at", "finished_at"]
@@ -192,6 +197,7 @@ class RollbackAdmin(TenantScopedAdmin):
 
 @admin.register(Annotation)
 class AnnotationAdmin(LedgerRecordAdmin):
+    content_fields = ("body", "data")
     list_display = ["annotation_id", "annotation_kind", "run", "tenant", "author_label",
                     "recorded_at"]
     list_filter = ["annotation_kind"]

@@ -45,6 +45,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,51 @@ DETECTORS: dict[str, str] = {**dict.fromkeys(SECRET_DETECTORS, "secret"),
 def marker(label: str, path: str, reason: str) -> dict[str, str]:
     """What a redacted value becomes. ``reason``: ``declared``, ``rule`` or ``detector:<name>``."""
     return {"redacted": label, "path": path, "reason": reason}
+
+
+def is_marker(value: Any) -> bool:
+    """A redaction marker (as ``marker`` makes it), wherever it was made."""
+    return (type(value) is dict and len(value) == 3 and value.get("redacted") in _RANK
+            and "path" in value and "reason" in value)
+
+
+def marker_text(value: Mapping[str, Any]) -> str:
+    """How a marker reads as text on every face: ``[redacted:secret]``."""
+    return f"[redacted:{value['redacted']}]"
+
+
+def marker_texts(value: Any) -> Any:
+    """A redacted value with every marker in it replaced by its marker text."""
+    if is_marker(value):
+        return marker_text(value)
+    if type(value) is dict:
+        return {k: marker_texts(v) for k, v in value.items()}
+    if type(value) is list or type(value) is tuple:
+        return [marker_texts(v) for v in value]
+    return value
+
+
+def as_text(value: Any) -> str:
+    """A redacted value as one line of text: a marker as its marker text, a string as itself,
+    anything else as JSON whose markers read as marker text (never a Python dict's repr)."""
+    if value is None:
+        return ""
+    if type(value) is str:
+        return value
+    if is_marker(value):
+        return marker_text(value)
+    return json.dumps(marker_texts(value), ensure_ascii=False, default=str)
+
+
+def holds_marker(value: Any) -> bool:
+    """Whether a redacted value hides anything (its size would then give away what it hides)."""
+    if is_marker(value):
+        return True
+    if type(value) is dict:
+        return any(holds_marker(v) for v in value.values())
+    if type(value) is list or type(value) is tuple:
+        return any(holds_marker(v) for v in value)
+    return False
 
 
 # -- detectors: secrets ----------------------------------------------------------------------
@@ -569,8 +615,9 @@ class Redactor:
             if len(value) == 3 and _is_marker_at(value, path):
                 return dict(value)
             if not nodes and not self._globs:
-                return {k: self._plain_leaf(v, path, k, False) for k, v in value.items()}
+                return self._plain(value, path)
             out = {}
+            keys = self._keys(value)
             for key, item in value.items():
                 child_nodes = _NO_NODES
                 child_rank, child_reason = -1, ""
@@ -584,12 +631,13 @@ class Redactor:
                     key_rank = self._key_rank(segment)
                     if key_rank > child_rank:
                         child_rank, child_reason = key_rank, "rule"
+                shown = key if keys is None else keys[key]
                 if (type(item) is str and child_rank < self._threshold
                         and self._detect(item) is None):
-                    out[key] = item  # what _visit returns, without making its path
+                    out[shown] = item  # what _visit returns, without making its path
                     continue
-                out[key] = self._visit(item, f"{path}.{segment}", child_nodes, child_rank,
-                                       child_reason)
+                out[shown] = self._visit(item, f"{path}.{segment}", child_nodes, child_rank,
+                                         child_reason)
             return out
         if t is list or t is tuple:
             if not nodes and not self._globs:
@@ -614,6 +662,24 @@ class Redactor:
             return marker(LABELS[max(rank, _CONFIDENTIAL)], path, "detector:card")
         return value
 
+    def _keys(self, value: dict[Any, Any]) -> dict[Any, Any] | None:
+        """How each key of ``value`` is shown, or None when every key is shown as it is. A key
+        a detector fires on becomes ``[redacted:<label>#n]``: numbered, so keys stay unique
+        and the structure is kept (a secret used as a key is still a secret)."""
+        shown: dict[Any, Any] | None = None
+        found = 0
+        for key in value:
+            if type(key) is not str or len(key) < 6:
+                continue
+            kind = self._detect(key)
+            if kind is None:
+                continue
+            if shown is None:
+                shown = {k: k for k in value}
+            found += 1
+            shown[key] = f"[redacted:{DETECTORS[kind]}#{found}]"
+        return shown
+
     def _detect(self, text: str) -> str | None:
         """``detect(text, personal=<strict>)``, remembered for short strings."""
         kinds = self._kinds
@@ -636,10 +702,12 @@ class Redactor:
         if t is dict:
             if len(value) == 3 and _is_marker_at(value, path):
                 return dict(value)
-            out = {}
-            for key, item in value.items():
-                out[key] = self._plain_leaf(item, path, key, False)
-            return out
+            keys = self._keys(value)
+            if keys is None:
+                return {key: self._plain_leaf(item, path, key, False)
+                        for key, item in value.items()}
+            return {keys[key]: self._plain_leaf(item, path, key, False)
+                    for key, item in value.items()}
         if t is list or t is tuple:
             return [self._plain_leaf(item, path, i, True) for i, item in enumerate(value)]
         return self._plain_leaf(value, path, _SELF, False)

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from .api.presenters import decisions_of, timeline_of
+from .redaction import as_text, holds_marker
 
 # Above this many bytes of JSON a payload starts collapsed.
 LARGE_PAYLOAD = 600
@@ -24,6 +25,9 @@ class Payload:
     name: str
     value: Any
     size: int
+    # A payload that hides redacted content does not show its size: it would tell how long
+    # the hidden value is. The size still decides whether it starts collapsed.
+    hides: bool = False
 
     @property
     def large(self) -> bool:
@@ -49,7 +53,7 @@ class Entry:
     def title(self) -> str:
         row = self.row
         return {"tool_call": row.get("tool"), "model_call": row.get("model"),
-                "step": f"{row.get('index')}. {row.get('title') or row.get('step_id')}",
+                "step": f"{row.get('index')}. {as_text(row.get('title')) or row.get('step_id')}",
                 "annotation": row.get("annotation_kind")}.get(self.kind) or ""
 
     @property
@@ -82,7 +86,7 @@ def build_timeline(run: dict[str, Any], redact: Any) -> dict[str, Any]:
             value = row.get(name)
             if value in (None, {}, []):
                 continue
-            payloads.append(Payload(name, value, len(orjson.dumps(value))))
+            payloads.append(Payload(name, value, len(orjson.dumps(value)), holds_marker(value)))
         entry = Entry(kind, row, payloads, decisions=decisions.get(row.get("call_id") or "", [])
                       if kind == "tool_call" else [])
         began = row.get("started_at")

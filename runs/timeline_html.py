@@ -13,7 +13,7 @@ from html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from .templatetags.ledger import json_to_html
-from .timeline import Entry
+from .timeline import Entry, Payload
 
 
 @dataclass
@@ -39,8 +39,11 @@ class RollbackControls:
                 "Roll back</button></form>")
 
 
-def _size(size: int) -> str:
-    return f"{size} bytes" if size < 1024 else f"{size / 1024:.1f} KB"
+def _size(payload: Payload) -> str:
+    if payload.hides:
+        return ""
+    size = payload.size
+    return f" ({size} bytes)" if size < 1024 else f" ({size / 1024:.1f} KB)"
 
 
 def _row(entry: Entry, original: Entry | None, rollbacks: RollbackControls | None = None
@@ -99,7 +102,7 @@ def _row(entry: Entry, original: Entry | None, rollbacks: RollbackControls | Non
     for payload in entry.payloads:
         opened = "" if payload.large else " open"
         details.append(f'<details class="payload payload-{payload.name}"{opened}><summary>'
-                       f"{payload.name} ({_size(payload.size)})</summary>"
+                       f"{payload.name}{_size(payload)}</summary>"
                        f"{json_to_html(payload.value)}</details>")
     return (f'<tr id="{escape(entry.anchor)}" class="{classes}" data-seq="{row["seq"]}">'
             f'<td>{row["seq"]}</td><td class="title">{"".join(title)}</td>'

@@ -20,6 +20,7 @@ from policies.models import PolicyVersion
 from . import services
 from .api.presenters import RUN_FIELDS, renamed, values_of
 from .models import Replay, Rollback, Run, ToolCall
+from .redaction import as_text
 from .timeline import build_timeline
 from .timeline_html import RollbackControls, timeline_rows
 
@@ -50,7 +51,8 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     redactor = services.redactor_for(request.user, run["tenant_id"],
                                      request.GET.get("redaction"))
     context: dict[str, Any] = {
-        **admin.site.each_context(request), "title": f"Run {run_id}", "run": run,
+        **admin.site.each_context(request), "title": f"Run {run_id}",
+        "run": {**run, "goal": as_text(redactor.redact_row("run", run)["goal"])},
         "redaction": redactor.level,
         **build_timeline(run, redactor.redact_row),
     }

@@ -133,7 +133,9 @@ class Step(RunRecord):
         ]
 
     def __str__(self) -> str:
-        return f"{self.index}. {self.title or self.step_id}"
+        # Ids only: a title or body is agent content, shown redacted where it is shown at all
+        # (a name printed in links and breadcrumbs would skip the engine).
+        return f"{self.index}. {self.step_id}"
 
 
 
@@ -282,5 +284,5 @@ class Annotation(RunRecord):
         ]
 
     def __str__(self) -> str:
-        return f"{self.annotation_kind}: {self.body[:60]}"
+        return f"{self.annotation_kind} {self.annotation_id}"
 

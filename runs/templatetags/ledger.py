@@ -8,6 +8,8 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
+from runs.redaction import as_text
+
 register = template.Library()
 
 
@@ -24,7 +26,7 @@ def json_to_html(value: Any) -> str:
         label = escape(str(value["redacted"]))
         title = escape(f"{value.get('path', '')} ({value.get('reason', '')})")
         return (f'<span class="redacted" data-label="{label}" title="{title}">'
-                f"redacted: {label}</span>")
+                f"[redacted:{label}]</span>")
     if isinstance(value, dict):
         if not value:
             return "<code>{}</code>"
@@ -60,3 +62,9 @@ def integrity_alarms(user: Any, limit: int = 5) -> list[Any]:
         return []
     return list(IntegrityAlarm.objects.for_user(user, Role.VIEW_LEDGER)
                 .select_related("tenant").order_by("-raised_at", "-id")[:limit])
+
+
+@register.filter
+def redacted_text(value: Any) -> str:
+    """A redacted value as text: a marker reads ``[redacted:secret]``, never a dict's repr."""
+    return as_text(value)

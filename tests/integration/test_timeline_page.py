@@ -43,7 +43,7 @@ def test_find_expand_redacted_and_follow_a_retry(live_server, page, login, alice
 
     secret = big.locator(".redacted[data-label=secret]")
     assert secret.first.is_visible()
-    assert "redacted: secret" in secret.first.inner_text()
+    assert "[redacted:secret]" in secret.first.inner_text()
     html = page.content()
     assert "sk_live_4eC39HqLyjWDarjtT1zdp7dc" not in html
     assert "ada.lovelace@example.com" not in html

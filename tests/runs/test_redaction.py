@@ -481,14 +481,15 @@ def test_none_changes_nothing_but_still_copies():
 # -- invariants -------------------------------------------------------------------------------
 
 
-def test_keys_are_never_redacted():
+def test_keys_that_hold_secrets_or_personal_data_are_redacted_in_place():
     value = {"ada@example.com": "clean", "sk_live_9d2f37e575e1f620cb5b7714": {"x": 1},
              "password": "ok"}
     out = Redactor(rules=[TenantRule("inner", "secret")]).redact({"inner": value}, "input")
     assert out == {"inner": marker("secret", "input.inner", "rule")}
     out = STRICT.redact(value, "input")
-    assert list(out) == list(value)
-    assert out["ada@example.com"] == "clean"
+    assert list(out) == ["[redacted:confidential#1]", "[redacted:secret#2]", "password"]
+    assert out["[redacted:confidential#1]"] == "clean"
+    assert out["[redacted:secret#2]"] == {"x": 1}
 
 
 def test_the_input_is_never_mutated():
