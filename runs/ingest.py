@@ -7,13 +7,13 @@ id is a conflict naming it. New records are appended to their run's hash chain i
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import IntegrityError, transaction
-from django.db.models import IntegerField, Value
+from django.db.models import IntegerField, Model, Value
 from simple_history.utils import bulk_create_with_history
 
 from ledger_portal.canonical import GENESIS
@@ -77,6 +77,38 @@ def ingest_batch(tenant: Tenant, batch: BatchIn, recorded_by: str = "") -> Inges
             # and takes the idempotent / conflict path.
             if attempt == 2:
                 raise
+    raise AssertionError("unreachable")
+
+
+M = TypeVar("M", bound=Model)
+
+# Concurrent batches may introduce the same new agent or tool; each one that loses the race
+# re-reads what the winner committed. Bounded: each try sees every row committed before it.
+REFERENCE_ROW_ATTEMPTS = 5
+
+
+def _load_or_create(load: Callable[[], dict[str, M]], make_rows: Callable[[Iterable[str]], list[M]],
+                    wanted: list[str], model: type[M], key: Callable[[M], str]) -> dict[str, M]:
+    """The reference rows named by ``wanted``, creating (with history) those nobody has yet.
+
+    The insert runs in a savepoint: a unique violation from a concurrent creator rolls back only
+    the insert, not the batch, and the next try loads the winner's row instead of creating it.
+    """
+    for attempt in range(1, REFERENCE_ROW_ATTEMPTS + 1):
+        found = load()
+        missing = [name for name in wanted if name not in found]
+        if not missing:
+            return found
+        try:
+            with transaction.atomic():
+                created = bulk_create_with_history(make_rows(missing), model,
+                                                   default_change_reason="first seen in a batch")
+        except IntegrityError:
+            if attempt == REFERENCE_ROW_ATTEMPTS:
+                raise
+            continue
+        found.update({key(row): row for row in created})
+        return found
     raise AssertionError("unreachable")
 
 
@@ -145,29 +177,33 @@ class _BatchWriter:
 
     def _agents(self, runs: Sequence[RunIn]) -> dict[str, Agent]:
         wanted = {r.agent_id: r.agent_name for r in runs}
-        agents = {a.agent_id: a for a in Agent.objects.filter(tenant=self.tenant,
-                                                                agent_id__in=list(wanted))}
-        missing = [Agent(tenant=self.tenant, agent_id=aid, name=name)
-                   for aid, name in wanted.items() if aid not in agents]
-        for agent in bulk_create_with_history(missing, Agent,
-                                              default_change_reason="first seen in a batch"):
-            agents[agent.agent_id] = agent
-        return agents
+
+        def load() -> dict[str, Agent]:
+            return {a.agent_id: a for a in Agent.objects.filter(tenant=self.tenant,
+                                                                 agent_id__in=list(wanted))}
+
+        def make_rows(missing: Iterable[str]) -> list[Agent]:
+            return [Agent(tenant=self.tenant, agent_id=aid, name=wanted[aid]) for aid in missing]
+
+        return _load_or_create(load, make_rows, list(wanted), Agent, lambda a: a.agent_id)
 
     def _tools(self, runs: Sequence[RunIn]) -> dict[str, Tool]:
         first_seen: dict[str, ToolCallIn] = {}
         for run in runs:
             for call in run.tool_calls:
                 first_seen.setdefault(call.tool, call)
-        tools = {t.name: t for t in Tool.objects.filter(tenant=self.tenant,
-                                                         name__in=list(first_seen))}
-        missing = [Tool(tenant=self.tenant, name=name, action_class=call.action_class,
-                        supports_rollback=call.supports_rollback)
-                   for name, call in first_seen.items() if name not in tools]
-        for tool in bulk_create_with_history(missing, Tool,
-                                             default_change_reason="first seen in a batch"):
-            tools[tool.name] = tool
-        return tools
+
+        def load() -> dict[str, Tool]:
+            return {t.name: t for t in Tool.objects.filter(tenant=self.tenant,
+                                                            name__in=list(first_seen))}
+
+        def make_rows(missing: Iterable[str]) -> list[Tool]:
+            return [Tool(tenant=self.tenant, name=name,
+                         action_class=first_seen[name].action_class,
+                         supports_rollback=first_seen[name].supports_rollback)
+                    for name in missing]
+
+        return _load_or_create(load, make_rows, list(first_seen), Tool, lambda t: t.name)
 
     # -- one run ----------------------------------------------------------------------------
 
