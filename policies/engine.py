@@ -186,6 +186,11 @@ def compiled_version(version_id: int, checksum: str) -> CompiledPolicy:
     """A published version, compiled once per process (its checksum pins its content)."""
     from .models import PolicyVersion
 
-    version = PolicyVersion.objects.get(pk=version_id)
+    from .services import FREEZE_POLICY
+
+    version = PolicyVersion.objects.select_related("policy").get(pk=version_id)
     rules = [{"id": r.pk, **r.as_dict()} for r in version.rules.all()]
-    return compile_rules(version.default_effect, rules)
+    # A freeze is about the tools it names, whatever default a version published before
+    # freezes lost theirs still carries: it can only tighten.
+    default = ABSTAIN if version.policy.name == FREEZE_POLICY else version.default_effect
+    return compile_rules(default, rules)

@@ -93,3 +93,18 @@ def test_an_approval_never_widens_a_sandbox_freeze(acme, agent, alice, dave):
     cleared = ask(agent, "refund_payment", "write", held["approval"]["id"], payment="pay_1")
     assert cleared["effect"] == "sandbox_only"
     assert "sandbox" in cleared["reason"]
+
+
+def test_a_freeze_published_before_the_upgrade_does_not_loosen_either(globex, charlie):
+    from policies.models import Policy, PolicyVersion, Rule
+    from policies.services import FREEZE_POLICY, publish_policy_version
+
+    policy = Policy.objects.create(tenant=globex, name=FREEZE_POLICY)
+    old = PolicyVersion.objects.create(tenant=globex, policy=policy, number=1,
+                                       default_effect="allow", change_note="freeze (old)")
+    Rule.objects.create(tenant=globex, version=old, position=0, name="freeze drop_table",
+                        tool="drop_table", effect="deny")
+    publish_policy_version(old, charlie)
+    write = decide_tool_call(globex, ProposedCall(tool="x", action_class="write",
+                                                  arguments={}))
+    assert write.effect == "require_approval"
