@@ -185,7 +185,6 @@ def compile_rules(default_effect: str, rules: Sequence[Mapping[str, Any]]) -> Co
 def compiled_version(version_id: int, checksum: str) -> CompiledPolicy:
     """A published version, compiled once per process (its checksum pins its content)."""
     from .models import PolicyVersion
-
     from .services import FREEZE_POLICY
 
     version = PolicyVersion.objects.select_related("policy").get(pk=version_id)
