@@ -75,3 +75,19 @@ def unsafe_parts(value: Any, loc: Loc = ()) -> list[tuple[Loc, str]]:
                                     "to 2^63-1"))
     problems.sort(key=lambda p: [str(part) for part in p[0]])
     return problems
+
+
+def dotted(loc: Loc) -> str:
+    """``('data', 'a', 0)`` -> ``data.a[0]``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(body)"
+
+
+def unsafe_paths(value: Any) -> dict[str, str]:
+    """``{path: reason}`` for every unsafe part of a request body (for DRF's 400 answers)."""
+    found: dict[str, str] = {}
+    for loc, reason in unsafe_parts(value):
+        found.setdefault(dotted(loc), reason)
+    return found
