@@ -16,12 +16,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.core.validators import RegexValidator
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 64
 EXTERNAL_ID_CHARS = "A-Za-z0-9._:@-"
 EXTERNAL_ID_PATTERN = re.compile(rf"^[{EXTERNAL_ID_CHARS}]{{1,200}}$")
 EXTERNAL_ID_RULE = f"1 to 200 characters from [{EXTERNAL_ID_CHARS}]"
+
+#: for Django and DRF fields holding an external id
+external_id_validator = RegexValidator(EXTERNAL_ID_PATTERN, message=f"an id is {EXTERNAL_ID_RULE}")
 
 Loc = tuple[int | str, ...]
 
