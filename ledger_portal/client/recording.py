@@ -278,7 +278,10 @@ class Run:
         with self._lock:
             self._check_open()
             step = step or self._open_step
-            if step is not None:  # open, or ended and already on its way: either way known
+            if step is not None and kind == "annotations":
+                # the batch format has no step_id on an annotation: the step goes in its data
+                record["data"] = {**record.get("data", {}), "step_id": step.step_id}
+            elif step is not None:  # open, or ended and already on its way: either way known
                 record["step_id"] = step.step_id
             text = frozen_json(record)
             if step is not None and step._open and not step._sent:
