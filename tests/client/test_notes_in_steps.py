@@ -12,11 +12,11 @@ from runs.models import Annotation, Run, ToolCall
 def test_a_note_inside_a_step_lands_with_the_step_it_was_written_in(
         make_client: Any, acme: Tenant) -> None:
     client = make_client()
-    with client.run(agent_id="support-bot", goal="note in a step") as run:
-        with run.step("look up") as step:
-            with run.tool_call("lookup", action_class="read", input={"q": 1}):
-                pass
-            run.note("checked the customer", data={"ticket": "T-1"})
+    with (client.run(agent_id="support-bot", goal="note in a step") as run,
+          run.step("look up") as step):
+        with run.tool_call("lookup", action_class="read", input={"q": 1}):
+            pass
+        run.note("checked the customer", data={"ticket": "T-1"})
     assert client.flush(timeout=30)
     assert client.stats().rejected == 0
     assert Run.objects.get(run_id=run.run_id).status == "succeeded"
