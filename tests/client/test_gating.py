@@ -265,6 +265,7 @@ def test_a_sandbox_only_call_inside_a_step_does_not_make_the_portal_refuse_the_s
         tools.send_email("ada@example.com", "hello")
     [call] = recorded(client, run.run_id)
     assert client.stats().rejected == 0
-    assert call.step is not None and call.step.step_id == step.step_id
+    assert call.step is not None
+    assert call.step.step_id == step.step_id
     note = Annotation.objects.get(run__run_id=run.run_id, annotation_kind="note")
     assert (note.target_call_id, note.data["step_id"]) == (call.call_id, step.step_id)
