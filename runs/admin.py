@@ -22,6 +22,7 @@ from ledger_portal.admin_base import (
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 
+from .links import timeline_url
 from .models import (
     Agent,
     Annotation,
@@ -94,8 +95,8 @@ class RunAdmin(LedgerRecordAdmin):
 
     @admin.display(description="timeline")
     def timeline(self, run: Run) -> str:
-        url = reverse("run-timeline", args=[run.tenant.slug, run.run_id])
-        return format_html('<a href="{}">open timeline</a>', url)
+        url = timeline_url(run.tenant.slug, run.run_id)
+        return format_html('<a href="{}">open timeline</a>', url) if url else "-"
 
     def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
         found = [Q(pk__in=pks) for pks in (

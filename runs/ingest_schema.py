@@ -7,22 +7,53 @@ batch counts toward the record limit: a run, a step, a model call, a tool call, 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
+from pydantic import (
+    AwareDatetime as PydanticAwareDatetime,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from ledger_portal.payload_safety import EXTERNAL_ID_PATTERN, EXTERNAL_ID_RULE, unsafe_parts
 
 from .models import ActionClass, AnnotationKind, RunStatus, ToolCallStatus
 
-ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+def _check_external_id(value: str) -> str:
+    if not EXTERNAL_ID_PATTERN.match(value):
+        raise ValueError(f"an id is {EXTERNAL_ID_RULE}")
+    return value
+
+
+def _check_optional_id(value: str) -> str:
+    return _check_external_id(value) if value else value
+
+
+def _check_utc_year(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time falls outside years 1 to 9999 in UTC") from None
+    return value
+
+
+#: run, agent, call, step and annotation ids: safe in URLs, headers, file names and logs
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
+                       AfterValidator(_check_external_id)]
+#: an optional reference (trigger, tool call ref, idempotency key): empty or an id
+OptionalId = Annotated[str, StringConstraints(max_length=200), AfterValidator(_check_optional_id)]
+AwareDatetime = Annotated[PydanticAwareDatetime, AfterValidator(_check_utc_year)]
 Label = Literal["public", "internal", "confidential", "restricted", "secret"]
 
 _PATH = re.compile(r"^[A-Za-z_][\w-]*(\[\d+\]|\.[\w-]+|\[\*\])*$")
@@ -86,11 +117,18 @@ class ToolCallIn(_Record):
     retry_of: ExternalId | None = None
     started_at: AwareDatetime | None = None
     ended_at: AwareDatetime | None = None
-    idempotency_key: str = Field(default="", max_length=200)
+    idempotency_key: OptionalId = ""
     supports_rollback: bool = False
     classifications: Classifications = Field(default_factory=dict)
     #: the tool call's own id (OpenTelemetry ``gen_ai.tool.call.id``); ``call_id`` is the ledger's
-    tool_call_ref: str = Field(default="", max_length=200)
+    tool_call_ref: OptionalId = ""
+
+    @field_validator("input")
+    @classmethod
+    def _input_is_not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("input is never null; send {} for a call without input")
+        return value
 
     @model_validator(mode="after")
     def _retry_is_consistent(self) -> ToolCallIn:
@@ -106,7 +144,7 @@ class ToolCallIn(_Record):
 class AnnotationIn(_Record):
     annotation_id: ExternalId
     kind: Literal["note", "correction"] = AnnotationKind.NOTE.value  # type: ignore[assignment]
-    target_call_id: str = Field(default="", max_length=200)
+    target_call_id: OptionalId = ""
     body: str = Field(default="", max_length=20_000)
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -116,7 +154,7 @@ class RunIn(_Record):
     agent_id: ExternalId
     agent_name: str = Field(default="", max_length=200)
     goal: str = Field(default="", max_length=20_000)
-    trigger_ref: str = Field(default="", max_length=200)
+    trigger_ref: OptionalId = ""
     status: RunStatus = RunStatus.RUNNING
     started_at: AwareDatetime
     ended_at: AwareDatetime | None = None
@@ -162,7 +200,17 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
         include_url=False)]
 
 
+def refuse_unsafe_json(data: Any, title: str) -> None:
+    """Raise a ``ValidationError`` naming every unsafe part of ``data`` (see payload_safety)."""
+    problems = unsafe_parts(data)
+    if problems:
+        raise ValidationError.from_exception_data(title, [InitErrorDetails(
+            type=PydanticCustomError("unsafe_json", reason), loc=loc, input=None)
+            for loc, reason in problems])
+
+
 def parse_batch(data: Any) -> BatchIn:
+    refuse_unsafe_json(data, "BatchIn")
     return BatchIn.model_validate(data)
 
 

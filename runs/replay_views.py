@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
 from ledger_portal.roles import Role
@@ -54,8 +55,9 @@ def divergence_export(request: HttpRequest, tenant: str, replay_id: int) -> Http
     replay = _replay_or_404(request, tenant, replay_id)
     report = redacted_divergence_report(replay, redactor_for(request.user, replay.tenant_id))
     response = JsonResponse(report, json_dumps_params={"indent": 2})
-    response["Content-Disposition"] = (
-        f'attachment; filename="replay-{replay.pk}-{replay.run.run_id}-divergences.json"')
+    # Django quotes the name (RFC 6266 / 5987): a legacy run id cannot break or inject headers
+    response["Content-Disposition"] = content_disposition_header(
+        True, f"replay-{replay.pk}-{replay.run.run_id}-divergences.json")
     return response
 
 

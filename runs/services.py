@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from ledger_portal.payload_safety import unsafe_paths
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 
@@ -106,6 +107,9 @@ def _checked_data(data: Any) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise AnnotationRejected("data must be a JSON object")
+    unsafe = unsafe_paths({"data": data})
+    if unsafe:  # every face (API, CLI, timeline form) gets the same check, with the path
+        raise AnnotationRejected("; ".join(f"{path}: {why}" for path, why in unsafe.items()))
     try:
         encoded = orjson.dumps(data)
     except TypeError as exc:
@@ -135,8 +139,8 @@ def annotate_run(run: Run, by: Any, body: str, *, kind: str = AnnotationKind.NOT
     if len(body) > ANNOTATION_BODY_MAX:
         raise AnnotationRejected(f"the body is {len(body)} characters; at most "
                                  f"{ANNOTATION_BODY_MAX}")
-    if "\x00" in body:
-        raise AnnotationRejected("the body may not contain NUL characters")
+    for path, why in unsafe_paths({"body": body}).items():
+        raise AnnotationRejected(f"{path}: {why}")
     if kind not in MANUAL_ANNOTATION_KINDS:
         raise AnnotationRejected(f"unknown kind {kind!r}; use one of "
                                  f"{', '.join(MANUAL_ANNOTATION_KINDS)}")

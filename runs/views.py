@@ -19,6 +19,7 @@ from policies.models import PolicyVersion
 
 from . import services
 from .api.presenters import RUN_FIELDS, renamed, values_of
+from .links import timeline_url
 from .models import Replay, Rollback, Run, ToolCall
 from .redaction import as_text
 from .timeline import build_timeline
@@ -32,9 +33,8 @@ def find_run(request: HttpRequest) -> HttpResponse:
     """The search box: a run_id, an agent_id or an alert/request reference."""
     query = request.GET.get("q", "").strip()
     matches = list(services.find_runs(request.user, query)[: MAX_MATCHES + 1]) if query else []
-    if len(matches) == 1:
-        run = matches[0]
-        return redirect(reverse("run-timeline", args=[run.tenant.slug, run.run_id]))
+    if len(matches) == 1 and (url := timeline_url(matches[0].tenant.slug, matches[0].run_id)):
+        return redirect(url)
     return render(request, "runs/find.html", {
         **admin.site.each_context(request), "title": "Find a run", "query": query,
         "matches": matches[:MAX_MATCHES], "more": len(matches) > MAX_MATCHES})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import uuid
 from contextvars import ContextVar, Token
@@ -33,6 +34,7 @@ ACTION_CLASSES = frozenset({"read", "write", "delete", "exfil"})
 RUN_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 TOOL_CALL_STATUSES = frozenset({"succeeded", "failed", "pending", "denied", "cancelled"})
 MAX_ID = 200
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9._:@-]{1,200}\Z")
 
 _current_run: ContextVar[Run | None] = ContextVar("ledger_current_run", default=None)
 
@@ -62,6 +64,17 @@ def _check_id(what: str, value: str) -> str:
     value = value.strip()
     if not 1 <= len(value) <= MAX_ID:
         raise ValueError(f"{what} must be 1 to {MAX_ID} characters, got {len(value)}")
+    return value
+
+
+def _check_external_id(what: str, value: str, *, optional: bool = False) -> str:
+    """The portal's id rule (``[A-Za-z0-9._:@-]{1,200}``), checked here so that a poison id
+    fails at the call that names it instead of costing its whole batch at the portal."""
+    if optional and value == "":
+        return value
+    value = _check_id(what, value)
+    if not _EXTERNAL_ID.match(value):
+        raise ValueError(f"{what} {value!r} must use only letters, digits and . _ : @ -")
     return value
 
 
@@ -110,8 +123,9 @@ class Run:
                  run_id: str | None = None, agent_name: str = "", trigger_ref: str = "",
                  metadata: dict[str, Any] | None = None):
         self._client = client
-        self.run_id = _check_id("run_id", run_id or new_id("run"))
-        self.agent_id = _check_id("agent_id", agent_id)
+        self.run_id = _check_external_id("run_id", run_id or new_id("run"))
+        self.agent_id = _check_external_id("agent_id", agent_id)
+        trigger_ref = _check_external_id("trigger_ref", trigger_ref, optional=True)
         self.goal = goal
         self.started_at = now()
         self.status: str = "running"
@@ -194,7 +208,7 @@ class Run:
             started_at = ended_at - timedelta(milliseconds=latency_ms or 0)
         if latency_ms is None:
             latency_ms = max(0, int((ended_at - started_at).total_seconds() * 1000))
-        record = {"call_id": _check_id("call_id", call_id or new_id("mc")),
+        record = {"call_id": _check_external_id("call_id", call_id or new_id("mc")),
                   "provider": provider, "model": _check_id("model", model),
                   "messages": messages or [], "response": response,
                   "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
@@ -278,7 +292,10 @@ class Run:
         with self._lock:
             self._check_open()
             step = step or self._open_step
-            if step is not None:  # open, or ended and already on its way: either way known
+            if step is not None and kind == "annotations":
+                # the batch format has no step_id on an annotation: the step goes in its data
+                record["data"] = {**record.get("data", {}), "step_id": step.step_id}
+            elif step is not None:  # open, or ended and already on its way: either way known
                 record["step_id"] = step.step_id
             text = frozen_json(record)
             if step is not None and step._open and not step._sent:
@@ -393,14 +410,13 @@ class ToolCall:
                  classifications: dict[str, Label], tool_call_ref: str = ""):
         self.run = run
         self.step = run._open_step
-        self.tool = _check_id("tool", tool)
+        self.tool = _check_external_id("tool", tool)
         self.action_class = _check_choice("action_class", action_class, ACTION_CLASSES)
         self.input = input
-        self.call_id = _check_id("call_id", call_id or new_id("tc"))
-        if len(tool_call_ref) > 200:
-            raise ValueError("tool_call_ref is at most 200 characters")
-        self.tool_call_ref = tool_call_ref
-        self.idempotency_key = idempotency_key
+        self.call_id = _check_external_id("call_id", call_id or new_id("tc"))
+        self.tool_call_ref = _check_external_id("tool_call_ref", tool_call_ref, optional=True)
+        self.idempotency_key = _check_external_id("idempotency_key", idempotency_key,
+                                                  optional=True)
         self.attempt = attempt
         self.retry_of = retry_of
         if retry_of is not None and attempt < 2:

@@ -8,13 +8,14 @@ from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger_portal.api.scoping import TenantScopedViewMixin
 from ledger_portal.models import Tenant
+from ledger_portal.payload_safety import external_id_validator, unsafe_paths
 from ledger_portal.roles import Role
 from runs.models import ActionClass
 
@@ -23,10 +24,13 @@ from ..models import Decision, Effect, Mode
 
 
 class ProposedCallSerializer(serializers.Serializer):
-    run_id = serializers.CharField(max_length=200, required=False, default="")
-    call_id = serializers.CharField(max_length=200, required=False, default="")
-    agent_id = serializers.CharField(max_length=200, required=False, default="")
-    tool = serializers.CharField(max_length=200)
+    run_id = serializers.CharField(max_length=200, required=False, default="",
+                                   validators=[external_id_validator])
+    call_id = serializers.CharField(max_length=200, required=False, default="",
+                                   validators=[external_id_validator])
+    agent_id = serializers.CharField(max_length=200, required=False, default="",
+                                   validators=[external_id_validator])
+    tool = serializers.CharField(max_length=200, validators=[external_id_validator])
     action_class = serializers.ChoiceField(choices=ActionClass.choices)
     arguments = serializers.DictField(required=False, default=dict)
     mode = serializers.ChoiceField(choices=Mode.choices, default=Mode.LIVE)
@@ -72,6 +76,9 @@ class DecisionCreate(APIView):
     @extend_schema(request=ProposedCallSerializer, responses={201: DecisionSerializer})
     def post(self, request: Request) -> Response:
         tenant = self._tenant(request)
+        unsafe = unsafe_paths(request.data)
+        if unsafe:  # nothing unsafe is decided on or stored in the policy trail
+            raise ValidationError(unsafe)
         proposed = ProposedCallSerializer(data=request.data)
         proposed.is_valid(raise_exception=True)
         decision = services.decide_tool_call(

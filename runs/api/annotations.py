@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ledger_portal.api.scoping import TenantScopedViewMixin
+from ledger_portal.payload_safety import EXTERNAL_ID_RULE, is_external_id, unsafe_paths
 from ledger_portal.roles import Role
 
 from .. import services
@@ -36,6 +37,11 @@ class AnnotationRequestSerializer(serializers.Serializer):
     target_call_id = serializers.CharField(required=False, default="", allow_blank=True,
                                            max_length=200,
                                            help_text="A tool call of this run it is about.")
+
+    def validate_target_call_id(self, value: str) -> str:
+        if value and not is_external_id(value):
+            raise serializers.ValidationError(f"an id is {EXTERNAL_ID_RULE}")
+        return value
 
 
 class RunAnnotationCreated(AnnotationSerializer):
@@ -67,6 +73,9 @@ class RunAnnotations(TenantScopedViewMixin, generics.GenericAPIView):
     @extend_schema(request=AnnotationRequestSerializer, responses={201: RunAnnotationCreated})
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         run = self.get_object()
+        unsafe = unsafe_paths(request.data)
+        if unsafe:  # before anything else: nothing unsafe reaches the service or the store
+            raise BadRequest(unsafe)
         form = AnnotationRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data

@@ -261,3 +261,16 @@ def test_gating_fails_closed_when_the_portal_cannot_be_asked(
     proxy.up()
     [call] = recorded(client, run.run_id)
     assert (call.status, error_of(call)["type"]) == ("cancelled", "DecisionUnavailable")
+
+
+def test_a_sandbox_only_call_inside_a_step_does_not_make_the_portal_refuse_the_step(
+        client: LedgerClient, tools: Tools) -> None:
+    with (client.run(agent_id="support-bot", goal="email ada in a step") as run,
+          run.step("write to the customer") as step):
+        tools.send_email("ada@example.com", "hello")
+    [call] = recorded(client, run.run_id)
+    assert client.stats().rejected == 0
+    assert call.step is not None
+    assert call.step.step_id == step.step_id
+    note = Annotation.objects.get(run__run_id=run.run_id, annotation_kind="note")
+    assert (note.target_call_id, note.data["step_id"]) == (call.call_id, step.step_id)
