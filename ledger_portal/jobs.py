@@ -25,10 +25,8 @@ def enqueue_on_commit(task: Any, args: tuple[Any, ...] = (), *, task_id: str | N
 
 def send_or_keep(name: str, args: list[Any], task_id: str | None, countdown: float) -> bool:
     """Send the task now; on a broker failure keep it in the outbox. True if sent."""
-    from ledger_portal import celery_app
-
     try:
-        celery_app.send_task(name, args=args, task_id=task_id, countdown=countdown or None)
+        _send(name, args, task_id, countdown)
         return True
     except Exception as exc:  # kombu/redis raise several kinds; none may fail the request
         from .models import OutboxMessage
@@ -43,8 +41,6 @@ def send_or_keep(name: str, args: list[Any], task_id: str | None, countdown: flo
 def dispatch_outbox(limit: int = 500) -> dict[str, int]:
     """Send what the outbox holds, oldest first (beat task body). Rows are claimed with
     SKIP LOCKED where the database has it, so two dispatchers never send one twice."""
-    from ledger_portal import celery_app
-
     from .models import OutboxMessage
 
     sent = failed = 0
@@ -55,8 +51,7 @@ def dispatch_outbox(limit: int = 500) -> dict[str, int]:
             if message is None:
                 continue
             try:
-                celery_app.send_task(message.task, args=message.args,
-                                     task_id=message.task_id or None)
+                _send(message.task, message.args, message.task_id or None, 0)
             except Exception as exc:
                 OutboxMessage.objects.filter(pk=pk).update(
                     attempts=message.attempts + 1,
@@ -66,3 +61,15 @@ def dispatch_outbox(limit: int = 500) -> dict[str, int]:
             message.delete()
             sent += 1
     return {"sent": sent, "failed": failed}
+
+
+def _send(name: str, args: list[Any], task_id: str | None, countdown: float) -> None:
+    """Send through the registered task (so ``CELERY_TASK_ALWAYS_EAGER`` runs it in place, as
+    tests and the CLI's inline mode expect), or by name to a worker that knows it."""
+    from ledger_portal import celery_app
+
+    task = celery_app.tasks.get(name)
+    if task is not None:
+        task.apply_async(args, task_id=task_id, countdown=countdown or None)
+    else:
+        celery_app.send_task(name, args=args, task_id=task_id, countdown=countdown or None)

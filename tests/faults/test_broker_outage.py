@@ -16,17 +16,21 @@ from ledger_portal.models import OutboxMessage
 from runs.models import Replay
 
 
+def _use_broker(url: str, options: Any) -> None:
+    celery_app.conf.broker_url = url
+    celery_app.conf.broker_transport_options = options
+    celery_app._pool = None  # connections and producers to the old broker are dropped
+    celery_app.amqp._producer_pool = None
+
+
 @pytest.fixture
 def broker_on_own_redis(own_redis: Any) -> Iterator[Any]:
-    before = celery_app.conf.broker_url
-    celery_app.conf.broker_url = own_redis.url
-    celery_app.conf.broker_transport_options = {}
-    celery_app._pool = None
+    before = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
+    _use_broker(own_redis.url, {})
     try:
         yield own_redis
     finally:
-        celery_app.conf.broker_url = before
-        celery_app._pool = None
+        _use_broker(*before)
 
 
 def queued_messages(url: str) -> int:
