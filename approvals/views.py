@@ -34,6 +34,7 @@ class QueueItem:
     shown_arguments: Any
     run: Run | None
     own: bool
+    shown_goal: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.request, name)
@@ -54,9 +55,11 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
         viewer = redactors.get(item.tenant_id)
         if viewer is None:  # arguments are shown as the approver's clearance allows
             viewer = redactors[item.tenant_id] = redactor_for(request.user, item.tenant_id)
-        items.append(QueueItem(item, viewer.redactor.redact(item.arguments, "arguments"),
-                               runs.get((item.tenant_id, item.run_id)),
-                               own=item.requester_id == request.user.pk))
+        run = runs.get((item.tenant_id, item.run_id))
+        items.append(QueueItem(item, viewer.redactor.redact(item.arguments, "arguments"), run,
+                               own=item.requester_id == request.user.pk,
+                               shown_goal=None if run is None else viewer.redact_row(
+                                   "run", {"goal": run.goal})["goal"]))
     decided = (ApprovalRequest.objects.for_user(request.user, Role.APPROVE)
                .exclude(status=Status.PENDING).select_related("tenant", "consumed_by")
                .order_by("-decided_at", "-id")[:RECENTLY_DECIDED])
