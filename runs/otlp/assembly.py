@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from ..ingest_schema import ModelCallIn, StepIn, ToolCallIn, validation_errors
 from ..models import OtlpSpanState
 from . import genai
-from .genai import Kind
+from .genai import Kind, as_ledger_id
 from .wire import SpanDict
 
 
@@ -96,7 +96,7 @@ def run_header(trace_id: str, spans: list[SpanDict]) -> dict[str, Any]:
     if conversation:
         metadata.setdefault("conversation_id", conversation)
     return {"run_id": run_id_for(trace_id), "agent_id": agent_id, "agent_name": agent_name,
-            "trigger_ref": str(conversation)[:200],
+            "trigger_ref": as_ledger_id(conversation),
             "started_at": started.isoformat() if started else None,
             "metadata": metadata,
             "run_span_id": run_span["span_id"] if run_span else ""}

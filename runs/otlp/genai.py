@@ -9,6 +9,7 @@ captured messages), so older instrumentations land the same way.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,6 +143,16 @@ def _truncate(text: Any, size: int) -> str:
     return str(text or "")[:size]
 
 
+_NOT_IN_IDS = re.compile(r"[^A-Za-z0-9._:@-]+")
+
+
+def as_ledger_id(text: Any, fallback: str = "") -> str:
+    """A name as the ledger's ids allow it ([A-Za-z0-9._:@-], 1-200): frameworks name agents
+    and tools in prose ("Support Agent"), so each run of other characters becomes one "-";
+    the name itself is kept beside the id where the record has one."""
+    return _NOT_IN_IDS.sub("-", str(text or "")).strip("-")[:200] or fallback
+
+
 # -- the records -----------------------------------------------------------------------------
 
 
@@ -227,8 +238,8 @@ def model_call(span: SpanDict, call_id: str, step_id: str | None) -> dict[str, A
 
 
 def tool_name(span: SpanDict) -> str:
-    return _truncate(first(span["attributes"], TOOL_NAME) or _name_target(span) or
-                     "unknown_tool", 200)
+    return as_ledger_id(first(span["attributes"], TOOL_NAME) or _name_target(span),
+                        "unknown_tool")
 
 
 def tool_call(span: SpanDict, call_id: str, step_id: str | None, action_class: str
@@ -240,7 +251,7 @@ def tool_call(span: SpanDict, call_id: str, step_id: str | None, action_class: s
         # call_id is the ledger's (unique per tenant, stable on re-assembly); the tool call's
         # own id, as the model or framework named it, is kept beside it
         "call_id": call_id, "step_id": step_id,
-        "tool_call_ref": "" if ref is None else str(ref)[:200],
+        "tool_call_ref": "" if ref is None else as_ledger_id(ref),
         "tool": tool_name(span),
         "action_class": action_class,
         "input": {} if arguments is None else arguments,
@@ -257,10 +268,10 @@ def agent_of(span: SpanDict | None, fallback: SpanDict) -> tuple[str, str]:
         attrs = span["attributes"]
         name = attrs.get("gen_ai.agent.name") or attrs.get("gen_ai.workflow.name") or ""
         agent_id = attrs.get("gen_ai.agent.id") or name or _name_target(span)
-        if agent_id:
-            return _truncate(agent_id, 200), _truncate(name, 200)
+        if as_ledger_id(agent_id):
+            return as_ledger_id(agent_id), _truncate(name, 200)
     service = fallback["resource"].get("service.name") or "unknown_service"
-    return _truncate(f"otel:{service}", 200), _truncate(service, 200)
+    return as_ledger_id(f"otel:{service}", "otel:unknown_service"), _truncate(service, 200)
 
 
 def run_metadata(run_span: SpanDict | None, any_span: SpanDict) -> dict[str, Any]:

@@ -383,3 +383,22 @@ def test_mcp_tool_calls_and_nested_agents(acme, otlp_post):
     assert calls["search_docs"].step.title == "invoke_agent researcher"
     raw = OtlpSpan.objects.filter(trace__trace_id=trace_id, state="unmapped")
     assert sorted(raw.values_list("span_id", flat=True)) == sorted([s.sid(inner), s.sid(server)])
+
+
+def test_names_with_spaces_and_slashes_become_ledger_ids(acme, otlp_post):
+    """Frameworks name agents and tools in prose ("Support Agent"); the ledger's ids are
+    restricted, so the name becomes an id of allowed characters and stays as the name."""
+    trace_id = s.new_trace_id()
+    root = s.span(trace_id, "invoke_agent Support Agent", {
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "Support Agent",
+        "gen_ai.conversation.id": "conv 42/alpha"}, end_ms=500)
+    tool = s.span(trace_id, "execute_tool Search Web", {
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "Search Web",
+        "gen_ai.tool.call.id": "call #7"}, parent=s.sid(root), start_ms=10, end_ms=60)
+    otlp_post(acme, s.protobuf(tool, root))
+    run = Run.objects.select_related("agent").get(tenant=acme)
+    assert (run.agent.agent_id, run.agent.name) == ("Support-Agent", "Support Agent")
+    assert run.trigger_ref == "conv-42-alpha"
+    assert run.metadata["conversation_id"] == "conv 42/alpha"
+    call = ToolCall.objects.select_related("tool").get(run=run)
+    assert (call.tool.name, call.tool_call_ref) == ("Search-Web", "call-7")
