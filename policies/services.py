@@ -68,15 +68,21 @@ def create_draft(policy: Policy, by: Any, change_note: str,
 
 
 @transaction.atomic
-def publish_policy_version(version: PolicyVersion, by: Any) -> PolicyVersion:
+def publish_policy_version(version: PolicyVersion, by: Any, *, _portal_authored: bool = False
+                           ) -> PolicyVersion:
     """Publish a draft: it becomes immutable, the version it replaces is retired, and the
-    change is annotated in the tenant's governance log."""
+    change is annotated in the tenant's governance log. Whoever wrote the draft, or edited it
+    or its rules since, cannot publish it (separation of duties); only the portal's own freeze
+    drafts, authored by nobody, are published by the operator who asked for them."""
     version = PolicyVersion.objects.select_for_update().select_related("policy", "tenant").get(
         pk=version.pk)
     if version.status != VersionStatus.DRAFT:
         raise PolicyError(f"{version} is {version.status}; only drafts are published")
     if version.author_id is not None and version.author_id == getattr(by, "pk", None):
         raise PolicyError("the author of a version cannot publish it (separation of duties)")
+    if not _portal_authored and getattr(by, "pk", None) in editors_of(version):
+        raise PolicyError("you edited this draft, so someone else publishes it (separation of "
+                          "duties)")
     for rule in version.rules.all():
         problems = condition_problems(rule.condition)
         if problems:
@@ -96,6 +102,16 @@ def publish_policy_version(version: PolicyVersion, by: Any) -> PolicyVersion:
                           "checksum": version.checksum,
                           "retired": [v.number for v in previous]})
     return version
+
+
+def editors_of(version: PolicyVersion) -> set[int]:
+    """Everyone who changed the version or any of its rules while it was a draft (from their
+    history, whatever the entry point)."""
+    editors = set(version.history.exclude(history_user=None).values_list(
+        "history_user_id", flat=True))
+    editors |= set(Rule.history.filter(version_id=version.pk).exclude(
+        history_user=None).values_list("history_user_id", flat=True))
+    return editors
 
 
 def published_versions(tenant: Tenant) -> list[PolicyVersion]:
@@ -460,7 +476,7 @@ def _republish_freezes(tenant: Tenant, by: Any, add: tuple[str, str] | None,
         draft.rules.filter(tool=tool).delete()
         Rule.objects.create(tenant=tenant, version=draft, position=len(frozen),
                             name=_freeze_rule_name(tool), tool=tool, effect=effect)
-    version = publish_policy_version(draft, by)
+    version = publish_policy_version(draft, by, _portal_authored=True)
     if incident:
         annotate(tenant, AnnotationKind.INCIDENT_LINK, f"{note}", by=by,
                  data={"incident": incident, "policy": FREEZE_POLICY,

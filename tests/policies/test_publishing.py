@@ -96,3 +96,39 @@ def test_rule_edits_of_a_draft_keep_history(acme, alice):
     rule.save()
     assert list(rule.history.order_by("history_date").values_list("effect", flat=True)) == [
         "deny", "require_approval"]
+
+
+def test_whoever_edited_a_draft_cannot_publish_it(acme, alice, dave):
+    """Four eyes means two people who did not write it: editing someone else's draft, then
+    publishing it yourself, is refused, whether the edit came through the admin or a shell."""
+    from policies.models import Rule
+
+    policy = Policy.objects.create(tenant=acme, name="tools")
+    draft = create_draft(policy, alice, "alice's rules")
+    rule = Rule.objects.create(tenant=acme, version=draft, name="no deletes",
+                               action_classes=["delete"], effect="deny")
+    rule.effect = "allow"
+    rule._history_user = dave  # dave loosens alice's rule
+    rule.save()
+    with pytest.raises(PolicyError, match="edited"):
+        publish_policy_version(draft, dave)
+    draft.refresh_from_db()
+    assert draft.status == "draft"
+
+
+def test_an_edit_of_the_draft_itself_in_the_admin_bars_its_editor(acme, alice, dave, client):
+    policy = Policy.objects.create(tenant=acme, name="tools")
+    draft = create_draft(policy, alice, "alice's draft")
+    client.force_login(dave)
+    url = f"/admin/policies/policyversion/{draft.pk}/change/"
+    page = client.get(url)
+    assert page.status_code == 200
+    form = {"default_effect": "allow", "change_note": "dave's edit",
+            "rules-TOTAL_FORMS": "0", "rules-INITIAL_FORMS": "0",
+            "rules-MIN_NUM_FORMS": "0", "rules-MAX_NUM_FORMS": "1000"}
+    assert client.post(url, form).status_code == 302
+    response = client.post("/admin/policies/policyversion/", {
+        "action": "publish", "_selected_action": [draft.pk]}, follow=True)
+    assert "edited" in response.content.decode()
+    draft.refresh_from_db()
+    assert draft.status == "draft"
