@@ -108,7 +108,7 @@ def test_whoever_edited_a_draft_cannot_publish_it(acme, alice, dave):
     rule = Rule.objects.create(tenant=acme, version=draft, name="no deletes",
                                action_classes=["delete"], effect="deny")
     rule.effect = "allow"
-    rule._history_user = dave  # dave loosens alice's rule
+    rule._history_user = dave  # type: ignore[attr-defined]  # dave loosens alice's rule
     rule.save()
     with pytest.raises(PolicyError, match="edited"):
         publish_policy_version(draft, dave)
