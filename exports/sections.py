@@ -244,6 +244,7 @@ DECISION_FIELDS = {
     "policy_version": "policy_version__number", "matched_rules": "matched_rules",
     "engine": "engine", "approval_id": "approval_id", "exception_id": "exception_id",
     "decided_by": "decided_by", "created_at": "created_at",
+    "declared_action_class": "declared_action_class", "replay_id": "replay_id",
 }
 
 

@@ -218,6 +218,10 @@ class Decision(AppendOnly):
     matched_rules = models.JSONField(default=list)
     engine = models.CharField(max_length=10, choices=Engine.choices)
     latency_us = models.PositiveIntegerField()
+    replay = models.ForeignKey(
+        "runs.Replay", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Taken during this replay: part of the replay's trail, not the original "
+        "run's.")
     approval = models.ForeignKey("approvals.ApprovalRequest", null=True, blank=True,
                                  on_delete=models.PROTECT, related_name="decisions")
     exception = models.ForeignKey("policies.GovernedException", null=True, blank=True,

@@ -168,17 +168,19 @@ def evaluate(tenant: Tenant, doc: dict[str, Any], deciders: list[Decider] | None
 
 def record_decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
                     version: PolicyVersion | None, engine: str, started: float,
-                    asked_by: str, approval: Any = None, exception: Any = None) -> Decision:
+                    asked_by: str, approval: Any = None, exception: Any = None,
+                    replay_id: int | None = None) -> Decision:
     decision = _decision(tenant, doc, verdict, version, engine, started, asked_by, approval,
-                         exception)
+                         exception, replay_id)
     decision.save(force_insert=True)
     return decision
 
 
 def _decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
               version: PolicyVersion | None, engine: str, started: float, asked_by: str,
-              approval: Any, exception: Any) -> Decision:
+              approval: Any, exception: Any, replay_id: int | None = None) -> Decision:
     return Decision(
+        replay_id=replay_id,
         tenant=tenant, run_id=doc["run"]["id"], call_id=doc["call"]["id"],
         agent_id=doc["agent"]["id"], tool=doc["tool"]["name"], action_class=doc["action_class"],
         declared_action_class=doc["tool"].get("declared_action_class", ""),
@@ -198,6 +200,8 @@ class ProposedCall:
     call_id: str = ""
     agent_id: str = ""
     approval_id: int | None = None
+    # Set by a replay: its decisions are the replay's, never the original call's.
+    replay_id: int | None = None
 
 
 def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
@@ -239,7 +243,7 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
                 agent_id=call.agent_id, policy_version=version, matched_rules=verdict.matched,
                 requested_by=asked_by, requester=requester, requester_key=requester_key)
         decision = record_decision(tenant, doc, verdict, version, engine, started, asked_by,
-                                   approval, exception)
+                                   approval, exception, call.replay_id)
         if consumed and approval is not None:
             mark_consumed(approval, decision)
         return decision
@@ -309,7 +313,8 @@ def unsaved_sandbox_decision(context: DecisionContext, call: ProposedCall, asked
         tenant, doc, verdict, version, context.active_exceptions())
     if exception is not None:
         verdict = _overridden(verdict, exception)
-    return _decision(tenant, doc, verdict, version, engine, started, asked_by, None, exception)
+    return _decision(tenant, doc, verdict, version, engine, started, asked_by, None, exception,
+                     call.replay_id)
 
 
 CLASS_STRICTNESS = {"read": 0, "write": 1, "delete": 2, "exfil": 3}

@@ -406,7 +406,7 @@ def _proposed_call(replay: Replay, call: dict[str, Any], tool: Tool, mode: str,
     return ProposedCall(
         tool=tool.name, action_class=call["action_class"], arguments=args, mode=mode,
         run_id=replay.run.run_id, call_id=call["call_id"], agent_id=replay.run.agent.agent_id,
-        approval_id=approval_id)
+        approval_id=approval_id, replay_id=replay.pk)
 
 
 def _replay_call(replay: Replay, seq: int, call: dict[str, Any], tool: Tool,

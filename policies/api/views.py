@@ -46,7 +46,7 @@ class DecisionSerializer(serializers.ModelSerializer):
         model = Decision
         fields = ["id", "effect", "reason", "policy", "matched_rules", "engine", "latency_us",
                   "approval", "run_id", "call_id", "agent_id", "tool", "action_class",
-                  "declared_action_class", "mode", "created_at"]
+                  "declared_action_class", "mode", "replay", "created_at"]
 
     def get_policy(self, decision: Decision) -> dict[str, Any] | None:
         version = decision.policy_version
@@ -101,15 +101,19 @@ class DecisionCreate(APIView):
 
 
 class DecisionList(TenantScopedViewMixin, generics.ListAPIView):
-    """The policy trail: every decision, newest first."""
+    """The policy trail: every decision, newest first. A run's trail is what was decided when
+    it ran; the decisions a replay took are that replay's (``?replay=<id>``)."""
 
     serializer_class = DecisionSerializer
     role = Role.VIEW_LEDGER
     scoped_model = Decision
-    filterset_fields = ["run_id", "call_id", "tool", "effect", "mode"]
+    filterset_fields = ["run_id", "call_id", "tool", "effect", "mode", "replay"]
 
     def get_queryset(self) -> QuerySet[Any]:
-        return self.scoped_queryset().select_related("policy_version__policy", "approval")
+        queryset = self.scoped_queryset().select_related("policy_version__policy", "approval")
+        if "replay" not in self.request.query_params:
+            queryset = queryset.filter(replay__isnull=True)
+        return queryset
 
 
 __all__ = ["DecisionCreate", "DecisionList", "Effect"]

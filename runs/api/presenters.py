@@ -97,7 +97,8 @@ def decisions_of(tenant_id: int, call_ids: list[str]) -> dict[str, list[dict[str
     from policies.models import Decision
 
     found: dict[str, list[dict[str, Any]]] = {}
-    rows = (Decision.objects.filter(tenant_id=tenant_id, call_id__in=call_ids)
+    rows = (Decision.objects.filter(tenant_id=tenant_id, call_id__in=call_ids,
+                                    replay__isnull=True)
             .order_by("id").values("id", "call_id", "effect", "reason", "mode", "created_at",
                                    "approval_id", "exception_id",
                                    policy=F("policy_version__policy__name"),

@@ -380,3 +380,16 @@ def test_a_sandbox_replay_failed_by_the_watchdog_stores_no_later_steps(
                                                       "still running past its deadline")
     assert not ReplayStep.objects.filter(replay=replay).exists()
     assert replay.steps_done == 0
+
+
+def test_the_original_trail_is_untouched_by_a_replay(acme, alice, recorded, user_client):
+    version = allow_everything(acme)
+    replay = walk(start_replay(stored_run(acme), alice, policy_version=version))
+    api = user_client(alice)
+    trail = api.get("/api/v1/policy-trail/", {"run_id": RUN_ID}).json()["results"]
+    assert trail == []  # nothing was decided when the recorded run ran
+    replayed = api.get("/api/v1/policy-trail/", {"replay": replay.pk}).json()["results"]
+    assert len(replayed) == 3
+    assert {d["replay"] for d in replayed} == {replay.pk}
+    call = api.get(f"/api/v1/tool-calls/{RUN_ID}-c1/").json()
+    assert call["decisions"] == []
