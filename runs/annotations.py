@@ -31,7 +31,7 @@ def governance_run(tenant: Tenant) -> Run:
             "run_id": GOVERNANCE_RUN_ID, "agent_id": PORTAL_AGENT_ID,
             "agent_name": "ledger-portal",
             "goal": "Governance log: policy changes, approvals and other manual interventions",
-            "started_at": timezone.now().isoformat()}]}), recorded_by="ledger-portal")
+            "started_at": timezone.now().isoformat()}]}), recorded_by=PORTAL_AGENT_ID)
         run = Run.objects.get(tenant=tenant, run_id=GOVERNANCE_RUN_ID)
     return run
 

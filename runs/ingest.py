@@ -19,6 +19,7 @@ from simple_history.utils import bulk_create_with_history
 from ledger_portal.canonical import GENESIS
 from ledger_portal.models import Tenant
 
+from .annotations import GOVERNANCE_RUN_ID, PORTAL_AGENT_ID
 from .bulk import build, insert_all
 from .ingest_schema import BatchIn, ModelCallIn, RunIn, ToolCallIn
 from .models import (
@@ -67,6 +68,8 @@ class IngestResult:
 
 def ingest_batch(tenant: Tenant, batch: BatchIn, recorded_by: str = "") -> IngestResult:
     """Append ``batch`` to ``tenant``'s ledger atomically."""
+    if recorded_by != PORTAL_AGENT_ID:
+        _refuse_the_portals_own(batch)
     _refuse_duplicates_within(batch)
     for attempt in (1, 2):
         try:
@@ -110,6 +113,18 @@ def _load_or_create(load: Callable[[], dict[str, M]], make_rows: Callable[[Itera
         found.update({key(row): row for row in created})
         return found
     raise AssertionError("unreachable")
+
+
+def _refuse_the_portals_own(batch: BatchIn) -> None:
+    """The governance log and the portal's agent are written by the portal alone: an agent
+    that names them could append to, or close, the tenant's record of interventions."""
+    problems = [{"path": f"runs[{i}].{field}", "message": f"{value!r} is the portal's own "
+                 "(the tenant's governance log); agents cannot record into it"}
+                for i, run in enumerate(batch.runs)
+                for field, value in (("run_id", run.run_id), ("agent_id", run.agent_id))
+                if value in (GOVERNANCE_RUN_ID, PORTAL_AGENT_ID)]
+    if problems:
+        raise BatchInvalid(problems)
 
 
 def _refuse_duplicates_within(batch: BatchIn) -> None:

@@ -253,3 +253,23 @@ def test_the_timeline_form_is_404_for_another_tenant(acme, charlie, run, client)
                            {"body": "x"})
     assert response.status_code == 404
     assert notes_on(run) == []
+
+
+def test_an_agent_cannot_write_into_or_close_the_governance_log(acme, alice, key_client,
+                                                                 make_run):
+    from runs.annotations import annotate
+
+    annotate(acme, "note", "the log exists", by=alice)
+    agent = key_client(acme, ["ingest"])
+    forged = make_run()
+    forged.update(run_id="governance", status="succeeded")
+    response = agent.post("/api/v1/batches/", {"runs": [forged]}, format="json")
+    assert response.status_code == 400
+    assert "runs[0].run_id" in response.content.decode()
+    posing = make_run()
+    posing["agent_id"] = "ledger-portal"
+    assert agent.post("/api/v1/batches/", {"runs": [posing]},
+                      format="json").status_code == 400
+    log = Run.objects.get(tenant=acme, run_id="governance")
+    assert log.status == "running"
+    assert log.last_seq == 1
