@@ -13,22 +13,13 @@ from ledger_portal.cli import EXIT_OK, main
 from policies.services import ProposedCall, decide_tool_call, freeze_tool
 from runs.models import Tool
 
-URL = "/api/v1/decisions/"
+from .test_decision_api import ask
+
 RULES = [
     {"name": "reads are fine", "action_classes": ["read"], "effect": "allow"},
     {"name": "writes need a person", "action_classes": ["write"], "effect": "require_approval"},
     {"name": "no deletes", "action_classes": ["delete"], "effect": "deny"},
 ]
-
-
-def ask(client, tool, action_class, approval_id=None, **arguments):
-    body = {"run_id": "run-1", "call_id": f"{tool}-1", "agent_id": "billing-bot", "tool": tool,
-            "action_class": action_class, "arguments": arguments}
-    if approval_id is not None:
-        body["approval_id"] = approval_id
-    response = client.post(URL, body, format="json")
-    assert response.status_code == 201, response.content
-    return response.json()
 
 
 @pytest.fixture
