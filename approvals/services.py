@@ -114,6 +114,20 @@ def asked_by(request: ApprovalRequest, actor: Any) -> bool:
         request.requested_by == str(actor)
 
 
+def caused_by(request: ApprovalRequest, person: Any) -> str:
+    """How ``person`` caused ``request``, or "" when they did not: they asked for it
+    themselves, or the API key that asked is one they minted."""
+    pk = getattr(person, "pk", None)
+    if pk is None:
+        return ""
+    if request.requester_id == pk:
+        return "you asked for it"
+    key = request.requester_key
+    if key is not None and key.created_by_id == pk:
+        return f"it was asked through the API key {key.name!r}, which you minted"
+    return ""
+
+
 @transaction.atomic
 def withdraw_approval(request: ApprovalRequest, by: Any, reason: str = "") -> ApprovalRequest:
     """The asker gives up waiting (its own timeout passed): the request can no longer be
@@ -158,8 +172,9 @@ def _vote(request: ApprovalRequest, by: Any, approve: bool, justification: str
         raise PermissionDenied("deciding needs the approve role on this tenant")
     if request.status != Status.PENDING:
         raise ApprovalError(f"this request is already {request.status}")
-    if request.requester_id is not None and request.requester_id == getattr(by, "pk", None):
-        raise PermissionDenied("nobody decides their own request (four-eyes)")
+    why = caused_by(request, by)
+    if why:
+        raise PermissionDenied(f"nobody decides a request they caused (four-eyes): {why}")
     justification = justification.strip()
     if not justification and (not approve or request.action_class == "exfil"):
         raise ApprovalError("a justification is required to reject, and for exfil actions")

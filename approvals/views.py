@@ -18,7 +18,7 @@ from runs.models import Run
 from runs.services import redactor_for
 
 from .models import ApprovalRequest, Status
-from .services import decide_approval
+from .services import caused_by, decide_approval
 
 RECENTLY_DECIDED = 20
 RISK = Case(When(action_class="exfil", then=Value(0)), When(action_class="delete", then=Value(1)),
@@ -33,7 +33,7 @@ class QueueItem:
     request: ApprovalRequest
     shown_arguments: Any
     run: Run | None
-    own: bool
+    own: str  # how the viewer caused the request (they cannot decide it), or ""
     shown_goal: Any = None
 
     def __getattr__(self, name: str) -> Any:
@@ -43,7 +43,7 @@ class QueueItem:
 @login_required
 def approval_queue(request: HttpRequest) -> HttpResponse:
     pending = list(ApprovalRequest.objects.for_user(request.user, Role.APPROVE)
-                   .filter(status=Status.PENDING).select_related("tenant",
+                   .filter(status=Status.PENDING).select_related("tenant", "requester_key",
                                                                 "policy_version__policy")
                    .prefetch_related("votes__approver")
                    .annotate(risk=RISK).order_by("risk", "created_at")[:200])
@@ -57,7 +57,7 @@ def approval_queue(request: HttpRequest) -> HttpResponse:
             viewer = redactors[item.tenant_id] = redactor_for(request.user, item.tenant_id)
         run = runs.get((item.tenant_id, item.run_id))
         items.append(QueueItem(item, viewer.redactor.redact(item.arguments, "arguments"), run,
-                               own=item.requester_id == request.user.pk,
+                               own=caused_by(item, request.user),
                                shown_goal=None if run is None else viewer.redact_row(
                                    "run", {"goal": run.goal})["goal"]))
     decided = (ApprovalRequest.objects.for_user(request.user, Role.APPROVE)
