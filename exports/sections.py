@@ -242,8 +242,8 @@ DECISION_FIELDS = {
     "tool": "tool", "action_class": "action_class", "mode": "mode", "input": "input",
     "effect": "effect", "reason": "reason", "policy": "policy_version__policy__name",
     "policy_version": "policy_version__number", "matched_rules": "matched_rules",
-    "engine": "engine", "approval_id": "approval_id", "exception_id": "exception_id",
-    "decided_by": "decided_by", "created_at": "created_at",
+    "engine": "engine", "engine_answers": "engine_answers", "approval_id": "approval_id",
+    "exception_id": "exception_id", "decided_by": "decided_by", "created_at": "created_at",
     "declared_action_class": "declared_action_class", "replay_id": "replay_id",
 }
 

@@ -98,12 +98,31 @@ class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
         self._switch_outage(request, queryset, False)
 
 
+class AgentIdsField(forms.CharField):
+    """Agent ids separated by spaces, commas or new lines."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return " ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> Any:  # a list of agent ids
+        text = super().to_python(value) or ""
+        agent_ids = [part for part in text.replace(",", " ").split() if part]
+        try:
+            return services.checked_agent_ids(agent_ids)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 class ApiKeyForm(forms.ModelForm):
     scopes = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple)
+    agent_ids = AgentIdsField(
+        required=False, label="Agent ids", widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="The agents this key records and asks for, separated by spaces (empty: any "
+        "agent). Fixed once issued.")
 
     class Meta:
         model = ApiKey
-        fields = ["tenant", "name", "scopes", "expires_at"]
+        fields = ["tenant", "name", "scopes", "agent_ids", "expires_at"]
 
     # Set by ApiKeyAdmin.get_form: the person minting the key, whose roles bound its scopes.
     minted_by: Any = None
@@ -126,8 +145,8 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
     view_role = Role.MANAGE_POLICIES
     edit_role = Role.MANAGE_POLICIES
     form = ApiKeyForm
-    list_display = ["name", "tenant", "prefix", "scopes", "expires_at", "revoked_at",
-                    "last_used_at"]
+    list_display = ["name", "tenant", "prefix", "scopes", "agent_ids", "expires_at",
+                    "revoked_at", "last_used_at"]
     list_filter = ["tenant"]
     list_select_related = ["tenant"]
     search_fields = ["=prefix", "name"]
@@ -137,14 +156,15 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
         read_only = ["prefix", "created_by", "created_at", "confirmed_by", "confirmed_at",
                      "revoked_at", "last_used_at",
                      "last_used_ip"]
-        if obj is not None:  # a key's tenant and scopes are fixed once issued
-            read_only += ["tenant", "scopes"]
+        if obj is not None:  # a key's tenant, scopes and agents are fixed once issued
+            read_only += ["tenant", "scopes", "agent_ids"]
         return read_only
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
-            return ["tenant", "name", "scopes", "expires_at"]
-        return ["tenant", "name", "prefix", "scopes", "expires_at", "created_by", "created_at",
+            return ["tenant", "name", "scopes", "agent_ids", "expires_at"]
+        return ["tenant", "name", "prefix", "scopes", "agent_ids", "expires_at", "created_by",
+                "created_at",
                 "confirmed_by", "confirmed_at", "revoked_at", "last_used_at", "last_used_ip"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
@@ -152,7 +172,8 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
             super().save_model(request, obj, form, change)
             return
         key, raw = services.issue_api_key(obj.tenant, obj.name, form.cleaned_data["scopes"],
-                                          by=request.user, expires_at=obj.expires_at)
+                                          by=request.user, expires_at=obj.expires_at,
+                                          agent_ids=form.cleaned_data["agent_ids"])
         obj.pk = key.pk
         obj.prefix = key.prefix
         # Shown once on the response to this POST, never through django messages: with the

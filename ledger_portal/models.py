@@ -105,6 +105,9 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     scopes = models.JSONField(default=list, help_text="Roles this key acts with.")
+    agent_ids = models.JSONField(
+        default=list, blank=True, help_text="The agents this key records and asks for (empty: "
+        "any). A governed exception scoped to an agent applies only through a key bound to it.")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -13,6 +13,7 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
 from .models import ApiKey, Tenant, hash_api_key
+from .payload_safety import EXTERNAL_ID_RULE, is_external_id
 from .roles import Role, tenant_perm
 from .tenancy import has_role
 
@@ -53,21 +54,40 @@ def _refuse_scopes_not_held(by: Any, scopes: list[str], tenant: Tenant) -> None:
 
 @transaction.atomic
 def issue_api_key(tenant: Tenant, name: str, scopes: Iterable[str], *, by: Any = None,
-                  expires_at: datetime | None = None) -> tuple[ApiKey, str]:
-    """Create a key and return it with its raw value, which is never stored nor shown again."""
+                  expires_at: datetime | None = None, agent_ids: Iterable[str] = ()
+                  ) -> tuple[ApiKey, str]:
+    """Create a key and return it with its raw value, which is never stored nor shown again.
+    ``agent_ids`` binds it to those agents (fixed once issued: a wider key is a new key)."""
     if expires_at is not None and expires_at <= timezone.now():
         raise ValueError("expires_at must be in the future")
     checked = _checked_scopes(scopes)
+    bound = checked_agent_ids(agent_ids)
     _refuse_scopes_not_held(by, checked, tenant)
     prefix, raw = ApiKey.generate()
     key = ApiKey.objects.create(
         tenant=tenant, name=name, prefix=prefix, key_hash=hash_api_key(raw),
         scopes=checked, created_by=by if getattr(by, "pk", None) else None,
-        expires_at=expires_at,
+        expires_at=expires_at, agent_ids=bound,
         # The platform itself (by None: seed, setup) and keys without a sensitive scope need
         # no second person; a person's sensitive key waits for confirm_api_key.
         confirmed_at=None if by is not None and sensitive_scopes(checked) else timezone.now())
     return key, raw
+
+
+def checked_agent_ids(agent_ids: Iterable[str]) -> list[str]:
+    """``agent_ids`` as a key binding: real agent ids (the ledger's id rule, not the portal's
+    own agent), each once, in order. ``ValueError`` names the first bad one."""
+    from runs.annotations import PORTAL_AGENT_ID
+
+    checked: list[str] = []
+    for agent_id in agent_ids:
+        if not is_external_id(agent_id):
+            raise ValueError(f"{agent_id!r} is not an agent id: an id is {EXTERNAL_ID_RULE}")
+        if agent_id == PORTAL_AGENT_ID:
+            raise ValueError(f"{agent_id!r} is the portal's own agent; no key acts for it")
+        if agent_id not in checked:
+            checked.append(agent_id)
+    return checked
 
 
 # Scopes that read unredacted data, take data out, clear calls or act on tools: a key holding

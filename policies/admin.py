@@ -57,12 +57,12 @@ class VersionInline(admin.TabularInline):
 
 @admin.register(Policy)
 class PolicyAdmin(GovernedAdmin):
-    list_display = ["name", "tenant", "engine", "published", "created_at"]
-    list_filter = ["engine", "tenant"]
+    list_display = ["name", "tenant", "published", "created_at"]
+    list_filter = ["tenant"]
     search_fields = ["name"]
     inlines = [VersionInline]
-    fields = ["tenant", "name", "description", "engine", "opa_url", "opa_path",
-              "opa_timeout_ms", "opa_fallback_effect"]
+    # What decides (engine, OPA settings, default, rules) is set on a draft version.
+    fields = ["tenant", "name", "description"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return ["tenant", "name"] if obj is not None else []
@@ -103,9 +103,9 @@ class RuleInline(admin.TabularInline):
 class PolicyVersionAdmin(GovernedAdmin):
     """Drafts are edited here; publishing (by someone other than the author) freezes them."""
 
-    list_display = ["__str__", "tenant", "status", "author", "publisher", "published_at",
-                    "checksum_short"]
-    list_filter = ["status", "tenant"]
+    list_display = ["__str__", "tenant", "status", "engine", "author", "publisher",
+                    "published_at", "checksum_short"]
+    list_filter = ["status", "engine", "tenant"]
     list_select_related = ["tenant", "policy", "author", "publisher"]
     inlines = [RuleInline]
     actions = ["publish", "backtest_last_week"]
@@ -113,11 +113,18 @@ class PolicyVersionAdmin(GovernedAdmin):
     def revert_allowed(self, obj: PolicyVersion) -> bool:
         return obj.is_draft  # published and retired versions are immutable
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A published or retired version is only looked at: its page is read-only and a POST
+        # to it is refused, whatever the form says.
+        if obj is not None and not obj.is_draft:
+            return False
+        return super().has_change_permission(request, obj)
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return ["policy", "change_note"]
-        return ["policy", "number", "status", "default_effect", "change_note", "author",
-                "created_at", "publisher", "published_at", "retired_at", "checksum",
+        return ["policy", "number", "status", *PolicyVersion.DECIDING_FIELDS, "change_note",
+                "author", "created_at", "publisher", "published_at", "retired_at", "checksum",
                 "compare"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
@@ -125,7 +132,13 @@ class PolicyVersionAdmin(GovernedAdmin):
             return []
         fixed = ["policy", "number", "status", "author", "created_at", "publisher",
                  "published_at", "retired_at", "checksum", "compare"]
-        return fixed if obj.is_draft else [*fixed, "default_effect", "change_note"]
+        return fixed if obj.is_draft else [*fixed, *PolicyVersion.DECIDING_FIELDS,
+                                           "change_note"]
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "opa_url":
+            kwargs["assume_scheme"] = "https"  # Django 6's default, and what a bare host means
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "policy":

@@ -147,6 +147,8 @@ class Verdict:
     reason: str = ""
     # Some policy confines the call to sandbox: an approval clears it as sandbox only.
     sandboxed: bool = False
+    # An external engine's own reference to its answer (OPA: decision id, bundle revisions).
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

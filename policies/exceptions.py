@@ -117,7 +117,10 @@ def applicable_exception(tenant: Tenant, doc: dict[str, Any], version: PolicyVer
                       and exc.policy_version_id == version.pk
                       and exc.starts_at <= now < exc.ends_at]
     for exc in candidates:
-        if exc.agent_id and exc.agent_id != doc["agent"]["id"]:
+        # An agent's exception is for that agent, not for whoever claims its name: it applies
+        # only to calls asked through a key bound to the agent.
+        if exc.agent_id and (exc.agent_id != doc["agent"]["id"]
+                             or not doc["agent"].get("verified")):
             continue
         if exc.action_class and exc.action_class != doc["action_class"]:
             continue

@@ -45,14 +45,6 @@ class Policy(models.Model):
                                related_name="policies")
     name = models.SlugField(max_length=100)
     description = models.TextField(blank=True)
-    engine = models.CharField(max_length=10, choices=Engine.choices, default=Engine.EMBEDDED)
-    opa_url = models.URLField(blank=True, help_text="e.g. http://opa:8181")
-    opa_path = models.CharField(max_length=200, blank=True,
-                                help_text="Decision path, e.g. agents/tools/effect")
-    opa_timeout_ms = models.PositiveIntegerField(default=500)
-    opa_fallback_effect = models.CharField(
-        max_length=20, choices=Effect.choices, default=Effect.DENY,
-        help_text="The effect when OPA cannot answer in time (fail closed by default).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords(get_user=history_user)
@@ -86,6 +78,17 @@ class PolicyVersion(models.Model):
         help_text="The effect when no rule matches. Empty: none; the policy decides only the "
         "calls its rules match and leaves the others to the tenant's other policies (a tool "
         "freeze is such a policy, so it can only tighten).")
+    # What decides is part of the version, so the checksum covers it and changing it takes a
+    # new draft and a second person's publish, like a rule.
+    engine = models.CharField(max_length=10, choices=Engine.choices, default=Engine.EMBEDDED)
+    opa_url = models.URLField(blank=True, help_text="e.g. http://opa:8181")
+    opa_path = models.CharField(max_length=200, blank=True,
+                                help_text="Decision path, e.g. agents/tools/effect")
+    opa_timeout_ms = models.PositiveIntegerField(
+        default=500, help_text="A deadline for OPA's whole answer.")
+    opa_fallback_effect = models.CharField(
+        max_length=20, choices=Effect.choices, default=Effect.DENY,
+        help_text="The effect when OPA cannot answer in time (fail closed by default).")
     change_note = models.TextField(help_text="What changes, and why.")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                on_delete=models.PROTECT, related_name="+")
@@ -110,6 +113,10 @@ class PolicyVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.policy.name} v{self.number} ({self.status})"
 
+    # The settings that decide besides the rules; a new draft copies them from its base.
+    DECIDING_FIELDS = ("default_effect", "engine", "opa_url", "opa_path", "opa_timeout_ms",
+                       "opa_fallback_effect")
+
     # Once published a version only moves on to retired; its content never changes.
     LIFECYCLE_FIELDS = frozenset({"status", "published_at", "publisher", "retired_at",
                                   "checksum"})
@@ -126,6 +133,13 @@ class PolicyVersion(models.Model):
                 raise ValidationError(f"a {stored} version is immutable; draft a new version")
         super().save(*args, **kwargs)
 
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.engine == Engine.OPA and not (self.opa_url and self.opa_path):
+            raise ValidationError({"opa_url" if not self.opa_url else "opa_path":
+                                   "OPA decides only with both a URL and a decision path."})
 
     @property
     def is_draft(self) -> bool:
@@ -217,6 +231,9 @@ class Decision(AppendOnly):
                                        on_delete=models.PROTECT, related_name="decisions")
     matched_rules = models.JSONField(default=list)
     engine = models.CharField(max_length=10, choices=Engine.choices)
+    engine_answers = models.JSONField(
+        default=list, blank=True, help_text="Each external engine's reference to its answer: "
+        "policy, version, OPA's decision_id and the revision of each bundle it decided with.")
     latency_us = models.PositiveIntegerField()
     replay = models.ForeignKey(
         "runs.Replay", null=True, blank=True, on_delete=models.PROTECT, related_name="+",

@@ -44,20 +44,27 @@ class PolicyError(ValidationError):
 
 
 def version_content(version: PolicyVersion) -> dict[str, Any]:
+    """Everything that decides under the version: what its checksum covers."""
     return {"policy": version.policy.name, "number": version.number,
-            "default_effect": version.default_effect,
+            **{name: getattr(version, name) for name in PolicyVersion.DECIDING_FIELDS},
             "rules": [r.as_dict() for r in version.rules.all()]}
 
 
 @transaction.atomic
 def create_draft(policy: Policy, by: Any, change_note: str,
-                 copy_from: PolicyVersion | None = None) -> PolicyVersion:
-    """A new draft, starting from ``copy_from`` (or the published version) when given."""
+                 copy_from: PolicyVersion | None = None, **deciding: Any) -> PolicyVersion:
+    """A new draft, starting from ``copy_from`` (or the published version) when given; its
+    deciding settings (``PolicyVersion.DECIDING_FIELDS``) may be set in ``deciding``."""
+    unknown = set(deciding) - set(PolicyVersion.DECIDING_FIELDS)
+    if unknown:
+        raise PolicyError(f"not a deciding setting of a version: {', '.join(sorted(unknown))}")
     base = copy_from or policy.versions.filter(status=VersionStatus.PUBLISHED).first()
     number = (policy.versions.aggregate(n=Max("number"))["n"] or 0) + 1
+    inherited = ({name: getattr(base, name) for name in PolicyVersion.DECIDING_FIELDS}
+                 if base is not None else {"default_effect": Effect.ALLOW})
     draft = PolicyVersion.objects.create(
         tenant=policy.tenant, policy=policy, number=number, change_note=change_note,
-        author=by, default_effect=base.default_effect if base else Effect.ALLOW)
+        author=by, **{**inherited, **deciding})
     if base is not None:
         Rule.objects.bulk_create([
             Rule(tenant=policy.tenant, version=draft, position=r.position, name=r.name,
@@ -124,10 +131,10 @@ Decider = tuple[PolicyVersion, Any]
 
 def decider_for(version: PolicyVersion) -> Decider:
     """``version`` with the function that decides under it (published or retired: immutable)."""
-    if version.policy.engine == Engine.OPA:
+    if version.engine == Engine.OPA:
         from .opa import decide_with_opa
 
-        return (version, lambda doc, p=version.policy: decide_with_opa(p, doc))
+        return (version, lambda doc, v=version: decide_with_opa(v, doc))
     compiled: CompiledPolicy = compiled_version(version.pk, version.checksum)
     return (version, compiled.decide)
 
@@ -146,9 +153,13 @@ def evaluate(tenant: Tenant, doc: dict[str, Any], deciders: list[Decider] | None
         deciders = current_deciders(tenant)
     best: tuple[Verdict, PolicyVersion] | None = None
     matched: list[dict[str, Any]] = []
+    provenance: list[dict[str, Any]] = []
     sandboxed = False
     for version, decide in deciders:
         verdict = decide(doc)
+        if verdict.provenance:
+            provenance.append({"policy": version.policy.name, "version": version.number,
+                               **verdict.provenance})
         if verdict.effect == ABSTAIN:
             continue
         matched += [{**m, "policy": version.policy.name, "version": version.number}
@@ -160,25 +171,34 @@ def evaluate(tenant: Tenant, doc: dict[str, Any], deciders: list[Decider] | None
     if best is None:
         effect = NO_POLICY_EFFECTS.get(doc["action_class"], Effect.REQUIRE_APPROVAL)
         return Verdict(effect, matched, "no published policy decides this call: reads are "
-                       "allowed, every other action needs approval"), None, Engine.EMBEDDED
+                       "allowed, every other action needs approval",
+                       provenance={"engines": provenance} if provenance else {}
+                       ), None, Engine.EMBEDDED
     verdict, version = best
-    return (Verdict(verdict.effect, matched, verdict.reason, sandboxed=sandboxed), version,
-            version.policy.engine)
+    return (Verdict(verdict.effect, matched, verdict.reason, sandboxed=sandboxed,
+                    provenance={"engines": provenance} if provenance else {}), version,
+            version.engine)
 
 
 def record_decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
                     version: PolicyVersion | None, engine: str, started: float,
                     asked_by: str, approval: Any = None, exception: Any = None,
-                    replay_id: int | None = None) -> Decision:
+                    replay_id: int | None = None,
+                    engine_answers: list[dict[str, Any]] | None = None) -> Decision:
     decision = _decision(tenant, doc, verdict, version, engine, started, asked_by, approval,
-                         exception, replay_id)
+                         exception, replay_id, engine_answers)
     decision.save(force_insert=True)
     return decision
 
 
 def _decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
               version: PolicyVersion | None, engine: str, started: float, asked_by: str,
-              approval: Any, exception: Any, replay_id: int | None = None) -> Decision:
+              approval: Any, exception: Any, replay_id: int | None = None,
+              engine_answers: list[dict[str, Any]] | None = None) -> Decision:
+    """``engine_answers``: what the engines said before approvals or exceptions applied
+    (default: from ``verdict``)."""
+    if engine_answers is None:
+        engine_answers = verdict.provenance.get("engines", [])
     return Decision(
         replay_id=replay_id,
         tenant=tenant, run_id=doc["run"]["id"], call_id=doc["call"]["id"],
@@ -186,6 +206,7 @@ def _decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
         declared_action_class=doc["tool"].get("declared_action_class", ""),
         mode=doc["mode"], input=doc, effect=verdict.effect, reason=verdict.reason,
         policy_version=version, matched_rules=verdict.matched, engine=engine,
+        engine_answers=engine_answers,
         latency_us=int((time.perf_counter() - started) * 1_000_000), approval=approval,
         exception=exception, decided_by=asked_by)
 
@@ -221,10 +242,11 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
     from approvals.services import mark_consumed, request_approval
 
     started = time.perf_counter()
-    doc = _document(tenant, call)
+    doc = _document(tenant, call, requester_key=requester_key)
     with transaction.atomic():
         verdict, version, engine = evaluate(
             tenant, doc, None if pinned_version is None else [decider_for(pinned_version)])
+        engine_answers = verdict.provenance.get("engines", [])
         verdict = _known_or_held(tenant, doc, verdict)
         approval = None
         consumed = False
@@ -243,7 +265,7 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
                 agent_id=call.agent_id, policy_version=version, matched_rules=verdict.matched,
                 requested_by=asked_by, requester=requester, requester_key=requester_key)
         decision = record_decision(tenant, doc, verdict, version, engine, started, asked_by,
-                                   approval, exception, call.replay_id)
+                                   approval, exception, call.replay_id, engine_answers)
         if consumed and approval is not None:
             mark_consumed(approval, decision)
         return decision
@@ -308,13 +330,14 @@ def unsaved_sandbox_decision(context: DecisionContext, call: ProposedCall, asked
     tenant = context.tenant
     doc = _document(tenant, call, context.registry())
     verdict, version, engine = evaluate(tenant, doc, context.deciders)
+    engine_answers = verdict.provenance.get("engines", [])
     verdict = _known_or_held(tenant, doc, verdict)
     exception = None if verdict.effect == Effect.ALLOW else _overriding_exception(
         tenant, doc, verdict, version, context.active_exceptions())
     if exception is not None:
         verdict = _overridden(verdict, exception)
     return _decision(tenant, doc, verdict, version, engine, started, asked_by, None, exception,
-                     call.replay_id)
+                     call.replay_id, engine_answers)
 
 
 CLASS_STRICTNESS = {"read": 0, "write": 1, "delete": 2, "exfil": 3}
@@ -327,12 +350,13 @@ def registered_classes(tenant: Tenant) -> dict[str, str]:
     return dict(Tool.objects.filter(tenant=tenant).values_list("name", "action_class"))
 
 
-def _document(tenant: Tenant, call: ProposedCall, registry: dict[str, str] | None = None
-              ) -> dict[str, Any]:
+def _document(tenant: Tenant, call: ProposedCall, registry: dict[str, str] | None = None,
+              requester_key: Any = None) -> dict[str, Any]:
     """The policy input for ``call``. Its action class is the registry's when the tool is
     registered, or the declared one where that is stricter; a declared class that differs
     stays in the document (``tool.declared_action_class``), and ``tool.registered`` says
-    whether the registry knows the tool at all."""
+    whether the registry knows the tool at all. ``agent.verified`` says whether the agent id
+    is vouched for by the asking key's binding, rather than only claimed."""
     if registry is None:
         from runs.models import Tool
 
@@ -348,6 +372,8 @@ def _document(tenant: Tenant, call: ProposedCall, registry: dict[str, str] | Non
                          tool=call.tool, action_class=action_class, mode=call.mode,
                          args=call.arguments)
     doc["tool"]["registered"] = found is not None
+    doc["agent"]["verified"] = requester_key is not None and call.agent_id in (
+        requester_key.agent_ids or ())
     if action_class != declared:
         doc["tool"]["declared_action_class"] = declared
     return doc

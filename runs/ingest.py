@@ -7,7 +7,7 @@ id is a conflict naming it. New records are appended to their run's hash chain i
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -56,6 +56,10 @@ class BatchConflict(BatchRejected):
     status_code = 409
 
 
+class BatchForbidden(BatchRejected):
+    status_code = 403
+
+
 @dataclass
 class IngestResult:
     created: Counter[str] = field(default_factory=Counter)
@@ -66,10 +70,14 @@ class IngestResult:
                 "unchanged": {k: self.unchanged[k] for k in KINDS}}
 
 
-def ingest_batch(tenant: Tenant, batch: BatchIn, recorded_by: str = "") -> IngestResult:
-    """Append ``batch`` to ``tenant``'s ledger atomically."""
+def ingest_batch(tenant: Tenant, batch: BatchIn, recorded_by: str = "",
+                 for_agents: Collection[str] | None = None) -> IngestResult:
+    """Append ``batch`` to ``tenant``'s ledger atomically. ``for_agents``: the agents whoever
+    sends it may record for (an API key's binding; None: any)."""
     if recorded_by != PORTAL_AGENT_ID:
         _refuse_the_portals_own(batch)
+    if for_agents is not None:
+        _refuse_other_agents(batch, for_agents)
     _refuse_duplicates_within(batch)
     for attempt in (1, 2):
         try:
@@ -125,6 +133,14 @@ def _refuse_the_portals_own(batch: BatchIn) -> None:
                 if value in (GOVERNANCE_RUN_ID, PORTAL_AGENT_ID)]
     if problems:
         raise BatchInvalid(problems)
+
+
+def _refuse_other_agents(batch: BatchIn, for_agents: Collection[str]) -> None:
+    problems = [{"path": f"runs[{i}].agent_id", "message": f"this API key does not act for "
+                 f"the agent {run.agent_id!r}"}
+                for i, run in enumerate(batch.runs) if run.agent_id not in for_agents]
+    if problems:
+        raise BatchForbidden(problems)
 
 
 def _refuse_duplicates_within(batch: BatchIn) -> None:

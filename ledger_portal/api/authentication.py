@@ -33,6 +33,7 @@ class ApiKeyPrincipal:
         self.api_key = key
         self.api_key_tenant_id: int = key.tenant_id
         self.scopes = frozenset(key.scopes)
+        self.agent_ids: frozenset[str] | None = frozenset(key.agent_ids) or None
         self.username = f"apikey:{key.tenant.slug}/{key.name}"
 
     def __str__(self) -> str:
@@ -40,6 +41,20 @@ class ApiKeyPrincipal:
 
     def has_perm(self, perm: str, obj: Any = None) -> bool:
         return False
+
+
+def bound_agents(principal: Any) -> frozenset[str] | None:
+    """The agents ``principal`` may record and ask for: its key's binding, or None (any)."""
+    return getattr(principal, "agent_ids", None)
+
+
+def refuse_unbound_agent(principal: Any, agent_id: str) -> None:
+    """403 when ``principal`` is a key bound to agents other than ``agent_id``."""
+    bound = bound_agents(principal)
+    if bound is not None and agent_id not in bound:
+        raise exceptions.PermissionDenied(
+            f"This API key acts for the agent(s) {', '.join(sorted(bound))}, not "
+            f"{agent_id or '(no agent)'!r}.")
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

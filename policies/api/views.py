@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ledger_portal.api.authentication import refuse_unbound_agent
 from ledger_portal.api.scoping import TenantScopedViewMixin
 from ledger_portal.models import Tenant
 from ledger_portal.payload_safety import external_id_validator, unsafe_paths
@@ -44,9 +45,10 @@ class DecisionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Decision
-        fields = ["id", "effect", "reason", "policy", "matched_rules", "engine", "latency_us",
-                  "approval", "run_id", "call_id", "agent_id", "tool", "action_class",
-                  "declared_action_class", "mode", "replay", "created_at"]
+        fields = ["id", "effect", "reason", "policy", "matched_rules", "engine",
+                  "engine_answers", "latency_us", "approval", "run_id", "call_id", "agent_id",
+                  "tool", "action_class", "declared_action_class", "mode", "replay",
+                  "created_at"]
 
     def get_policy(self, decision: Decision) -> dict[str, Any] | None:
         version = decision.policy_version
@@ -81,6 +83,7 @@ class DecisionCreate(APIView):
             raise ValidationError(unsafe)
         proposed = ProposedCallSerializer(data=request.data)
         proposed.is_valid(raise_exception=True)
+        refuse_unbound_agent(request.user, proposed.validated_data["agent_id"])
         decision = services.decide_tool_call(
             tenant, services.ProposedCall(**proposed.validated_data), asked_by=str(request.user),
             requester=request.user if getattr(request.user, "pk", None) else None,

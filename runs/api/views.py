@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ledger_portal import signing
+from ledger_portal.api.authentication import bound_agents
 from ledger_portal.api.scoping import TenantScopedViewMixin
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
@@ -254,10 +255,13 @@ class BatchIngest(APIView):
         if records > settings.LEDGER_BATCH_MAX_RECORDS:
             return _too_large("records", records)
         try:
-            result = services.ingest_batch(tenant, batch, recorded_by=str(request.user))
+            result = services.ingest_batch(tenant, batch, recorded_by=str(request.user),
+                                           for_agents=bound_agents(request.user))
         except services.BatchRejected as exc:
-            detail = ("Records conflict with what is already recorded; nothing was recorded."
-                      if exc.status_code == 409 else "The batch is invalid; nothing was recorded.")
+            detail = {409: "Records conflict with what is already recorded; nothing was "
+                      "recorded.",
+                      403: f"This API key does not act for these agents; nothing was recorded: "
+                      f"{exc}"}.get(exc.status_code, "The batch is invalid; nothing was recorded.")
             return _rejected(detail, exc.problems, exc.status_code)
         code = status.HTTP_201_CREATED if sum(result.created.values()) else status.HTTP_200_OK
         return Response(result.as_dict(), status=code)

@@ -33,6 +33,9 @@ class OtlpTrace(models.Model):
         "counts from here).")
     recorded_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    for_agents = models.JSONField(
+        null=True, blank=True, help_text="The agents the keys that sent its spans act for, "
+        "when bound (null: any); recording it later keeps to them.")
 
     objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 

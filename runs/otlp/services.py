@@ -17,7 +17,8 @@ through ``ingest_batch``, so chains, idempotency and conflicts are the ledger's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +31,7 @@ from ledger_portal.models import Tenant
 
 from ..annotations import annotate
 from ..bulk import append_rows, build
-from ..ingest import ingest_batch
+from ..ingest import BatchForbidden, ingest_batch
 from ..ingest_schema import AnnotationIn, BatchIn, RunIn
 from ..models import (
     AnnotationKind,
@@ -45,6 +46,8 @@ from ..models import (
 from . import assembly
 from .assembly import Assembled, TraceContext
 from .wire import DecodedSpans, SpanDict
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,8 +72,11 @@ class _TraceWork:
 
 
 def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
-                  now: datetime | None = None) -> ExportResult:
-    """Buffer ``decoded``'s spans in ``tenant`` and record what can be recorded, atomically."""
+                  now: datetime | None = None, for_agents: Collection[str] | None = None
+                  ) -> ExportResult:
+    """Buffer ``decoded``'s spans in ``tenant`` and record what can be recorded, atomically.
+    ``for_agents``: the agents the sending key acts for (None: any); a trace's run is recorded
+    only for them, now or when a quiet trace is recorded later."""
     now = now or timezone.now()
     result = ExportResult(rejected=len(decoded.rejected))
     if decoded.rejected:
@@ -85,6 +91,8 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
 
     with transaction.atomic():
         traces = _claim_traces(tenant, by_trace, now)
+        if for_agents is not None:
+            _bind_traces(traces.values(), for_agents)
         known = _known_spans(traces)
         work: list[_TraceWork] = []
         for trace_id, spans in sorted(by_trace.items()):
@@ -107,7 +115,8 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
         _plan(tenant, work, result, now, _tool_classes(tenant, decoded.spans))
         runs = [w.run for w in work if w.run is not None]
         if runs:
-            ingest_batch(tenant, BatchIn(runs=runs), recorded_by=recorded_by)
+            ingest_batch(tenant, BatchIn(runs=runs), recorded_by=recorded_by,
+                         for_agents=for_agents)
         _store(tenant, work, now)
         _report_late(tenant, work, recorded_by, result)
     return result
@@ -144,8 +153,10 @@ def advance_idle_trace(trace_pk: int, now: datetime | None = None) -> str | None
             item = _TraceWork(trace, [body for _, body in rows])
             _record(tenant, item, close=False, now=now,
                     tool_classes=_tool_classes(tenant, item.new))
-            if item.run is not None:
-                ingest_batch(tenant, BatchIn(runs=[item.run]), recorded_by="ledger-portal")
+            if item.run is not None and not _recorded_within_binding(trace, item.run):
+                trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
+                trace.save()
+                return "closed"
             _update_outcomes(trace, item.outcomes)
             trace.last_activity_at = now  # the close waits for another quiet period
             trace.save()
@@ -166,6 +177,30 @@ def advance_idle_trace(trace_pk: int, now: datetime | None = None) -> str | None
         trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
         trace.save()
         return "closed"
+
+
+def _recorded_within_binding(trace: OtlpTrace, run: Any) -> bool:
+    """Record ``run`` of a quiet trace, or, when the keys that sent it were bound to other
+    agents, refuse it (logged; the spans stay buffered as they came) and answer False."""
+    try:
+        ingest_batch(trace.tenant, BatchIn(runs=[run]), recorded_by="ledger-portal",
+                     for_agents=trace.for_agents)
+    except BatchForbidden as exc:
+        logger.warning("OTLP trace %s of tenant %s not recorded: %s", trace.trace_id,
+                       trace.tenant.slug, exc)
+        return False
+    return True
+
+
+def _bind_traces(traces: Iterable[OtlpTrace], for_agents: Collection[str]) -> None:
+    """Narrow each trace to the agents this key acts for too (spans from several keys: the
+    agents all of them act for)."""
+    for trace in traces:
+        bound = sorted(set(for_agents) if trace.for_agents is None
+                       else set(trace.for_agents) & set(for_agents))
+        if bound != trace.for_agents:
+            trace.for_agents = bound
+            OtlpTrace.objects.filter(pk=trace.pk).update(for_agents=bound)
 
 
 # -- planning ----------------------------------------------------------------------------------

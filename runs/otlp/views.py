@@ -12,7 +12,7 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from ledger_portal.api.authentication import ApiKeyAuthentication
+from ledger_portal.api.authentication import ApiKeyAuthentication, bound_agents
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 
@@ -42,7 +42,8 @@ class TraceExport(APIView):
                                limit)
         decoded = wire.spans_of(wire.parse_request(body, content_type))
         try:
-            result = services.receive_spans(tenant, decoded, recorded_by=str(request.user))
+            result = services.receive_spans(tenant, decoded, recorded_by=str(request.user),
+                                            for_agents=bound_agents(request.user))
         except BatchRejected as exc:
             raise wire.WireError(exc.status_code, f"The spans do not fit the ledger; nothing "
                                  f"was recorded: {exc}") from exc

@@ -10,6 +10,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
+from ledger_portal.models import ApiKey
+from ledger_portal.services import issue_api_key
 from policies.exceptions import (
     ExceptionError,
     grant_exception,
@@ -18,6 +20,7 @@ from policies.exceptions import (
 )
 from policies.models import ExceptionStatus
 from policies.services import ProposedCall, decide_tool_call
+from runs.governance_log import setting_up
 from runs.models import Annotation
 
 RULES = [{"name": "no deletes", "action_classes": ["delete"], "effect": "deny"},
@@ -26,8 +29,18 @@ RULES = [{"name": "no deletes", "action_classes": ["delete"], "effect": "deny"},
 
 
 def decide(tenant, tool="delete_record", action_class="delete", agent="cleaner"):
+    """Asked through a key bound to ``agent``: an agent's exception applies to it alone."""
     return decide_tool_call(tenant, ProposedCall(tool=tool, action_class=action_class,
-                                                 arguments={}, agent_id=agent))
+                                                 arguments={}, agent_id=agent),
+                            requester_key=key_bound_to(tenant, agent))
+
+
+def key_bound_to(tenant, agent: str) -> ApiKey:
+    key = ApiKey.objects.filter(tenant=tenant, name=f"agent {agent}").first()
+    if key is None:
+        with setting_up():
+            key, _ = issue_api_key(tenant, f"agent {agent}", ["ingest"], agent_ids=[agent])
+    return key
 
 
 @pytest.fixture
@@ -110,7 +123,7 @@ def test_a_sandbox_decision_from_a_loaded_context_matches_decide_tool_call(acme,
                                                                            alice):
     from policies.services import decision_context, unsaved_sandbox_decision
 
-    grant_exception(ask(acme, bob, version), alice)
+    grant_exception(ask(acme, bob, version, agent_id=""), alice)  # no key asks in a replay
     context = decision_context(acme)
     for tool, action_class, agent in (("delete_record", "delete", "cleaner"),
                                       ("delete_record", "delete", "someone-else"),

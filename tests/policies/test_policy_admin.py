@@ -7,6 +7,9 @@ from django.urls import reverse
 
 from policies.models import Policy, PolicyVersion, VersionStatus
 
+# What a browser sends for the deciding settings of an embedded-rules version.
+EMBEDDED = {"engine": "embedded", "opa_timeout_ms": "500", "opa_fallback_effect": "deny"}
+
 
 def rules_formset(*rules: dict, prefix: str = "rules") -> dict:
     data = {f"{prefix}-TOTAL_FORMS": str(len(rules)), f"{prefix}-INITIAL_FORMS": "0",
@@ -28,12 +31,14 @@ def test_draft_edit_publish_and_compare(acme, alice, dave, client):
     assert draft.author == alice
 
     change_url = reverse("admin:policies_policyversion_change", args=[draft.pk])
-    bad = client.post(change_url, {"default_effect": "allow", "change_note": "first rules",
+    bad = client.post(change_url, {**EMBEDDED, "default_effect": "allow",
+                                   "change_note": "first rules",
                                    **rules_formset({"name": "typo", "effect": "deny",
                                                     "condition": "tool.nmae == 'x'"})})
     assert bad.status_code == 200
     assert "no field" in bad.content.decode()
-    good = client.post(change_url, {"default_effect": "allow", "change_note": "first rules",
+    good = client.post(change_url, {**EMBEDDED, "default_effect": "allow",
+                                    "change_note": "first rules",
                                     **rules_formset({"name": "no deletes", "effect": "deny",
                                                      "action_classes": '["delete"]'})})
     assert good.status_code == 302, good.content

@@ -17,6 +17,9 @@ from runs.annotations import GOVERNANCE_RUN_ID
 from runs.integrity import verify_tenant
 from runs.models import Annotation
 
+# What a browser sends for the deciding settings of an embedded-rules version.
+EMBEDDED = {"engine": "embedded", "opa_timeout_ms": "500", "opa_fallback_effect": "deny"}
+
 
 def test_publishing_retires_the_previous_version_and_annotates(acme, publish):
     first = publish([{"name": "deny deletes", "action_classes": ["delete"], "effect": "deny"}])
@@ -123,7 +126,7 @@ def test_an_edit_of_the_draft_itself_in_the_admin_bars_its_editor(acme, alice, d
     url = f"/admin/policies/policyversion/{draft.pk}/change/"
     page = client.get(url)
     assert page.status_code == 200
-    form = {"default_effect": "allow", "change_note": "dave's edit",
+    form = {**EMBEDDED, "default_effect": "allow", "change_note": "dave's edit",
             "rules-TOTAL_FORMS": "0", "rules-INITIAL_FORMS": "0",
             "rules-MIN_NUM_FORMS": "0", "rules-MAX_NUM_FORMS": "1000"}
     assert client.post(url, form).status_code == 302

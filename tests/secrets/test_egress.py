@@ -218,14 +218,14 @@ def test_opa_at_an_unlisted_address_is_never_asked_and_the_fallback_applies(acme
     )
     from tests.replay.scenario import approver
 
-    policy = Policy.objects.create(tenant=acme, name="opa", engine="opa",
-                                   opa_url="http://169.254.169.254", opa_path="x/decision",
-                                   opa_timeout_ms=300, opa_fallback_effect="deny")
+    policy = Policy.objects.create(tenant=acme, name="opa")
     publisher = approver(acme, "publisher")
     from ledger_portal.services import grant_role
 
     grant_role(publisher, "manage_policies", acme)
-    publish_policy_version(create_draft(policy, alice, "opa"), publisher)
+    publish_policy_version(create_draft(
+        policy, alice, "opa", engine="opa", opa_url="http://169.254.169.254",
+        opa_path="x/decision", opa_timeout_ms=300, opa_fallback_effect="deny"), publisher)
     decision = decide_tool_call(acme, ProposedCall(tool="send_email", action_class="exfil",
                                                    arguments={}, agent_id="mailer"))
     assert decision.effect == "deny"
