@@ -33,6 +33,12 @@ class Mode(models.TextChoices):
     LIVE = "live"
     SANDBOX = "sandbox"
     REPLAY = "replay"
+    # A compensation the portal is asked to send (a rollback): decided like any call.
+    ROLLBACK = "rollback"
+
+
+# What an agent may declare when it asks; rollback decisions are the portal's own.
+AGENT_MODES = [(m.value, m.label) for m in Mode if m != Mode.ROLLBACK]
 
 
 class Engine(models.TextChoices):
@@ -164,7 +170,7 @@ class Rule(models.Model):
                                       help_text="Any of read, write, delete, exfil (empty: any).")
     agents = models.JSONField(default=list, blank=True, help_text="agent_ids (empty: any).")
     modes = models.JSONField(default=list, blank=True,
-                             help_text="Any of live, sandbox, replay (empty: any).")
+                             help_text="Any of live, sandbox, replay, rollback (empty: any).")
     outage = models.CharField(max_length=5, choices=OutageMatch.choices, default=OutageMatch.ANY)
     condition = models.TextField(blank=True, help_text="Optional CEL expression over the input "
                                  "document, e.g. args.amount_cents > 10000")

@@ -340,6 +340,17 @@ def unsaved_sandbox_decision(context: DecisionContext, call: ProposedCall, asked
                      call.replay_id, engine_answers)
 
 
+def foreseen_effect(tenant: Tenant, call: ProposedCall) -> str:
+    """The effect ``decide_tool_call`` would give ``call`` now, before any approval, without
+    recording anything (to learn whether a batch of calls would all go ahead before asking
+    for any of them)."""
+    doc = _document(tenant, call)
+    verdict, version, _ = evaluate(tenant, doc)
+    verdict = _known_or_held(tenant, doc, verdict)
+    exception = _overriding_exception(tenant, doc, verdict, version)
+    return (_overridden(verdict, exception) if exception is not None else verdict).effect
+
+
 CLASS_STRICTNESS = {"read": 0, "write": 1, "delete": 2, "exfil": 3}
 
 

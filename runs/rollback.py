@@ -13,6 +13,12 @@ is the body of the Celery task; ``fail_stuck_rollbacks`` the watchdog's.
   ``LEDGER_ROLLBACK_MAX_ATTEMPTS``; a permanent one is recorded as failed with its reason.
 - A hook that answers ``{"remaining_side_effects": [...]}`` (non-empty) made a partial
   rollback: recorded as ``partial`` with what remains.
+- A compensation is a side effect, so it passes the policy engine like any call (mode
+  ``rollback``, the call's tool, class, agent and input, the call id ``rollback_key``): the
+  decision is recorded and named on the rollback. ``require_approval`` opens an approval request
+  bound to that rollback and to who asked; once someone else approved it, asking again goes
+  ahead. ``deny`` and ``sandbox_only`` refuse. A whole run goes ahead only when every call to
+  compensate would: otherwise nothing is queued and what holds it is named.
 - A whole run is rolled back call by call in reverse chain order, one task at a time, each
   task queueing the next when it finishes. The chain STOPS at the first rollback that does not
   end ``succeeded`` (failed or partial): compensations are undone latest-first because earlier
@@ -127,7 +133,7 @@ def _requeue_if_never_attempted(rollback: Rollback, by: Any, incident: Any, batc
 
 def _note_requested(rollback: Rollback, call: ToolCall, by: Any, whole_run: bool) -> None:
     data = {"rollback": rollback.pk, "event": "requested", "idempotency_key":
-            rollback.idempotency_key, "whole_run": whole_run}
+            rollback.idempotency_key, "whole_run": whole_run, "decision": rollback.decision_id}
     if rollback.incident_id is not None:
         data["incident"] = f"incident-{rollback.incident_id}"
         data["incident_id"] = rollback.incident_id
@@ -136,25 +142,114 @@ def _note_requested(rollback: Rollback, call: ToolCall, by: Any, whole_run: bool
              target_call_id=call.call_id, data=data)
 
 
-@transaction.atomic
+def _settled(rollback: Rollback | None) -> bool:
+    """Is there a rollback of the call that a new request returns unchanged (everything but
+    one stopped before its hook was ever called)?"""
+    return rollback is not None and not (rollback.status == RollbackStatus.FAILED
+                                         and not rollback.attempts)
+
+
+def _compensation(call: ToolCall, approval_id: int | None = None) -> Any:
+    from policies.models import Mode
+    from policies.services import ProposedCall
+
+    return ProposedCall(tool=call.tool.name, action_class=call.action_class,
+                        arguments=call.input if isinstance(call.input, dict) else {
+                            "input": call.input},
+                        mode=Mode.ROLLBACK, run_id=call.run.run_id, call_id=rollback_key(call),
+                        agent_id=call.run.agent.agent_id, approval_id=approval_id)
+
+
+def _asker(by: Any) -> tuple[Any, Any]:
+    """(person, API key) of whoever asks: what an approval of the rollback is bound to."""
+    return (by if getattr(by, "pk", None) is not None else None,
+            getattr(by, "api_key", None))
+
+
+def _approvals_of(call: ToolCall, by: Any, status: str) -> Any:
+    from approvals.models import ApprovalRequest
+
+    person, key = _asker(by)
+    return ApprovalRequest.objects.filter(
+        tenant_id=call.tenant_id, call_id=rollback_key(call), requester=person,
+        requester_key=key, status=status, consumed_by__isnull=True).order_by("-id")
+
+
+def _held_by(call: ToolCall, by: Any) -> str | None:
+    """Why the policy would hold the compensation of ``call`` asked by ``by`` (None: it would
+    go ahead), without recording a decision."""
+    from approvals.models import Status
+    from policies.models import Effect
+    from policies.services import foreseen_effect
+
+    effect = foreseen_effect(call.tenant, _compensation(call))
+    if effect == Effect.ALLOW:
+        return None
+    if effect == Effect.REQUIRE_APPROVAL and _approvals_of(call, by, Status.APPROVED).exists():
+        return None
+    return effect
+
+
+def clear_with_policy(call: ToolCall, by: Any) -> Any:
+    """The recorded decision that lets the compensation of ``call`` go ahead, taken in its own
+    transaction so it stays on the policy trail whatever follows. ``RollbackRefused`` says what
+    holds it: a denial, or the approval request it waits for (opened now, or already pending).
+    """
+    from approvals.models import Status
+    from policies.models import Effect
+    from policies.services import decide_tool_call
+
+    approved = _approvals_of(call, by, Status.APPROVED).first()
+    if approved is None:
+        pending = _approvals_of(call, by, Status.PENDING).first()
+        if pending is not None:
+            raise RollbackRefused(
+                f"the rollback of call {call.call_id} waits for approval request "
+                f"{pending.pk}; ask again once someone else approved it")
+    person, key = _asker(by)
+    decision = decide_tool_call(
+        call.tenant, _compensation(call, approved.pk if approved else None), asked_by=str(by),
+        requester=person, requester_key=key)
+    if decision.effect == Effect.ALLOW:
+        return decision
+    if decision.effect == Effect.REQUIRE_APPROVAL and decision.approval_id is not None:
+        raise RollbackRefused(
+            f"the policy requires approval to roll back call {call.call_id}: approval request "
+            f"{decision.approval_id} is open; ask again once someone else approved it")
+    raise RollbackRefused(f"the policy does not let call {call.call_id} be rolled back "
+                          f"({decision.effect}): {decision.reason}")
+
+
 def request_rollback(call: ToolCall, by: Any, *, incident: Any = None) -> tuple[Rollback, bool]:
     """Queue the compensation of ``call`` (once); ``(rollback, queued_now)``. A second request
-    returns the first rollback unchanged."""
+    returns the first rollback unchanged. The policy decides first (``clear_with_policy``)."""
     _require_operate(by, call.tenant_id)
-    call = ToolCall.objects.select_related("tool", "run", "tenant").get(pk=call.pk)
+    call = ToolCall.objects.select_related("tool", "run__agent", "tenant").get(pk=call.pk)
     _check_incident(incident, call.tenant_id)
+    existing = Rollback.objects.filter(tenant_id=call.tenant_id, tool_call=call).first()
+    if _settled(existing):
+        assert existing is not None
+        return existing, False
+    reason = refusal(call)
+    if reason:
+        raise RollbackRefused(reason)
+    return _queue_rollback(call, by, incident, clear_with_policy(call, by))
+
+
+@transaction.atomic
+def _queue_rollback(call: ToolCall, by: Any, incident: Any, decision: Any
+                    ) -> tuple[Rollback, bool]:
     existing = Rollback.objects.filter(tenant_id=call.tenant_id, tool_call=call).first()
     if existing is not None:
         if not _requeue_if_never_attempted(existing, by, incident):
             return existing, False
-        rollback, created = existing, True
+        rollback = existing
     else:
-        reason = refusal(call)
-        if reason:
-            raise RollbackRefused(reason)
         rollback, created = _create(call, by, incident)
         if not created:
             return rollback, False
+    Rollback.objects.filter(pk=rollback.pk).update(decision=decision)
+    rollback.decision = decision
     _note_requested(rollback, call, by, whole_run=False)
     if incident is not None:
         _link_incident(incident, call, by)
@@ -168,20 +263,40 @@ def compensable_calls(run: Run) -> QuerySet[ToolCall]:
                                     status=ToolCallStatus.SUCCEEDED,
                                     tool__supports_rollback=True)
             .exclude(tool__compensate_endpoint="").exclude(tool__connector="none")
-            .select_related("tool", "run", "tenant").order_by("-seq"))
+            .select_related("tool", "run__agent", "tenant").order_by("-seq"))
 
 
-@transaction.atomic
 def request_run_rollback(run: Run, by: Any, *, incident: Any = None) -> list[Rollback]:
     """Queue the compensation of every completed, compensable call of ``run``, latest first,
     as a chain that stops at the first rollback not ending ``succeeded``. Calls already
-    rolled back keep their first rollback (listed, not re-run)."""
+    rolled back keep their first rollback (listed, not re-run). Every call to compensate
+    passes the policy first; when any would be held, nothing is queued: the held ones are
+    decided (opening their approval requests) and named in the refusal."""
     _require_operate(by, run.tenant_id)
     _check_incident(incident, run.tenant_id)
     calls = [c for c in compensable_calls(run) if refusal(c) is None]
     if not calls:
         raise RollbackRefused(f"run {run.run_id} has no completed call whose tool supports "
                               "compensation")
+    settled = {r.tool_call_id for r in Rollback.objects.filter(
+        tenant_id=run.tenant_id, tool_call__in=calls) if _settled(r)}
+    to_decide = [c for c in calls if c.pk not in settled]
+    held = [c for c in to_decide if _held_by(c, by) is not None]
+    if held:
+        reasons = []
+        for call in held:
+            try:
+                clear_with_policy(call, by)
+            except RollbackRefused as exc:
+                reasons.append(" ".join(exc.messages))
+        raise RollbackRefused(f"nothing of run {run.run_id} was queued: " + "; ".join(reasons))
+    decisions = {call.pk: clear_with_policy(call, by) for call in to_decide}
+    return _queue_run_rollback(calls, by, incident, decisions)
+
+
+@transaction.atomic
+def _queue_run_rollback(calls: list[ToolCall], by: Any, incident: Any,
+                        decisions: dict[int, Any]) -> list[Rollback]:
     batch = uuid.uuid4().hex
     rollbacks: list[Rollback] = []
     queued: list[Rollback] = []
@@ -191,6 +306,10 @@ def request_run_rollback(run: Run, by: Any, *, incident: Any = None) -> list[Rol
             created = _requeue_if_never_attempted(rollback, by, incident, batch, position)
         if created:
             queued.append(rollback)
+            decision = decisions.get(call.pk)
+            if decision is not None:
+                Rollback.objects.filter(pk=rollback.pk).update(decision=decision)
+                rollback.decision = decision
             _note_requested(rollback, call, by, whole_run=True)
             if incident is not None:
                 _link_incident(incident, call, by)

@@ -21,7 +21,7 @@ from ledger_portal.roles import Role
 from runs.models import ActionClass
 
 from .. import services
-from ..models import Decision, Effect, Mode
+from ..models import AGENT_MODES, Decision, Effect, Mode
 
 
 class ProposedCallSerializer(serializers.Serializer):
@@ -34,7 +34,7 @@ class ProposedCallSerializer(serializers.Serializer):
     tool = serializers.CharField(max_length=200, validators=[external_id_validator])
     action_class = serializers.ChoiceField(choices=ActionClass.choices)
     arguments = serializers.DictField(required=False, default=dict)
-    mode = serializers.ChoiceField(choices=Mode.choices, default=Mode.LIVE)
+    mode = serializers.ChoiceField(choices=AGENT_MODES, default=Mode.LIVE)
     approval_id = serializers.IntegerField(required=False, allow_null=True, default=None,
                                            help_text="Ask again under an approval request.")
 

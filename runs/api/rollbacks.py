@@ -29,12 +29,14 @@ class RollbackSerializer(serializers.ModelSerializer):
     status = serializers.ChoiceField(choices=RollbackStatus.choices)
     requested_by = serializers.CharField(source="requested_by_label")
     incident = serializers.IntegerField(source="incident_id", allow_null=True)
+    decision = serializers.IntegerField(source="decision_id", allow_null=True,
+                                        help_text="The policy decision that let it go ahead.")
 
     class Meta:
         model = Rollback
         fields = ["id", "tenant", "call_id", "tool", "run_id", "status", "attempts",
                   "attempt_log", "outcome", "remaining_side_effects", "last_error",
-                  "idempotency_key", "requested_by", "incident", "batch", "position",
+                  "idempotency_key", "requested_by", "incident", "decision", "batch", "position",
                   "created_at", "started_at", "finished_at"]
 
 

@@ -51,6 +51,9 @@ class Rollback(models.Model):
     requested_by_label = models.CharField(max_length=200, blank=True)
     incident = models.ForeignKey("incidents.Incident", null=True, blank=True,
                                  on_delete=models.PROTECT, related_name="rollbacks")
+    decision = models.ForeignKey(
+        "policies.Decision", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The policy decision that let this compensation go ahead.")
     batch = models.CharField(max_length=32, blank=True, db_index=True,
                              help_text="Whole-run rollbacks share a batch, in `position` order.")
     position = models.PositiveIntegerField(default=0)

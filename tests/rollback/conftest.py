@@ -35,10 +35,22 @@ class Script:
             return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
 
+def rollbacks_allowed(tenant: Tenant) -> None:
+    """A published policy allowing everything, rollbacks included (a compensation passes the
+    policy like any call; without a policy it would wait for a person)."""
+    from policies.models import Policy
+    from tests.replay.scenario import allow_everything
+
+    if not Policy.objects.filter(tenant=tenant, name="replays-allowed").exists():
+        allow_everything(tenant)
+
+
 @pytest.fixture
 def compensating(tool_server: ToolServer) -> Callable[..., Tool]:
-    """Make a tool of acme compensable through the loopback server, answering ``answers``."""
+    """Make a tool of acme compensable through the loopback server, answering ``answers``;
+    its tenant's policy allows rollbacks."""
     def make(tool: Tool, *answers: tuple[int, Any]) -> Tool:
+        rollbacks_allowed(tool.tenant)
         url = tool_server.route(f"/{tool.name}/compensate", Script(*answers))
         tool.connector, tool.endpoint = "http", f"{tool_server.url}/{tool.name}"
         tool.compensate_endpoint, tool.supports_rollback = url, True
