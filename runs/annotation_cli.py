@@ -19,7 +19,9 @@ from ledger_portal.cli import (
 
 # ``runs.services.MANUAL_ANNOTATION_KINDS``, spelled out: the parser is built before Django is
 # set up (a test keeps the two in step).
-KINDS = ("note", "correction", "override", "policy_change", "approval")
+KINDS = ("note", "correction", "manual_override", "manual_policy_change", "manual_approval")
+# The runbook's words for the last three (``runs.services.MANUAL_KIND_WORDS``).
+KIND_WORDS = ("override", "policy_change", "approval")
 
 
 def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
@@ -70,7 +72,7 @@ def add_commands(sub: Any) -> None:
     annotate.add_argument("run_id")
     annotate.add_argument("--tenant", help="the run's tenant (needed if several have it)")
     annotate.add_argument("--body", required=True, help="what was done, and why")
-    annotate.add_argument("--kind", choices=KINDS,
+    annotate.add_argument("--kind", choices=KINDS + KIND_WORDS,
                           default="note")
     annotate.add_argument("--data", help='structured details as a JSON object, e.g. '
                           '\'{"ticket": "PD-12"}\'')

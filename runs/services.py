@@ -20,7 +20,8 @@ from .ingest import BatchConflict, BatchInvalid, BatchRejected, IngestResult, in
 from .models import Agent, Annotation, AnnotationKind, RedactionRule, Run, ToolCall
 from .redaction import LEVELS, Redactor, TenantRule
 
-__all__ = ["MANUAL_ANNOTATION_KINDS", "AnnotationRejected", "BatchConflict", "BatchInvalid",
+__all__ = ["MANUAL_ANNOTATION_KINDS", "MANUAL_KIND_WORDS", "AnnotationRejected",
+           "BatchConflict", "BatchInvalid",
            "BatchRejected", "IngestResult", "RedactionNotAllowed", "ViewerRedaction",
            "annotate_run", "find_runs", "ingest_batch", "redactor_for"]
 
@@ -91,8 +92,13 @@ def redactor_for(user: Any, tenant_id: int, requested: str | None = None) -> Vie
 # What a person records on a run (the runbook: "policy changes, approvals, overrides"); the
 # other kinds are written by the portal's own services.
 MANUAL_ANNOTATION_KINDS = (AnnotationKind.NOTE, AnnotationKind.CORRECTION,
-                           AnnotationKind.OVERRIDE, AnnotationKind.POLICY_CHANGE,
-                           AnnotationKind.APPROVAL)
+                           AnnotationKind.MANUAL_OVERRIDE, AnnotationKind.MANUAL_POLICY_CHANGE,
+                           AnnotationKind.MANUAL_APPROVAL)
+# What a person asks for by the runbook's words; what is recorded is the hand-recorded kind,
+# so nothing written by hand reads as a vote, a publication or an exception of the portal.
+MANUAL_KIND_WORDS = {AnnotationKind.OVERRIDE.value: AnnotationKind.MANUAL_OVERRIDE,
+                     AnnotationKind.POLICY_CHANGE.value: AnnotationKind.MANUAL_POLICY_CHANGE,
+                     AnnotationKind.APPROVAL.value: AnnotationKind.MANUAL_APPROVAL}
 # The same cap as an agent's own annotation (``AnnotationIn.body``), and as much again for data.
 ANNOTATION_BODY_MAX = 20_000
 ANNOTATION_DATA_MAX_BYTES = 20_000
@@ -141,6 +147,7 @@ def annotate_run(run: Run, by: Any, body: str, *, kind: str = AnnotationKind.NOT
                                  f"{ANNOTATION_BODY_MAX}")
     for path, why in unsafe_paths({"body": body}).items():
         raise AnnotationRejected(f"{path}: {why}")
+    kind = MANUAL_KIND_WORDS.get(kind, kind)
     if kind not in MANUAL_ANNOTATION_KINDS:
         raise AnnotationRejected(f"unknown kind {kind!r}; use one of "
                                  f"{', '.join(MANUAL_ANNOTATION_KINDS)}")

@@ -29,7 +29,8 @@ from .serializers import AnnotationSerializer
 class AnnotationRequestSerializer(serializers.Serializer):
     body = serializers.CharField(max_length=services.ANNOTATION_BODY_MAX,
                                  help_text="What was done and why (plain text).")
-    kind = serializers.ChoiceField(choices=services.MANUAL_ANNOTATION_KINDS,
+    kind = serializers.ChoiceField(choices=[*services.MANUAL_ANNOTATION_KINDS,
+                                            *services.MANUAL_KIND_WORDS],
                                    default="note")
     data = serializers.DictField(  # type: ignore[assignment]  # a field named data
         required=False, default=dict, help_text="Structured details: ticket ids, the policy "

@@ -249,6 +249,10 @@ class AnnotationKind(models.TextChoices):
     INCIDENT_LINK = "incident_link", "incident link"
     RETENTION = "retention"
     CONFIGURATION = "configuration", "configuration change"
+    # Interventions a person records by hand: never in the shape of the portal's own records.
+    MANUAL_APPROVAL = "manual_approval", "approval (recorded by hand)"
+    MANUAL_POLICY_CHANGE = "manual_policy_change", "policy change (recorded by hand)"
+    MANUAL_OVERRIDE = "manual_override", "override (recorded by hand)"
 
 
 def new_annotation_id() -> str:

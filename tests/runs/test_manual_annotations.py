@@ -23,6 +23,7 @@ from runs.models import Annotation, Run
 from runs.services import (
     ANNOTATION_BODY_MAX,
     MANUAL_ANNOTATION_KINDS,
+    MANUAL_KIND_WORDS,
     AnnotationRejected,
     annotate_run,
 )
@@ -65,7 +66,7 @@ def test_an_annotation_is_appended_to_the_runs_chain_with_its_author(acme, alice
                                                         stored.last_seq)
     assert stored.head_hash == note.chain_hash
     assert (note.annotation_kind, note.body, note.data) == (
-        "override", "Raised the refund limit for this customer (PD-12)", {"ticket": "PD-12"})
+        "manual_override", "Raised the refund limit for this customer (PD-12)", {"ticket": "PD-12"})
     assert (note.author, note.author_label) == (alice, "alice")
     assert verify_tenant(acme, run_id=run["run_id"]).intact
 
@@ -123,7 +124,8 @@ def test_the_api_records_an_annotation_and_returns_it(acme, alice, run, user_cli
     [note] = notes_on(run)
     assert body["annotation_id"] == note.annotation_id
     assert (body["kind"], body["annotation_kind"], body["author_label"], body["run_id"],
-            body["tenant"], body["seq"]) == ("annotation", "approval", "alice", run["run_id"],
+            body["tenant"], body["seq"]) == ("annotation", "manual_approval", "alice",
+                                             run["run_id"],
                                              "acme", note.seq)
     assert body["data"] == {"ticket": "PD-12"}
     timeline = user_client(alice).get(reverse("api:run-detail", args=[run["run_id"]])).json()
@@ -183,7 +185,7 @@ def test_ledger_annotate_records_an_annotation(acme, alice, run, capsys):
     printed = orjson.loads(capsys.readouterr().out)
     [note] = notes_on(run)
     assert (printed["annotation_id"], printed["annotation_kind"], printed["author_label"]) == (
-        note.annotation_id, "override", "alice")
+        note.annotation_id, "manual_override", "alice")
     assert note.data == {"ticket": "PD-12"}
 
 
@@ -213,6 +215,7 @@ def test_ledger_annotate_without_operate_exits_3(acme, reader, run, capsys):
 
 def test_the_cli_offers_exactly_the_manual_kinds():
     assert tuple(str(k) for k in MANUAL_ANNOTATION_KINDS) == annotation_cli.KINDS
+    assert tuple(MANUAL_KIND_WORDS) == annotation_cli.KIND_WORDS
 
 
 # -- the timeline page --------------------------------------------------------------------------
@@ -232,7 +235,7 @@ def test_the_timeline_form_records_an_annotation(acme, alice, run, client):
                            follow=True)
     assert response.status_code == 200
     [note] = notes_on(run)
-    assert (note.annotation_kind, note.author) == ("policy_change", alice)
+    assert (note.annotation_kind, note.author) == ("manual_policy_change", alice)
     assert "Published tools v3 by hand" in response.content.decode()
 
 
