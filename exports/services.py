@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet, Sum
 from django.utils import timezone
 
 from ledger_portal import signing
@@ -35,12 +35,12 @@ from runs.redaction import Redactor, TenantRule
 from runs.services import LEVEL_ROLES, allowed_levels
 
 from . import verify, writer
+from .access import ExportNotAllowed, share_export, visible_exports
 from .models import (
     AuditExport,
     ExportDownload,
     ExportFormat,
     ExportPart,
-    ExportShare,
     ExportStatus,
     PartStatus,
     RedactionLevel,
@@ -49,10 +49,6 @@ from .sections import SECTION_BY_NAME, SECTIONS
 from .storage import LocalFile, export_storage
 
 log = logging.getLogger(__name__)
-
-
-class ExportNotAllowed(PermissionDenied):
-    pass
 
 
 def _principal(by: Any) -> tuple[Any, str]:
@@ -392,29 +388,6 @@ def produce_now(export: AuditExport) -> AuditExport:
 
 
 # -- read, share, download, expire ------------------------------------------------------------
-
-def visible_exports(user: Any) -> QuerySet[AuditExport]:
-    """Exports of the tenants where ``user`` holds the export role, and those shared with them."""
-    scoped = AuditExport.objects.for_user(user, Role.EXPORT)
-    if getattr(user, "api_key_tenant_id", None) is None and getattr(user, "pk", None):
-        shared = ExportShare.objects.filter(user=user).values("export_id")
-        scoped = AuditExport.objects.filter(Q(pk__in=scoped.values("pk")) | Q(pk__in=shared))
-    return scoped
-
-
-@transaction.atomic
-def share_export(export: AuditExport, user: Any, by: Any) -> ExportShare:
-    """Let ``user`` (an external auditor, say) download one export; annotated."""
-    if not has_role(by, Role.EXPORT, export.tenant_id):
-        raise ExportNotAllowed("sharing an export needs the export role on its tenant")
-    share, _ = ExportShare.objects.get_or_create(
-        export=export, user=user, defaults={"tenant_id": export.tenant_id,
-                                            "shared_by": _principal(by)[0]})
-    annotate(export.tenant, AnnotationKind.NOTE, f"Export {export.pk} shared with {user}",
-             by=by, data={"event": "export_shared", "export_id": export.pk,
-                          "with": str(user)})
-    return share
-
 
 def open_for_download(export: AuditExport, by: Any, ip: str | None, user_agent: str) -> Any:
     """The bundle, opened, after recording (and annotating) who downloads it from where."""
