@@ -141,7 +141,8 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
     run = renamed([found])[0]
     run_pk, tenant_id = run.pop("id"), run.pop("tenant_id")
     try:
-        redaction = redactor_for(user, tenant_id, args.redaction_level)
+        redaction = redactor_for(user, tenant_id, args.redaction_level,
+                                 viewing=f"run {run['run_id']} (ledger show)")
     except RedactionNotAllowed as exc:
         print(f"ledger: {exc}", file=sys.stderr)
         return EXIT_FORBIDDEN

@@ -140,7 +140,8 @@ def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
     from .services import RedactionNotAllowed, redactor_for
 
     try:
-        view = redactor_for(user, replay.tenant_id, args.redaction_level)
+        view = redactor_for(user, replay.tenant_id, args.redaction_level,
+                            viewing=f"replay {replay.pk} (ledger replay --show)")
     except RedactionNotAllowed as exc:
         print(f"ledger: {exc}", file=sys.stderr)
         return EXIT_FORBIDDEN

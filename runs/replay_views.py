@@ -40,7 +40,8 @@ def _replay_or_404(request: HttpRequest, tenant: str, replay_id: int) -> Replay:
 @login_required
 def replay_detail(request: HttpRequest, tenant: str, replay_id: int) -> HttpResponse:
     replay = _replay_or_404(request, tenant, replay_id)
-    view = redactor_for(request.user, replay.tenant_id, request.GET.get("redaction"))
+    view = redactor_for(request.user, replay.tenant_id, request.GET.get("redaction"),
+                        viewing=f"replay {replay.pk} (replay page)")
     return render(request, "runs/replay.html", {
         **admin.site.each_context(request), "title": f"Replay {replay.pk} of {replay.run.run_id}",
         "replay": replay, "summary": replay_summary(replay), "steps": step_rows(replay, view),

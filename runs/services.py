@@ -72,9 +72,12 @@ def allowed_levels(user: Any, tenant_id: int) -> list[str]:
     return allowed
 
 
-def redactor_for(user: Any, tenant_id: int, requested: str | None = None) -> ViewerRedaction:
+def redactor_for(user: Any, tenant_id: int, requested: str | None = None,
+                 viewing: str = "") -> ViewerRedaction:
     """The redaction a reader gets on one tenant: strict unless they ask for, and hold the
-    role for, a lighter level."""
+    role for, a lighter level. A lighter level is a disclosure: it is annotated in the
+    tenant's governance log (who, ``viewing``: what and through which face, the level)
+    before anything is shown."""
     level = requested or "strict"
     if level not in LEVELS:
         raise RedactionNotAllowed(f"unknown redaction level {level!r}; use one of "
@@ -82,9 +85,22 @@ def redactor_for(user: Any, tenant_id: int, requested: str | None = None) -> Vie
     role = LEVEL_ROLES[level]
     if role is not None and level not in allowed_levels(user, tenant_id):
         raise RedactionNotAllowed(f"redaction level {level!r} needs the {role} role")
+    if role is not None:
+        record_disclosure(user, tenant_id, level, viewing)
     rules = [TenantRule(pattern, label) for pattern, label in RedactionRule.objects.filter(
         tenant_id=tenant_id).values_list("pattern", "label")]
     return ViewerRedaction(level, Redactor(level, rules))
+
+
+def record_disclosure(user: Any, tenant_id: int, level: str, viewing: str) -> None:
+    """Annotate that ``user`` read ``viewing`` of the tenant at ``level`` (below strict)."""
+    from ledger_portal.models import Tenant
+
+    what = viewing or "ledger data"
+    with transaction.atomic():
+        annotate(Tenant.objects.get(pk=tenant_id), AnnotationKind.DISCLOSURE,
+                 f"{user} viewed {what} at redaction level {level}", by=user,
+                 data={"event": "viewed_below_strict", "level": level, "viewing": what})
 
 
 # -- manual interventions ------------------------------------------------------------------------

@@ -49,7 +49,8 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
         raise Http404("No such run in your tenants.")
     run = found[0]
     redactor = services.redactor_for(request.user, run["tenant_id"],
-                                     request.GET.get("redaction"))
+                                     request.GET.get("redaction"),
+                                     viewing=f"run {run_id} (timeline page)")
     context: dict[str, Any] = {
         **admin.site.each_context(request), "title": f"Run {run_id}",
         "run": {**run, "goal": as_text(redactor.redact_row("run", run)["goal"])},

@@ -31,7 +31,8 @@ def incident_row(incident: Incident) -> dict[str, Any]:
 def incident_detail(incident: Incident, viewer: Any, redaction: str | None = None
                     ) -> dict[str, Any]:
     """The incident with its links and its timeline, annotations redacted for ``viewer``."""
-    redactor = redactor_for(viewer, incident.tenant_id, redaction)
+    redactor = redactor_for(viewer, incident.tenant_id, redaction,
+                            viewing=f"incident {incident.pk} (API)")
     versions = [{"id": pk, "policy": name, "version": number, "status": status,
                  "freeze": name == FREEZE_POLICY}
                 for pk, name, number, status in incident.policy_versions.order_by(

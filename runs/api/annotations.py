@@ -82,7 +82,9 @@ class RunAnnotations(TenantScopedViewMixin, generics.GenericAPIView):
         data = form.validated_data
         try:
             redaction = services.redactor_for(request.user, run.tenant_id,
-                                              request.query_params.get("redaction"))
+                                              request.query_params.get("redaction"),
+                                              viewing=f"an annotation of run {run.run_id} "
+                                              "(API)")
             note = services.annotate_run(run, request.user, data["body"], kind=data["kind"],
                                          data=data["data"],
                                          target_call_id=data["target_call_id"])

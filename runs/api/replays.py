@@ -123,7 +123,8 @@ class ReplayDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
         replay = self.get_object()
         try:
             view = redactor_for(request.user, replay.tenant_id,
-                                request.query_params.get("redaction"))
+                                request.query_params.get("redaction"),
+                                viewing=f"replay {replay.pk} (API)")
         except RedactionNotAllowed as exc:
             raise PermissionDenied(str(exc)) from None
         body = replay_summary(replay)

@@ -43,13 +43,14 @@ class Redaction:
     def __init__(self, request: Request):
         self.user = request.user
         self.requested = request.query_params.get("redaction")
+        self.viewing = f"{request.path} (API)"
         self._by_tenant: dict[int, services.ViewerRedaction] = {}
 
     def row(self, kind: str, row: dict[str, Any], tenant_id: int) -> dict[str, Any]:
         viewer = self._by_tenant.get(tenant_id)
         if viewer is None:
             viewer = self._by_tenant[tenant_id] = services.redactor_for(
-                self.user, tenant_id, self.requested)
+                self.user, tenant_id, self.requested, viewing=self.viewing)
         return viewer.redact_row(kind, row)
 
 

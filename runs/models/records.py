@@ -249,6 +249,8 @@ class AnnotationKind(models.TextChoices):
     INCIDENT_LINK = "incident_link", "incident link"
     RETENTION = "retention"
     CONFIGURATION = "configuration", "configuration change"
+    # Someone read ledger data below strict redaction (who, what, at which level).
+    DISCLOSURE = "disclosure", "view below strict redaction"
     # Interventions a person records by hand: never in the shape of the portal's own records.
     MANUAL_APPROVAL = "manual_approval", "approval (recorded by hand)"
     MANUAL_POLICY_CHANGE = "manual_policy_change", "policy change (recorded by hand)"
