@@ -14,7 +14,7 @@ from guardian.admin import GuardedModelAdmin
 
 from . import services
 from .admin_base import ScopedHistoryAdmin, TenantScopedAdmin
-from .models import ApiKey, Tenant
+from .models import ApiKey, PersonalAccessToken, Tenant
 from .roles import Role
 from .tenancy import has_role
 
@@ -214,3 +214,108 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
         for key in queryset:
             services.revoke_api_key(key)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+class PersonalAccessTokenForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple,
+                                       help_text="Roles the token acts with (of yours).")
+
+    class Meta:
+        model = PersonalAccessToken
+        fields = ["name", "scopes", "expires_at"]
+
+    # Set by PersonalAccessTokenAdmin.get_form: whose token it is.
+    owner: Any = None
+
+    def clean(self) -> dict[str, Any]:
+        from .access_tokens import checked_token_request
+
+        cleaned = super().clean() or {}
+        if cleaned.get("scopes") and cleaned.get("expires_at") and self.owner is not None:
+            try:
+                checked_token_request(self.owner, cleaned["scopes"], cleaned["expires_at"],
+                                      self.owner)
+            except (PermissionDenied, ValidationError) as exc:
+                raise forms.ValidationError(" ".join(exc.messages) if isinstance(
+                    exc, ValidationError) else str(exc)) from None
+        return cleaned
+
+
+@admin.register(PersonalAccessToken)
+class PersonalAccessTokenAdmin(admin.ModelAdmin):
+    """Each person's tokens for the ``ledger`` command: issued and revoked here, shown once."""
+
+    form = PersonalAccessTokenForm
+    list_display = ["name", "prefix", "user", "scopes", "expires_at", "revoked_at",
+                    "last_used_at"]
+    actions = ["revoke"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PersonalAccessToken]:
+        tokens = super().get_queryset(request).select_related("user")
+        return tokens if request.user.is_superuser else tokens.filter(user=request.user)
+
+    # Everyone signed in to the admin manages their own tokens; no model permission needed.
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_module_permission(request) and (
+            obj is None or obj.user_id == request.user.pk or request.user.is_superuser)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return self.has_module_permission(request)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and self.has_module_permission(request)  # actions only
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # revoked, never deleted: the records that name it keep meaning
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ["name", "scopes", "expires_at"]
+        return ["name", "user", "prefix", "scopes", "created_at", "expires_at", "revoked_at",
+                "last_used_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [] if obj is None else self.get_fields(request, obj)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        from django.utils import timezone
+
+        from .access_tokens import DEFAULT_LIFETIME
+
+        return {"expires_at": timezone.now() + DEFAULT_LIFETIME, "name": "ledger"}
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
+                 **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type("TokenForm", (form,), {"owner": request.user}) if obj is None else form
+
+    def save_model(self, request: HttpRequest, obj: PersonalAccessToken, form: Any,
+                   change: bool) -> None:
+        from .access_tokens import issue_personal_token
+
+        token, raw = issue_personal_token(request.user,  # type: ignore[arg-type]  # signed in
+                                          obj.name, form.cleaned_data["scopes"],
+                                          by=request.user, expires_at=obj.expires_at)
+        obj.pk, obj.prefix, obj.user = token.pk, token.prefix, token.user
+        request._new_token = (token, raw)  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: PersonalAccessToken,
+                     post_url_continue: Any = None) -> HttpResponse:
+        token, raw = request._new_token  # type: ignore[attr-defined]
+        response = TemplateResponse(
+            request, "admin/ledger_portal/personalaccesstoken/issued.html",
+            {**self.admin_site.each_context(request), "title": "New personal access token",
+             "token": token, "raw_token": raw, "opts": self.model._meta})
+        add_never_cache_headers(response)
+        return response
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[PersonalAccessToken]) -> None:
+        from .access_tokens import revoke_personal_token
+
+        for token in queryset:
+            revoke_personal_token(token, request.user)
+        self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)

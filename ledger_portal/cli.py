@@ -1,9 +1,12 @@
 """The ``ledger`` command: the runbook's steps from a terminal on a portal host.
 
-It talks to the portal's database through Django, acting as one portal user (``--as`` or
-``LEDGER_USER``) and seeing exactly that user's tenants. Exit codes: 0 done (and, for verify,
-intact), 1 not found, 2 bad usage, 3 not allowed (e.g. a redaction level without its role),
-4 verify found tampering.
+It talks to the portal's database through Django, acting as one portal user and seeing
+exactly that user's tenants: the user of the personal access token in ``LEDGER_TOKEN`` (or
+``--token-file``), narrowed to its scopes; or, in local mode on the portal host, ``--local
+--as USER``. Every record it writes names the token or the local mode.
+
+Exit codes: 0 done (and, for verify, intact), 1 not found, 2 bad usage, 3 not allowed (e.g. a
+redaction level without its role), 4 verify found tampering.
 """
 
 from __future__ import annotations
@@ -32,15 +35,30 @@ def _setup() -> None:
     django.setup()
 
 
-def _acting_user(username: str | None) -> Any:
-    from django.contrib.auth import get_user_model
+def _acting_user(args: argparse.Namespace) -> Any:
+    """Who the command acts as: the user of the personal access token in ``LEDGER_TOKEN`` (or
+    the file ``--token-file``), or, in local mode on the portal host, ``--as USER``."""
+    from ledger_portal.access_tokens import TokenRefused, actor_for_token, actor_in_local_mode
 
-    if not username:
-        raise SystemExit("ledger: say who you act as with --as USER or LEDGER_USER")
-    user = get_user_model().objects.filter(username=username, is_active=True).first()
-    if user is None:
-        raise SystemExit(f"ledger: no active portal user {username!r}")
-    return user
+    raw = os.environ.get("LEDGER_TOKEN", "")
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as handle:
+                raw = handle.read().strip()
+        except OSError as exc:
+            raise SystemExit(f"ledger: cannot read the token file: {exc}") from None
+    try:
+        if raw:
+            return actor_for_token(raw)
+        if args.local or os.environ.get("LEDGER_CLI_LOCAL") == "1":
+            if not args.acting_as:
+                raise SystemExit("ledger: local mode acts as --as USER (or LEDGER_USER)")
+            return actor_in_local_mode(args.acting_as)
+    except TokenRefused as exc:
+        raise SystemExit(f"ledger: {exc}") from None
+    raise SystemExit("ledger: authenticate with a personal access token (LEDGER_TOKEN or "
+                     "--token-file; make one in the portal under Personal access tokens), or, "
+                     "in a shell on the portal host, pass --local with --as USER")
 
 
 def fail(message: str, code: int) -> int:
@@ -289,8 +307,13 @@ def cmd_outage(args: argparse.Namespace, user: Any) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--token-file", help="a file holding your personal access token "
+                        "(default: the token in $LEDGER_TOKEN)")
+    parser.add_argument("--local", action="store_true",
+                        help="local mode, on the portal host: act as --as USER without a "
+                        "token (recorded with your OS user and the host)")
     parser.add_argument("--as", dest="acting_as", default=os.environ.get("LEDGER_USER"),
-                        help="the portal user to act as (default: $LEDGER_USER)")
+                        help="in local mode, the portal user to act as (default: $LEDGER_USER)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     runs = sub.add_parser("runs", help="list recent runs")
@@ -350,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         # Offline commands (verify-export) run on a machine with no portal: no Django, no user.
         return int(args.func(args))
     _setup()
-    user = _acting_user(args.acting_as)
+    user = _acting_user(args)
     return int(args.func(args, user))
 
 

@@ -8,6 +8,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import models
 from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
@@ -84,6 +85,13 @@ class TenantGroupObjectPermission(GroupObjectPermissionBase):
 KEY_PREFIX = "lpk"
 
 
+def new_credential(kind: str) -> tuple[str, str]:
+    """A new ``(prefix, raw)`` credential ``<kind>_<prefix>_<secret>``: the prefix finds its
+    row, the secret carries 256 bits."""
+    prefix = secrets.token_hex(6)
+    return prefix, f"{kind}_{prefix}_{secrets.token_urlsafe(32)}"
+
+
 def hash_api_key(raw: str) -> str:
     # Keys carry 256 bits of randomness, so a fast hash is enough (no password stretching).
     return hashlib.sha256(raw.encode()).hexdigest()
@@ -137,8 +145,7 @@ class ApiKey(models.Model):
     @staticmethod
     def generate() -> tuple[str, str]:
         """A new ``(prefix, raw_key)``; the raw key is ``lpk_<prefix>_<secret>``."""
-        prefix = secrets.token_hex(6)
-        return prefix, f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+        return new_credential(KEY_PREFIX)
 
     def matches(self, raw: str) -> bool:
         return hmac.compare_digest(self.key_hash, hash_api_key(raw))
@@ -148,6 +155,47 @@ class ApiKey(models.Model):
         if self.revoked_at is not None or self.confirmed_at is None:
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
+
+
+class CliActor(User):
+    """A portal user acting through the ``ledger`` command: its name says how they
+    authenticated (token, or local mode), so every record they write carries it."""
+
+    acting_via = ""
+    # The token's scopes (roles): the tenant scope narrows the user's roles to them.
+    token_scopes: frozenset[str] | None = None
+
+    class Meta:
+        proxy = True
+
+    def __str__(self) -> str:
+        return f"{self.username} via {self.acting_via}" if self.acting_via else self.username
+
+
+class PersonalAccessToken(models.Model):
+    """How a person authenticates the ``ledger`` command (``ledger_portal.access_tokens``)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="access_tokens")
+    name = models.CharField(max_length=100, help_text="What it is for, e.g. the laptop.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list, help_text="Roles it acts with (of its user's).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["user", "-created_at"]
+        verbose_name = "personal access token"
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.label}"
+
+    @property
+    def label(self) -> str:
+        return f"lpt_{self.prefix} (#{self.pk})"
 
 
 class OutboxMessage(models.Model):

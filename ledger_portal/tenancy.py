@@ -33,6 +33,9 @@ def tenants_for(user: Any, role: str, base: models.QuerySet[Tenant] | None = Non
         return tenants.filter(pk=api_key_tenant)
     if not user.is_active:
         return tenants.none()
+    token_scopes = getattr(user, "token_scopes", None)
+    if token_scopes is not None and role not in token_scopes:
+        return tenants.none()  # a personal access token narrows its user's roles
     if user.is_superuser:
         return tenants
     perm = {"permission__codename": role, "permission__content_type__app_label": "ledger_portal"}
@@ -60,6 +63,9 @@ class TenantScopedQuerySet(models.QuerySet[M]):
             if role not in user.scopes:
                 return self.none()
             return self.filter(tenant_id=api_key_tenant)
+        token_scopes = getattr(user, "token_scopes", None)
+        if token_scopes is not None and role not in token_scopes:
+            return self.none()
         if getattr(user, "is_superuser", False) and user.is_active:
             return self
         return self.filter(tenant_id__in=tenants_for(user, role).values("pk"))
@@ -80,6 +86,8 @@ def roles_of(user: Any) -> dict[str, frozenset[int]]:
     via_group = TenantGroupObjectPermission.objects.filter(group__user=user).values_list(
         "permission__codename", "content_object_id")
     found: dict[str, set[int]] = {}
+    token_scopes = getattr(user, "token_scopes", None)
     for role, tenant_id in direct.union(via_group):
-        found.setdefault(role, set()).add(tenant_id)
+        if token_scopes is None or role in token_scopes:
+            found.setdefault(role, set()).add(tenant_id)
     return {role: frozenset(ids) for role, ids in found.items()}

@@ -183,3 +183,12 @@ def _loopback_egress(settings: Any) -> None:
     """The tests' tool, OPA and webhook servers listen on loopback, which the egress guard
     refuses unless listed (as an operator lists their own tool hosts)."""
     settings.LEDGER_EGRESS_ALLOW = ["127.0.0.1", "localhost"]
+
+
+@pytest.fixture(autouse=True)
+def _cli_in_local_mode(monkeypatch: Any) -> None:
+    """Tests of what a ``ledger`` command does run it as a shell on the portal host would:
+    local mode, ``--as USER`` (tests/ledger_portal/test_cli_tokens.py covers how it
+    authenticates without it)."""
+    monkeypatch.setenv("LEDGER_CLI_LOCAL", "1")
+    monkeypatch.delenv("LEDGER_TOKEN", raising=False)

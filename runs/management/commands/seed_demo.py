@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from bench.generate import RunGenerator, batches
+from ledger_portal.access_tokens import issue_personal_token
 from ledger_portal.models import ApiKey, Tenant
 from ledger_portal.roles import Role
 from ledger_portal.services import grant_role, issue_api_key
@@ -71,6 +72,11 @@ class Command(BaseCommand):
         if key:
             out.write(f"\nAgent API key for acme (ingest, view_ledger): {key}")
             out.write("  curl -H 'Authorization: Bearer <key>' http://127.0.0.1:8000/api/v1/runs/")
+        operator = User.objects.get(username="operator")
+        _, token = issue_personal_token(operator, "demo", DEMO_USERS["operator"])
+        out.write(f"\nThe ledger command as operator: export LEDGER_TOKEN={token}")
+        out.write("  .venv/bin/ledger runs --tenant acme   (make more under Personal access "
+                  "tokens)")
 
     def _seed_runs(self, tenant: Tenant, count: int) -> None:
         if Run.objects.filter(tenant=tenant).exists():
