@@ -115,7 +115,12 @@ def error_of(span: SpanDict) -> dict[str, Any] | None:
     for event in span["events"]:
         if event["name"] == "exception":
             attrs = event["attributes"]
-            error.setdefault("message", attrs.get("exception.message", ""))
+            message = attrs.get("exception.message", "")
+            # The status says what failed, the exception why: keep both when they differ.
+            if "message" not in error:
+                error["message"] = message
+            elif message and message != error["message"]:
+                error["exception_message"] = message
             if attrs.get("exception.type"):
                 error["exception_type"] = attrs["exception.type"]
             break
