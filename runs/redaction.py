@@ -31,10 +31,14 @@ Detectors (names in :data:`DETECTORS`; a marker's reason is ``detector:<name>``)
   characters of ``[A-Za-z0-9+/_=-]``, mixed case with digits or symbols, entropy >= ~4 bits/char,
   not mostly words; this finds ~94% of random 20-character tokens and ~99% from 32 characters,
   while hex ids, hashes, UUIDs, ULIDs and identifiers like ``ReviewPullRequest2024`` stay);
-- personal data: emails; phones (``+`` international, North American with separators, trunk-0
-  national with separators; never bare digit strings); cards (13-19 digits passing Luhn, written
-  in groups or starting like a card brand; integer leaves too); IBANs (upper case, the
-  country's length, mod-97).
+  Values that stand for a secret are not one: templates (``<token>``, ``${TOKEN}``,
+  ``{{ x }}``, ``%KEY%``, ``$KEY``), upper-case names (``YOUR_API_KEY``), samples
+  (``...EXAMPLE``, ``sk-xxxx...``) and filler; nor are subresource-integrity hashes, data-URI
+  payloads and base64 of plain prose (decoded and checked for secrets itself);
+- personal data: emails (not a URL's user nor a git remote like ``git@host:org/repo``); phones
+  (``+`` international, North American with separators, trunk-0 national with separators;
+  never bare digit strings); cards (13-19 digits passing Luhn, written in groups or starting
+  like a card brand; integer leaves too); IBANs (upper case, the country's length, mod-97).
 
 Pure Python, no Django: everything is compiled once per :class:`Redactor`; the detectors are
 gated by cheap tests (a substring, one character-class scan) before any costlier regex runs.
@@ -154,7 +158,7 @@ _PREFIXED = re.compile(r"""
 """, re.VERBOSE)
 _PEM = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 # scheme://user:password@host (the user may be empty: redis://:password@host).
-_URL_PASSWORD = re.compile(r"://[^\s:@/?#]{0,256}:[^\s@/?#]{1,256}@[^\s@]")
+_URL_PASSWORD = re.compile(r"://[^\s:@/?#]{0,256}:([^\s@/?#]{1,256})@[^\s@]")
 _BEARER = re.compile(r"(?i)(?<![A-Za-z0-9])bearer\s+([A-Za-z0-9._~+/-]{8,}=*)")
 _BASIC = re.compile(r"(?i)(?<![A-Za-z0-9])basic\s+([A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=])")
 _ASSIGNMENT = re.compile(r"""(?ix)
@@ -168,7 +172,8 @@ _ASSIGNMENT = re.compile(r"""(?ix)
 _ASSIGNMENT_STEMS = ("pass", "pwd", "secret", "token", "key", "credential")
 _PLACEHOLDERS = frozenset({"null", "none", "nil", "true", "false", "undefined", "empty",
                            "redacted", "[redacted]", "<redacted>", "hidden", "masked",
-                           "required", "missing", "invalid", "expired", "unset", "n/a"})
+                           "required", "missing", "invalid", "expired", "unset", "n/a",
+                           "changeme", "replaceme", "replace_me", "todo", "tbd"})
 # Ids that look random but name objects, not credentials (Stripe-style ``ch_3MmlLr...``).
 _ID_PREFIX = re.compile(
     r"(?:acct|ba|card|ch|cs|cus|dp|evt|fee|file|ii|il|in|inv|link|msg|ord|org|pi|pk_live|"
@@ -234,11 +239,27 @@ def _valid_basic(credentials: str) -> bool:
     return b":" in decoded and decoded.isascii()
 
 
-def _valid_assignment(value: str) -> bool:
+# A value that stands for a secret without being one: a template (``<token>``, ``${TOKEN}``,
+# ``{{ secrets.X }}``, ``%KEY%``, ``$KEY``), an upper-case name (``YOUR_API_KEY``), a sample
+# (``...EXAMPLE``, ``<your-token-here>``) or filler (``xxxx``, ``****``).
+_TEMPLATE = re.compile(r"""(?x)
+    <[^<>]{1,80}> | \$\{[^{}]{1,80}\} | \{\{[^{}]{1,80}\}\} | %[A-Za-z_][A-Za-z0-9_]{0,80}%
+  | \$[A-Za-z_][A-Za-z0-9_]{0,80} | \[[^\[\]]{1,80}\]
+  | [A-Z]{2,}(?:_[A-Z]{2,})+
+""")
+_SAMPLE = re.compile(r"(?i)example|placeholder|your[_-]|[_-]here\b|x{8,}|\*{4,}")
+
+
+def placeholder(value: str) -> bool:
+    """Does ``value`` stand for a secret rather than hold one?"""
     value = value.strip("\"'")
-    if value.lower() in _PLACEHOLDERS or len(value) < 3:
-        return False
-    return not set(value) <= set("*xX.-_#<>")
+    if value.lower() in _PLACEHOLDERS or set(value) <= set("*xX.-_#<>0"):
+        return True
+    return _TEMPLATE.fullmatch(value) is not None or _SAMPLE.search(value) is not None
+
+
+def _valid_assignment(value: str) -> bool:
+    return len(value.strip("\"'")) >= 3 and not placeholder(value)
 
 
 def _secret_kind(text: str) -> str | None:
@@ -248,11 +269,13 @@ def _secret_kind(text: str) -> str | None:
     if "PRIVATE KEY" in text and _PEM.search(text):
         return "private_key"
     if has_run:
-        match = _PREFIXED.search(text)
-        if match is not None:
-            return match.lastgroup
-    if "://" in text and "@" in text and _URL_PASSWORD.search(text):
-        return "url_password"
+        for match in _PREFIXED.finditer(text):
+            if not _SAMPLE.search(match.group()):  # sk-xxxxxxxx..., AKIA...EXAMPLE
+                return match.lastgroup
+    if "://" in text and "@" in text:
+        for match in _URL_PASSWORD.finditer(text):
+            if not placeholder(match.group(1)):
+                return "url_password"
     low = text.lower()
     if "bearer" in low:
         for match in _BEARER.finditer(text):
@@ -267,10 +290,38 @@ def _secret_kind(text: str) -> str | None:
             if _valid_assignment(match.group(1)):
                 return "assignment"
     if has_run:
-        for token in _ENTROPY_RUN.findall(text):
-            if _looks_random(token):
+        for match in _ENTROPY_RUN.finditer(text):
+            if _looks_random(match.group()) and not _content_not_key(text, match):
                 return "high_entropy"
     return None
+
+
+# What high-entropy runs also are without being credentials: a subresource-integrity hash, the
+# payload of a data URI, base64 of plain prose (decoded and checked for secrets itself).
+_SRI = re.compile(r"sha(?:256|384|512)-$")
+_DATA_URI = re.compile(r"data:[\w.+-]{1,60}/[\w.+-]{1,60}(?:;[\w=.-]{1,40})*;base64,$")
+
+
+def _content_not_key(text: str, match: re.Match[str]) -> bool:
+    before = text[max(0, match.start() - 120):match.start()]
+    if _SRI.search(before + match.group()[:7]) or _DATA_URI.search(before):
+        return True
+    token = match.group()
+    if token[:7] in ("sha256-", "sha384-", "sha512-"):
+        return True
+    return _base64_prose(token)
+
+
+def _base64_prose(token: str) -> bool:
+    try:
+        decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True)
+        plain = decoded.decode("ascii")
+    except (binascii.Error, ValueError):
+        return False
+    if not plain.isprintable() or " " not in plain:
+        return False
+    letters = sum(ch.isalpha() or ch == " " for ch in plain)
+    return letters * 10 >= len(plain) * 8 and _secret_kind(plain) is None
 
 
 # -- detectors: personal data ------------------------------------------------------------------
@@ -352,10 +403,19 @@ def _nth_non_space_end(text: str, n: int) -> int:
     return len(text)
 
 
+def _an_address(text: str, match: re.Match[str]) -> bool:
+    """An e-mail address, not a URL's user (``https://user@host/...``) or a git remote
+    (``git@github.com:org/repo.git``)."""
+    if text[max(0, match.start() - 3):match.start()] == "://":
+        return False
+    after = text[match.end():match.end() + 2]
+    return not (after[:1] == ":" and after[1:2] not in ("", " ", "\n"))
+
+
 def _personal_kind(text: str) -> str | None:
     if len(text) < 6:
         return None
-    if "@" in text and _EMAIL.search(text):
+    if "@" in text and any(_an_address(text, m) for m in _EMAIL.finditer(text)):
         return "email"
     if _DIGIT_GATE.search(text) is None:
         return None

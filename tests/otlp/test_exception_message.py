@@ -28,6 +28,7 @@ def test_the_exception_message_is_kept_beside_the_status_and_redacted_when_read(
     assert otlp_post(acme, s.protobuf(charge, root)).status_code == 200
 
     call = ToolCall.objects.get(tenant=acme, tool__name="charge_card")
+    assert call.error is not None
     assert call.error["message"] == "the charge failed"
     assert call.error["exception_message"] == f"card {CARD} declined: insufficient funds"
     assert call.error["exception_type"] == "CardDeclined"
@@ -49,5 +50,6 @@ def test_a_lone_exception_message_is_the_message(acme, otlp_post):
         events=[("exception", {"exception.message": "no answer in 30 s"})])
     assert otlp_post(acme, s.protobuf(charge, root)).status_code == 200
     error = ToolCall.objects.get(tenant=acme, tool__name="charge_card").error
+    assert error is not None
     assert error["message"] == "no answer in 30 s"
     assert "exception_message" not in error
