@@ -16,8 +16,9 @@ The level says which labels are replaced by a :func:`marker`:
 - ``standard``: ``restricted`` and above, so secrets but not personal data;
 - ``none``: nothing (the value is still copied).
 
-A labelled dict or list is replaced whole, by one marker. A string in which a detector finds
-something is replaced whole too (``"mail ada@example.com now"`` leaves nothing behind). Keys are
+A labelled dict or list is replaced whole, by one marker. In a string, a detector replaces only
+what it matched, by the marker's text (``"mail ada@example.com now"`` becomes ``"mail
+[redacted:confidential] now"``); a string that is nothing but the match becomes a marker. Keys are
 never redacted. A marker is recognised again when it sits at its own path, so redacting twice
 changes nothing. A declared label that is not a label counts as ``secret`` (fail closed); a
 field-name rule also matches the root's name (a rule ``error`` covers the whole error).
@@ -128,10 +129,15 @@ def as_text(value: Any) -> str:
     return json.dumps(marker_texts(value), ensure_ascii=False, default=str)
 
 
+_INLINE_MARKER = re.compile(r"\[redacted:(?:public|internal|confidential|restricted|secret)\]")
+
+
 def holds_marker(value: Any) -> bool:
     """Whether a redacted value hides anything (its size would then give away what it hides)."""
     if is_marker(value):
         return True
+    if type(value) is str:
+        return "[redacted:" in value and _INLINE_MARKER.search(value) is not None
     if type(value) is dict:
         return any(holds_marker(v) for v in value.values())
     if type(value) is list or type(value) is tuple:
@@ -322,6 +328,83 @@ def _base64_prose(token: str) -> bool:
         return False
     letters = sum(ch.isalpha() or ch == " " for ch in plain)
     return letters * 10 >= len(plain) * 8 and _secret_kind(plain) is None
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?"
+                        r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.DOTALL)
+
+Span = tuple[int, int, str]  # start, end, detector name
+
+
+def _secret_spans(text: str) -> list[Span]:
+    """Every secret ``_secret_kind`` would find in ``text``, with where it is."""
+    spans: list[Span] = []
+    if "PRIVATE KEY" in text:
+        spans += [(m.start(), m.end(), "private_key") for m in _PEM_BLOCK.finditer(text)]
+    spans += [(m.start(), m.end(), m.lastgroup or "") for m in _PREFIXED.finditer(text)
+              if not _SAMPLE.search(m.group())]
+    spans += [(m.start(1), m.end(1), "url_password") for m in _URL_PASSWORD.finditer(text)
+              if not placeholder(m.group(1))]
+    spans += [(m.start(1), m.end(1), "bearer_token") for m in _BEARER.finditer(text)
+              if _valid_bearer(m.group(1))]
+    spans += [(m.start(1), m.end(1), "basic_auth") for m in _BASIC.finditer(text)
+              if _valid_basic(m.group(1))]
+    spans += [(m.start(1), m.end(1), "assignment") for m in _ASSIGNMENT.finditer(text)
+              if _valid_assignment(m.group(1))]
+    spans += [(m.start(), m.end(), "high_entropy") for m in _ENTROPY_RUN.finditer(text)
+              if _looks_random(m.group()) and not _content_not_key(text, m)]
+    return spans
+
+
+def _personal_spans(text: str) -> list[Span]:
+    """Every piece of personal data ``_personal_kind`` would find in ``text``, with where."""
+    spans: list[Span] = [(m.start(), m.end(), "email") for m in _EMAIL.finditer(text)
+                         if _an_address(text, m)]
+    iban_spans: list[tuple[int, int]] = []
+    for match in _IBAN.finditer(text):
+        if _valid_iban(match.group()):
+            spans.append((match.start(), match.end(), "iban"))
+        iban_spans.append(match.span())
+    spans += [(m.start(), m.end(), "card") for m in _CARD.finditer(text)
+              if _valid_card(m.group()) and not _inside(m.span(), iban_spans)]
+    for match in _PHONE.finditer(text):
+        low, high = _PHONE_DIGITS[match.lastgroup or "intl"]
+        if (low <= len(_NOT_DIGIT.sub("", match.group())) <= high
+                and not _inside(match.span(), iban_spans)):
+            spans.append((match.start(), match.end(), "phone"))
+    return spans
+
+
+def redact_spans(text: str, personal: bool) -> tuple[str, str] | None:
+    """``text`` with each detector match replaced by its marker text, and the first detector
+    that fired; None when the matches cover the whole text (the caller makes one marker)."""
+    spans = _secret_spans(text)
+    if personal:
+        # A URL's password and its host read like an address (pw@host): the secret covers it.
+        spans += [p for p in _personal_spans(text)
+                  if not any(p[0] < end and start < p[1] for start, end, _ in spans)]
+    if not spans:
+        return None
+    spans.sort(key=lambda span: (span[0], -span[1]))
+    merged: list[list[Any]] = []
+    for start, end, kind in spans:
+        rank = _SECRET if DETECTORS.get(kind) == "secret" else _CONFIDENTIAL
+        if merged and start < merged[-1][1]:
+            last = merged[-1]
+            last[1], last[2] = max(last[1], end), max(last[2], rank)
+        else:
+            merged.append([start, end, rank, kind])
+    head, tail = len(text) - len(text.lstrip()), len(text.rstrip())
+    if merged[0][0] <= head and merged[-1][1] >= tail and len(merged) == 1:
+        return None
+    out, at = [], 0
+    for start, end, rank, _kind in merged:
+        out.append(text[at:start])
+        out.append(f"[redacted:{LABELS[rank]}]")
+        at = end
+    out.append(text[at:])
+    first = min(spans)[2]
+    return "".join(out), first
 
 
 # -- detectors: personal data ------------------------------------------------------------------
@@ -667,6 +750,9 @@ class Redactor:
             kind = self._detect(value)
             if kind is None:
                 return value
+            inline = redact_spans(value, self._personal)
+            if inline is not None:
+                return inline[0]
             kind_rank = _SECRET if DETECTORS[kind] == "secret" else _CONFIDENTIAL
             if kind_rank > rank:
                 rank, reason = kind_rank, f"detector:{kind}"
@@ -781,6 +867,9 @@ class Redactor:
             kind = self._detect(value)
             if kind is None:
                 return value
+            inline = redact_spans(value, self._personal)
+            if inline is not None:
+                return inline[0]
             return marker(DETECTORS[kind], _child(parent, key, item), f"detector:{kind}")
         if t is dict or t is list or t is tuple:
             return self._plain(value, _child(parent, key, item))
