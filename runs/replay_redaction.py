@@ -53,8 +53,8 @@ def redact_divergence(redactor: Redactor, labels: Mapping[str, str] | None,
                       divergence: Any) -> Any:
     """A replayed step's differences (``runs.replay_compare``: ``path``, ``change``,
     ``recorded``, ``replayed``) with each value redacted as it would be in place in the output
-    (with the recorded call's labels). Any other key is redacted whole, as is anything that is
-    not a list of differences."""
+    (with the recorded call's labels). Any other key, and anything that is not a list of
+    differences, is redacted as output content."""
     if not isinstance(divergence, list):
         return redactor.redact(divergence, "output", labels)
     redacted = []

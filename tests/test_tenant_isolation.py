@@ -210,12 +210,34 @@ def admin_models() -> list[type[models.Model]]:
     return [m for m in admin.site._registry if _tenant_owned(m)]
 
 
-@pytest.mark.parametrize("model", [m for m in admin.site._registry if not _tenant_owned(m)],
+def _personal(model: type[models.Model]) -> bool:
+    """Each person's own rows (personal access tokens): listed to their owner alone."""
+    return any(f.name == "user" for f in model._meta.fields)
+
+
+@pytest.mark.parametrize("model", [m for m in admin.site._registry
+                                   if not _tenant_owned(m) and not _personal(m)],
                          ids=lambda m: m._meta.label)
 def test_admin_models_outside_tenancy_are_for_superusers_only(model, charlie, client):
     client.force_login(charlie)
     info = (model._meta.app_label, model._meta.model_name)
     assert client.get(reverse("admin:{}_{}_changelist".format(*info))).status_code == 403
+
+
+@pytest.mark.parametrize("model", [m for m in admin.site._registry if _personal(m)],
+                         ids=lambda m: m._meta.label)
+def test_admin_never_shows_another_persons_own_rows(model, alice, charlie, client):
+    from ledger_portal.access_tokens import issue_personal_token
+
+    token, _ = issue_personal_token(alice, "alice-laptop", ["view_ledger"])
+    client.force_login(charlie)
+    info = (model._meta.app_label, model._meta.model_name)
+    changelist = client.get(reverse("admin:{}_{}_changelist".format(*info)))
+    assert changelist.status_code == 200
+    assert token.pk not in {o.pk for o in changelist.context["cl"].result_list}
+    change = client.get(reverse("admin:{}_{}_change".format(*info), args=[token.pk]))
+    assert change.status_code in (302, 403, 404)
+    assert "alice-laptop" not in change.content.decode()
 
 
 @pytest.mark.parametrize("model", admin_models(), ids=lambda m: m._meta.label)

@@ -45,5 +45,6 @@ def test_a_divergence_keeps_its_shape_and_shows_no_labelled_value():
     assert "Ada" not in repr(out)
     assert STRIPE not in repr(out)
     assert (out[1]["recorded"], out[1]["replayed"]) == (True, False)
-    assert redact_divergence(strict, LABELS, f"not a list {STRIPE}")["redacted"] == "secret"
+    assert redact_divergence(strict, LABELS, f"not a list {STRIPE}") == (
+        "not a list [redacted:secret]")
     assert redact_divergence(Redactor("none", []), LABELS, divergence) == divergence
