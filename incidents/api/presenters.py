@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from policies.services import FREEZE_POLICY
+from runs.redaction import Redactor, as_text
 from runs.services import redactor_for
 
 from ..models import Incident
@@ -18,11 +19,25 @@ def _event(data: dict[str, Any]) -> str:
     return str(data.get("event", ""))
 
 
-def incident_row(incident: Incident) -> dict[str, Any]:
+def shown_content(incident: Incident, redactor: Redactor | None = None) -> dict[str, Any]:
+    """The incident's title, summary and ticket ids as a reader sees them: people write them
+    from what agents did, so they are redacted like ledger content (strict without
+    ``redactor``), markers as their text."""
+    if redactor is None:
+        redactor = redactor_for(None, incident.tenant_id).redactor
+    shown = redactor.redact_fields({"title": incident.title, "summary": incident.summary,
+                                    "ticket_ids": list(incident.ticket_ids)},
+                                   ("title", "summary", "ticket_ids"))
+    return {"title": as_text(shown["title"]), "summary": as_text(shown["summary"]),
+            "ticket_ids": [as_text(t) for t in shown["ticket_ids"]]}
+
+
+def incident_row(incident: Incident, redactor: Redactor | None = None) -> dict[str, Any]:
+    content = shown_content(incident, redactor)
     return {
         "id": incident.pk, "reference": incident.reference, "tenant": incident.tenant.slug,
-        "title": incident.title, "severity": incident.severity, "status": incident.status,
-        "remediation_status": incident.remediation_status, "ticket_ids": incident.ticket_ids,
+        "title": content["title"], "severity": incident.severity, "status": incident.status,
+        "remediation_status": incident.remediation_status, "ticket_ids": content["ticket_ids"],
         "opened_by": incident.opened_by_label, "opened_at": incident.opened_at,
         "mitigated_at": incident.mitigated_at, "closed_at": incident.closed_at,
     }
@@ -47,8 +62,8 @@ def incident_detail(incident: Incident, viewer: Any, redaction: str | None = Non
             "author": note.author_label, "recorded_at": note.recorded_at})
         timeline.append(row)
     return {
-        **incident_row(incident),
-        "summary": incident.summary,
+        **incident_row(incident, redactor.redactor),
+        "summary": shown_content(incident, redactor.redactor)["summary"],
         "runs": sorted(incident.runs.values_list("run_id", flat=True)),
         "tool_calls": [{"call_id": c, "tool": t, "action_class": a, "run_id": r}
                        for c, t, a, r in incident.tool_calls.order_by("id").values_list(
