@@ -17,7 +17,8 @@ from ledger_portal.tenancy import has_role
 from runs.models import Run, Tool, ToolCall
 
 from . import services
-from .api.presenters import incident_detail, shown_content
+from .api.presenters import incident_detail
+from .content import shown_content
 from .models import CLOSING_REMEDIATIONS, Incident, IncidentStatus, Severity
 
 LIST_LIMIT = 200

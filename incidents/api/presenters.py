@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from policies.services import FREEZE_POLICY
-from runs.redaction import Redactor, as_text
+from runs.redaction import Redactor
 from runs.services import redactor_for
 
+from ..content import shown_content
 from ..models import Incident
 from ..services import incident_timeline
 
@@ -17,19 +18,6 @@ def _event(data: dict[str, Any]) -> str:
     if not data.get("event") and data.get("policy") == FREEZE_POLICY:
         return "freeze"
     return str(data.get("event", ""))
-
-
-def shown_content(incident: Incident, redactor: Redactor | None = None) -> dict[str, Any]:
-    """The incident's title, summary and ticket ids as a reader sees them: people write them
-    from what agents did, so they are redacted like ledger content (strict without
-    ``redactor``), markers as their text."""
-    if redactor is None:
-        redactor = redactor_for(None, incident.tenant_id).redactor
-    shown = redactor.redact_fields({"title": incident.title, "summary": incident.summary,
-                                    "ticket_ids": list(incident.ticket_ids)},
-                                   ("title", "summary", "ticket_ids"))
-    return {"title": as_text(shown["title"]), "summary": as_text(shown["summary"]),
-            "ticket_ids": [as_text(t) for t in shown["ticket_ids"]]}
 
 
 def incident_row(incident: Incident, redactor: Redactor | None = None) -> dict[str, Any]:

@@ -46,3 +46,18 @@ def test_ledger_incident_show_prints_it_redacted(acme, alice, incident, capsys):
     out = capsys.readouterr().out
     assert EMAIL not in out
     assert CARD not in out
+
+
+def test_the_escalation_mail_carries_the_title_and_tickets_redacted(acme, alice, recorded,
+                                                                   contacts):
+    from django.core import mail
+
+    from incidents.services import link_to_incident
+
+    recorded(acme, "run-x", [("send_email", "exfil")])
+    incident = open_incident(acme, f"Mail to {EMAIL} went out", alice,
+                             ticket_ids=[f"PD-7 {EMAIL}"])
+    link_to_incident(incident, alice, call_ids=["run-x-c1"])
+    (message,) = mail.outbox
+    assert EMAIL not in message.subject
+    assert EMAIL not in message.body
