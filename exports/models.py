@@ -117,6 +117,9 @@ class ExportPart(models.Model):
     claimed_by = models.CharField(max_length=200, blank=True, help_text="host:pid")
     rows_done = models.PositiveBigIntegerField(default=0)
     file = models.CharField(max_length=500, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True,
+                              help_text="Of the part file, computed by the worker as it wrote "
+                              "it; the join refuses a part that no longer matches.")
 
     class Meta:
         ordering = ["export", "index"]

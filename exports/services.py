@@ -9,6 +9,7 @@ only if their attempt is still the current one; a reader sees a bundle only once
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -207,9 +208,10 @@ def produce_part(part_id: int) -> bool:
 
     try:
         redactor = tenant_redactor(export.tenant_id, export.redaction_level)
-        with temp.open("wb", buffering=1 << 20) as out:
+        with temp.open("wb", buffering=1 << 20) as raw:
+            out = _Hashing(raw)
             rows = writer.write_part(SECTION_BY_NAME[part.section], export, part.after_pk,
-                                     part.upto_pk, redactor, out, progress,
+                                     part.upto_pk, redactor, out, progress,  # type: ignore[arg-type]
                                      settings.LEDGER_EXPORT_PROGRESS_ROWS)
         name = f"parts/{export.pk}/{part.index}-{part.attempts}.part"
         with LocalFile(temp) as handle:  # moved into local storage, not copied
@@ -221,7 +223,7 @@ def produce_part(part_id: int) -> bool:
         temp.unlink(missing_ok=True)
     done = ExportPart.objects.filter(pk=part.pk, attempts=part.attempts,
                                      status=PartStatus.RUNNING).update(
-        status=PartStatus.DONE, file=name, rows_done=rows)
+        status=PartStatus.DONE, file=name, rows_done=rows, sha256=out.hexdigest())
     if not done:  # another attempt took over: its file counts, not ours
         export_storage().delete(name)
         return False
@@ -258,8 +260,8 @@ def join(export_id: int) -> AuditExport | None:
     directory.mkdir(parents=True)
     storage = export_storage()
     try:
-        part_files = list(export.parts.order_by("index").values_list("file", flat=True))
-        joined = writer.join_parts((_opened(storage, name) for name in part_files),
+        part_files = list(export.parts.order_by("index").values_list("index", "file", "sha256"))
+        joined = writer.join_parts((_checked(storage, *part) for part in part_files),
                                    export.format, directory)
         manifest, signature = _sign(export, joined)
         bundle = directory / "bundle.tar"
@@ -287,10 +289,36 @@ def join(export_id: int) -> AuditExport | None:
     return export
 
 
-def _opened(storage: Any, name: str) -> Any:
-    """A part file, read line by line (closed when exhausted)."""
+class _Hashing:
+    """A writer that also hashes what goes through it."""
+
+    def __init__(self, out: Any) -> None:
+        self._out, self._hash = out, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        return int(self._out.write(data))
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class PartAltered(Exception):
+    pass
+
+
+def _checked(storage: Any, index: int, name: str, sha256: str) -> Any:
+    """A part file, read line by line (closed when exhausted), checked against the checksum
+    its worker recorded once the last line is read: a part altered in storage stops the
+    join before anything is signed."""
+    digest = hashlib.sha256()
     with storage.open(name, "rb") as handle:
-        yield from handle
+        for line in handle:
+            digest.update(line)
+            yield line
+    if digest.hexdigest() != sha256:
+        raise PartAltered(f"part {index} was altered in storage after its worker wrote it "
+                          f"(sha256 {digest.hexdigest()[:16]}…, written as {sha256[:16]}…)")
 
 
 def _sign(export: AuditExport, joined: writer.Joined) -> tuple[dict[str, Any], str]:

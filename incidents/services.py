@@ -204,6 +204,7 @@ def risky_calls(incident: Incident) -> QuerySet[ToolCall]:
 def escalate_if_risky(incident: Incident, by: Any) -> list[str]:
     """Tell security and data owners about write/delete/exfil calls not reported yet, and
     record in the ledger who was told, how, and whether it was delivered."""
+    from .content import shown_content
     from .notify import contacts_for, notifier
 
     new = list(risky_calls(incident).exclude(call_id__in=incident.escalated_call_ids)
@@ -213,9 +214,10 @@ def escalate_if_risky(incident: Incident, by: Any) -> list[str]:
         return []
     contacts = contacts_for(incident.tenant)
     classes = sorted({action for _, action, _, _ in new})
+    content = shown_content(incident)  # an e-mail or a webhook leaves the portal: strict
     facts = {"incident": incident.reference, "incident_id": incident.pk,
-             "tenant": incident.tenant.slug, "title": incident.title,
-             "severity": incident.severity, "ticket_ids": incident.ticket_ids,
+             "tenant": incident.tenant.slug, "title": content["title"],
+             "severity": incident.severity, "ticket_ids": content["ticket_ids"],
              "action_classes": classes,
              "calls": [{"call_id": c, "action_class": a, "tool": t, "run_id": r}
                        for c, a, t, r in new]}

@@ -18,6 +18,7 @@ from runs.models import Run, Tool, ToolCall
 
 from . import services
 from .api.presenters import incident_detail
+from .content import shown_content
 from .models import CLOSING_REMEDIATIONS, Incident, IncidentStatus, Severity
 
 LIST_LIMIT = 200
@@ -31,9 +32,12 @@ def incident_list(request: HttpRequest) -> HttpResponse:
         incidents = incidents.exclude(status=IncidentStatus.CLOSED)
     elif shown in IncidentStatus.values:
         incidents = incidents.filter(status=shown)
+    listed = list(incidents[:LIST_LIMIT])
+    for item in listed:  # as readers see them: redacted like ledger content
+        item.shown = shown_content(item)  # type: ignore[attr-defined]
     return render(request, "incidents/list.html", {
         **admin.site.each_context(request), "title": "Incidents",
-        "incidents": incidents[:LIST_LIMIT], "shown": shown,
+        "incidents": listed, "shown": shown,
         "statuses": ["active", *IncidentStatus.values, "all"]})
 
 
@@ -51,7 +55,7 @@ def incident_page(request: HttpRequest, tenant: str, pk: int) -> HttpResponse:
     detail = incident_detail(incident, request.user)
     can_operate = has_role(request.user, Role.OPERATE, incident.tenant_id)
     return render(request, "incidents/detail.html", {
-        **admin.site.each_context(request), "title": f"{incident.reference}: {incident.title}",
+        **admin.site.each_context(request), "title": f"{incident.reference}: {detail['title']}",
         "incident": incident, "detail": detail, "can_operate": can_operate,
         "closing_remediations": CLOSING_REMEDIATIONS, "severities": Severity.values,
         "tools": (Tool.objects.filter(tenant_id=incident.tenant_id).values_list("name", flat=True)

@@ -42,7 +42,7 @@ REDACTED_FIELDS = {
     "run": ("goal", "metadata"),
     "step": ("title", "metadata"),
     "model_call": ("messages", "response", "error"),
-    "tool_call": ("input", "output", "error"),
+    "tool_call": ("input", "output", "error", "tool_call_ref"),
     "annotation": ("body", "data"),
 }
 # The role that lets a reader ask for each level; strict needs none.

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from policies.services import FREEZE_POLICY
+from runs.redaction import Redactor
 from runs.services import redactor_for
 
+from ..content import shown_content
 from ..models import Incident
 from ..services import incident_timeline
 
@@ -18,11 +20,12 @@ def _event(data: dict[str, Any]) -> str:
     return str(data.get("event", ""))
 
 
-def incident_row(incident: Incident) -> dict[str, Any]:
+def incident_row(incident: Incident, redactor: Redactor | None = None) -> dict[str, Any]:
+    content = shown_content(incident, redactor)
     return {
         "id": incident.pk, "reference": incident.reference, "tenant": incident.tenant.slug,
-        "title": incident.title, "severity": incident.severity, "status": incident.status,
-        "remediation_status": incident.remediation_status, "ticket_ids": incident.ticket_ids,
+        "title": content["title"], "severity": incident.severity, "status": incident.status,
+        "remediation_status": incident.remediation_status, "ticket_ids": content["ticket_ids"],
         "opened_by": incident.opened_by_label, "opened_at": incident.opened_at,
         "mitigated_at": incident.mitigated_at, "closed_at": incident.closed_at,
     }
@@ -47,8 +50,8 @@ def incident_detail(incident: Incident, viewer: Any, redaction: str | None = Non
             "author": note.author_label, "recorded_at": note.recorded_at})
         timeline.append(row)
     return {
-        **incident_row(incident),
-        "summary": incident.summary,
+        **incident_row(incident, redactor.redactor),
+        "summary": shown_content(incident, redactor.redactor)["summary"],
         "runs": sorted(incident.runs.values_list("run_id", flat=True)),
         "tool_calls": [{"call_id": c, "tool": t, "action_class": a, "run_id": r}
                        for c, t, a, r in incident.tool_calls.order_by("id").values_list(

@@ -18,9 +18,15 @@ from ledger_portal.roles import Role
 
 from ..models import Rollback, RollbackStatus, Run, ToolCall
 from ..rollback import request_rollback, request_run_rollback
+from .views import Redaction
+
+# What the compensate hook answered: its content, redacted like the ledger's (as exports do).
+ANSWER_FIELDS = ("outcome", "remaining_side_effects", "attempt_log", "last_error")
 
 
 class RollbackSerializer(serializers.ModelSerializer):
+    """A rollback; the hook's answer redacted by ``context["redaction"]`` (strict without)."""
+
     tenant: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
         slug_field="slug", read_only=True)
     call_id = serializers.CharField(source="tool_call.call_id")
@@ -38,6 +44,16 @@ class RollbackSerializer(serializers.ModelSerializer):
                   "attempt_log", "outcome", "remaining_side_effects", "last_error",
                   "idempotency_key", "requested_by", "incident", "decision", "batch", "position",
                   "created_at", "started_at", "finished_at"]
+
+    def to_representation(self, instance: Rollback) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        redaction = self.context.get("redaction")
+        if redaction is None:
+            from ..services import redactor_for
+
+            return redactor_for(None, instance.tenant_id).redactor.redact_fields(
+                data, ANSWER_FIELDS)
+        return redaction.fields(data, ANSWER_FIELDS, instance.tenant_id)
 
 
 class RollbackRequestSerializer(serializers.Serializer):
@@ -70,6 +86,9 @@ class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView):
 
     def get_queryset(self) -> QuerySet[Any]:
         return self.scoped_queryset().select_related("tenant", "tool_call__tool", "run")
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "redaction": Redaction(self.request)}
 
     @extend_schema(request=RollbackRequestSerializer,
                    responses={202: RollbackRequestedSerializer, 200: RollbackRequestedSerializer})
@@ -109,7 +128,8 @@ class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView):
             raise BadRequest({"detail": " ".join(exc.messages)}) from exc
         rows = Rollback.objects.filter(pk__in=[r.pk for r in rollbacks]).select_related(
             "tenant", "tool_call__tool", "run").order_by("position", "id")
-        return Response({"queued": queued, "rollbacks": RollbackSerializer(rows, many=True).data},
+        shown = RollbackSerializer(rows, many=True, context=self.get_serializer_context()).data
+        return Response({"queued": queued, "rollbacks": shown},
                         status=status.HTTP_202_ACCEPTED if queued else status.HTTP_200_OK)
 
 
@@ -123,3 +143,6 @@ class RollbackDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
 
     def get_queryset(self) -> QuerySet[Any]:
         return self.scoped_queryset().select_related("tenant", "tool_call__tool", "run")
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        return {**super().get_serializer_context(), "redaction": Redaction(self.request)}

@@ -47,11 +47,19 @@ class Redaction:
         self._by_tenant: dict[int, services.ViewerRedaction] = {}
 
     def row(self, kind: str, row: dict[str, Any], tenant_id: int) -> dict[str, Any]:
+        return self._viewer(tenant_id).redact_row(kind, row)
+
+    def fields(self, row: dict[str, Any], names: tuple[str, ...], tenant_id: int
+               ) -> dict[str, Any]:
+        """``row`` with the named fields redacted (detectors and the tenant's rules)."""
+        return self._viewer(tenant_id).redactor.redact_fields(row, names)
+
+    def _viewer(self, tenant_id: int) -> services.ViewerRedaction:
         viewer = self._by_tenant.get(tenant_id)
         if viewer is None:
             viewer = self._by_tenant[tenant_id] = services.redactor_for(
                 self.user, tenant_id, self.requested, viewing=self.viewing)
-        return viewer.redact_row(kind, row)
+        return viewer
 
 
 class _ValuesListView(TenantScopedViewMixin, generics.ListAPIView):
