@@ -57,7 +57,7 @@ def test_approve_reject_and_four_eyes(live_server, page, login, alice, requests)
     assert "four-eyes" in own_card.inner_text()
     own_card.locator("button[value=approve]").click()
     page.wait_for_load_state()
-    assert "nobody decides their own request" in page.locator(".messagelist").inner_text()
+    assert "nobody decides a request they caused" in page.locator(".messagelist").inner_text()
 
     statuses = dict(ApprovalRequest.objects.values_list("pk", "status"))
     assert statuses == {refund.pk: Status.APPROVED, upload.pk: Status.REJECTED,
