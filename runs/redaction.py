@@ -375,9 +375,9 @@ def _personal_spans(text: str) -> list[Span]:
     return spans
 
 
-def redact_spans(text: str, personal: bool) -> tuple[str, str] | None:
-    """``text`` with each detector match replaced by its marker text, and the first detector
-    that fired; None when the matches cover the whole text (the caller makes one marker)."""
+def redact_spans(text: str, personal: bool) -> str | None:
+    """``text`` with each detector match replaced by its marker text; None when the matches
+    cover the whole text (the caller makes one marker)."""
     spans = _secret_spans(text)
     if personal:
         # A URL's password and its host read like an address (pw@host): the secret covers it.
@@ -403,8 +403,7 @@ def redact_spans(text: str, personal: bool) -> tuple[str, str] | None:
         out.append(f"[redacted:{LABELS[rank]}]")
         at = end
     out.append(text[at:])
-    first = min(spans)[2]
-    return "".join(out), first
+    return "".join(out)
 
 
 # -- detectors: personal data ------------------------------------------------------------------
@@ -752,7 +751,7 @@ class Redactor:
                 return value
             inline = redact_spans(value, self._personal)
             if inline is not None:
-                return inline[0]
+                return inline
             kind_rank = _SECRET if DETECTORS[kind] == "secret" else _CONFIDENTIAL
             if kind_rank > rank:
                 rank, reason = kind_rank, f"detector:{kind}"
@@ -869,7 +868,7 @@ class Redactor:
                 return value
             inline = redact_spans(value, self._personal)
             if inline is not None:
-                return inline[0]
+                return inline
             return marker(DETECTORS[kind], _child(parent, key, item), f"detector:{kind}")
         if t is dict or t is list or t is tuple:
             return self._plain(value, _child(parent, key, item))
