@@ -15,6 +15,7 @@ from .models import ApprovalRequest
 class ApprovalRequestAdmin(TenantScopedAdmin):
     """Approval requests, read-only: decisions are taken in the approver queue (/approvals/)."""
     content_fields = ("arguments",)
+    hash_fields = ("action_hash",)
 
     view_role = Role.APPROVE
     list_display = ["id", "kind", "tool", "action_class", "status", "requested_by", "run_id",

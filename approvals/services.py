@@ -14,6 +14,7 @@ from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 from runs.annotations import annotate
+from runs.commitments import committer_for
 from runs.models import AnnotationKind
 
 from .models import ApprovalRequest, Kind, Status, Vote
@@ -197,6 +198,12 @@ def _vote(request: ApprovalRequest, by: Any, approve: bool, justification: str
     return request
 
 
+def _action_commitment(request: ApprovalRequest) -> dict[str, str]:
+    committer = committer_for(request.tenant_id)
+    return {"key": committer.key_id, "hmac": committer.of_hash("action_hash",
+                                                              request.action_hash)}
+
+
 def _close(request: ApprovalRequest, status: str, by: Any, justification: str
            ) -> ApprovalRequest:
     request.status, request.decided_at = status, timezone.now()
@@ -205,7 +212,10 @@ def _close(request: ApprovalRequest, status: str, by: Any, justification: str
              f"{status} {request.kind} {request.tool}", run_id=request.run_id, by=by,
              target_call_id=request.call_id,
              data={"approval_request": request.pk, "status": status,
-                   "justification": justification, "action_hash": request.action_hash})
+                   "justification": justification,
+                   # Annotations are read at strict too: the action as a keyed commitment, not
+                   # its hash (which a reader could test guessed arguments against).
+                   "action_commitment": _action_commitment(request)})
     return request
 
 

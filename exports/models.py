@@ -48,6 +48,10 @@ class AuditExport(models.Model):
     requested_by_label = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=8, choices=ExportStatus.choices,
                               default=ExportStatus.QUEUED)
+    # Redacted exports show keyed commitments where the ledger keeps hashes; every part of one
+    # export commits under the key current when it was requested, whatever rotates meanwhile.
+    commitment_key = models.ForeignKey("runs.CommitmentKey", null=True, blank=True,
+                                       on_delete=models.PROTECT, related_name="+")
     # The highest primary key of each section when the export was requested: every part reads
     # the same rows however long the queue, and rows recorded later are left out.
     watermarks = models.JSONField(default=dict, blank=True)

@@ -45,6 +45,7 @@ from approvals.models import ApprovalRequest, Vote
 from ledger_portal.canonical import canonical_timestamp
 from policies.models import Decision, GovernedException, PolicyVersion, Rule
 from runs import integrity_fetch
+from runs.commitments import Committer
 from runs.models import (
     Annotation,
     ModelCall,
@@ -91,12 +92,16 @@ class Section:
     def bounded(self, window: Window, after: int, upto: int) -> QuerySet[Any]:
         return self.queryset(window).filter(pk__gt=after, pk__lte=upto)
 
-    def redact(self, redactor: Redactor, row: dict[str, Any]) -> dict[str, Any]:
-        """The row as exported: its ledger content redacted by the shared engine."""
+    def redact(self, redactor: Redactor, row: dict[str, Any],
+               committer: Committer | None = None) -> dict[str, Any]:
+        """The row as exported: its ledger content redacted by the shared engine, and its
+        hashes as keyed commitments when there is a ``committer`` (a redacted export)."""
         labels = row.get(self.labels) if self.labels else None
         redacted = redactor.redact_fields(row, self.redacted, labels)
         if self.also_redact is not None:
             redacted = self.also_redact(redactor, redacted, labels)
+        if committer is not None:
+            redacted = committer.of_row(row, redacted, self.redacted)
         return redacted
 
 

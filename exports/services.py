@@ -31,6 +31,7 @@ from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 from runs.annotations import annotate
+from runs.commitments import Committer, commitment_key
 from runs.models import AnnotationKind, RedactionRule
 from runs.redaction import Redactor, TenantRule
 from runs.services import LEVEL_ROLES, allowed_levels
@@ -98,7 +99,9 @@ def request_export(tenant: Tenant, by: Any, window_from: datetime, window_to: da
         export = AuditExport.objects.create(
             tenant=tenant, window_from=window_from, window_to=window_to,
             redaction_level=redaction_level, format=fmt, justification=justification,
-            requested_by=user, requested_by_label=label, watermarks=watermarks)
+            requested_by=user, requested_by_label=label, watermarks=watermarks,
+            commitment_key=(None if redaction_level == RedactionLevel.NONE
+                            else commitment_key(tenant)))
         if redaction_level != RedactionLevel.STRICT:
             annotate(tenant, AnnotationKind.OVERRIDE,
                      f"Export {export.pk} requested at redaction level {redaction_level}: "
@@ -174,6 +177,32 @@ def tenant_redactor(tenant_id: int, level: str) -> Redactor:
     return Redactor(level, rules)
 
 
+def export_committer(export: AuditExport) -> Committer | None:
+    """What a redacted export commits under (None: unredacted, the hashes are shown)."""
+    if export.redaction_level == RedactionLevel.NONE:
+        return None
+    # An export requested before keys existed commits under the tenant's current key.
+    return Committer(export.commitment_key or commitment_key(export.tenant_id))
+
+
+def _verification(export: AuditExport, committer: Committer | None) -> dict[str, Any]:
+    """What the bundle lets a reader check offline, said in the manifest."""
+    offline = ("the signature over this manifest, both files' checksums, and the record chain "
+               "over every line as exported")
+    if committer is None:
+        return {"offline": offline + "; each ledger record also carries the ledger's own "
+                "content_hash and chain_hash, recomputable from its content"}
+    return {"offline": offline + " (redacted): no record carries a hash of what redaction "
+            "hid", "commitments": {
+                "algorithm": "HMAC-SHA256", "key": committer.key_id,
+                "record": 'HMAC(k, "record:" + content_hash)',
+                "chain": 'HMAC(k, "chain:" + chain_hash)', "head": 'HMAC(k, "chain:" + head)',
+                "action": 'HMAC(k, "action:" + action_hash)',
+                "fields": 'HMAC(k, "field:<name>:" + canonical JSON of the unredacted value)',
+                "key_holders": "the portal; a view_unredacted reader who is given the key "
+                               "(ledger commitment-key), which the governance log records"}}
+
+
 def _temp_dir(export_id: int) -> Path:
     path = Path(settings.LEDGER_EXPORT_TMP_DIR) / str(export_id)
     path.mkdir(parents=True, exist_ok=True)
@@ -212,7 +241,8 @@ def produce_part(part_id: int) -> bool:
             out = _Hashing(raw)
             rows = writer.write_part(SECTION_BY_NAME[part.section], export, part.after_pk,
                                      part.upto_pk, redactor, out, progress,  # type: ignore[arg-type]
-                                     settings.LEDGER_EXPORT_PROGRESS_ROWS)
+                                     settings.LEDGER_EXPORT_PROGRESS_ROWS,
+                                     export_committer(export))
         name = f"parts/{export.pk}/{part.index}-{part.attempts}.part"
         with LocalFile(temp) as handle:  # moved into local storage, not copied
             name = export_storage().save(name, handle)
@@ -342,6 +372,12 @@ def _sign(export: AuditExport, joined: writer.Joined) -> tuple[dict[str, Any], s
     return manifest, signature
 
 
+def _action(committer: Committer | None, action_hash: str) -> dict[str, str]:
+    if committer is None:
+        return {"action_hash": action_hash}
+    return {"action_commitment": committer.of_hash("action_hash", action_hash)}
+
+
 def _manifest(export: AuditExport, joined: writer.Joined,
               previous: dict[str, Any] | None) -> dict[str, Any]:
     approvals = SECTION_BY_NAME["approval"].bounded(
@@ -349,6 +385,7 @@ def _manifest(export: AuditExport, joined: writer.Joined,
     versions = SECTION_BY_NAME["policy_version"].bounded(
         export, 0, export.watermarks.get("policy_version", 0)).order_by("pk")
     public_key = signing.public_key_b64()
+    committer = export_committer(export)
     return {
         "format": verify.FORMAT,
         "export_id": export.pk,
@@ -363,13 +400,14 @@ def _manifest(export: AuditExport, joined: writer.Joined,
         "files": joined.files,
         "chain": {"algorithm": "sha256", "genesis": verify.GENESIS, "head": joined.head,
                   "link": "sha256(f'{previous link}:{n}:{sha256(line) hex}')"},
+        "verification": _verification(export, committer),
         "policy_versions": [
             {"id": pk, "policy": policy, "number": number, "status": status,
              "checksum": checksum}
             for pk, policy, number, status, checksum in versions.values_list(
                 "pk", "policy__name", "number", "status", "checksum")],
         "approvals": [
-            {"id": pk, "status": status, "action_hash": action_hash, "votes": votes}
+            {"id": pk, "status": status, **_action(committer, action_hash), "votes": votes}
             for pk, status, action_hash, votes in approvals.annotate(
                 vote_count=Count("votes")).values_list("pk", "status", "action_hash",
                                                        "vote_count")],

@@ -84,7 +84,8 @@ def record_lines(stream: IO[bytes], fmt: str) -> Iterator[tuple[bytes, bool]]:
 @dataclass
 class Problem:
     kind: str  # signature | wrong-key | unverified-signer | manifest | missing-file |
-    #            checksum | modified | missing | reordered | inserted | truncated | chain
+    #            checksum | modified | missing | reordered | inserted | truncated | chain |
+    #            commitment
     detail: str
 
     def __str__(self) -> str:
@@ -421,7 +422,9 @@ def render(report: Report) -> str:
                      f"{manifest.get('redaction_level')}: {manifest.get('record_count')} records")
     lines += [f"note: {note}" for note in report.notes]
     if report.ok:
-        lines.append("OK: signature, checksums and record chain verified")
+        lines.append("OK: signature, checksums and record chain verified" + (
+            "; commitments match the unredacted bundle" if any(
+                "commitments checked" in note for note in report.notes) else ""))
     elif report.only_unpinned:
         lines.append("UNVERIFIED SIGNER: checksums and record chain hold, but the signer is "
                      "not pinned")
@@ -442,6 +445,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trusted-keys", default=os.environ.get(TRUSTED_KEYS_ENV),
                         help="a file of trusted keys or key ids, one a line (default: "
                         f"${TRUSTED_KEYS_ENV})")
+    parser.add_argument("--commitment-key", metavar="KEYFILE",
+                        help="with --unredacted: check a redacted bundle's commitments under "
+                        "this key (as `ledger commitment-key` writes it)")
+    parser.add_argument("--unredacted", metavar="BUNDLE",
+                        help="an unredacted bundle of the same records, verified too")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -453,11 +461,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"verify-export: the trusted keys file cannot be read: {exc.strerror}",
               file=sys.stderr)
         return EXIT_FAILED
+    if bool(args.commitment_key) != bool(args.unredacted):
+        print("verify-export: --commitment-key and --unredacted go together", file=sys.stderr)
+        return EXIT_FAILED
     report = verify_bundle(args.bundle, trust=trust)
+    if args.commitment_key:
+        _check_against_unredacted(args, trust, report)
     print(render(report))
     if report.ok:
         return EXIT_OK
     return EXIT_UNVERIFIED if report.only_unpinned else EXIT_FAILED
+
+
+def _check_against_unredacted(args: argparse.Namespace, trust: Trust, report: Report) -> None:
+    from .verify_commitments import check_commitments, read_key
+
+    other = verify_bundle(args.unredacted, trust=trust)
+    report.problems += [Problem(p.kind, f"(unredacted bundle) {p.detail}")
+                        for p in other.problems]
+    if other.manifest.get("redaction_level") != "none":
+        report.add("commitment", "the bundle given as --unredacted is redacted")
+    if report.manifest.get("tenant") != other.manifest.get("tenant"):
+        report.add("commitment", "the two bundles are of different tenants")
+    if report.problems:
+        return
+    try:
+        key_id, secret = read_key(args.commitment_key)
+    except (OSError, ValueError) as exc:
+        report.add("commitment", f"the commitment key file cannot be read: {exc}")
+        return
+    check_commitments(args.bundle, args.unredacted, key_id, secret, report)
 
 
 def main(argv: list[str] | None = None) -> int:

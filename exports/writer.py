@@ -21,6 +21,7 @@ from typing import IO, Any, cast
 
 import orjson
 
+from runs.commitments import Committer
 from runs.redaction import Redactor
 
 from . import verify
@@ -29,12 +30,13 @@ from .sections import Section
 
 def write_part(section: Section, window: Any, after: int, upto: int, redactor: Redactor,
                out: IO[bytes], progress: Callable[[int], None] | None = None,
-               progress_every: int = 2000) -> int:
-    """Write the section's rows in (after, upto] to ``out``; return how many."""
+               progress_every: int = 2000, committer: Committer | None = None) -> int:
+    """Write the section's rows in (after, upto] to ``out``; return how many. With a
+    ``committer`` (a redacted export), hashes are written as its commitments."""
     prefix = section.name.encode() + b"\t"
     written = 0
     for row in section.rows(window, after, upto):
-        redacted = section.redact(redactor, row)
+        redacted = section.redact(redactor, row, committer)
         out.write(prefix + orjson.dumps(redacted, option=orjson.OPT_SORT_KEYS) + b"\n")
         written += 1
         if progress is not None and written % progress_every == 0:

@@ -81,6 +81,9 @@ class TenantScopedAdmin(admin.ModelAdmin):
     # Fields that carry agent content: every change list and read-only change page shows them
     # through the redaction engine at the viewer's level (strict), markers as their text.
     content_fields: ClassVar[tuple[str, ...]] = ()
+    # Hash columns over agent content: shown as keyed commitments (runs/commitments.py), since
+    # a plain hash would let a strict reader test guesses of what the redaction hides.
+    hash_fields: ClassVar[tuple[str, ...]] = ()
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     # Facet counts are a COUNT per filter choice: out of the question over big tables.
@@ -142,32 +145,37 @@ class TenantScopedAdmin(admin.ModelAdmin):
         # same as the API, so an id outside your tenants tells you nothing.
         raise Http404(f"No {opts.verbose_name} with id {object_id!r} in your tenants.")
 
-    def _redactor(self, request: HttpRequest, tenant_id: int) -> Any:
+    def _viewer(self, request: HttpRequest, tenant_id: int) -> Any:
         from runs.services import redactor_for
 
         cache = request.__dict__.setdefault("_redactors", {})
         if tenant_id not in cache:
-            cache[tenant_id] = redactor_for(request.user, tenant_id).redactor
+            cache[tenant_id] = redactor_for(request.user, tenant_id)
         return cache[tenant_id]
 
-    def present(self, request: HttpRequest, obj: Any) -> Any:
-        """``obj`` with its content fields redacted for this viewer, to show and never save."""
-        if obj is None or not self.content_fields:
+    def present(self, request: HttpRequest, obj: Any, hashes: bool = True) -> Any:
+        """``obj`` with its content fields redacted for this viewer and (``hashes``) its hash
+        columns as commitments, to show and never save."""
+        if obj is None or not (self.content_fields or self.hash_fields):
             return obj
         from runs.redaction import marker_texts
 
-        redactor = self._redactor(request, obj.tenant_id)
+        viewer = self._viewer(request, obj.tenant_id)
         labels = getattr(obj, "classifications", None) or None
         for name in self.content_fields:
             value = getattr(obj, name)
             if value in (None, "", {}, []):
                 continue
-            setattr(obj, name, marker_texts(redactor.redact(value, name, labels)))
+            setattr(obj, name, marker_texts(viewer.redactor.redact(value, name, labels)))
+        for name in self.hash_fields if hashes else ():
+            value = getattr(obj, name, "")
+            if value and viewer.committer is not None:
+                setattr(obj, name, viewer.committer.as_text(name, value))
         return obj
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
         obj = super().get_object(request, object_id, from_field)
-        if obj is None or not self.content_fields:
+        if obj is None or not (self.content_fields or self.hash_fields):
             return obj
         # Only where the content is read-only for this viewer: nothing saves it back (a save
         # of an editable page must never write a marker over what was recorded).
@@ -178,7 +186,10 @@ class TenantScopedAdmin(admin.ModelAdmin):
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist = super().get_changelist_instance(request)
-        changelist.result_list = [self.present(request, obj) for obj in changelist.result_list]
+        listed = set(self.get_list_display(request))
+        hashes = any(name in listed for name in self.hash_fields)  # a list shows none so far
+        changelist.result_list = [self.present(request, obj, hashes)
+                                  for obj in changelist.result_list]
         return changelist
 
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest,
@@ -229,6 +240,7 @@ class LedgerRecordAdmin(ExactSearchAdmin):
 
     ordering = ["-id"]
     sortable_by = ["started_at", "recorded_at"]
+    hash_fields = ("content_hash", "chain_hash", "head_hash")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
         return [f.name for f in self.model._meta.fields]

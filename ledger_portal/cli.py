@@ -25,7 +25,7 @@ EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_TAMPERED = 0, 1, 2, 3,
 # sets ``standalone=True`` runs without Django and is called as ``func(args)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.cli", "runs.retention_cli",
-    "runs.rollback_cli")
+    "runs.commitment_cli", "runs.rollback_cli")
 
 
 def _setup() -> None:
@@ -176,10 +176,18 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
                   f"{run['agent_id']} · {run['status']} · trigger {run['trigger_ref'] or '-'}")
     console.print(f"goal: {as_text(run['goal'])}", markup=False)
     console.print(f"started {run['started_at'].isoformat(timespec='seconds')} · ended {ended} · "
-                  f"{run['last_seq']} records · head {run['head_hash'][:16]}… · redaction "
+                  f"{run['last_seq']} records · head {_shown_head(run)} · redaction "
                   f"{redaction.level}")
     console.print(_timeline_table(run, args.full))
     return EXIT_OK
+
+
+def _shown_head(run: dict[str, Any]) -> str:
+    """The chain head as this reader may see it: the hash itself unredacted, else its keyed
+    commitment (a hash of redacted content would let the reader test guesses of it)."""
+    if run.get("head_hash"):
+        return f"{run['head_hash'][:16]}…"
+    return f"hmac {run['commitment']['head'][:16]}… (key {run['commitment']['key']})"
 
 
 def cmd_find(args: argparse.Namespace, user: Any) -> int:

@@ -26,6 +26,7 @@ from .links import timeline_url
 from .models import (
     Agent,
     Annotation,
+    CommitmentKey,
     IntegrityAlarm,
     LegalHold,
     ModelCall,
@@ -467,7 +468,40 @@ class IntegrityAlarmAdmin(TenantScopedAdmin):
     """Run heads the digest sealer refused to sign (read-only: raised by the sealer)."""
 
     list_display = ["raised_at", "tenant", "run_id", "seq", "digest_number", "detail"]
+    hash_fields = ("found_head", "signed_head")
     list_filter = ["tenant"]
     list_select_related = ["tenant"]
     search_fields = ["=run_id"]
     ordering = ["-id"]
+
+
+@admin.register(CommitmentKey)
+class CommitmentKeyAdmin(TenantScopedAdmin):
+    """The record of each tenant's commitment keys and their rotations. The secret is never
+    shown here: an auditor gets it from ``ledger commitment-key``, which is recorded."""
+
+    view_role = Role.MANAGE_POLICIES
+    list_display = ["tenant", "generation", "key_id", "created_at", "created_by", "retired_at"]
+    list_filter = ["tenant"]
+    list_select_related = ["tenant"]
+    readonly_fields = ("tenant", "generation", "key_id", "created_at", "created_by",
+                       "retired_at")
+    fields = readonly_fields
+    ordering = ["tenant", "-generation"]
+    actions = ["rotate"]
+
+    @admin.display(description="key id")
+    def key_id(self, key: CommitmentKey) -> str:
+        return key.key_id
+
+    @admin.action(description="Rotate: retire the selected tenants' current keys, make the next")
+    def rotate(self, request: HttpRequest, queryset: QuerySet[CommitmentKey]) -> None:
+        from .commitments import rotate_commitment_key
+
+        for tenant in {key.tenant for key in queryset.select_related("tenant")}:
+            if not has_role(request.user, Role.MANAGE_POLICIES, tenant.pk):
+                self.message_user(request, f"{tenant}: rotating needs manage_policies",
+                                  messages.ERROR)
+                continue
+            new = rotate_commitment_key(tenant, request.user)
+            self.message_user(request, f"{tenant}: {new.key_id} is current")

@@ -29,6 +29,7 @@ def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
 
     from ledger_portal.roles import Role
 
+    from .commitments import committer_for
     from .models import Run
     from .services import AnnotationRejected, annotate_run
 
@@ -56,10 +57,15 @@ def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
         print(f"ledger: run {args.run_id!r} is no longer in the ledger", file=sys.stderr)
         return EXIT_NOT_FOUND
     if args.json:
+        committer = committer_for(run.tenant_id)
         _print_json({"annotation_id": note.annotation_id, "run_id": run.run_id,
                      "tenant": run.tenant.slug, "seq": note.seq,
                      "annotation_kind": note.annotation_kind, "author_label": note.author_label,
-                     "recorded_at": note.recorded_at, "chain_hash": note.chain_hash})
+                     "recorded_at": note.recorded_at,
+                     # The author's own words, but the link also commits to every record
+                     # before it, redacted ones included: a commitment, not the hash.
+                     "commitment": {"key": committer.key_id,
+                                    "chain": committer.commit("chain", note.chain_hash)}})
     else:
         print(f"{note.annotation_kind} {note.annotation_id} recorded on {run.run_id} in "
               f"{run.tenant.slug} (seq {note.seq}) by {note.author_label}")

@@ -4,6 +4,7 @@ these."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 
 from .annotations import annotate
+from .commitments import HASH_FIELDS, Committer, committer_for
 from .ingest import BatchConflict, BatchInvalid, BatchRejected, IngestResult, ingest_batch
 from .models import Agent, Annotation, AnnotationKind, RedactionRule, Run, ToolCall
 from .redaction import LEVELS, Redactor, TenantRule
@@ -44,6 +46,7 @@ REDACTED_FIELDS = {
     "model_call": ("messages", "response", "error"),
     "tool_call": ("input", "output", "error", "tool_call_ref"),
     "annotation": ("body", "data"),
+    "integrity_alarm": (),  # no agent content, but its heads hash some
 }
 # The role that lets a reader ask for each level; strict needs none.
 LEVEL_ROLES = {"strict": None, "standard": Role.VIEW_CONFIDENTIAL, "none": Role.VIEW_UNREDACTED}
@@ -55,11 +58,27 @@ class RedactionNotAllowed(PermissionDenied):
 
 @dataclass
 class ViewerRedaction:
+    """A reader's redaction on one tenant. Below ``none``, a row's hash columns are replaced by
+    keyed commitments (``commitments.py``): a plain hash of the unredacted record would let
+    the reader test guesses of what is hidden."""
+
     level: str
     redactor: Redactor
+    tenant_id: int
+
+    @cached_property
+    def committer(self) -> Committer | None:
+        """Made when first needed: most pages redact without showing a hash."""
+        return None if self.level == "none" else committer_for(self.tenant_id)
 
     def redact_row(self, kind: str, row: dict[str, Any]) -> dict[str, Any]:
-        return self.redactor.redact_fields(row, REDACTED_FIELDS[kind], row.get("classifications"))
+        fields = REDACTED_FIELDS[kind]
+        shown = self.redactor.redact_fields(row, fields, row.get("classifications"))
+        if self.committer is not None:
+            return self.committer.of_row(row, shown, fields)
+        if not HASH_FIELDS.keys().isdisjoint(shown):
+            shown["commitment"] = None
+        return shown
 
 
 def allowed_levels(user: Any, tenant_id: int) -> list[str]:
@@ -89,7 +108,7 @@ def redactor_for(user: Any, tenant_id: int, requested: str | None = None,
         record_disclosure(user, tenant_id, level, viewing)
     rules = [TenantRule(pattern, label) for pattern, label in RedactionRule.objects.filter(
         tenant_id=tenant_id).values_list("pattern", "label")]
-    return ViewerRedaction(level, Redactor(level, rules))
+    return ViewerRedaction(level, Redactor(level, rules), tenant_id)
 
 
 def record_disclosure(user: Any, tenant_id: int, level: str, viewing: str) -> None:

@@ -40,6 +40,10 @@ def find_run(request: HttpRequest) -> HttpResponse:
         "matches": matches[:MAX_MATCHES], "more": len(matches) > MAX_MATCHES})
 
 
+def _shown_run(shown: dict[str, Any]) -> dict[str, Any]:
+    return {**shown, "goal": as_text(shown["goal"])}
+
+
 @login_required
 def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
     runs = Run.objects.for_user(request.user, Role.VIEW_LEDGER).filter(
@@ -53,7 +57,7 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
                                      viewing=f"run {run_id} (timeline page)")
     context: dict[str, Any] = {
         **admin.site.each_context(request), "title": f"Run {run_id}",
-        "run": {**run, "goal": as_text(redactor.redact_row("run", run)["goal"])},
+        "run": _shown_run(redactor.redact_row("run", run)),
         "redaction": redactor.level,
         **build_timeline(run, redactor.redact_row),
     }

@@ -126,7 +126,8 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
         tenant=acme, replay=replay, seq=1, call_id=first_call.call_id, tool=first_call.tool,
         mode_used="dry_run", status="succeeded", flagged=True, follow_up="open",
         divergence=[{"path": "$.state", "change": "changed", "recorded": "a", "replayed": "b"}])
-    from runs.models import IntegrityAlarm
+    from runs.commitments import commitment_key
+    from runs.models import CommitmentKey, IntegrityAlarm
 
     alarm = IntegrityAlarm.objects.create(
         tenant=acme, run_id=run["run_id"], seq=2, found_head="f" * 64, signed_seq=2,
@@ -161,6 +162,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             Rollback: rollback,
             AuditExport: export,
             IntegrityAlarm: alarm,
+            CommitmentKey: commitment_key(acme),
             ToolChange: ToolChange.objects.create(
                 tenant=acme, tool=ToolCall.objects.filter(run=stored)[0].tool,
                 proposed={"endpoint": "http://127.0.0.1:9/x"}, previous={"endpoint": ""}),

@@ -22,14 +22,15 @@ RUN_FIELDS = {
 STEP_FIELDS = {
     "seq": "seq", "step_id": "step_id", "index": "index", "title": "title", "status": "status",
     "started_at": "started_at", "ended_at": "ended_at", "metadata": "metadata",
-    "chain_hash": "chain_hash",
+    "content_hash": "content_hash", "chain_hash": "chain_hash",
 }
 MODEL_CALL_FIELDS = {
     "seq": "seq", "call_id": "call_id", "step_id": "step__step_id", "provider": "provider",
     "model": "model", "messages": "messages", "response": "response",
     "input_tokens": "input_tokens", "output_tokens": "output_tokens", "latency_ms": "latency_ms",
     "started_at": "started_at", "ended_at": "ended_at", "error": "error",
-    "classifications": "classifications", "chain_hash": "chain_hash",
+    "classifications": "classifications", "content_hash": "content_hash",
+    "chain_hash": "chain_hash",
 }
 TOOL_CALL_FIELDS = {
     "seq": "seq", "call_id": "call_id", "run_id": "run__run_id", "step_id": "step__step_id",
@@ -38,12 +39,13 @@ TOOL_CALL_FIELDS = {
     "started_at": "started_at", "ended_at": "ended_at", "duration_ms": "duration_ms",
     "idempotency_key": "idempotency_key", "supports_rollback": "supports_rollback",
     "classifications": "classifications", "tool_call_ref": "tool_call_ref",
-    "chain_hash": "chain_hash",
+    "content_hash": "content_hash", "chain_hash": "chain_hash",
 }
 ANNOTATION_FIELDS = {
     "seq": "seq", "annotation_id": "annotation_id", "annotation_kind": "annotation_kind",
     "target_call_id": "target_call_id", "body": "body", "data": "data",
-    "author_label": "author_label", "recorded_at": "recorded_at", "chain_hash": "chain_hash",
+    "author_label": "author_label", "recorded_at": "recorded_at",
+    "content_hash": "content_hash", "chain_hash": "chain_hash",
 }
 AGENT_FIELDS = {
     "agent_id": "agent_id", "tenant": "tenant__slug", "name": "name",

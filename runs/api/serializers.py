@@ -1,5 +1,6 @@
 """Response shapes of the read API, for the OpenAPI schema (see ``presenters.py``)."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import ActionClass, RunStatus, ToolCallStatus
@@ -19,16 +20,44 @@ class AgentSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+def _hmac(of: str) -> dict[str, str]:
+    return {"type": "string", "description": f'HMAC-SHA256(k, "{of}"), hex'}
+
+
+@extend_schema_field({
+    "type": "object", "nullable": True, "required": ["key"],
+    "description": "Keyed commitments (runs/commitments.py) in place of hashes of what "
+                   "redaction hides: recomputable from the unredacted record by whoever holds "
+                   "the tenant's commitment key k, meaningless without it. Null at level none.",
+    "properties": {
+        "key": {"type": "string", "description": "The key's generation and fingerprint."},
+        "record": _hmac("record:<content_hash>"), "chain": _hmac("chain:<chain_hash>"),
+        "head": _hmac("chain:<head_hash>"), "found_head": _hmac("chain:<found head>"),
+        "signed_head": _hmac("chain:<signed head>"), "action": _hmac("action:<action_hash>"),
+        "fields": {"type": "object", "additionalProperties": _hmac(
+            "field:<name>:<canonical JSON of the unredacted value>"),
+            "description": "Each field the redaction changed."},
+    }})
+class CommitmentField(serializers.JSONField):
+    pass
+
+
 class IntegrityAlarmSerializer(serializers.Serializer):
     tenant = serializers.SlugField()
     run_id = serializers.CharField()
     seq = serializers.IntegerField()
-    found_head = serializers.CharField(help_text="The head the digest sealer refused to sign.")
+    found_head = serializers.CharField(allow_null=True, help_text=(
+        "The head the digest sealer refused to sign; null unless read at redaction level none "
+        "(see commitment)."))
     signed_seq = serializers.IntegerField()
-    signed_head = serializers.CharField()
+    signed_head = serializers.CharField(allow_null=True, help_text=(
+        "The head the digest signed; null unless read at redaction level none."))
     digest_number = serializers.IntegerField(help_text="The digest that signed the old head.")
     detail = serializers.CharField()
     raised_at = serializers.DateTimeField()
+    commitment = CommitmentField(allow_null=True, help_text=(
+        "Below redaction level none: both heads as keyed commitments (each the ``chain`` "
+        "commitment of the record it is)."))
 
 
 class RunSerializer(serializers.Serializer):
@@ -43,13 +72,23 @@ class RunSerializer(serializers.Serializer):
     replay_of = serializers.CharField(allow_null=True)
     metadata = serializers.JSONField()
     last_seq = serializers.IntegerField(help_text="Sequence number of the run's newest record.")
-    head_hash = serializers.CharField(help_text="Chain hash of the run's newest record.")
+    head_hash = serializers.CharField(allow_null=True, help_text=(
+        "Chain hash of the run's newest record; null unless read at redaction level none "
+        "(see commitment)."))
     recorded_at = serializers.DateTimeField()
+    commitment = CommitmentField(allow_null=True, help_text=(
+        "Below redaction level none: the head as a keyed commitment. Null at none."))
 
 
 class _RecordSerializer(serializers.Serializer):
     seq = serializers.IntegerField()
-    chain_hash = serializers.CharField()
+    content_hash = serializers.CharField(allow_null=True, help_text=(
+        "SHA-256 of the record's canonical content; null unless read at redaction level none "
+        "(a hash of what redaction hides would let a reader test guesses of it)."))
+    chain_hash = serializers.CharField(allow_null=True, help_text=(
+        "The record's link in the run's hash chain; null unless read at redaction level none."))
+    commitment = CommitmentField(allow_null=True, help_text=(
+        "Below redaction level none: the hashes as keyed commitments. Null at none."))
 
 
 class StepSerializer(_RecordSerializer):

@@ -112,6 +112,7 @@ class IntegrityAlarmList(_ValuesListView):
     role = Role.VIEW_LEDGER
     scoped_model = IntegrityAlarm
     fields = p.INTEGRITY_ALARM_FIELDS
+    redacted_kind = "integrity_alarm"
 
     def get_queryset(self) -> QuerySet[Any]:
         return self.scoped_queryset().order_by("-raised_at", "-id")

@@ -10,7 +10,7 @@ from .governance import (
     ToolChange,
     ToolChangeStatus,
 )
-from .integrity import IntegrityAlarm, TenantDigest
+from .integrity import CommitmentKey, IntegrityAlarm, TenantDigest
 from .otlp import OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
 from .records import (
     Annotation,
@@ -43,6 +43,7 @@ __all__ = [
     "AnnotationKind",
     "AppendOnlyViolation",
     "Classification",
+    "CommitmentKey",
     "ConnectorKind",
     "DryRunVia",
     "FollowUp",

@@ -8,11 +8,13 @@ signed digest.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.db import models
 
 from ledger_portal.canonical import canonical_timestamp
+from ledger_portal.tenancy import TenantScopedQuerySet
 
 from .base import AppendOnly, LedgerQuerySet
 
@@ -81,3 +83,36 @@ class IntegrityAlarm(AppendOnly):
 
     def __str__(self) -> str:
         return f"integrity alarm: run {self.run_id}: {self.detail}"
+
+
+class CommitmentKey(models.Model):
+    """A tenant's key for the commitments its redacted outputs show where the ledger keeps a
+    hash (``runs/commitments.py``). One key is current; a rotated one is kept, retired, so the
+    commitments it made stay checkable by whoever is given it."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="commitment_keys")
+    generation = models.PositiveIntegerField()
+    secret = models.BinaryField(editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["tenant", "-generation"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "generation"],
+                                    name="commitment_key_generation_per_tenant"),
+            models.UniqueConstraint(fields=["tenant"], condition=models.Q(retired_at=None),
+                                    name="one_current_commitment_key_per_tenant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"commitment key {self.key_id}"
+
+    @property
+    def key_id(self) -> str:
+        """Generation and fingerprint: names the key without saying anything about it."""
+        return f"{self.generation}:{hashlib.sha256(bytes(self.secret)).hexdigest()[:16]}"

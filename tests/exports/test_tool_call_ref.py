@@ -21,8 +21,10 @@ def test_exported_tool_calls_carry_the_ref_only_when_recorded(acme, alice, recor
     with_ref["tool_calls"][0].update(call_id="pinned-call-2", tool_call_ref="call_abc")
     record(acme, RUN, with_ref)
     bundle = tmp_path / "acme.tar"
+    # Unredacted: only there does a record carry the hashes of its content.
     assert main(["--as", "alice", "export", "--tenant", "acme", "--from",
                  "2000-01-01T00:00:00Z", "--to", "2100-01-01T00:00:00Z",
+                 "--redaction-level", "none", "--justification", "hash check",
                  "-o", str(bundle)]) == EXIT_OK
     capsys.readouterr()
     with tarfile.open(bundle) as tar:
