@@ -89,6 +89,7 @@ def cmd_runs(args: argparse.Namespace, user: Any) -> int:
     from ledger_portal.roles import Role
     from runs.api.presenters import RUN_FIELDS, renamed, values_of
     from runs.models import Run
+    from runs.services import redactor_for
 
     runs = Run.objects.for_user(user, Role.VIEW_LEDGER)
     if args.tenant:
@@ -97,8 +98,14 @@ def cmd_runs(args: argparse.Namespace, user: Any) -> int:
         runs = runs.filter(agent__agent_id=args.agent)
     if args.status:
         runs = runs.filter(status=args.status)
-    rows = renamed(values_of(runs.order_by("-id"), RUN_FIELDS)[: args.limit])
+    rows = renamed(values_of(runs.order_by("-id"), RUN_FIELDS, "tenant_id")[: args.limit])
     if args.json:
+        viewers: dict[int, Any] = {}  # strict, one per tenant
+        for i, row in enumerate(rows):
+            tenant_id = row.pop("tenant_id")
+            if tenant_id not in viewers:
+                viewers[tenant_id] = redactor_for(user, tenant_id)
+            rows[i] = viewers[tenant_id].redact_row("run", row)
         _print_json(rows)
         return EXIT_OK
     table = Table("tenant", "run_id", "agent", "status", "started", "records")
@@ -142,6 +149,7 @@ def _timeline_table(run: dict[str, Any], full: bool) -> Any:
 
 def cmd_show(args: argparse.Namespace, user: Any) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from ledger_portal.roles import Role
     from runs.api.presenters import RUN_FIELDS, renamed, timeline_of, values_of
@@ -172,8 +180,9 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
         return EXIT_OK
     console = Console()
     ended = run["ended_at"].isoformat(timespec="seconds") if run["ended_at"] else "running"
+    trigger = escape(as_text(run["trigger_ref"]) or "-")  # a marker is text, not markup
     console.print(f"[bold]{run['run_id']}[/bold] in [bold]{run['tenant']}[/bold] · agent "
-                  f"{run['agent_id']} · {run['status']} · trigger {run['trigger_ref'] or '-'}")
+                  f"{run['agent_id']} · {run['status']} · trigger {trigger}")
     console.print(f"goal: {as_text(run['goal'])}", markup=False)
     console.print(f"started {run['started_at'].isoformat(timespec='seconds')} · ended {ended} · "
                   f"{run['last_seq']} records · head {_shown_head(run)} · redaction "
@@ -191,13 +200,13 @@ def _shown_head(run: dict[str, Any]) -> str:
 
 
 def cmd_find(args: argparse.Namespace, user: Any) -> int:
-    from runs.services import find_runs
+    from runs.services import find_runs, shown_trigger_refs
 
     matches = list(find_runs(user, args.query, args.tenant)[: args.limit])
     if not matches:
         print(f"ledger: no run matches {args.query!r} in your tenants", file=sys.stderr)
         return EXIT_NOT_FOUND
-    for run in matches:
+    for run in shown_trigger_refs(user, matches):
         print(f"{run.tenant.slug}\t{run.run_id}\t{run.agent.agent_id}\t{run.status}\t"
               f"{run.trigger_ref}\t{run.started_at.isoformat(timespec='seconds')}")
     return EXIT_OK

@@ -137,7 +137,7 @@ class ModelCallAdmin(LedgerRecordAdmin):
 
 @admin.register(ToolCall)
 class ToolCallAdmin(LedgerRecordAdmin):
-    content_fields = ("input", "output", "error", "tool_call_ref")
+    content_fields = ("input", "output", "error", "tool_call_ref", "idempotency_key")
     list_display = ["call_id", "tool", "action_class", "status", "attempt", "run", "tenant",
                     "started_at", "duration_ms"]
     list_filter = ["status", "action_class", ToolFilter, RecentFilter]

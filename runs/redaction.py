@@ -55,6 +55,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -82,10 +83,11 @@ _THRESHOLD = {"strict": _CONFIDENTIAL, "standard": _RESTRICTED}
 # Detector names, in the order they are tried (the first that fires names the reason).
 SECRET_DETECTORS: tuple[str, ...] = (
     "private_key", "stripe_key", "openai_key", "aws_key", "github_token", "slack_token",
-    "google_key", "gitlab_token", "ledger_key", "jwt", "url_password", "bearer_token",
-    "basic_auth", "assignment", "high_entropy",
+    "slack_webhook", "sendgrid_key", "twilio_key", "google_key", "gitlab_token", "ledger_key",
+    "jwt", "url_password", "bearer_token", "basic_auth", "assignment", "keyed_secret",
+    "high_entropy",
 )
-PERSONAL_DETECTORS: tuple[str, ...] = ("email", "iban", "card", "phone")
+PERSONAL_DETECTORS: tuple[str, ...] = ("email", "iban", "card", "ssn", "phone")
 DETECTORS: dict[str, str] = {**dict.fromkeys(SECRET_DETECTORS, "secret"),
                              **dict.fromkeys(PERSONAL_DETECTORS, "confidential")}
 
@@ -156,7 +158,10 @@ _PREFIXED = re.compile(r"""
   | (?P<openai_key>(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,})
   | (?P<aws_key>(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9]))
   | (?P<github_token>(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}))
-  | (?P<slack_token>(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,})
+  | (?P<slack_token>(?<![A-Za-z0-9])(?:xox[abposr]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,}))
+  | (?P<slack_webhook>https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]{20,})
+  | (?P<sendgrid_key>(?<![A-Za-z0-9])SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64})
+  | (?P<twilio_key>(?<![A-Za-z0-9])SK[0-9a-fA-F]{32}(?![A-Za-z0-9]))
   | (?P<google_key>(?<![A-Za-z0-9])AIza[A-Za-z0-9_-]{30,})
   | (?P<gitlab_token>(?<![A-Za-z0-9])glpat-[A-Za-z0-9_-]{20,})
   | (?P<ledger_key>(?<![A-Za-z0-9])lpk_[A-Za-z0-9]+_[A-Za-z0-9_-]{16,})
@@ -330,6 +335,36 @@ def _base64_prose(token: str) -> bool:
     return letters * 10 >= len(plain) * 8 and _secret_kind(plain) is None
 
 
+# A value whose key names a secret (``webhook_secret``, ``authToken``, ``signing_key``) is one
+# when it has a credential's shape: a long hex or base64 run holding letters and digits. Alone,
+# such a run is as likely a hash or an id (``request_id``, ``sha256``), so the name decides.
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+_SECRET_NAMES = frozenset({"secret", "token", "password", "passwd", "pwd", "passphrase",
+                           "credential", "credentials", "apikey"})
+_SECRET_KEY_KINDS = frozenset({"api", "secret", "private", "signing", "encryption", "master",
+                               "client", "access", "auth", "hmac", "webhook", "session"})
+_KEYED_VALUE = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
+
+
+@lru_cache(maxsize=4096)
+def names_secret(key: str) -> bool:
+    """Does a JSON key name a credential (its last word, or ``<kind> key``)?"""
+    words = [word.lower() for word in _NAME_WORDS.findall(key)]
+    if not words:
+        return False
+    if words[-1] in _SECRET_NAMES:
+        return True
+    return words[-1] == "key" and len(words) > 1 and words[-2] in _SECRET_KEY_KINDS
+
+
+def keyed_secret(key: Any, value: str) -> bool:
+    """Is ``value``, found under ``key``, a credential by its name and shape?"""
+    return (len(value) >= 16 and type(key) is str and names_secret(key)
+            and _KEYED_VALUE.fullmatch(value) is not None
+            and any(ch.isdigit() for ch in value) and any(ch.isalpha() for ch in value)
+            and not placeholder(value))
+
+
 _PEM_BLOCK = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?"
                         r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)", re.DOTALL)
 
@@ -367,6 +402,7 @@ def _personal_spans(text: str) -> list[Span]:
         iban_spans.append(match.span())
     spans += [(m.start(), m.end(), "card") for m in _CARD.finditer(text)
               if _valid_card(m.group()) and not _inside(m.span(), iban_spans)]
+    spans += [(start, end, "ssn") for start, end in _ssn_spans(text)]
     for match in _PHONE.finditer(text):
         low, high = _PHONE_DIGITS[match.lastgroup or "intl"]
         if (low <= len(_NOT_DIGIT.sub("", match.group())) <= high
@@ -511,12 +547,30 @@ def _personal_kind(text: str) -> str | None:
     for match in _CARD.finditer(text):
         if _valid_card(match.group()) and not _inside(match.span(), iban_spans):
             return "card"
+    if _ssn_spans(text):
+        return "ssn"
     for match in _PHONE.finditer(text):
         low, high = _PHONE_DIGITS[match.lastgroup or "intl"]
         if (low <= len(_NOT_DIGIT.sub("", match.group())) <= high
                 and not _inside(match.span(), iban_spans)):
             return "phone"
     return None
+
+
+# A US social security number: area 001-899 but 666, group 01-99, serial 0001-9999. Written
+# with dashes or spaces; nine bare digits only when named (an order number looks the same).
+_SSN = re.compile(r"(?<![\w.+/-])(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}"
+                  r"(?![\w/-]|[.,]\d)")
+_SSN_NAMED = re.compile(r"(?i)(?<![a-z])(?:ssn|social[ _-]security(?:[ _-]n(?:o|umber))?)"
+                        r"\W{0,3}((?!000|666|9\d\d)\d{3}[- ]?(?!00)\d{2}[- ]?(?!0000)\d{4})"
+                        r"(?![\w-])")
+
+
+def _ssn_spans(text: str) -> list[tuple[int, int]]:
+    spans = [m.span() for m in _SSN.finditer(text)]
+    if "s" in text.lower():
+        spans += [m.span(1) for m in _SSN_NAMED.finditer(text)]
+    return spans
 
 
 def _inside(span: tuple[int, int], spans: list[tuple[int, int]]) -> bool:
@@ -779,7 +833,9 @@ class Redactor:
                 shown = key if keys is None else keys[key]
                 if (type(item) is str and child_rank < self._threshold
                         and self._detect(item) is None):
-                    out[shown] = item  # what _visit returns, without making its path
+                    # what _visit returns, without making its path unless it is needed
+                    out[shown] = (marker("secret", f"{path}.{segment}", "detector:keyed_secret")
+                                  if keyed_secret(segment, item) else item)
                     continue
                 out[shown] = self._visit(item, f"{path}.{segment}", child_nodes, child_rank,
                                          child_reason)
@@ -865,6 +921,8 @@ class Redactor:
                 return value
             kind = self._detect(value)
             if kind is None:
+                if not item and keyed_secret(key, value):
+                    return marker("secret", _child(parent, key, item), "detector:keyed_secret")
                 return value
             inline = redact_spans(value, self._personal)
             if inline is not None:

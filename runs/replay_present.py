@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from .divergences import follow_up_of
 from .models import Replay, ReplayStep, ToolCall
+from .redaction import as_text
 from .services import ViewerRedaction, redactor_for
 
 _PART = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
@@ -43,7 +44,9 @@ def step_rows(replay: Replay, view: ViewerRedaction) -> list[dict[str, Any]]:
         rows.append({
             "seq": step.seq, "call_id": step.call_id, "step_index": step.step_index,
             "tool": step.tool.name, "mode_used": step.mode_used, "status": step.status,
-            "attempts": step.attempts, "idempotency_key": step.idempotency_key,
+            "attempts": step.attempts,
+            "idempotency_key": as_text(view.redactor.redact(
+                step.idempotency_key, "idempotency_key", call_labels)),
             "latency_ms": step.latency_ms, "flagged": step.flagged,
             # a tool's error can quote its answer: redacted like the output it stands for
             "error": view.redactor.redact(step.error, "error", call_labels),

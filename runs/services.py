@@ -20,7 +20,7 @@ from .annotations import annotate
 from .commitments import HASH_FIELDS, Committer, committer_for
 from .ingest import BatchConflict, BatchInvalid, BatchRejected, IngestResult, ingest_batch
 from .models import Agent, Annotation, AnnotationKind, RedactionRule, Run, ToolCall
-from .redaction import LEVELS, Redactor, TenantRule
+from .redaction import LEVELS, Redactor, TenantRule, as_text
 
 __all__ = ["MANUAL_ANNOTATION_KINDS", "MANUAL_KIND_WORDS", "AnnotationRejected",
            "BatchConflict", "BatchInvalid",
@@ -41,10 +41,10 @@ def find_runs(user: Any, query: str, tenant_slug: str | None = None) -> QuerySet
 
 # What of each kind of record a reader sees only through redaction.
 REDACTED_FIELDS = {
-    "run": ("goal", "metadata"),
+    "run": ("goal", "metadata", "trigger_ref"),
     "step": ("title", "metadata"),
     "model_call": ("messages", "response", "error"),
-    "tool_call": ("input", "output", "error", "tool_call_ref"),
+    "tool_call": ("input", "output", "error", "tool_call_ref", "idempotency_key"),
     "annotation": ("body", "data"),
     "integrity_alarm": (),  # no agent content, but its heads hash some
 }
@@ -109,6 +109,18 @@ def redactor_for(user: Any, tenant_id: int, requested: str | None = None,
     rules = [TenantRule(pattern, label) for pattern, label in RedactionRule.objects.filter(
         tenant_id=tenant_id).values_list("pattern", "label")]
     return ViewerRedaction(level, Redactor(level, rules), tenant_id)
+
+
+def shown_trigger_refs(user: Any, runs: list[Run]) -> list[Run]:
+    """``runs`` with each trigger reference as a strict reader sees it (a reference can hold a
+    secret): for display, never saved."""
+    viewers: dict[int, ViewerRedaction] = {}
+    for run in runs:
+        if run.tenant_id not in viewers:
+            viewers[run.tenant_id] = redactor_for(user, run.tenant_id)
+        shown = viewers[run.tenant_id].redactor.redact(run.trigger_ref, "trigger_ref")
+        run.trigger_ref = as_text(shown)
+    return runs
 
 
 def record_disclosure(user: Any, tenant_id: int, level: str, viewing: str) -> None:

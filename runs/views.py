@@ -37,11 +37,12 @@ def find_run(request: HttpRequest) -> HttpResponse:
         return redirect(url)
     return render(request, "runs/find.html", {
         **admin.site.each_context(request), "title": "Find a run", "query": query,
-        "matches": matches[:MAX_MATCHES], "more": len(matches) > MAX_MATCHES})
+        "matches": services.shown_trigger_refs(request.user, matches[:MAX_MATCHES]),
+        "more": len(matches) > MAX_MATCHES})
 
 
 def _shown_run(shown: dict[str, Any]) -> dict[str, Any]:
-    return {**shown, "goal": as_text(shown["goal"])}
+    return {**shown, "goal": as_text(shown["goal"]), "trigger_ref": as_text(shown["trigger_ref"])}
 
 
 @login_required

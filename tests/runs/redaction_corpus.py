@@ -31,7 +31,7 @@ from typing import Any
 __all__ = ["CLEAN", "CONTEXTS", "NEAR_MISSES", "PLANTED", "SECRETS", "Planted",
            "planted_model_calls", "planted_run", "planted_tool_calls"]
 
-PERSONAL_KINDS = frozenset({"email", "phone", "card", "iban"})
+PERSONAL_KINDS = frozenset({"email", "phone", "card", "iban", "ssn"})
 
 
 @dataclass(frozen=True)
@@ -297,9 +297,38 @@ def _ibans() -> list[Planted]:
     return _same(out, "iban")
 
 
+def _messaging_keys() -> list[Planted]:
+    """SendGrid, Twilio and Slack credentials (fixed: the generator's sequence stays as it was
+    for every value above)."""
+    sendgrid = ["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",
+                "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",
+                "SG.0a1b2c3d4e5f6a7b8c9d0e.f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2",
+                "SG.Zm9vYmFyYmF6cXV4MTIzNA.QmFyZm9vMTIzNDU2Nzg5MGFiY2RlZmdoaWprbG1ub3Bx",
+                "SG.K9d8s7a6f5g4h3j2k1l0qw.Pq9Ow8Ie7Ur6Yt5Re4Wq3Az2Sx1Dc0Fv9Gb8Hn7Mj6Kl5"]
+    twilio = ["SK2a6e1f09e4c74f0c8a8c3d1b4e5f6a7b", "SKf0e1d2c3b4a5968778695a4b3c2d1e0f",
+              "SK0123456789abcdef0123456789abcdef", "SK9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b",
+              "SKa1b2c3d4e5f60718293a4b5c6d7e8f90"]
+    slack = [f"https://hooks.slack.com/services/T0{team}/B0{hook}/{token}"
+             for team, hook, token in (("123ABCD", "456EFGH", "abcdefghijklmnopqrstuvwx"),
+                                       ("9ZXY876", "54W3V21", "Q1w2E3r4T5y6U7i8O9p0AsDf"),
+                                       ("AAAA111", "BBBB222", "zyxwvutsrqponmlkjihgfedc"),
+                                       ("1A2B3C4", "5D6E7F8", "0123456789abcdefABCDEFgh"),
+                                       ("QWERTY1", "ASDFGH2", "MnBvCxZlKjHgFdSaPoIuYtRe"))]
+    return (_same(sendgrid, "sendgrid_key") + _same(twilio, "twilio_key")
+            + _same(slack, "slack_webhook"))
+
+
+def _ssns() -> list[Planted]:
+    out = _same(["536-22-1234", "078-05-1121", "219-09-9998", "123 45 6780", "457-55-5462",
+                 "001-01-0001", "899-99-9999"], "ssn")
+    out += [Planted("SSN: 536221235", "ssn", "536221235"),
+            Planted("social security number 457555463", "ssn", "457555463")]
+    return out
+
+
 SECRETS: list[Planted] = (_api_keys() + _jwts() + _private_keys() + _url_passwords()
                           + _bearer_and_basic() + _assignments() + _high_entropy() + _emails()
-                          + _phones() + _cards() + _ibans())
+                          + _phones() + _cards() + _ibans() + _messaging_keys() + _ssns())
 PLANTED: list[str] = [p.secret for p in SECRETS]
 
 # Ways a value is written into a longer string; the detectors must still find it.

@@ -127,7 +127,8 @@ def test_the_corpus_is_large_and_varied():
     kinds = Counter(p.kind for p in SECRETS)
     assert len(SECRETS) >= 200
     assert len(CLEAN) >= 200
-    assert set(kinds) == set(DETECTORS), "every detector has planted values"
+    # keyed_secret is found by the key a value sits under: tests/runs/test_more_detectors.py
+    assert set(kinds) == set(DETECTORS) - {"keyed_secret"}, "every detector has planted values"
     assert min(kinds.values()) >= 5
     prefixes = ("sk_live_", "sk_test_", "rk_live_", "sk-", "AKIA", "ASIA", "ghp_", "gho_", "ghs_",
                 "github_pat_", "xoxb-", "xoxp-", "AIza", "glpat-", "eyJ", "lpk_")
