@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
+from .dead_letter import DeadLetter
 from .gating import Clearance, Gatekeeper, accepts_idempotency_key, call_gated
 from .http import Transport
 from .recording import ActionClass, Label, Run, current_run
@@ -25,8 +26,15 @@ class LedgerClient:
     ``url`` and ``api_key`` default to ``LEDGER_URL`` and ``LEDGER_API_KEY``. The key needs
     the ``ingest`` scope. Records go out in batches from a background thread; recording never
     waits longer than ``enqueue_timeout`` (only when the buffer is full, after which the record
-    is dropped and counted). On exit (``atexit``, ``close()``, or leaving ``with client:``) what
-    is buffered is sent for up to ``shutdown_timeout`` seconds.
+    is set aside and counted). On exit (``atexit``, ``close()``, or leaving ``with client:``)
+    what is buffered is sent for up to ``shutdown_timeout`` seconds.
+
+    Nothing is lost silently: what cannot be delivered (refused records, a record a server
+    error keeps failing on after ``max_server_errors`` tries, records with no room in the
+    buffer and the rest of their run, what is left at close) goes to the dead-letter file
+    (``dead_letter_path``, default ``$LEDGER_DEAD_LETTER_FILE`` or
+    ``~/.ledger/dead-letter.jsonl``) with the reason, in order; ``python -m
+    ledger_portal.client.dead_letter FILE`` sends it again.
 
     Limits (defaults): ``max_buffered_records`` 10,000 records held in memory;
     ``max_batch_records`` 500 and ``max_batch_bytes`` 4 MB per request (the portal's own
@@ -44,7 +52,9 @@ class LedgerClient:
                  shutdown_timeout: float = 5.0, request_timeout: float = 10.0,
                  backoff_base: float = 0.5, backoff_max: float = 30.0,
                  decision_timeout: float = 10.0, approval_timeout: float = 300.0,
-                 close_at_exit: bool = True):
+                 close_at_exit: bool = True,
+                 dead_letter_path: str | os.PathLike[str] | None = None,
+                 max_server_errors: int = 5):
         url = url or os.environ.get("LEDGER_URL", "")
         api_key = api_key or os.environ.get("LEDGER_API_KEY", "")
         if not url or not api_key:
@@ -59,7 +69,9 @@ class LedgerClient:
                               max_batch_records=max_batch_records,
                               max_batch_bytes=max_batch_bytes, flush_interval=flush_interval,
                               request_timeout=request_timeout, backoff_base=backoff_base,
-                              backoff_max=backoff_max)
+                              backoff_max=backoff_max,
+                              dead_letter=DeadLetter(dead_letter_path),
+                              max_server_errors=max_server_errors)
         self._gatekeeper = Gatekeeper(transport, decision_timeout=decision_timeout,
                                       approval_timeout=approval_timeout,
                                       request_timeout=request_timeout,

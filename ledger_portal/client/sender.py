@@ -6,15 +6,22 @@ batch and posts it. The portal is idempotent on external ids, so a batch whose a
 is simply sent again.
 
 - Bounded: the buffer holds at most ``max_buffered`` records (in flight included). When it is
-  full, ``enqueue`` waits up to its timeout for room, then drops the NEW item and counts it
-  (``stats.dropped``). Dropping the newest rather than the oldest keeps what was already
-  recorded, including the item being retried, and never leaves a hole in the middle of a run.
-  A run's start and end markers carry no records and are never dropped.
-- Retries: connection errors, timeouts, 429 and 5xx are retried, in order, with exponential
-  backoff and jitter (``Retry-After`` honoured), for as long as the client lives.
+  full, ``enqueue`` waits up to its timeout for room, then sets the NEW item aside to the
+  dead-letter file and counts it (``stats.dropped``), and every later item of the same run
+  follows it there, its end included: what reaches the portal is a prefix of the run, still
+  open, never a run with holes; the rest waits in the file, in order.
+- Retries: connection errors, timeouts, 429 and 503 (the portal saying "later") are retried,
+  in order, with exponential backoff and jitter (``Retry-After`` honoured), for as long as the
+  client lives. Any other 5xx is retried ``max_server_errors`` times, then the batch is split
+  in halves until the record the server keeps failing on is alone: it goes to the dead-letter
+  file and the rest flow on.
 - Refusals: a 400 or 409 names bad records by path; the batch is split in halves and re-sent
-  until the refused item is alone, which is logged with the portal's error paths and dropped
-  (``stats.rejected``): one bad record never costs the others. 413 splits the same way.
+  until the refused item is alone, which is logged with the portal's error paths and set aside
+  to the dead-letter file (``stats.rejected``): one bad record never costs the others. 413
+  splits the same way.
+- Nothing is dropped silently: every record set aside is counted (``stats.dead_lettered``),
+  warned about and written to the dead-letter file (``dead_letter.py``) with the reason; so
+  are records still buffered when the client closes.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from .dead_letter import DeadLetter
 from .http import PortalUnreachable, Reply, Transport, backoff_delay
 
 BATCH_PATH = "/api/v1/batches/"
@@ -63,6 +71,7 @@ class DeliveryStats:
     dropped: int = 0  # refused because the buffer stayed full past the enqueue timeout
     rejected: int = 0  # refused by the portal (4xx), logged with their error paths
     unsent: int = 0  # still buffered when the client closed and its timeout ran out
+    dead_lettered: int = 0  # written to the dead-letter file (dropped, rejected or unsent)
     buffered: int = 0  # waiting or in flight right now
     requests: int = 0  # batch requests the portal accepted (2xx)
     retries: int = 0  # batch requests that failed and were sent again
@@ -78,7 +87,8 @@ class _Outcome(Enum):
 class Sender:
     def __init__(self, transport: Transport, *, max_buffered: int, max_batch_records: int,
                  max_batch_bytes: int, flush_interval: float, request_timeout: float,
-                 backoff_base: float, backoff_max: float):
+                 backoff_base: float, backoff_max: float, dead_letter: DeadLetter,
+                 max_server_errors: int = 5):
         if max_batch_records < 2:
             raise ValueError("max_batch_records must be at least 2 (a run and one record)")
         self.transport = transport
@@ -89,6 +99,9 @@ class Sender:
         self.request_timeout = request_timeout
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
+        self.dead_letter = dead_letter
+        self.max_server_errors = max_server_errors
+        self._diverted: set[str] = set()  # runs with an item set aside: the rest follows it
         self._cond = threading.Condition()
         self._queue: deque[Item] = deque()
         self._queued = 0  # records in the queue
@@ -108,6 +121,8 @@ class Sender:
         with self._cond:
             if self._closing:
                 return self._drop(item, "the client is closed")
+            if item.run_id in self._diverted:  # its end too: the run stays open till resent
+                return self._drop(item, "an earlier record of the run was set aside")
             if not item.is_marker and self._held + item.count > self.max_buffered:
                 deadline = time.monotonic() + timeout
                 while self._held + item.count > self.max_buffered:
@@ -131,11 +146,32 @@ class Sender:
             return True
 
     def _drop(self, item: Item, why: str) -> bool:
+        """Set ``item`` aside to the dead-letter file (called holding the lock); every later
+        item of its run follows it there."""
         self._stats.dropped += item.count
+        self._diverted.add(item.run_id)
+        self._set_aside([item], why)
         if item.count and _is_power_of_two(self._stats.dropped):  # not one line per record
-            log.warning("ledger: dropped %d record(s) of run %s (%s); %d dropped so far",
-                        item.count, item.run_id, why, self._stats.dropped)
+            log.warning("ledger: set aside %d record(s) of run %s (%s) to %s; %d so far",
+                        item.count, item.run_id, why, self.dead_letter.path,
+                        self._stats.dropped)
         return False
+
+    def _set_aside(self, items: list[Item], reason: str, reply: Reply | None = None) -> None:
+        """Write ``items`` to the dead-letter file. Never raises: a full disk must not stop
+        the agent, so a failure is logged with what was lost."""
+        records = sum(item.count for item in items)
+        body = reply.body if reply is not None and isinstance(reply.body, dict) else {}
+        try:
+            self.dead_letter.add(batch_of(items), reason=reason,
+                                 run_ids=sorted({item.run_id for item in items}),
+                                 records=records, status=reply.status if reply else None,
+                                 errors=body.get("errors"))
+        except (OSError, ValueError) as exc:
+            log.error("ledger: could not write %d record(s) to the dead-letter file %s: %s",
+                      records, self.dead_letter.path, exc)
+            return
+        self._stats.dead_lettered += records
 
     def flush(self, timeout: float) -> bool:
         """Send everything buffered now; True once all of it was answered by the portal
@@ -153,17 +189,28 @@ class Sender:
             return True
 
     def close(self, timeout: float) -> bool:
-        """Take no more items; send what is buffered for up to ``timeout`` seconds."""
+        """Take no more items; send what is buffered for up to ``timeout`` seconds; set aside
+        what is left to the dead-letter file (the batch in flight first, then the queue)."""
         with self._cond:
             self._closing = True
         done = self.flush(timeout)
         with self._cond:
             if not done:
                 self._stats.unsent = self._held
-                log.warning("ledger: closing with %d record(s) not delivered to %s",
-                            self._held, self.transport.url)
+                log.warning("ledger: closing with %d record(s) not delivered to %s; set "
+                            "aside to %s", self._held, self.transport.url,
+                            self.dead_letter.path)
             self._abandon.set()
             self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(1.0, self.request_timeout))
+        with self._cond:
+            left = list(self._queue)
+            self._queue.clear()
+            self._queued = 0
+            if left:
+                self._set_aside(left, "the client closed before they were delivered")
         return done
 
     def stats(self) -> DeliveryStats:
@@ -184,8 +231,10 @@ class Sender:
                 self._deliver(items)
             except Exception:
                 # A bug here must not silently stop delivery (flush would just time out).
-                log.exception("ledger: could not deliver %d record(s); dropped",
-                              sum(item.count for item in items))
+                log.exception("ledger: could not deliver %d record(s); set aside to %s",
+                              sum(item.count for item in items), self.dead_letter.path)
+                with self._cond:
+                    self._set_aside(items, "the client failed while sending them")
                 self._settle(items, delivered=False)
             if self._abandon.is_set():
                 return
@@ -223,10 +272,14 @@ class Sender:
 
     def _deliver(self, items: list[Item]) -> None:
         chunks = [items]
-        attempt = 0
+        attempt = server_errors = 0
         while chunks:
             chunk = chunks[0]
             outcome, reply = self._post(chunk)
+            if outcome is _Outcome.RETRY and _server_error(reply):
+                server_errors += 1
+                if server_errors >= self.max_server_errors:  # it fails on what it is sent
+                    outcome = _Outcome.SPLIT
             if outcome is _Outcome.RETRY:
                 with self._cond:
                     self._stats.retries += 1
@@ -235,10 +288,11 @@ class Sender:
                     delay = min(reply.retry_after, self.backoff_max)
                 attempt += 1
                 if self._abandon.wait(delay):
+                    self._give_up(chunks)
                     return
                 continue
             chunks.pop(0)
-            attempt = 0
+            attempt = server_errors = 0
             if outcome is _Outcome.SENT:
                 self._settle(chunk, delivered=True)
             elif outcome is _Outcome.SPLIT and len(chunk) > 1:
@@ -247,7 +301,16 @@ class Sender:
             else:
                 assert reply is not None
                 _log_refusal(chunk, reply)
+                with self._cond:
+                    self._set_aside(chunk, f"the portal refused them (HTTP {reply.status})",
+                                    reply)
                 self._settle(chunk, delivered=False)
+
+    def _give_up(self, chunks: list[list[Item]]) -> None:
+        """The client closed while these were being retried: into the dead-letter file."""
+        left = [item for chunk in chunks for item in chunk]
+        with self._cond:
+            self._set_aside(left, "the client closed before they were delivered")
 
     def _post(self, chunk: list[Item]) -> tuple[_Outcome, Reply | None]:
         body = batch_of(chunk)
@@ -308,6 +371,11 @@ def _log_refusal(chunk: list[Item], reply: Reply) -> None:
     log.error("ledger: the portal refused %d record(s) of run(s) %s (HTTP %s): %s%s",
               sum(item.count for item in chunk), ", ".join(ids), reply.status,
               body.get("detail", ""), f" [{problems}]" if problems else "")
+
+
+def _server_error(reply: Reply | None) -> bool:
+    """A 5xx other than 503: the server failing on what it was sent, not asking for later."""
+    return reply is not None and reply.status >= 500 and reply.status != 503
 
 
 def _is_power_of_two(n: int) -> bool:

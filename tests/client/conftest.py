@@ -135,3 +135,17 @@ def proxy(live_server: Any) -> Iterator[LoopbackProxy]:
     proxy = LoopbackProxy((host, port))
     yield proxy
     proxy.close()
+
+
+@pytest.fixture(autouse=True)
+def _dead_letters_in_the_test_folder(tmp_path: Any, monkeypatch: Any) -> Any:
+    """Each test's clients set aside what they cannot deliver in its own folder."""
+    path = tmp_path / "dead-letter.jsonl"
+    monkeypatch.setenv("LEDGER_DEAD_LETTER_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+def dead_letter_file(_dead_letters_in_the_test_folder: Any) -> Any:
+    """Where this test's clients write what they set aside."""
+    return _dead_letters_in_the_test_folder
