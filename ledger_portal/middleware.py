@@ -31,6 +31,24 @@ class SecurityHeadersMiddleware:
 
 #: Paths whose callers are programs: their errors are JSON, never an HTML page.
 API_PREFIXES = ("/api/", "/v1/")
+
+
+class RefuseNulInQueryMiddleware:
+    """A NUL character in a query string is refused with a 400 before any view runs:
+    PostgreSQL text cannot hold one, so a filter comparing it would fail as a server error
+    (JSON bodies are checked by ``payload_safety`` the same way)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if any("\x00" in key or any("\x00" in value for value in values)
+               for key, values in request.GET.lists()):
+            detail = "A query parameter holds a NUL character, which no value may hold."
+            if request.path.startswith(API_PREFIXES):
+                return JsonResponse({"detail": detail}, status=400)
+            return HttpResponse(detail, status=400, content_type="text/plain")
+        return self.get_response(request)
 DATABASE_RETRY_AFTER = "5"
 
 

@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
     "ledger_portal.middleware.SecurityHeadersMiddleware",
+    "ledger_portal.middleware.RefuseNulInQueryMiddleware",
     "ledger_portal.middleware.ApiErrorsAsJsonMiddleware",
     # last, as django-axes asks: it turns a lockout raised during login into its answer
     "axes.middleware.AxesMiddleware",

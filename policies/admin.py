@@ -204,7 +204,7 @@ class PolicyVersionAdmin(GovernedAdmin):
                 messages.SUCCESS)
 
     def get_urls(self) -> list[Any]:
-        diff = path("<int:old>/diff/<int:new>/", self.admin_site.admin_view(self.diff_view),
+        diff = path("<id:old>/diff/<id:new>/", self.admin_site.admin_view(self.diff_view),
                     name="policies_policyversion_diff")
         return [diff, *super().get_urls()]
 

@@ -4,7 +4,7 @@ from . import views
 
 urlpatterns = [
     path("exports/", views.ExportListCreate.as_view(), name="export-list"),
-    path("exports/<int:export_id>/", views.ExportDetail.as_view(), name="export-detail"),
-    path("exports/<int:export_id>/download/", views.ExportDownload.as_view(),
+    path("exports/<id:export_id>/", views.ExportDetail.as_view(), name="export-detail"),
+    path("exports/<id:export_id>/download/", views.ExportDownload.as_view(),
          name="export-download"),
 ]

@@ -2,7 +2,7 @@ from django.urls import path
 
 from . import views
 
-ONE = "incidents/<int:incident_id>/"
+ONE = "incidents/<id:incident_id>/"
 
 urlpatterns = [
     path("incidents/", views.IncidentList.as_view(), name="incident-list"),

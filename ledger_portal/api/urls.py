@@ -19,7 +19,7 @@ urlpatterns = [
     *export_routes,
     path("decisions/", policies.DecisionCreate.as_view(), name="decision-create"),
     path("policy-trail/", policies.DecisionList.as_view(), name="decision-list"),
-    path("approvals/<int:pk>/", approvals.ApprovalDetail.as_view(), name="approval-detail"),
-    path("approvals/<int:pk>/withdraw/", approvals.ApprovalWithdraw.as_view(),
+    path("approvals/<id:pk>/", approvals.ApprovalDetail.as_view(), name="approval-detail"),
+    path("approvals/<id:pk>/withdraw/", approvals.ApprovalWithdraw.as_view(),
          name="approval-withdraw"),
 ]

@@ -40,12 +40,12 @@ class ReplaySerializer(serializers.Serializer):
     mode = serializers.ChoiceField(choices=ReplayMode.choices)
     until_step = serializers.IntegerField(allow_null=True)
     status = serializers.CharField()
-    policy_version = serializers.JSONField(allow_null=True)
+    policy_version = serializers.JSONField()  # any JSON value, null included
     progress = serializers.JSONField()
     divergent_steps = serializers.IntegerField()
     failure_reason = serializers.CharField()
     requested_by = serializers.CharField()
-    approval = serializers.JSONField(allow_null=True)
+    approval = serializers.JSONField()  # any JSON value, null included
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)

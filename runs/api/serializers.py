@@ -107,13 +107,13 @@ class ModelCallSerializer(_RecordSerializer):
     provider = serializers.CharField()
     model = serializers.CharField()
     messages = serializers.JSONField()
-    response = serializers.JSONField(allow_null=True)
+    response = serializers.JSONField()  # any JSON value, null included
     input_tokens = serializers.IntegerField(allow_null=True)
     output_tokens = serializers.IntegerField(allow_null=True)
     latency_ms = serializers.IntegerField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
     ended_at = serializers.DateTimeField(allow_null=True)
-    error = serializers.JSONField(allow_null=True)
+    error = serializers.JSONField()  # any JSON value, null included
     classifications = serializers.DictField(child=serializers.CharField())
 
 
@@ -124,9 +124,9 @@ class ToolCallSerializer(_RecordSerializer):
     tool = serializers.CharField()
     action_class = serializers.ChoiceField(choices=ActionClass.choices)
     input = serializers.JSONField()
-    output = serializers.JSONField(allow_null=True)
+    output = serializers.JSONField()  # any JSON value, null included
     status = serializers.ChoiceField(choices=ToolCallStatus.choices)
-    error = serializers.JSONField(allow_null=True)
+    error = serializers.JSONField()  # any JSON value, null included
     attempt = serializers.IntegerField()
     retry_of = serializers.CharField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
