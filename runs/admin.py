@@ -435,9 +435,20 @@ class RemovalRecordAdmin(TenantScopedAdmin):
 
     list_display = ["number", "tenant", "removed_at", "cutoff", "retention_days", "run_count",
                     "records", "key_id"]
+    hash_fields = ("record_hash",)
     list_filter = ["tenant"]
     list_select_related = ["tenant"]
     ordering = ["-id"]
+
+    def present(self, request: HttpRequest, obj: Any, hashes: bool = True) -> Any:
+        """The removed runs' heads as commitments too: each hashes what its run held."""
+        obj = super().present(request, obj, hashes)
+        committer = self._viewer(request, obj.tenant_id).committer if hashes else None
+        if committer is not None:
+            obj.removed_runs = {
+                run_id: [seq, committer.as_text("head_hash", head), *rest]
+                for run_id, (seq, head, *rest) in obj.removed_runs.items()}
+        return obj
 
     @admin.display(description="runs")
     def run_count(self, record: RemovalRecord) -> int:

@@ -47,7 +47,8 @@ HASH_FIELDS = {"content_hash": "record", "chain_hash": "chain", "head_hash": "he
 # What each hash column commits to: a record's content, or a link of a chain (a run's head and
 # an integrity alarm's heads are links too, so they match the ``chain`` of the record they are).
 _LABELS = {"content_hash": "record", "chain_hash": "chain", "head_hash": "chain",
-           "found_head": "chain", "signed_head": "chain", "action_hash": "action"}
+           "found_head": "chain", "signed_head": "chain", "action_hash": "action",
+           "record_hash": "removal"}
 
 
 def commitment_key(tenant: Tenant | int) -> CommitmentKey:

@@ -232,3 +232,26 @@ def _read(tar: tarfile.TarFile, member: tarfile.TarInfo | str) -> bytes:
     handle = tar.extractfile(member)
     assert handle is not None
     return handle.read()
+
+
+def test_a_removal_record_shows_the_removed_heads_only_as_commitments(acme, card_run, alice,
+                                                                     client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from runs.models import RemovalRecord
+    from runs.retention import apply_retention
+
+    acme.retention_days = 30
+    acme.save()
+    head = card_run.head_hash
+    apply_retention(acme, timezone.now() + timedelta(days=3650))
+    removal = RemovalRecord.objects.get(tenant=acme)
+    assert removal.removed_runs[RUN_ID][1] == head
+    client.force_login(alice)
+    for url in (reverse("admin:runs_removalrecord_changelist"),
+                reverse("admin:runs_removalrecord_change", args=[removal.pk])):
+        page = client.get(url).content.decode()
+        assert head[:16] not in page, url  # nor the whole head, which begins so
+        assert removal.record_hash not in page, url
