@@ -61,13 +61,12 @@ QUERIES = {"find-run": {"q": "billing-agent"}, "api:decision-list": {"run_id": R
 def world(acme, alice, record, tool_server, compensating, refunds, key_client,  # noqa: F811
           export_now, django_capture_on_commit_callbacks,  # noqa: F811
           settings) -> dict[str, list[Any]]:
-    """Secrets planted through every way in (the batch API, OTLP/JSON, the annotation API, a
-    decision's arguments, an incident, a replayed tool's answer, a compensate hook's answer);
+    """Secrets planted through every way in (the batch API, OTLP/JSON, the annotation API, the
+    decision API's arguments, an incident, a replayed tool's answer, a compensate hook's answer);
     the sample value of each route parameter."""
     settings.LEDGER_SECURITY_CONTACTS = ["security@acme.test"]  # escalations are e-mailed
     from approvals.models import ApprovalRequest
     from incidents.services import link_to_incident, open_incident
-    from policies.services import ProposedCall, decide_tool_call
     from runs.replay import start_replay
 
     run = planted_run(RUN_ID, model_calls=5)
@@ -89,9 +88,11 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
                           "data": {"old": SECRETS[10].value}}, format="json")
     assert answer.status_code == 201, answer.content
     for n, arguments in enumerate(({"token": SECRETS[4].value}, {SECRETS[5].value: "k"})):
-        decide_tool_call(acme, ProposedCall("refund_payment", "write", arguments,
-                                            run_id=RUN_ID, call_id=f"asked-{n}"),
-                         asked_by="agent")
+        answer = ingest.post("/api/v1/decisions/", {
+            "tool": "refund_payment", "action_class": "write", "arguments": arguments,
+            "run_id": RUN_ID, "call_id": f"asked-{n}", "agent_id": "billing-agent"},
+            format="json")
+        assert answer.status_code == 201, answer.content
     incident = open_incident(acme, f"Leaked {SECRETS[6].value}", alice,
                              summary=f"found {SECRETS[7].value}",
                              ticket_ids=[SECRETS[8].value])
