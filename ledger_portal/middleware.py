@@ -42,11 +42,14 @@ class RefuseNulInQueryMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if any("\x00" in key or any("\x00" in value for value in values)
-               for key, values in request.GET.lists()):
+        bad = [key for key, values in request.GET.lists()
+               if "\x00" in key or any("\x00" in value for value in values)]
+        if bad:
             detail = "A query parameter holds a NUL character, which no value may hold."
-            if request.path.startswith(API_PREFIXES):
-                return JsonResponse({"detail": detail}, status=400)
+            if request.path.startswith(API_PREFIXES):  # the shape of every API refusal
+                return JsonResponse({"detail": detail, "errors": [
+                    {"path": f"query.{key!r}", "message": "holds a NUL character"}
+                    for key in bad[:10]]}, status=400)
             return HttpResponse(detail, status=400, content_type="text/plain")
         return self.get_response(request)
 DATABASE_RETRY_AFTER = "5"

@@ -8,12 +8,14 @@ from django.urls import reverse
 
 
 @pytest.mark.parametrize("url", ["/api/v1/replays/", "/api/v1/runs/", "/api/v1/tool-calls/",
-                                 "/api/v1/incidents/", "/api/v1/policy-trail/"])
+                                 "/api/v1/incidents/", "/api/v1/policy-trail/",
+                                 "/api/v1/batches/"])
 def test_a_nul_in_a_query_parameter_is_a_400_on_the_api(acme, alice, user_client, url):
     for query in ({"tenant": "\x00acme"}, {"run_id": "a\x00b"}, {"q\x00": "x"}):
         answer = user_client(alice).get(url, query)
         assert answer.status_code == 400, (url, query, answer.content[:200])
         assert "NUL" in answer.json()["detail"]
+        assert answer.json()["errors"][0]["path"].startswith("query.")
 
 
 def test_a_nul_in_a_query_parameter_is_a_400_on_a_page(alice, client):
