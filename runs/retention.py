@@ -208,6 +208,9 @@ def place_legal_hold(tenant: Tenant, by: Any, reason: str, run_id: str = "") -> 
 
     if not reason.strip():
         raise ValidationError("a legal hold needs a reason (the matter or ticket it is for)")
+    # The tenant row first, as retention takes it: a removal batch either finishes before
+    # (the run is gone, and the hold is refused below) or sees this hold; never a deadlock.
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
     if run_id and not Run.objects.filter(tenant=tenant, run_id=run_id).exists():
         raise ValidationError(f"no run {run_id!r} in {tenant.slug}")
     hold = LegalHold.objects.create(tenant=tenant, run_id=run_id, reason=reason, placed_by=by)
@@ -221,6 +224,7 @@ def place_legal_hold(tenant: Tenant, by: Any, reason: str, run_id: str = "") -> 
 def release_legal_hold(hold: LegalHold, by: Any) -> LegalHold:
     from django.core.exceptions import ValidationError
 
+    Tenant.objects.select_for_update().filter(pk=hold.tenant_id).first()  # as placing does
     hold = LegalHold.objects.select_for_update().get(pk=hold.pk)
     if not hold.active:
         raise ValidationError(f"legal hold #{hold.pk} was already released")
