@@ -93,6 +93,9 @@ def bench_database(args: argparse.Namespace, reuse: bool = False) -> Iterator[Be
     os.environ["DJANGO_SETTINGS_MODULE"] = "ledger_portal.settings"
     # Production settings: DEBUG off (no query log, no debug pages).
     os.environ["DEBUG"] = "0"
+    # In production TLS ends at the proxy before the app; the in-process clients speak plain
+    # HTTP, which would otherwise only be redirected to https (a 301, measuring nothing).
+    os.environ.setdefault("LEDGER_HTTPS", "0")
     # The benchmarks' tool servers listen on loopback, which egress refuses unless listed.
     os.environ.setdefault("LEDGER_EGRESS_ALLOW", "127.0.0.1,localhost")
     os.makedirs(args.data_dir, exist_ok=True)

@@ -20,7 +20,8 @@ record, redaction badges present (the viewer gets ``strict`` redaction).
 Baselines in the same run, each without the template:
 
 1. ``runs.api.presenters.timeline_of`` + ``orjson.dumps``: the rows only;
-2. the same + the viewer's redaction (``redactor_for(...).redact_row`` on every row);
+2. the same + the viewer's redaction and commitments (``redactor_for(...).redact_row`` on
+   every row, as the API answers);
 3. ``runs.timeline.build_timeline`` with the redaction: the view's context, everything but
    ``render``; the page minus this is the template (and the admin chrome around it).
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from functools import partial
 from typing import Any
 
 import orjson
@@ -202,8 +204,9 @@ def main(argv: list[str] | None = None) -> None:
             return orjson.dumps([redact(r["kind"], r) for r in timeline_of(stored.pk, tenant.pk)],
                                 option=options)
 
-        def context_only() -> dict[str, Any]:
-            return build_timeline(run_row, redactor_for(user, tenant.pk).redact_row)
+        def context_only() -> dict[str, Any]:  # as the view does: the rows show no hashes
+            return build_timeline(run_row, partial(redactor_for(user, tenant.pk).redact_row,
+                                                   commit=False))
 
         built = context_only()
 
@@ -222,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
 
         json_size = len(rows_only())
         baselines = [("timeline_of + orjson.dumps (rows only)", rows_only, 4),
-                     ("+ redaction of every row (redactor_for + redact_row)", rows_redacted, 5),
+                     ("+ redaction and commitments of every row (as the API)", rows_redacted,
+                      6),
                      ("build_timeline (the view's context, no render)", context_only, 5),
                      ("json_html filter alone, every payload (no template)", json_html_only,
                       0)]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from hashlib import sha256
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -108,7 +107,7 @@ class Committer:
         self._secret = bytes(key.secret)
 
     def commit(self, label: str, value: str) -> str:
-        return hmac.new(self._secret, f"{label}:{value}".encode(), sha256).hexdigest()
+        return hmac.digest(self._secret, f"{label}:{value}".encode(), "sha256").hex()
 
     def of_row(self, raw: dict[str, Any], shown: dict[str, Any],
                fields: tuple[str, ...]) -> dict[str, Any]:

@@ -71,14 +71,23 @@ class ViewerRedaction:
         """Made when first needed: most pages redact without showing a hash."""
         return None if self.level == "none" else committer_for(self.tenant_id)
 
-    def redact_row(self, kind: str, row: dict[str, Any]) -> dict[str, Any]:
+    def redact_row(self, kind: str, row: dict[str, Any], commit: bool = True
+                   ) -> dict[str, Any]:
+        """``row`` as this reader sees it. ``commit=False``: for a face that shows no hashes
+        (the timeline's rows), which are emptied without computing their commitments."""
         fields = REDACTED_FIELDS[kind]
         shown = self.redactor.redact_fields(row, fields, row.get("classifications"))
-        if self.committer is not None:
-            return self.committer.of_row(row, shown, fields)
-        if not HASH_FIELDS.keys().isdisjoint(shown):
-            shown["commitment"] = None
-        return shown
+        if self.level == "none":
+            if not HASH_FIELDS.keys().isdisjoint(shown):
+                shown["commitment"] = None
+            return shown
+        if not commit:
+            for column in HASH_FIELDS.keys() & shown.keys():
+                shown[column] = None
+            return shown
+        committer = self.committer
+        assert committer is not None  # below level none there always is one
+        return committer.of_row(row, shown, fields)
 
 
 def allowed_levels(user: Any, tenant_id: int) -> list[str]:

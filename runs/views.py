@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
@@ -60,7 +61,8 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
         **admin.site.each_context(request), "title": f"Run {run_id}",
         "run": _shown_run(redactor.redact_row("run", run)),
         "redaction": redactor.level,
-        **build_timeline(run, redactor.redact_row),
+        # its rows show no hashes: emptied, not committed to (2,000 HMACs saved a page)
+        **build_timeline(run, partial(redactor.redact_row, commit=False)),
     }
     controls = _rollback_controls(request, tenant, run)
     context["rollbacks"] = controls
