@@ -21,10 +21,14 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 LATER = timedelta(days=31)
 
 
-def _closed_run(tenant: Any, record: Any, make_run: Any) -> str:
-    run = make_run(tenant.slug)
+@pytest.fixture
+def due_run_id(acme: Any, record: Any, make_run: Any) -> str:
+    """A closed run of acme, which keeps runs 30 days: due for removal ``LATER``."""
+    acme.retention_days = 30
+    acme.save()
+    run = make_run(acme.slug)
     run["status"], run["ended_at"] = "succeeded", timezone.now().isoformat()
-    record(tenant, run)
+    record(acme, run)
     return str(run["run_id"])
 
 
@@ -42,10 +46,8 @@ def _in_thread(target: Any, outcome: dict[str, Any], name: str) -> threading.Thr
 
 
 def test_a_hold_placed_while_retention_removes_its_run_is_refused_not_lost(
-        acme, alice, record, make_run, monkeypatch):
-    acme.retention_days = 30
-    acme.save()
-    run_id = _closed_run(acme, record, make_run)
+        acme, alice, due_run_id, monkeypatch):
+    run_id = due_run_id
     deciding = threading.Event()
     hold_asked = threading.Event()
     real_check = retention._not_intact
@@ -79,10 +81,8 @@ def test_a_hold_placed_while_retention_removes_its_run_is_refused_not_lost(
 
 
 def test_a_hold_that_lands_first_keeps_its_run_from_that_retention_run(
-        acme, alice, record, make_run, monkeypatch):
-    acme.retention_days = 30
-    acme.save()
-    run_id = _closed_run(acme, record, make_run)
+        acme, alice, due_run_id, monkeypatch):
+    run_id = due_run_id
     placing = threading.Event()
     go_on = threading.Event()
     real_annotate = retention.annotate
