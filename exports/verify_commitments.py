@@ -30,7 +30,9 @@ except ImportError:  # pragma: no cover - the portal always has orjson
     def _canonical(value: Any) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
-# commitment name -> (the unredacted record's column, the label it is committed under)
+# commitment name -> (the unredacted record's column, the label it is committed under): the
+# scheme of runs/commitments.py (HASH_FIELDS, _LABELS), restated because this file runs
+# without Django; tests/exports/test_commitment_check.py holds the two together.
 _COMMITTED = {"record": ("content_hash", "record"), "chain": ("chain_hash", "chain"),
               "head": ("head_hash", "chain"), "found_head": ("found_head", "chain"),
               "signed_head": ("signed_head", "chain"), "action": ("action_hash", "action")}

@@ -146,12 +146,12 @@ class TenantScopedAdmin(admin.ModelAdmin):
         raise Http404(f"No {opts.verbose_name} with id {object_id!r} in your tenants.")
 
     def _viewer(self, request: HttpRequest, tenant_id: int) -> Any:
-        from runs.services import redactor_for
+        """The viewer's (strict) redaction on ``tenant_id``, made once per request."""
+        if "_viewers" not in request.__dict__:
+            from runs.services import ViewersByTenant
 
-        cache = request.__dict__.setdefault("_redactors", {})
-        if tenant_id not in cache:
-            cache[tenant_id] = redactor_for(request.user, tenant_id)
-        return cache[tenant_id]
+            request.__dict__["_viewers"] = ViewersByTenant(request.user)
+        return request.__dict__["_viewers"](tenant_id)
 
     def present(self, request: HttpRequest, obj: Any, hashes: bool = True) -> Any:
         """``obj`` with its content fields redacted for this viewer and (``hashes``) its hash

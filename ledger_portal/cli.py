@@ -89,7 +89,7 @@ def cmd_runs(args: argparse.Namespace, user: Any) -> int:
     from ledger_portal.roles import Role
     from runs.api.presenters import RUN_FIELDS, renamed, values_of
     from runs.models import Run
-    from runs.services import redactor_for
+    from runs.services import ViewersByTenant
 
     runs = Run.objects.for_user(user, Role.VIEW_LEDGER)
     if args.tenant:
@@ -100,12 +100,8 @@ def cmd_runs(args: argparse.Namespace, user: Any) -> int:
         runs = runs.filter(status=args.status)
     rows = renamed(values_of(runs.order_by("-id"), RUN_FIELDS, "tenant_id")[: args.limit])
     if args.json:
-        viewers: dict[int, Any] = {}  # strict, one per tenant
-        for i, row in enumerate(rows):
-            tenant_id = row.pop("tenant_id")
-            if tenant_id not in viewers:
-                viewers[tenant_id] = redactor_for(user, tenant_id)
-            rows[i] = viewers[tenant_id].redact_row("run", row)
+        viewers = ViewersByTenant(user)  # strict
+        rows = [viewers(row.pop("tenant_id")).redact_row("run", row) for row in rows]
         _print_json(rows)
         return EXIT_OK
     table = Table("tenant", "run_id", "agent", "status", "started", "records")

@@ -65,7 +65,8 @@ def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
                      # The author's own words, but the link also commits to every record
                      # before it, redacted ones included: a commitment, not the hash.
                      "commitment": {"key": committer.key_id,
-                                    "chain": committer.commit("chain", note.chain_hash)}})
+                                    "chain": committer.of_hash("chain_hash",
+                                                               note.chain_hash)}})
     else:
         print(f"{note.annotation_kind} {note.annotation_id} recorded on {run.run_id} in "
               f"{run.tenant.slug} (seq {note.seq}) by {note.author_label}")

@@ -120,14 +120,28 @@ def redactor_for(user: Any, tenant_id: int, requested: str | None = None,
     return ViewerRedaction(level, Redactor(level, rules), tenant_id)
 
 
+class ViewersByTenant:
+    """One reader's redaction on each tenant of the rows at hand (a person may span several),
+    made when first needed: ``viewers(tenant_id)``."""
+
+    def __init__(self, user: Any, requested: str | None = None, viewing: str = "") -> None:
+        self.user, self.requested, self.viewing = user, requested, viewing
+        self._made: dict[int, ViewerRedaction] = {}
+
+    def __call__(self, tenant_id: int) -> ViewerRedaction:
+        viewer = self._made.get(tenant_id)
+        if viewer is None:
+            viewer = self._made[tenant_id] = redactor_for(self.user, tenant_id, self.requested,
+                                                          viewing=self.viewing)
+        return viewer
+
+
 def shown_trigger_refs(user: Any, runs: list[Run]) -> list[Run]:
     """``runs`` with each trigger reference as a strict reader sees it (a reference can hold a
     secret): for display, never saved."""
-    viewers: dict[int, ViewerRedaction] = {}
+    viewers = ViewersByTenant(user)
     for run in runs:
-        if run.tenant_id not in viewers:
-            viewers[run.tenant_id] = redactor_for(user, run.tenant_id)
-        shown = viewers[run.tenant_id].redactor.redact(run.trigger_ref, "trigger_ref")
+        shown = viewers(run.tenant_id).redactor.redact(run.trigger_ref, "trigger_ref")
         run.trigger_ref = as_text(shown)
     return runs
 

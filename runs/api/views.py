@@ -41,10 +41,9 @@ class Redaction:
     """The reader's redaction, per tenant of the rows at hand (a person may span several)."""
 
     def __init__(self, request: Request):
-        self.user = request.user
-        self.requested = request.query_params.get("redaction")
-        self.viewing = f"{request.path} (API)"
-        self._by_tenant: dict[int, services.ViewerRedaction] = {}
+        self._viewer = services.ViewersByTenant(request.user,
+                                                request.query_params.get("redaction"),
+                                                viewing=f"{request.path} (API)")
 
     def row(self, kind: str, row: dict[str, Any], tenant_id: int) -> dict[str, Any]:
         return self._viewer(tenant_id).redact_row(kind, row)
@@ -53,13 +52,6 @@ class Redaction:
                ) -> dict[str, Any]:
         """``row`` with the named fields redacted (detectors and the tenant's rules)."""
         return self._viewer(tenant_id).redactor.redact_fields(row, names)
-
-    def _viewer(self, tenant_id: int) -> services.ViewerRedaction:
-        viewer = self._by_tenant.get(tenant_id)
-        if viewer is None:
-            viewer = self._by_tenant[tenant_id] = services.redactor_for(
-                self.user, tenant_id, self.requested, viewing=self.viewing)
-        return viewer
 
 
 class _ValuesListView(TenantScopedViewMixin, generics.ListAPIView):
