@@ -19,7 +19,7 @@ from exports.models import AuditExport, ExportPart
 from exports.services import produce_part, request_export
 from exports.verify import verify_bundle
 from ledger_portal import signing
-from ledger_portal.celery import app
+from tests.celery_conf import celery_conf
 
 from .conftest import WINDOW
 
@@ -28,9 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def eager():
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = False
+    with celery_conf(task_always_eager=True):
+        yield
 
 
 def test_a_chunked_export_runs_through_the_tasks_eagerly(eager, acme, alice, record, make_run,

@@ -1,16 +1,31 @@
 """Faults are made for real: a Redis of the test's own (its own port and process), stopped and
-started by the test; the machine's shared services are never touched."""
+started by the test, and real Celery workers killed with signals; the machine's shared services
+are never touched."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import kombu.pools
 import pytest
+from django.conf import settings
+from django.db import connection
+
+from ledger_portal import celery_app
+from tests.celery_conf import set_celery
+from tests.exports.conftest import export_dirs  # noqa: F401 (a fixture the fault tests use)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -20,9 +35,14 @@ def _free_port() -> int:
 
 
 class OwnRedis:
-    def __init__(self, directory: Path) -> None:
+    """``persistent``: every write is on disk before it is answered (append-only file, fsync
+    always), so a killed and restarted Redis comes back with its queues, as a production
+    Redis with AOF does."""
+
+    def __init__(self, directory: Path, persistent: bool = False) -> None:
         self.port = _free_port()
         self.directory = directory
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -32,7 +52,8 @@ class OwnRedis:
     def start(self) -> None:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory)],
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
+             "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(100):
             with socket.socket() as sock:
@@ -48,13 +69,104 @@ class OwnRedis:
             self.process = None
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+def _own_redis(directory: Path, persistent: bool) -> Iterator[OwnRedis]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    redis = OwnRedis(tmp_path)
+    redis = OwnRedis(directory, persistent)
     redis.start()
     try:
         yield redis
     finally:
         redis.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    yield from _own_redis(tmp_path, persistent=False)
+
+
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    yield from _own_redis(tmp_path, persistent=True)
+
+
+def use_broker(url: str, options: Any) -> None:
+    """Point this process's Celery at another broker (connections and producers to the old
+    one are dropped)."""
+    set_celery(broker_url=url, broker_transport_options=options)
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    kombu.pools.reset()  # kombu's process-wide pools may still hold the old broker's
+
+
+@contextmanager
+def broker_at(url: str) -> Iterator[None]:
+    before = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
+    use_broker(url, {})
+    try:
+        yield
+    finally:
+        use_broker(*before)
+
+
+class Worker:
+    """A real Celery worker (prefork, one pool process) in its own process, on the test's
+    database and the given broker; its log is kept for the assertion messages."""
+
+    def __init__(self, broker_url: str, log: Path, *extra: str, **env: str) -> None:
+        db = connection.settings_dict
+        self.log = log
+        self.env = {**os.environ,
+                    "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
+                                    f"{db['PORT'] or 5432}/{db['NAME']}",
+                    "REDIS_URL": broker_url, "LEDGER_DATA_DIR": str(settings.DATA_DIR),
+                    "LEDGER_EGRESS_ALLOW": "127.0.0.1,localhost", **env}
+        self.args = [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker",
+                     "-Q", "celery", "--pool", "prefork", "--concurrency", "1",
+                     "--loglevel", "INFO", "--without-heartbeat", "--without-gossip",
+                     "--without-mingle", *extra]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        # its own process group: kill_all() is the whole worker dying (parent and pool)
+        with self.log.open("a") as out:
+            self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=out,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def kill_all(self) -> None:
+        """SIGKILL to the parent and its pool at once: nothing acknowledges or hands back."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self.process = None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+def wait_for(what: str, check: Callable[[], Any], seconds: float = 60,
+             worker: Worker | None = None) -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, (
+            f"{what} did not happen within {seconds} s"
+            + (f"; the worker said:\n{worker.output()}" if worker else ""))
+        time.sleep(0.2)

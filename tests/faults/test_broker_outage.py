@@ -10,31 +10,23 @@ from typing import Any
 import pytest
 import redis
 
-from ledger_portal import celery_app
 from ledger_portal.jobs import dispatch_outbox
 from ledger_portal.models import OutboxMessage
 from runs.models import Replay
 
-
-def _use_broker(url: str, options: Any) -> None:
-    celery_app.conf.broker_url = url
-    celery_app.conf.broker_transport_options = options
-    celery_app._pool = None  # connections and producers to the old broker are dropped
-    celery_app.amqp._producer_pool = None
+from .conftest import broker_at
 
 
 @pytest.fixture
 def broker_on_own_redis(own_redis: Any) -> Iterator[Any]:
-    before = (celery_app.conf.broker_url, celery_app.conf.broker_transport_options)
-    _use_broker(own_redis.url, {})
-    try:
+    with broker_at(own_redis.url):
         yield own_redis
-    finally:
-        _use_broker(*before)
 
 
 def queued_messages(url: str) -> int:
-    return int(redis.Redis.from_url(url).llen("celery"))
+    count = redis.Redis.from_url(url).llen("celery")
+    assert isinstance(count, int)  # the synchronous client
+    return count
 
 
 @pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ import pytest
 from exports.models import ExportDownload
 from exports.verify import verify_bundle
 from ledger_portal import signing
-from ledger_portal.celery import app
+from tests.celery_conf import celery_conf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,9 +25,8 @@ def eager_tasks(settings, tmp_path):
         "OPTIONS": {"location": str(tmp_path / "published")}}}
     settings.LEDGER_EXPORT_TMP_DIR = tmp_path / "tmp"
     settings.LEDGER_EXPORT_PART_ROWS = 10  # several parts, joined
-    app.conf.task_always_eager = True  # the embedded default with the worker in process
-    yield
-    app.conf.task_always_eager = False
+    with celery_conf(task_always_eager=True):  # the embedded default, worker in process
+        yield
 
 
 def test_request_watch_and_download_an_export(live_server, page, login, alice, acme, record,

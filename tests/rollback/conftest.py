@@ -73,11 +73,8 @@ def refunds(acme: Tenant, record: Callable[..., Any]) -> dict[str, Any]:
 @pytest.fixture
 def eager(settings: Any) -> Iterator[None]:
     """Tasks run in process when queued (no worker), retries included."""
-    from ledger_portal.celery import app
+    from tests.celery_conf import celery_conf
 
     settings.LEDGER_ROLLBACK_BACKOFF_MS = 10
-    app.conf.task_always_eager = True
-    try:
+    with celery_conf(task_always_eager=True):
         yield
-    finally:
-        app.conf.task_always_eager = False

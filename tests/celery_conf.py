@@ -1,0 +1,30 @@
+"""Changing Celery's configuration in a test.
+
+The app is configured from Django settings (namespace ``CELERY``); Celery 5.6 reads a key's
+namespaced name (``CELERY_TASK_ALWAYS_EAGER``) before the plain one, so a change is made under
+both or it does not take."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ledger_portal import celery_app
+
+_MISSING = object()
+
+
+def set_celery(**changes: Any) -> None:
+    for key, value in changes.items():
+        celery_app.conf[key] = celery_app.conf[f"CELERY_{key.upper()}"] = value
+
+
+@contextmanager
+def celery_conf(**changes: Any) -> Iterator[None]:
+    before = {key: celery_app.conf.get(key) for key in changes}
+    set_celery(**changes)
+    try:
+        yield
+    finally:
+        set_celery(**before)
