@@ -73,6 +73,10 @@ class AuditExport(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Watchdog (ledger_portal/watchdog.py): when a worker last showed this job moving, and how
+    # often the watchdog found it stalled and queued it again.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    stalls = models.PositiveSmallIntegerField(default=0)
     expires_at = models.DateTimeField(null=True, blank=True)
     under_review = models.BooleanField(
         default=False, help_text="Compliance is reviewing it: the runs of its window are held "

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet, Sum
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from ledger_portal import signing
@@ -30,6 +31,7 @@ from ledger_portal.jobs import enqueue_on_commit
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
+from ledger_portal.watchdog import beat
 from runs.annotations import annotate
 from runs.commitments import Committer, commitment_key
 from runs.models import AnnotationKind, RedactionRule
@@ -147,8 +149,8 @@ def plan(export_id: int) -> list[int]:
                 parts.append(ExportPart(export=export, index=len(parts), section=section.name,
                                         after_pk=after, upto_pk=until, estimated_rows=rows))
         ExportPart.objects.bulk_create(parts)
-        AuditExport.objects.filter(pk=export.pk).update(
-            status=ExportStatus.RUNNING, rows_total=sum(p.estimated_rows for p in parts))
+        beat(AuditExport, export.pk, status=ExportStatus.RUNNING,
+             rows_total=sum(p.estimated_rows for p in parts))
         if not parts:
             AuditExport.objects.filter(pk=export.pk).update(joining=True)
     return list(ExportPart.objects.filter(export_id=export_id).order_by("index")
@@ -221,6 +223,7 @@ def produce_part(part_id: int) -> bool:
         return False
     part = ExportPart.objects.select_related("export").get(pk=part_id)
     export = part.export
+    beat(AuditExport, export.pk)
     if part.attempts > settings.LEDGER_EXPORT_MAX_ATTEMPTS:
         _fail(export.pk, f"part {part.index} ({part.section}) was started "
               f"{part.attempts - 1} times and never finished (its worker died)")
@@ -268,7 +271,10 @@ def produce_part(part_id: int) -> bool:
 def _sum_progress(export_id: int) -> None:
     done = ExportPart.objects.filter(export_id=export_id).aggregate(
         rows=Sum("rows_done"))["rows"] or 0
-    AuditExport.objects.filter(pk=export_id, status=ExportStatus.RUNNING).update(rows_done=done)
+    # A part started again counts from zero: the export's progress waits for it to catch up
+    # rather than going backwards.
+    AuditExport.objects.filter(pk=export_id, status=ExportStatus.RUNNING).update(
+        rows_done=Greatest(F("rows_done"), done), heartbeat_at=timezone.now())
 
 
 def join(export_id: int) -> AuditExport | None:
@@ -279,6 +285,7 @@ def join(export_id: int) -> AuditExport | None:
     if not claimed:
         return None
     export = AuditExport.objects.select_related("tenant").get(pk=export_id)
+    beat(AuditExport, export.pk)
     attempt = export.join_attempts
     if attempt > settings.LEDGER_EXPORT_MAX_ATTEMPTS:
         _fail(export.pk, f"the join was started {attempt - 1} times and never finished "
@@ -291,7 +298,7 @@ def join(export_id: int) -> AuditExport | None:
     storage = export_storage()
     try:
         part_files = list(export.parts.order_by("index").values_list("index", "file", "sha256"))
-        joined = writer.join_parts((_checked(storage, *part) for part in part_files),
+        joined = writer.join_parts((_checked(storage, export.pk, *part) for part in part_files),
                                    export.format, directory)
         manifest, signature = _sign(export, joined)
         bundle = directory / "bundle.tar"
@@ -337,11 +344,12 @@ class PartAltered(Exception):
     pass
 
 
-def _checked(storage: Any, index: int, name: str, sha256: str) -> Any:
+def _checked(storage: Any, export_id: int, index: int, name: str, sha256: str) -> Any:
     """A part file, read line by line (closed when exhausted), checked against the checksum
     its worker recorded once the last line is read: a part altered in storage stops the
     join before anything is signed."""
     digest = hashlib.sha256()
+    beat(AuditExport, export_id)  # the join moves part by part
     with storage.open(name, "rb") as handle:
         for line in handle:
             digest.update(line)

@@ -310,6 +310,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("LEDGER_RETENTION_INTERVAL", 3600, minimum=60),
     },
     "watch-replays": {"task": "runs.watch_replays", "schedule": 60},
+    "watch-jobs": {"task": "ledger_portal.watch_jobs", "schedule": 60},
     "expire-audit-exports": {"task": "exports.expire_exports", "schedule": 3600},
 }
 # Replays: the longest one may run (seconds; past it the beat task fails it), how often one
@@ -353,6 +354,58 @@ LEDGER_ROLLBACK_TIME_LIMIT = env_int("LEDGER_ROLLBACK_TIME_LIMIT", 900, minimum=
 LEDGER_APPROVAL_MAX_WAIT = env_int("LEDGER_APPROVAL_MAX_WAIT", 30, minimum=0)
 # Public keys of earlier signing keys (base64), still trusted when verifying old digests.
 LEDGER_PREVIOUS_PUBLIC_KEYS = env_list("LEDGER_PREVIOUS_PUBLIC_KEYS", [])
+
+# -- Task time limits, watchdogs and the broker's visibility timeout (docs/operations.md) --------
+# Every task kind has a time limit (seconds): past it the task is told (SoftTimeLimitExceeded,
+# it ends with its reason on record), 30 s later its process is killed. Measured on the 2-core
+# CI machine (bench/README.md): an export part of 250,000 rows takes 10-45 s and a join of 1.8M
+# records under a minute; a back-test of 1M calls 48 s; the limits leave tenfold or more.
+LEDGER_TASK_TIME_LIMITS: dict[str, int] = {
+    "exports.plan_export": 300,
+    "exports.produce_export_part": env_int("LEDGER_EXPORT_PART_TIME_LIMIT", 900, minimum=10),
+    "exports.join_export": env_int("LEDGER_EXPORT_JOIN_TIME_LIMIT", 1800, minimum=10),
+    "exports.expire_exports": 600,
+    "policies.run_backtest": env_int("LEDGER_BACKTEST_TIME_LIMIT", 3600, minimum=10),
+    "runs.run_replay": LEDGER_REPLAY_TIME_LIMIT,
+    "runs.run_rollback": 300,
+    # under its hourly schedule, so two never overlap; a cut batch is rolled back whole
+    "runs.apply_retention": 3000,
+    "runs.seal_tenant_digests": 600,
+    "runs.assemble_idle_otel_traces": 120,
+    "runs.watch_replays": 120,
+    "runs.fail_stuck_rollbacks": 120,
+    "ledger_portal.watch_jobs": 120,
+    "ledger_portal.dispatch_outbox": 120,
+    "approvals.escalate_overdue": 120,
+}
+TASK_KILL_GRACE = 30
+CELERY_TASK_ANNOTATIONS = {name: {"soft_time_limit": limit,
+                                  "time_limit": limit + TASK_KILL_GRACE}
+                           for name, limit in LEDGER_TASK_TIME_LIMITS.items()}
+# The longest a task's message waits in a worker before it runs (a countdown): a replay looking
+# again for its approval, a rollback backing off.
+LEDGER_LONGEST_COUNTDOWN = max(LEDGER_REPLAY_APPROVAL_POLL, LEDGER_ROLLBACK_BACKOFF_MAX_MS // 1000)
+# Redis hands a message that was taken but never acknowledged to another worker after the
+# visibility timeout. Messages are acknowledged when their task ends (acks_late), so it must
+# outlast the longest task plus its countdown, or a task still running is started twice; kombu's
+# default (one hour) is shorter than a replay's limit. What it does not catch sooner, the
+# watchdogs do: a job with no heartbeat for LEDGER_JOB_STALL_SECONDS is re-queued (exports,
+# replays) or failed with its reason (back-tests), checked every LEDGER_WATCHDOG_INTERVAL.
+CELERY_BROKER_VISIBILITY_TIMEOUT = (max(LEDGER_TASK_TIME_LIMITS.values()) + TASK_KILL_GRACE
+                                    + LEDGER_LONGEST_COUNTDOWN + 300)
+if REDIS_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
+LEDGER_WATCHDOG_INTERVAL = env_int("LEDGER_WATCHDOG_INTERVAL", 60, minimum=1)
+LEDGER_JOB_STALL_SECONDS = env_int("LEDGER_JOB_STALL_SECONDS", 300, minimum=5)
+LEDGER_JOB_MAX_STALLS = env_int("LEDGER_JOB_MAX_STALLS", 3, minimum=1)
+LEDGER_JOB_WATCHDOGS = ["exports.watchdog.requeue_stalled_exports",
+                        "runs.replay.requeue_stalled_replays",
+                        "policies.backtest.fail_stalled_backtests"]
+for _watchdog in ("watch-replays", "fail-stuck-rollbacks", "watch-jobs"):
+    CELERY_BEAT_SCHEDULE[_watchdog]["schedule"] = LEDGER_WATCHDOG_INTERVAL
+# A lost broker connection leaves a running task to finish: a replay stopped mid-call would
+# leave the call's outcome unknown, and its conditional updates make a second copy harmless.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 LOGGING = {
     "version": 1,

@@ -11,3 +11,12 @@ def dispatch_outbox() -> dict[str, int]:
     from .jobs import dispatch_outbox as run
 
     return run()
+
+
+@shared_task(name="ledger_portal.watch_jobs")
+def watch_jobs() -> dict[str, dict[str, int]]:
+    """Beat task: long jobs whose worker stopped showing them move are queued again or
+    failed with the reason."""
+    from .watchdog import watch_jobs as run
+
+    return run()

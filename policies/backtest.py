@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger_portal.jobs import enqueue_on_commit
+from ledger_portal.watchdog import beat, claim_stalled, waiting_in_outbox
 from runs.models import ToolCall
 
 from .engine import compile_rules, input_document
@@ -37,14 +38,14 @@ def start_backtest(version: PolicyVersion, by: Any, window_from: datetime,
 def run(test_id: int) -> BackTest | None:
     """Claim a queued back-test and run it (None: another worker has it)."""
     claimed = BackTest.objects.filter(pk=test_id, status=BackTestStatus.QUEUED).update(
-        status=BackTestStatus.RUNNING)
+        status=BackTestStatus.RUNNING, heartbeat_at=timezone.now())
     if not claimed:
         return None
     test = BackTest.objects.select_related("version", "tenant").get(pk=test_id)
     try:
         _run(test)
     except Exception as exc:  # recorded on the row, for the person waiting on it
-        BackTest.objects.filter(pk=test.pk).update(
+        BackTest.objects.filter(pk=test.pk, status=BackTestStatus.RUNNING).update(
             status=BackTestStatus.FAILED, error=f"{type(exc).__name__}: {exc}",
             finished_at=timezone.now())
         raise
@@ -61,7 +62,7 @@ def _run(test: BackTest) -> None:
                                          "tool__name", "action_class", "input"))
     published = current_deciders(tenant)  # "before": what is published now, loaded once
     total = calls.count()
-    BackTest.objects.filter(pk=test.pk).update(total=total)
+    beat(BackTest, test.pk, total=total)
     counts: dict[str, dict[str, int]] = {}
     sample: list[dict[str, Any]] = []
     processed = changed = 0
@@ -82,7 +83,28 @@ def _run(test: BackTest) -> None:
                                "before": before, "after": verdict.effect,
                                "rules": [m["name"] for m in verdict.matched]})
         if processed % CHUNK == 0:
-            BackTest.objects.filter(pk=test.pk).update(processed=processed, changed=changed)
-    BackTest.objects.filter(pk=test.pk).update(
+            beat(BackTest, test.pk, processed=processed, changed=changed)
+    BackTest.objects.filter(pk=test.pk, status=BackTestStatus.RUNNING).update(
         status=BackTestStatus.DONE, processed=processed, changed=changed, counts=counts,
         sample=sample, finished_at=timezone.now())
+
+
+def fail_stalled_backtests(now: datetime | None = None) -> dict[str, int]:
+    """Watchdog body: a running back-test whose worker stopped is failed with the reason (it
+    cannot pick up where it stopped; its author starts another); a queued one whose message
+    was lost is queued again."""
+    from .tasks import run_backtest
+
+    active = BackTest.objects.filter(status__in=[BackTestStatus.QUEUED, BackTestStatus.RUNNING])
+    requeued = failed = 0
+    for stall in claim_stalled(active, now):
+        test = BackTest.objects.get(pk=stall.pk)
+        if test.status == BackTestStatus.RUNNING or stall.exhausted:
+            failed += BackTest.objects.filter(pk=test.pk, status=test.status).update(
+                status=BackTestStatus.FAILED, finished_at=timezone.now(),
+                error=stall.reason(f"stopped after {test.processed} of {test.total} calls"))
+        elif not waiting_in_outbox(run_backtest.name, test.pk):
+            with transaction.atomic():
+                enqueue_on_commit(run_backtest, (test.pk,))
+            requeued += 1
+    return {"requeued": requeued, "failed": failed}

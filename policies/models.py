@@ -339,6 +339,10 @@ class BackTest(models.Model):
                                      on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Watchdog (ledger_portal/watchdog.py): when a worker last showed this job moving, and how
+    # often the watchdog found it stalled and queued it again.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    stalls = models.PositiveSmallIntegerField(default=0)
 
     objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 

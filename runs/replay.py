@@ -35,9 +35,11 @@ from approvals.models import ApprovalRequest, Kind
 from approvals.models import Status as ApprovalStatus
 from approvals.services import request_approval
 from ledger_portal.jobs import enqueue_on_commit
+from ledger_portal.locks import held_while_walking
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
+from ledger_portal.watchdog import beat, claim_stalled, waiting_in_outbox
 from policies.models import Decision, Effect, PolicyVersion, VersionStatus
 from policies.services import (
     DecisionContext,
@@ -189,11 +191,18 @@ def execute_replay(replay_id: int, task_id: str,
     """Task body: claim the replay for this message, pass the approval gate, walk the calls.
 
     A message that is not the replay's current one finds nothing to do. The current message
-    delivered again (its worker died) claims it again and carries on where the steps stop.
+    delivered again (its worker died) claims it again and carries on where the steps stop;
+    delivered twice while a worker still walks it, the second copy stands down.
     """
+    with held_while_walking("replay", replay_id) as ours:
+        return _claim_and_walk(replay_id, task_id, options) if ours else None
+
+
+def _claim_and_walk(replay_id: int, task_id: str, options: WalkOptions | None) -> Replay | None:
     claimed = Replay.objects.filter(pk=replay_id, task_id=task_id,
                                     status__in=ACTIVE_REPLAY_STATUSES).update(
-        status=ReplayStatus.RUNNING, worker=f"{socket.gethostname()}:{os.getpid()}")
+        status=ReplayStatus.RUNNING, worker=f"{socket.gethostname()}:{os.getpid()}",
+        heartbeat_at=timezone.now())
     if not claimed:
         return None
     replay = Replay.objects.select_related("tenant", "run__agent", "policy_version__policy",
@@ -295,8 +304,7 @@ def _stop_unless_still_ours(replay: Replay) -> None:
 
 
 def _progress(replay: Replay, seq: int, flagged: int) -> None:
-    Replay.objects.filter(pk=replay.pk).update(
-        steps_done=seq, divergent_steps=F("divergent_steps") + flagged)
+    beat(Replay, replay.pk, steps_done=seq, divergent_steps=F("divergent_steps") + flagged)
     replay.steps_done = seq
 
 
@@ -545,6 +553,30 @@ def resume_decided_replays() -> int:
             schedule_replay(replay)
         count += 1
     return count
+
+
+def requeue_stalled_replays(now: Any = None) -> dict[str, int]:
+    """Watchdog body: a replay queued or running that no worker has shown moving (its message
+    lost with a broker, its worker killed) is handed to a worker again. The new message
+    resumes after the last recorded step, re-sending an interrupted call with its idempotency
+    key; the old one, if it ever comes back, finds nothing to do. One that stalls too often is
+    failed with the reason."""
+    from .tasks import run_replay
+
+    active = Replay.objects.filter(status__in=[ReplayStatus.QUEUED, ReplayStatus.RUNNING])
+    requeued = failed = 0
+    for stall in claim_stalled(active, now):
+        replay = Replay.objects.select_related("tenant", "run").get(pk=stall.pk)
+        if stall.exhausted:
+            _finish(replay, ReplayStatus.FAILED, stall.reason(
+                f"stopped after {replay.steps_done} of {replay.steps_total} steps"))
+            failed += 1
+        elif not (replay.status == ReplayStatus.QUEUED
+                  and waiting_in_outbox(run_replay.name, replay.pk)):
+            with transaction.atomic():
+                schedule_replay(replay)
+            requeued += 1
+    return {"requeued": requeued, "failed": failed}
 
 
 def divergence_report(replay: Replay) -> dict[str, Any]:

@@ -45,9 +45,8 @@ def assemble_idle_otel_traces() -> dict[str, int]:
     return assemble_idle_traces()
 
 
-@shared_task(name="runs.run_replay", bind=True, acks_late=True, reject_on_worker_lost=True,
-             soft_time_limit=settings.LEDGER_REPLAY_TIME_LIMIT,
-             time_limit=settings.LEDGER_REPLAY_TIME_LIMIT + 30)
+# Time limits of every task kind: settings.LEDGER_TASK_TIME_LIMITS.
+@shared_task(name="runs.run_replay", bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_replay(self: Any, replay_id: int) -> str | None:
     """Walk a replay; while it waits for a person, look again later instead of blocking."""
     from .models import ReplayStatus
@@ -73,7 +72,7 @@ def watch_replays() -> dict[str, int]:
 # Rollbacks: by id; acks_late + reject_on_worker_lost so a crashed worker's message comes back
 # (the attempt it was making is on the row, and is re-sent with the same idempotency key).
 @shared_task(bind=True, name="runs.run_rollback", acks_late=True, reject_on_worker_lost=True,
-             max_retries=None, soft_time_limit=300, time_limit=330)
+             max_retries=None)
 def run_rollback(self: Any, rollback_id: int) -> str:
     from .rollback import attempt_rollback
 

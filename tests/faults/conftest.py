@@ -24,6 +24,7 @@ from django.db import connection
 from ledger_portal import celery_app
 from tests.celery_conf import set_celery
 from tests.exports.conftest import export_dirs  # noqa: F401 (a fixture the fault tests use)
+from tests.replay.toolservers import ToolServer, http_tool_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,6 +79,13 @@ def _own_redis(directory: Path, persistent: bool) -> Iterator[OwnRedis]:
         yield redis
     finally:
         redis.stop()
+
+
+@pytest.fixture
+def tool_server() -> Iterator[ToolServer]:
+    """A loopback HTTP server standing in for the agents' tools."""
+    with http_tool_server() as server:
+        yield server
 
 
 @pytest.fixture
@@ -160,7 +168,7 @@ class Worker:
 
 
 def wait_for(what: str, check: Callable[[], Any], seconds: float = 60,
-             worker: Worker | None = None) -> Any:
+             worker: Worker | None = None, every: float = 0.2) -> Any:
     deadline = time.monotonic() + seconds
     while True:
         value = check()
@@ -169,4 +177,4 @@ def wait_for(what: str, check: Callable[[], Any], seconds: float = 60,
         assert time.monotonic() < deadline, (
             f"{what} did not happen within {seconds} s"
             + (f"; the worker said:\n{worker.output()}" if worker else ""))
-        time.sleep(0.2)
+        time.sleep(every)

@@ -22,17 +22,10 @@ from tests.replay.scenario import (
     stored_run,
     wire_tools,
 )
-from tests.replay.toolservers import ToolServer, http_tool_server
 
 from .conftest import Worker, broker_at, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def tool_server() -> Iterator[ToolServer]:
-    with http_tool_server() as server:
-        yield server
 
 
 @pytest.fixture
