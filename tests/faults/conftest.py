@@ -4,12 +4,14 @@ are never touched."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,6 +98,55 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 @pytest.fixture
 def persistent_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     yield from _own_redis(tmp_path, persistent=True)
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own (initdb into a fresh folder, its own port), run
+    as the ``postgres`` system user, stopped and started by the test."""
+
+    def __init__(self) -> None:
+        bindir = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+        if bindir is None or shutil.which("runuser") is None or os.geteuid() != 0:
+            pytest.skip("needs PostgreSQL's server binaries and root to run them as postgres")
+        self.bindir = bindir
+        self.port = _free_port()
+        # under /tmp itself: pytest's folders are closed to other users
+        self.directory = Path(tempfile.mkdtemp(prefix="ledger-pg-", dir="/tmp"))
+        shutil.chown(self.directory, "postgres", "postgres")
+        self._as_postgres("initdb", "-D", str(self.directory / "data"), "-A", "trust",
+                          "-U", "postgres", "--no-sync", "-E", "UTF8")
+
+    def _as_postgres(self, program: str, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(self.bindir / program), *args],
+                       check=True, capture_output=True, timeout=120)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.directory / "data"), "-w", "-l",
+                          str(self.directory / "log"), "-o",
+                          f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+                          "-c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.directory / "data"), "-w", "-m", "fast",
+                          "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    postgres = OwnPostgres()
+    postgres.start()
+    try:
+        yield postgres
+    finally:
+        postgres.remove()
 
 
 def use_broker(url: str, options: Any) -> None:
