@@ -186,7 +186,7 @@ def test_an_export_cut_by_a_postgres_restart_is_picked_up_by_the_watchdog(
             if row is not None:
                 progress.append(row[1])
             return row if row is not None and row[0] in ("done", "failed") else None
-        status, rows_done, stalls, error = wait_for("the export finishing", finished,
+        status, _, stalls, error = wait_for("the export finishing", finished,
                                                     seconds=120, worker=worker)
     finally:
         worker.stop()
