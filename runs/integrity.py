@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -31,10 +31,12 @@ from ledger_portal.models import Tenant
 from . import integrity_fetch
 from .models import (
     Annotation,
+    AnnotationKind,
     IntegrityAlarm,
     ModelCall,
     RemovalRecord,
     Run,
+    RunStatus,
     Step,
     TenantDigest,
     ToolCall,
@@ -338,7 +340,7 @@ def _tagged(kind: str, rows: Iterator[dict[str, Any]]
 
 
 def _run_rows(tenant: Tenant, scope: Scope) -> Iterator[dict[str, Any]]:
-    fields = ("id", "content_hash", "chain_hash", "last_seq", "head_hash")
+    fields = ("id", "content_hash", "chain_hash", "last_seq", "head_hash", "status", "ended_at")
     if connection.vendor == "postgresql":
         where, params = _run_conditions(scope, "t.")
         return integrity_fetch.stream(Run, {f: f"t.{f}" for f in fields}, where, params,
@@ -398,6 +400,9 @@ def _check_run(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
     if link != run["head_hash"]:
         return Break(run_id, run["last_seq"], "modified", "the run's head hash does not match "
                      "its last record")
+    ended = _end_differs(run, records)
+    if ended is not None:
+        return Break(run_id, None, "modified", ended)
     for signed_seq, signed_head, number in signed:
         if signed_seq > run["last_seq"]:
             return Break(run_id, run["last_seq"] + 1, "missing",
@@ -408,6 +413,26 @@ def _check_run(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
             return Break(run_id, signed_seq, "digest",
                          f"the chain up to seq {signed_seq} differs from what digest #{number} "
                          "signed (rewritten)")
+    return None
+
+
+def _end_differs(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """How the run's status and end time (tip columns, which may move) contradict the closing
+    record its chain holds, if they do."""
+    closing = [row for kind, row in records
+               if kind == "annotation" and row["annotation_kind"] == AnnotationKind.RUN_STATUS]
+    status, ended_at = run["status"], run["ended_at"]
+    if not closing:
+        if status == RunStatus.RUNNING and ended_at is None:
+            return None
+        return (f"the run says status {status}, ended {ended_at}, but its chain holds no "
+                "closing record")
+    recorded = closing[-1]["data"] or {}
+    recorded_end = recorded.get("ended_at")
+    if (status != recorded.get("status")
+            or ended_at != (recorded_end and datetime.fromisoformat(recorded_end))):
+        return (f"the run says status {status}, ended {ended_at}; its closing record (seq "
+                f"{closing[-1]['seq']}) says {recorded.get('status')}, ended {recorded_end}")
     return None
 
 
