@@ -110,6 +110,9 @@ else:
         "TEST": {"NAME": str(DATA_DIR / "test-ledger.sqlite3")},
     }
 DATABASES = {"default": _db}
+# PostgreSQL: the role the portal runs as, when it is not the tables' owner (recommended;
+# docs/operations.md). `manage.py migrate`, run as the owner, grants it what the app needs.
+LEDGER_APP_DB_ROLE = env_str("LEDGER_APP_DB_ROLE") or ""
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")

@@ -127,7 +127,7 @@ def _remove_batch(tenant: Tenant, now: datetime, kept: set[int], batch: int,
     removed_runs = {run_id: [*head, counts.get(run_id, 0) + 1]
                     for run_id, head in sorted(heads.items())}
     record = _sign_removal(tenant, now, removed_runs)
-    _delete_runs(pks)
+    _delete_runs(record, pks)
     annotate(tenant, AnnotationKind.RETENTION,
              f"Retention removed {len(pks)} runs ({record.records} records) that ended before "
              f"{record.cutoff:%Y-%m-%d}; removal record #{record.number}",
@@ -175,13 +175,16 @@ def _sign_removal(tenant: Tenant, now: datetime, removed_runs: dict[str, list[An
     return record
 
 
-def _delete_runs(pks: list[int]) -> None:
-    """The one place ledger rows are deleted. The ORM refuses on purpose, so this is SQL; on
-    PostgreSQL the append-only trigger lets it through for this transaction only."""
-    marks = ", ".join(["%s"] * len(pks))
+def _delete_runs(record: RemovalRecord, pks: list[int]) -> None:
+    """The one place ledger rows are deleted. On PostgreSQL the application's role may not
+    delete them at all: ``ledger_remove_runs`` (migration 0021, owned by the tables' owner)
+    applies the signed removal record, checking every run it lists. Elsewhere the ORM refuses
+    on purpose, so this is SQL."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL ledger.removal = 'retention'")
+            cursor.execute("SELECT ledger_remove_runs(%s)", [record.pk])
+            return
+        marks = ", ".join(["%s"] * len(pks))
         # The raw OpenTelemetry spans a run was assembled from carry the same content
         # (messages, tool arguments and results) unredacted: they go with the run.
         traces_of_runs = (f"SELECT t.id FROM {OtlpTrace._meta.db_table} t "  # noqa: S608
@@ -195,8 +198,6 @@ def _delete_runs(pks: list[int]) -> None:
             column = "id" if model is Run else "run_id"
             cursor.execute(f"DELETE FROM {model._meta.db_table} "  # noqa: S608
                            f"WHERE {column} IN ({marks})", pks)
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL ledger.removal = ''")
 
 
 # -- legal holds --------------------------------------------------------------------------------

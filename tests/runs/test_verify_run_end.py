@@ -36,7 +36,7 @@ def tip(run: Run, **values: Any) -> None:
     """What the app's own role may do on PostgreSQL: the trigger lets a run's tip move."""
     sets = ", ".join(f"{name} = %s" for name in values)
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE runs_run SET {sets} WHERE id = %s",  # noqa: S608
+        cursor.execute(f"UPDATE runs_run SET {sets} WHERE id = %s",
                        [*values.values(), run.pk])
 
 
