@@ -3,8 +3,9 @@
 Migrations run as the owner (``DATABASE_URL`` pointing at it, once per release). The portal's
 web processes and workers connect as ``LEDGER_APP_DB_ROLE``, which this module grants exactly
 what the application needs: on ledger and governance tables, reading and appending only (on
-runs and approval requests, moving their state's columns), and removal only through ``ledger_remove_runs`` (migration runs 0021), which
-checks holds and applies a signed removal record. Not owning the tables, the role cannot
+runs and approval requests, moving their state's columns), and removal only through
+``ledger_remove_runs`` (migration runs 0021), which checks holds and applies a signed removal
+record. Not owning the tables, the role cannot
 disable their triggers, truncate them or change their definitions; not a superuser, it cannot
 switch triggers off for its session. Everything else (settings, jobs, sessions) it may change.
 """
