@@ -28,7 +28,7 @@ from ledger_portal import signing
 from ledger_portal.canonical import GENESIS, canonical_json, chain_hash, content_hash
 from ledger_portal.models import Tenant
 
-from . import integrity_fetch
+from . import governance_seal, integrity_fetch
 from .models import (
     Annotation,
     AnnotationKind,
@@ -81,7 +81,8 @@ def trusted_public_keys() -> set[str]:
 
 
 @transaction.atomic
-def seal_tenant_digest(tenant: Tenant) -> TenantDigest | None:
+def seal_tenant_digest(tenant: Tenant, governance_settled_before: datetime | None = None
+                       ) -> TenantDigest | None:
     """Sign the heads of the runs whose chains moved since the last digest (None if none did).
 
     A head that contradicts what an earlier digest signed for its run (the same seq with
@@ -99,10 +100,14 @@ def seal_tenant_digest(tenant: Tenant) -> TenantDigest | None:
     if last is not None:
         for run_id in _contradicting_heads(tenant, heads):
             del heads[run_id]
-    if last is not None and all(last.run_heads.get(k) == v for k, v in heads.items()):
+    governance = governance_seal.seal(tenant, last.governance if last else {},
+                                      governance_settled_before)
+    if last is not None and all(last.run_heads.get(k) == v for k, v in heads.items()) \
+            and governance == last.governance:
         return None
     digest = TenantDigest(tenant=tenant, number=(last.number + 1) if last else 1,
                           created_at=now, covered_until=now, run_heads=heads,
+                          governance=governance,
                           previous_hash=last.digest_hash if last else GENESIS)
     body = canonical_json(digest.signed_content(tenant.slug))
     digest.digest_hash = content_hash(digest.signed_content(tenant.slug))
@@ -213,15 +218,18 @@ def _signed_chain(rows: Iterable[Any], tenant: Tenant, label: str, hash_field: s
 SignedHeads = dict[str, list[tuple[int, str, int]]]
 
 
-def _verify_digests(tenant: Tenant, report: VerifyReport) -> SignedHeads:
+def _verify_digests(tenant: Tenant, report: VerifyReport, governance: bool = True
+                    ) -> SignedHeads:
     """Check the digest chain and return every head it signed per run. A later digest that
     signs a run at an earlier seq, or the same seq with another head, contradicts the earlier
     one: that is a break (a rewrite re-signed), and the earlier head stays the one the chain is
     checked against."""
     heads: SignedHeads = {}
+    sealed: list[tuple[int, dict[str, Any]]] = []
     digests = TenantDigest.objects.filter(tenant=tenant).order_by("number").iterator()
     for digest in _signed_chain(digests, tenant, "digest", "digest_hash", report):
         report.digests += 1
+        sealed.append((digest.number, digest.governance))
         for run_id, (last_seq, head) in digest.run_heads.items():
             signed = heads.setdefault(run_id, [])
             if not signed or last_seq > signed[-1][0]:
@@ -236,6 +244,9 @@ def _verify_digests(tenant: Tenant, report: VerifyReport) -> SignedHeads:
                 f"digest #{digest.number} re-signed the run at seq {last_seq}, before seq "
                 f"{earlier_seq} that digest #{earlier} signed")
                 + " (a rewrite laundered through the sealer)"))
+    for label, problem in governance_seal.check(tenant, sealed) if governance else ():
+        kind, _, detail = problem.partition(": ")
+        report.breaks.append(Break(f"governance:{label}", None, kind, detail))
     return heads
 
 

@@ -27,6 +27,8 @@ class TenantDigest(AppendOnly):
     covered_until = models.DateTimeField(
         help_text="Run heads that moved before this time are in this digest or an earlier one.")
     run_heads = models.JSONField(help_text="run_id -> [last_seq, head_hash]")
+    governance = models.JSONField(default=dict, blank=True, help_text="Sealed governance "
+                                  "records: kind -> {upto, count, head} (runs/governance_seal.py)")
     previous_hash = models.CharField(max_length=64)
     digest_hash = models.CharField(max_length=64)
     signature = models.TextField()
@@ -53,6 +55,8 @@ class TenantDigest(AppendOnly):
             "covered_until": canonical_timestamp(self.covered_until),
             "run_heads": self.run_heads,
             "previous_hash": self.previous_hash,
+            # left out while empty: digests sealed before it existed verify as they were signed
+            **({"governance": self.governance} if self.governance else {}),
         }
 
 

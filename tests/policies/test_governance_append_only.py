@@ -10,34 +10,11 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from approvals.models import ApprovalRequest, Vote
-from approvals.services import decide_approval
 from ledger_portal.db_roles import grant_app_role
 from policies.models import Decision
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-RULES = [{"name": "refunds need a person", "tool": "refund_*", "effect": "require_approval"}]
 ROLE = "ledger_app_test"
-
-
-@pytest.fixture
-def decided(acme, key_client, publish, alice) -> dict[str, Any]:
-    """A call held for a person, approved by one, and the decision that consumed it."""
-    from ledger_portal.services import grant_role
-
-    publish(RULES)
-    agent = key_client(acme, ["ingest"])
-    body = {"run_id": "run-1", "call_id": "refund-1", "agent_id": "billing-bot",
-            "tool": "refund_payment", "action_class": "write", "arguments": {"cents": 500}}
-    held = agent.post("/api/v1/decisions/", body, format="json").json()
-    grant_role(alice, "approve", acme)
-    request = decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), alice,
-                              approve=True, justification="checked the charge")
-    allowed = agent.post("/api/v1/decisions/", {**body, "approval_id": request.pk},
-                         format="json").json()
-    return {"request": ApprovalRequest.objects.get(pk=request.pk),
-            "decision": Decision.objects.get(pk=allowed["id"]),
-            "vote": Vote.objects.get(request=request)}
 
 
 def refused(statement: str, *params: Any) -> str:

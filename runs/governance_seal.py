@@ -1,0 +1,132 @@
+"""Governance records under the digests: policy decisions, what each approval request asked
+for, and votes.
+
+They are not run records, so they have no chain of their own. Each tenant digest seals, per
+kind, the records added since the previous digest (by id, those created before the settle time,
+so a transaction still in flight is left to the next): their count and a rolling hash of their
+content, chained from the previous digest's. `ledger verify` recomputes them from the database,
+so a sealed record changed, removed or slipped in afterwards is named; it also checks what the
+sealed records say of the approval requests' state (an approved request has its votes, a
+consumed one the decision that consumed it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.apps import apps
+from django.db.models import Count, F, Q, QuerySet
+from django.utils import timezone
+
+from ledger_portal.canonical import GENESIS, canonical_timestamp, chain_hash, content_hash
+from ledger_portal.models import Tenant
+
+#: Records created this recently are sealed by the next digest (their transaction may not have
+#: committed yet, and ids are handed out before commit).
+GOVERNANCE_SETTLE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Kind:
+    label: str
+    fields: tuple[str, ...]  # what never changes once written
+    tenant_path: str = "tenant"
+
+    def rows(self, tenant_id: int) -> QuerySet[Any]:
+        model = apps.get_model(self.label)
+        return model._default_manager.filter(**{f"{self.tenant_path}_id": tenant_id})
+
+
+KINDS = (
+    Kind("policies.Decision", (
+        "id", "tenant_id", "run_id", "call_id", "agent_id", "tool", "action_class",
+        "declared_action_class", "mode", "input", "effect", "reason", "policy_version_id",
+        "matched_rules", "engine", "engine_answers", "latency_us", "replay_id", "approval_id",
+        "exception_id", "decided_by", "created_at")),
+    Kind("approvals.ApprovalRequest", (
+        "id", "tenant_id", "kind", "run_id", "call_id", "agent_id", "tool", "action_class",
+        "arguments", "action_hash", "matched_rules", "requested_by", "approvals_needed",
+        "created_at", "policy_version_id", "requester_id", "policy_checksum",
+        "requester_key_id")),
+    Kind("approvals.Vote", ("id", "request_id", "approver_id", "approve", "justification",
+                            "created_at"), tenant_path="request__tenant"),
+)
+
+
+def record_hash(kind: Kind, row: dict[str, Any]) -> str:
+    content: dict[str, Any] = {"kind": kind.label}
+    for name in kind.fields:
+        value = row[name]
+        content[name] = canonical_timestamp(value) if isinstance(value, datetime) else value
+    return content_hash(content)
+
+
+def _roll(kind: Kind, tenant_id: int, after: int, upto: int, head: str) -> tuple[int, str]:
+    count = 0
+    rows = (kind.rows(tenant_id).filter(pk__gt=after, pk__lte=upto).order_by("pk")
+            .values(*kind.fields))
+    for row in rows.iterator(chunk_size=2000):
+        head = chain_hash(head, row["id"], record_hash(kind, row))
+        count += 1
+    return count, head
+
+
+def seal(tenant: Tenant, previous: dict[str, Any], settled_before: datetime | None = None
+         ) -> dict[str, Any]:
+    """Each kind's {upto, count, head} for the next digest (carried over where nothing new)."""
+    settled_before = settled_before or timezone.now() - GOVERNANCE_SETTLE
+    sealed: dict[str, Any] = {}
+    for kind in KINDS:
+        before = previous.get(kind.label, {"upto": 0, "count": 0, "head": GENESIS})
+        upto = (kind.rows(tenant.pk).filter(pk__gt=before["upto"], created_at__lt=settled_before)
+                .order_by("-pk").values_list("pk", flat=True).first())
+        if upto is None:
+            sealed[kind.label] = before
+            continue
+        count, head = _roll(kind, tenant.pk, before["upto"], upto, before["head"])
+        sealed[kind.label] = {"upto": upto, "count": before["count"] + count, "head": head}
+    return sealed
+
+
+def check(tenant: Tenant, digests: list[tuple[int, dict[str, Any]]]) -> list[tuple[str, str]]:
+    """Problems with the sealed governance records, as (kind label, what): ``digests`` are
+    (number, governance) in order."""
+    problems: list[tuple[str, str]] = []
+    for kind in KINDS:
+        before: dict[str, Any] = {"upto": 0, "count": 0, "head": GENESIS}
+        for number, governance in digests:
+            sealed = governance.get(kind.label)
+            if not sealed or sealed == before:
+                continue
+            count, head = _roll(kind, tenant.pk, before["upto"], sealed["upto"], before["head"])
+            if (before["count"] + count, head) != (sealed["count"], sealed["head"]):
+                changed = before["count"] + count - sealed["count"]
+                what = ("removed" if changed < 0 else "inserted" if changed > 0 else "modified")
+                problems.append((kind.label, f"{what}: the {kind.label} records up to id "
+                                 f"{sealed['upto']} differ from what digest #{number} sealed "
+                                 f"({sealed['count']} records; now {before['count'] + count})"))
+                break
+            before = sealed
+    return problems + _state_contradictions(tenant)
+
+
+def _state_contradictions(tenant: Tenant) -> list[tuple[str, str]]:
+    """An approval request's state (it moves, so it is not sealed) checked against the sealed
+    records that decided it."""
+    requests = apps.get_model("approvals.ApprovalRequest")._default_manager.filter(
+        tenant_id=tenant.pk)
+    problems = []
+    unsupported = requests.filter(status="approved").annotate(
+        approving=Count("votes", filter=Q(votes__approve=True))).exclude(
+        approving__gte=F("approvals_needed"))
+    for pk in unsupported.values_list("pk", flat=True):
+        problems.append(("approvals.ApprovalRequest",
+                         f"modified: request {pk} says approved without the votes it needs"))
+    for pk, decision in requests.filter(consumed_by__isnull=False).exclude(
+            consumed_by__approval_id=F("pk")).values_list("pk", "consumed_by_id"):
+        problems.append(("approvals.ApprovalRequest",
+                         f"modified: request {pk} says decision {decision} consumed it; that "
+                         "decision names another approval"))
+    return problems

@@ -1,0 +1,102 @@
+"""Decisions, what approval requests asked for, and votes are sealed by the tenant digests, and
+`ledger verify` names any sealed one changed, removed or slipped in below the application (as
+a superuser switching the triggers off would), and an approval request whose state its sealed
+records do not support."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from policies.models import Decision
+from runs.integrity import seal_tenant_digest, verify_tenant
+
+LABELS = {"policies.Decision", "approvals.ApprovalRequest", "approvals.Vote"}
+
+
+@contextmanager
+def below_the_application() -> Iterator[Any]:
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = replica")
+        try:
+            yield cursor
+        finally:
+            if connection.vendor == "postgresql":
+                cursor.execute("SET session_replication_role = DEFAULT")
+
+
+def seal(tenant: Any) -> Any:
+    """A digest sealing everything recorded so far (past the settle time)."""
+    return seal_tenant_digest(tenant, timezone.now() + timedelta(minutes=1))
+
+
+def governance_breaks(tenant: Any) -> list[Any]:
+    return [b for b in verify_tenant(tenant).breaks if b.run_id.startswith("governance:")]
+
+
+def test_a_digest_seals_every_governance_record_and_they_verify(acme, decided):
+    digest = seal(acme)
+    assert set(digest.governance) == LABELS
+    assert digest.governance["policies.Decision"]["count"] == 2  # held, then allowed
+    assert digest.governance["approvals.Vote"]["count"] == 1
+    assert verify_tenant(acme).intact
+    assert seal(acme) is None  # nothing new: no digest
+
+
+def test_records_still_settling_wait_for_the_next_digest(acme, decided):
+    digest = seal_tenant_digest(acme)  # the records are seconds old
+    assert digest.governance["policies.Decision"]["count"] == 0
+    assert seal(acme).governance["policies.Decision"]["count"] == 2
+    assert verify_tenant(acme).intact
+
+
+def test_a_decision_changed_after_sealing_is_named(acme, decided):
+    seal(acme)
+    with below_the_application() as cursor:
+        cursor.execute("UPDATE policies_decision SET effect = 'allow' WHERE id = %s",
+                       [Decision.objects.filter(effect="require_approval").get().pk])
+    [problem] = governance_breaks(acme)
+    assert (problem.run_id, problem.problem) == ("governance:policies.Decision", "modified")
+    assert "digest #1" in problem.detail
+
+
+def test_a_vote_removed_after_sealing_is_named(acme, decided):
+    seal(acme)
+    with below_the_application() as cursor:
+        cursor.execute("DELETE FROM approvals_vote WHERE id = %s", [decided["vote"].pk])
+    problems = {(b.run_id, b.problem) for b in governance_breaks(acme)}
+    assert ("governance:approvals.Vote", "removed") in problems
+    # and the request now says approved without the vote it needs
+    assert ("governance:approvals.ApprovalRequest", "modified") in problems
+
+
+def test_what_a_request_asked_for_changed_after_sealing_is_named(acme, decided):
+    seal(acme)
+    with below_the_application() as cursor:
+        cursor.execute("UPDATE approvals_approvalrequest SET arguments = %s WHERE id = %s",
+                       ['{"cents": 50000}', decided["request"].pk])
+    [problem] = governance_breaks(acme)
+    assert (problem.run_id, problem.problem) == ("governance:approvals.ApprovalRequest",
+                                                 "modified")
+
+
+def test_a_request_approved_without_votes_is_named_even_before_any_digest(acme, decided,
+                                                                          key_client):
+    agent = key_client(acme, ["ingest"])
+    held = agent.post("/api/v1/decisions/", {
+        "run_id": "run-2", "call_id": "refund-2", "agent_id": "billing-bot",
+        "tool": "refund_payment", "action_class": "write", "arguments": {"cents": 9}},
+        format="json").json()
+    with below_the_application() as cursor:
+        cursor.execute("UPDATE approvals_approvalrequest SET status = 'approved' WHERE id = %s",
+                       [held["approval"]["id"]])
+    [problem] = governance_breaks(acme)
+    assert problem.run_id == "governance:approvals.ApprovalRequest"
+    assert f"request {held['approval']['id']} says approved without the votes" in problem.detail
