@@ -10,9 +10,10 @@ from datetime import datetime
 from django.db import transaction
 
 from ledger_portal.jobs import enqueue_on_commit
-from ledger_portal.watchdog import claim_stalled, waiting_in_outbox
+from ledger_portal.models import OutboxMessage
+from ledger_portal.watchdog import claim_stalled
 
-from .models import AuditExport, ExportStatus, PartStatus
+from .models import AuditExport, ExportPart, ExportStatus, PartStatus
 from .services import _fail
 
 
@@ -23,7 +24,7 @@ def requeue_stalled_exports(now: datetime | None = None) -> dict[str, int]:
 
     active = AuditExport.objects.filter(status__in=[ExportStatus.QUEUED, ExportStatus.RUNNING])
     requeued = failed = 0
-    for stall in claim_stalled(active, now):
+    for stall in claim_stalled(active, now, _waiting_in_outbox):
         export = AuditExport.objects.get(pk=stall.pk)
         if stall.exhausted:
             _fail(export.pk, stall.reason(f"export {export.pk} stopped at {export.percent}%"))
@@ -31,8 +32,7 @@ def requeue_stalled_exports(now: datetime | None = None) -> dict[str, int]:
             continue
         with transaction.atomic():
             if export.status == ExportStatus.QUEUED:
-                if not waiting_in_outbox(plan_export.name, export.pk):
-                    enqueue_on_commit(plan_export, (export.pk,))
+                enqueue_on_commit(plan_export, (export.pk,))
             elif export.joining:
                 enqueue_on_commit(join_export, (export.pk,))
             else:
@@ -41,3 +41,13 @@ def requeue_stalled_exports(now: datetime | None = None) -> dict[str, int]:
                     enqueue_on_commit(produce_export_part, (part_id,))
         requeued += 1
     return {"requeued": requeued, "failed": failed}
+
+
+def _waiting_in_outbox(export_id: int, status: str) -> bool:
+    """Whether a message of this export (its plan, a part, its join) waits for the broker."""
+    parts = [[pk] for pk in ExportPart.objects.filter(export_id=export_id).values_list(
+        "pk", flat=True)]
+    return OutboxMessage.objects.filter(
+        task__in=["exports.plan_export", "exports.join_export"], args=[export_id]).exists() \
+        or OutboxMessage.objects.filter(task="exports.produce_export_part",
+                                        args__in=parts).exists()

@@ -16,14 +16,24 @@ from contextlib import contextmanager
 from django.db import connection
 
 
+def _keys(kind: str, pk: int) -> tuple[int, int]:
+    # Two 32-bit keys: the kind (a stable hash of its name) and the job's id (wrapped).
+    return zlib.crc32(kind.encode()) - 2**31, (pk % 2**32) - 2**31
+
+
+def walked_elsewhere(kind: str, pk: int) -> bool:
+    """Whether another process walks job ``kind``/``pk`` right now (never on SQLite)."""
+    with held_while_walking(kind, pk) as ours:
+        return not ours
+
+
 @contextmanager
 def held_while_walking(kind: str, pk: int) -> Iterator[bool]:
     """Yields whether this process holds job ``kind``/``pk``; releases it afterwards."""
     if connection.vendor != "postgresql":
         yield True
         return
-    # Two 32-bit keys: the kind (a stable hash of its name) and the job's id (wrapped).
-    keys = (zlib.crc32(kind.encode()) - 2**31, (pk % 2**32) - 2**31)
+    keys = _keys(kind, pk)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", keys)
         ours = bool(cursor.fetchone()[0])

@@ -10,13 +10,13 @@ attempt is idempotent) or failed with its reason, and one that stalls more than
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Model, QuerySet
-from django.db.models.functions import Coalesce
+from django.db.models import F, Model, Q, QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -29,15 +29,18 @@ def beat(model: type[Model], pk: int, **changes: Any) -> int:
 
 @dataclass(frozen=True)
 class Stall:
-    """A stalled job, claimed by this watchdog pass: ``stalls`` counts this one."""
+    """A stalled job, claimed by this watchdog pass. ``stalls`` counts the times it was found
+    stalled while running; a queued job (its message lost, or waiting behind others) is only
+    ever sent again, never failed for it."""
 
     pk: int
+    status: str
     stalls: int
     quiet_since: datetime
 
     @property
     def exhausted(self) -> bool:
-        return self.stalls > settings.LEDGER_JOB_MAX_STALLS
+        return self.status != "queued" and self.stalls > settings.LEDGER_JOB_MAX_STALLS
 
     def reason(self, what: str) -> str:
         return (f"{what}: no worker showed it moving for {settings.LEDGER_JOB_STALL_SECONDS} s "
@@ -45,18 +48,28 @@ class Stall:
                 "its workers died or lost the database")
 
 
-def claim_stalled(jobs: QuerySet[Any], now: datetime | None = None) -> list[Stall]:
+#: Whether a quiet job is still accounted for (pk, status): its message waits in the outbox
+#: for the broker, or a live worker holds it. Such a job is left alone and no stall counted.
+StillAccountedFor = Callable[[int, str], bool]
+
+
+def claim_stalled(jobs: QuerySet[Any], now: datetime | None = None,
+                  accounted_for: StillAccountedFor | None = None) -> list[Stall]:
     """The jobs of ``jobs`` with no heartbeat (or, never claimed, no creation) within the stall
-    time, each claimed by one conditional update: of two watchdogs, one acts."""
+    time, each claimed by one conditional update that repeats every condition: of two
+    watchdogs one acts, and a job a worker picked up meanwhile is left to it."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.LEDGER_JOB_STALL_SECONDS)
-    quiet = jobs.annotate(quiet_since=Coalesce("heartbeat_at", "created_at")).filter(
-        quiet_since__lt=cutoff)
+    quiet = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
     claimed = []
-    for pk, quiet_since, stalls in quiet.values_list("pk", "quiet_since", "stalls"):
-        if jobs.model._default_manager.filter(pk=pk, stalls=stalls).update(
-                heartbeat_at=now, stalls=F("stalls") + 1):
-            claimed.append(Stall(pk, stalls + 1, quiet_since))
+    for pk, status, heartbeat_at, created_at, stalls in jobs.filter(quiet).values_list(
+            "pk", "status", "heartbeat_at", "created_at", "stalls"):
+        if accounted_for is not None and accounted_for(pk, status):
+            continue
+        counted = 0 if status == "queued" else 1
+        if jobs.filter(quiet, pk=pk, status=status, stalls=stalls).update(
+                heartbeat_at=now, stalls=F("stalls") + counted):
+            claimed.append(Stall(pk, status, stalls + counted, heartbeat_at or created_at))
     return claimed
 
 

@@ -3,6 +3,7 @@ published now, counted by tool and effect, with the calls themselves (a sample).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from .services import current_deciders, evaluate
 
 CHUNK = 2000
 SAMPLE = 500
+HEARTBEAT_SECONDS = 10
 
 
 def start_backtest(version: PolicyVersion, by: Any, window_from: datetime,
@@ -66,6 +68,7 @@ def _run(test: BackTest) -> None:
     counts: dict[str, dict[str, int]] = {}
     sample: list[dict[str, Any]] = []
     processed = changed = 0
+    last_beat = time.monotonic()
     for call_id, run_id, agent_id, tool, action_class, args in calls.iterator(chunk_size=CHUNK):
         doc = input_document(tenant_slug=tenant.slug, outage_mode=tenant.outage_mode,
                              agent_id=agent_id, run_id=run_id, call_id=call_id, tool=tool,
@@ -82,8 +85,10 @@ def _run(test: BackTest) -> None:
                 sample.append({"call_id": call_id, "run_id": run_id, "tool": tool,
                                "before": before, "after": verdict.effect,
                                "rules": [m["name"] for m in verdict.matched]})
-        if processed % CHUNK == 0:
+        # by count and by time: a policy asking OPA may take a while per call
+        if processed % CHUNK == 0 or time.monotonic() - last_beat > HEARTBEAT_SECONDS:
             beat(BackTest, test.pk, processed=processed, changed=changed)
+            last_beat = time.monotonic()
     BackTest.objects.filter(pk=test.pk, status=BackTestStatus.RUNNING).update(
         status=BackTestStatus.DONE, processed=processed, changed=changed, counts=counts,
         sample=sample, finished_at=timezone.now())
@@ -97,13 +102,14 @@ def fail_stalled_backtests(now: datetime | None = None) -> dict[str, int]:
 
     active = BackTest.objects.filter(status__in=[BackTestStatus.QUEUED, BackTestStatus.RUNNING])
     requeued = failed = 0
-    for stall in claim_stalled(active, now):
+    for stall in claim_stalled(active, now, lambda pk, status: waiting_in_outbox(
+            run_backtest.name, pk)):
         test = BackTest.objects.get(pk=stall.pk)
-        if test.status == BackTestStatus.RUNNING or stall.exhausted:
-            failed += BackTest.objects.filter(pk=test.pk, status=test.status).update(
+        if stall.status == BackTestStatus.RUNNING:
+            failed += BackTest.objects.filter(pk=test.pk, status=BackTestStatus.RUNNING).update(
                 status=BackTestStatus.FAILED, finished_at=timezone.now(),
                 error=stall.reason(f"stopped after {test.processed} of {test.total} calls"))
-        elif not waiting_in_outbox(run_backtest.name, test.pk):
+        else:
             with transaction.atomic():
                 enqueue_on_commit(run_backtest, (test.pk,))
             requeued += 1

@@ -35,7 +35,7 @@ from approvals.models import ApprovalRequest, Kind
 from approvals.models import Status as ApprovalStatus
 from approvals.services import request_approval
 from ledger_portal.jobs import enqueue_on_commit
-from ledger_portal.locks import held_while_walking
+from ledger_portal.locks import held_while_walking, walked_elsewhere
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
@@ -563,19 +563,22 @@ def requeue_stalled_replays(now: Any = None) -> dict[str, int]:
     failed with the reason."""
     from .tasks import run_replay
 
+    def accounted_for(pk: int, status: str) -> bool:
+        # a live worker still walking it (a slow call) keeps it; so does a waiting message
+        return walked_elsewhere("replay", pk) or waiting_in_outbox(run_replay.name, pk)
+
     active = Replay.objects.filter(status__in=[ReplayStatus.QUEUED, ReplayStatus.RUNNING])
     requeued = failed = 0
-    for stall in claim_stalled(active, now):
+    for stall in claim_stalled(active, now, accounted_for):
         replay = Replay.objects.select_related("tenant", "run").get(pk=stall.pk)
         if stall.exhausted:
             _finish(replay, ReplayStatus.FAILED, stall.reason(
                 f"stopped after {replay.steps_done} of {replay.steps_total} steps"))
             failed += 1
-        elif not (replay.status == ReplayStatus.QUEUED
-                  and waiting_in_outbox(run_replay.name, replay.pk)):
-            with transaction.atomic():
-                schedule_replay(replay)
-            requeued += 1
+            continue
+        with transaction.atomic():
+            schedule_replay(replay)
+        requeued += 1
     return {"requeued": requeued, "failed": failed}
 
 

@@ -91,3 +91,32 @@ def test_a_replay_is_free_again_once_its_walk_ends(acme, alice, record, tool_ser
     with connection.cursor() as cursor:  # nothing is left locked
         cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
         assert cursor.fetchone()[0] == 0
+
+
+def test_the_watchdog_leaves_a_replay_a_live_worker_still_walks(acme, alice, record,
+                                                                 tool_server):
+    from ledger_portal.locks import held_while_walking
+    from runs.replay import requeue_stalled_replays
+
+    record(acme, recorded_run())
+    wire_tools(acme, tool_server)
+    replay = start_replay(stored_run(acme), alice)
+    Replay.objects.filter(pk=replay.pk).update(status="running", heartbeat_at=None,
+                                               created_at="2000-01-01T00:00:00Z")
+    walking, done = threading.Event(), threading.Event()
+
+    def slow_walker() -> None:  # a worker in a long call: quiet, but alive
+        with held_while_walking("replay", replay.pk):
+            walking.set()
+            done.wait(30)
+
+    walker, _ = in_a_thread(slow_walker)
+    assert walking.wait(10)
+    try:
+        assert requeue_stalled_replays() == {"requeued": 0, "failed": 0}
+    finally:
+        done.set()
+        walker.join(10)
+    left = Replay.objects.get(pk=replay.pk)
+    assert (left.status, left.task_id, left.stalls) == ("running", replay.task_id, 0)
+    assert requeue_stalled_replays() == {"requeued": 1, "failed": 0}  # once it is gone

@@ -143,14 +143,32 @@ def test_a_job_that_moved_recently_is_left_alone(acme, alice, record, make_run, 
     assert AuditExport.objects.get(pk=export.pk).stalls == 0
 
 
-def test_a_queued_export_kept_in_the_outbox_is_not_sent_twice(
-        acme, alice, export_dirs, django_capture_on_commit_callbacks):
+def test_an_export_waiting_in_the_outbox_is_neither_sent_twice_nor_failed(
+        acme, alice, export_dirs, settings, django_capture_on_commit_callbacks):
     export = request_export(acme, alice, *WINDOW, enqueue=False)
     AuditExport.objects.filter(pk=export.pk).update(created_at=timezone.now() - LONG_AGO)
     OutboxMessage.objects.create(task="exports.plan_export", args=[export.pk])
-    with django_capture_on_commit_callbacks(execute=False) as sent:
-        assert requeue_stalled_exports() == {"requeued": 1, "failed": 0}
-    assert sent == []  # its message waits for the broker: nothing more to send
+    for _ in range(settings.LEDGER_JOB_MAX_STALLS + 3):  # a long broker outage
+        with django_capture_on_commit_callbacks(execute=False) as sent:
+            assert requeue_stalled_exports() == {"requeued": 0, "failed": 0}
+        assert sent == []  # its message waits for the broker: nothing more to send
+    export.refresh_from_db()
+    assert (export.status, export.stalls) == ("queued", 0)
+
+
+def test_a_queued_job_waiting_behind_others_is_sent_again_but_never_failed(
+        acme, alice, record, tool_server, settings, django_capture_on_commit_callbacks):
+    record(acme, recorded_run())
+    wire_tools(acme, tool_server)
+    with django_capture_on_commit_callbacks(execute=False):
+        replay = start_replay(stored_run(acme), alice)
+    for _ in range(settings.LEDGER_JOB_MAX_STALLS + 3):
+        quiet_since(Replay, replay.pk)
+        with django_capture_on_commit_callbacks(execute=False) as sent:
+            assert requeue_stalled_replays() == {"requeued": 1, "failed": 0}
+        assert len(sent) == 1
+    replay.refresh_from_db()
+    assert (replay.status, replay.stalls) == ("queued", 0)
 
 
 # -- back-tests -------------------------------------------------------------------------------
