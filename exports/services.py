@@ -224,7 +224,8 @@ def produce_part(part_id: int) -> bool:
     part = ExportPart.objects.select_related("export").get(pk=part_id)
     export = part.export
     beat(AuditExport, export.pk)
-    if part.attempts > settings.LEDGER_EXPORT_MAX_ATTEMPTS:
+    # Each watchdog pass may hand a part out once more on top of the deliveries after crashes.
+    if part.attempts > settings.LEDGER_EXPORT_MAX_ATTEMPTS + export.stalls:
         _fail(export.pk, f"part {part.index} ({part.section}) was started "
               f"{part.attempts - 1} times and never finished (its worker died)")
         return False
@@ -250,6 +251,10 @@ def produce_part(part_id: int) -> bool:
         with LocalFile(temp) as handle:  # moved into local storage, not copied
             name = export_storage().save(name, handle)
     except Exception as exc:
+        if not _part_attempt_current(part):
+            log.info("export %s part %s: attempt %s was superseded (%s)", export.pk,
+                     part.index, part.attempts, type(exc).__name__)
+            return False  # a newer attempt writes this part; its outcome counts
         _fail(export.pk, f"part {part.index} ({part.section}): {type(exc).__name__}: {exc}")
         raise
     finally:
@@ -266,6 +271,10 @@ def produce_part(part_id: int) -> bool:
     return bool(AuditExport.objects.filter(pk=export.pk, status=ExportStatus.RUNNING,
                                            joining=False)
                 .exclude(Exists(unfinished)).update(joining=True))
+
+
+def _part_attempt_current(part: ExportPart) -> bool:
+    return ExportPart.objects.filter(pk=part.pk, attempts=part.attempts).exists()
 
 
 def _sum_progress(export_id: int) -> None:
@@ -287,7 +296,7 @@ def join(export_id: int) -> AuditExport | None:
     export = AuditExport.objects.select_related("tenant").get(pk=export_id)
     beat(AuditExport, export.pk)
     attempt = export.join_attempts
-    if attempt > settings.LEDGER_EXPORT_MAX_ATTEMPTS:
+    if attempt > settings.LEDGER_EXPORT_MAX_ATTEMPTS + export.stalls:
         _fail(export.pk, f"the join was started {attempt - 1} times and never finished "
               "(its worker died)")
         return None
@@ -308,6 +317,10 @@ def join(export_id: int) -> AuditExport | None:
         with LocalFile(bundle) as handle:
             name = storage.save(name, handle)
     except Exception as exc:
+        if not AuditExport.objects.filter(pk=export.pk, join_attempts=attempt).exists():
+            log.info("export %s: join attempt %s was superseded (%s)", export.pk, attempt,
+                     type(exc).__name__)
+            return None  # a newer join publishes it
         _fail(export.pk, f"join: {type(exc).__name__}: {exc}")
         raise
     finally:

@@ -97,3 +97,40 @@ def test_an_export_whose_whole_worker_was_killed_is_requeued_by_the_watchdog_and
     assert ExportPart.objects.filter(export=export, attempts=2).exists()
     report = verify_bundle(Path(export_storage().path(done.file)), signing.public_key_b64())
     assert report.ok, report.problems
+
+
+def test_a_part_claimed_again_while_written_leaves_the_export_to_the_newer_attempt(
+        acme, alice, record, make_run, export_dirs, settings):
+    """The watchdog's copy of a part (or a redelivery) claims it while the first attempt still
+    writes: the first finds itself superseded and stands down; the export is not failed."""
+    from exports.services import plan, produce_part
+
+    settings.LEDGER_EXPORT_PROGRESS_ROWS = 5
+    record(acme, *[make_run() for _ in range(60)])
+    export = request_export(acme, alice, *WINDOW, enqueue=False)
+    part_ids = plan(export.pk)
+    biggest = ExportPart.objects.filter(pk__in=part_ids).order_by("-estimated_rows").first()
+    assert biggest is not None
+    outcome: dict[str, Any] = {}
+
+    def first_attempt() -> None:
+        try:
+            outcome["first"] = produce_part(biggest.pk)
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_attempt)
+    thread.start()
+    wait_for("the first attempt writing", lambda: ExportPart.objects.filter(
+        pk=biggest.pk, attempts=1, rows_done__gt=0).exists(), every=0.002)
+    second = produce_part(biggest.pk)  # the second attempt, in this thread
+    thread.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["first"] is False  # superseded: it stood down
+    assert second is False or second is True
+    export.refresh_from_db()
+    assert export.status == "running", export.error  # not failed by the superseded attempt
+    part = ExportPart.objects.get(pk=biggest.pk)
+    assert (part.status, part.attempts) == ("done", 2)
