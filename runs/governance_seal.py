@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.apps import apps
+from django.db import connection
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
@@ -73,10 +74,25 @@ def _roll(kind: Kind, tenant_id: int, after: int, upto: int, head: str) -> tuple
     return count, head
 
 
+def _oldest_open_write() -> datetime:
+    """When the oldest transaction that has written and not committed began (on PostgreSQL):
+    a record it holds has an id already, so nothing created after that is sealed yet."""
+    far = timezone.now() + timedelta(days=3650)
+    if connection.vendor != "postgresql":
+        return far  # SQLite: one writer at a time, and this one is the sealer
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT min(xact_start) FROM pg_stat_activity WHERE datname = "
+                       "current_database() AND backend_xid IS NOT NULL AND pid <> "
+                       "pg_backend_pid()")
+        oldest = cursor.fetchone()[0]
+    return oldest or far
+
+
 def seal(tenant: Tenant, previous: dict[str, Any], settled_before: datetime | None = None
          ) -> dict[str, Any]:
     """Each kind's {upto, count, head} for the next digest (carried over where nothing new)."""
-    settled_before = settled_before or timezone.now() - GOVERNANCE_SETTLE
+    settled_before = min(settled_before or timezone.now() - GOVERNANCE_SETTLE,
+                         _oldest_open_write())
     sealed: dict[str, Any] = {}
     for kind in KINDS:
         before = previous.get(kind.label, {"upto": 0, "count": 0, "head": GENESIS})

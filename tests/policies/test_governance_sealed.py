@@ -5,12 +5,15 @@ records do not support."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection
+import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from policies.models import Decision
@@ -102,3 +105,39 @@ def test_a_request_approved_without_votes_is_named_even_before_any_digest(acme, 
     [problem] = governance_breaks(acme)
     assert problem.run_id == "governance:approvals.ApprovalRequest"
     assert f"request {held['approval']['id']} says approved without the votes" in problem.detail
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_record_whose_transaction_is_still_open_waits_for_the_next_digest(acme, decided):
+    """Ids are handed out before commit: a decision written by a transaction still open when
+    the digest is sealed must not fall inside what it seals, or it would later look slipped
+    in."""
+    written, release = threading.Event(), threading.Event()
+
+    def slow_transaction() -> None:
+        try:
+            with transaction.atomic():
+                Decision.objects.create(
+                    tenant=acme, tool="lookup", action_class="read", mode="live", input={},
+                    effect="allow", engine="embedded", latency_us=1, decided_by="slow")
+                written.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=slow_transaction)
+    thread.start()
+    assert written.wait(10)
+    time.sleep(0.05)
+    later = Decision.objects.create(tenant=acme, tool="lookup", action_class="read",
+                                    mode="live", input={}, effect="allow", engine="embedded",
+                                    latency_us=1, decided_by="after it")
+    digest = seal(acme)  # its settle time would cover both; the open transaction holds it back
+    release.set()
+    thread.join(10)
+    assert digest is not None
+    assert digest.governance["policies.Decision"]["upto"] < later.pk
+    assert verify_tenant(acme).intact
+    assert seal(acme).governance["policies.Decision"]["upto"] == later.pk
+    assert verify_tenant(acme).intact
