@@ -14,5 +14,5 @@ class LedgerPortalConfig(AppConfig):
         from .api import schema  # noqa: F401  (registers the OpenAPI extensions)
         from .db_roles import grant_after_migrate
 
-        # after every app's migrations (the last app's signal): grants cover every table
-        post_migrate.connect(grant_after_migrate, dispatch_uid="ledger_app_db_role")
+        # sent once per app after the whole migrate: for this app alone, so once
+        post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="ledger_app_db_role")

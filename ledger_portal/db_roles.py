@@ -12,13 +12,13 @@ switch triggers off for its session. Everything else (settings, jobs, sessions) 
 
 from __future__ import annotations
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection
 
 #: Ledger and governance records: appended to, never changed (the triggers refuse it, and the
 #: role may not).
 APPEND_ONLY_TABLES = ("runs_step", "runs_modelcall", "runs_toolcall", "runs_annotation",
-                      "runs_tenantdigest", "runs_removalrecord", "policies_decision",
-                      "approvals_vote")
+                      "runs_tenantdigest", "runs_removalrecord", "runs_integrityalarm",
+                      "policies_decision", "approvals_vote")
 #: Rows whose state moves (a run's tip as records are appended, an approval request's
 #: decision): those columns only.
 STATE_COLUMNS = {
@@ -38,9 +38,12 @@ def grant_app_role(role: str) -> list[str]:
         cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                        "AND tableowner = current_user ORDER BY tablename")
         tables = [name for (name,) in cursor.fetchall()]
+        cursor.execute("SELECT to_regprocedure('ledger_remove_runs(bigint)') IS NOT NULL")
+        removal_function = bool(cursor.fetchone()[0])
     statements = [f"GRANT USAGE ON SCHEMA public TO {who}",
-                  f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {who}",
-                  f"GRANT EXECUTE ON FUNCTION ledger_remove_runs(bigint) TO {who}"]
+                  f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {who}"]
+    if removal_function:  # absent only when migrated back past runs 0021
+        statements.append(f"GRANT EXECUTE ON FUNCTION ledger_remove_runs(bigint) TO {who}")
     for table in tables:
         name = quote(table)
         statements.append(f"REVOKE ALL ON {name} FROM {who}")
@@ -61,8 +64,10 @@ def grant_app_role(role: str) -> list[str]:
 
 
 def grant_after_migrate(sender: object, using: str = "default", **kwargs: object) -> None:
-    """post_migrate: keep the application role's grants in step with new tables."""
+    """post_migrate (connected for this app alone, so once per migrate, when every table
+    exists): keep the application role's grants in step with new tables."""
     from django.conf import settings
 
-    if settings.LEDGER_APP_DB_ROLE and connection.vendor == "postgresql":
+    if settings.LEDGER_APP_DB_ROLE and using == DEFAULT_DB_ALIAS \
+            and connection.vendor == "postgresql":
         grant_app_role(settings.LEDGER_APP_DB_ROLE)

@@ -97,6 +97,12 @@ if _database_url:
     if _db["ENGINE"] != "django.db.backends.postgresql":
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL (PostgreSQL only)")
     _db["CONN_HEALTH_CHECKS"] = True
+    # The server drops a connection whose peer is gone within about two minutes (the default
+    # is hours): a lost worker's replay lock (ledger_portal/locks.py) is freed with it.
+    _db.setdefault("OPTIONS", {})
+    _db["OPTIONS"]["options"] = " ".join(filter(None, [
+        _db["OPTIONS"].get("options", ""), "-c tcp_keepalives_idle=60",
+        "-c tcp_keepalives_interval=10", "-c tcp_keepalives_count=6"]))
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     _db = {

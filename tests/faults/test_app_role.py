@@ -80,6 +80,7 @@ ATTACKS = {
     "switch triggers off for the session": "SET session_replication_role = replica",
     "delete a removal record": "DELETE FROM runs_removalrecord",
     "delete a digest": "DELETE FROM runs_tenantdigest",
+    "delete an integrity alarm": "DELETE FROM runs_integrityalarm",
     "replace the removal function": "CREATE OR REPLACE FUNCTION ledger_remove_runs(bigint) "
                                     "RETURNS integer LANGUAGE sql AS 'SELECT 0'",
     "drop the append-only trigger": "DROP TRIGGER ledger_append_only ON runs_toolcall",

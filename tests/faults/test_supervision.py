@@ -45,6 +45,8 @@ def test_a_unit_restarts_always_and_parses(path: Path, tmp_path: Path):
     service = unit(path)["Service"]
     assert service["Restart"] == "always"
     assert int(service["RestartSec"]) <= 10
+    # the process may write only there: its data folder must be there
+    assert service["Environment"] == f"LEDGER_DATA_DIR={service['ReadWritePaths']}"
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed")
     copy = tmp_path / path.name

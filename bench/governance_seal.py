@@ -1,0 +1,115 @@
+"""What sealing and verifying the governance records costs: ``--decisions`` policy decisions
+(with an approval request and a vote every ``--held-every``) sealed by one tenant digest, then
+checked as ``ledger verify`` checks them; records/s beside the bare hashlib loop over the same
+canonical bytes, same run, and the load average before and after.
+
+    .venv/bin/python -m bench.governance_seal                       # 200,000 decisions
+    .venv/bin/python -m bench.governance_seal --decisions 1000000 --keep
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import time
+from datetime import timedelta
+from typing import Any
+
+from bench._common import add_db_arguments, bench_database, environment_line, table
+
+
+def load(decisions: int, held_every: int) -> Any:
+    from django.contrib.auth.models import User
+
+    from approvals.models import ApprovalRequest, Vote
+    from ledger_portal.models import Tenant
+    from policies.models import Decision
+
+    tenant, _ = Tenant.objects.get_or_create(slug="bench-gov", defaults={"name": "bench"})
+    if Decision.objects.filter(tenant=tenant).count() >= decisions:
+        return tenant
+    approver, _ = User.objects.get_or_create(username="bench-approver")
+    due = time_now() + timedelta(days=1)
+    batch: list[Decision] = []
+    for i in range(decisions):
+        batch.append(Decision(
+            tenant=tenant, run_id=f"run-{i // 5}", call_id=f"call-{i}", agent_id="agent-1",
+            tool="refund_payment" if i % held_every == 0 else "lookup", action_class="write",
+            mode="live", input={"args": {"amount_cents": i, "customer": f"c-{i % 997}"}},
+            effect="require_approval" if i % held_every == 0 else "allow", reason="rule",
+            matched_rules=[{"name": "r"}], engine="embedded", engine_answers={},
+            latency_us=120, decided_by="agent-1"))
+        if len(batch) == 5000:
+            Decision.objects.bulk_create(batch)
+            batch.clear()
+    Decision.objects.bulk_create(batch)
+    requests = ApprovalRequest.objects.bulk_create([ApprovalRequest(
+        tenant=tenant, run_id=f"run-{i}", call_id=f"call-{i}", tool="refund_payment",
+        action_class="write", arguments={"amount_cents": i}, action_hash="0" * 64,
+        requested_by="agent-1", due_at=due) for i in range(0, decisions, held_every)],
+        batch_size=5000)
+    Vote.objects.bulk_create([Vote(request=r, approver=approver, approve=True,
+                                   justification="ok") for r in requests], batch_size=5000)
+    return tenant
+
+
+def time_now() -> Any:
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def bare_hashlib(tenant: Any) -> tuple[int, float]:
+    """The floor: fetch the same rows, build the same canonical bytes, hash them."""
+    from ledger_portal.canonical import canonical_json
+    from runs.governance_seal import KINDS
+
+    rows = [(kind, row) for kind in KINDS
+            for row in kind.rows(tenant.pk).order_by("pk").values(*kind.fields).iterator(
+                chunk_size=2000)]
+    payloads = [canonical_json({"kind": kind.label, **{k: (v.isoformat() if hasattr(
+        v, "isoformat") else v) for k, v in row.items()}}) for kind, row in rows]
+    started = time.perf_counter()
+    for payload in payloads:
+        hashlib.sha256(payload).hexdigest()
+    return len(payloads), time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--decisions", type=int, default=200_000)
+    parser.add_argument("--held-every", type=int, default=10)
+    add_db_arguments(parser, "governance")
+    args = parser.parse_args()
+    with bench_database(args, reuse=args.keep) as db:
+        print(environment_line(db))
+        print(f"load average before: {os.getloadavg()}")
+        started = time.perf_counter()
+        tenant = load(args.decisions, args.held_every)
+        print(f"loaded in {time.perf_counter() - started:.1f} s")
+
+        from runs.governance_seal import check
+        from runs.integrity import seal_tenant_digest
+
+        started = time.perf_counter()
+        digest = seal_tenant_digest(tenant, time_now() + timedelta(minutes=1))
+        sealed_s = time.perf_counter() - started
+        assert digest is not None
+        records = sum(k["count"] for k in digest.governance.values())
+        started = time.perf_counter()
+        problems = check(tenant, [(digest.number, digest.governance)])
+        check_s = time.perf_counter() - started
+        assert not problems, problems
+        hashed, bare_s = bare_hashlib(tenant)
+        print(table(["pass", "records", "s", "records/s"], [
+            ["seal (first digest)", records, f"{sealed_s:.2f}", int(records / sealed_s)],
+            ["verify's check", records, f"{check_s:.2f}", int(records / check_s)],
+            ["bare sha256 of the canonical bytes", hashed, f"{bare_s:.2f}",
+             int(hashed / bare_s)],
+        ]))
+        print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
