@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -18,20 +16,9 @@ from django.utils import timezone
 
 from policies.models import Decision
 from runs.integrity import seal_tenant_digest, verify_tenant
+from tests.triggers import bypassing_triggers
 
 LABELS = {"policies.Decision", "approvals.ApprovalRequest", "approvals.Vote"}
-
-
-@contextmanager
-def below_the_application() -> Iterator[Any]:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET session_replication_role = replica")
-        try:
-            yield cursor
-        finally:
-            if connection.vendor == "postgresql":
-                cursor.execute("SET session_replication_role = DEFAULT")
 
 
 def seal(tenant: Any) -> Any:
@@ -64,7 +51,7 @@ def test_records_still_settling_wait_for_the_next_digest(acme, decided):
 
 def test_a_decision_changed_after_sealing_is_named(acme, decided):
     seal(acme)
-    with below_the_application() as cursor:
+    with bypassing_triggers() as cursor:
         cursor.execute("UPDATE policies_decision SET effect = 'allow' WHERE id = %s",
                        [Decision.objects.filter(effect="require_approval").get().pk])
     [problem] = governance_breaks(acme)
@@ -74,7 +61,7 @@ def test_a_decision_changed_after_sealing_is_named(acme, decided):
 
 def test_a_vote_removed_after_sealing_is_named(acme, decided):
     seal(acme)
-    with below_the_application() as cursor:
+    with bypassing_triggers() as cursor:
         cursor.execute("DELETE FROM approvals_vote WHERE id = %s", [decided["vote"].pk])
     problems = {(b.run_id, b.problem) for b in governance_breaks(acme)}
     assert ("governance:approvals.Vote", "removed") in problems
@@ -84,7 +71,7 @@ def test_a_vote_removed_after_sealing_is_named(acme, decided):
 
 def test_what_a_request_asked_for_changed_after_sealing_is_named(acme, decided):
     seal(acme)
-    with below_the_application() as cursor:
+    with bypassing_triggers() as cursor:
         cursor.execute("UPDATE approvals_approvalrequest SET arguments = %s WHERE id = %s",
                        ['{"cents": 50000}', decided["request"].pk])
     [problem] = governance_breaks(acme)
@@ -99,7 +86,7 @@ def test_a_request_approved_without_votes_is_named_even_before_any_digest(acme, 
         "run_id": "run-2", "call_id": "refund-2", "agent_id": "billing-bot",
         "tool": "refund_payment", "action_class": "write", "arguments": {"cents": 9}},
         format="json").json()
-    with below_the_application() as cursor:
+    with bypassing_triggers() as cursor:
         cursor.execute("UPDATE approvals_approvalrequest SET status = 'approved' WHERE id = %s",
                        [held["approval"]["id"]])
     [problem] = governance_breaks(acme)

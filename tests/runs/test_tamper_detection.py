@@ -3,30 +3,13 @@ superuser bypassing the append-only triggers would), and names the first broken 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import orjson
 import pytest
-from django.db import connection
 
 from ledger_portal.cli import EXIT_OK, EXIT_TAMPERED, main
 from runs.integrity import seal_tenant_digest, verify_tenant
 from runs.models import Run, TenantDigest, ToolCall
-
-
-@contextmanager
-def bypassing_triggers() -> Iterator[Any]:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute("SET session_replication_role = replica")
-        try:
-            yield cursor
-        finally:
-            if connection.vendor == "postgresql":
-                cursor.execute("SET session_replication_role = DEFAULT")
+from tests.triggers import bypassing_triggers
 
 
 @pytest.fixture
