@@ -56,6 +56,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # static files from gunicorn itself, before sessions or a database are touched
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -148,7 +150,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = DATA_DIR / "static"  # filled by `manage.py collectstatic` (deploy/entrypoint.sh)
+# WhiteNoise reads the folder when the process starts; it must exist even before the first
+# collectstatic (a missing one is a warning, which the tests turn into an error).
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # Audit export bundles: local files under the data folder unless LEDGER_EXPORT_STORAGE names
 # another Django storage backend (e.g. storages.backends.s3.S3Storage, configured by its own
@@ -177,6 +182,9 @@ LOGIN_URL = "admin:login"
 # off with LEDGER_HTTPS=0.
 LEDGER_HTTPS = env_bool("LEDGER_HTTPS", not DEBUG)
 SECURE_SSL_REDIRECT = LEDGER_HTTPS
+# Health checks come from the host itself (systemd, a container runtime, a load balancer's
+# probe) over plain HTTP: redirected, they would read as failures.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if LEDGER_HTTPS else 0,
                               minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", LEDGER_HTTPS)

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
 from exports import views as export_pages
+from ledger_portal.health import healthz
 from runs import replay_views as replay_pages
 from runs import views as run_pages
 from runs.otlp.views import TraceExport
@@ -13,6 +14,7 @@ from runs.otlp.views import TraceExport
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
     path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
     path("runs/find/", run_pages.find_run, name="find-run"),
     path("approvals/", approval_pages.approval_queue, name="approval-queue"),
     path("approvals/<id:pk>/decide/", approval_pages.decide, name="approval-decide"),

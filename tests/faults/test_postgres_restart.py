@@ -33,13 +33,16 @@ print(issue_api_key(tenant, "agent", ["ingest", "view_ledger"])[1])
 
 
 class Portal:
-    """``manage.py runserver`` (no reloader, DEBUG off) on the test's own cluster."""
+    """The web process as deployed (``deploy/entrypoint.sh web``: gunicorn, DEBUG off) on the
+    test's own cluster."""
 
     def __init__(self, postgres: OwnPostgres, data: Path) -> None:
         self.port = _free_port()
         self.env = {**os.environ, "DATABASE_URL": postgres.url("ledger"),
                     "LEDGER_DATA_DIR": str(data), "LEDGER_HTTPS": "0", "DEBUG": "0",
-                    "SECRET_KEY": "test-" + "k" * 60, "DB_CONN_MAX_AGE": "60"}
+                    "SECRET_KEY": "test-" + "k" * 60, "DB_CONN_MAX_AGE": "60",
+                    "LEDGER_BIN": str(Path(sys.executable).parent),
+                    "LEDGER_BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": "2"}
         self.env.pop("REDIS_URL", None)
         self.log = data / "portal.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,9 +54,8 @@ class Portal:
     def serve(self) -> None:
         with self.log.open("w") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "runserver", "--noreload", "--skip-checks",
-                 f"127.0.0.1:{self.port}"], cwd=ROOT, env=self.env, stdout=out,
-                stderr=subprocess.STDOUT)
+                [str(ROOT / "deploy" / "entrypoint.sh"), "web"], cwd=ROOT, env=self.env,
+                stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -64,6 +66,14 @@ class Portal:
             except OSError:
                 assert time.monotonic() < deadline, self.log.read_text()[-3000:]
                 time.sleep(0.2)
+
+    def health(self) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz",
+                                        timeout=10) as answer:
+                return answer.status
+        except urllib.error.HTTPError as refused:
+            return refused.code
 
     def stop(self) -> None:
         if self.process is not None:
@@ -115,14 +125,17 @@ def test_batches_during_a_postgres_restart_get_a_json_503_and_nothing_half_writt
         return status
 
     assert [send("before") for _ in range(3)] == [201] * 3
+    assert portal.health() == 200
     own_postgres.stop()
     assert [send("down") for _ in range(5)] == [503] * 5
+    assert portal.health() == 503  # a load balancer sends agents to a process that can serve
     own_postgres.start()
     deadline = time.monotonic() + 30  # the portal's connections find the database again
     while send("after") != 201:
         assert time.monotonic() < deadline, "batches were still refused 30 s after the restart"
         time.sleep(0.5)
     assert [send("after") for _ in range(3)] == [201] * 3
+    assert portal.health() == 200
 
     with psycopg.connect(own_postgres.url("ledger")) as conn:
         stored = {r for (r,) in conn.execute("SELECT run_id FROM runs_run")} - {

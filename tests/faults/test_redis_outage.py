@@ -69,3 +69,13 @@ def test_a_database_outage_is_a_json_503_with_retry_after(acme, key_client, monk
     assert response.status_code == 503
     assert response["Retry-After"]
     assert response.json()["detail"].startswith("The ledger database is unavailable")
+
+
+@pytest.mark.django_db
+def test_the_health_check_reports_the_cache_down_but_keeps_the_web_process_in_service(
+        client, cache_on_own_redis):
+    assert client.get("/healthz").json() == {"status": "ok", "database": "ok", "cache": "ok"}
+    cache_on_own_redis.stop()
+    answer = client.get("/healthz")
+    assert answer.status_code == 200  # a load balancer must not take agents' entry away
+    assert answer.json() == {"status": "ok", "database": "ok", "cache": "unavailable"}
