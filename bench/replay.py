@@ -5,7 +5,7 @@
 Target: the whole sandbox replay (fresh policy decision per call, recorded; dry-runs over
 HTTP on loopback for some tools, recorded outputs as stubs for the rest; comparison with the
 recorded outputs; a ReplayStep per call, committed with its decision and the progress in groups
-of ``runs.replay.SANDBOX_GROUP_STEPS``) in under 10 s of wall time.
+of ``operations.replay.SANDBOX_GROUP_STEPS``) in under 10 s of wall time.
 
 The run is ``bench.run_detail.big_run`` (1,000 tool calls over 50 plan steps, support-triage's
 tools). ``get_customer`` and ``update_ticket`` get an HTTP connector with a dry-run (header
@@ -93,8 +93,8 @@ def prepare(tool_calls: int, url: str) -> tuple[Any, Any, Any]:
 
 
 def replay_once(run: Any, operator: Any, options: Any) -> tuple[float, Any]:
-    from runs.models import Replay
-    from runs.replay import execute_replay, start_replay
+    from operations.models import Replay
+    from operations.replay import execute_replay, start_replay
 
     replay = start_replay(run, operator)  # queued; on_commit sends to no worker (eager off)
     replay.refresh_from_db()
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     with bench_database(args) as db:
         from unittest import mock
 
-        from runs.models import ReplayStep
-        from runs.replay import WalkOptions
+        from operations.models import ReplayStep
+        from operations.replay import WalkOptions
 
         print(environment_line(db))
         _tenant, run, operator = prepare(args.tool_calls, url)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, list[float]] = {name: [] for name in cases}
         last: dict[str, Any] = {}
         # Nothing is queued: the walk is timed in this process, as a worker would run it.
-        with mock.patch("runs.tasks.run_replay.apply_async"):
+        with mock.patch("operations.tasks.run_replay.apply_async"):
             replay_once(run, operator, WalkOptions())  # warm-up: imports, connections
             for _ in range(args.repeat):
                 for name, options in cases.items():

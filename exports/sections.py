@@ -43,22 +43,14 @@ from django.db.models import F, Q, QuerySet
 
 from approvals.models import ApprovalRequest, Vote
 from ledger_portal.canonical import canonical_timestamp
+from operations.models import Replay, ReplayStep, Rollback
+from operations.replay_redaction import redact_divergence
 from policies.models import Decision, GovernedException, PolicyVersion, Rule
 from runs import integrity_fetch
 from runs.commitments import Committer
-from runs.models import (
-    Annotation,
-    ModelCall,
-    Replay,
-    ReplayStep,
-    Rollback,
-    Run,
-    Step,
-    ToolCall,
-)
+from runs.models import Annotation, ModelCall, Run, Step, ToolCall
 from runs.models.base import content_of, is_empty
 from runs.redaction import Redactor
-from runs.replay_redaction import redact_divergence
 from runs.services import REDACTED_FIELDS
 
 KEYSET_PAGE = 500

@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, _print_json
+from ledger_portal.cli_support import (
+    EXIT_FORBIDDEN,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    print_json,
+)
 
 
 def _fail(message: str, code: int) -> int:
@@ -112,7 +118,7 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
         return _fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
     detail = incident_detail(incident, user)
     if args.json:
-        _print_json(detail)
+        print_json(detail)
         return EXIT_OK
     print(f"{detail['reference']} in {detail['tenant']}: {detail['title']}")
     print(f"severity {detail['severity']} · status {detail['status']} · remediation "

@@ -39,7 +39,7 @@ class Incident(models.Model):
                                   help_text="External ticket / incident ids (e.g. JIRA-12).")
     runs = models.ManyToManyField("runs.Run", blank=True, related_name="incidents")
     tool_calls = models.ManyToManyField("runs.ToolCall", blank=True, related_name="incidents")
-    replays = models.ManyToManyField("runs.Replay", blank=True, related_name="incidents",
+    replays = models.ManyToManyField("operations.Replay", blank=True, related_name="incidents",
                                      help_text="Replays run to investigate or check a fix.")
     policy_versions = models.ManyToManyField("policies.PolicyVersion", blank=True,
                                              related_name="incidents",

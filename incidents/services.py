@@ -20,9 +20,10 @@ from django.utils import timezone
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
+from operations.models import Replay
 from policies.models import PolicyVersion
 from runs.annotations import annotate
-from runs.models import ActionClass, Annotation, AnnotationKind, Replay, Run, ToolCall
+from runs.models import ActionClass, Annotation, AnnotationKind, Run, ToolCall
 
 from .models import (
     CLOSING_REMEDIATIONS,

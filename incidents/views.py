@@ -122,7 +122,7 @@ def incident_act(request: HttpRequest, tenant: str, pk: int) -> HttpResponse:
 
 
 def _roll_back(incident: Incident, form: Any, by: Any) -> str:
-    from runs.rollback import request_rollback, request_run_rollback
+    from operations.rollback import request_rollback, request_run_rollback
 
     if form.get("run_id"):
         run = Run.objects.filter(tenant_id=incident.tenant_id, run_id=form["run_id"]).first()

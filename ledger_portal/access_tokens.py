@@ -25,6 +25,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from .governance_record import record_on_governance_log
 from .models import CliActor, PersonalAccessToken, Tenant, hash_api_key, new_credential
 from .roles import Role
 from .tenancy import tenants_for
@@ -47,11 +48,8 @@ def _tenants_of(user: Any) -> list[Tenant]:
 
 
 def _annotate_everywhere(user: Any, body: str, data: dict[str, Any], by: Any) -> None:
-    from runs.annotations import annotate
-    from runs.models import AnnotationKind
-
     for tenant in _tenants_of(user):
-        annotate(tenant, AnnotationKind.CONFIGURATION, body, by=by, data=data)
+        record_on_governance_log(tenant, "configuration", body, by=by, data=data)
 
 
 def checked_token_request(user: User, scopes: Iterable[str], expires_at: datetime | None,

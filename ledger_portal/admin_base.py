@@ -7,11 +7,12 @@ permissions), and an object outside the user's tenants is a 404, exactly like th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, Q, QuerySet
@@ -73,6 +74,18 @@ class TenantFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return queryset.filter(tenant_id=value) if value and value.isdigit() else queryset
+
+
+#: How a row's content fields are redacted and its hash columns committed to for the viewing
+#: person: ``presenter(request, obj, content_fields, hash_fields)`` returns ``obj`` changed
+#: for display. The redaction engine is the ledger's, a layer above this module, so the ledger
+#: registers it (``RunsConfig.ready``).
+ContentPresenter = Callable[[HttpRequest, Any, tuple[str, ...], tuple[str, ...]], Any]
+_content_presenters: list[ContentPresenter] = []
+
+
+def register_content_presenter(presenter: ContentPresenter) -> None:
+    _content_presenters[:] = [presenter]
 
 
 class TenantScopedAdmin(admin.ModelAdmin):
@@ -145,33 +158,16 @@ class TenantScopedAdmin(admin.ModelAdmin):
         # same as the API, so an id outside your tenants tells you nothing.
         raise Http404(f"No {opts.verbose_name} with id {object_id!r} in your tenants.")
 
-    def _viewer(self, request: HttpRequest, tenant_id: int) -> Any:
-        """The viewer's (strict) redaction on ``tenant_id``, made once per request."""
-        if "_viewers" not in request.__dict__:
-            from runs.services import ViewersByTenant
-
-            request.__dict__["_viewers"] = ViewersByTenant(request.user)
-        return request.__dict__["_viewers"](tenant_id)
-
     def present(self, request: HttpRequest, obj: Any, hashes: bool = True) -> Any:
         """``obj`` with its content fields redacted for this viewer and (``hashes``) its hash
         columns as commitments, to show and never save."""
         if obj is None or not (self.content_fields or self.hash_fields):
             return obj
-        from runs.redaction import marker_texts
-
-        viewer = self._viewer(request, obj.tenant_id)
-        labels = getattr(obj, "classifications", None) or None
-        for name in self.content_fields:
-            value = getattr(obj, name)
-            if value in (None, "", {}, []):
-                continue
-            setattr(obj, name, marker_texts(viewer.redactor.redact(value, name, labels)))
-        for name in self.hash_fields if hashes else ():
-            value = getattr(obj, name, "")
-            if value and viewer.committer is not None:
-                setattr(obj, name, viewer.committer.as_text(name, value))
-        return obj
+        if not _content_presenters:  # never show ledger content without its redaction
+            raise ImproperlyConfigured("no content presenter is registered (the runs app "
+                                       "registers one)")
+        return _content_presenters[0](request, obj, self.content_fields,
+                                      self.hash_fields if hashes else ())
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> Any:
         obj = super().get_object(request, object_id, from_field)

@@ -17,15 +17,22 @@ import os
 import sys
 from typing import Any
 
-import orjson
+from ledger_portal.cli_support import (
+    EXIT_FORBIDDEN,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_TAMPERED,
+    EXIT_USAGE,
+    exactly_one,
+    print_json,
+)
 
 PAYLOAD_FIELDS = ("input", "output", "error", "messages", "response", "body", "data")
-EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_TAMPERED = 0, 1, 2, 3, 4
 # Apps add their own subcommands: each module has ``add_commands(subparsers)``; a command that
 # sets ``standalone=True`` runs without Django and is called as ``func(args)``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.cli", "runs.retention_cli",
-    "runs.commitment_cli", "runs.rollback_cli")
+    "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.retention_cli",
+    "runs.commitment_cli", "operations.replay_cli", "operations.rollback_cli")
 
 
 def _setup() -> None:
@@ -61,27 +68,6 @@ def _acting_user(args: argparse.Namespace) -> Any:
                      "in a shell on the portal host, pass --local with --as USER")
 
 
-def fail(message: str, code: int) -> int:
-    print(f"ledger: {message}", file=sys.stderr)
-    return code
-
-
-def exactly_one(queryset: Any, what: str, where: str = "your tenants") -> tuple[Any, int]:
-    """The one row a command names (a run_id or call_id is unique per tenant only): the row and
-    EXIT_OK, or None and the exit code after saying what is wrong."""
-    found = list(queryset[:2])
-    if not found:
-        return None, fail(f"no {what} in {where}", EXIT_NOT_FOUND)
-    if len(found) > 1:
-        return None, fail(f"{what} is in several of your tenants; pass --tenant", EXIT_USAGE)
-    return found[0], EXIT_OK
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z).decode())
-    sys.stdout.write("\n")
-
-
 def cmd_runs(args: argparse.Namespace, user: Any) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -102,7 +88,7 @@ def cmd_runs(args: argparse.Namespace, user: Any) -> int:
     if args.json:
         viewers = ViewersByTenant(user)  # strict
         rows = [viewers(row.pop("tenant_id")).redact_row("run", row) for row in rows]
-        _print_json(rows)
+        print_json(rows)
         return EXIT_OK
     table = Table("tenant", "run_id", "agent", "status", "started", "records")
     for row in rows:
@@ -172,7 +158,7 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
     run["timeline"] = [redaction.redact_row(e["kind"], e) for e in timeline_of(run_pk, tenant_id)]
     run["redaction"] = redaction.level
     if args.json:
-        _print_json(run)
+        print_json(run)
         return EXIT_OK
     console = Console()
     ended = run["ended_at"].isoformat(timespec="seconds") if run["ended_at"] else "running"

@@ -66,10 +66,13 @@ def dispatch_outbox(limit: int = 500) -> dict[str, int]:
 def _send(name: str, args: list[Any], task_id: str | None, countdown: float) -> None:
     """Send through the registered task (so ``CELERY_TASK_ALWAYS_EAGER`` runs it in place, as
     tests and the CLI's inline mode expect), or by name to a worker that knows it."""
-    from ledger_portal import celery_app
+    # the project's app: ledger_portal.celery makes it the default app when Django starts, and
+    # this module must not import the project shell above it
+    from celery import current_app
 
-    task = celery_app.tasks.get(name)
+    task = current_app.tasks.get(name)
     if task is not None:
-        task.apply_async(args, task_id=task_id, countdown=countdown or None)
+        later: dict[str, Any] = {"countdown": countdown} if countdown else {}
+        task.apply_async(tuple(args), task_id=task_id, **later)
     else:
-        celery_app.send_task(name, args=args, task_id=task_id, countdown=countdown or None)
+        current_app.send_task(name, args=args, task_id=task_id, countdown=countdown or None)

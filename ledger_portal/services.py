@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -12,13 +12,11 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
+from .governance_record import PORTAL_AGENT_ID, record_on_governance_log
 from .models import ApiKey, Tenant, hash_api_key
 from .payload_safety import EXTERNAL_ID_RULE, is_external_id
 from .roles import Role, tenant_perm
 from .tenancy import has_role
-
-if TYPE_CHECKING:
-    from runs.models import Annotation
 
 
 class InvalidScope(ValueError):
@@ -77,8 +75,6 @@ def issue_api_key(tenant: Tenant, name: str, scopes: Iterable[str], *, by: Any =
 def checked_agent_ids(agent_ids: Iterable[str]) -> list[str]:
     """``agent_ids`` as a key binding: real agent ids (the ledger's id rule, not the portal's
     own agent), each once, in order. ``ValueError`` names the first bad one."""
-    from runs.annotations import PORTAL_AGENT_ID
-
     checked: list[str] = []
     for agent_id in agent_ids:
         if not is_external_id(agent_id):
@@ -144,7 +140,7 @@ OUTAGE_REASON_MAX = 2_000
 
 
 @transaction.atomic
-def set_outage_mode(tenant: Tenant, by: Any, on: bool, reason: str) -> Annotation | None:
+def set_outage_mode(tenant: Tenant, by: Any, on: bool, reason: str) -> Any:
     """Put ``tenant`` in outage mode (replays forced to sandbox; leaving it needs an approved
     HITL request) or take it out, recording who and why in the tenant's governance log in the
     same transaction. Returns that annotation, or None when the tenant already was in that
@@ -153,9 +149,6 @@ def set_outage_mode(tenant: Tenant, by: Any, on: bool, reason: str) -> Annotatio
     Raises ``PermissionDenied`` without the manage_policies role on the tenant and
     ``ValidationError`` without a reason.
     """
-    from runs.annotations import annotate
-    from runs.models import AnnotationKind
-
     if not has_role(by, OUTAGE_ROLE, tenant):
         raise PermissionDenied(f"switching outage mode needs the {OUTAGE_ROLE} role on "
                                f"{tenant.slug}")
@@ -178,7 +171,7 @@ def set_outage_mode(tenant: Tenant, by: Any, on: bool, reason: str) -> Annotatio
     tenant.outage_mode = on
     what = ("on: replays run in sandbox only; a live replay needs an approved request to "
             "leave sandbox" if on else "off: live replays follow the usual approvals again")
-    return annotate(locked, AnnotationKind.OVERRIDE, f"Outage mode {what}. Reason: {reason}",
+    return record_on_governance_log(locked, "override", f"Outage mode {what}. Reason: {reason}",
                     by=by, data={"event": "outage_mode", "outage_mode": on, "reason": reason,
                                  "tenant": locked.slug})
 

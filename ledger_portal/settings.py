@@ -7,6 +7,7 @@ cache to Redis. Outside ``DEBUG`` a real ``SECRET_KEY`` and ``ALLOWED_HOSTS`` ar
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
     "runs",
     "approvals",
     "policies",
+    "operations",
     "exports",
     "incidents",
 ]
@@ -265,12 +267,12 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "runs.models.RunStatus",
         "ToolCallStatusEnum": "runs.models.ToolCallStatus",
         "ActionClassEnum": "runs.models.ActionClass",
-        "ReplayModeEnum": "runs.models.ReplayMode",
+        "ReplayModeEnum": "operations.models.ReplayMode",
         "PolicyModeEnum": "policies.models.Mode",
         "IncidentStatusEnum": "incidents.choices.IncidentStatus",
         "RemediationStatusEnum": "incidents.choices.Remediation",
         "SeverityEnum": "incidents.choices.Severity",
-        "RollbackStatusEnum": "runs.models.rollback.RollbackStatus",
+        "RollbackStatusEnum": "operations.models.rollback.RollbackStatus",
         "FreezeModeEnum": ["deny", "sandbox"],
         "ExportStatusEnum": "exports.models.ExportStatus",
     },
@@ -342,7 +344,9 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ledger-portal@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 # Resolves tools' secret references inside the tool's tenant's namespace (env:NAME of tenant
 # acme -> LEDGER_TENANT_ACME_NAME by default); a class with resolve(tenant_slug, reference).
-LEDGER_SECRETS_BACKEND = env_str("LEDGER_SECRETS_BACKEND", "runs.secrets.EnvironmentSecrets")
+# Backends named by their path before operations/ was split out of runs/ keep working.
+LEDGER_SECRETS_BACKEND = re.sub(r"^runs\.secrets\.", "operations.secrets.", env_str(
+    "LEDGER_SECRETS_BACKEND") or "operations.secrets.EnvironmentSecrets")
 # Where the portal may send requests (tools, compensate hooks, OPA, webhooks): host names,
 # host:port, addresses or CIDR ranges, comma-separated. Empty: nowhere. Loopback, private,
 # link-local and metadata addresses are refused unless listed. Responses are cut at MAX_BYTES.
@@ -416,7 +420,7 @@ LEDGER_WATCHDOG_INTERVAL = env_int("LEDGER_WATCHDOG_INTERVAL", 60, minimum=1)
 LEDGER_JOB_STALL_SECONDS = env_int("LEDGER_JOB_STALL_SECONDS", 300, minimum=5)
 LEDGER_JOB_MAX_STALLS = env_int("LEDGER_JOB_MAX_STALLS", 3, minimum=1)
 LEDGER_JOB_WATCHDOGS = ["exports.watchdog.requeue_stalled_exports",
-                        "runs.replay.requeue_stalled_replays",
+                        "operations.replay.requeue_stalled_replays",
                         "policies.backtest.fail_stalled_backtests"]
 for _watchdog in ("watch-replays", "fail-stuck-rollbacks", "watch-jobs"):
     CELERY_BEAT_SCHEDULE[_watchdog]["schedule"] = LEDGER_WATCHDOG_INTERVAL

@@ -7,7 +7,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from approvals import views as approval_pages
 from exports import views as export_pages
 from ledger_portal.health import healthz
-from runs import replay_views as replay_pages
+from operations import run_pages as operation_pages
+from operations import views as replay_pages
 from runs import views as run_pages
 from runs.otlp.views import TraceExport
 
@@ -30,7 +31,7 @@ urlpatterns = [
     path("exports/<id:export_id>/download/", export_pages.download, name="export-download"),
     path("exports/<id:export_id>/share/", export_pages.share, name="export-share"),
     path("runs/<slug:tenant>/<str:run_id>/", run_pages.run_timeline, name="run-timeline"),
-    path("runs/<slug:tenant>/<str:run_id>/rollback/", run_pages.run_rollback,
+    path("runs/<slug:tenant>/<str:run_id>/rollback/", operation_pages.run_rollback,
          name="run-rollback"),
     path("runs/<slug:tenant>/<str:run_id>/annotate/", run_pages.run_annotate,
          name="run-annotate"),

@@ -242,7 +242,7 @@ class Decision(AppendOnly):
         "policy, version, OPA's decision_id and the revision of each bundle it decided with.")
     latency_us = models.PositiveIntegerField()
     replay = models.ForeignKey(
-        "runs.Replay", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        "operations.Replay", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
         help_text="Taken during this replay: part of the replay's trail, not the original "
         "run's.")
     approval = models.ForeignKey("approvals.ApprovalRequest", null=True, blank=True,

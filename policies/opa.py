@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 
-from runs import egress
+from ledger_portal import egress
 
 from .engine import Verdict
 from .models import Effect, PolicyVersion

@@ -8,13 +8,13 @@ from typing import Any
 
 import orjson
 
-from ledger_portal.cli import (
+from ledger_portal.cli_support import (
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
-    _print_json,
     exactly_one,
+    print_json,
 )
 
 # ``runs.services.MANUAL_ANNOTATION_KINDS``, spelled out: the parser is built before Django is
@@ -58,7 +58,7 @@ def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
         return EXIT_NOT_FOUND
     if args.json:
         committer = committer_for(run.tenant_id)
-        _print_json({"annotation_id": note.annotation_id, "run_id": run.run_id,
+        print_json({"annotation_id": note.annotation_id, "run_id": run.run_id,
                      "tenant": run.tenant.slug, "seq": note.seq,
                      "annotation_kind": note.annotation_kind, "author_label": note.author_label,
                      "recorded_at": note.recorded_at,

@@ -13,13 +13,13 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from ledger_portal.governance_record import PORTAL_AGENT_ID
 from ledger_portal.models import Tenant
 
 from .ingest_schema import parse_batch
 from .models import Annotation, Run
 
 GOVERNANCE_RUN_ID = "governance"
-PORTAL_AGENT_ID = "ledger-portal"
 
 
 def governance_run(tenant: Tenant) -> Run:

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK
+from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK
 
 
 def cmd_commitment_key(args: argparse.Namespace, user: Any) -> int:

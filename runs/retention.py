@@ -2,13 +2,15 @@
 
 A tenant with ``retention_days`` set has its closed runs removed, whole, once they ended longer
 ago than that, unless something holds them. Hold sources are registered by the apps that know
-why a run matters; the ledger registers three:
+why a run matters (``register_hold_source``); the ledger registers two:
 
 - ``legal hold``: a hold placed by hand on one run or on the whole tenant;
-- ``governed exception``: a run with calls decided under an exception that is still in force;
 - ``linked``: a run (or one of its records) that anything outside its own chain points at: a
   replay, a rollback, an incident, another run replaying it. Links are found from the model
-  graph, so a new app's links hold runs without registering anything.
+  graph, so a new app's links hold runs without registering anything;
+
+and governance adds ``governed exception`` (``policies.holds``): a run with calls decided under
+an exception that is still in force.
 
 Removal is the scheduled task ``runs.apply_retention``. Each batch of runs is removed in one
 transaction together with a removal record, signed like a digest, listing every removed run's
@@ -246,14 +248,6 @@ def _legal_holds(tenant: Tenant, runs: QuerySet[Run], now: datetime) -> Any:
     return runs.filter(run_id__in=active.values("run_id")).values_list("pk", flat=True)
 
 
-def _governed_exceptions(tenant: Tenant, runs: QuerySet[Run], now: datetime) -> Any:
-    from policies.models import Decision, ExceptionStatus
-
-    in_force = Decision.objects.filter(tenant=tenant, exception__status=ExceptionStatus.ACTIVE,
-                                       exception__ends_at__gt=now)
-    return runs.filter(run_id__in=in_force.values("run_id")).values_list("pk", flat=True)
-
-
 def _linked(tenant: Tenant, runs: QuerySet[Run], now: datetime) -> set[int]:
     held: set[int] = set()
     for target, to_run in ((Run, ""), *((model, "__run") for model in RECORD_MODELS)):
@@ -268,5 +262,4 @@ def _linked(tenant: Tenant, runs: QuerySet[Run], now: datetime) -> set[int]:
 
 
 register_hold_source("legal hold", _legal_holds)
-register_hold_source("governed exception", _governed_exceptions)
 register_hold_source("linked", _linked)

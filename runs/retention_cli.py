@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 
 
 def _tenant(user: Any, slug: str) -> Any:

@@ -67,7 +67,7 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
     settings.LEDGER_SECURITY_CONTACTS = ["security@acme.test"]  # escalations are e-mailed
     from approvals.models import ApprovalRequest
     from incidents.services import link_to_incident, open_incident
-    from runs.replay import start_replay
+    from operations.replay import start_replay
 
     run = planted_run(RUN_ID, model_calls=5)
     run["steps"][0]["title"] = f"Investigate with {SECRETS[1].value}"

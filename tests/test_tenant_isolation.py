@@ -17,6 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from approvals.models import ApprovalRequest
 from approvals.services import request_approval
 from ledger_portal.models import ApiKey, Tenant
+from operations.models import Replay
 from policies.models import Decision, Policy, PolicyVersion
 from policies.services import ProposedCall, create_draft, decide_tool_call
 from runs.models import (
@@ -26,7 +27,6 @@ from runs.models import (
     ModelCall,
     RedactionRule,
     RemovalRecord,
-    Replay,
     Run,
     Step,
     Tool,
@@ -113,14 +113,14 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     apply_retention(acme)
     replay = Replay.objects.create(tenant=acme, run=stored, requested_by_label="alice")
     from incidents.models import Incident
-    from runs.models import Rollback
+    from operations.models import Rollback
 
     incident = Incident.objects.create(tenant=acme, title="acme's incident")
     incident.runs.add(stored)
     first_call = ToolCall.objects.filter(run=stored)[0]
     rollback = Rollback.objects.create(tenant=acme, tool_call=first_call, run=stored,
                                        idempotency_key="k", incident=incident)
-    from runs.models import ReplayStep
+    from operations.models import ReplayStep
 
     divergent = ReplayStep.objects.create(
         tenant=acme, replay=replay, seq=1, call_id=first_call.call_id, tool=first_call.tool,

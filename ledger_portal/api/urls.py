@@ -5,6 +5,7 @@ from django.urls import path
 from approvals.api import views as approvals
 from exports.api.urls import urlpatterns as export_routes
 from incidents.api.urls import urlpatterns as incident_routes
+from operations.api.urls import urlpatterns as operation_routes
 from policies.api import views as policies
 from runs.api.urls import urlpatterns as ledger_routes
 
@@ -14,6 +15,7 @@ app_name = "api"
 
 urlpatterns = [
     *ledger_routes,
+    *operation_routes,
     path("tenants/<slug:slug>/outage/", tenancy.TenantOutage.as_view(), name="tenant-outage"),
     *incident_routes,
     *export_routes,

@@ -7,6 +7,7 @@ keeps the two in step).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db.models import F, QuerySet
@@ -93,18 +94,22 @@ def timeline_of(run_pk: int, tenant_id: int) -> list[dict[str, Any]]:
     return timeline
 
 
-def decisions_of(tenant_id: int, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The policy trail of these calls (decisions are taken before a call is recorded and
-    linked to it by call_id): call_id -> decisions, oldest first. One query."""
-    from policies.models import Decision
+#: call_id -> decisions, for the calls of one tenant: what governance decided about each call
+#: before it ran. Governance registers its policy trail (``policies.trail``) from its
+#: ``AppConfig.ready``; without it the ledger shows no decisions.
+DecisionSource = Callable[[int, list[str]], dict[str, list[dict[str, Any]]]]
+_decision_sources: list[DecisionSource] = []
 
+
+def register_decision_source(source: DecisionSource) -> None:
+    if source not in _decision_sources:
+        _decision_sources.append(source)
+
+
+def decisions_of(tenant_id: int, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The policy trail of these calls: call_id -> decisions, oldest first."""
     found: dict[str, list[dict[str, Any]]] = {}
-    rows = (Decision.objects.filter(tenant_id=tenant_id, call_id__in=call_ids,
-                                    replay__isnull=True)
-            .order_by("id").values("id", "call_id", "effect", "reason", "mode", "created_at",
-                                   "approval_id", "exception_id",
-                                   policy=F("policy_version__policy__name"),
-                                   version=F("policy_version__number")))
-    for row in rows:
-        found.setdefault(row.pop("call_id"), []).append(row)
+    for source in _decision_sources:
+        for call_id, decisions in source(tenant_id, call_ids).items():
+            found.setdefault(call_id, []).extend(decisions)
     return found

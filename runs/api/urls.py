@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import annotations, divergences, replays, rollbacks, views
+from . import annotations, views
 
 urlpatterns = [
     path("tenants/", views.TenantList.as_view(), name="tenant-list"),
@@ -15,12 +15,4 @@ urlpatterns = [
          name="run-annotations"),
     path("tool-calls/", views.ToolCallList.as_view(), name="toolcall-list"),
     path("tool-calls/<str:call_id>/", views.ToolCallDetail.as_view(), name="toolcall-detail"),
-    path("replays/", replays.ReplayList.as_view(), name="replay-list"),
-    path("replays/<id:replay_id>/", replays.ReplayDetail.as_view(), name="replay-detail"),
-    path("replays/<id:replay_id>/steps/<id:seq>/follow-up/",
-         divergences.ReplayStepFollowUp.as_view(), name="replay-step-follow-up"),
-    path("divergences/", divergences.DivergenceList.as_view(), name="divergence-list"),
-    path("rollbacks/", rollbacks.RollbackList.as_view(), name="rollback-list"),
-    path("rollbacks/<id:rollback_id>/", rollbacks.RollbackDetail.as_view(),
-         name="rollback-detail"),
 ]

@@ -23,17 +23,7 @@ from .records import (
     ToolCall,
     ToolCallStatus,
 )
-from .replay import (
-    FollowUp,
-    Replay,
-    ReplayMode,
-    ReplayStatus,
-    ReplayStep,
-    StepMode,
-    StepStatus,
-)
 from .retention import LegalHold, RemovalRecord
-from .rollback import Rollback, RollbackStatus
 
 __all__ = [
     "GOVERNED_TOOL_FIELDS",
@@ -46,7 +36,6 @@ __all__ = [
     "CommitmentKey",
     "ConnectorKind",
     "DryRunVia",
-    "FollowUp",
     "IntegrityAlarm",
     "LedgerRecord",
     "LegalHold",
@@ -57,17 +46,9 @@ __all__ = [
     "OtlpTraceState",
     "RedactionRule",
     "RemovalRecord",
-    "Replay",
-    "ReplayMode",
-    "ReplayStatus",
-    "ReplayStep",
-    "Rollback",
-    "RollbackStatus",
     "Run",
     "RunStatus",
     "Step",
-    "StepMode",
-    "StepStatus",
     "TenantDigest",
     "Tool",
     "ToolCall",

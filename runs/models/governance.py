@@ -170,7 +170,7 @@ class ToolChangeStatus(models.TextChoices):
 
 class ToolChange(models.Model):
     """A proposed change of a tool's connection (``GOVERNED_TOOL_FIELDS``). The tool keeps its
-    confirmed values until another manage_policies holder confirms (runs.tool_changes)."""
+    confirmed values until another manage_policies holder confirms (operations.tool_changes)."""
 
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
                                related_name="tool_changes")

@@ -16,7 +16,8 @@ from ledger_portal.client import LedgerClient
 LedgerClient("http://127.0.0.1:9", "lpk_x_y", close_at_exit=False).close(timeout=0)
 foreign = sorted(m for m in sys.modules
                  if m.split(".")[0] in {"django", "rest_framework", "celery", "kombu",
-                                        "pydantic", "orjson", "runs", "policies", "approvals"}
+                                        "pydantic", "orjson", "runs", "policies", "approvals",
+                                        "operations", "incidents", "exports"}
                  or (m.startswith("ledger_portal.") and not m.startswith("ledger_portal.client")))
 print(repr(foreign), os.environ.get("DJANGO_SETTINGS_MODULE"))
 """

@@ -17,12 +17,13 @@ from approvals.services import decide_approval, request_approval
 from exports.verify import VOLATILE_MANIFEST_FIELDS, verify_bundle
 from ledger_portal import signing
 from ledger_portal.services import grant_role
+from operations.models import Replay, ReplayStep, Rollback
+from operations.replay_compare import compare_outputs
 from policies.exceptions import request_exception
 from policies.models import Policy
 from policies.services import ProposedCall, create_draft, decide_tool_call, publish_policy_version
 from runs.annotations import annotate
-from runs.models import Replay, ReplayStep, Rollback, Run, ToolCall
-from runs.replay_compare import compare_outputs
+from runs.models import Run, ToolCall
 
 from ..runs.redaction_corpus import PLANTED, SECRETS, planted_run
 

@@ -18,10 +18,11 @@ from exports.sections import SECTION_BY_NAME
 from exports.verify import verify_bundle
 from ledger_portal import signing
 from ledger_portal.services import grant_role
+from operations.models import Replay, ReplayStep, Rollback
+from operations.replay_compare import compare_outputs
 from policies.models import Decision, Policy
 from policies.services import ProposedCall, create_draft, decide_tool_call, publish_policy_version
-from runs.models import RedactionRule, Replay, ReplayStep, Rollback, Run, ToolCall
-from runs.replay_compare import compare_outputs
+from runs.models import RedactionRule, Run, ToolCall
 
 LONG_AGO = datetime(2001, 1, 1, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ import redis
 
 from ledger_portal.jobs import dispatch_outbox
 from ledger_portal.models import OutboxMessage
-from runs.models import Replay
+from operations.models import Replay
 
 from .conftest import broker_at
 

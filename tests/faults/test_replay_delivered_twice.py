@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from runs.models import Replay, ReplayStep
-from runs.replay import execute_replay, start_replay
+from operations.models import Replay, ReplayStep
+from operations.replay import execute_replay, start_replay
 from tests.replay.scenario import (
     RECORDED,
     RUN_ID,
@@ -96,7 +96,7 @@ def test_a_replay_is_free_again_once_its_walk_ends(acme, alice, record, tool_ser
 def test_the_watchdog_leaves_a_replay_a_live_worker_still_walks(acme, alice, record,
                                                                  tool_server):
     from ledger_portal.locks import held_while_walking
-    from runs.replay import requeue_stalled_replays
+    from operations.replay import requeue_stalled_replays
 
     record(acme, recorded_run())
     wire_tools(acme, tool_server)

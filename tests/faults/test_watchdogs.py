@@ -21,11 +21,11 @@ from exports.watchdog import requeue_stalled_exports
 from ledger_portal import celery_app
 from ledger_portal.models import OutboxMessage
 from ledger_portal.watchdog import watch_jobs
+from operations.models import Replay, ReplayStep
+from operations.replay import execute_replay, requeue_stalled_replays, start_replay
 from policies.backtest import fail_stalled_backtests, start_backtest
 from policies.models import BackTest, Policy
 from policies.services import create_draft
-from runs.models import Replay, ReplayStep
-from runs.replay import execute_replay, requeue_stalled_replays, start_replay
 from tests.celery_conf import celery_conf
 from tests.exports.conftest import WINDOW
 from tests.replay.scenario import recorded_run, stored_run, wire_tools
@@ -59,10 +59,10 @@ def test_every_long_job_kind_has_a_heartbeat_and_a_watchdog():
     watched_elsewhere = {
         "runs.Run": "an agent's run, not a worker's job: the agent reports its end",
         "exports.ExportPart": "watched through its export (requeue_stalled_exports)",
-        "runs.Rollback": "fail_stuck_rollbacks, LEDGER_ROLLBACK_TIME_LIMIT",
+        "operations.Rollback": "fail_stuck_rollbacks, LEDGER_ROLLBACK_TIME_LIMIT",
     }
     watched = {"exports.AuditExport": "exports.watchdog.requeue_stalled_exports",
-               "runs.Replay": "runs.replay.requeue_stalled_replays",
+               "operations.Replay": "operations.replay.requeue_stalled_replays",
                "policies.BackTest": "policies.backtest.fail_stalled_backtests"}
     assert job_models() == set(watched) | set(watched_elsewhere)
     assert sorted(settings.LEDGER_JOB_WATCHDOGS) == sorted(watched.values())

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from runs.models import Replay
-from runs.replay import start_replay
+from operations.models import Replay
+from operations.replay import start_replay
 from tests.replay.scenario import (
     RUN_ID,
     allow_everything,

@@ -112,8 +112,8 @@ def test_ledger_incident_open_link_close_show(acme, alice, recorded, capsys):
 
 def test_a_replay_is_linked_through_the_api_and_listed_on_the_incident(
         acme, alice, recorded, user_client):
+    from operations.replay import start_replay
     from runs.models import Run
-    from runs.replay import start_replay
 
     recorded(acme, "run-a", [("get_customer", "read")])
     replay = start_replay(Run.objects.get(tenant=acme, run_id="run-a"), alice)

@@ -163,8 +163,8 @@ def test_editing_an_incident_is_annotated_with_before_and_after(acme, alice):
 
 def test_a_replay_made_for_an_incident_is_linked_and_annotated_on_its_run(
         acme, globex, alice, charlie, recorded):
+    from operations.replay import start_replay
     from runs.models import Run
-    from runs.replay import start_replay
 
     recorded(acme, "run-a", [("get_customer", "read")])
     recorded(globex, "globex-run", [("get_customer", "read")])

@@ -19,8 +19,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from runs.models import Replay, ReplayStep
-from runs.replay import start_replay
+from operations.models import Replay, ReplayStep
+from operations.replay import start_replay
 from tests.replay.scenario import (
     RECORDED,
     RUN_ID,

@@ -7,10 +7,10 @@ from typing import Any
 from django.contrib.auth.models import User
 
 from ledger_portal.services import grant_role
+from operations.replay import execute_replay
 from policies.models import Policy
 from policies.services import create_draft, publish_policy_version
 from runs.models import Run, Tool
-from runs.replay import execute_replay
 
 from .toolservers import Seen, ToolServer
 

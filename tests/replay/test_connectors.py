@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ValidationError
 
-from runs.connectors import ConnectorError, ToolResult, connector_for
+from operations.connectors import ConnectorError, ToolResult, connector_for
 from runs.models import Tool
 
 from .toolservers import Seen, echo, free_port, mcp_tool_server

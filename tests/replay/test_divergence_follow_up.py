@@ -14,9 +14,10 @@ from django.urls import reverse
 
 from ledger_portal.cli import main
 from ledger_portal.services import grant_role
-from runs.divergences import FollowUpRefused, set_divergence_follow_up
-from runs.models import Annotation, ReplayStep
-from runs.replay import start_replay
+from operations.divergences import FollowUpRefused, set_divergence_follow_up
+from operations.models import ReplayStep
+from operations.replay import start_replay
+from runs.models import Annotation
 
 from .scenario import RUN_ID, recorded_run, same_as_recorded, stored_run, walk, wire_tools
 

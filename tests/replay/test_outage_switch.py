@@ -10,8 +10,8 @@ import pytest
 
 from approvals.models import ApprovalRequest, Kind
 from ledger_portal.cli import EXIT_OK, main
-from runs.models import ReplayStep
-from runs.replay import ReplayRefused, start_replay
+from operations.models import ReplayStep
+from operations.replay import ReplayRefused, start_replay
 
 from .scenario import RUN_ID, allow_everything, approve, recorded_run, stored_run, walk, wire_tools
 

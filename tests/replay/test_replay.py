@@ -10,9 +10,10 @@ from django.core.exceptions import PermissionDenied
 
 from approvals.models import ApprovalRequest, Kind
 from approvals.services import decide_approval, request_approval
+from operations.models import Replay, ReplayStep
+from operations.replay import ReplayRefused, fail_overdue_replays, start_replay
 from policies.models import Decision
-from runs.models import Annotation, Replay, ReplayStep
-from runs.replay import ReplayRefused, fail_overdue_replays, start_replay
+from runs.models import Annotation
 
 from .scenario import (
     RUN_ID,
@@ -270,7 +271,7 @@ def test_a_replay_running_past_its_deadline_is_failed_with_the_reason(acme, alic
 
 
 def test_a_stale_message_does_nothing(acme, alice, recorded, tool_server):
-    from runs.replay import execute_replay
+    from operations.replay import execute_replay
 
     replay = start_replay(stored_run(acme), alice)
     assert execute_replay(replay.pk, "not-its-message") is None

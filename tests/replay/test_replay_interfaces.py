@@ -13,9 +13,10 @@ from django.urls import reverse
 
 from approvals.models import ApprovalRequest
 from ledger_portal.cli import main
+from operations.models import Replay, ReplayStep
+from operations.replay import start_replay
 from policies.models import Decision
-from runs.models import Annotation, Replay, ReplayStep, Tool
-from runs.replay import start_replay
+from runs.models import Annotation, Tool
 
 from .conftest import TOKEN
 from .scenario import RUN_ID, recorded_run, same_as_recorded, stored_run, walk, wire_tools

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from runs.replay import start_replay
+from operations.replay import start_replay
 
 from .scenario import RUN_ID, recorded_run, same_as_recorded, stored_run, walk, wire_tools
 

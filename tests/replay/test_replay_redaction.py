@@ -4,8 +4,8 @@ the detectors; a huge index costs nothing; what is not a difference is redacted 
 
 from __future__ import annotations
 
+from operations.replay_redaction import redact_at, redact_divergence
 from runs.redaction import Redactor, TenantRule
-from runs.replay_redaction import redact_at, redact_divergence
 
 STRIPE = "sk_live_ClxyGS0UdCyLPFhg1R6FylBSlO"
 LABELS = {"output.owners[*].name": "confidential", "output.rows[2].x": "secret",

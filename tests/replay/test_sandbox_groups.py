@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from operations import replay as replay_module
+from operations.models import ReplayStep
+from operations.replay import start_replay
 from policies.models import Decision
-from runs import replay as replay_module
-from runs.models import ReplayStep
-from runs.replay import start_replay
 
 from .scenario import RUN_ID, allow_everything, recorded_run, stored_run, walk, wire_tools
 

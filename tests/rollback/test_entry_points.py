@@ -12,8 +12,9 @@ from django.utils import timezone
 
 from incidents.services import incident_timeline, open_incident
 from ledger_portal.cli import EXIT_OK, EXIT_USAGE, main
-from runs.models import Annotation, Rollback, Tool, ToolCall
-from runs.rollback import fail_stuck_rollbacks, request_rollback
+from operations.models import Rollback
+from operations.rollback import fail_stuck_rollbacks, request_rollback
+from runs.models import Annotation, Tool, ToolCall
 
 pytestmark = pytest.mark.usefixtures("eager")
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import PermissionDenied
 
-from runs.models import Annotation, Rollback, Run, Tool, ToolCall
-from runs.rollback import (
+from operations.models import Rollback
+from operations.rollback import (
     NOT_ATTEMPTED,
     RollbackRefused,
     request_rollback,
     request_run_rollback,
     rollback_key,
 )
+from runs.models import Annotation, Run, Tool, ToolCall
 
 pytestmark = pytest.mark.usefixtures("eager")
 

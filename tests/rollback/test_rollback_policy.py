@@ -16,11 +16,17 @@ from approvals.models import ApprovalRequest, Status
 from approvals.services import decide_approval
 from ledger_portal.cli import main
 from ledger_portal.services import grant_role
+from operations.models import Rollback
+from operations.rollback import (
+    RollbackRefused,
+    request_rollback,
+    request_run_rollback,
+    rollback_key,
+)
 from policies.models import Decision, Policy, Rule
 from policies.services import create_draft, publish_policy_version
 from runs.governance_log import setting_up
-from runs.models import Rollback, Tool, ToolCall
-from runs.rollback import RollbackRefused, request_rollback, request_run_rollback, rollback_key
+from runs.models import Tool, ToolCall
 
 pytestmark = pytest.mark.usefixtures("eager")
 

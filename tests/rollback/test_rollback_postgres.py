@@ -10,8 +10,9 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from runs.models import Rollback, Run, Tool, ToolCall
-from runs.rollback import request_rollback, request_run_rollback
+from operations.models import Rollback
+from operations.rollback import request_rollback, request_run_rollback
+from runs.models import Run, Tool, ToolCall
 from tests.integration.test_celery_worker import worker  # noqa: F401  (the worker fixture)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

@@ -17,10 +17,11 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils import timezone
 
+from ledger_portal.egress import EgressRefused, allowed_address, check_url
 from ledger_portal.env import env_destinations
-from runs.connectors import connector_for
-from runs.egress import EgressRefused, allowed_address, check_url
-from runs.models import Replay, ReplayStep, Rollback, Tool
+from operations.connectors import connector_for
+from operations.models import Replay, ReplayStep, Rollback
+from runs.models import Tool
 from tests.replay.scenario import RUN_ID, allow_everything, recorded_run, walk, wire_tools
 from tests.replay.toolservers import echo, mcp_tool_server
 

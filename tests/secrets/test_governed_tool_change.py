@@ -71,7 +71,7 @@ def test_an_endpoint_set_on_the_change_page_waits_for_a_second_person(
 
 
 def test_the_proposer_cannot_confirm_their_own_change(acme, alice, tool, client):
-    from runs.tool_changes import confirm_tool_change
+    from operations.tool_changes import confirm_tool_change
 
     client.force_login(alice)
     change_form(client, tool, endpoint="http://127.0.0.1:9/elsewhere")
@@ -111,7 +111,7 @@ def test_a_second_manager_confirms_it_in_the_admin_and_both_steps_are_logged(
 
 def test_someone_without_manage_policies_or_of_another_tenant_cannot_confirm(
         acme, alice, bob, charlie, tool, client):
-    from runs.tool_changes import confirm_tool_change
+    from operations.tool_changes import confirm_tool_change
 
     client.force_login(alice)
     change_form(client, tool, endpoint="http://127.0.0.1:9/elsewhere")
@@ -139,7 +139,7 @@ def test_a_manager_rejects_a_change_and_the_tool_stays_as_it_was(acme, alice, da
 
 def test_a_new_proposal_supersedes_the_pending_one_and_a_stale_one_is_refused(
         acme, alice, dave, tool, client):
-    from runs.tool_changes import confirm_tool_change
+    from operations.tool_changes import confirm_tool_change
 
     client.force_login(alice)
     change_form(client, tool, endpoint="http://127.0.0.1:9/first")

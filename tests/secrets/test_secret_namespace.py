@@ -12,9 +12,10 @@ from django.urls import reverse
 
 from ledger_portal.cli import main
 from ledger_portal.models import Tenant
-from runs.connectors import connector_for
-from runs.models import Replay, ReplayStep, Rollback, Tool
-from runs.secrets import EnvironmentSecrets, SecretError, resolve_secret
+from operations.connectors import connector_for
+from operations.models import Replay, ReplayStep, Rollback
+from operations.secrets import EnvironmentSecrets, SecretError, resolve_secret
+from runs.models import Tool
 from tests.replay.scenario import RUN_ID, recorded_run, walk, wire_tools
 from tests.replay.toolservers import echo, mcp_tool_server
 

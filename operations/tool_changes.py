@@ -18,9 +18,8 @@ from django.utils import timezone
 
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
-
-from .annotations import annotate
-from .models import GOVERNED_TOOL_FIELDS, AnnotationKind, Tool, ToolChange, ToolChangeStatus
+from runs.annotations import annotate
+from runs.models import GOVERNED_TOOL_FIELDS, AnnotationKind, Tool, ToolChange, ToolChangeStatus
 
 
 def governed_changes(tool: Tool) -> dict[str, Any]:

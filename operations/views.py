@@ -15,9 +15,11 @@ from django.views.decorators.http import require_POST
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
 from policies.models import PolicyVersion
+from runs.models import Run
+from runs.services import redactor_for
 
 from .divergences import FollowUpRefused, divergences_for, set_divergence_follow_up
-from .models import FollowUp, Replay, ReplayMode, ReplayStep, Run
+from .models import FollowUp, Replay, ReplayMode, ReplayStep
 from .replay import ReplayRefused, start_replay
 from .replay_present import (
     REPLAY_RELATED,
@@ -26,7 +28,6 @@ from .replay_present import (
     replay_summary,
     step_rows,
 )
-from .services import redactor_for
 
 
 def _replay_or_404(request: HttpRequest, tenant: str, replay_id: int) -> Replay:

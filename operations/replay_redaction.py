@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .redaction import Redactor, marker
+from runs.redaction import Redactor, marker
 
 _PART = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
 # An item keeps its position (an exact ``[3]`` label matches) unless that would mean a long list
@@ -51,7 +51,7 @@ def redact_at(redactor: Redactor, labels: Mapping[str, str] | None, path: str,
 
 def redact_divergence(redactor: Redactor, labels: Mapping[str, str] | None,
                       divergence: Any) -> Any:
-    """A replayed step's differences (``runs.replay_compare``: ``path``, ``change``,
+    """A replayed step's differences (``operations.replay_compare``: ``path``, ``change``,
     ``recorded``, ``replayed``) with each value redacted as it would be in place in the output
     (with the recorded call's labels). Any other key, and anything that is not a list of
     differences, is redacted as output content."""

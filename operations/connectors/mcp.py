@@ -18,10 +18,10 @@ import anyio
 import httpx2
 import orjson
 
-from runs import egress
-from runs.egress import EgressRefused
-from runs.secrets import SecretError
+from ledger_portal import egress
+from ledger_portal.egress import EgressRefused
 
+from ..secrets import SecretError
 from . import FAILED, SUCCEEDED, TRANSIENT, ToolResult
 from .base import ToolEndpoint
 

@@ -65,6 +65,7 @@ class Rollback(models.Model):
     objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
+        db_table = "runs_rollback"  # as when it lived in runs/ (operations 0001)
         ordering = ["-id"]
         constraints = [models.UniqueConstraint(fields=["tenant", "tool_call"],
                                                name="rollback_once_per_call")]

@@ -8,10 +8,12 @@ from typing import Any
 
 from django.urls import reverse
 
+from runs.models import ToolCall
+from runs.redaction import as_text
+from runs.services import ViewerRedaction, redactor_for
+
 from .divergences import follow_up_of
-from .models import Replay, ReplayStep, ToolCall
-from .redaction import as_text
-from .services import ViewerRedaction, redactor_for
+from .models import Replay, ReplayStep
 
 _PART = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
 

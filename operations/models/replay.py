@@ -67,6 +67,7 @@ class Replay(models.Model):
     objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
+        db_table = "runs_replay"  # as when it lived in runs/ (operations 0001)
         ordering = ["-id"]
         indexes = [models.Index(fields=["tenant", "-id"], name="replay_tenant_id"),
                    models.Index(fields=["status", "deadline_at"], name="replay_status_deadline")]
@@ -146,6 +147,7 @@ class ReplayStep(models.Model):
     objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
+        db_table = "runs_replaystep"
         ordering = ["replay", "seq"]
         constraints = [models.UniqueConstraint(fields=["replay", "seq"],
                                                name="replay_step_seq_unique")]

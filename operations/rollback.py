@@ -33,7 +33,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -44,9 +44,10 @@ from django.utils import timezone
 from ledger_portal.jobs import enqueue_on_commit
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
+from runs.annotations import annotate
+from runs.models import AnnotationKind, Run, ToolCall, ToolCallStatus
 
-from .annotations import annotate
-from .models import AnnotationKind, Rollback, RollbackStatus, Run, ToolCall, ToolCallStatus
+from .models import Rollback, RollbackStatus
 
 # How long a running attempt may go without news before another worker may take it over
 # (a crashed worker's message comes back through acks_late / reject_on_worker_lost).
@@ -325,10 +326,37 @@ def _check_incident(incident: Any, tenant_id: int) -> None:
 
 
 def _link_incident(incident: Any, call: ToolCall, by: Any) -> None:
-    from incidents.services import link_to_incident
+    _incident_links().link_call(incident, call, by)
 
-    if not incident.tool_calls.filter(pk=call.pk).exists():
-        link_to_incident(incident, by, call_ids=[call.call_id])
+
+# -- incidents (an app above this one) reach rollbacks through a hook this app owns -----------
+
+class IncidentLinks(Protocol):
+    """What a rollback needs of incidents: finding the one it is requested for, and linking the
+    call it compensates to it (recorded on the incident's trail)."""
+
+    def find(self, by: Any, incident_id: int) -> Any | None: ...
+
+    def link_call(self, incident: Any, call: ToolCall, by: Any) -> None: ...
+
+
+_registered_links: list[IncidentLinks] = []
+
+
+def register_incident_links(links: IncidentLinks) -> None:
+    """Called by the incidents app's ``ready``: one registration, the latest wins."""
+    _registered_links[:] = [links]
+
+
+def _incident_links() -> IncidentLinks:
+    if not _registered_links:
+        raise RollbackRefused("rollbacks for an incident need the incidents app")
+    return _registered_links[0]
+
+
+def find_incident(by: Any, incident_id: int) -> Any | None:
+    """The incident ``incident_id`` among those ``by`` may see, or None."""
+    return _incident_links().find(by, incident_id)
 
 
 # --- the task's side -------------------------------------------------------------------------

@@ -48,23 +48,19 @@ from policies.services import (
     decision_context,
     unsaved_sandbox_decision,
 )
+from runs.annotations import annotate
+from runs.models import AnnotationKind, ConnectorKind, Run, Tool, ToolCall
 
-from .annotations import annotate
 from .connectors import ConnectorError, ToolResult, connector_for
 from .divergences import follow_up_of
 from .models import (
-    AnnotationKind,
-    ConnectorKind,
     FollowUp,
     Replay,
     ReplayMode,
     ReplayStatus,
     ReplayStep,
-    Run,
     StepMode,
     StepStatus,
-    Tool,
-    ToolCall,
 )
 from .models.replay import ACTIVE_REPLAY_STATUSES, DONE_STEP_STATUSES
 from .replay_compare import compare_outputs

@@ -15,10 +15,11 @@ from rest_framework.response import Response
 
 from ledger_portal.api.scoping import TenantScopedViewMixin
 from ledger_portal.roles import Role
+from runs.api.views import Redaction
+from runs.models import Run, ToolCall
 
-from ..models import Rollback, RollbackStatus, Run, ToolCall
-from ..rollback import request_rollback, request_run_rollback
-from .views import Redaction
+from ..models import Rollback, RollbackStatus
+from ..rollback import find_incident, request_rollback, request_run_rollback
 
 # What the compensate hook answered: its content, redacted like the ledger's (as exports do).
 ANSWER_FIELDS = ("outcome", "remaining_side_effects", "attempt_log", "last_error")
@@ -49,7 +50,7 @@ class RollbackSerializer(serializers.ModelSerializer):
         data = super().to_representation(instance)
         redaction = self.context.get("redaction")
         if redaction is None:
-            from ..services import redactor_for
+            from runs.services import redactor_for
 
             return redactor_for(None, instance.tenant_id).redactor.redact_fields(
                 data, ANSWER_FIELDS)
@@ -93,16 +94,13 @@ class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView):
     @extend_schema(request=RollbackRequestSerializer,
                    responses={202: RollbackRequestedSerializer, 200: RollbackRequestedSerializer})
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        from incidents.models import Incident
-
         form = RollbackRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
         slug = request.query_params.get("tenant")
         incident = None
         if data["incident"] is not None:
-            incident = Incident.objects.for_user(request.user, Role.VIEW_LEDGER).filter(
-                pk=data["incident"]).first()
+            incident = find_incident(request.user, data["incident"])
             if incident is None:
                 raise NotFound("no such incident in your tenants")
         model, lookup = (Run, {"run_id": data["run_id"]}) if data.get("run_id") else (

@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from ledger_portal.roles import Role
 from ledger_portal.tenancy import has_role
+from runs.annotations import annotate
+from runs.models import AnnotationKind
 
-from .annotations import annotate
-from .models import AnnotationKind, FollowUp, ReplayStep
+from .models import FollowUp, ReplayStep
 
 
 class FollowUpRefused(Exception):

@@ -14,14 +14,14 @@ import sys
 import time
 from typing import Any
 
-from ledger_portal.cli import (
+from ledger_portal.cli_support import (
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_TAMPERED,
     EXIT_USAGE,
-    _print_json,
     exactly_one,
+    print_json,
 )
 
 
@@ -86,8 +86,9 @@ def cmd_replay(args: argparse.Namespace, user: Any) -> int:
     from django.core.exceptions import PermissionDenied
 
     from ledger_portal.roles import Role
+    from runs.models import Run
 
-    from .models import Replay, ReplayStatus, Run
+    from .models import Replay, ReplayStatus
     from .replay import ReplayRefused, execute_replay, start_replay
 
     if args.follow_up:
@@ -136,8 +137,9 @@ def cmd_replay(args: argparse.Namespace, user: Any) -> int:
 
 
 def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
+    from runs.services import RedactionNotAllowed, redactor_for
+
     from .replay_present import redacted_divergence_report
-    from .services import RedactionNotAllowed, redactor_for
 
     try:
         view = redactor_for(user, replay.tenant_id, args.redaction_level,
@@ -147,7 +149,7 @@ def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
         return EXIT_FORBIDDEN
     report = redacted_divergence_report(replay, view)
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         _print_report(replay, report)
     return _outcome(replay)
@@ -199,7 +201,7 @@ def _list_divergences(args: argparse.Namespace, user: Any) -> int:
                             tenant=args.tenant, tool=args.tool)
     rows = divergence_rows(steps[:args.limit], user)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return EXIT_OK
     for row in rows:
         print(f"{row['tenant']} replay {row['replay']} step {row['seq']} {row['tool']} "

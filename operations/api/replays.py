@@ -15,11 +15,12 @@ from rest_framework.response import Response
 from ledger_portal.api.scoping import TenantScopedViewMixin
 from ledger_portal.roles import Role
 from policies.models import PolicyVersion
+from runs.models import Run
+from runs.services import RedactionNotAllowed, redactor_for
 
-from ..models import Replay, ReplayMode, Run
+from ..models import Replay, ReplayMode
 from ..replay import ReplayRefused, start_replay
 from ..replay_present import REPLAY_RELATED, replay_summary, step_rows
-from ..services import RedactionNotAllowed, redactor_for
 
 
 class ReplayRequestSerializer(serializers.Serializer):

@@ -6,7 +6,14 @@ import argparse
 import time
 from typing import Any
 
-from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, exactly_one, fail
+from ledger_portal.cli_support import (
+    EXIT_FORBIDDEN,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_USAGE,
+    exactly_one,
+    fail,
+)
 
 WAIT_POLL_SECONDS = 0.5
 
@@ -14,18 +21,17 @@ WAIT_POLL_SECONDS = 0.5
 def cmd_rollback(args: argparse.Namespace, user: Any) -> int:
     from django.core.exceptions import PermissionDenied, ValidationError
 
-    from incidents.models import Incident
     from ledger_portal.roles import Role
+    from runs.models import Run, ToolCall
 
-    from .models import Rollback, Run, ToolCall
-    from .rollback import request_rollback, request_run_rollback
+    from .models import Rollback
+    from .rollback import find_incident, request_rollback, request_run_rollback
 
     if bool(args.call_id) == bool(args.run_id):
         return fail("name one tool call (--call-id) or one whole run (--run-id)", EXIT_USAGE)
     incident = None
     if args.incident is not None:
-        incident = Incident.objects.for_user(user, Role.VIEW_LEDGER).filter(
-            pk=args.incident).first()
+        incident = find_incident(user, args.incident)
         if incident is None:
             return fail(f"no incident {args.incident} in your tenants", EXIT_NOT_FOUND)
     model, lookup = (Run, {"run_id": args.run_id}) if args.run_id else (

@@ -6,10 +6,10 @@ from typing import Any
 
 import orjson
 
-from runs.egress import EgressRefused, check_url
+from ledger_portal.egress import EgressRefused, check_url
 from runs.models import DryRunVia, Tool
-from runs.secrets import SecretError, resolve_secret, scrub
 
+from ..secrets import SecretError, resolve_secret, scrub
 from . import FAILED, IDEMPOTENCY_HEADER, ConnectorError, ToolResult
 
 

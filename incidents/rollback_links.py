@@ -1,0 +1,21 @@
+"""How rollbacks (operations, below this app) find an incident and link a compensated call to
+it: registered with ``operations.rollback`` by ``IncidentsConfig.ready``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger_portal.roles import Role
+from runs.models import ToolCall
+
+from .models import Incident
+from .services import link_to_incident
+
+
+class IncidentRollbackLinks:
+    def find(self, by: Any, incident_id: int) -> Incident | None:
+        return Incident.objects.for_user(by, Role.VIEW_LEDGER).filter(pk=incident_id).first()
+
+    def link_call(self, incident: Incident, call: ToolCall, by: Any) -> None:
+        if not incident.tool_calls.filter(pk=call.pk).exists():
+            link_to_incident(incident, by, call_ids=[call.call_id])

@@ -1,0 +1,34 @@
+"""Core services record what they change (API keys, personal tokens, outage mode) on the
+tenant's governance log. The log is the ledger's (``runs.annotations``), a layer above the
+core, so the ledger registers how it is written (``RunsConfig.ready``) and the core never
+imports it. The record is written in the change's own transaction; with no recorder registered
+the change is refused, never left unrecorded."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from django.core.exceptions import ImproperlyConfigured
+
+#: The agent id the portal's own records are filed under; no API key may act for it.
+PORTAL_AGENT_ID = "ledger-portal"
+
+
+class Recorder(Protocol):
+    def __call__(self, tenant: Any, kind: str, body: str, *, by: Any, data: Any) -> Any: ...
+
+
+_recorders: list[Recorder] = []
+
+
+def register_recorder(recorder: Recorder) -> None:
+    _recorders[:] = [recorder]
+
+
+def record_on_governance_log(tenant: Any, kind: str, body: str, *, by: Any,
+                             data: Any = None) -> Any:
+    """Append an annotation of ``kind`` (an annotation kind's value) to ``tenant``'s governance
+    log; returns it."""
+    if not _recorders:
+        raise ImproperlyConfigured("no governance log is installed (the runs app records it)")
+    return _recorders[0](tenant, kind, body, by=by, data=data)
