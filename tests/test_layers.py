@@ -1,0 +1,84 @@
+"""The code forms a stack: core, ledger, governance, operations, oversight, project. No module
+imports from a layer above its own, at its top or inside a function (the report:
+``python scripts/import_layers.py``). What a lower layer needs from a higher one it gets
+through a hook it owns (hold sources, the decision trail, timeline panels, incident links, the
+governance log recorder, the admin's content presenter)."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+from scripts import import_layers as layers
+
+
+def test_no_import_runs_up_the_stack():
+    breaks = layers.upward(layers.imports())
+    assert breaks == [], "\n" + "\n".join(
+        f"{b.break_text} ({layers.modules()[b.importer].relative_to(layers.ROOT)}:{b.line})"
+        for b in breaks)
+
+
+def test_every_package_of_ours_has_a_layer():
+    ours = {path.parent.name for path in layers.ROOT.glob("*/apps.py")}
+    assert ours <= set(layers.PACKAGE_LAYER)
+    assert set(layers.PACKAGES) == set(layers.PACKAGE_LAYER)
+
+
+def test_the_project_shell_is_only_wiring():
+    """Settings, URLs, the CLI dispatcher, Celery's app: nothing below imports them."""
+    into_shell = [i.break_text for i in layers.imports()
+                  if layers.layer_of(i.imported) == "project"
+                  and layers.layer_of(i.importer) != "project"]
+    assert into_shell == []
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    for package in layers.PACKAGES:
+        (tmp_path / package).mkdir(exist_ok=True)
+        (tmp_path / package / "__init__.py").touch()
+    return tmp_path
+
+
+def test_the_check_finds_an_upward_import_inside_a_function(tmp_path):
+    root = _tree(tmp_path, {
+        "runs/retention.py": """
+            from .models import Run
+
+            def held():
+                from policies.models import Decision
+                return Decision
+        """,
+        "runs/models.py": "",
+        "policies/models.py": "from runs.models import Run\n",
+    })
+    found = layers.upward(layers.imports(root))
+    assert [(i.break_text, i.in_function) for i in found] == [
+        ("runs.retention -> policies.models", True)]
+
+
+def test_the_check_resolves_relative_imports_and_submodules(tmp_path):
+    root = _tree(tmp_path, {
+        "operations/api/replays.py": "from ..replay import start\nfrom . import views\n",
+        "operations/api/views.py": "",
+        "operations/replay.py": "from incidents import services\n",
+        "incidents/services.py": "",
+    })
+    graph = {(i.importer, i.imported) for i in layers.imports(root)}
+    assert {("operations.api.replays", "operations.replay"),
+            ("operations.api.replays", "operations.api.views"),
+            ("operations.replay", "incidents.services")} <= graph
+    assert [i.break_text for i in layers.upward(layers.imports(root))] == [
+        "operations.replay -> incidents.services"]
+
+
+def test_the_report_prints_layers_graph_and_breaks():
+    text = layers.report(layers.imports())
+    assert "ledger      runs" in text
+    assert "run up the stack" in text
+    ast.parse(Path(layers.__file__).read_text())  # runnable as a script, too
