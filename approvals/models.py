@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 
 
 class Kind(models.TextChoices):
@@ -24,7 +22,7 @@ class Status(models.TextChoices):
     EXPIRED = "expired"
 
 
-class ApprovalRequest(models.Model):
+class ApprovalRequest(TenantOwned):
     """A request for a human decision, bound to the exact action it is about.
 
     ``action_hash`` commits to everything the approval is bound to: the tenant, run, call,
@@ -67,7 +65,6 @@ class ApprovalRequest(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     decided_at = models.DateTimeField(null=True, blank=True)
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["created_at"]

@@ -3,12 +3,10 @@ downloaded it."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 
 
 class ExportStatus(models.TextChoices):
@@ -30,12 +28,10 @@ class ExportFormat(models.TextChoices):
     JSON = "json", "JSON array (one record a line)"
 
 
-class AuditExport(models.Model):
+class AuditExport(TenantOwned):
     """A tenant- and time-bounded, redacted, signed export of the ledger and its governance
     records. Produced by Celery tasks in parts; published as one bundle (a tar)."""
 
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
     window_from = models.DateTimeField()
     window_to = models.DateTimeField()
     redaction_level = models.CharField(max_length=8, choices=RedactionLevel.choices,
@@ -82,7 +78,6 @@ class AuditExport(models.Model):
         default=False, help_text="Compliance is reviewing it: the runs of its window are held "
         "from retention and the bundle does not expire.")
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["-id"]
@@ -138,11 +133,9 @@ class ExportPart(models.Model):
         return f"part {self.index} ({self.section})"
 
 
-class ExportShare(models.Model):
+class ExportShare(TenantOwned):
     """An export shared with one person who lacks the export role (an external auditor)."""
 
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
     export = models.ForeignKey(AuditExport, on_delete=models.CASCADE, related_name="shares")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                              related_name="+")
@@ -150,7 +143,6 @@ class ExportShare(models.Model):
                                   on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["export", "user"],
@@ -160,11 +152,9 @@ class ExportShare(models.Model):
         return f"{self.export} shared with {self.user}"
 
 
-class ExportDownload(models.Model):
+class ExportDownload(TenantOwned):
     """One download of an export: who, when, from where."""
 
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
     export = models.ForeignKey(AuditExport, on_delete=models.PROTECT, related_name="downloads")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                              on_delete=models.PROTECT, related_name="+")
@@ -173,7 +163,6 @@ class ExportDownload(models.Model):
     user_agent = models.CharField(max_length=500, blank=True)
     at = models.DateTimeField(auto_now_add=True)
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["-at"]

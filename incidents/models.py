@@ -8,14 +8,12 @@ the tenant's governance log), so the incident and the runs tell the same story.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 from simple_history.models import HistoricalRecords
 
 from ledger_portal.history import history_user
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 
 from .choices import (  # noqa: F401  (re-exported)
     CLOSING_REMEDIATIONS,
@@ -25,7 +23,7 @@ from .choices import (  # noqa: F401  (re-exported)
 )
 
 
-class Incident(models.Model):
+class Incident(TenantOwned):
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
                                related_name="incidents")
     title = models.CharField(max_length=300)
@@ -58,7 +56,6 @@ class Incident(models.Model):
         help_text="Write/delete/exfil calls security and data owners were told about.")
 
     history = HistoricalRecords(excluded_fields=["escalated_call_ids"], get_user=history_user)
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["-opened_at", "-id"]

@@ -10,7 +10,10 @@ class LedgerPortalConfig(AppConfig):
         from .converters import register
 
         register()  # before any URL module is read: they use <id:...>
-        from . import celery  # noqa: F401  (the Celery app, so shared tasks bind to it)
+        from . import (
+            celery,  # noqa: F401  (the Celery app, so shared tasks bind to it)
+            checks,  # noqa: F401  (registers the tenancy system checks)
+        )
         from .api import schema  # noqa: F401  (registers the OpenAPI extensions)
         from .db_roles import grant_after_migrate
 

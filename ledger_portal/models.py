@@ -97,6 +97,21 @@ def hash_api_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+class TenantOwned(models.Model):
+    """A row that belongs to one tenant: its ``tenant`` and the one tenant scope
+    (``objects.for_user(user, role)``). A model may redeclare ``tenant`` (its own related
+    name, what a tenant's removal does) or ``objects`` (a narrower queryset that still derives
+    from ``TenantScopedQuerySet``); ``manage.py check`` refuses a model with a foreign key to
+    Tenant that does not derive from this (``ledger_portal.E001``)."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT, related_name="+")
+
+    objects = TenantScopedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+
 class ApiKeyQuerySet(TenantScopedQuerySet["ApiKey"]):
     def usable(self) -> ApiKeyQuerySet:
         now = timezone.now()
@@ -105,7 +120,7 @@ class ApiKeyQuerySet(TenantScopedQuerySet["ApiKey"]):
         )
 
 
-class ApiKey(models.Model):
+class ApiKey(TenantOwned):
     """A tenant's credential for agents. Only a hash is stored; the key is shown once."""
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
@@ -133,7 +148,7 @@ class ApiKey(models.Model):
 
     history = HistoricalRecords(excluded_fields=["last_used_at", "last_used_ip"],
                                 get_user=history_user)
-    objects = ApiKeyQuerySet.as_manager()
+    objects = ApiKeyQuerySet.as_manager()  # type: ignore[misc]  # narrower than TenantOwned's
 
     class Meta:
         ordering = ["tenant", "name"]

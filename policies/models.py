@@ -13,7 +13,7 @@ from django.db import models
 from simple_history.models import HistoricalRecords
 
 from ledger_portal.history import history_user
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 from runs.models.base import AppendOnly, LedgerQuerySet
 
 
@@ -46,7 +46,7 @@ class Engine(models.TextChoices):
     OPA = "opa", "OPA (REST Data API)"
 
 
-class Policy(models.Model):
+class Policy(TenantOwned):
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
                                related_name="policies")
     name = models.SlugField(max_length=100)
@@ -54,7 +54,6 @@ class Policy(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords(get_user=history_user)
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["tenant", "name"]
@@ -72,9 +71,7 @@ class VersionStatus(models.TextChoices):
     RETIRED = "retired"
 
 
-class PolicyVersion(models.Model):
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
+class PolicyVersion(TenantOwned):
     policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="versions")
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=10, choices=VersionStatus.choices,
@@ -106,7 +103,6 @@ class PolicyVersion(models.Model):
     checksum = models.CharField(max_length=64, blank=True)
 
     history = HistoricalRecords(get_user=history_user)
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["policy", "-number"]
@@ -157,11 +153,9 @@ class OutageMatch(models.TextChoices):
     NEVER = "never", "only outside an outage"
 
 
-class Rule(models.Model):
+class Rule(TenantOwned):
     """One rule of a version; rules are edited only while their version is a draft."""
 
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
     version = models.ForeignKey(PolicyVersion, on_delete=models.CASCADE, related_name="rules")
     position = models.PositiveIntegerField(default=0)
     name = models.CharField(max_length=100)
@@ -216,11 +210,9 @@ class Rule(models.Model):
                 "condition": self.condition, "effect": self.effect}
 
 
-class Decision(AppendOnly):
+class Decision(TenantOwned, AppendOnly):
     """One decision on a proposed tool call: the policy trail."""
 
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
     run_id = models.CharField(max_length=200, blank=True)
     call_id = models.CharField(max_length=200, blank=True, db_index=True)
     agent_id = models.CharField(max_length=200, blank=True)
@@ -253,7 +245,7 @@ class Decision(AppendOnly):
     decided_by = models.CharField(max_length=200, blank=True, help_text="Who asked.")
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = LedgerQuerySet.as_manager()
+    objects = LedgerQuerySet.as_manager()  # type: ignore[misc]  # narrower than TenantOwned's
 
     class Meta:
         ordering = ["-id"]
@@ -271,11 +263,9 @@ class ExceptionStatus(models.TextChoices):
     REVOKED = "revoked"
 
 
-class GovernedException(models.Model):
+class GovernedException(TenantOwned):
     """A scoped, justified, time-bound override of what a policy version decides."""
 
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
     tool = models.CharField(max_length=200, help_text="Tool name glob.")
     agent_id = models.CharField(max_length=200, blank=True, help_text="Empty: any agent.")
     action_class = models.CharField(max_length=8, blank=True, help_text="Empty: any class.")
@@ -297,7 +287,6 @@ class GovernedException(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords(get_user=history_user)
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["-created_at"]
@@ -315,11 +304,9 @@ class BackTestStatus(models.TextChoices):
     FAILED = "failed"
 
 
-class BackTest(models.Model):
+class BackTest(TenantOwned):
     """A draft version run against the recorded tool calls of a window, before publishing."""
 
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
     version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT,
                                 related_name="backtests")
     window_from = models.DateTimeField()
@@ -344,7 +331,6 @@ class BackTest(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     stalls = models.PositiveSmallIntegerField(default=0)
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["-created_at"]

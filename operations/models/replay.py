@@ -3,12 +3,10 @@ replayed tool call (a live step committed before the walk moves on, sandbox step
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 
 
 class ReplayMode(models.TextChoices):
@@ -29,9 +27,7 @@ ACTIVE_REPLAY_STATUSES = (ReplayStatus.QUEUED, ReplayStatus.RUNNING,
                           ReplayStatus.WAITING_APPROVAL)
 
 
-class Replay(models.Model):
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
+class Replay(TenantOwned):
     run = models.ForeignKey("runs.Run", on_delete=models.PROTECT, related_name="replay_jobs")
     mode = models.CharField(max_length=7, choices=ReplayMode.choices,
                             default=ReplayMode.SANDBOX)
@@ -64,7 +60,6 @@ class Replay(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     stalls = models.PositiveSmallIntegerField(default=0)
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         db_table = "runs_replay"  # as when it lived in runs/ (operations 0001)
@@ -113,9 +108,7 @@ class FollowUp(models.TextChoices):
     FIXED = "fixed"
 
 
-class ReplayStep(models.Model):
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
+class ReplayStep(TenantOwned):
     replay = models.ForeignKey(Replay, on_delete=models.CASCADE, related_name="steps")
     seq = models.PositiveIntegerField(help_text="Position in the replay (1, 2, ...).")
     call_id = models.CharField(max_length=200)
@@ -144,7 +137,6 @@ class ReplayStep(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         db_table = "runs_replaystep"

@@ -7,13 +7,11 @@ same moment, returns the first rollback and its outcome. The row is the job: sta
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 
 
 class RollbackStatus(models.TextChoices):
@@ -28,9 +26,7 @@ FINISHED_ROLLBACK_STATUSES = frozenset({RollbackStatus.SUCCEEDED, RollbackStatus
                                         RollbackStatus.PARTIAL})
 
 
-class Rollback(models.Model):
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
+class Rollback(TenantOwned):
     tool_call = models.ForeignKey("runs.ToolCall", on_delete=models.PROTECT,
                                   related_name="rollbacks")
     run = models.ForeignKey("runs.Run", on_delete=models.PROTECT, related_name="+",
@@ -62,7 +58,6 @@ class Rollback(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     last_activity_at = models.DateTimeField(default=timezone.now, help_text="For the watchdog.")
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         db_table = "runs_rollback"  # as when it lived in runs/ (operations 0001)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from django.db import models
 
 from ledger_portal.canonical import canonical_timestamp, chain_hash, content_hash
+from ledger_portal.models import TenantOwned
 from ledger_portal.tenancy import TenantScopedQuerySet
 
 TIMESTAMP_FIELDS = frozenset({"started_at", "ended_at"})
@@ -84,7 +85,7 @@ class AppendOnly(models.Model):
         raise AppendOnlyViolation(f"{type(self).__name__} rows are append-only")
 
 
-class LedgerRecord(AppendOnly):
+class LedgerRecord(TenantOwned, AppendOnly):
     """A row in a run's hash chain: ``seq`` orders it, ``chain_hash`` links it to the one before."""
 
     kind: ClassVar[str]
@@ -97,13 +98,12 @@ class LedgerRecord(AppendOnly):
     #: Never a reference or a timestamp.
     optional_content_fields: ClassVar[frozenset[str]] = frozenset()
 
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT, related_name="+")
     seq = models.PositiveIntegerField(help_text="Position in the run's chain (the run is 0).")
     content_hash = models.CharField(max_length=64, editable=False)
     chain_hash = models.CharField(max_length=64, editable=False)
     recorded_at = models.DateTimeField(auto_now_add=True, db_index=False)
 
-    objects = LedgerQuerySet.as_manager()
+    objects = LedgerQuerySet.as_manager()  # type: ignore[misc]  # narrower than TenantOwned's
 
     class Meta:
         abstract = True

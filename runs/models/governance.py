@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.core.validators import RegexValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
 from ledger_portal.history import history_user
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 
 
 class ActionClass(models.TextChoices):
@@ -19,7 +17,7 @@ class ActionClass(models.TextChoices):
     EXFIL = "exfil", "exfil"
 
 
-class Agent(models.Model):
+class Agent(TenantOwned):
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
                                related_name="agents")
     agent_id = models.CharField(max_length=200)
@@ -29,7 +27,6 @@ class Agent(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     history = HistoricalRecords(excluded_fields=["updated_at"], get_user=history_user)
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["tenant", "agent_id"]
@@ -68,7 +65,7 @@ def http_url(value: str) -> None:
 SECRET_REFERENCE = r"^[a-z][a-z0-9_]*:[A-Za-z0-9_.\-/]+$"
 
 
-class Tool(models.Model):
+class Tool(TenantOwned):
     """A tool agents call. Registered on first sight by ingestion; edited by governance.
 
     The connector fields say how the portal itself reaches the tool (replay, rollback).
@@ -119,7 +116,6 @@ class Tool(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     history = HistoricalRecords(excluded_fields=["updated_at"], get_user=history_user)
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["tenant", "name"]
@@ -168,7 +164,7 @@ class ToolChangeStatus(models.TextChoices):
     SUPERSEDED = "superseded", "superseded (a newer proposal replaced it)"
 
 
-class ToolChange(models.Model):
+class ToolChange(TenantOwned):
     """A proposed change of a tool's connection (``GOVERNED_TOOL_FIELDS``). The tool keeps its
     confirmed values until another manage_policies holder confirms (operations.tool_changes)."""
 
@@ -186,7 +182,6 @@ class ToolChange(models.Model):
                                    related_name="+")
     decided_at = models.DateTimeField(null=True, blank=True)
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["-proposed_at", "-id"]
@@ -198,7 +193,7 @@ class ToolChange(models.Model):
         return f"{self.tool} connection change {self.pk} ({self.status})"
 
 
-class RedactionRule(models.Model):
+class RedactionRule(TenantOwned):
     """A tenant's own classification of fields, on top of what agents declare.
 
     ``pattern`` is a field-name glob matched against the last key of a path (``*password*``,
@@ -216,7 +211,6 @@ class RedactionRule(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords(get_user=history_user)
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["tenant", "pattern"]

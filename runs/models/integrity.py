@@ -14,12 +14,12 @@ from typing import Any
 from django.db import models
 
 from ledger_portal.canonical import canonical_timestamp
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 
 from .base import AppendOnly, LedgerQuerySet
 
 
-class TenantDigest(AppendOnly):
+class TenantDigest(TenantOwned, AppendOnly):
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
                                related_name="digests")
     number = models.PositiveIntegerField()
@@ -35,7 +35,7 @@ class TenantDigest(AppendOnly):
     public_key = models.CharField(max_length=64)
     key_id = models.CharField(max_length=16)
 
-    objects = LedgerQuerySet.as_manager()
+    objects = LedgerQuerySet.as_manager()  # type: ignore[misc]  # narrower than TenantOwned's
 
     class Meta:
         ordering = ["tenant", "number"]
@@ -60,7 +60,7 @@ class TenantDigest(AppendOnly):
         }
 
 
-class IntegrityAlarm(AppendOnly):
+class IntegrityAlarm(TenantOwned, AppendOnly):
     """A run head the digest sealer refused to sign: it differs from what an earlier digest
     signed for the same run (rewritten, or its tail dropped), so signing it would launder the
     change. Raised once per forged head; shown in the admin, the API and ``ledger verify``."""
@@ -76,7 +76,7 @@ class IntegrityAlarm(AppendOnly):
     detail = models.TextField()
     raised_at = models.DateTimeField(auto_now_add=True)
 
-    objects = LedgerQuerySet.as_manager()
+    objects = LedgerQuerySet.as_manager()  # type: ignore[misc]  # narrower than TenantOwned's
 
     class Meta:
         ordering = ["-raised_at"]
@@ -89,7 +89,7 @@ class IntegrityAlarm(AppendOnly):
         return f"integrity alarm: run {self.run_id}: {self.detail}"
 
 
-class CommitmentKey(models.Model):
+class CommitmentKey(TenantOwned):
     """A tenant's key for the commitments its redacted outputs show where the ledger keeps a
     hash (``runs/commitments.py``). One key is current; a rotated one is kept, retired, so the
     commitments it made stay checkable by whoever is given it."""
@@ -102,7 +102,6 @@ class CommitmentKey(models.Model):
     created_by = models.CharField(max_length=150, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
 
-    objects = TenantScopedQuerySet.as_manager()
 
     class Meta:
         ordering = ["tenant", "-generation"]

@@ -7,11 +7,9 @@ outcome. The ledger records themselves are written by ingestion, chained as usua
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import models
 
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 
 
 class OtlpTraceState(models.TextChoices):
@@ -20,9 +18,7 @@ class OtlpTraceState(models.TextChoices):
     CLOSED = "closed"  # run closed: new spans are kept raw as late
 
 
-class OtlpTrace(models.Model):
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
+class OtlpTrace(TenantOwned):
     trace_id = models.CharField(max_length=32, help_text="Lowercase hex, 16 bytes.")
     run_id = models.CharField(max_length=200)
     state = models.CharField(max_length=8, choices=OtlpTraceState.choices,
@@ -37,7 +33,6 @@ class OtlpTrace(models.Model):
         null=True, blank=True, help_text="The agents the keys that sent its spans act for, "
         "when bound (null: any); recording it later keeps to them.")
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "trace_id"],
@@ -56,9 +51,7 @@ class OtlpSpanState(models.TextChoices):
     LATE = "late"  # arrived after its run closed: kept raw, reported on the run
 
 
-class OtlpSpan(models.Model):
-    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
-                               related_name="+")
+class OtlpSpan(TenantOwned):
     trace = models.ForeignKey(OtlpTrace, on_delete=models.PROTECT, related_name="spans")
     span_id = models.CharField(max_length=16, help_text="Lowercase hex, 8 bytes.")
     parent_span_id = models.CharField(max_length=16, blank=True)
@@ -70,7 +63,6 @@ class OtlpSpan(models.Model):
     body = models.JSONField(help_text="The span as received (attributes decoded).")
     received_at = models.DateTimeField()
 
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["trace", "span_id"],

@@ -15,12 +15,12 @@ from simple_history.models import HistoricalRecords
 
 from ledger_portal.canonical import canonical_timestamp
 from ledger_portal.history import history_user
-from ledger_portal.tenancy import TenantScopedQuerySet
+from ledger_portal.models import TenantOwned
 
 from .base import AppendOnly, LedgerQuerySet
 
 
-class LegalHold(models.Model):
+class LegalHold(TenantOwned):
     """Keeps a run (or, with no run, every run of the tenant) past its retention period until
     the hold is released."""
 
@@ -37,7 +37,6 @@ class LegalHold(models.Model):
     released_at = models.DateTimeField(null=True, blank=True)
 
     history = HistoricalRecords(get_user=history_user)
-    objects: TenantScopedQuerySet[Any] = TenantScopedQuerySet.as_manager()  # type: ignore[assignment]
 
     class Meta:
         ordering = ["tenant", "-placed_at"]
@@ -51,7 +50,7 @@ class LegalHold(models.Model):
         return self.released_at is None
 
 
-class RemovalRecord(AppendOnly):
+class RemovalRecord(TenantOwned, AppendOnly):
     tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
                                related_name="removal_records")
     number = models.PositiveIntegerField()
@@ -66,7 +65,7 @@ class RemovalRecord(AppendOnly):
     public_key = models.CharField(max_length=64)
     key_id = models.CharField(max_length=16)
 
-    objects = LedgerQuerySet.as_manager()
+    objects = LedgerQuerySet.as_manager()  # type: ignore[misc]  # narrower than TenantOwned's
 
     class Meta:
         ordering = ["tenant", "number"]
