@@ -10,7 +10,7 @@ DEMO_ADDR ?= 127.0.0.1:8000
 # Where the demo portal may send requests (tools, OPA, webhooks on this machine only).
 export LEDGER_EGRESS_ALLOW ?= 127.0.0.1,localhost
 
-.PHONY: install demo demo-data worker test test-sqlite test-postgres lint bench clean
+.PHONY: install demo demo-data worker test test-sqlite test-postgres lint docs bench clean
 
 install: $(VENV)/.installed
 
@@ -50,10 +50,17 @@ test-postgres: install
 	  echo "PostgreSQL/Redis unreachable and REQUIRE_SERVICES=1"; exit 1; \
 	else echo "== PostgreSQL or Redis unreachable: PostgreSQL tests skipped"; fi
 
-lint: install
+lint: install docs
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run -v0
 	$(BIN)/mypy .
+
+# The manuals (docs/) as a site in data/site; strict, so a broken link or anchor fails.
+docs: install
+	@mkdir -p data
+	@$(BIN)/mkdocs build --strict --site-dir $(CURDIR)/data/site > data/mkdocs.log 2>&1 \
+	  || (cat data/mkdocs.log; echo "docs: the manuals do not build (above)"; exit 1)
+	@echo "docs: built into data/site"
 
 clean:
 	rm -rf $(VENV) data
