@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from configparser import ConfigParser
@@ -229,3 +230,16 @@ def test_the_role_script_makes_a_role_that_owns_nothing(own_postgres: Any, tmp_p
         role = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolcanlogin "
                             "FROM pg_roles WHERE rolname = 'ledger_app'").fetchone()
     assert role == (False, False, False, True)
+
+
+def test_the_image_holds_every_package_the_project_installs():
+    """A new app is copied into the image the day it appears (operations once was not)."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in include}
+    copied = {line.split()[1] for line in (ROOT / "deploy" / "Dockerfile").read_text()
+              .splitlines() if line.startswith("COPY ")}
+    assert packages <= copied, packages - copied
+    assert {"templates", "manage.py", "deploy"} <= copied | {
+        name for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") for name in line.split()[1:-1]}
