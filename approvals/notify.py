@@ -82,5 +82,6 @@ class WebhookNotifier(Notifier):
 def notifier() -> Notifier:
     notifier_class: Any = import_string(settings.LEDGER_NOTIFIER or "approvals.notify."
                                         "EmailNotifier")
-    return notifier_class()
+    notifier: Notifier = notifier_class()
+    return notifier
 

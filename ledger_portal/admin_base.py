@@ -110,7 +110,8 @@ class TenantScopedAdmin(admin.ModelAdmin):
             return None
         if "_tenant_roles" not in request.__dict__:
             request.__dict__["_tenant_roles"] = roles_of(user)
-        return request.__dict__["_tenant_roles"]
+        roles: dict[str, frozenset[int]] = request.__dict__["_tenant_roles"]
+        return roles
 
     def tenant_ids(self, request: HttpRequest) -> list[int] | None:
         """The user's tenants for ``view_role`` (None: all of them). A literal list, because
@@ -242,7 +243,7 @@ class LedgerRecordAdmin(ExactSearchAdmin):
         return [f.name for f in self.model._meta.fields]
 
 
-class ScopedHistoryAdmin(SimpleHistoryAdmin):
+class ScopedHistoryAdmin(SimpleHistoryAdmin):  # type: ignore[misc]  # untyped library
     """simple-history's views, limited to objects in the user's scope.
 
     Its history view falls back to the historical rows of objects it cannot find, which would

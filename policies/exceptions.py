@@ -125,7 +125,8 @@ def applicable_exception(tenant: Tenant, doc: dict[str, Any], version: PolicyVer
         if exc.action_class and exc.action_class != doc["action_class"]:
             continue
         if fnmatch.fnmatchcase(doc["tool"]["name"], exc.tool):
-            return exc
+            found: GovernedException = exc
+            return found
     return None
 
 

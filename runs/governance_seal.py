@@ -37,7 +37,9 @@ class Kind:
 
     def rows(self, tenant_id: int) -> QuerySet[Any]:
         model = apps.get_model(self.label)
-        return model._default_manager.filter(**{f"{self.tenant_path}_id": tenant_id})
+        rows: QuerySet[Any] = model._default_manager.filter(
+            **{f"{self.tenant_path}_id": tenant_id})
+        return rows
 
 
 KINDS = (

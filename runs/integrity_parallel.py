@@ -11,9 +11,12 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection
+
+if TYPE_CHECKING:
+    from .integrity import VerifyReport
 
 # No model imports at module level: spawned workers unpickle these functions before Django is
 # set up.
@@ -51,7 +54,8 @@ def _shares(pks: list[int], count: int) -> list[tuple[int, int]]:
 
 
 def verify_in_parallel(tenant: Any, workers: int,
-                       progress: Callable[[int, int], None] | None) -> tuple[Any, Any]:
+                       progress: Callable[[int, int], None] | None
+                       ) -> tuple[VerifyReport, Any]:
     """Run inside a REPEATABLE READ transaction whose snapshot the workers import; return the
     report and the heads the digests signed."""
     from .integrity import VerifyReport, _verify_digests

@@ -56,7 +56,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "DETECTORS",
@@ -893,7 +893,7 @@ class Redactor:
                 if len(kinds) >= _KIND_CACHE_LIMIT:
                     kinds.clear()
                 kinds[text] = kind
-        return kind
+        return cast(str | None, kind)
 
     def _plain(self, value: Any, path: str) -> Any:
         """The walk where no declared label or rule can apply (the common case). Leaves are

@@ -19,7 +19,8 @@ class TenantScopedViewMixin(GenericAPIView):
     scoped_model: ClassVar[type[Model]]
 
     def scoped_queryset(self) -> QuerySet[Any]:
-        qs = self.scoped_model.objects.for_user(self.request.user, self.role)  # type: ignore[attr-defined]
+        qs: QuerySet[Any] = self.scoped_model.objects.for_user(  # type: ignore[attr-defined]
+            self.request.user, self.role)
         slug = self.request.query_params.get("tenant")
         if slug:
             qs = qs.filter(tenant__slug=slug)

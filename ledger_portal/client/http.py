@@ -87,4 +87,4 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     (half of it fixed so a retry never comes back at once, half random so many agents that
     lost the portal together do not come back together)."""
     delay = min(cap, base * (2 ** min(attempt, 30)))
-    return delay / 2 + random.uniform(0, delay / 2)
+    return float(delay / 2 + random.uniform(0, delay / 2))

@@ -216,7 +216,7 @@ class Run:
                   "ended_at": _iso(ended_at), "error": error,
                   "classifications": classifications or {}}
         self._record("model_calls", record)
-        return record["call_id"]
+        return str(record["call_id"])
 
     def timed_model_call(self, model: str, *, provider: str = "",
                          messages: list[Any] | None = None,

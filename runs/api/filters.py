@@ -4,7 +4,7 @@ from django.db.models import Q, QuerySet
 from ..models import ActionClass, Run, RunStatus, ToolCall, ToolCallStatus
 
 
-class RunFilter(django_filters.FilterSet):
+class RunFilter(django_filters.FilterSet):  # type: ignore[misc]  # untyped library
     q = django_filters.CharFilter(method="find", label="run_id, agent_id or trigger reference")
     run_id = django_filters.CharFilter()
     agent_id = django_filters.CharFilter(field_name="agent__agent_id")
@@ -23,7 +23,7 @@ class RunFilter(django_filters.FilterSet):
                                Q(agent__agent_id=value))
 
 
-class ToolCallFilter(django_filters.FilterSet):
+class ToolCallFilter(django_filters.FilterSet):  # type: ignore[misc]  # untyped library
     tool = django_filters.CharFilter(field_name="tool__name")
     action_class = django_filters.ChoiceFilter(choices=ActionClass.choices)
     status = django_filters.ChoiceFilter(choices=ToolCallStatus.choices)

@@ -1,5 +1,6 @@
 """Response shapes of the read API, for the OpenAPI schema (see ``presenters.py``)."""
 
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 

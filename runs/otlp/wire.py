@@ -226,8 +226,9 @@ def export_response(content_type: str, rejected: int, message: str) -> bytes:
         response.partial_success.rejected_spans = rejected
         response.partial_success.error_message = message
     if content_type == PROTOBUF:
-        return response.SerializeToString()
-    return json_format.MessageToJson(response, indent=None).encode()
+        serialized: bytes = response.SerializeToString()
+        return serialized
+    return str(json_format.MessageToJson(response, indent=None)).encode()
 
 
 def status_body(content_type: str, code: int, message: str) -> bytes:

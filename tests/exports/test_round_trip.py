@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from exports.verify import EXIT_UNVERIFIED
 from ledger_portal import signing
-from ledger_portal.cli import EXIT_OK, EXIT_TAMPERED, main
+from ledger_portal.cli import main
+from ledger_portal.cli_support import EXIT_OK, EXIT_TAMPERED
 
 DATA = "records.jsonl"
 

@@ -9,7 +9,8 @@ import tarfile
 import orjson
 
 from ledger_portal.canonical import content_hash
-from ledger_portal.cli import EXIT_OK, main
+from ledger_portal.cli import main
+from ledger_portal.cli_support import EXIT_OK
 
 from ..runs.test_tool_call_ref import PINNED_TOOL_CALL_CONTENT_HASH, RUN
 

@@ -85,7 +85,7 @@ def test_a_hold_that_lands_first_keeps_its_run_from_that_retention_run(
     run_id = due_run_id
     placing = threading.Event()
     go_on = threading.Event()
-    real_annotate = retention.annotate
+    real_annotate = retention.annotate  # type: ignore[attr-defined]  # the name retention calls
 
     def slow_annotate(*args: Any, **kwargs: Any) -> Any:
         if kwargs.get("data", {}).get("legal_hold"):  # the hold's note: it is not committed

@@ -19,7 +19,8 @@ from ledger_portal.access_tokens import (
     issue_personal_token,
     revoke_personal_token,
 )
-from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_OK, main
+from ledger_portal.cli import main
+from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_OK
 from ledger_portal.models import PersonalAccessToken
 from runs.models import Annotation, Run
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalRequest, Kind
-from ledger_portal.cli import EXIT_OK, main
+from ledger_portal.cli import main
+from ledger_portal.cli_support import EXIT_OK
 from operations.models import ReplayStep
 from operations.replay import ReplayRefused, start_replay
 

@@ -11,7 +11,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from incidents.services import incident_timeline, open_incident
-from ledger_portal.cli import EXIT_OK, EXIT_USAGE, main
+from ledger_portal.cli import main
+from ledger_portal.cli_support import EXIT_OK, EXIT_USAGE
 from operations.models import Rollback
 from operations.rollback import fail_stuck_rollbacks, request_rollback
 from runs.models import Annotation, Tool, ToolCall

@@ -7,7 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from ledger_portal.cli import EXIT_NOT_FOUND, EXIT_OK, main
+from ledger_portal.cli import main
+from ledger_portal.cli_support import EXIT_NOT_FOUND, EXIT_OK
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
-from ledger_portal.cli import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE, main
+from ledger_portal.cli import main
+from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from ledger_portal.roles import Role
 from ledger_portal.services import grant_role
 from runs import annotation_cli

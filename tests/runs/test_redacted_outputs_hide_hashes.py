@@ -19,7 +19,8 @@ import orjson
 import pytest
 from django.urls import reverse
 
-from ledger_portal.cli import EXIT_OK, main
+from ledger_portal.cli import main
+from ledger_portal.cli_support import EXIT_OK
 from runs.commitments import commitment_key, rotate_commitment_key
 from runs.models import Annotation, IntegrityAlarm, ModelCall, Run, Step, ToolCall
 

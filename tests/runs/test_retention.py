@@ -10,7 +10,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from ledger_portal.cli import EXIT_OK, main
+from ledger_portal.cli import main
+from ledger_portal.cli_support import EXIT_OK
 from runs.integrity import seal_tenant_digest, verify_tenant
 from runs.models import Annotation, LegalHold, RemovalRecord, Run, ToolCall
 from runs.retention import apply_retention, place_legal_hold, release_legal_hold

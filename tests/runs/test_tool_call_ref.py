@@ -127,7 +127,8 @@ def test_the_ref_is_at_most_200_characters(client):
                                                     ("", "call_xyz")])
 def test_tampering_the_column_is_caught_by_ledger_verify(acme, alice, client, capsys, recorded,
                                                          tampered):
-    from ledger_portal.cli import EXIT_OK, EXIT_TAMPERED, main
+    from ledger_portal.cli import main
+    from ledger_portal.cli_support import EXIT_OK, EXIT_TAMPERED
     from runs.integrity import verify_tenant
     from tests.runs.test_tamper_detection import bypassing_triggers
 
