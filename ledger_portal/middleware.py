@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
+from .tenancy import REQUEST_ROLES
+
 log = logging.getLogger("ledger_portal.api")
 
 
@@ -85,3 +87,18 @@ class ApiErrorsAsJsonMiddleware:
         return JsonResponse({"detail": "The portal failed to answer this request; the error "
                              "is logged. Nothing was recorded unless the answer says so."},
                             status=500)
+
+
+class RolesPerRequestMiddleware:
+    """A signed-in person's roles are read once per request, not once per queryset the request
+    scopes (``tenancy.roles_of``). An API key's request carries its tenant and scopes and reads
+    no roles at all."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            setattr(user, REQUEST_ROLES, {})
+        return self.get_response(request)

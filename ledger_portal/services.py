@@ -16,7 +16,7 @@ from .governance_record import PORTAL_AGENT_ID, record_on_governance_log
 from .models import ApiKey, Tenant, hash_api_key
 from .payload_safety import EXTERNAL_ID_RULE, is_external_id
 from .roles import Role, tenant_perm
-from .tenancy import has_role
+from .tenancy import forget_roles, has_role
 
 
 class InvalidScope(ValueError):
@@ -127,10 +127,12 @@ def revoke_api_key(key: ApiKey) -> ApiKey:
 def grant_role(holder: Any, role: str, tenant: Tenant) -> None:
     """Give a user or group ``role`` on ``tenant`` (a guardian object permission)."""
     assign_perm(tenant_perm(Role(role).value), holder, tenant)
+    forget_roles(holder)
 
 
 def revoke_role(holder: Any, role: str, tenant: Tenant) -> None:
     remove_perm(tenant_perm(Role(role).value), holder, tenant)
+    forget_roles(holder)
 
 
 # Outage mode changes what every policy decides (rules match on it) and forces replays into

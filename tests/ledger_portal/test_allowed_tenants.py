@@ -1,0 +1,106 @@
+"""One answer to "which tenants may this principal act on with this role": every face of the
+tenant scope (querysets, ``tenants_for``, ``has_role``, the admin's tenant list) derives from
+``allowed_tenant_ids`` and agrees with it, for every kind of principal and every role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, Group, User
+from django.test import RequestFactory
+
+from ledger_portal.admin_base import TenantScopedAdmin
+from ledger_portal.api.authentication import ApiKeyPrincipal
+from ledger_portal.models import ApiKey, CliActor, Tenant
+from ledger_portal.roles import Role
+from ledger_portal.services import grant_role, issue_api_key
+from ledger_portal.tenancy import allowed_tenant_ids, has_role, tenants_for
+from runs.models import Agent
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def principals(acme: Tenant, globex: Tenant) -> dict[str, Any]:
+    initech = Tenant.objects.create(slug="initech", name="Initech")
+    for tenant in (acme, globex, initech):
+        Agent.objects.create(tenant=tenant, agent_id=f"bot-{tenant.slug}")
+    direct = User.objects.create_user("direct", is_staff=True)
+    grant_role(direct, Role.VIEW_LEDGER, acme)
+    grant_role(direct, Role.OPERATE, globex)
+    via_group = User.objects.create_user("grouped", is_staff=True)
+    auditors = Group.objects.create(name="auditors")
+    grant_role(auditors, Role.VIEW_LEDGER, globex)
+    grant_role(auditors, Role.EXPORT, initech)
+    via_group.groups.add(auditors)
+    narrowed = CliActor.objects.get(pk=direct.pk)
+    narrowed.token_scopes = frozenset({Role.OPERATE})
+    key, _ = issue_api_key(acme, "agent", [Role.INGEST, Role.VIEW_LEDGER])
+    return {
+        "superuser": User.objects.create_superuser("root"),
+        "inactive superuser": User.objects.create_superuser("gone", is_active=False),
+        "direct grants": direct,
+        "group grants": via_group,
+        "token narrowed to operate": narrowed,
+        "api key": ApiKeyPrincipal(ApiKey.objects.select_related("tenant").get(pk=key.pk)),
+        "nobody": User.objects.create_user("nobody", is_staff=True),
+        "anonymous": AnonymousUser(),
+    }
+
+
+def expected(name: str, role: str, slugs: dict[str, int]) -> set[int] | None:
+    table: dict[str, dict[str, set[str]] | None] = {
+        "superuser": None,
+        "inactive superuser": {},
+        "direct grants": {Role.VIEW_LEDGER: {"acme"}, Role.OPERATE: {"globex"}},
+        "group grants": {Role.VIEW_LEDGER: {"globex"}, Role.EXPORT: {"initech"}},
+        "token narrowed to operate": {Role.OPERATE: {"globex"}},
+        "api key": {Role.INGEST: {"acme"}, Role.VIEW_LEDGER: {"acme"}},
+        "nobody": {},
+        "anonymous": {},
+    }
+    roles = table[name]
+    return None if roles is None else {slugs[s] for s in roles.get(role, set())}
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_face_of_the_scope_agrees_with_the_one_answer(principals, role):
+    slugs = dict(Tenant.objects.values_list("slug", "pk"))
+    every = set(slugs.values())
+    admin = type("RoleAdmin", (TenantScopedAdmin,), {"view_role": role})(
+        Agent, None)
+    for name, user in principals.items():
+        allowed = allowed_tenant_ids(user, role)
+        want = expected(name, role, slugs)
+        assert (None if allowed is None else set(allowed)) == want, name
+        seen = every if want is None else want
+        assert set(tenants_for(user, role).values_list("pk", flat=True)) == seen, name
+        assert set(Agent.objects.for_user(user, role).values_list("tenant_id", flat=True)) \
+            == seen, name
+        assert [has_role(user, role, pk) for pk in sorted(every)] == [
+            pk in seen for pk in sorted(every)], name
+        assert has_role(user, role) == bool(seen), name
+        if isinstance(user, User) and user.is_authenticated:
+            request = RequestFactory().get("/admin/")
+            request.user = user
+            listed = admin.tenant_ids(request)
+            assert (every if listed is None else set(listed)) == seen, name
+
+
+def test_a_request_reads_roles_once_and_a_grant_or_revocation_is_seen_at_once(
+        acme, globex, django_assert_num_queries):
+    from ledger_portal.services import revoke_role
+    from ledger_portal.tenancy import REQUEST_ROLES
+
+    person = User.objects.create_user("person", is_staff=True)
+    grant_role(person, Role.VIEW_LEDGER, acme)
+    setattr(person, REQUEST_ROLES, {})  # as RolesPerRequestMiddleware does for a request
+    with django_assert_num_queries(1):
+        for role in list(Role) * 3:
+            allowed_tenant_ids(person, role)
+    assert allowed_tenant_ids(person, Role.VIEW_LEDGER) == {acme.pk}
+    grant_role(person, Role.VIEW_LEDGER, globex)
+    assert allowed_tenant_ids(person, Role.VIEW_LEDGER) == {acme.pk, globex.pk}
+    revoke_role(person, Role.VIEW_LEDGER, acme)
+    assert allowed_tenant_ids(person, Role.VIEW_LEDGER) == {globex.pk}
