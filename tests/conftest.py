@@ -15,12 +15,12 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from bench.generate import RunGenerator
 from ledger_portal.models import Tenant
 from ledger_portal.roles import Role
 from ledger_portal.services import grant_role, issue_api_key
 from runs.governance_log import setting_up
 from runs.ingest_schema import parse_batch
+from runs.sample_runs import RunGenerator
 from runs.services import ingest_batch
 
 ALL_ROLES = [r.value for r in Role]

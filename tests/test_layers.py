@@ -82,3 +82,17 @@ def test_the_report_prints_layers_graph_and_breaks():
     assert "ledger      runs" in text
     assert "run up the stack" in text
     ast.parse(Path(layers.__file__).read_text())  # runnable as a script, too
+
+
+def test_neither_the_portal_nor_its_tests_import_the_benchmarks():
+    """bench/ is not installed with the portal: what the demo and the tests share with the
+    benchmarks (the run generator) lives in ``runs.sample_runs``."""
+    importers = []
+    for folder in [*layers.PACKAGES, "tests"]:
+        for path in (layers.ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(name == "bench" or name.startswith("bench.") for name in names):
+                    importers.append(str(path.relative_to(layers.ROOT)))
+    assert importers == []

@@ -23,7 +23,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.generate import RunGenerator
 from runs.redaction import (
     DETECTORS,
     LABELS,
@@ -36,6 +35,7 @@ from runs.redaction import (
     holds_marker,
     marker,
 )
+from runs.sample_runs import RunGenerator
 
 from .redaction_corpus import (
     CARD_BRANDS,

@@ -14,7 +14,6 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from bench.generate import RunGenerator, batches
 from ledger_portal.access_tokens import issue_personal_token
 from ledger_portal.models import ApiKey, Tenant
 from ledger_portal.roles import Role
@@ -22,6 +21,7 @@ from ledger_portal.services import grant_role, issue_api_key
 from runs.ingest_schema import parse_batch
 from runs.integrity import seal_tenant_digest
 from runs.models import RedactionRule, Run
+from runs.sample_runs import RunGenerator, batches
 from runs.services import ingest_batch
 
 TENANTS = {"acme": "Acme Corp", "globex": "Globex Industries"}
