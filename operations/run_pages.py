@@ -19,6 +19,7 @@ from ledger_portal.tenancy import has_role
 from policies.models import PolicyVersion
 from runs.models import Run, ToolCall
 from runs.timeline_html import RollbackControls
+from runs.views import visible_run_or_404
 
 from .models import Replay, Rollback
 from .rollback import compensable_calls, request_rollback, request_run_rollback
@@ -56,10 +57,7 @@ def _rollback_controls(request: HttpRequest, tenant: str, run: dict[str, Any]
 @require_POST
 def run_rollback(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
     """The timeline's buttons: roll back one call (``call_id``) or the whole run."""
-    run = Run.objects.for_user(request.user, Role.VIEW_LEDGER).filter(
-        tenant__slug=tenant, run_id=run_id).first()
-    if run is None:
-        raise Http404("No such run in your tenants.")
+    run = visible_run_or_404(request.user, tenant, run_id)
     call_id = request.POST.get("call_id", "")
     try:
         if call_id:

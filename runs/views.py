@@ -74,14 +74,21 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     return render(request, "runs/timeline.html", context)
 
 
+def visible_run_or_404(user: Any, tenant: str, run_id: str) -> Run:
+    """The run a page's form posts about, among those ``user`` may see; a 404 otherwise (a run
+    outside your tenants looks the same as one that does not exist)."""
+    run: Run | None = Run.objects.for_user(user, Role.VIEW_LEDGER).filter(
+        tenant__slug=tenant, run_id=run_id).first()
+    if run is None:
+        raise Http404("No such run in your tenants.")
+    return run
+
+
 @login_required
 @require_POST
 def run_annotate(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
     """The timeline's *Record an intervention* form: one annotation on this run's chain."""
-    run = Run.objects.for_user(request.user, Role.VIEW_LEDGER).filter(
-        tenant__slug=tenant, run_id=run_id).first()
-    if run is None:
-        raise Http404("No such run in your tenants.")
+    run = visible_run_or_404(request.user, tenant, run_id)
     try:
         note = services.annotate_run(run, request.user, request.POST.get("body", ""),
                                      kind=request.POST.get("kind") or "note")
