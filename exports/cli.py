@@ -9,7 +9,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FORBIDDEN = 0, 1, 2, 3
+from ledger_portal.cli_support import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 
 
 def _timestamp(text: str) -> datetime:
@@ -23,8 +23,6 @@ def _timestamp(text: str) -> datetime:
 
 
 def cmd_export(args: argparse.Namespace, user: Any) -> int:
-    from django.core.exceptions import PermissionDenied, ValidationError
-
     from ledger_portal.models import Tenant
 
     from .services import produce_now, request_export
@@ -34,16 +32,9 @@ def cmd_export(args: argparse.Namespace, user: Any) -> int:
     if tenant is None:
         print(f"ledger: no tenant {args.tenant!r}", file=sys.stderr)
         return EXIT_NOT_FOUND
-    try:
-        export = request_export(tenant, user, args.window_from, args.window_to,
-                                redaction_level=args.redaction_level, fmt=args.format,
-                                justification=args.justification or "", enqueue=False)
-    except PermissionDenied as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
-        return EXIT_FORBIDDEN
-    except ValidationError as exc:
-        print(f"ledger: {' '.join(exc.messages)}", file=sys.stderr)
-        return EXIT_USAGE
+    export = request_export(tenant, user, args.window_from, args.window_to,
+                            redaction_level=args.redaction_level, fmt=args.format,
+                            justification=args.justification or "", enqueue=False)
     export = produce_now(export)
     if export.status != "done":
         print(f"ledger: export {export.pk} {export.status}: {export.error}", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from ledger_portal.cli_support import (
@@ -11,13 +10,9 @@ from ledger_portal.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
+    fail,
     print_json,
 )
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"ledger: {message}", file=sys.stderr)
-    return code
 
 
 def _incident(user: Any, pk: int) -> Any:
@@ -29,19 +24,6 @@ def _incident(user: Any, pk: int) -> Any:
         pk=pk).first()
 
 
-def _run(action: Any) -> int:
-    """Run a service call, mapping its refusals to the CLI's exit codes."""
-    from django.core.exceptions import PermissionDenied, ValidationError
-
-    try:
-        action()
-    except PermissionDenied as exc:
-        return _fail(str(exc), EXIT_FORBIDDEN)
-    except ValidationError as exc:
-        return _fail(" ".join(exc.messages), EXIT_USAGE)
-    return EXIT_OK
-
-
 def cmd_open(args: argparse.Namespace, user: Any) -> int:
     from ledger_portal.models import Tenant
     from ledger_portal.roles import Role
@@ -50,13 +32,11 @@ def cmd_open(args: argparse.Namespace, user: Any) -> int:
 
     tenant = Tenant.objects.for_user(user, Role.OPERATE).filter(slug=args.tenant).first()
     if tenant is None:
-        return _fail(f"you may not operate on tenant {args.tenant!r}", EXIT_FORBIDDEN)
-
-    def do() -> None:
-        incident = open_incident(tenant, args.title, user, severity=args.severity,
-                                 summary=args.summary or "", ticket_ids=args.ticket or [])
-        print(f"{incident.reference} opened in {tenant.slug}: {incident.title}")
-    return _run(do)
+        return fail(f"you may not operate on tenant {args.tenant!r}", EXIT_FORBIDDEN)
+    incident = open_incident(tenant, args.title, user, severity=args.severity,
+                             summary=args.summary or "", ticket_ids=args.ticket or [])
+    print(f"{incident.reference} opened in {tenant.slug}: {incident.title}")
+    return EXIT_OK
 
 
 def cmd_link(args: argparse.Namespace, user: Any) -> int:
@@ -64,23 +44,21 @@ def cmd_link(args: argparse.Namespace, user: Any) -> int:
 
     incident = _incident(user, args.incident_id)
     if incident is None:
-        return _fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
+        return fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
     if not (args.run or args.call or args.policy_version or args.replay or args.ticket):
-        return _fail("name something to link: --run, --call, --policy-version, --replay or "
+        return fail("name something to link: --run, --call, --policy-version, --replay or "
                      "--ticket", EXIT_USAGE)
-
-    def do() -> None:
-        linked = link_to_incident(incident, user, run_ids=args.run or [],
-                                  call_ids=args.call or [],
-                                  policy_version_ids=args.policy_version or [],
-                                  replay_ids=args.replay or [], ticket_ids=args.ticket or [])
-        print(f"{incident.reference}: linked {len(linked.runs)} run(s), {len(linked.calls)} "
-              f"call(s), {len(linked.policy_versions)} policy version(s), "
-              f"{len(linked.replays)} replay(s), {len(linked.tickets)} ticket(s)")
-        if linked.escalated_calls:
-            print(f"escalated {len(linked.escalated_calls)} write/delete/exfil call(s) to "
-                  "security and data owners")
-    return _run(do)
+    linked = link_to_incident(incident, user, run_ids=args.run or [],
+                              call_ids=args.call or [],
+                              policy_version_ids=args.policy_version or [],
+                              replay_ids=args.replay or [], ticket_ids=args.ticket or [])
+    print(f"{incident.reference}: linked {len(linked.runs)} run(s), {len(linked.calls)} "
+          f"call(s), {len(linked.policy_versions)} policy version(s), "
+          f"{len(linked.replays)} replay(s), {len(linked.tickets)} ticket(s)")
+    if linked.escalated_calls:
+        print(f"escalated {len(linked.escalated_calls)} write/delete/exfil call(s) to "
+              "security and data owners")
+    return EXIT_OK
 
 
 def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
@@ -88,13 +66,11 @@ def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
 
     incident = _incident(user, args.incident_id)
     if incident is None:
-        return _fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
-
-    def do() -> None:
-        version = freeze_for_incident(incident, args.tool, user, mode=args.mode)
-        print(f"{args.tool} frozen ({args.mode}) for {incident.reference}: "
-              f"{version.policy.name} v{version.number}")
-    return _run(do)
+        return fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
+    version = freeze_for_incident(incident, args.tool, user, mode=args.mode)
+    print(f"{args.tool} frozen ({args.mode}) for {incident.reference}: "
+          f"{version.policy.name} v{version.number}")
+    return EXIT_OK
 
 
 def cmd_close(args: argparse.Namespace, user: Any) -> int:
@@ -102,12 +78,10 @@ def cmd_close(args: argparse.Namespace, user: Any) -> int:
 
     incident = _incident(user, args.incident_id)
     if incident is None:
-        return _fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
-
-    def do() -> None:
-        closed = close_incident(incident, user, args.remediation, args.note or "")
-        print(f"{closed.reference} closed ({closed.remediation_status})")
-    return _run(do)
+        return fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
+    closed = close_incident(incident, user, args.remediation, args.note or "")
+    print(f"{closed.reference} closed ({closed.remediation_status})")
+    return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace, user: Any) -> int:
@@ -115,7 +89,7 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
 
     incident = _incident(user, args.incident_id)
     if incident is None:
-        return _fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
+        return fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
     detail = incident_detail(incident, user)
     if args.json:
         print_json(detail)

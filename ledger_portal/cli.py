@@ -24,6 +24,7 @@ from ledger_portal.cli_support import (
     EXIT_TAMPERED,
     EXIT_USAGE,
     exactly_one,
+    fail,
     print_json,
 )
 
@@ -137,7 +138,7 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
     from runs.api.presenters import RUN_FIELDS, renamed, timeline_of, values_of
     from runs.models import Run
     from runs.redaction import as_text
-    from runs.services import RedactionNotAllowed, redactor_for
+    from runs.services import redactor_for
 
     runs = Run.objects.for_user(user, Role.VIEW_LEDGER).filter(run_id=args.run_id)
     if args.tenant:
@@ -148,12 +149,8 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
         return code
     run = renamed([found])[0]
     run_pk, tenant_id = run.pop("id"), run.pop("tenant_id")
-    try:
-        redaction = redactor_for(user, tenant_id, args.redaction_level,
-                                 viewing=f"run {run['run_id']} (ledger show)")
-    except RedactionNotAllowed as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
-        return EXIT_FORBIDDEN
+    redaction = redactor_for(user, tenant_id, args.redaction_level,
+                             viewing=f"run {run['run_id']} (ledger show)")
     run = redaction.redact_row("run", run)
     run["timeline"] = [redaction.redact_row(e["kind"], e) for e in timeline_of(run_pk, tenant_id)]
     run["redaction"] = redaction.level
@@ -234,8 +231,6 @@ def cmd_verify(args: argparse.Namespace, user: Any) -> int:
 
 
 def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
-    from django.core.exceptions import ValidationError
-
     from ledger_portal.models import Tenant
     from ledger_portal.roles import Role
     from policies.services import freeze_tool, unfreeze_tool
@@ -252,17 +247,13 @@ def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
     number = (args.incident or "").removeprefix("incident-")
     incident = Incident.objects.filter(tenant=tenant, pk=int(number)).first() \
         if number.isdigit() else None
-    try:
-        if args.unfreeze:
-            version = unfreeze_tool(tenant, args.tool, user, incident=args.incident or "")
-        elif incident is not None:
-            version = freeze_for_incident(incident, args.tool, user, mode=args.mode)
-        else:
-            version = freeze_tool(tenant, args.tool, user, mode=args.mode,
-                                  incident=args.incident or "")
-    except ValidationError as exc:
-        print(f"ledger: {' '.join(exc.messages)}", file=sys.stderr)
-        return EXIT_USAGE
+    if args.unfreeze:
+        version = unfreeze_tool(tenant, args.tool, user, incident=args.incident or "")
+    elif incident is not None:
+        version = freeze_for_incident(incident, args.tool, user, mode=args.mode)
+    else:
+        version = freeze_tool(tenant, args.tool, user, mode=args.mode,
+                              incident=args.incident or "")
     action = "unfrozen" if args.unfreeze else f"frozen ({args.mode})"
     print(f"{args.tool} {action} in {tenant.slug}: {version.policy.name} v{version.number} "
           f"published ({version.checksum[:12]})")
@@ -270,8 +261,6 @@ def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
 
 
 def cmd_outage(args: argparse.Namespace, user: Any) -> int:
-    from django.core.exceptions import PermissionDenied, ValidationError
-
     from ledger_portal.models import Tenant
     from ledger_portal.roles import Role
     from ledger_portal.services import set_outage_mode
@@ -287,14 +276,7 @@ def cmd_outage(args: argparse.Namespace, user: Any) -> int:
         print("ledger: say why with --reason (the outage, the incident, who decided)",
               file=sys.stderr)
         return EXIT_USAGE
-    try:
-        note = set_outage_mode(tenant, user, args.state == "on", args.reason)
-    except PermissionDenied as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
-        return EXIT_FORBIDDEN
-    except ValidationError as exc:
-        print(f"ledger: {' '.join(exc.messages)}", file=sys.stderr)
-        return EXIT_USAGE
+    note = set_outage_mode(tenant, user, args.state == "on", args.reason)
     if note is None:
         print(f"{tenant.slug} already has outage mode {args.state}; nothing recorded")
     else:
@@ -372,8 +354,21 @@ def main(argv: list[str] | None = None) -> int:
         # Offline commands (verify-export) run on a machine with no portal: no Django, no user.
         return int(args.func(args))
     _setup()
-    user = _acting_user(args)
-    return int(args.func(args, user))
+    return run_command(args.func, args, _acting_user(args))
+
+
+def run_command(func: Any, args: argparse.Namespace, user: Any) -> int:
+    """The one place a service's refusal becomes an exit code, so no command catches them:
+    PermissionDenied is 3 with the reason, ValidationError 2 with what to fix (services are
+    transactional, so nothing of the refused change was recorded)."""
+    from django.core.exceptions import PermissionDenied, ValidationError
+
+    try:
+        return int(func(args, user))
+    except PermissionDenied as exc:
+        return fail(str(exc) or "not allowed", EXIT_FORBIDDEN)
+    except ValidationError as exc:
+        return fail(" ".join(exc.messages), EXIT_USAGE)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from ledger_portal.cli_support import (
     EXIT_TAMPERED,
     EXIT_USAGE,
     exactly_one,
+    fail,
     print_json,
 )
 
@@ -83,7 +84,6 @@ def _follow(replay: Any, args: argparse.Namespace) -> Any:
 
 
 def cmd_replay(args: argparse.Namespace, user: Any) -> int:
-    from django.core.exceptions import PermissionDenied
 
     from ledger_portal.roles import Role
     from runs.models import Run
@@ -119,9 +119,8 @@ def cmd_replay(args: argparse.Namespace, user: Any) -> int:
     try:
         replay = start_replay(run, user, mode="live" if args.live else "sandbox",
                               until_step=args.until_step, policy_version=version)
-    except (ReplayRefused, PermissionDenied) as exc:
-        print(f"ledger: replay refused: {exc}", file=sys.stderr)
-        return EXIT_FORBIDDEN
+    except ReplayRefused as exc:
+        return fail(f"replay refused: {exc}", EXIT_FORBIDDEN)
     print(f"replay {replay.pk} of {run.run_id} in {run.tenant.slug}: {replay.mode}, "
           f"{replay.get_status_display()}", file=sys.stderr)
     if args.inline:  # this process walks it: no worker needed (embedded default)
@@ -137,16 +136,12 @@ def cmd_replay(args: argparse.Namespace, user: Any) -> int:
 
 
 def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
-    from runs.services import RedactionNotAllowed, redactor_for
+    from runs.services import redactor_for
 
     from .replay_present import redacted_divergence_report
 
-    try:
-        view = redactor_for(user, replay.tenant_id, args.redaction_level,
-                            viewing=f"replay {replay.pk} (ledger replay --show)")
-    except RedactionNotAllowed as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
-        return EXIT_FORBIDDEN
+    view = redactor_for(user, replay.tenant_id, args.redaction_level,
+                        viewing=f"replay {replay.pk} (ledger replay --show)")
     report = redacted_divergence_report(replay, view)
     if args.json:
         print_json(report)
@@ -157,7 +152,6 @@ def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
 
 def _follow_up(args: argparse.Namespace, user: Any) -> int:
     """``--follow-up REPLAY_ID:SEQ --state S [--note TEXT]``: what is done about a divergence."""
-    from django.core.exceptions import PermissionDenied
 
     from ledger_portal.roles import Role
 
@@ -176,12 +170,8 @@ def _follow_up(args: argparse.Namespace, user: Any) -> int:
         return EXIT_NOT_FOUND
     try:
         step = set_divergence_follow_up(step, user, args.state, args.note or "")
-    except PermissionDenied as exc:
-        print(f"ledger: follow-up refused: {exc}", file=sys.stderr)
-        return EXIT_FORBIDDEN
     except FollowUpRefused as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(str(exc), EXIT_USAGE)
     print(f"replay {step.replay_id} step {step.seq} ({step.call_id}): {step.follow_up}"
           + (f" ({step.follow_up_note})" if step.follow_up_note else ""))
     return EXIT_OK

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from ledger_portal.cli_support import (
-    EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
@@ -19,8 +18,6 @@ WAIT_POLL_SECONDS = 0.5
 
 
 def cmd_rollback(args: argparse.Namespace, user: Any) -> int:
-    from django.core.exceptions import PermissionDenied, ValidationError
-
     from ledger_portal.roles import Role
     from runs.models import Run, ToolCall
 
@@ -43,18 +40,13 @@ def cmd_rollback(args: argparse.Namespace, user: Any) -> int:
                         else f"tool call {args.call_id!r}")
     if target is None:
         return code
-    try:
-        if args.run_id:
-            rollbacks = request_run_rollback(target, user, incident=incident)
-        else:
-            rollback, queued = request_rollback(target, user, incident=incident)
-            rollbacks = [rollback]
-            if not queued:
-                print(f"{target.call_id} was already rolled back: rollback {rollback.pk}")
-    except PermissionDenied as exc:
-        return fail(str(exc), EXIT_FORBIDDEN)
-    except ValidationError as exc:
-        return fail(" ".join(exc.messages), EXIT_USAGE)
+    if args.run_id:
+        rollbacks = request_run_rollback(target, user, incident=incident)
+    else:
+        rollback, queued = request_rollback(target, user, incident=incident)
+        rollbacks = [rollback]
+        if not queued:
+            print(f"{target.call_id} was already rolled back: rollback {rollback.pk}")
     ids = [r.pk for r in rollbacks]
     deadline = time.monotonic() + max(args.wait, 0)
     while args.wait and time.monotonic() < deadline and Rollback.objects.filter(

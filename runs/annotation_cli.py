@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 
 from ledger_portal.cli_support import (
-    EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
@@ -25,13 +24,11 @@ KIND_WORDS = ("override", "policy_change", "approval")
 
 
 def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
-    from django.core.exceptions import PermissionDenied
-
     from ledger_portal.roles import Role
 
     from .commitments import committer_for
     from .models import Run
-    from .services import AnnotationRejected, annotate_run
+    from .services import annotate_run
 
     try:
         data = orjson.loads(args.data) if args.data else None
@@ -47,12 +44,6 @@ def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
     try:
         note = annotate_run(run, user, args.body, kind=args.kind, data=data,
                             target_call_id=args.call_id or "")
-    except AnnotationRejected as exc:
-        print(f"ledger: {' '.join(exc.messages)}; nothing was recorded", file=sys.stderr)
-        return EXIT_USAGE
-    except PermissionDenied as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
-        return EXIT_FORBIDDEN
     except Run.DoesNotExist:
         print(f"ledger: run {args.run_id!r} is no longer in the ledger", file=sys.stderr)
         return EXIT_NOT_FOUND

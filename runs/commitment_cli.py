@@ -11,8 +11,6 @@ from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK
 
 
 def cmd_commitment_key(args: argparse.Namespace, user: Any) -> int:
-    from django.core.exceptions import PermissionDenied
-
     from ledger_portal.models import Tenant
     from ledger_portal.roles import Role
 
@@ -32,9 +30,6 @@ def cmd_commitment_key(args: argparse.Namespace, user: Any) -> int:
         return EXIT_OK
     try:
         key = disclose_commitment_key(tenant, user, args.generation)
-    except PermissionDenied as exc:
-        print(f"ledger: {exc}", file=sys.stderr)
-        return EXIT_FORBIDDEN
     except CommitmentKey.DoesNotExist:
         print(f"ledger: {tenant.slug} has no commitment key of generation {args.generation}",
               file=sys.stderr)

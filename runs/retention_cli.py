@@ -31,8 +31,6 @@ def cmd_retention(args: argparse.Namespace, user: Any) -> int:
 
 
 def cmd_hold(args: argparse.Namespace, user: Any) -> int:
-    from django.core.exceptions import ValidationError
-
     from .models import LegalHold
     from .retention import place_legal_hold, release_legal_hold
 
@@ -40,22 +38,18 @@ def cmd_hold(args: argparse.Namespace, user: Any) -> int:
     if tenant is None:
         print(f"ledger: you may not place holds in tenant {args.tenant!r}", file=sys.stderr)
         return EXIT_FORBIDDEN
-    try:
-        if args.release is not None:
-            hold = LegalHold.objects.filter(tenant=tenant, pk=args.release).first()
-            if hold is None:
-                print(f"ledger: no legal hold #{args.release} in {tenant.slug}", file=sys.stderr)
-                return EXIT_NOT_FOUND
-            release_legal_hold(hold, user)
-            print(f"legal hold #{hold.pk} released")
-            return EXIT_OK
-        if not args.reason:
-            print("ledger: say why with --reason (the matter or ticket)", file=sys.stderr)
-            return EXIT_USAGE
-        hold = place_legal_hold(tenant, user, args.reason, args.run_id or "")
-    except ValidationError as exc:
-        print(f"ledger: {' '.join(exc.messages)}", file=sys.stderr)
+    if args.release is not None:
+        hold = LegalHold.objects.filter(tenant=tenant, pk=args.release).first()
+        if hold is None:
+            print(f"ledger: no legal hold #{args.release} in {tenant.slug}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        release_legal_hold(hold, user)
+        print(f"legal hold #{hold.pk} released")
+        return EXIT_OK
+    if not args.reason:
+        print("ledger: say why with --reason (the matter or ticket)", file=sys.stderr)
         return EXIT_USAGE
+    hold = place_legal_hold(tenant, user, args.reason, args.run_id or "")
     print(f"legal hold #{hold.pk} placed on {hold.run_id or 'every run'} of {tenant.slug}")
     return EXIT_OK
 
