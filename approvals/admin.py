@@ -5,8 +5,8 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from ledger_portal.admin_base import TenantScopedAdmin
-from ledger_portal.roles import Role
+from core.admin_base import TenantScopedAdmin
+from core.roles import Role
 
 from .models import ApprovalRequest
 

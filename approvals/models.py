@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from ledger_portal.models import TenantOwned
+from core.models import TenantOwned
 
 
 class Kind(models.TextChoices):

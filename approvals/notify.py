@@ -16,8 +16,8 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.utils.module_loading import import_string
 
-from ledger_portal import egress
-from ledger_portal.roles import Role
+from core import egress
+from core.roles import Role
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ledger_portal.canonical import content_hash
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.canonical import content_hash
+from core.models import Tenant
+from core.roles import Role
+from core.tenancy import has_role
 from runs.annotations import annotate
 from runs.commitments import committer_for
 from runs.models import AnnotationKind

@@ -13,7 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from ledger_portal.roles import Role
+from core.roles import Role
 from runs.models import Run
 from runs.services import redactor_for
 

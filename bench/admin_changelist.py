@@ -68,8 +68,8 @@ def ensure_data(tool_calls: int, seed: int) -> str:
 def users() -> dict[str, Any]:
     from django.contrib.auth import get_user_model
 
-    from ledger_portal.models import Tenant
-    from ledger_portal.services import grant_role
+    from core.models import Tenant
+    from core.services import grant_role
 
     user_model = get_user_model()
     superuser, _ = user_model.objects.get_or_create(

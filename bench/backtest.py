@@ -118,7 +118,7 @@ def _users() -> tuple[Any, Any]:
 
 def ensure_policies(tenant: Any, author: Any, publisher: Any) -> tuple[Any, Any, str]:
     """(published version, draft, what was done) for ``tenant``."""
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
     from policies.models import Policy, PolicyVersion, Rule, VersionStatus
     from policies.services import create_draft, publish_policy_version
 
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"--reuse-db: no database {args.db_name!r}")
 
     with bench_database(args, reuse=True) as db:
-        from ledger_portal.models import Tenant
+        from core.models import Tenant
         from policies.models import BackTest
         from runs.models import Run, ToolCall
 

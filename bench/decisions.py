@@ -549,8 +549,8 @@ def publish_everywhere(slugs: list[tuple[str, bool]], specs: list[Spec]
     key. {slug: (tenant, raw key, published version)}."""
     from django.contrib.auth.models import User
 
-    from ledger_portal.models import Tenant
-    from ledger_portal.services import issue_api_key
+    from core.models import Tenant
+    from core.services import issue_api_key
     from policies.models import Policy, Rule
     from policies.services import create_draft, publish_policy_version
 

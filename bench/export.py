@@ -69,8 +69,8 @@ django.setup()
 from datetime import datetime
 from django.contrib.auth.models import User
 from exports.services import produce_now, request_export
-from ledger_portal.models import Tenant
-from ledger_portal.services import grant_role
+from core.models import Tenant
+from core.services import grant_role
 tenant = Tenant.objects.get(slug=sys.argv[1])
 user, _ = User.objects.get_or_create(username="bench-auditor")
 grant_role(user, "export", tenant)

@@ -24,7 +24,7 @@ from runs.sample_runs import (  # noqa: F401  (benchmarks import these from here
 def load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress: bool = True
          ) -> dict[str, int]:
     """Generate and ingest through the ingestion service (the API's path, minus HTTP)."""
-    from ledger_portal.models import Tenant
+    from core.models import Tenant
     from runs.ingest_schema import parse_batch
     from runs.services import ingest_batch
 

@@ -26,7 +26,7 @@ def load(decisions: int, held_every: int) -> Any:
     from django.contrib.auth.models import User
 
     from approvals.models import ApprovalRequest, Vote
-    from ledger_portal.models import Tenant
+    from core.models import Tenant
     from policies.models import Decision
 
     tenant, _ = Tenant.objects.get_or_create(slug="bench-gov", defaults={"name": "bench"})
@@ -65,7 +65,7 @@ def time_now() -> Any:
 
 def bare_hashlib(tenant: Any) -> tuple[int, float]:
     """The floor: fetch the same rows, build the same canonical bytes, hash them."""
-    from ledger_portal.canonical import canonical_json
+    from core.canonical import canonical_json
     from runs.governance_seal import KINDS
 
     rows = [(kind, row) for kind in KINDS

@@ -68,10 +68,10 @@ def record_and_export(card: str, data_dir: str) -> tuple[Any, bytes, Any]:
     from django.conf import settings
     from django.contrib.auth.models import User
 
+    from core.models import Tenant
+    from core.services import grant_role
     from exports.services import produce_now, request_export
     from exports.storage import export_storage
-    from ledger_portal.models import Tenant
-    from ledger_portal.services import grant_role
     from runs.commitments import commitment_key
     from runs.ingest import ingest_batch
     from runs.ingest_schema import parse_batch

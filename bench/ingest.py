@@ -118,8 +118,8 @@ def stored_tool_calls(tenant: Any) -> int:
 
 
 def new_tenant(slug: str, scopes: list[str] | None = None) -> tuple[Any, str]:
-    from ledger_portal.models import Tenant
-    from ledger_portal.services import issue_api_key
+    from core.models import Tenant
+    from core.services import issue_api_key
 
     tenant = Tenant.objects.create(slug=slug, name=slug)
     raw = ""

@@ -56,8 +56,8 @@ def prepare(tool_calls: int, url: str) -> tuple[Any, Any, Any]:
     from django.contrib.auth.models import User
 
     from bench.run_detail import big_run, ingest_run
-    from ledger_portal.models import Tenant
-    from ledger_portal.services import grant_role
+    from core.models import Tenant
+    from core.services import grant_role
     from policies.models import Policy, Rule
     from policies.services import create_draft, publish_policy_version
     from runs.models import Run, Tool

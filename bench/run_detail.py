@@ -216,8 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         from psycopg.types.json import set_json_loads
 
         from bench.generate import load
-        from ledger_portal.models import Tenant
-        from ledger_portal.services import issue_api_key
+        from core.models import Tenant
+        from core.services import issue_api_key
         from runs.models import Run
 
         print(environment_line(db), flush=True)

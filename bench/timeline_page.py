@@ -86,7 +86,7 @@ def ingest(tenant: Any, run: dict[str, Any], annotations: list[dict[str, Any]]) 
 def staff_viewer(tenant: Any) -> Any:
     from django.contrib.auth import get_user_model
 
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
 
     user, _ = get_user_model().objects.get_or_create(username="bench-viewer",
                                                      defaults={"is_staff": True})
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         from django.urls import reverse
 
         from bench.generate import load
-        from ledger_portal.models import Tenant
+        from core.models import Tenant
         from runs.api.presenters import RUN_FIELDS, renamed, timeline_of, values_of
         from runs.models import Run
         from runs.services import redactor_for

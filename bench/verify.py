@@ -208,7 +208,7 @@ def pass_prototype(db_url: str, tenants: list[Any]) -> tuple[int, float, int]:
     from django.db.models import JSONField
     from psycopg.types.string import TextLoader
 
-    from ledger_portal.canonical import GENESIS, canonical_json, chain_hash
+    from core.canonical import GENESIS, canonical_json, chain_hash
     from runs.models.base import content_of
 
     loads, sha256 = orjson_loads(), hashlib.sha256
@@ -282,7 +282,7 @@ def _chunks(it: Iterator[Any], size: int, stages: Stages) -> Iterator[list[Any]]
 
 def pass_decomposition(tenants: list[Any], chunk: int) -> Stages:
     """Fetch, canonical bytes, bare sha256, chain links: each stage timed alone."""
-    from ledger_portal.canonical import GENESIS, canonical_json, chain_hash
+    from core.canonical import GENESIS, canonical_json, chain_hash
     from runs.models.base import content_of
 
     sha256 = hashlib.sha256
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _tenants_with_runs() -> list[Any]:
-    from ledger_portal.models import Tenant
+    from core.models import Tenant
     from runs.models import Run
 
     ids = Run.objects.values("tenant_id").distinct()

@@ -13,8 +13,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ledger_portal.admin_base import TenantScopedAdmin
-from ledger_portal.roles import Role
+from core.admin_base import TenantScopedAdmin
+from core.roles import Role
 
 from . import services
 from .models import AuditExport, ExportDownload

@@ -9,7 +9,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from ledger_portal.cli_support import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from core.cli_support import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 
 
 def _timestamp(text: str) -> datetime:
@@ -23,7 +23,7 @@ def _timestamp(text: str) -> datetime:
 
 
 def cmd_export(args: argparse.Namespace, user: Any) -> int:
-    from ledger_portal.models import Tenant
+    from core.models import Tenant
 
     from .services import produce_now, request_export
     from .storage import export_storage

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from ledger_portal.models import TenantOwned
+from core.models import TenantOwned
 
 
 class ExportStatus(models.TextChoices):
@@ -69,7 +69,7 @@ class AuditExport(TenantOwned):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # Watchdog (ledger_portal/watchdog.py): when a worker last showed this job moving, and how
+    # Watchdog (core/watchdog.py): when a worker last showed this job moving, and how
     # often the watchdog found it stalled and queued it again.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     stalls = models.PositiveSmallIntegerField(default=0)

@@ -10,9 +10,9 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.models import Tenant
+from core.roles import Role
+from core.tenancy import has_role
 from runs.annotations import annotate
 from runs.models import AnnotationKind, Run
 

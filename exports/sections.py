@@ -42,7 +42,7 @@ from django.db import connection, models, transaction
 from django.db.models import F, Q, QuerySet
 
 from approvals.models import ApprovalRequest, Vote
-from ledger_portal.canonical import canonical_timestamp
+from core.canonical import canonical_timestamp
 from operations.models import Replay, ReplayStep, Rollback
 from operations.replay_redaction import redact_divergence
 from policies.models import Decision, GovernedException, PolicyVersion, Rule

@@ -25,13 +25,13 @@ from django.db.models import Count, Exists, F, Max, OuterRef, QuerySet, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from ledger_portal import signing
-from ledger_portal.canonical import canonical_timestamp
-from ledger_portal.jobs import enqueue_on_commit
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
-from ledger_portal.watchdog import beat
+from core import signing
+from core.canonical import canonical_timestamp
+from core.jobs import enqueue_on_commit
+from core.models import Tenant
+from core.roles import Role
+from core.tenancy import has_role
+from core.watchdog import beat
 from runs.annotations import annotate
 from runs.commitments import Committer, commitment_key
 from runs.models import AnnotationKind, RedactionRule

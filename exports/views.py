@@ -11,8 +11,8 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
+from core.models import Tenant
+from core.roles import Role
 
 from . import services
 from .models import ExportFormat, ExportStatus, RedactionLevel

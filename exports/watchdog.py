@@ -1,4 +1,4 @@
-"""The exports' watchdog (see ``ledger_portal/watchdog.py``): an export that stopped moving is
+"""The exports' watchdog (see ``core/watchdog.py``): an export that stopped moving is
 handed to workers again. Every step is safe to run twice: a part claimed again is written again
 (counted in its attempts, the earlier attempt's file ignored), a join claimed again reuses what
 it signed."""
@@ -9,9 +9,9 @@ from datetime import datetime
 
 from django.db import transaction
 
-from ledger_portal.jobs import enqueue_on_commit
-from ledger_portal.models import OutboxMessage
-from ledger_portal.watchdog import claim_stalled
+from core.jobs import enqueue_on_commit
+from core.models import OutboxMessage
+from core.watchdog import claim_stalled
 
 from .models import AuditExport, ExportPart, ExportStatus, PartStatus
 from .services import _fail

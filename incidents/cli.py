@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ledger_portal.cli_support import (
+from core.cli_support import (
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -16,7 +16,7 @@ from ledger_portal.cli_support import (
 
 
 def _incident(user: Any, pk: int) -> Any:
-    from ledger_portal.roles import Role
+    from core.roles import Role
 
     from .models import Incident
 
@@ -25,8 +25,8 @@ def _incident(user: Any, pk: int) -> Any:
 
 
 def cmd_open(args: argparse.Namespace, user: Any) -> int:
-    from ledger_portal.models import Tenant
-    from ledger_portal.roles import Role
+    from core.models import Tenant
+    from core.roles import Role
 
     from .services import open_incident
 

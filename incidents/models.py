@@ -12,8 +12,8 @@ from django.conf import settings
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from ledger_portal.history import history_user
-from ledger_portal.models import TenantOwned
+from core.history import history_user
+from core.models import TenantOwned
 
 from .choices import (  # noqa: F401  (re-exported)
     CLOSING_REMEDIATIONS,

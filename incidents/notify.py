@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.utils.module_loading import import_string
 
-from ledger_portal import egress
+from core import egress
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger_portal.roles import Role
+from core.roles import Role
 from runs.models import ToolCall
 
 from .models import Incident

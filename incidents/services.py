@@ -17,9 +17,9 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.models import Tenant
+from core.roles import Role
+from core.tenancy import has_role
 from operations.models import Replay
 from policies.models import PolicyVersion
 from runs.annotations import annotate

@@ -1,21 +1,12 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 
 
-class LedgerPortalConfig(AppConfig):
+class ProjectConfig(AppConfig):
+    """The project shell: settings, URLs, the CLI dispatcher and Celery's app. No models."""
+
     name = "ledger_portal"
-    verbose_name = "Tenancy and access"
+    label = "portal"
+    verbose_name = "ledger-portal"
 
     def ready(self) -> None:
-        from .converters import register
-
-        register()  # before any URL module is read: they use <id:...>
-        from . import (
-            celery,  # noqa: F401  (the Celery app, so shared tasks bind to it)
-            checks,  # noqa: F401  (registers the tenancy system checks)
-        )
-        from .api import schema  # noqa: F401  (registers the OpenAPI extensions)
-        from .db_roles import grant_after_migrate
-
-        # sent once per app after the whole migrate: for this app alone, so once
-        post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="ledger_app_db_role")
+        from . import celery  # noqa: F401  (the Celery app, so shared tasks bind to it)

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from ledger_portal.cli_support import (
+from core.cli_support import (
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -46,7 +46,7 @@ def _setup() -> None:
 def _acting_user(args: argparse.Namespace) -> Any:
     """Who the command acts as: the user of the personal access token in ``LEDGER_TOKEN`` (or
     the file ``--token-file``), or, in local mode on the portal host, ``--as USER``."""
-    from ledger_portal.access_tokens import TokenRefused, actor_for_token, actor_in_local_mode
+    from core.access_tokens import TokenRefused, actor_for_token, actor_in_local_mode
 
     raw = os.environ.get("LEDGER_TOKEN", "")
     if args.token_file:
@@ -73,7 +73,7 @@ def cmd_runs(args: argparse.Namespace, user: Any) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ledger_portal.roles import Role
+    from core.roles import Role
     from runs.api.presenters import RUN_FIELDS, renamed, values_of
     from runs.models import Run
     from runs.services import ViewersByTenant
@@ -134,7 +134,7 @@ def cmd_show(args: argparse.Namespace, user: Any) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from ledger_portal.roles import Role
+    from core.roles import Role
     from runs.api.presenters import RUN_FIELDS, renamed, timeline_of, values_of
     from runs.models import Run
     from runs.redaction import as_text
@@ -195,8 +195,8 @@ def cmd_verify(args: argparse.Namespace, user: Any) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from ledger_portal.models import Tenant
-    from ledger_portal.roles import Role
+    from core.models import Tenant
+    from core.roles import Role
     from runs.integrity import verify_tenant
 
     tenants = Tenant.objects.for_user(user, Role.VIEW_LEDGER)
@@ -231,8 +231,8 @@ def cmd_verify(args: argparse.Namespace, user: Any) -> int:
 
 
 def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
-    from ledger_portal.models import Tenant
-    from ledger_portal.roles import Role
+    from core.models import Tenant
+    from core.roles import Role
     from policies.services import freeze_tool, unfreeze_tool
 
     tenant = Tenant.objects.for_user(user, Role.OPERATE).filter(slug=args.tenant).first()
@@ -261,9 +261,9 @@ def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
 
 
 def cmd_outage(args: argparse.Namespace, user: Any) -> int:
-    from ledger_portal.models import Tenant
-    from ledger_portal.roles import Role
-    from ledger_portal.services import set_outage_mode
+    from core.models import Tenant
+    from core.roles import Role
+    from core.services import set_outage_mode
 
     tenant = Tenant.objects.for_user(user, Role.VIEW_LEDGER).filter(slug=args.tenant).first()
     if tenant is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import (
+from core.env import (
     env_bool,
     env_destinations,
     env_int,
@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "guardian",
     "simple_history",
     "axes",
+    "core",
     "ledger_portal",
     "runs",
     "approvals",
@@ -64,13 +65,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "ledger_portal.middleware.RolesPerRequestMiddleware",
+    "core.middleware.RolesPerRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
-    "ledger_portal.middleware.SecurityHeadersMiddleware",
-    "ledger_portal.middleware.RefuseNulInQueryMiddleware",
-    "ledger_portal.middleware.ApiErrorsAsJsonMiddleware",
+    "core.middleware.SecurityHeadersMiddleware",
+    "core.middleware.RefuseNulInQueryMiddleware",
+    "core.middleware.ApiErrorsAsJsonMiddleware",
     # last, as django-axes asks: it turns a lockout raised during login into its answer
     "axes.middleware.AxesMiddleware",
 ]
@@ -103,7 +104,7 @@ if _database_url:
         raise ImproperlyConfigured("DATABASE_URL must be a postgres:// URL (PostgreSQL only)")
     _db["CONN_HEALTH_CHECKS"] = True
     # The server drops a connection whose peer is gone within about two minutes (the default
-    # is hours): a lost worker's replay lock (ledger_portal/locks.py) is freed with it.
+    # is hours): a lost worker's replay lock (core/locks.py) is freed with it.
     _db.setdefault("OPTIONS", {})
     _db["OPTIONS"]["options"] = " ".join(filter(None, [
         _db["OPTIONS"].get("options", ""), "-c tcp_keepalives_idle=60",
@@ -234,21 +235,21 @@ LEDGER_APPROVAL_WAITERS_PER_KEY = env_int("LEDGER_APPROVAL_WAITERS_PER_KEY", 2, 
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "ledger_portal.api.authentication.ApiKeyAuthentication",
+        "core.api.authentication.ApiKeyAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": [
-        "ledger_portal.api.renderers.OrjsonRenderer",
+        "core.api.renderers.OrjsonRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_PARSER_CLASSES": ["ledger_portal.api.parsers.OrjsonParser"],
+    "DEFAULT_PARSER_CLASSES": ["core.api.parsers.OrjsonParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "ledger_portal.api.pagination.IdCursorPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.IdCursorPagination",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
-    "DEFAULT_THROTTLE_CLASSES": ["ledger_portal.api.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["core.api.throttling.ApiKeyRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "ledger-portal API",
@@ -314,7 +315,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
-    # jobs queued while the broker was down (ledger_portal/jobs.py)
+    # jobs queued while the broker was down (core/jobs.py)
     "dispatch-outbox": {"task": "ledger_portal.dispatch_outbox", "schedule": 10},
     "escalate-overdue-approvals": {"task": "approvals.escalate_overdue", "schedule": 60},
     "assemble-idle-otel-traces": {"task": "runs.assemble_idle_otel_traces", "schedule": 10},

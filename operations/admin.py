@@ -12,9 +12,9 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ledger_portal.admin_base import TenantScopedAdmin
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.admin_base import TenantScopedAdmin
+from core.roles import Role
+from core.tenancy import has_role
 from runs import admin as ledger_admin
 from runs.admin import GovernanceAdmin
 from runs.models import Tool, ToolCall, ToolChange

@@ -11,8 +11,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.roles import Role
+from core.tenancy import has_role
 from runs.annotations import annotate
 from runs.models import AnnotationKind
 

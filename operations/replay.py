@@ -34,12 +34,12 @@ from django.utils import timezone
 from approvals.models import ApprovalRequest, Kind
 from approvals.models import Status as ApprovalStatus
 from approvals.services import request_approval
-from ledger_portal.jobs import enqueue_on_commit
-from ledger_portal.locks import held_while_walking, walked_elsewhere
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
-from ledger_portal.watchdog import beat, claim_stalled, waiting_in_outbox
+from core.jobs import enqueue_on_commit
+from core.locks import held_while_walking, walked_elsewhere
+from core.models import Tenant
+from core.roles import Role
+from core.tenancy import has_role
+from core.watchdog import beat, claim_stalled, waiting_in_outbox
 from policies.models import Decision, Effect, PolicyVersion, VersionStatus
 from policies.services import (
     DecisionContext,

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from ledger_portal.cli_support import (
+from core.cli_support import (
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -85,7 +85,7 @@ def _follow(replay: Any, args: argparse.Namespace) -> Any:
 
 def cmd_replay(args: argparse.Namespace, user: Any) -> int:
 
-    from ledger_portal.roles import Role
+    from core.roles import Role
     from runs.models import Run
 
     from .models import Replay, ReplayStatus
@@ -153,7 +153,7 @@ def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
 def _follow_up(args: argparse.Namespace, user: Any) -> int:
     """``--follow-up REPLAY_ID:SEQ --state S [--note TEXT]``: what is done about a divergence."""
 
-    from ledger_portal.roles import Role
+    from core.roles import Role
 
     from .divergences import FollowUpRefused, set_divergence_follow_up
     from .models import ReplayStep

@@ -41,9 +41,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from ledger_portal.jobs import enqueue_on_commit
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.jobs import enqueue_on_commit
+from core.roles import Role
+from core.tenancy import has_role
 from runs.annotations import annotate
 from runs.models import AnnotationKind, Run, ToolCall, ToolCallStatus
 

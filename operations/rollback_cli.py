@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from ledger_portal.cli_support import (
+from core.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
@@ -18,7 +18,7 @@ WAIT_POLL_SECONDS = 0.5
 
 
 def cmd_rollback(args: argparse.Namespace, user: Any) -> int:
-    from ledger_portal.roles import Role
+    from core.roles import Role
     from runs.models import Run, ToolCall
 
     from .models import Rollback

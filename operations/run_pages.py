@@ -14,8 +14,8 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.roles import Role
+from core.tenancy import has_role
 from policies.models import PolicyVersion
 from runs.models import Run, ToolCall
 from runs.timeline_html import RollbackControls

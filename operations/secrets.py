@@ -47,7 +47,7 @@ def _overlapping(tenant_slug: str) -> list[str]:
     acme and ``env:TOKEN`` on acme-eu would both read ``LEDGER_TENANT_ACME_EU_TOKEN``. Whichever
     tenant came first, neither may then read the other's secret: both are refused until the
     operator gives them distinct slugs (or a backend with a path per tenant)."""
-    from ledger_portal.models import Tenant
+    from core.models import Tenant
 
     own = tenant_namespace(tenant_slug)
     return sorted(slug for slug in Tenant.objects.exclude(slug=tenant_slug).values_list(

@@ -16,8 +16,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.roles import Role
+from core.tenancy import has_role
 from runs.annotations import annotate
 from runs.models import GOVERNED_TOOL_FIELDS, AnnotationKind, Tool, ToolChange, ToolChangeStatus
 

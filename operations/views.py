@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.roles import Role
+from core.tenancy import has_role
 from policies.models import PolicyVersion
 from runs.models import Run
 from runs.services import redactor_for

@@ -14,8 +14,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from ledger_portal.admin_base import ExactSearchAdmin, ScopedHistoryAdmin, TenantScopedAdmin
-from ledger_portal.roles import Role
+from core.admin_base import ExactSearchAdmin, ScopedHistoryAdmin, TenantScopedAdmin
+from core.roles import Role
 
 from . import exceptions, services
 from .models import (

@@ -10,8 +10,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from ledger_portal.jobs import enqueue_on_commit
-from ledger_portal.watchdog import beat, claim_stalled, waiting_in_outbox
+from core.jobs import enqueue_on_commit
+from core.watchdog import beat, claim_stalled, waiting_in_outbox
 from runs.models import ToolCall
 
 from .engine import compile_rules, input_document

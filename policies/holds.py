@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 from runs.models import Run
 
 from .models import Decision, ExceptionStatus

@@ -12,8 +12,8 @@ from django.conf import settings
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from ledger_portal.history import history_user
-from ledger_portal.models import TenantOwned
+from core.history import history_user
+from core.models import TenantOwned
 from runs.models.base import AppendOnly, LedgerQuerySet
 
 
@@ -326,7 +326,7 @@ class BackTest(TenantOwned):
                                      on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # Watchdog (ledger_portal/watchdog.py): when a worker last showed this job moving, and how
+    # Watchdog (core/watchdog.py): when a worker last showed this job moving, and how
     # often the watchdog found it stalled and queued it again.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     stalls = models.PositiveSmallIntegerField(default=0)

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 
-from ledger_portal import egress
+from core import egress
 
 from .engine import Verdict
 from .models import Effect, PolicyVersion

@@ -11,8 +11,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from ledger_portal.canonical import content_hash
-from ledger_portal.models import Tenant
+from core.canonical import content_hash
+from core.models import Tenant
 from runs.annotations import annotate
 from runs.models import AnnotationKind
 

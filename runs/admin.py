@@ -12,14 +12,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from ledger_portal.admin_base import (
+from core.admin_base import (
     ExactSearchAdmin,
     LedgerRecordAdmin,
     ScopedHistoryAdmin,
     TenantScopedAdmin,
 )
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.roles import Role
+from core.tenancy import has_role
 
 from .admin_present import viewer_for
 from .links import timeline_url

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ledger_portal.cli_support import (
+from core.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
@@ -24,7 +24,7 @@ KIND_WORDS = ("override", "policy_change", "approval")
 
 
 def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
-    from ledger_portal.roles import Role
+    from core.roles import Role
 
     from .commitments import committer_for
     from .models import Run

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from ledger_portal.governance_record import PORTAL_AGENT_ID
-from ledger_portal.models import Tenant
+from core.governance_record import PORTAL_AGENT_ID
+from core.models import Tenant
 
 from .ingest_schema import parse_batch
 from .models import Annotation, Run

@@ -6,8 +6,8 @@ class RunsConfig(AppConfig):
     verbose_name = "Ledger"
 
     def ready(self) -> None:
-        from ledger_portal import admin_base
-        from ledger_portal.governance_record import register_recorder
+        from core import admin_base
+        from core.governance_record import register_recorder
 
         from .admin_present import present_for_viewer
         from .annotations import annotate

@@ -7,12 +7,12 @@ import os
 import sys
 from typing import Any
 
-from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK
+from core.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK
 
 
 def cmd_commitment_key(args: argparse.Namespace, user: Any) -> int:
-    from ledger_portal.models import Tenant
-    from ledger_portal.roles import Role
+    from core.models import Tenant
+    from core.roles import Role
 
     from .commitments import disclose_commitment_key, rotate_commitment_key
     from .models import CommitmentKey

@@ -28,10 +28,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ledger_portal.canonical import canonical_json
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.canonical import canonical_json
+from core.models import Tenant
+from core.roles import Role
+from core.tenancy import has_role
 
 from .annotations import annotate
 from .models import AnnotationKind, CommitmentKey

@@ -96,7 +96,7 @@ def change_of(record: Any) -> dict[str, list[Any]]:
 
 
 def _tenant_of(instance: Any) -> Any:
-    from ledger_portal.models import Tenant
+    from core.models import Tenant
 
     return instance if isinstance(instance, Tenant) else getattr(instance, "tenant", None)
 
@@ -156,7 +156,7 @@ def _request_user() -> Any:
 
 
 def connect() -> None:
-    from ledger_portal.models import TenantGroupObjectPermission, TenantUserObjectPermission
+    from core.models import TenantGroupObjectPermission, TenantUserObjectPermission
 
     post_create_historical_record.connect(record_governance_change,
                                           dispatch_uid="ledger-governance-log")

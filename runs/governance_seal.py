@@ -21,8 +21,8 @@ from django.db import connection
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
-from ledger_portal.canonical import GENESIS, canonical_timestamp, chain_hash, content_hash
-from ledger_portal.models import Tenant
+from core.canonical import GENESIS, canonical_timestamp, chain_hash, content_hash
+from core.models import Tenant
 
 #: Records created this recently are sealed by the next digest (their transaction may not have
 #: committed yet, and ids are handed out before commit).

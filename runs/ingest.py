@@ -16,9 +16,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import IntegerField, Model, Value
 from simple_history.utils import bulk_create_with_history
 
-from ledger_portal.canonical import GENESIS
-from ledger_portal.governance_record import PORTAL_AGENT_ID
-from ledger_portal.models import Tenant
+from core.canonical import GENESIS
+from core.governance_record import PORTAL_AGENT_ID
+from core.models import Tenant
 
 from .annotations import GOVERNANCE_RUN_ID
 from .bulk import build, insert_all

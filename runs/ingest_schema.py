@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from ledger_portal.payload_safety import EXTERNAL_ID_PATTERN, EXTERNAL_ID_RULE, unsafe_parts
+from core.payload_safety import EXTERNAL_ID_PATTERN, EXTERNAL_ID_RULE, unsafe_parts
 
 from .models import ActionClass, AnnotationKind, RunStatus, ToolCallStatus
 

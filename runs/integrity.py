@@ -24,9 +24,9 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from ledger_portal import signing
-from ledger_portal.canonical import GENESIS, canonical_json, chain_hash, content_hash
-from ledger_portal.models import Tenant
+from core import signing
+from core.canonical import GENESIS, canonical_json, chain_hash, content_hash
+from core.models import Tenant
 
 from . import governance_seal, integrity_fetch
 from .models import (

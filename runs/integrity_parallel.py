@@ -37,7 +37,7 @@ def _start_worker(database: str, signed: dict[str, list[tuple[int, str, int]]]) 
 def _verify_share(tenant_id: int, slug: str, snapshot: str, pk_range: tuple[int, int]) -> Any:
     from django.db import transaction
 
-    from ledger_portal.models import Tenant
+    from core.models import Tenant
 
     from .integrity import Scope, verify_scope
 

@@ -29,9 +29,9 @@ from django.db import connection, models, transaction
 from django.db.models import ForeignObjectRel, QuerySet
 from django.utils import timezone
 
-from ledger_portal import signing
-from ledger_portal.canonical import GENESIS, canonical_json, content_hash
-from ledger_portal.models import Tenant
+from core import signing
+from core.canonical import GENESIS, canonical_json, content_hash
+from core.models import Tenant
 
 from .annotations import GOVERNANCE_RUN_ID, annotate
 from .integrity import RECORD_MODELS, Scope, VerifyReport, _verify_digests, verify_scope

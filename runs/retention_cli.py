@@ -6,12 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from core.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 
 
 def _tenant(user: Any, slug: str) -> Any:
-    from ledger_portal.models import Tenant
-    from ledger_portal.roles import Role
+    from core.models import Tenant
+    from core.roles import Role
 
     return Tenant.objects.for_user(user, Role.MANAGE_POLICIES).filter(slug=slug).first()
 

@@ -12,9 +12,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from ledger_portal.payload_safety import unsafe_paths
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.payload_safety import unsafe_paths
+from core.roles import Role
+from core.tenancy import has_role
 
 from .annotations import annotate
 from .commitments import HASH_FIELDS, Committer, committer_for
@@ -148,7 +148,7 @@ def shown_trigger_refs(user: Any, runs: list[Run]) -> list[Run]:
 
 def record_disclosure(user: Any, tenant_id: int, level: str, viewing: str) -> None:
     """Annotate that ``user`` read ``viewing`` of the tenant at ``level`` (below strict)."""
-    from ledger_portal.models import Tenant
+    from core.models import Tenant
 
     what = viewing or "ledger data"
     with transaction.atomic():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 
 from .integrity import seal_tenant_digest
 

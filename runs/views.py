@@ -13,8 +13,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from ledger_portal.roles import Role
-from ledger_portal.tenancy import has_role
+from core.roles import Role
+from core.tenancy import has_role
 
 from . import services
 from .api.presenters import RUN_FIELDS, renamed, values_of

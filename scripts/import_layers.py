@@ -22,16 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ledger_portal", "runs", "policies", "approvals", "operations", "incidents",
-            "exports")
+PACKAGES = ("core", "runs", "policies", "approvals", "operations", "incidents", "exports",
+            "ledger_portal")
 LAYERS = ("core", "ledger", "governance", "operations", "oversight", "project")
-PACKAGE_LAYER = {"ledger_portal": "core", "runs": "ledger", "policies": "governance",
+PACKAGE_LAYER = {"core": "core", "runs": "ledger", "policies": "governance",
                  "approvals": "governance", "operations": "operations",
-                 "incidents": "oversight", "exports": "oversight"}
-#: Modules of ``ledger_portal`` that are the project shell, not the core: they wire every app.
-PROJECT_MODULES = ("ledger_portal", "ledger_portal.apps", "ledger_portal.settings",
-                   "ledger_portal.urls", "ledger_portal.api.urls", "ledger_portal.cli",
-                   "ledger_portal.celery", "ledger_portal.wsgi", "ledger_portal.tasks")
+                 "incidents": "oversight", "exports": "oversight", "ledger_portal": "project"}
 
 
 @dataclass(frozen=True, order=True)
@@ -47,7 +43,7 @@ class Import:
 
 
 def layer_of(module: str) -> str:
-    if module in PROJECT_MODULES or ".management.commands." in module:
+    if ".management.commands." in module:
         return "project"
     return PACKAGE_LAYER[module.split(".")[0]]
 

@@ -15,9 +15,9 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
-from ledger_portal.services import grant_role, issue_api_key
+from core.models import Tenant
+from core.roles import Role
+from core.services import grant_role, issue_api_key
 from runs.governance_log import setting_up
 from runs.ingest_schema import parse_batch
 from runs.sample_runs import RunGenerator
@@ -188,7 +188,7 @@ def _loopback_egress(settings: Any) -> None:
 @pytest.fixture(autouse=True)
 def _cli_in_local_mode(monkeypatch: Any) -> None:
     """Tests of what a ``ledger`` command does run it as a shell on the portal host would:
-    local mode, ``--as USER`` (tests/ledger_portal/test_cli_tokens.py covers how it
+    local mode, ``--as USER`` (tests/core/test_cli_tokens.py covers how it
     authenticates without it)."""
     monkeypatch.setenv("LEDGER_CLI_LOCAL", "1")
     monkeypatch.delenv("LEDGER_TOKEN", raising=False)

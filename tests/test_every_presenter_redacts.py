@@ -5,7 +5,7 @@ arguments and the approval requests they raise, an incident's title, summary and
 sandbox replay whose tool answers a secret, a compensate hook that answers one) and reads
 every face back as a strict reader. The faces are enumerated from the code: every URL route
 (Django's resolver) and every ``ledger`` command (its parser); the admin's classes are walked
-in ``tests/ledger_portal/test_every_admin_page_redacts.py``. A route or command the walk does
+in ``tests/core/test_every_admin_page_redacts.py``. A route or command the walk does
 not know fails here, so a new one is covered the day it is added.
 """
 
@@ -22,8 +22,8 @@ import pytest
 from django.core import mail
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from core.signing import public_key_b64
 from ledger_portal.cli import build_parser, main
-from ledger_portal.signing import public_key_b64
 from runs.models import Annotation, ModelCall, Run, Step, Tool, ToolCall
 from runs.otlp.assembly import run_id_for
 from tests.exports.conftest import WINDOW, export_dirs, export_now  # noqa: F401 (fixtures)

@@ -16,7 +16,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from approvals.models import ApprovalRequest
 from approvals.services import request_approval
-from ledger_portal.models import ApiKey, Tenant
+from core.models import ApiKey, Tenant
 from operations.models import Replay
 from policies.models import Decision, Policy, PolicyVersion
 from policies.services import ProposedCall, create_draft, decide_tool_call
@@ -229,7 +229,7 @@ def test_admin_models_outside_tenancy_are_for_superusers_only(model, charlie, cl
 @pytest.mark.parametrize("model", [m for m in admin.site._registry if _personal(m)],
                          ids=lambda m: m._meta.label)
 def test_admin_never_shows_another_persons_own_rows(model, alice, charlie, client):
-    from ledger_portal.access_tokens import issue_personal_token
+    from core.access_tokens import issue_personal_token
 
     token, _ = issue_personal_token(alice, "alice-laptop", ["view_ledger"])
     client.force_login(charlie)

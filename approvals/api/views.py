@@ -18,8 +18,8 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ledger_portal.api.scoping import TenantScopedViewMixin
-from ledger_portal.roles import Role
+from core.api.scoping import TenantScopedViewMixin
+from core.roles import Role
 
 from ..models import ApprovalRequest, Status
 from ..services import withdraw_approval

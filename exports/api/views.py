@@ -16,8 +16,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
+from core.models import Tenant
+from core.roles import Role
 
 from .. import services
 from ..models import AuditExport

@@ -15,9 +15,9 @@ from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ledger_portal.api.scoping import TenantScopedViewMixin
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
+from core.api.scoping import TenantScopedViewMixin
+from core.models import Tenant
+from core.roles import Role
 
 from .. import services
 from ..models import Incident, IncidentStatus, Severity

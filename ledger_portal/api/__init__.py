@@ -1,0 +1,1 @@
+"""The routes of the whole API, across every app."""

@@ -3,13 +3,12 @@
 from django.urls import path
 
 from approvals.api import views as approvals
+from core.api import views as tenancy
 from exports.api.urls import urlpatterns as export_routes
 from incidents.api.urls import urlpatterns as incident_routes
 from operations.api.urls import urlpatterns as operation_routes
 from policies.api import views as policies
 from runs.api.urls import urlpatterns as ledger_routes
-
-from . import views as tenancy
 
 app_name = "api"
 

@@ -13,8 +13,8 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ledger_portal.api.scoping import TenantScopedViewMixin
-from ledger_portal.roles import Role
+from core.api.scoping import TenantScopedViewMixin
+from core.roles import Role
 
 from ..divergences import FollowUpRefused, divergences_for, set_divergence_follow_up
 from ..models import FollowUp, ReplayStep

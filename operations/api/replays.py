@@ -12,8 +12,8 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ledger_portal.api.scoping import TenantScopedViewMixin
-from ledger_portal.roles import Role
+from core.api.scoping import TenantScopedViewMixin
+from core.roles import Role
 from policies.models import PolicyVersion
 from runs.models import Run
 from runs.services import RedactionNotAllowed, redactor_for

@@ -13,8 +13,8 @@ from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ledger_portal.api.scoping import TenantScopedViewMixin
-from ledger_portal.roles import Role
+from core.api.scoping import TenantScopedViewMixin
+from core.roles import Role
 from runs.api.views import Redaction
 from runs.models import Run, ToolCall
 

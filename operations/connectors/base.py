@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from ledger_portal.egress import EgressRefused, check_url
+from core.egress import EgressRefused, check_url
 from runs.models import DryRunVia, Tool
 
 from ..secrets import SecretError, resolve_secret, scrub

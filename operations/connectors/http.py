@@ -8,8 +8,8 @@ from typing import Any
 import httpx2
 import orjson
 
-from ledger_portal import egress
-from ledger_portal.egress import EgressRefused
+from core import egress
+from core.egress import EgressRefused
 
 from ..secrets import SecretError
 from . import FAILED, SUCCEEDED, TRANSIENT, ToolResult

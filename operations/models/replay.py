@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from ledger_portal.models import TenantOwned
+from core.models import TenantOwned
 
 
 class ReplayMode(models.TextChoices):
@@ -55,7 +55,7 @@ class Replay(TenantOwned):
     started_at = models.DateTimeField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # Watchdog (ledger_portal/watchdog.py): when a worker last showed this job moving, and how
+    # Watchdog (core/watchdog.py): when a worker last showed this job moving, and how
     # often the watchdog found it stalled and queued it again.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     stalls = models.PositiveSmallIntegerField(default=0)

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from ledger_portal.models import TenantOwned
+from core.models import TenantOwned
 
 
 class RollbackStatus(models.TextChoices):

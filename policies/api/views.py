@@ -13,11 +13,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger_portal.api.authentication import refuse_unbound_agent
-from ledger_portal.api.scoping import TenantScopedViewMixin
-from ledger_portal.models import Tenant
-from ledger_portal.payload_safety import external_id_validator, unsafe_paths
-from ledger_portal.roles import Role
+from core.api.authentication import refuse_unbound_agent
+from core.api.scoping import TenantScopedViewMixin
+from core.models import Tenant
+from core.payload_safety import external_id_validator, unsafe_paths
+from core.roles import Role
 from runs.models import ActionClass
 
 from .. import services

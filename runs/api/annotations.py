@@ -16,9 +16,9 @@ from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ledger_portal.api.scoping import TenantScopedViewMixin
-from ledger_portal.payload_safety import EXTERNAL_ID_RULE, is_external_id, unsafe_paths
-from ledger_portal.roles import Role
+from core.api.scoping import TenantScopedViewMixin
+from core.payload_safety import EXTERNAL_ID_RULE, is_external_id, unsafe_paths
+from core.roles import Role
 
 from .. import services
 from ..models import Annotation, Run

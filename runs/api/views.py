@@ -16,11 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ledger_portal import signing
-from ledger_portal.api.authentication import bound_agents
-from ledger_portal.api.scoping import TenantScopedViewMixin
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
+from core import signing
+from core.api.authentication import bound_agents
+from core.api.scoping import TenantScopedViewMixin
+from core.models import Tenant
+from core.roles import Role
 
 from .. import services
 from ..ingest_schema import BatchIn, parse_batch, validation_errors

@@ -1,7 +1,7 @@
 """Retention removes ledger rows only through ``ledger_remove_runs``, a SECURITY DEFINER
 function owned by the role that owns the ledger tables.
 
-The application's own role (``LEDGER_APP_DB_ROLE``, see ``ledger_portal/db_roles.py``) holds no
+The application's own role (``LEDGER_APP_DB_ROLE``, see ``core/db_roles.py``) holds no
 DELETE on ledger tables and cannot disable their triggers: it writes the signed removal record,
 then asks the function to apply it. The function removes exactly the runs the record lists, and
 only if each is closed, ended before the record's cutoff, under no active legal hold and still

@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 
 from django.db import models
 
-from ledger_portal.canonical import canonical_timestamp, chain_hash, content_hash
-from ledger_portal.models import TenantOwned
-from ledger_portal.tenancy import TenantScopedQuerySet
+from core.canonical import canonical_timestamp, chain_hash, content_hash
+from core.models import TenantOwned
+from core.tenancy import TenantScopedQuerySet
 
 TIMESTAMP_FIELDS = frozenset({"started_at", "ended_at"})
 

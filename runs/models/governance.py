@@ -6,8 +6,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from ledger_portal.history import history_user
-from ledger_portal.models import TenantOwned
+from core.history import history_user
+from core.models import TenantOwned
 
 
 class ActionClass(models.TextChoices):

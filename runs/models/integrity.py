@@ -13,8 +13,8 @@ from typing import Any
 
 from django.db import models
 
-from ledger_portal.canonical import canonical_timestamp
-from ledger_portal.models import TenantOwned
+from core.canonical import canonical_timestamp
+from core.models import TenantOwned
 
 from .base import AppendOnly, LedgerQuerySet
 

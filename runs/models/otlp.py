@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from ledger_portal.models import TenantOwned
+from core.models import TenantOwned
 
 
 class OtlpTraceState(models.TextChoices):

@@ -13,9 +13,9 @@ from django.conf import settings
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from ledger_portal.canonical import canonical_timestamp
-from ledger_portal.history import history_user
-from ledger_portal.models import TenantOwned
+from core.canonical import canonical_timestamp
+from core.history import history_user
+from core.models import TenantOwned
 
 from .base import AppendOnly, LedgerQuerySet
 

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 
 from ..annotations import annotate
 from ..bulk import append_rows, build

@@ -12,9 +12,9 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from ledger_portal.api.authentication import ApiKeyAuthentication, bound_agents
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
+from core.api.authentication import ApiKeyAuthentication, bound_agents
+from core.models import Tenant
+from core.roles import Role
 
 from ..ingest import BatchRejected
 from . import services, wire

@@ -55,7 +55,7 @@ def json_html(value: Any) -> SafeString:
 @register.simple_tag
 def integrity_alarms(user: Any, limit: int = 5) -> list[Any]:
     """The newest integrity alarms of the tenants whose ledger ``user`` may read."""
-    from ledger_portal.roles import Role
+    from core.roles import Role
     from runs.models import IntegrityAlarm
 
     if not getattr(user, "is_authenticated", False):

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from approvals.models import ApprovalRequest, Status
 from approvals.services import decide_approval
-from ledger_portal.services import grant_role, issue_api_key
+from core.services import grant_role, issue_api_key
 from runs.governance_log import setting_up
 
 

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 def test_two_approvers_at_once_give_one_decision(acme, alice, charlie):
     from django.contrib.auth.models import User
 
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
 
     dave = User.objects.create_user("dave", password="pw-for-tests-only")
     grant_role(dave, "approve", acme)

@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied
 
 from approvals.models import Status
 from approvals.services import ApprovalError, decide_approval, request_approval
-from ledger_portal.services import grant_role
+from core.services import grant_role
 from runs.models import Annotation
 
 

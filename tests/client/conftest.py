@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from core.models import Tenant
 from ledger_portal.client import LedgerClient
-from ledger_portal.models import Tenant
 from tests.policies.conftest import dave, publish  # noqa: F401  (fixtures, for gating tests)
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 from runs.integrity import verify_tenant
 from runs.models import Run, ToolCall
 

@@ -10,6 +10,7 @@ import pytest
 
 from approvals.models import ApprovalRequest
 from approvals.services import ApprovalError, decide_approval
+from core.models import Tenant
 from ledger_portal.client import (
     ApprovalRejected,
     ApprovalTimedOut,
@@ -18,7 +19,6 @@ from ledger_portal.client import (
     SandboxOnly,
     ToolCallDenied,
 )
-from ledger_portal.models import Tenant
 from policies.models import Decision
 from runs.integrity import verify_tenant
 from runs.models import Annotation, ToolCall

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 from runs.models import Annotation, Run, ToolCall
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 from runs.integrity import verify_tenant
 from runs.models import Run, ToolCall
 

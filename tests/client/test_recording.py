@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 from runs.integrity import verify_tenant
 from runs.models import Annotation, ModelCall, Run, Step, ToolCall
 

@@ -15,10 +15,10 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F
 
+from core import signing
 from exports.models import AuditExport, ExportPart
 from exports.services import produce_part, request_export
 from exports.verify import verify_bundle
-from ledger_portal import signing
 from tests.celery_conf import celery_conf
 
 from .conftest import WINDOW
@@ -112,7 +112,7 @@ def _wait(condition, what: str, seconds: float = 120) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_export_publishes_nothing_half_written_and_the_retry_completes(
         worker, acme, alice, record, make_run):
-    from ledger_portal.signing import signing_key
+    from core.signing import signing_key
 
     signing_key()  # the worker signs with the same key file as this process
     record(acme, *[make_run() for _ in range(60)])

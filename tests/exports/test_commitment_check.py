@@ -11,12 +11,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from core import signing
+from core.cli_support import EXIT_FORBIDDEN, EXIT_OK
 from exports.verify import EXIT_FAILED
 from exports.verify import main as verify_main
 from exports.verify_commitments import check_commitments, read_key
-from ledger_portal import signing
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_OK
 from runs.models import Annotation
 
 from ..runs.test_redacted_outputs_hide_hashes import CARD, card_run  # noqa: F401 (fixture)

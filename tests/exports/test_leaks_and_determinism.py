@@ -14,9 +14,9 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from approvals.services import decide_approval, request_approval
+from core import signing
+from core.services import grant_role
 from exports.verify import VOLATILE_MANIFEST_FIELDS, verify_bundle
-from ledger_portal import signing
-from ledger_portal.services import grant_role
 from operations.models import Replay, ReplayStep, Rollback
 from operations.replay_compare import compare_outputs
 from policies.exceptions import request_exception

@@ -14,10 +14,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from core import signing
+from core.services import grant_role
 from exports.sections import SECTION_BY_NAME
 from exports.verify import verify_bundle
-from ledger_portal import signing
-from ledger_portal.services import grant_role
 from operations.models import Replay, ReplayStep, Rollback
 from operations.replay_compare import compare_outputs
 from policies.models import Decision, Policy

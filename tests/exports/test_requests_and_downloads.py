@@ -11,10 +11,10 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
+from core.services import grant_role
 from exports.models import AuditExport, ExportDownload
 from exports.services import ExportNotAllowed, expire_exports, request_export, share_export
 from exports.storage import export_storage
-from ledger_portal.services import grant_role
 from runs.models import Annotation
 
 from .conftest import WINDOW

@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from core import signing
+from core.cli_support import EXIT_OK, EXIT_TAMPERED
 from exports.verify import EXIT_UNVERIFIED
-from ledger_portal import signing
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK, EXIT_TAMPERED
 
 DATA = "records.jsonl"
 

@@ -8,9 +8,9 @@ import tarfile
 
 import orjson
 
-from ledger_portal.canonical import content_hash
+from core.canonical import content_hash
+from core.cli_support import EXIT_OK
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK
 
 from ..runs.test_tool_call_ref import PINNED_TOOL_CALL_CONTENT_HASH, RUN
 

@@ -9,8 +9,8 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
+from core.services import grant_role, revoke_role
 from exports.services import ExportNotAllowed, share_export
-from ledger_portal.services import grant_role, revoke_role
 
 from .test_requests_and_downloads import _body, _user
 

@@ -1,7 +1,7 @@
 """Append-only holds for the application's own database role.
 
 The portal connects as a role that does not own the ledger tables (``LEDGER_APP_DB_ROLE``,
-granted by ``ledger_portal/db_roles.py``). As that role, a lone insider holding the app's
+granted by ``core/db_roles.py``). As that role, a lone insider holding the app's
 database credentials tries every way around the append-only rule; each is refused and the
 ledger is untouched. What the portal itself does (recording, retention through the SECURITY
 DEFINER function) still works as that role."""
@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from ledger_portal.db_roles import grant_app_role
+from core.db_roles import grant_app_role
 from runs.integrity import verify_tenant
 from runs.models import RemovalRecord, Run, ToolCall
 from runs.retention import _sign_removal, apply_retention, place_legal_hold
@@ -148,7 +148,7 @@ def privileges(role: str, table: str) -> set[str]:
 
 
 def test_migrate_grants_the_app_role_on_every_table(app_role, settings):
-    from ledger_portal.db_roles import grant_after_migrate
+    from core.db_roles import grant_after_migrate
 
     with connection.cursor() as cursor:
         cursor.execute(f"REVOKE ALL ON runs_toolcall, ledger_portal_tenant FROM {ROLE}")

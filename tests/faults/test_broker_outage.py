@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from ledger_portal.jobs import dispatch_outbox
-from ledger_portal.models import OutboxMessage
+from core.jobs import dispatch_outbox
+from core.models import OutboxMessage
 from operations.models import Replay
 
 from .conftest import broker_at

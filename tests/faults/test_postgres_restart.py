@@ -25,8 +25,8 @@ from runs.annotations import GOVERNANCE_RUN_ID
 from .conftest import ROOT, OwnPostgres, Worker, _free_port, wait_for
 
 SETUP = """
-from ledger_portal.models import Tenant
-from ledger_portal.services import issue_api_key
+from core.models import Tenant
+from core.services import issue_api_key
 tenant = Tenant.objects.create(slug="acme", name="Acme")
 print(issue_api_key(tenant, "agent", ["ingest", "view_ledger"])[1])
 """
@@ -151,8 +151,8 @@ def test_batches_during_a_postgres_restart_get_a_json_503_and_nothing_half_writt
 REQUEST_EXPORT = """
 from datetime import UTC, datetime
 from django.contrib.auth.models import User
-from ledger_portal.models import Tenant
-from ledger_portal.services import grant_role
+from core.models import Tenant
+from core.services import grant_role
 from exports.services import request_export
 tenant = Tenant.objects.get(slug="acme")
 auditor = User.objects.create_user("auditor")

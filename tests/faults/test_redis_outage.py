@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from ledger_portal.api import bookkeeping
+from core.api import bookkeeping
 
 
 @pytest.fixture

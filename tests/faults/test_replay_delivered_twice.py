@@ -95,7 +95,7 @@ def test_a_replay_is_free_again_once_its_walk_ends(acme, alice, record, tool_ser
 
 def test_the_watchdog_leaves_a_replay_a_live_worker_still_walks(acme, alice, record,
                                                                  tool_server):
-    from ledger_portal.locks import held_while_walking
+    from core.locks import held_while_walking
     from operations.replay import requeue_stalled_replays
 
     record(acme, recorded_run())

@@ -15,12 +15,12 @@ import pytest
 from django.db import connection
 from django.db.models import F
 
+from core import signing
+from core.signing import signing_key
 from exports.models import AuditExport, ExportPart
 from exports.services import request_export
 from exports.storage import export_storage
 from exports.verify import verify_bundle
-from ledger_portal import signing
-from ledger_portal.signing import signing_key
 from tests.exports.conftest import WINDOW
 
 from .conftest import Worker, broker_at, wait_for

@@ -15,12 +15,12 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from core.models import OutboxMessage
+from core.watchdog import watch_jobs
 from exports.models import AuditExport, ExportPart
 from exports.services import plan, produce_part, request_export
 from exports.watchdog import requeue_stalled_exports
 from ledger_portal import celery_app
-from ledger_portal.models import OutboxMessage
-from ledger_portal.watchdog import watch_jobs
 from operations.models import Replay, ReplayStep
 from operations.replay import execute_replay, requeue_stalled_replays, start_replay
 from policies.backtest import fail_stalled_backtests, start_backtest

@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
-from ledger_portal.roles import Role
+from core.roles import Role
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

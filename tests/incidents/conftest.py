@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 
 STARTED = "2025-03-01T10:00:00+00:00"
 
@@ -54,7 +54,7 @@ def published_version(acme: Tenant, alice: Any) -> Any:
     """A published version of acme's ``tools`` policy (written by alice, published by dave)."""
     from django.contrib.auth.models import User
 
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
     from policies.models import Policy
     from policies.services import create_draft, publish_policy_version
 

@@ -90,8 +90,8 @@ def test_nobody_acts_on_another_tenants_incident(action, acme, alice, charlie, g
 
 
 def test_ledger_incident_open_link_close_show(acme, alice, recorded, capsys):
+    from core.cli_support import EXIT_OK, EXIT_USAGE
     from ledger_portal.cli import main
-    from ledger_portal.cli_support import EXIT_OK, EXIT_USAGE
 
     recorded(acme, "run-a", [("get_customer", "read")])
     assert main(["--as", "alice", "incident", "open", "--tenant", "acme", "--title",

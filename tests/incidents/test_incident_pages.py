@@ -43,7 +43,7 @@ def test_an_operator_works_an_incident_from_its_page(acme, alice, recorded, clie
 
 
 def test_a_reader_sees_the_incident_without_its_actions(acme, alice, bob, client):
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
 
     grant_role(bob, "view_ledger", acme)
     incident = open_incident(acme, "Wrong answers", alice)

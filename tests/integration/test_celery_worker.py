@@ -69,7 +69,7 @@ def test_a_backtest_runs_on_a_real_worker_with_progress(worker, acme, alice, rec
     from django.contrib.auth.models import User
     from django.utils import timezone
 
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
     from policies.backtest import start_backtest
     from policies.models import BackTest, Policy, Rule
     from policies.services import create_draft, publish_policy_version

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core import signing
 from exports.models import ExportDownload
 from exports.verify import verify_bundle
-from ledger_portal import signing
 from tests.celery_conf import celery_conf
 
 pytestmark = pytest.mark.django_db(transaction=True)

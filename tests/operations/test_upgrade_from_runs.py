@@ -28,7 +28,7 @@ from django.contrib.admin.models import LogEntry, CHANGE
 from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
 from incidents.models import Incident
-from ledger_portal.models import Tenant
+from core.models import Tenant
 from operations.models import Replay, ReplayStep, Rollback
 from policies.models import Decision
 from runs.models import ToolCall

@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from ledger_portal.services import grant_role
+from core.services import grant_role
 from policies.models import Policy, PolicyVersion, Rule
 from policies.services import create_draft, publish_policy_version
 
@@ -40,7 +40,7 @@ def decided(acme, key_client, publish, alice) -> dict[str, Any]:
     """A call held for a person, approved by one, and the decision that consumed it."""
     from approvals.models import ApprovalRequest, Vote
     from approvals.services import decide_approval
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
     from policies.models import Decision
 
     publish([{"name": "refunds need a person", "tool": "refund_*",

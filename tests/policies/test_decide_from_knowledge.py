@@ -9,8 +9,8 @@ import pytest
 
 from approvals.models import ApprovalRequest
 from approvals.services import decide_approval
+from core.cli_support import EXIT_OK
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK
 from policies.services import ProposedCall, decide_tool_call, freeze_tool
 from runs.models import Tool
 

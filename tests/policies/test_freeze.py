@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.urls import reverse
 
+from core.cli_support import EXIT_FORBIDDEN, EXIT_OK
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_OK
 from policies.services import ProposedCall, decide_tool_call, frozen_tools
 from runs.models import Annotation, Tool
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from django.db import DatabaseError, connection, transaction
 
-from ledger_portal.db_roles import grant_app_role
+from core.db_roles import grant_app_role
 from policies.models import Decision
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

@@ -10,8 +10,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
-from ledger_portal.models import ApiKey
-from ledger_portal.services import issue_api_key
+from core.models import ApiKey
+from core.services import issue_api_key
 from policies.exceptions import (
     ExceptionError,
     grant_exception,

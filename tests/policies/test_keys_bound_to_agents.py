@@ -13,8 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from ledger_portal.models import ApiKey
-from ledger_portal.services import issue_api_key
+from core.models import ApiKey
+from core.services import issue_api_key
 from policies.exceptions import grant_exception, request_exception
 from runs.governance_log import setting_up
 from runs.models import Run

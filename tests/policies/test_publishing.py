@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger_portal.canonical import content_hash
+from core.canonical import content_hash
 from policies.models import Policy, PolicyVersion, VersionStatus
 from policies.services import (
     PolicyError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger_portal.roles import Role
+from core.roles import Role
 from policies.models import Rule
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 
-from ledger_portal.services import grant_role
+from core.services import grant_role
 from operations.replay import execute_replay
 from policies.models import Policy
 from policies.services import create_draft, publish_policy_version

@@ -12,8 +12,8 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
+from core.services import grant_role
 from ledger_portal.cli import main
-from ledger_portal.services import grant_role
 from operations.divergences import FollowUpRefused, set_divergence_follow_up
 from operations.models import ReplayStep
 from operations.replay import start_replay

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from approvals.models import ApprovalRequest, Kind
+from core.cli_support import EXIT_OK
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK
 from operations.models import ReplayStep
 from operations.replay import ReplayRefused, start_replay
 

@@ -91,7 +91,7 @@ def test_the_timeline_page_starts_a_replay_and_links_its_page(acme, alice, recor
 
 
 def test_the_replay_form_is_not_offered_without_the_operate_role(acme, bob, recorded, client):
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
 
     grant_role(bob, "view_ledger", acme)
     client.force_login(bob)

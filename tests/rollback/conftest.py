@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ledger_portal.models import Tenant
+from core.models import Tenant
 from runs.models import Tool
 from tests.incidents.conftest import run_with_calls
 from tests.replay.toolservers import Seen, ToolServer, http_tool_server

@@ -10,9 +10,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from core.cli_support import EXIT_OK, EXIT_USAGE
 from incidents.services import incident_timeline, open_incident
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK, EXIT_USAGE
 from operations.models import Rollback
 from operations.rollback import fail_stuck_rollbacks, request_rollback
 from runs.models import Annotation, Tool, ToolCall
@@ -122,7 +122,7 @@ def test_the_admin_action_rolls_back_the_selected_calls(
 
 def test_the_timeline_page_offers_roll_back_buttons_to_operators_only(
         acme, alice, bob, refund_tool, client, django_capture_on_commit_callbacks):
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
 
     page_url = reverse("run-timeline", args=["acme", "run-refunds"])
     client.force_login(alice)

@@ -14,8 +14,8 @@ from django.urls import reverse
 
 from approvals.models import ApprovalRequest, Status
 from approvals.services import decide_approval
+from core.services import grant_role
 from ledger_portal.cli import main
-from ledger_portal.services import grant_role
 from operations.models import Rollback
 from operations.rollback import (
     RollbackRefused,

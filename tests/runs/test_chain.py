@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ledger_portal.canonical import GENESIS, chain_hash, content_hash
+from core.canonical import GENESIS, chain_hash, content_hash
 from runs.models import Annotation, ModelCall, Run, Step, ToolCall
 
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 
-from ledger_portal import signing
-from ledger_portal.canonical import canonical_json, content_hash
+from core import signing
+from core.canonical import canonical_json, content_hash
+from core.cli_support import EXIT_TAMPERED
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_TAMPERED
 from runs.integrity import RECORD_MODELS, seal_tenant_digest, verify_tenant
 from runs.models import IntegrityAlarm, Run, TenantDigest, ToolCall
 

@@ -57,7 +57,7 @@ def test_ledger_show_below_strict_is_annotated(acme, alice, run):
 
 
 def test_a_refused_level_discloses_nothing_and_records_nothing(acme, bob, run, user_client):
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
 
     grant_role(bob, "view_ledger", acme)
     answer = user_client(bob).get(reverse("api:run-detail", args=[run["run_id"]]),

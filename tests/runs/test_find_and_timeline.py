@@ -7,8 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from core.cli_support import EXIT_NOT_FOUND, EXIT_OK
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_NOT_FOUND, EXIT_OK
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_the_timeline_page_costs_the_same_queries_for_a_big_run(alice, acme, rec
 
 
 def test_lighter_redaction_needs_its_role(alice, bob, acme, runs, client, key_client):
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
 
     grant_role(bob, "view_ledger", acme)
     client.force_login(bob)

@@ -14,10 +14,10 @@ import pytest
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
+from core.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from core.roles import Role
+from core.services import grant_role
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
-from ledger_portal.roles import Role
-from ledger_portal.services import grant_role
 from runs import annotation_cli
 from runs.integrity import verify_tenant
 from runs.models import Annotation, Run

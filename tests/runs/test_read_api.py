@@ -83,7 +83,7 @@ def test_a_tool_call_by_its_call_id(reader, runs):
 
 def test_an_id_in_two_of_your_tenants_asks_which(acme, globex, alice, record, make_run,
                                                   user_client):
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
 
     grant_role(alice, "view_ledger", globex)
     run = make_run()

@@ -19,8 +19,8 @@ import orjson
 import pytest
 from django.urls import reverse
 
+from core.cli_support import EXIT_OK
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK
 from runs.commitments import commitment_key, rotate_commitment_key
 from runs.models import Annotation, IntegrityAlarm, ModelCall, Run, Step, ToolCall
 
@@ -182,8 +182,8 @@ def test_integrity_alarms_show_no_head_hash(acme, card_run, alice, user_client, 
 def test_a_redacted_export_carries_no_hash_and_still_verifies(card_run, alice,
                                                               export_now, bundle_of,  # noqa: F811
                                                               level):
+    from core.signing import public_key_b64
     from exports.verify import verify_bundle
-    from ledger_portal.signing import public_key_b64
 
     export = export_now(card_run.tenant, alice, window=WINDOW, redaction_level=level)
     bundle = bundle_of(export)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from core.cli_support import EXIT_OK
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK
 
 SECRET = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
 RUN_ID = "marker-run"

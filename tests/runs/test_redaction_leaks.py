@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from core.cli_support import EXIT_OK
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK
 
 from .redaction_corpus import PLANTED, SECRETS, planted_model_calls, planted_tool_calls
 

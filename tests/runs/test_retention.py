@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from core.cli_support import EXIT_OK
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK
 from runs.integrity import seal_tenant_digest, verify_tenant
 from runs.models import Annotation, LegalHold, RemovalRecord, Run, ToolCall
 from runs.retention import apply_retention, place_legal_hold, release_legal_hold
@@ -127,7 +127,7 @@ def test_a_hold_needs_a_reason_and_a_run_of_the_tenant(kept_30_days, globex, ali
 
 def test_a_run_replayed_by_another_is_held_by_the_link(kept_30_days, record, make_run):
     acme = kept_30_days
-    from ledger_portal.canonical import GENESIS
+    from core.canonical import GENESIS
 
     original = closed_runs(acme, record, make_run, 1)[0]
     source = Run.objects.get(run_id=original)
@@ -146,7 +146,7 @@ def test_runs_decided_under_a_governed_exception_in_force_are_held(
         kept_30_days, alice, record, make_run):
     from django.contrib.auth.models import User
 
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
     from policies.exceptions import grant_exception, request_exception
     from policies.models import Decision, Policy, Rule
     from policies.services import create_draft, publish_policy_version

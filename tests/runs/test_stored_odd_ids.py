@@ -42,8 +42,8 @@ def test_the_find_page_answers_200_for_every_odd_id(acme, alice, odd_runs, clien
 
 def test_the_approval_queue_answers_200(acme, alice, odd_runs, client):
     from approvals.services import request_approval
-    from ledger_portal.roles import Role
-    from ledger_portal.services import grant_role
+    from core.roles import Role
+    from core.services import grant_role
 
     grant_role(alice, Role.APPROVE, acme)
     for odd in odd_runs:
@@ -56,9 +56,9 @@ def test_the_approval_queue_answers_200(acme, alice, odd_runs, client):
 
 
 def test_the_incident_page_answers_200(acme, alice, odd_runs, client):
+    from core.roles import Role
+    from core.services import grant_role
     from incidents.services import link_to_incident, open_incident
-    from ledger_portal.roles import Role
-    from ledger_portal.services import grant_role
 
     grant_role(alice, Role.OPERATE, acme)
     incident = open_incident(acme, "odd ids", alice)

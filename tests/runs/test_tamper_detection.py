@@ -6,8 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from core.cli_support import EXIT_OK, EXIT_TAMPERED
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_OK, EXIT_TAMPERED
 from runs.integrity import seal_tenant_digest, verify_tenant
 from runs.models import Run, TenantDigest, ToolCall
 from tests.triggers import bypassing_triggers

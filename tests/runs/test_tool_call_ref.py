@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from ledger_portal.canonical import content_hash
+from core.canonical import content_hash
 from runs.models import Run, ToolCall
 
 URL = "/api/v1/batches/"
@@ -127,8 +127,8 @@ def test_the_ref_is_at_most_200_characters(client):
                                                     ("", "call_xyz")])
 def test_tampering_the_column_is_caught_by_ledger_verify(acme, alice, client, capsys, recorded,
                                                          tampered):
+    from core.cli_support import EXIT_OK, EXIT_TAMPERED
     from ledger_portal.cli import main
-    from ledger_portal.cli_support import EXIT_OK, EXIT_TAMPERED
     from runs.integrity import verify_tenant
     from tests.runs.test_tamper_detection import bypassing_triggers
 

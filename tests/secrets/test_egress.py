@@ -17,8 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 from django.utils import timezone
 
-from ledger_portal.egress import EgressRefused, allowed_address, check_url
-from ledger_portal.env import env_destinations
+from core.egress import EgressRefused, allowed_address, check_url
+from core.env import env_destinations
 from operations.connectors import connector_for
 from operations.models import Replay, ReplayStep, Rollback
 from runs.models import Tool
@@ -221,7 +221,7 @@ def test_opa_at_an_unlisted_address_is_never_asked_and_the_fallback_applies(acme
 
     policy = Policy.objects.create(tenant=acme, name="opa")
     publisher = approver(acme, "publisher")
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
 
     grant_role(publisher, "manage_policies", acme)
     publish_policy_version(create_draft(
@@ -365,7 +365,7 @@ def test_an_mcp_connection_is_checked_at_connect_time_too(acme, settings, monkey
 @pytest.mark.parametrize(("variable", "value"), [("LEDGER_EGRESS_ALLOW", "127.0.0.1,http://x"),
                                                  ("LEDGER_EGRESS_MAX_BYTES", "10")])
 def test_the_portal_does_not_start_with_a_bad_egress_setting(tmp_path, variable, value):
-    from tests.ledger_portal.test_settings import _settings_in_subprocess
+    from tests.core.test_settings import _settings_in_subprocess
 
     done = _settings_in_subprocess({"LEDGER_DATA_DIR": str(tmp_path), variable: value})
     assert done.returncode != 0

@@ -12,8 +12,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 
+from core.services import grant_role
 from ledger_portal.cli import main
-from ledger_portal.services import grant_role
 from runs.models import Annotation, Tool
 from tests.replay.scenario import RUN_ID, allow_everything, recorded_run, wire_tools
 from tests.replay.toolservers import echo, http_tool_server

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
+from core.models import Tenant
 from ledger_portal.cli import main
-from ledger_portal.models import Tenant
 from operations.connectors import connector_for
 from operations.models import Replay, ReplayStep, Rollback
 from operations.secrets import EnvironmentSecrets, SecretError, resolve_secret

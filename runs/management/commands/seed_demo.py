@@ -14,10 +14,10 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from ledger_portal.access_tokens import issue_personal_token
-from ledger_portal.models import ApiKey, Tenant
-from ledger_portal.roles import Role
-from ledger_portal.services import grant_role, issue_api_key
+from core.access_tokens import issue_personal_token
+from core.models import ApiKey, Tenant
+from core.roles import Role
+from core.services import grant_role, issue_api_key
 from runs.ingest_schema import parse_batch
 from runs.integrity import seal_tenant_digest
 from runs.models import RedactionRule, Run

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from ledger_portal.db_roles import grant_app_role
+from core.db_roles import grant_app_role
 
 
 class Command(BaseCommand):

@@ -10,12 +10,12 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, Group, User
 from django.test import RequestFactory
 
-from ledger_portal.admin_base import TenantScopedAdmin
-from ledger_portal.api.authentication import ApiKeyPrincipal
-from ledger_portal.models import ApiKey, CliActor, Tenant
-from ledger_portal.roles import Role
-from ledger_portal.services import grant_role, issue_api_key
-from ledger_portal.tenancy import allowed_tenant_ids, has_role, tenants_for
+from core.admin_base import TenantScopedAdmin
+from core.api.authentication import ApiKeyPrincipal
+from core.models import ApiKey, CliActor, Tenant
+from core.roles import Role
+from core.services import grant_role, issue_api_key
+from core.tenancy import allowed_tenant_ids, has_role, tenants_for
 from runs.models import Agent
 
 pytestmark = pytest.mark.django_db
@@ -90,8 +90,8 @@ def test_every_face_of_the_scope_agrees_with_the_one_answer(principals, role):
 
 def test_a_request_reads_roles_once_and_a_grant_or_revocation_is_seen_at_once(
         acme, globex, django_assert_num_queries):
-    from ledger_portal.services import revoke_role
-    from ledger_portal.tenancy import REQUEST_ROLES
+    from core.services import revoke_role
+    from core.tenancy import REQUEST_ROLES
 
     person = User.objects.create_user("person", is_staff=True)
     grant_role(person, Role.VIEW_LEDGER, acme)

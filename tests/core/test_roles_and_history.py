@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib.auth.models import Group, User
 from django.urls import reverse
 
-from ledger_portal.services import grant_role, revoke_role
-from ledger_portal.tenancy import has_role
+from core.services import grant_role, revoke_role
+from core.tenancy import has_role
 from runs.annotations import GOVERNANCE_RUN_ID
 from runs.models import Agent, Run
 

@@ -9,8 +9,8 @@ from django.apps.registry import Apps
 from django.core import checks
 from django.db import models
 
-from ledger_portal.checks import tenant_owned_errors
-from ledger_portal.models import Tenant, TenantOwned
+from core.checks import tenant_owned_errors
+from core.models import Tenant, TenantOwned
 
 
 def test_every_model_with_a_tenant_foreign_key_is_tenant_owned():

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
+from core.cli_support import EXIT_FORBIDDEN, EXIT_OK, EXIT_USAGE
+from core.models import Tenant
 from ledger_portal import cli
-from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_OK, EXIT_USAGE
-from ledger_portal.models import Tenant
 
 
 def _refusing(exc: Exception) -> Any:
@@ -50,7 +50,8 @@ def test_the_apps_commands_go_through_it(argv: list[str], acme: Tenant, alice: A
     code = cli.main(["--as", "alice", *argv])
     err = capsys.readouterr().err
     assert code in (EXIT_USAGE, EXIT_FORBIDDEN), err
-    assert err.startswith("ledger: ") and "Traceback" not in err
+    assert err.startswith("ledger: ")
+    assert "Traceback" not in err
 
 
 def test_a_command_that_succeeds_returns_its_code(acme: Tenant, alice: Any) -> None:

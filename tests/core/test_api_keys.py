@@ -10,8 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from ledger_portal.models import ApiKey
-from ledger_portal.services import InvalidScope, issue_api_key, revoke_api_key
+from core.models import ApiKey
+from core.services import InvalidScope, issue_api_key, revoke_api_key
 
 RUNS = "/api/v1/runs/"
 
@@ -104,7 +104,7 @@ def governor(acme):
     """A governor: manages acme's policies and holds no other role there."""
     from django.contrib.auth.models import User
 
-    from ledger_portal.services import grant_role
+    from core.services import grant_role
     user = User.objects.create_user("gina", password="pw-for-tests-only", is_staff=True)
     grant_role(user, "manage_policies", acme)
     return user
@@ -155,8 +155,8 @@ def second_governor(acme):
     """Another holder of every role on acme: the second person who confirms a key."""
     from django.contrib.auth.models import User
 
-    from ledger_portal.roles import Role
-    from ledger_portal.services import grant_role
+    from core.roles import Role
+    from core.services import grant_role
     user = User.objects.create_user("dora", password="pw-for-tests-only", is_staff=True)
     for role in Role.values:
         grant_role(user, role, acme)
@@ -166,7 +166,7 @@ def second_governor(acme):
 @pytest.mark.parametrize("scope", ["view_unredacted", "export", "approve", "operate"])
 def test_a_sensitive_key_authenticates_nothing_until_a_second_person_confirms_it(
         alice, second_governor, acme, scope):
-    from ledger_portal.services import confirm_api_key
+    from core.services import confirm_api_key
     key, raw = issue_api_key(acme, "reader", ["view_ledger", scope], by=alice)
     response = bearer(raw).get(RUNS)
     assert response.status_code == 401
@@ -178,7 +178,7 @@ def test_a_sensitive_key_authenticates_nothing_until_a_second_person_confirms_it
 
 
 def test_only_a_holder_of_the_sensitive_scopes_confirms_a_key(alice, governor, acme):
-    from ledger_portal.services import confirm_api_key
+    from core.services import confirm_api_key
     key, raw = issue_api_key(acme, "reader", ["view_ledger", "view_unredacted"], by=alice)
     with pytest.raises(PermissionDenied, match="view_unredacted"):
         confirm_api_key(key, by=governor)

@@ -46,7 +46,7 @@ def tenant_owned_errors(models: Iterable[Any]) -> list[Error]:
             errors.append(Error(
                 f"{model._meta.label} has a foreign key to Tenant but does not derive from "
                 "TenantOwned, so its rows are outside the one tenant scope.",
-                hint="Derive it from ledger_portal.models.TenantOwned (redeclare `tenant` "
+                hint="Derive it from core.models.TenantOwned (redeclare `tenant` "
                 "for its own related name if needed).",
                 obj=model, id="ledger_portal.E001"))
     return errors

@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.urls import reverse
 
-from ledger_portal.services import issue_api_key, revoke_api_key
+from core.services import issue_api_key, revoke_api_key
 from runs.annotations import GOVERNANCE_RUN_ID
 from runs.integrity import verify_tenant
 from runs.models import Annotation, AnnotationKind, Tool

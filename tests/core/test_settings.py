@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from ledger_portal.env import env_bool, env_int, env_list, env_str, read_or_create_secret
+from core.env import env_bool, env_int, env_list, env_str, read_or_create_secret
 
 
 def test_booleans_accept_the_usual_spellings_and_refuse_the_rest(monkeypatch):

@@ -188,7 +188,7 @@ class CliActor(User):
 
 
 class PersonalAccessToken(models.Model):
-    """How a person authenticates the ``ledger`` command (``ledger_portal.access_tokens``)."""
+    """How a person authenticates the ``ledger`` command (``core.access_tokens``)."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                              related_name="access_tokens")

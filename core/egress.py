@@ -29,7 +29,7 @@ import httpcore2
 import httpx2
 from django.conf import settings
 
-from ledger_portal.env import parse_destination
+from core.env import parse_destination
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

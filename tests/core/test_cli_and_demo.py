@@ -8,10 +8,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 
+from core.cli_support import EXIT_NOT_FOUND, EXIT_OK
+from core.models import ApiKey, Tenant
+from core.tenancy import has_role
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_NOT_FOUND, EXIT_OK
-from ledger_portal.models import ApiKey, Tenant
-from ledger_portal.tenancy import has_role
 from runs.annotations import GOVERNANCE_RUN_ID
 from runs.models import Run, ToolCall
 

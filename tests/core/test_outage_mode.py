@@ -14,11 +14,11 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 
+from core.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from core.models import Tenant
+from core.roles import Role
+from core.services import grant_role, set_outage_mode
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
-from ledger_portal.models import Tenant
-from ledger_portal.roles import Role
-from ledger_portal.services import grant_role, set_outage_mode
 from runs.annotations import GOVERNANCE_RUN_ID
 from runs.integrity import verify_tenant
 from runs.models import Annotation

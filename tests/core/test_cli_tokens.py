@@ -14,14 +14,14 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from ledger_portal.access_tokens import (
+from core.access_tokens import (
     TokenRefused,
     issue_personal_token,
     revoke_personal_token,
 )
+from core.cli_support import EXIT_FORBIDDEN, EXIT_OK
+from core.models import PersonalAccessToken
 from ledger_portal.cli import main
-from ledger_portal.cli_support import EXIT_FORBIDDEN, EXIT_OK
-from ledger_portal.models import PersonalAccessToken
 from runs.models import Annotation, Run
 
 
@@ -112,7 +112,7 @@ def test_scopes_are_roles_the_user_holds(acme, bob):
 
 
 def test_a_token_cannot_issue_tokens_and_nobody_issues_one_for_someone_else(acme, alice, bob):
-    from ledger_portal.access_tokens import actor_for_token
+    from core.access_tokens import actor_for_token
 
     _, raw = issue_personal_token(alice, "laptop", ["operate", "ingest"])
     with pytest.raises(TokenRefused, match="cannot issue"):
