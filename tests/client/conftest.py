@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from ledger_portal.client import LedgerClient
+from ledger_client import LedgerClient
 from ledger_portal.models import Tenant
 from tests.policies.conftest import dave, publish  # noqa: F401  (fixtures, for gating tests)
 

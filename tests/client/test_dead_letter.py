@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ledger_portal.client.dead_letter import main as resend_main
+from ledger_client.dead_letter import main as resend_main
 from ledger_portal.models import Tenant
 from runs.integrity import verify_tenant
 from runs.models import Run, ToolCall

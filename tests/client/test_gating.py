@@ -10,7 +10,7 @@ import pytest
 
 from approvals.models import ApprovalRequest
 from approvals.services import ApprovalError, decide_approval
-from ledger_portal.client import (
+from ledger_client import (
     ApprovalRejected,
     ApprovalTimedOut,
     DecisionUnavailable,
