@@ -14,10 +14,11 @@ export LEDGER_EGRESS_ALLOW ?= 127.0.0.1,localhost
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The portal and, beside it, the agent client (client/, a distribution of its own).
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./client
 	touch $@
 
 demo-data: install

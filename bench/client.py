@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from bench._common import Timing, git_state, percentile, table, verdict
-from ledger_portal.client import LedgerClient
+from ledger_client import LedgerClient
 
 TARGET_MEDIAN_US = 100.0
 SLACK_MS = 10.0

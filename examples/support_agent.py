@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from ledger_portal.client import ApprovalRejected, ApprovalTimedOut, GateError, LedgerClient
+from ledger_client import ApprovalRejected, ApprovalTimedOut, GateError, LedgerClient
 
 client = LedgerClient(agent_id="support-triage",
                       approval_timeout=float(os.environ.get("APPROVAL_TIMEOUT", "120")))

@@ -9,7 +9,11 @@ ledger (``runs``: records, ingestion, chain and integrity, retention), governanc
 (``incidents``, ``exports``), and the project shell on top (settings, URLs, the CLI
 dispatcher, Celery's app, the demo seeder). A module may import its own layer and those below;
 an import that runs up the stack is a break, wherever it sits (module top or inside a function).
-``tests/test_layers.py`` fails on any break not listed as known there.
+
+The agent client (``ledger_client``, in ``client/src``) is a distribution of its own and stands
+outside the stack: it imports nothing of the portal, and nothing of the portal imports it (the
+portal does not depend on it). An import across that line, either way, is a break too.
+``tests/test_layers.py`` fails on any break.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ LAYERS = ("core", "ledger", "governance", "operations", "oversight", "project")
 PACKAGE_LAYER = {"core": "core", "runs": "ledger", "policies": "governance",
                  "approvals": "governance", "operations": "operations",
                  "incidents": "oversight", "exports": "oversight", "ledger_portal": "project"}
+#: The agent client: its own distribution, outside the stack (its sources under CLIENT_SRC).
+CLIENT = "ledger_client"
+CLIENT_SRC = Path("client", "src")
 
 
 @dataclass(frozen=True, order=True)
@@ -43,17 +50,22 @@ class Import:
 
 
 def layer_of(module: str) -> str:
+    if module.split(".")[0] == CLIENT:
+        return "client"  # outside the stack: see crossings()
     if ".management.commands." in module:
         return "project"
     return PACKAGE_LAYER[module.split(".")[0]]
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
-    """Every module of our packages but migrations (they refer to models by name only)."""
+    """Every module of our packages and of the client but migrations (they refer to models by
+    name only)."""
     found: dict[str, Path] = {}
-    for package in PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            parts = path.relative_to(root).with_suffix("").parts
+    folders = [(root, root / package) for package in PACKAGES]
+    folders.append((root / CLIENT_SRC, root / CLIENT_SRC / CLIENT))
+    for base, folder in folders:
+        for path in sorted(folder.rglob("*.py")):
+            parts = path.relative_to(base).with_suffix("").parts
             if "migrations" in parts:
                 continue
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -106,8 +118,17 @@ def imports(root: Path = ROOT) -> list[Import]:
 
 
 def upward(graph: list[Import]) -> list[Import]:
+    """Imports from a layer of the portal's stack into a higher one."""
     rank = {layer: n for n, layer in enumerate(LAYERS)}
-    return [i for i in graph if rank[layer_of(i.imported)] > rank[layer_of(i.importer)]]
+    return [i for i in graph if "client" not in (layer_of(i.importer), layer_of(i.imported))
+            and rank[layer_of(i.imported)] > rank[layer_of(i.importer)]]
+
+
+def crossings(graph: list[Import]) -> list[Import]:
+    """Imports between the client and the portal, either way: there must be none."""
+    return [i for i in graph
+            if (layer_of(i.importer) == "client") != (layer_of(i.imported) == "client")]
+
 
 
 def app_edges(graph: list[Import]) -> Counter[tuple[str, str]]:
@@ -124,27 +145,36 @@ def report(graph: list[Import]) -> str:
     for layer in LAYERS:
         apps = sorted({layer_app(m) for m in modules() if layer_of(m) == layer})
         lines.append(f"  {layer:<11} {', '.join(apps)}")
+    lines.append(f"  {'outside':<11} {CLIENT} (the agent client, {CLIENT_SRC}; imports nothing "
+                 "of the portal, nor the portal of it)")
     lines.append("")
     lines.append("Imports between apps (modules importing, both at module top and inside "
                  "functions):")
     for (importer, imported), count in sorted(app_edges(graph).items()):
         lines.append(f"  {importer:>13} -> {imported:<13} {count}")
-    breaks = upward(graph)
+    up, across = upward(graph), crossings(graph)
     inside = sum(1 for i in graph if i.in_function and layer_app(i.importer) != layer_app(
         i.imported))
     lines.append("")
     lines.append(f"{len(graph)} imports between our modules; {inside} across apps inside "
-                 f"functions; {len(breaks)} run up the stack:")
-    lines += [f"  {i.break_text}  ({modules()[i.importer].relative_to(ROOT)}:{i.line}"
-              f"{', in a function' if i.in_function else ''})" for i in breaks]
+                 f"functions; {len(up)} run up the stack:")
+    lines += [_where(i) for i in up]
+    lines.append(f"{len(across)} between the client and the portal:")
+    lines += [_where(i) for i in across]
     return "\n".join(lines)
+
+
+def _where(i: Import) -> str:
+    return (f"  {i.break_text}  ({modules()[i.importer].relative_to(ROOT)}:{i.line}"
+            f"{', in a function' if i.in_function else ''})")
 
 
 def main() -> None:
     graph = imports()
     if "--json" in sys.argv:
         print(json.dumps({"layers": LAYERS, "imports": [i.__dict__ for i in graph],
-                          "upward": [i.break_text for i in upward(graph)]}, indent=1))
+                          "upward": [i.break_text for i in upward(graph)],
+                          "crossings": [i.break_text for i in crossings(graph)]}, indent=1))
     else:
         print(report(graph))
 

@@ -2,11 +2,13 @@
 imports from a layer above its own, at its top or inside a function (the report:
 ``python scripts/import_layers.py``). What a lower layer needs from a higher one it gets
 through a hook it owns (hold sources, the decision trail, timeline panels, incident links, the
-governance log recorder, the admin's content presenter)."""
+governance log recorder, the admin's content presenter). The agent client stands outside the
+stack: it and the portal import nothing of each other."""
 
 from __future__ import annotations
 
 import ast
+import sys
 import textwrap
 from pathlib import Path
 
@@ -39,8 +41,8 @@ def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
-    for package in layers.PACKAGES:
-        (tmp_path / package).mkdir(exist_ok=True)
+    for package in [*layers.PACKAGES, str(layers.CLIENT_SRC / layers.CLIENT)]:
+        (tmp_path / package).mkdir(parents=True, exist_ok=True)
         (tmp_path / package / "__init__.py").touch()
     return tmp_path
 
@@ -77,10 +79,53 @@ def test_the_check_resolves_relative_imports_and_submodules(tmp_path):
         "operations.replay -> incidents.services"]
 
 
+def test_the_client_and_the_portal_import_nothing_of_each_other():
+    """The client (client/, a distribution of its own) installs without the portal, and the
+    portal runs without the client."""
+    graph = layers.imports()
+    assert {m for m in layers.modules() if layers.layer_of(m) == "client"} >= {
+        "ledger_client", "ledger_client.recording", "ledger_client.sender"}
+    assert any(i.importer.startswith("ledger_client.") for i in graph)  # the client is read
+    assert [i.break_text for i in layers.crossings(graph)] == []
+
+
+def test_the_client_imports_only_the_standard_library():
+    """Its pyproject.toml has no dependencies; nothing of it may need one."""
+    foreign = []
+    for module, path in layers.modules().items():
+        if layers.layer_of(module) != "client":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     and not node.level else [])
+            foreign += [f"{module}: {name}" for name in names
+                        if name.split(".")[0] not in {*sys.stdlib_module_names, "__future__",
+                                                      layers.CLIENT}]
+    assert foreign == []
+
+
+def test_the_check_finds_imports_between_the_client_and_the_portal(tmp_path):
+    root = _tree(tmp_path, {
+        "client/src/ledger_client/recording.py": "from .sender import Item\n",
+        "client/src/ledger_client/sender.py": "def send():\n    from runs import models\n",
+        "runs/models.py": "",
+        "runs/ingest.py": "from ledger_client.recording import Item\n",
+    })
+    graph = layers.imports(root)
+    assert ("ledger_client.recording", "ledger_client.sender") in {
+        (i.importer, i.imported) for i in graph}
+    assert [(i.break_text, i.in_function) for i in layers.crossings(graph)] == [
+        ("ledger_client.sender -> runs.models", True),
+        ("runs.ingest -> ledger_client.recording", False)]
+    assert layers.upward(graph) == []
+
+
 def test_the_report_prints_layers_graph_and_breaks():
     text = layers.report(layers.imports())
     assert "ledger      runs" in text
     assert "run up the stack" in text
+    assert "0 between the client and the portal" in text
     ast.parse(Path(layers.__file__).read_text())  # runnable as a script, too
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from core.models import Tenant
-from ledger_portal.client import LedgerClient
+from ledger_client import LedgerClient
 from tests.policies.conftest import dave, publish  # noqa: F401  (fixtures, for gating tests)
 
 

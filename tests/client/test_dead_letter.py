@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from core.models import Tenant
-from ledger_portal.client.dead_letter import main as resend_main
+from ledger_client.dead_letter import main as resend_main
 from runs.integrity import verify_tenant
 from runs.models import Run, ToolCall
 

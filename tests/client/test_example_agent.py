@@ -20,8 +20,7 @@ def test_the_support_agent_example_records_its_run(live_server: Any, agent_key: 
                                                     acme: Tenant) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     # No published policy: the read goes ahead, the refund waits for a person nobody is.
-    env.update(PYTHONPATH=str(ROOT), LEDGER_URL=live_server.url, LEDGER_API_KEY=agent_key,
-               APPROVAL_TIMEOUT="0.5")
+    env.update(LEDGER_URL=live_server.url, LEDGER_API_KEY=agent_key, APPROVAL_TIMEOUT="0.5")
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "support_agent.py"),
                              "--ticket", "T-7"], env=env, cwd=ROOT, capture_output=True,
                             text=True, timeout=120, check=False)

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 AGENT = """
 import os
-from ledger_portal.client import LedgerClient
+from ledger_client import LedgerClient
 
 # Nothing would leave before a whole hour: only the exit flush can deliver.
 client = LedgerClient(flush_interval=3600, shutdown_timeout=20)
@@ -34,7 +34,7 @@ left_open = client.run(agent_id="exit-bot", goal="never ended",
 def run_agent(url: str, key: str, run_id: str, crash: bool = False
               ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env.update(PYTHONPATH=str(ROOT), LEDGER_URL=url, LEDGER_API_KEY=key, RUN_ID=run_id)
+    env.update(LEDGER_URL=url, LEDGER_API_KEY=key, RUN_ID=run_id)
     if crash:
         env["CRASH"] = "1"
     return subprocess.run([sys.executable, "-c", AGENT], env=env, cwd=ROOT,

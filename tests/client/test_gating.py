@@ -11,7 +11,7 @@ import pytest
 from approvals.models import ApprovalRequest
 from approvals.services import ApprovalError, decide_approval
 from core.models import Tenant
-from ledger_portal.client import (
+from ledger_client import (
     ApprovalRejected,
     ApprovalTimedOut,
     DecisionUnavailable,

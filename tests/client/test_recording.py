@@ -146,7 +146,7 @@ def test_a_record_the_portal_refuses_is_logged_with_its_path_and_costs_no_other(
     with client.run(agent_id="support-bot", goal="one bad record") as bad:
         fine = bad.model_call("gpt-4.1", response="fine")
         bad.model_call("gpt-4.1", response="x", classifications={"not a path!": "secret"})
-    with caplog.at_level(logging.ERROR, logger="ledger_portal.client"):
+    with caplog.at_level(logging.ERROR, logger="ledger_client"):
         assert client.flush(timeout=30)
 
     assert client.stats().rejected == 1

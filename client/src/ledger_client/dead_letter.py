@@ -9,8 +9,8 @@ buffered when the client closed are each appended as one JSON line:
      "records": 3, "batch": {"runs": [...]}}
 
 ``batch`` is a batch as ``POST /api/v1/batches/`` takes it, so nothing is lost: once the cause
-is fixed, ``python -m ledger_portal.client.dead_letter FILE`` (``LEDGER_URL``,
-``LEDGER_API_KEY``) sends the lines again in order; the portal is idempotent on external ids.
+is fixed, ``python -m ledger_client.dead_letter FILE`` (``LEDGER_URL``, ``LEDGER_API_KEY``)
+sends the lines again in order; the portal is idempotent on external ids.
 The file holds what the agent recorded, unredacted: it is created readable by its owner only.
 Standard library only, like the rest of the client.
 """
@@ -79,7 +79,7 @@ def resend(path: str | os.PathLike[str], transport: Transport, timeout: float = 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m ledger_portal.client.dead_letter FILE  (LEDGER_URL, "
+        print("usage: python -m ledger_client.dead_letter FILE  (LEDGER_URL, "
               "LEDGER_API_KEY)", file=sys.stderr)
         return 2
     url, key = os.environ.get("LEDGER_URL", ""), os.environ.get("LEDGER_API_KEY", "")

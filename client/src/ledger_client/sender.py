@@ -41,7 +41,7 @@ RECORD_KINDS = ("steps", "model_calls", "tool_calls", "annotations")
 # Statuses that say the records themselves are wrong: bisect to find them.
 _RECORD_PROBLEMS = frozenset({400, 409, 413, 422})
 
-log = logging.getLogger("ledger_portal.client")
+log = logging.getLogger("ledger_client")
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ class LedgerClient:
     buffer and the rest of their run, what is left at close) goes to the dead-letter file
     (``dead_letter_path``, default ``$LEDGER_DEAD_LETTER_FILE`` or
     ``~/.ledger/dead-letter.jsonl``) with the reason, in order; ``python -m
-    ledger_portal.client.dead_letter FILE`` sends it again.
+    ledger_client.dead_letter FILE`` sends it again.
 
     Limits (defaults): ``max_buffered_records`` 10,000 records held in memory;
     ``max_batch_records`` 500 and ``max_batch_bytes`` 4 MB per request (the portal's own

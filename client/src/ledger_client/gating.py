@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 DECISION_PATH = "/api/v1/decisions/"
 APPROVAL_PATH = "/api/v1/approvals/{id}/"
 
-log = logging.getLogger("ledger_portal.client")
+log = logging.getLogger("ledger_client")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Record agent runs into ledger-portal and gate tool calls on its policies.
 
-Pure standard library: importable without Django or any portal module, so an agent installs
-nothing else. ::
+The ``ledger-portal-client`` distribution (``client/`` in ledger-portal's repository). Pure
+standard library, no dependencies: it imports neither Django nor any portal module, so an
+agent installs nothing else. ::
 
-    from ledger_portal.client import LedgerClient
+    from ledger_client import LedgerClient
 
     client = LedgerClient()  # LEDGER_URL, LEDGER_API_KEY
     with client.run(agent_id="support-bot", goal="Answer ticket T-42") as run:
