@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
@@ -113,7 +114,7 @@ class AgentIdsField(forms.CharField):
             raise forms.ValidationError(str(exc)) from None
 
 
-class ApiKeyForm(forms.ModelForm):
+class ApiKeyForm(forms.ModelForm[ApiKey]):
     scopes = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple)
     agent_ids = AgentIdsField(
         required=False, label="Agent ids", widget=forms.Textarea(attrs={"rows": 2}),
@@ -216,7 +217,7 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
 
 
-class PersonalAccessTokenForm(forms.ModelForm):
+class PersonalAccessTokenForm(forms.ModelForm[PersonalAccessToken]):
     scopes = forms.MultipleChoiceField(choices=Role.choices, widget=forms.CheckboxSelectMultiple,
                                        help_text="Roles the token acts with (of yours).")
 
@@ -242,7 +243,7 @@ class PersonalAccessTokenForm(forms.ModelForm):
 
 
 @admin.register(PersonalAccessToken)
-class PersonalAccessTokenAdmin(admin.ModelAdmin):
+class PersonalAccessTokenAdmin(admin.ModelAdmin[PersonalAccessToken]):
     """Each person's tokens for the ``ledger`` command: issued and revoked here, shown once."""
 
     form = PersonalAccessTokenForm
@@ -252,7 +253,10 @@ class PersonalAccessTokenAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PersonalAccessToken]:
         tokens = super().get_queryset(request).select_related("user")
-        return tokens if request.user.is_superuser else tokens.filter(user=request.user)
+        if request.user.is_superuser:
+            return tokens
+        # the admin lets no anonymous request this far; were one to come, it sees nothing
+        return tokens.filter(user=request.user) if isinstance(request.user, User) else tokens.none()
 
     # Everyone signed in to the admin manages their own tokens; no model permission needed.
     def has_module_permission(self, request: HttpRequest) -> bool:

@@ -49,7 +49,7 @@ def estimated_count(qs: QuerySet[Any]) -> int:
     return max(capped, int(plan[0]["Plan"]["Plan Rows"]))
 
 
-class EstimatedCountPaginator(Paginator):
+class EstimatedCountPaginator(Paginator[Any]):
     @cached_property
     def count(self) -> int:
         return estimated_count(self.object_list)  # type: ignore[arg-type]
@@ -88,7 +88,7 @@ def register_content_presenter(presenter: ContentPresenter) -> None:
     _content_presenters[:] = [presenter]
 
 
-class TenantScopedAdmin(admin.ModelAdmin):
+class TenantScopedAdmin(admin.ModelAdmin[Any]):  # one base for every model's admin
     view_role: ClassVar[str] = Role.VIEW_LEDGER
     edit_role: ClassVar[str | None] = None  # None: read-only in the admin
     # Fields that carry agent content: every change list and read-only change page shows them

@@ -20,7 +20,7 @@ from . import services
 from .models import AuditExport, ExportDownload
 
 
-class DownloadInline(admin.TabularInline):
+class DownloadInline(admin.TabularInline[ExportDownload, AuditExport]):
     model = ExportDownload
     fields = ["at", "principal", "ip", "user_agent"]
     readonly_fields = ["at", "principal", "ip", "user_agent"]
@@ -31,7 +31,7 @@ class DownloadInline(admin.TabularInline):
         return False
 
 
-class ExportRequestAdminForm(forms.ModelForm):
+class ExportRequestAdminForm(forms.ModelForm[AuditExport]):
     class Meta:
         model = AuditExport
         fields = ["tenant", "window_from", "window_to", "redaction_level", "format",

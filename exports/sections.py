@@ -117,7 +117,7 @@ def _run_queryset(window: Window) -> QuerySet[Any]:
 
 def _record_queryset(model: type[models.Model]) -> Callable[[Window], QuerySet[Any]]:
     def queryset(window: Window) -> QuerySet[Any]:
-        return model.objects.filter(  # type: ignore[attr-defined]
+        return model._default_manager.filter(
             tenant_id=window.tenant_id, run__in=_runs_in_window(window).values("pk"))
     return queryset
 
@@ -222,12 +222,12 @@ def _keyset(qs: QuerySet[Any], after: int, upto: int, fields: dict[str, Any],
         yield from rows
 
 
-def _made_in_window(model: Any) -> Callable[[Window], QuerySet[Any]]:
+def _made_in_window(model: type[models.Model]) -> Callable[[Window], QuerySet[Any]]:
     """Governance rows of the tenant made during the window (by their ``created_at``)."""
     def queryset(window: Window) -> QuerySet[Any]:
-        return model.objects.filter(tenant_id=window.tenant_id,
-                                    created_at__gte=window.window_from,
-                                    created_at__lt=window.window_to)
+        return model._default_manager.filter(tenant_id=window.tenant_id,
+                                             created_at__gte=window.window_from,
+                                             created_at__lt=window.window_to)
     return queryset
 
 

@@ -19,7 +19,7 @@ def export_storage() -> Storage:
     return storages["exports"]
 
 
-class LocalFile(File):
+class LocalFile(File[bytes]):
     """A finished local file to publish, handed over as Django hands over a temporary upload:
     a storage that can take it whole (below) moves it in instead of copying it, any other
     storage reads it as usual, and either may remove it afterwards."""

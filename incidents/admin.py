@@ -20,7 +20,7 @@ from . import services
 from .models import Incident
 
 
-class IncidentForm(forms.ModelForm):
+class IncidentForm(forms.ModelForm[Incident]):
     ticket_ids = forms.CharField(required=False, help_text="Comma separated.")
 
     class Meta:

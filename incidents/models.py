@@ -15,12 +15,9 @@ from simple_history.models import HistoricalRecords
 from core.history import history_user
 from core.models import TenantOwned
 
-from .choices import (  # noqa: F401  (re-exported)
-    CLOSING_REMEDIATIONS,
-    IncidentStatus,
-    Remediation,
-    Severity,
-)
+from .choices import CLOSING_REMEDIATIONS, IncidentStatus, Remediation, Severity
+
+__all__ = ["CLOSING_REMEDIATIONS", "Incident", "IncidentStatus", "Remediation", "Severity"]
 
 
 class Incident(TenantOwned):

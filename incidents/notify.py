@@ -109,6 +109,6 @@ class WebhookNotifier(IncidentNotifier):
 
 
 def notifier() -> IncidentNotifier:
-    notifier_class: Any = import_string(settings.LEDGER_INCIDENT_NOTIFIER
-                                        or "incidents.notify.EmailNotifier")
+    notifier_class: type[IncidentNotifier] = import_string(settings.LEDGER_INCIDENT_NOTIFIER
+                                                           or "incidents.notify.EmailNotifier")
     return notifier_class()

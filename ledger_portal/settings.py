@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from core.env import (
@@ -22,6 +23,10 @@ from core.env import (
     env_str,
     read_or_create_secret,
 )
+
+# Django's generic classes (ModelAdmin[Run], ModelForm[ApiKey]...) subscriptable at run time, as
+# their stubs have them, so the code can say what each admin and form is for.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("LEDGER_DATA_DIR") or BASE_DIR / "data")

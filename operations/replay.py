@@ -115,7 +115,8 @@ def _pending_leave_sandbox(tenant: Tenant, run: Run, by: Any) -> ApprovalRequest
 
 def _riskiest_class(run: Run) -> str:
     classes = set(ToolCall.objects.filter(run=run).values_list("action_class", flat=True))
-    return max(classes or {"write"}, key=lambda c: CLASS_RISK.get(c, 1))
+    riskiest: str = max(classes or {"write"}, key=lambda c: CLASS_RISK.get(c, 1))
+    return riskiest
 
 
 def start_replay(run: Run, by: Any, *, mode: str = ReplayMode.SANDBOX,

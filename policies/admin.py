@@ -35,7 +35,7 @@ class GovernedAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
     list_select_related = ["tenant"]
 
 
-class VersionInline(admin.TabularInline):
+class VersionInline(admin.TabularInline[PolicyVersion, Policy]):
     model = PolicyVersion
     fields = ["link", "status", "change_note", "author", "publisher", "published_at"]
     readonly_fields = ["link", "status", "change_note", "author", "publisher", "published_at"]
@@ -73,7 +73,7 @@ class PolicyAdmin(GovernedAdmin):
         return f"v{version.number}" if version else "—"
 
 
-class RuleInline(admin.TabularInline):
+class RuleInline(admin.TabularInline[Rule, PolicyVersion]):
     model = Rule
     fields = ["position", "name", "tool", "action_classes", "agents", "modes", "outage",
               "condition", "effect"]

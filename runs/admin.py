@@ -189,7 +189,7 @@ class RedactionRuleAdmin(GovernanceAdmin):
     fields = ["tenant", "pattern", "label", "note"]
 
 
-class LegalHoldForm(forms.ModelForm):
+class LegalHoldForm(forms.ModelForm[LegalHold]):
     class Meta:
         model = LegalHold
         fields = ["tenant", "run_id", "reason"]

@@ -46,13 +46,13 @@ def waiting_slot(holder: str) -> Iterator[bool]:
                 _waiting[holder] -= 1
 
 
-class ConsumedBySerializer(serializers.Serializer):
+class ConsumedBySerializer(serializers.Serializer[Any]):
     decision = serializers.IntegerField()
     run_id = serializers.CharField()
     call_id = serializers.CharField()
 
 
-class ApprovalSerializer(serializers.ModelSerializer):
+class ApprovalSerializer(serializers.ModelSerializer[ApprovalRequest]):
     approvals = serializers.SerializerMethodField()
     consumed_by = serializers.SerializerMethodField()
 
@@ -75,7 +75,7 @@ class ApprovalSerializer(serializers.ModelSerializer):
                 "call_id": decision.call_id}
 
 
-class ApprovalDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
+class ApprovalDetail(TenantScopedViewMixin, generics.RetrieveAPIView[ApprovalRequest]):
     """An approval request's state; ``?wait=N`` blocks up to N seconds (at most
     ``LEDGER_APPROVAL_MAX_WAIT``) while it is pending."""
 
@@ -108,11 +108,11 @@ class ApprovalDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
         return Response(self.get_serializer(approval).data)
 
 
-class WithdrawSerializer(serializers.Serializer):
+class WithdrawSerializer(serializers.Serializer[Any]):
     reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
 
 
-class ApprovalWithdraw(TenantScopedViewMixin, generics.GenericAPIView):
+class ApprovalWithdraw(TenantScopedViewMixin, generics.GenericAPIView[ApprovalRequest]):
     """The asker gives up on a pending request (its own wait timed out): nobody can approve it
     any more. Only whoever asked may withdraw; a decided request is left as it is."""
 

@@ -14,7 +14,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
 
 
-class TenantScopedViewMixin(GenericAPIView):
+class TenantScopedViewMixin(GenericAPIView[Any]):  # one mixin for every model's views
     role: ClassVar[str]
     scoped_model: ClassVar[type[Model]]
 

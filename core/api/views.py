@@ -19,7 +19,7 @@ from ..roles import Role
 from ..services import OUTAGE_REASON_MAX, set_outage_mode
 
 
-class OutageStateSerializer(serializers.Serializer):
+class OutageStateSerializer(serializers.Serializer[Any]):
     tenant = serializers.SlugField()
     outage_mode = serializers.BooleanField()
     changed = serializers.BooleanField(
@@ -30,7 +30,7 @@ class OutageStateSerializer(serializers.Serializer):
         "recording the change.")
 
 
-class OutageRequestSerializer(serializers.Serializer):
+class OutageRequestSerializer(serializers.Serializer[Any]):
     outage_mode = serializers.BooleanField(help_text="true: enter outage mode; false: leave it.")
     reason = serializers.CharField(max_length=OUTAGE_REASON_MAX,
                                    help_text="Why (the outage, the incident, who decided).")

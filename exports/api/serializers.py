@@ -8,7 +8,7 @@ from rest_framework import serializers
 from ..models import AuditExport, ExportFormat, RedactionLevel
 
 
-class ExportRequestSerializer(serializers.Serializer):
+class ExportRequestSerializer(serializers.Serializer[Any]):
     tenant = serializers.SlugField(required=False, help_text="The tenant's slug (people with "
                                    "several tenants; an API key exports its own).")
     window_from = serializers.DateTimeField()
@@ -19,7 +19,7 @@ class ExportRequestSerializer(serializers.Serializer):
     justification = serializers.CharField(required=False, default="", allow_blank=True)
 
 
-class AuditExportSerializer(serializers.ModelSerializer):
+class AuditExportSerializer(serializers.ModelSerializer[AuditExport]):
     tenant: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
         slug_field="slug", read_only=True)
     percent = serializers.IntegerField(read_only=True)

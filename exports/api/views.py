@@ -28,7 +28,7 @@ def client_address(request: Any) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-class ExportListCreate(generics.ListAPIView):
+class ExportListCreate(generics.ListAPIView[AuditExport]):
     """Exports of your tenants (and those shared with you), newest first; POST requests one.
 
     The export is produced by background workers: follow ``status`` and ``percent`` on its
@@ -68,7 +68,7 @@ class ExportListCreate(generics.ListAPIView):
         return Response(AuditExportSerializer(export).data, status=status.HTTP_201_CREATED)
 
 
-class ExportDetail(generics.RetrieveAPIView):
+class ExportDetail(generics.RetrieveAPIView[AuditExport]):
     """One export with its progress, and once done its manifest and signature."""
 
     serializer_class = AuditExportDetailSerializer

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from ..models import CLOSING_REMEDIATIONS, IncidentStatus, Remediation, Severity
 
 
-class IncidentSerializer(serializers.Serializer):
+class IncidentSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     reference = serializers.CharField(help_text="How annotations name it (incident-<id>).")
     tenant = serializers.SlugField()
@@ -22,14 +24,14 @@ class IncidentSerializer(serializers.Serializer):
     closed_at = serializers.DateTimeField(allow_null=True)
 
 
-class LinkedCallSerializer(serializers.Serializer):
+class LinkedCallSerializer(serializers.Serializer[Any]):
     call_id = serializers.CharField()
     tool = serializers.CharField()
     action_class = serializers.CharField()
     run_id = serializers.CharField()
 
 
-class LinkedVersionSerializer(serializers.Serializer):
+class LinkedVersionSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     policy = serializers.CharField()
     version = serializers.IntegerField()
@@ -37,13 +39,13 @@ class LinkedVersionSerializer(serializers.Serializer):
     freeze = serializers.BooleanField(help_text="A tool freeze published for this incident.")
 
 
-class LinkedRollbackSerializer(serializers.Serializer):
+class LinkedRollbackSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     call_id = serializers.CharField()
     status = serializers.CharField()
 
 
-class IncidentTimelineEntrySerializer(serializers.Serializer):
+class IncidentTimelineEntrySerializer(serializers.Serializer[Any]):
     annotation_id = serializers.CharField()
     kind = serializers.CharField()
     event = serializers.CharField()
@@ -67,7 +69,7 @@ class IncidentDetailSerializer(IncidentSerializer):
     redaction = serializers.CharField()
 
 
-class IncidentOpenSerializer(serializers.Serializer):
+class IncidentOpenSerializer(serializers.Serializer[Any]):
     title = serializers.CharField(max_length=300)
     severity = serializers.ChoiceField(choices=Severity.choices, default=Severity.MEDIUM)
     summary = serializers.CharField(required=False, default="", allow_blank=True)
@@ -75,7 +77,7 @@ class IncidentOpenSerializer(serializers.Serializer):
                                        required=False, default=list)
 
 
-class IncidentLinkSerializer(serializers.Serializer):
+class IncidentLinkSerializer(serializers.Serializer[Any]):
     run_ids = serializers.ListField(child=serializers.CharField(max_length=200),
                                     required=False, default=list)
     call_ids = serializers.ListField(child=serializers.CharField(max_length=200),
@@ -87,14 +89,14 @@ class IncidentLinkSerializer(serializers.Serializer):
     ticket_ids = serializers.ListField(child=serializers.CharField(max_length=200),
                                        required=False, default=list)
 
-    def validate(self, attrs: dict) -> dict:
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not any(attrs.values()):
             raise serializers.ValidationError("name at least one run, call, policy version, "
                                               "replay or ticket to link")
         return attrs
 
 
-class LinkedSerializer(serializers.Serializer):
+class LinkedSerializer(serializers.Serializer[Any]):
     runs = serializers.ListField(child=serializers.CharField())
     calls = serializers.ListField(child=serializers.CharField())
     policy_versions = serializers.ListField(child=serializers.IntegerField())
@@ -103,16 +105,16 @@ class LinkedSerializer(serializers.Serializer):
     escalated_calls = serializers.ListField(child=serializers.CharField())
 
 
-class IncidentNoteSerializer(serializers.Serializer):
+class IncidentNoteSerializer(serializers.Serializer[Any]):
     body = serializers.CharField()
 
 
-class IncidentFreezeSerializer(serializers.Serializer):
+class IncidentFreezeSerializer(serializers.Serializer[Any]):
     tool = serializers.CharField(max_length=200)
     mode = serializers.ChoiceField(choices=["deny", "sandbox"], default="deny")
 
 
-class IncidentCloseSerializer(serializers.Serializer):
+class IncidentCloseSerializer(serializers.Serializer[Any]):
     remediation_status = serializers.ChoiceField(
         choices=Remediation.choices,
         help_text="Required: how the incident ends, one of "
@@ -120,5 +122,5 @@ class IncidentCloseSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, default="", allow_blank=True)
 
 
-class IncidentMitigateSerializer(serializers.Serializer):
+class IncidentMitigateSerializer(serializers.Serializer[Any]):
     note = serializers.CharField(required=False, default="", allow_blank=True)

@@ -47,7 +47,7 @@ def service_errors(exc: ValidationError) -> BadRequest:
 
 
 @extend_schema(parameters=[TENANT_PARAM])
-class IncidentList(TenantScopedViewMixin, generics.ListCreateAPIView):
+class IncidentList(TenantScopedViewMixin, generics.ListCreateAPIView[Incident]):
     """Incidents of your tenants, newest first (filter by ``status`` and ``severity``);
     POST opens one (operate role)."""
 
@@ -80,7 +80,7 @@ class IncidentList(TenantScopedViewMixin, generics.ListCreateAPIView):
         return Response(incident_detail(incident, request.user), status=status.HTTP_201_CREATED)
 
 
-class _OneIncident(TenantScopedViewMixin, generics.GenericAPIView):
+class _OneIncident(TenantScopedViewMixin, generics.GenericAPIView[Incident]):
     role = Role.VIEW_LEDGER  # found by readers; acting on it is checked by the service
     scoped_model = Incident
     lookup_url_kwarg = "incident_id"

@@ -21,13 +21,13 @@ from ..models import FollowUp, ReplayStep
 from ..replay_present import divergence_rows
 
 
-class FollowUpRequestSerializer(serializers.Serializer):
+class FollowUpRequestSerializer(serializers.Serializer[Any]):
     state = serializers.ChoiceField(choices=FollowUp.choices)
     note = serializers.CharField(required=False, allow_blank=True, default="",
                                  help_text="Why; required for expected.")
 
 
-class DivergenceSerializer(serializers.Serializer):
+class DivergenceSerializer(serializers.Serializer[Any]):
     """A flagged step of a replay, its redacted differences and its follow-up."""
 
     id = serializers.IntegerField()
@@ -51,7 +51,7 @@ STATE_FILTER = OpenApiParameter(
     description="The follow-up state (default open); all: every flagged step.")
 
 
-class DivergenceList(TenantScopedViewMixin, generics.ListAPIView):
+class DivergenceList(TenantScopedViewMixin, generics.ListAPIView[ReplayStep]):
     """Divergent (flagged) replay steps of your tenants, newest first; open ones by default.
     Filter with ``?state=``, ``?tenant=<slug>`` and ``?tool=<name>``."""
 
@@ -74,7 +74,7 @@ class DivergenceList(TenantScopedViewMixin, generics.ListAPIView):
         return self.get_paginated_response(divergence_rows(page, request.user))
 
 
-class ReplayStepFollowUp(TenantScopedViewMixin, generics.GenericAPIView):
+class ReplayStepFollowUp(TenantScopedViewMixin, generics.GenericAPIView[ReplayStep]):
     """A replayed step's follow-up. POST records a new state (operate role; a note is required
     for expected); the change is annotated on the replayed run."""
 
@@ -83,7 +83,7 @@ class ReplayStepFollowUp(TenantScopedViewMixin, generics.GenericAPIView):
     scoped_model = ReplayStep
 
     def get_object(self) -> ReplayStep:
-        step = self.scoped_queryset().filter(
+        step: ReplayStep | None = self.scoped_queryset().filter(
             replay_id=self.kwargs["replay_id"], seq=self.kwargs["seq"]).select_related(
             "tenant", "tool", "replay__run").first()
         if step is None:

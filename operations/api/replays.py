@@ -23,7 +23,7 @@ from ..replay import ReplayRefused, start_replay
 from ..replay_present import REPLAY_RELATED, replay_summary, step_rows
 
 
-class ReplayRequestSerializer(serializers.Serializer):
+class ReplayRequestSerializer(serializers.Serializer[Any]):
     run_id = serializers.CharField(max_length=200)
     mode = serializers.ChoiceField(choices=ReplayMode.choices, default=ReplayMode.SANDBOX)
     until_step = serializers.IntegerField(min_value=0, required=False, allow_null=True,
@@ -32,7 +32,7 @@ class ReplayRequestSerializer(serializers.Serializer):
                                               help_text="Pin a policy version (its id).")
 
 
-class ReplaySerializer(serializers.Serializer):
+class ReplaySerializer(serializers.Serializer[Any]):
     """A replay: status, progress, and (in detail) its steps with their divergences."""
 
     id = serializers.IntegerField()
@@ -54,7 +54,7 @@ class ReplaySerializer(serializers.Serializer):
     steps = serializers.JSONField(required=False)
 
 
-class ReplayList(TenantScopedViewMixin, generics.ListAPIView):
+class ReplayList(TenantScopedViewMixin, generics.ListAPIView[Replay]):
     """Replays of your tenants, newest first; POST starts one (operate role)."""
 
     serializer_class = ReplaySerializer
@@ -106,7 +106,7 @@ class ReplayList(TenantScopedViewMixin, generics.ListAPIView):
         return Response(replay_summary(replay), status=status.HTTP_201_CREATED)
 
 
-class ReplayDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
+class ReplayDetail(TenantScopedViewMixin, generics.RetrieveAPIView[Replay]):
     """One replay with its steps (outputs redacted at ``?redaction=``, strict by default)."""
 
     serializer_class = ReplaySerializer

@@ -25,7 +25,7 @@ from ..rollback import find_incident, request_rollback, request_run_rollback
 ANSWER_FIELDS = ("outcome", "remaining_side_effects", "attempt_log", "last_error")
 
 
-class RollbackSerializer(serializers.ModelSerializer):
+class RollbackSerializer(serializers.ModelSerializer[Rollback]):
     """A rollback; the hook's answer redacted by ``context["redaction"]`` (strict without)."""
 
     tenant: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
@@ -52,31 +52,33 @@ class RollbackSerializer(serializers.ModelSerializer):
         if redaction is None:
             from runs.services import redactor_for
 
-            return redactor_for(None, instance.tenant_id).redactor.redact_fields(
+            shown: dict[str, Any] = redactor_for(None, instance.tenant_id).redactor.redact_fields(
                 data, ANSWER_FIELDS)
-        return redaction.fields(data, ANSWER_FIELDS, instance.tenant_id)
+            return shown
+        redacted: dict[str, Any] = redaction.fields(data, ANSWER_FIELDS, instance.tenant_id)
+        return redacted
 
 
-class RollbackRequestSerializer(serializers.Serializer):
+class RollbackRequestSerializer(serializers.Serializer[Any]):
     call_id = serializers.CharField(required=False, help_text="The tool call to roll back.")
     run_id = serializers.CharField(required=False, help_text="Roll back every completed, "
                                    "compensable call of this run instead, latest first.")
     incident = serializers.IntegerField(required=False, allow_null=True, default=None,
                                         help_text="The incident this is for (its id).")
 
-    def validate(self, attrs: dict) -> dict:
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if bool(attrs.get("call_id")) == bool(attrs.get("run_id")):
             raise serializers.ValidationError("give one of call_id or run_id")
         return attrs
 
 
-class RollbackRequestedSerializer(serializers.Serializer):
+class RollbackRequestedSerializer(serializers.Serializer[Any]):
     queued = serializers.BooleanField(help_text="False: the call was already rolled back; "
                                       "this is that first rollback.")
     rollbacks = RollbackSerializer(many=True)
 
 
-class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView):
+class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView[Rollback]):
     """Rollbacks of your tenants, newest first. POST asks for one (operate role): a call is
     rolled back at most once; asking again returns the first rollback and its outcome."""
 
@@ -131,7 +133,7 @@ class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView):
                         status=status.HTTP_202_ACCEPTED if queued else status.HTTP_200_OK)
 
 
-class RollbackDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
+class RollbackDetail(TenantScopedViewMixin, generics.RetrieveAPIView[Rollback]):
     """A rollback: status, attempts, outcome, remaining side effects, last error."""
 
     role = Role.VIEW_LEDGER

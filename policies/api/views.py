@@ -24,7 +24,7 @@ from .. import services
 from ..models import AGENT_MODES, Decision, Effect, Mode
 
 
-class ProposedCallSerializer(serializers.Serializer):
+class ProposedCallSerializer(serializers.Serializer[Any]):
     run_id = serializers.CharField(max_length=200, required=False, default="",
                                    validators=[external_id_validator])
     call_id = serializers.CharField(max_length=200, required=False, default="",
@@ -39,7 +39,7 @@ class ProposedCallSerializer(serializers.Serializer):
                                            help_text="Ask again under an approval request.")
 
 
-class DecisionSerializer(serializers.ModelSerializer):
+class DecisionSerializer(serializers.ModelSerializer[Decision]):
     policy = serializers.SerializerMethodField()
     approval = serializers.SerializerMethodField()
 
@@ -103,7 +103,7 @@ class DecisionCreate(APIView):
         return tenant
 
 
-class DecisionList(TenantScopedViewMixin, generics.ListAPIView):
+class DecisionList(TenantScopedViewMixin, generics.ListAPIView[Decision]):
     """The policy trail: every decision, newest first. A run's trail is what was decided when
     it ran; the decisions a replay took are that replay's (``?replay=<id>``)."""
 

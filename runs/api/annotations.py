@@ -26,7 +26,7 @@ from . import presenters as p
 from .serializers import AnnotationSerializer
 
 
-class AnnotationRequestSerializer(serializers.Serializer):
+class AnnotationRequestSerializer(serializers.Serializer[Any]):
     body = serializers.CharField(max_length=services.ANNOTATION_BODY_MAX,
                                  help_text="What was done and why (plain text).")
     kind = serializers.ChoiceField(choices=[*services.MANUAL_ANNOTATION_KINDS,
@@ -55,7 +55,7 @@ class RunAnnotationCreated(AnnotationSerializer):
     "tenant", str, description="Narrow to one of your tenants (by slug)."), OpenApiParameter(
     "redaction", str, enum=["strict", "standard", "none"],
     description="Redaction of the annotation returned (strict by default).")])
-class RunAnnotations(TenantScopedViewMixin, generics.GenericAPIView):
+class RunAnnotations(TenantScopedViewMixin, generics.GenericAPIView[Run]):
     """Append an annotation to a run's hash chain (operate role), authored by the caller.
 
     The runbook's "record manual interventions as ledger annotations": it shows in the run's

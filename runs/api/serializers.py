@@ -1,5 +1,6 @@
 """Response shapes of the read API, for the OpenAPI schema (see ``presenters.py``)."""
 
+from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -7,13 +8,13 @@ from rest_framework import serializers
 from ..models import ActionClass, RunStatus, ToolCallStatus
 
 
-class TenantSerializer(serializers.Serializer):
+class TenantSerializer(serializers.Serializer[Any]):
     slug = serializers.SlugField()
     name = serializers.CharField()
     outage_mode = serializers.BooleanField()
 
 
-class AgentSerializer(serializers.Serializer):
+class AgentSerializer(serializers.Serializer[Any]):
     agent_id = serializers.CharField()
     tenant = serializers.SlugField()
     name = serializers.CharField()
@@ -43,7 +44,7 @@ class CommitmentField(serializers.JSONField):
     pass
 
 
-class IntegrityAlarmSerializer(serializers.Serializer):
+class IntegrityAlarmSerializer(serializers.Serializer[Any]):
     tenant = serializers.SlugField()
     run_id = serializers.CharField()
     seq = serializers.IntegerField()
@@ -61,7 +62,7 @@ class IntegrityAlarmSerializer(serializers.Serializer):
         "commitment of the record it is)."))
 
 
-class RunSerializer(serializers.Serializer):
+class RunSerializer(serializers.Serializer[Any]):
     run_id = serializers.CharField()
     tenant = serializers.SlugField()
     agent_id = serializers.CharField()
@@ -81,7 +82,7 @@ class RunSerializer(serializers.Serializer):
         "Below redaction level none: the head as a keyed commitment. Null at none."))
 
 
-class _RecordSerializer(serializers.Serializer):
+class _RecordSerializer(serializers.Serializer[Any]):
     seq = serializers.IntegerField()
     content_hash = serializers.CharField(allow_null=True, help_text=(
         "SHA-256 of the record's canonical content; null unless read at redaction level none "
@@ -157,7 +158,7 @@ class AnnotationSerializer(_RecordSerializer):
     recorded_at = serializers.DateTimeField()
 
 
-class TimelineEntrySerializer(serializers.Serializer):
+class TimelineEntrySerializer(serializers.Serializer[Any]):
     kind = serializers.ChoiceField(choices=["step", "model_call", "tool_call", "annotation"])
     seq = serializers.IntegerField()
 
@@ -168,7 +169,7 @@ class RunDetailSerializer(RunSerializer):
         "its kind (Step, ModelCall, ToolCall or Annotation).")
 
 
-class IngestCountsSerializer(serializers.Serializer):
+class IngestCountsSerializer(serializers.Serializer[Any]):
     runs = serializers.IntegerField()
     steps = serializers.IntegerField()
     model_calls = serializers.IntegerField()
@@ -176,22 +177,22 @@ class IngestCountsSerializer(serializers.Serializer):
     annotations = serializers.IntegerField()
 
 
-class IngestResultSerializer(serializers.Serializer):
+class IngestResultSerializer(serializers.Serializer[Any]):
     created = IngestCountsSerializer()
     unchanged = IngestCountsSerializer()
 
 
-class ProblemSerializer(serializers.Serializer):
+class ProblemSerializer(serializers.Serializer[Any]):
     path = serializers.CharField(help_text="Where in the batch, e.g. runs[0].tool_calls[3].status")
     message = serializers.CharField()
 
 
-class BatchErrorSerializer(serializers.Serializer):
+class BatchErrorSerializer(serializers.Serializer[Any]):
     detail = serializers.CharField()
     errors = ProblemSerializer(many=True)  # type: ignore[assignment]
 
 
-class SigningKeySerializer(serializers.Serializer):
+class SigningKeySerializer(serializers.Serializer[Any]):
     algorithm = serializers.CharField()
     public_key = serializers.CharField(help_text="Raw Ed25519 public key, base64.")
     key_id = serializers.CharField(help_text="First 16 hex digits of the key's SHA-256.")

@@ -54,7 +54,7 @@ class Redaction:
         return self._viewer(tenant_id).redactor.redact_fields(row, names)
 
 
-class _ValuesListView(TenantScopedViewMixin, generics.ListAPIView):
+class _ValuesListView(TenantScopedViewMixin, generics.ListAPIView[Any]):
     fields: dict[str, str]
     redacted_kind: str | None = None
 
@@ -111,7 +111,7 @@ class IntegrityAlarmList(_ValuesListView):
 
 
 @extend_schema(parameters=[TENANT_PARAM])
-class AgentDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
+class AgentDetail(TenantScopedViewMixin, generics.RetrieveAPIView[Agent]):
     serializer_class = s.AgentSerializer
     role = Role.VIEW_LEDGER
     scoped_model = Agent
@@ -137,7 +137,7 @@ class RunList(_ValuesListView):
 
 
 @extend_schema(parameters=[TENANT_PARAM, REDACTION_PARAM], responses=s.RunDetailSerializer)
-class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
+class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView[Run]):
     """A run with its whole timeline (steps, model calls, tool calls, annotations) in order."""
 
     serializer_class = s.RunDetailSerializer
@@ -171,7 +171,7 @@ class ToolCallList(_ValuesListView):
 
 
 @extend_schema(parameters=[TENANT_PARAM, REDACTION_PARAM])
-class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView):
+class ToolCallDetail(TenantScopedViewMixin, generics.RetrieveAPIView[ToolCall]):
     serializer_class = s.ToolCallDetailSerializer
     role = Role.VIEW_LEDGER
     scoped_model = ToolCall
