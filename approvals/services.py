@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.actors import key_of
 from core.canonical import content_hash
 from core.models import Tenant
 from core.roles import Role
@@ -106,7 +107,7 @@ def mark_consumed(request: ApprovalRequest, decision: Any) -> None:
 
 def asked_by(request: ApprovalRequest, actor: Any) -> bool:
     """Is ``actor`` (a person, or an API key's principal) whoever asked for ``request``?"""
-    key = getattr(actor, "api_key", None)
+    key = key_of(actor)
     if request.requester_key_id is not None:
         return key is not None and key.pk == request.requester_key_id
     if request.requester_id is not None:

@@ -25,6 +25,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from .actors import is_person
 from .governance_record import record_on_governance_log
 from .models import CliActor, PersonalAccessToken, Tenant, hash_api_key, new_credential
 from .roles import Role
@@ -56,7 +57,7 @@ def checked_token_request(user: User, scopes: Iterable[str], expires_at: datetim
                           by: Any) -> tuple[list[str], datetime]:
     """The scopes and expiry of a token ``by`` may issue to ``user``; ``TokenRefused`` or
     ``ValidationError`` otherwise."""
-    if getattr(by, "pk", None) != user.pk and not getattr(by, "is_superuser", False):
+    if not is_person(by, user.pk) and not getattr(by, "is_superuser", False):
         raise TokenRefused("a personal access token is issued by its own user")
     if getattr(by, "token_scopes", None) is not None:
         raise TokenRefused("a token cannot issue tokens; sign in to the portal to make one")
@@ -94,7 +95,7 @@ def issue_personal_token(user: User, name: str, scopes: Iterable[str], *, by: An
 
 @transaction.atomic
 def revoke_personal_token(token: PersonalAccessToken, by: Any) -> PersonalAccessToken:
-    if getattr(by, "pk", None) != token.user_id and not getattr(by, "is_superuser", False):
+    if not is_person(by, token.user_id) and not getattr(by, "is_superuser", False):
         raise TokenRefused("only its user (or a superuser) revokes a personal access token")
     locked = PersonalAccessToken.objects.select_for_update().get(pk=token.pk)
     if locked.revoked_at is None:

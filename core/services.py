@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
+from .actors import person_of
 from .governance_record import PORTAL_AGENT_ID, record_on_governance_log
 from .models import ApiKey, Tenant, hash_api_key
 from .payload_safety import EXTERNAL_ID_RULE, is_external_id
@@ -64,7 +65,7 @@ def issue_api_key(tenant: Tenant, name: str, scopes: Iterable[str], *, by: Any =
     prefix, raw = ApiKey.generate()
     key = ApiKey.objects.create(
         tenant=tenant, name=name, prefix=prefix, key_hash=hash_api_key(raw),
-        scopes=checked, created_by=by if getattr(by, "pk", None) else None,
+        scopes=checked, created_by=person_of(by),
         expires_at=expires_at, agent_ids=bound,
         # The platform itself (by None: seed, setup) and keys without a sensitive scope need
         # no second person; a person's sensitive key waits for confirm_api_key.
@@ -167,7 +168,7 @@ def set_outage_mode(tenant: Tenant, by: Any, on: bool, reason: str) -> Any:
         return None
     locked.outage_mode = on
     locked._change_reason = f"outage mode {'on' if on else 'off'}"[:100]  # type: ignore[attr-defined]
-    if getattr(by, "_meta", None) is not None and getattr(by, "pk", None) is not None:
+    if person_of(by) is not None:
         locked._history_user = by  # type: ignore[attr-defined]
     locked.save(update_fields=["outage_mode"])
     tenant.outage_mode = on

@@ -19,6 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from core.actors import person_of
 from core.models import Tenant
 from core.roles import Role
 from core.tenancy import has_role
@@ -84,7 +85,7 @@ def share_export(export: AuditExport, user: Any, by: Any) -> ExportShare:
         if not has_role(by, Role.VIEW_UNREDACTED, tenant_id):
             raise ExportNotAllowed("sharing an unredacted export needs the view_unredacted "
                                    "role on its tenant")
-    shared_by = by if getattr(by, "pk", None) is not None else None
+    shared_by = person_of(by)
     share, _ = ExportShare.objects.get_or_create(
         export=export, user=user, defaults={"tenant_id": tenant_id, "shared_by": shared_by})
     annotate(export.tenant, AnnotationKind.NOTE, f"Export {export.pk} shared with {user}",

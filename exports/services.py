@@ -26,6 +26,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from core import signing
+from core.actors import label_of, person_of
 from core.canonical import canonical_timestamp
 from core.jobs import enqueue_on_commit
 from core.models import Tenant
@@ -56,8 +57,7 @@ log = logging.getLogger(__name__)
 
 
 def _principal(by: Any) -> tuple[Any, str]:
-    user = by if getattr(by, "pk", None) is not None else None
-    return user, str(by) if by is not None else "ledger-portal"
+    return person_of(by), label_of(by)
 
 
 # -- request ----------------------------------------------------------------------------------

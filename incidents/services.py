@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from core.actors import label_of, person_of
 from core.models import Tenant
 from core.roles import Role
 from core.tenancy import has_role
@@ -56,10 +57,6 @@ def _record(incident: Incident, body: str, by: Any, event: str, *, run_id: str =
                           "event": event, **data})
 
 
-def _user_or_none(by: Any) -> Any:
-    return by if getattr(by, "pk", None) is not None else None
-
-
 @transaction.atomic
 def open_incident(tenant: Tenant, title: str, by: Any, *, severity: str = Severity.MEDIUM,
                   summary: str = "", ticket_ids: Iterable[str] = ()) -> Incident:
@@ -71,8 +68,8 @@ def open_incident(tenant: Tenant, title: str, by: Any, *, severity: str = Severi
         raise IncidentError(f"unknown severity {severity!r}; use {', '.join(Severity.values)}")
     incident = Incident.objects.create(
         tenant=tenant, title=title, summary=summary, severity=severity,
-        ticket_ids=_clean_tickets(ticket_ids), opened_by=_user_or_none(by),
-        opened_by_label=str(by) if by is not None else "")
+        ticket_ids=_clean_tickets(ticket_ids), opened_by=person_of(by),
+        opened_by_label=label_of(by, default=""))
     _record(incident, f"opened {incident.reference} ({severity}): {title}", by, "opened",
             severity=severity, ticket_ids=incident.ticket_ids)
     return incident
@@ -312,7 +309,7 @@ def close_incident(incident: Incident, by: Any, remediation_status: str, note: s
                             + ", ".join(CLOSING_REMEDIATIONS))
     incident = _locked_open(incident)
     incident.status, incident.remediation_status = IncidentStatus.CLOSED, remediation_status
-    incident.closed_at, incident.closed_by = timezone.now(), _user_or_none(by)
+    incident.closed_at, incident.closed_by = timezone.now(), person_of(by)
     incident.save(update_fields=["status", "remediation_status", "closed_at", "closed_by"])
     summary = incident_summary(incident)
     _record(incident, f"closed {incident.reference} ({remediation_status})"

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from core.actors import label_of, person_of
 from core.roles import Role
 from core.tenancy import has_role
 from runs.annotations import annotate
@@ -21,10 +22,6 @@ from .models import FollowUp, ReplayStep
 
 class FollowUpRefused(Exception):
     """A follow-up that cannot be recorded (the message says why)."""
-
-
-def _label(by: Any) -> str:
-    return str(by) if by is not None else "ledger-portal"
 
 
 @transaction.atomic
@@ -51,9 +48,9 @@ def set_divergence_follow_up(step: ReplayStep, by: Any, state: str,
     if state == previous:
         raise FollowUpRefused(f"step {step.seq} of replay {step.replay_id} is already "
                               f"{state}")
-    user = by if getattr(by, "_meta", None) is not None and getattr(by, "pk", None) else None
+    user = person_of(by)
     step.follow_up, step.follow_up_note = state, note
-    step.follow_up_by, step.follow_up_by_label = user, _label(by)
+    step.follow_up_by, step.follow_up_by_label = user, label_of(by)
     step.follow_up_at = timezone.now()
     step.save(update_fields=["follow_up", "follow_up_note", "follow_up_by",
                              "follow_up_by_label", "follow_up_at", "updated_at"])

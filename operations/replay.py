@@ -34,6 +34,7 @@ from django.utils import timezone
 from approvals.models import ApprovalRequest, Kind
 from approvals.models import Status as ApprovalStatus
 from approvals.services import request_approval
+from core.actors import label_of, person_of
 from core.jobs import enqueue_on_commit
 from core.locks import held_while_walking, walked_elsewhere
 from core.models import Tenant
@@ -89,14 +90,6 @@ class WalkOptions:
     compare: bool = True
 
 
-def _label(by: Any) -> str:
-    return str(by) if by is not None else "ledger-portal"
-
-
-def _user(by: Any) -> Any:
-    return by if getattr(by, "_meta", None) is not None and getattr(by, "pk", None) else None
-
-
 def leave_sandbox_approval(tenant: Tenant, run: Run) -> ApprovalRequest | None:
     return ApprovalRequest.objects.filter(tenant=tenant, kind=Kind.LEAVE_SANDBOX,
                                           run_id=run.run_id,
@@ -110,7 +103,7 @@ def _pending_leave_sandbox(tenant: Tenant, run: Run, by: Any) -> ApprovalRequest
     return pending or request_approval(
         tenant, tool="replay", action_class=_riskiest_class(run), kind=Kind.LEAVE_SANDBOX,
         arguments={"run_id": run.run_id, "mode": "live", "reason": "outage mode"},
-        run_id=run.run_id, requested_by=_label(by), requester=_user(by))
+        run_id=run.run_id, requested_by=label_of(by), requester=person_of(by))
 
 
 def _riskiest_class(run: Run) -> str:
@@ -148,15 +141,15 @@ def start_replay(run: Run, by: Any, *, mode: str = ReplayMode.SANDBOX,
     with transaction.atomic():
         replay = Replay.objects.create(
             tenant=tenant, run=run, mode=mode, until_step=until_step,
-            policy_version=policy_version, requested_by=_user(by),
-            requested_by_label=_label(by))
+            policy_version=policy_version, requested_by=person_of(by),
+            requested_by_label=label_of(by))
         if mode == ReplayMode.LIVE:
             replay.approval = leave or request_approval(
                 tenant, tool="replay", action_class=_riskiest_class(run), kind=Kind.LIVE_REPLAY,
                 arguments={"replay": replay.pk, "run_id": run.run_id, "until_step": until_step,
                            "policy_version": getattr(policy_version, "pk", None)},
-                run_id=run.run_id, policy_version=policy_version, requested_by=_label(by),
-                requester=_user(by))
+                run_id=run.run_id, policy_version=policy_version, requested_by=label_of(by),
+                requester=person_of(by))
             replay.status = ReplayStatus.WAITING_APPROVAL
             replay.save(update_fields=["approval", "status"])
         annotate(tenant, AnnotationKind.REPLAY,

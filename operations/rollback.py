@@ -41,6 +41,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from core.actors import key_of, label_of, person_of
 from core.jobs import enqueue_on_commit
 from core.roles import Role
 from core.tenancy import has_role
@@ -109,8 +110,7 @@ def _create(call: ToolCall, by: Any, incident: Any, batch: str = "", position: i
                 tenant_id=call.tenant_id, tool_call=call, run_id=call.run_id,
                 idempotency_key=rollback_key(call), incident=incident, batch=batch,
                 position=position,
-                requested_by=by if getattr(by, "pk", None) is not None else None,
-                requested_by_label=str(by) if by is not None else "")
+                requested_by=person_of(by), requested_by_label=label_of(by, default=""))
     except IntegrityError:
         return Rollback.objects.get(tenant_id=call.tenant_id, tool_call=call), False
     return rollback, True
@@ -163,8 +163,7 @@ def _compensation(call: ToolCall, approval_id: int | None = None) -> Any:
 
 def _asker(by: Any) -> tuple[Any, Any]:
     """(person, API key) of whoever asks: what an approval of the rollback is bound to."""
-    return (by if getattr(by, "pk", None) is not None else None,
-            getattr(by, "api_key", None))
+    return person_of(by), key_of(by)
 
 
 def _approvals_of(call: ToolCall, by: Any, status: str) -> Any:

@@ -16,6 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from core.actors import is_person, person_of
 from core.roles import Role
 from core.tenancy import has_role
 from runs.annotations import annotate
@@ -71,7 +72,7 @@ def propose_tool_change(tool: Tool, changes: dict[str, Any], by: Any) -> ToolCha
     previous = {field: getattr(locked, field) for field in changes}
     change = ToolChange.objects.create(
         tenant_id=locked.tenant_id, tool=locked, proposed=changes, previous=previous,
-        proposed_by=by if getattr(by, "pk", None) is not None else None)
+        proposed_by=person_of(by))
     annotate(locked.tenant, AnnotationKind.POLICY_CHANGE,
              f"Tool {locked.name}: connection change {change.pk} proposed "
              f"({_describe(changes)}); it takes effect once another manager confirms it.",
@@ -94,7 +95,7 @@ def confirm_tool_change(change: ToolChange, by: Any) -> Tool:
     while the tool still has the values the proposal was made against."""
     _require_manager(by, change.tool, "confirming a change of")
     change = _pending(change)
-    if change.proposed_by_id is not None and change.proposed_by_id == getattr(by, "pk", None):
+    if is_person(by, change.proposed_by_id):
         raise PermissionDenied("a connection change needs a second person: its proposer "
                                "cannot confirm it")
     tool = Tool.objects.select_for_update().get(pk=change.tool_id)

@@ -10,6 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from core.actors import person_of
 from core.jobs import enqueue_on_commit
 from core.watchdog import beat, claim_stalled, waiting_in_outbox
 from runs.models import ToolCall
@@ -32,7 +33,7 @@ def start_backtest(version: PolicyVersion, by: Any, window_from: datetime,
     with transaction.atomic():
         test = BackTest.objects.create(tenant_id=version.tenant_id, version=version,
                                        window_from=window_from, window_to=window_to,
-                                       requested_by=by if getattr(by, "pk", None) else None)
+                                       requested_by=person_of(by))
         enqueue_on_commit(run_backtest, (test.pk,))
     return test
 

@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from core.actors import is_person, person_of
 from core.models import Tenant
 from core.roles import Role
 from core.tenancy import has_role
@@ -57,7 +58,9 @@ def grant_exception(exc: GovernedException, by: Any) -> GovernedException:
     exc = GovernedException.objects.select_for_update().get(pk=exc.pk)
     if not has_role(by, Role.MANAGE_POLICIES, exc.tenant_id):
         raise PermissionDenied("granting an exception needs the manage_policies role")
-    if exc.requested_by_id == getattr(by, "pk", None):
+    if person_of(by) is None:  # a key cannot show it is not whoever asked
+        raise PermissionDenied("an exception is granted by a person, not an API key")
+    if is_person(by, exc.requested_by_id):
         raise PermissionDenied("the requester of an exception cannot grant it "
                                "(separation of duties)")
     if exc.status == ExceptionStatus.REQUESTED:
@@ -65,7 +68,7 @@ def grant_exception(exc: GovernedException, by: Any) -> GovernedException:
         exc.status = (ExceptionStatus.AWAITING_SECOND if _needs_second_grantor(exc)
                       else ExceptionStatus.ACTIVE)
     elif exc.status == ExceptionStatus.AWAITING_SECOND:
-        if exc.granted_by_id == getattr(by, "pk", None):
+        if is_person(by, exc.granted_by_id):
             raise PermissionDenied("an exception covering exfil needs a second, different "
                                    "grantor")
         exc.second_grantor, exc.status = by, ExceptionStatus.ACTIVE

@@ -11,6 +11,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from core.actors import is_person
 from core.canonical import content_hash
 from core.models import Tenant
 from runs.annotations import annotate
@@ -85,9 +86,9 @@ def publish_policy_version(version: PolicyVersion, by: Any, *, _portal_authored:
         pk=version.pk)
     if version.status != VersionStatus.DRAFT:
         raise PolicyError(f"{version} is {version.status}; only drafts are published")
-    if version.author_id is not None and version.author_id == getattr(by, "pk", None):
+    if is_person(by, version.author_id):
         raise PolicyError("the author of a version cannot publish it (separation of duties)")
-    if not _portal_authored and getattr(by, "pk", None) in editors_of(version):
+    if not _portal_authored and any(is_person(by, editor) for editor in editors_of(version)):
         raise PolicyError("you edited this draft, so someone else publishes it (separation of "
                           "duties)")
     for rule in version.rules.all():

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from core.actors import label_of, person_of
 from core.governance_record import PORTAL_AGENT_ID
 from core.models import Tenant
 
@@ -46,10 +46,9 @@ def annotate(tenant: Tenant, kind: str, body: str, *, run_id: str = "", data: An
         run = governance_run(tenant)
     run = Run.objects.select_for_update(of=("self",)).select_related("agent", "replay_of").get(
         pk=run.pk)
-    user = by if isinstance(by, get_user_model()) else None
     note = Annotation(tenant=tenant, run=run, seq=run.last_seq + 1, annotation_kind=kind,
                       body=body, data=data or {}, target_call_id=target_call_id,
-                      author=user, author_label=str(by) if by is not None else "ledger-portal")
+                      author=person_of(by), author_label=label_of(by))
     head = note.seal(run.head_hash)
     note.save()
     Run.objects.advance_tip(run.pk, last_seq=note.seq, head_hash=head)

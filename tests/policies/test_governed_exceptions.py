@@ -151,3 +151,17 @@ def test_a_loaded_context_still_checks_the_exception_window_at_decision_time(
     call = ProposedCall(tool="delete_record", action_class="delete", arguments={},
                         agent_id="cleaner", mode="sandbox")
     assert unsaved_sandbox_decision(decision_context(acme), call).effect == "deny"  # not yet
+
+
+def test_an_api_key_cannot_grant_an_exception_even_with_the_role(acme, version, bob):
+    """A key cannot show it is not whoever asked, and a grant names a person on the record."""
+    from core.api.authentication import ApiKeyPrincipal
+
+    with setting_up():
+        key, _ = issue_api_key(acme, "governance bot", ["manage_policies"])
+    principal = ApiKeyPrincipal(ApiKey.objects.select_related("tenant").get(pk=key.pk))
+    exc = ask(acme, bob, version)
+    with pytest.raises(PermissionDenied, match="granted by a person"):
+        grant_exception(exc, principal)
+    exc.refresh_from_db()
+    assert exc.status == ExceptionStatus.REQUESTED

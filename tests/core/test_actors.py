@@ -1,0 +1,57 @@
+"""Who is acting, told apart in one place (core.actors): a person is named as one only when
+they are one, a key or the portal never passes for a person, and four-eyes checks compare
+people, never two absent ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, User
+
+from core.access_tokens import actor_in_local_mode
+from core.actors import PORTAL_LABEL, is_person, key_of, label_of, person_of
+from core.api.authentication import ApiKeyPrincipal
+from core.models import ApiKey, Tenant
+from core.roles import Role
+from core.services import issue_api_key
+
+
+@pytest.fixture
+def principals(acme: Tenant, alice: User) -> dict[str, Any]:
+    key, _ = issue_api_key(acme, "agent", [Role.INGEST, Role.MANAGE_POLICIES])
+    return {
+        "person": alice,
+        "person in local mode": actor_in_local_mode("alice"),
+        "api key": ApiKeyPrincipal(ApiKey.objects.select_related("tenant").get(pk=key.pk)),
+        "anonymous": AnonymousUser(),
+        "the portal": None,
+    }
+
+
+def test_only_people_are_people(principals: dict[str, Any], alice: User) -> None:
+    people = {name: person_of(who) for name, who in principals.items()}
+    assert {name for name, person in people.items() if person is not None} == {
+        "person", "person in local mode"}
+    local = people["person in local mode"]
+    assert local is not None
+    assert local.pk == alice.pk
+
+
+def test_four_eyes_never_matches_two_missing_ids(principals: dict[str, Any],
+                                                 alice: User) -> None:
+    for name, who in principals.items():
+        assert not is_person(who, None), name
+    assert is_person(principals["person in local mode"], alice.pk)
+    assert not is_person(principals["api key"], alice.pk)
+
+
+def test_a_key_is_its_key_and_labels_say_who(principals: dict[str, Any]) -> None:
+    key = key_of(principals["api key"])
+    assert key is not None
+    assert key.name == "agent"
+    assert key_of(principals["person"]) is None
+    assert label_of(principals["api key"]) == "apikey:acme/agent"
+    assert label_of(principals["person in local mode"]).startswith("alice via local mode")
+    assert label_of(None) == PORTAL_LABEL
+    assert label_of(None, default="") == ""
