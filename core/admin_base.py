@@ -264,14 +264,15 @@ class ScopedHistoryAdmin(SimpleHistoryAdmin):  # type: ignore[misc]  # untyped l
         and state-machine objects say no: their changes go through their services only."""
         return True
 
-    def _current(self, obj: Model | None) -> Model | None:
-        # simple-history hands us the historical instance; what counts is the object now.
+    def _current(self, request: HttpRequest, obj: Model | None) -> Model | None:
+        # simple-history hands us the historical instance; what counts is the object now, as
+        # the user's scope has it.
         if obj is None or obj.pk is None:
             return obj
-        return self.model._default_manager.filter(pk=obj.pk).first() or obj
+        return self.get_queryset(request).filter(pk=obj.pk).first() or obj
 
     def revert_disabled(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        current = self._current(obj)
+        current = self._current(request, obj)
         if current is not None and not self.revert_allowed(current):
             return True
         return bool(super().revert_disabled(request, obj))
@@ -280,7 +281,7 @@ class ScopedHistoryAdmin(SimpleHistoryAdmin):  # type: ignore[misc]  # untyped l
                           extra_context: Any = None) -> Any:
         self._in_scope_or_404(request, object_id)
         if request.method == "POST":
-            current = self.model._default_manager.get(pk=unquote(object_id))
+            current = self.get_queryset(request).get(pk=unquote(object_id))
             if not self.revert_allowed(current):
                 raise PermissionDenied(f"{current} cannot be reverted: it is immutable or "
                                        "changes only through its own actions.")
