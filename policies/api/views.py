@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import django_filters
 from django.db.models import QuerySet
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
@@ -103,6 +104,17 @@ class DecisionCreate(APIView):
         return tenant
 
 
+class DecisionFilter(django_filters.FilterSet):  # type: ignore[misc]  # untyped library
+    # The replay's id, compared as a number: the generated filter would look it up among every
+    # tenant's replays and refuse only an id that exists nowhere, telling another tenant's
+    # replays apart from ids that do not exist.
+    replay = django_filters.NumberFilter(field_name="replay_id")
+
+    class Meta:
+        model = Decision
+        fields = ["run_id", "call_id", "tool", "effect", "mode", "replay"]
+
+
 class DecisionList(TenantScopedViewMixin, generics.ListAPIView[Decision]):
     """The policy trail: every decision, newest first. A run's trail is what was decided when
     it ran; the decisions a replay took are that replay's (``?replay=<id>``)."""
@@ -110,7 +122,7 @@ class DecisionList(TenantScopedViewMixin, generics.ListAPIView[Decision]):
     serializer_class = DecisionSerializer
     role = Role.VIEW_LEDGER
     scoped_model = Decision
-    filterset_fields = ["run_id", "call_id", "tool", "effect", "mode", "replay"]
+    filterset_class = DecisionFilter
 
     def get_queryset(self) -> QuerySet[Any]:
         queryset = self.scoped_queryset().select_related("policy_version__policy", "approval")

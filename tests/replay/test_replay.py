@@ -394,3 +394,14 @@ def test_the_original_trail_is_untouched_by_a_replay(acme, alice, recorded, user
     assert {d["replay"] for d in replayed} == {replay.pk}
     call = api.get(f"/api/v1/tool-calls/{RUN_ID}-c1/").json()
     assert call["decisions"] == []
+
+
+def test_another_tenants_replay_filters_the_trail_as_one_that_does_not_exist(
+        acme, alice, charlie, recorded, user_client):
+    version = allow_everything(acme)
+    replay = walk(start_replay(stored_run(acme), alice, policy_version=version))
+    api = user_client(charlie)  # of globex
+    theirs = api.get("/api/v1/policy-trail/", {"replay": replay.pk})
+    missing = api.get("/api/v1/policy-trail/", {"replay": replay.pk + 1000})
+    assert (theirs.status_code, theirs.json()["results"]) == (200, [])
+    assert (missing.status_code, missing.json()["results"]) == (200, [])
