@@ -94,9 +94,10 @@ def request_export(tenant: Tenant, by: Any, window_from: datetime, window_to: da
     justification = check_request(tenant, by, window_from, window_to, redaction_level, fmt,
                                   justification)
     user, label = _principal(by)
-    # The highest key of each table now: rows recorded after the request are not exported.
-    watermarks = {s.name: s.model._default_manager.aggregate(top=Max("pk"))["top"] or 0
-                  for s in SECTIONS}
+    # The tenant's highest key of each table now: rows recorded after the request are not
+    # exported (the export row keeps them, so they are the tenant's, not the installation's).
+    watermarks = {s.name: s.model._default_manager.filter(tenant=tenant).aggregate(
+        top=Max("pk"))["top"] or 0 for s in SECTIONS}
     with transaction.atomic():
         export = AuditExport.objects.create(
             tenant=tenant, window_from=window_from, window_to=window_to,

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
 
@@ -15,7 +16,7 @@ from core.services import grant_role
 from exports.models import AuditExport, ExportDownload
 from exports.services import ExportNotAllowed, expire_exports, request_export, share_export
 from exports.storage import export_storage
-from runs.models import Annotation
+from runs.models import Annotation, Run
 
 from .conftest import WINDOW
 
@@ -112,6 +113,21 @@ def test_download_permission_matrix(who, expected, done_export, acme, alice, bob
 def test_sharing_needs_the_export_role(done_export, acme, bob):
     with pytest.raises(ExportNotAllowed):
         share_export(done_export, bob, bob)
+
+
+def test_an_exports_watermarks_are_its_own_tenants(acme, globex, alice, record, make_run,
+                                                  export_dirs):
+    """The highest key of each table as the export is requested is the tenant's own: the export
+    row (its admin page shows every field) says nothing of what other tenants recorded."""
+    from exports.sections import SECTIONS
+
+    record(acme, make_run())
+    record(globex, make_run("globex"), make_run("globex"))  # recorded after acme's
+    export = request_export(acme, alice, *WINDOW, enqueue=False)
+    assert export.watermarks == {
+        s.name: s.model._default_manager.filter(tenant=acme).aggregate(top=Max("pk"))["top"] or 0
+        for s in SECTIONS}
+    assert export.watermarks["run"] < Run.objects.aggregate(top=Max("pk"))["top"]
 
 
 def test_the_api_requests_an_export_and_shows_its_progress(acme, alice, key_client, record,
