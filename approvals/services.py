@@ -9,7 +9,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core.actors import key_of
+from core.actors import Actor, key_of, person_of
 from core.canonical import content_hash
 from core.models import Tenant
 from core.roles import Role
@@ -105,7 +105,7 @@ def mark_consumed(request: ApprovalRequest, decision: Any) -> None:
     request.consumed_by = decision
 
 
-def asked_by(request: ApprovalRequest, actor: Any) -> bool:
+def asked_by(request: ApprovalRequest, actor: Actor) -> bool:
     """Is ``actor`` (a person, or an API key's principal) whoever asked for ``request``?"""
     key = key_of(actor)
     if request.requester_key_id is not None:
@@ -131,7 +131,7 @@ def caused_by(request: ApprovalRequest, person: Any) -> str:
 
 
 @transaction.atomic
-def withdraw_approval(request: ApprovalRequest, by: Any, reason: str = "") -> ApprovalRequest:
+def withdraw_approval(request: ApprovalRequest, by: Actor, reason: str = "") -> ApprovalRequest:
     """The asker gives up waiting (its own timeout passed): the request can no longer be
     approved. Only the one who asked may withdraw it; a decided request stays as it is."""
     request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
@@ -143,7 +143,7 @@ def withdraw_approval(request: ApprovalRequest, by: Any, reason: str = "") -> Ap
                   f"withdrawn by {by}" + (f": {reason.strip()}" if reason.strip() else ""))
 
 
-def decide_approval(request: ApprovalRequest, by: Any, approve: bool,
+def decide_approval(request: ApprovalRequest, by: Actor, approve: bool,
                     justification: str = "") -> ApprovalRequest:
     """Record ``by``'s vote. Four-eyes: nobody decides their own request; rejecting and exfil
     need a justification; exfil needs two approvers. Two approvers deciding at once give one
@@ -165,7 +165,7 @@ def expire_if_overdue(request: ApprovalRequest, now: Any = None) -> bool:
 
 
 @transaction.atomic
-def _vote(request: ApprovalRequest, by: Any, approve: bool, justification: str
+def _vote(request: ApprovalRequest, by: Actor, approve: bool, justification: str
           ) -> ApprovalRequest:
     request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
     if request.status == Status.PENDING and request.due_at <= timezone.now():
@@ -180,9 +180,12 @@ def _vote(request: ApprovalRequest, by: Any, approve: bool, justification: str
     justification = justification.strip()
     if not justification and (not approve or request.action_class == "exfil"):
         raise ApprovalError("a justification is required to reject, and for exfil actions")
+    approver = person_of(by)
+    if approver is None:
+        raise PermissionDenied("a request is decided by a person, not by an API key")
     try:
         with transaction.atomic():
-            Vote.objects.create(request=request, approver=by, approve=approve,
+            Vote.objects.create(request=request, approver=approver, approve=approve,
                                 justification=justification)
     except IntegrityError as exc:
         raise ApprovalError("you have already decided on this request") from exc
@@ -205,7 +208,7 @@ def _action_commitment(request: ApprovalRequest) -> dict[str, str]:
                                                               request.action_hash)}
 
 
-def _close(request: ApprovalRequest, status: str, by: Any, justification: str
+def _close(request: ApprovalRequest, status: str, by: Actor, justification: str
            ) -> ApprovalRequest:
     request.status, request.decided_at = status, timezone.now()
     request.save(update_fields=["status", "decided_at"])

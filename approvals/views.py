@@ -13,6 +13,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from core.actors import actor_of
 from core.roles import Role
 from runs.models import Run
 from runs.services import redactor_for
@@ -76,7 +77,7 @@ def decide(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such request among your tenants.")
     approve = request.POST.get("decision") == "approve"
     try:
-        decided = decide_approval(approval, request.user, approve,
+        decided = decide_approval(approval, actor_of(request), approve,
                                   request.POST.get("justification", ""))
     except (PermissionDenied, ValidationError) as exc:
         text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)

@@ -25,7 +25,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from .actors import is_person
+from .actors import Actor, is_person
 from .governance_record import record_on_governance_log
 from .models import CliActor, PersonalAccessToken, Tenant, hash_api_key, new_credential
 from .roles import Role
@@ -48,13 +48,13 @@ def _tenants_of(user: Any) -> list[Tenant]:
     return list(seen.values())
 
 
-def _annotate_everywhere(user: Any, body: str, data: dict[str, Any], by: Any) -> None:
+def _annotate_everywhere(user: Any, body: str, data: dict[str, Any], by: Actor) -> None:
     for tenant in _tenants_of(user):
         record_on_governance_log(tenant, "configuration", body, by=by, data=data)
 
 
 def checked_token_request(user: User, scopes: Iterable[str], expires_at: datetime | None,
-                          by: Any) -> tuple[list[str], datetime]:
+                          by: Actor) -> tuple[list[str], datetime]:
     """The scopes and expiry of a token ``by`` may issue to ``user``; ``TokenRefused`` or
     ``ValidationError`` otherwise."""
     if not is_person(by, user.pk) and not getattr(by, "is_superuser", False):
@@ -77,7 +77,7 @@ def checked_token_request(user: User, scopes: Iterable[str], expires_at: datetim
 
 
 @transaction.atomic
-def issue_personal_token(user: User, name: str, scopes: Iterable[str], *, by: Any = None,
+def issue_personal_token(user: User, name: str, scopes: Iterable[str], *, by: Actor = None,
                          expires_at: datetime | None = None) -> tuple[PersonalAccessToken, str]:
     """A new token of ``user`` and its raw value, which is never stored nor shown again. Only
     ``user`` (or a superuser, e.g. from the shell) issues it; its scopes are roles ``user``
@@ -94,7 +94,7 @@ def issue_personal_token(user: User, name: str, scopes: Iterable[str], *, by: An
 
 
 @transaction.atomic
-def revoke_personal_token(token: PersonalAccessToken, by: Any) -> PersonalAccessToken:
+def revoke_personal_token(token: PersonalAccessToken, by: Actor) -> PersonalAccessToken:
     if not is_person(by, token.user_id) and not getattr(by, "is_superuser", False):
         raise TokenRefused("only its user (or a superuser) revokes a personal access token")
     locked = PersonalAccessToken.objects.select_for_update().get(pk=token.pk)

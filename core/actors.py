@@ -9,14 +9,44 @@ so a key's or the portal's action is never attributed to a person.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser
+    from rest_framework.request import Request
+
     from .models import ApiKey
 
 PORTAL_LABEL = "ledger-portal"
+
+
+class ApiKeyPrincipal:
+    """Who a request authenticated with an API key acts as."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_superuser = False
+    is_staff = False
+    pk = None
+    id = None
+
+    def __init__(self, key: ApiKey) -> None:
+        self.api_key = key
+        self.api_key_tenant_id: int = key.tenant_id
+        self.scopes = frozenset(key.scopes)
+        self.agent_ids: frozenset[str] | None = frozenset(key.agent_ids) or None
+        self.username = f"apikey:{key.tenant.slug}/{key.name}"
+
+    def __str__(self) -> str:
+        return self.username
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return False
 
 
 def person_of(by: object) -> User | None:
@@ -40,3 +70,25 @@ def label_of(by: object, default: str = PORTAL_LABEL) -> str:
     """How a record names who acted: the user (with how they came in), the key, or ``default``
     when the portal itself acts."""
     return str(by) if by is not None else default
+
+
+#: Who a service acts for: a portal user (a ``CliActor`` when the ``ledger`` command acts), an
+#: agent's API key (``ApiKeyPrincipal``), or None when the portal itself acts.
+Actor: TypeAlias = "User | ApiKeyPrincipal | None"
+#: Whose scope a read is narrowed to: an actor, or an anonymous request (which sees nothing).
+Viewer: TypeAlias = "User | ApiKeyPrincipal | AnonymousUser | None"
+
+
+def acting(viewer: Viewer) -> Actor:
+    """A viewer as an actor: an anonymous request acts as nobody."""
+    return viewer if isinstance(viewer, User | ApiKeyPrincipal) else None
+
+
+def actor_of(request: HttpRequest | Request) -> Actor:
+    """Who acts on this request, taken once from its authentication: the signed-in user or the
+    API key's principal. Pages and the admin are behind a login, so an anonymous request that
+    reaches a service is refused here rather than acted on as nobody."""
+    user: Any = request.user
+    if isinstance(user, User | ApiKeyPrincipal) and user.is_authenticated:
+        return user
+    raise PermissionDenied("sign in first")

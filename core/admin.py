@@ -13,6 +13,8 @@ from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 from guardian.admin import GuardedModelAdmin
 
+from core.actors import actor_of
+
 from . import services
 from .admin_base import ScopedHistoryAdmin, TenantScopedAdmin
 from .models import ApiKey, PersonalAccessToken, Tenant
@@ -79,7 +81,7 @@ class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
         state = "on" if on else "off"
         for tenant in queryset:
             try:
-                note = services.set_outage_mode(tenant, request.user, on, reason)
+                note = services.set_outage_mode(tenant, actor_of(request), on, reason)
             except (PermissionDenied, ValidationError) as exc:
                 why = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
                 self.message_user(request, f"{tenant.slug}: outage mode not switched {state}: "
@@ -173,7 +175,7 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
             super().save_model(request, obj, form, change)
             return
         key, raw = services.issue_api_key(obj.tenant, obj.name, form.cleaned_data["scopes"],
-                                          by=request.user, expires_at=obj.expires_at,
+                                          by=actor_of(request), expires_at=obj.expires_at,
                                           agent_ids=form.cleaned_data["agent_ids"])
         obj.pk = key.pk
         obj.prefix = key.prefix
@@ -204,7 +206,7 @@ class ApiKeyAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
     def confirm(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
             try:
-                services.confirm_api_key(key, by=request.user)
+                services.confirm_api_key(key, by=actor_of(request))
             except PermissionDenied as exc:
                 self.message_user(request, f"{key.name}: {exc}", messages.ERROR)
             else:
@@ -302,7 +304,7 @@ class PersonalAccessTokenAdmin(admin.ModelAdmin[PersonalAccessToken]):
 
         token, raw = issue_personal_token(request.user,  # type: ignore[arg-type]  # signed in
                                           obj.name, form.cleaned_data["scopes"],
-                                          by=request.user, expires_at=obj.expires_at)
+                                          by=actor_of(request), expires_at=obj.expires_at)
         obj.pk, obj.prefix, obj.user = token.pk, token.prefix, token.user
         request._new_token = (token, raw)  # type: ignore[attr-defined]
 
@@ -321,5 +323,5 @@ class PersonalAccessTokenAdmin(admin.ModelAdmin[PersonalAccessToken]):
         from .access_tokens import revoke_personal_token
 
         for token in queryset:
-            revoke_personal_token(token, request.user)
+            revoke_personal_token(token, actor_of(request))
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)

@@ -10,12 +10,14 @@ from typing import Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .actors import Actor
+
 #: The agent id the portal's own records are filed under; no API key may act for it.
 PORTAL_AGENT_ID = "ledger-portal"
 
 
 class Recorder(Protocol):
-    def __call__(self, tenant: Any, kind: str, body: str, *, by: Any, data: Any) -> Any: ...
+    def __call__(self, tenant: Any, kind: str, body: str, *, by: Actor, data: Any) -> Any: ...
 
 
 _recorders: list[Recorder] = []
@@ -25,7 +27,7 @@ def register_recorder(recorder: Recorder) -> None:
     _recorders[:] = [recorder]
 
 
-def record_on_governance_log(tenant: Any, kind: str, body: str, *, by: Any,
+def record_on_governance_log(tenant: Any, kind: str, body: str, *, by: Actor,
                              data: Any = None) -> Any:
     """Append an annotation of ``kind`` (an annotation kind's value) to ``tenant``'s governance
     log; returns it."""

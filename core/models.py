@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -14,6 +14,7 @@ from django.utils import timezone
 from guardian.models import GroupObjectPermissionBase, UserObjectPermissionBase
 from simple_history.models import HistoricalRecords
 
+from .actors import Viewer
 from .history import history_user
 from .roles import Role
 from .tenancy import TenantScopedQuerySet
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 
 class TenantQuerySet(models.QuerySet["Tenant"]):
-    def for_user(self, user: Any, role: str) -> QuerySet[Tenant]:
+    def for_user(self, user: Viewer, role: str) -> QuerySet[Tenant]:
         from .tenancy import tenants_for
 
         return tenants_for(user, role, base=self)

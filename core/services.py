@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 from guardian.shortcuts import assign_perm, remove_perm
 
-from .actors import person_of
+from .actors import Actor, is_person, person_of
 from .governance_record import PORTAL_AGENT_ID, record_on_governance_log
 from .models import ApiKey, Tenant, hash_api_key
 from .payload_safety import EXTERNAL_ID_RULE, is_external_id
@@ -34,13 +34,13 @@ def _checked_scopes(scopes: Iterable[str]) -> list[str]:
     return scopes
 
 
-def scopes_not_held(by: Any, scopes: Iterable[str], tenant: Tenant) -> list[str]:
+def scopes_not_held(by: Actor, scopes: Iterable[str], tenant: Tenant) -> list[str]:
     """The scopes among ``scopes`` that ``by`` does not hold on ``tenant`` (a key never
     carries more than the person who mints it may do)."""
     return [scope for scope in scopes if not has_role(by, scope, tenant)]
 
 
-def _refuse_scopes_not_held(by: Any, scopes: list[str], tenant: Tenant) -> None:
+def _refuse_scopes_not_held(by: Actor, scopes: list[str], tenant: Tenant) -> None:
     # ``by`` None is the platform itself (seed, setup, tests); a person or key is held to
     # its own roles, so a governor cannot mint a key that reads what they cannot read.
     if by is None:
@@ -52,7 +52,7 @@ def _refuse_scopes_not_held(by: Any, scopes: list[str], tenant: Tenant) -> None:
 
 
 @transaction.atomic
-def issue_api_key(tenant: Tenant, name: str, scopes: Iterable[str], *, by: Any = None,
+def issue_api_key(tenant: Tenant, name: str, scopes: Iterable[str], *, by: Actor = None,
                   expires_at: datetime | None = None, agent_ids: Iterable[str] = ()
                   ) -> tuple[ApiKey, str]:
     """Create a key and return it with its raw value, which is never stored nor shown again.
@@ -97,21 +97,22 @@ def sensitive_scopes(scopes: Iterable[str]) -> list[str]:
 
 
 @transaction.atomic
-def confirm_api_key(key: ApiKey, by: Any) -> ApiKey:
+def confirm_api_key(key: ApiKey, by: Actor) -> ApiKey:
     """Confirm a pending key as the second person: not its minter, holding every sensitive
     scope it carries on its tenant. Confirming a confirmed key changes nothing."""
     locked = ApiKey.objects.select_for_update().get(pk=key.pk)
     if locked.confirmed_at is not None:
         return locked
-    if by is None or getattr(by, "api_key_tenant_id", None) is not None:
+    person = person_of(by)
+    if person is None:
         raise PermissionDenied("a key is confirmed by a person, not by another key")
-    if locked.created_by_id is not None and locked.created_by_id == by.pk:
+    if is_person(person, locked.created_by_id):
         raise PermissionDenied("the person who minted a key cannot confirm it")
     missing = scopes_not_held(by, sensitive_scopes(locked.scopes), locked.tenant)
     if missing:
         raise PermissionDenied(f"confirming this key needs the role(s) {', '.join(missing)} on "
                                f"{locked.tenant.slug}")
-    locked.confirmed_by, locked.confirmed_at = by, timezone.now()
+    locked.confirmed_by, locked.confirmed_at = person, timezone.now()
     locked.save(update_fields=["confirmed_by", "confirmed_at"])
     key.confirmed_by, key.confirmed_at = locked.confirmed_by, locked.confirmed_at
     return locked
@@ -143,7 +144,7 @@ OUTAGE_REASON_MAX = 2_000
 
 
 @transaction.atomic
-def set_outage_mode(tenant: Tenant, by: Any, on: bool, reason: str) -> Any:
+def set_outage_mode(tenant: Tenant, by: Actor, on: bool, reason: str) -> Any:
     """Put ``tenant`` in outage mode (replays forced to sandbox; leaving it needs an approved
     HITL request) or take it out, recording who and why in the tenant's governance log in the
     same transaction. Returns that annotation, or None when the tenant already was in that

@@ -10,9 +10,11 @@ one of their groups) hold the role.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from django.db import models
+
+from .actors import ApiKeyPrincipal, Viewer, person_of
 
 if TYPE_CHECKING:
     from .models import Tenant
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound=models.Model)
 
 
-def allowed_tenant_ids(user: Any, role: str,
+def allowed_tenant_ids(user: Viewer, role: str,
                        roles: dict[str, frozenset[int]] | None = None) -> frozenset[int] | None:
     """The one answer to "which tenants may this principal act on with this role": their ids,
     or None for every tenant (an active superuser). An API key acts on its own tenant for the
@@ -30,9 +32,8 @@ def allowed_tenant_ids(user: Any, role: str,
     The querysets, ``tenants_for``, ``has_role`` and the admin all derive from this."""
     if user is None or not getattr(user, "is_authenticated", False):
         return frozenset()
-    api_key_tenant = getattr(user, "api_key_tenant_id", None)
-    if api_key_tenant is not None:
-        return frozenset({api_key_tenant}) if role in user.scopes else frozenset()
+    if isinstance(user, ApiKeyPrincipal):
+        return frozenset({user.api_key_tenant_id}) if role in user.scopes else frozenset()
     if not user.is_active:
         return frozenset()
     token_scopes = getattr(user, "token_scopes", None)
@@ -43,7 +44,7 @@ def allowed_tenant_ids(user: Any, role: str,
     return (roles if roles is not None else roles_of(user)).get(role, frozenset())
 
 
-def tenants_for(user: Any, role: str, base: models.QuerySet[Tenant] | None = None
+def tenants_for(user: Viewer, role: str, base: models.QuerySet[Tenant] | None = None
                 ) -> models.QuerySet[Tenant]:
     from .models import Tenant
 
@@ -52,7 +53,7 @@ def tenants_for(user: Any, role: str, base: models.QuerySet[Tenant] | None = Non
     return tenants if allowed is None else tenants.filter(pk__in=sorted(allowed))
 
 
-def has_role(user: Any, role: str, tenant: Tenant | int | None = None) -> bool:
+def has_role(user: Viewer, role: str, tenant: Tenant | int | None = None) -> bool:
     """Whether ``user`` holds ``role`` on ``tenant`` (or on any tenant when None)."""
     from .models import Tenant
 
@@ -65,7 +66,7 @@ def has_role(user: Any, role: str, tenant: Tenant | int | None = None) -> bool:
 
 
 class TenantScopedQuerySet(models.QuerySet[M]):
-    def for_user(self, user: Any, role: str) -> TenantScopedQuerySet[M]:
+    def for_user(self, user: Viewer, role: str) -> TenantScopedQuerySet[M]:
         allowed = allowed_tenant_ids(user, role)
         if allowed is None:
             return self
@@ -85,7 +86,7 @@ class TenantScopedQuerySet(models.QuerySet[M]):
 REQUEST_ROLES = "_ledger_request_roles"
 
 
-def roles_of(user: Any) -> dict[str, frozenset[int]]:
+def roles_of(user: Viewer) -> dict[str, frozenset[int]]:
     """Every role the user holds, directly or through a group: role -> tenant ids (one query,
     once per request for a request's user). Not for superusers, who hold every role
     everywhere."""
@@ -99,16 +100,20 @@ def roles_of(user: Any) -> dict[str, frozenset[int]]:
     return memo["roles"]
 
 
-def forget_roles(user: Any) -> None:
+def forget_roles(user: Viewer) -> None:
     """After a grant or a revocation: the next question reads the roles again."""
     memo = getattr(user, REQUEST_ROLES, None)
     if memo is not None:
         memo.clear()
 
 
-def _load_roles(user: Any) -> dict[str, frozenset[int]]:
+def _load_roles(user: Viewer) -> dict[str, frozenset[int]]:
     from .models import TenantGroupObjectPermission, TenantUserObjectPermission
 
+    person = person_of(user)
+    if person is None:
+        return {}
+    user = person
     direct = TenantUserObjectPermission.objects.filter(user=user).values_list(
         "permission__codename", "content_object_id")
     via_group = TenantGroupObjectPermission.objects.filter(group__user=user).values_list(

@@ -13,13 +13,12 @@ refused (an external auditor's account, with no roles anywhere, may receive a st
 
 from __future__ import annotations
 
-from typing import Any
-
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
-from core.actors import person_of
+from core.actors import Actor, Viewer, person_of
 from core.models import Tenant
 from core.roles import Role
 from core.tenancy import has_role
@@ -34,7 +33,7 @@ class ExportNotAllowed(PermissionDenied):
     pass
 
 
-def _readable_levels(user: Any) -> Q:
+def _readable_levels(user: Viewer) -> Q:
     """The exports whose level ``user``'s roles on their tenant allow."""
     confidential = Tenant.objects.for_user(user, Role.VIEW_CONFIDENTIAL).values("pk")
     unredacted = Tenant.objects.for_user(user, Role.VIEW_UNREDACTED).values("pk")
@@ -43,19 +42,19 @@ def _readable_levels(user: Any) -> Q:
             | Q(redaction_level=RedactionLevel.NONE, tenant__in=unredacted))
 
 
-def visible_exports(user: Any) -> QuerySet[AuditExport]:
+def visible_exports(user: Viewer) -> QuerySet[AuditExport]:
     """The exports ``user`` may list and download (see the module's rules)."""
     exporting = AuditExport.objects.for_user(user, Role.EXPORT)
-    person = getattr(user, "api_key_tenant_id", None) is None and getattr(user, "pk", None)
+    person = person_of(user)
     held = Q(pk__in=exporting.exclude(redaction_level=RedactionLevel.NONE).values("pk"))
-    if person:
+    if person is not None:
         held |= Q(pk__in=exporting.filter(redaction_level=RedactionLevel.NONE,
-                                          requested_by=user).values("pk"))
-        held |= Q(pk__in=ExportShare.objects.filter(user=user).values("export_id"))
+                                          requested_by=person).values("pk"))
+        held |= Q(pk__in=ExportShare.objects.filter(user=person).values("export_id"))
     return AuditExport.objects.filter(held).filter(_readable_levels(user))
 
 
-def _belongs_elsewhere_only(user: Any, tenant_id: int) -> bool:
+def _belongs_elsewhere_only(user: Viewer, tenant_id: int) -> bool:
     roles = list(Role.values)
     here = any(has_role(user, role, tenant_id) for role in roles)
     return not here and any(Tenant.objects.for_user(user, role).exclude(pk=tenant_id).exists()
@@ -63,7 +62,7 @@ def _belongs_elsewhere_only(user: Any, tenant_id: int) -> bool:
 
 
 @transaction.atomic
-def share_export(export: AuditExport, user: Any, by: Any) -> ExportShare:
+def share_export(export: AuditExport, user: User, by: Actor) -> ExportShare:
     """Let ``user`` (an external auditor, say) download one export; annotated. Refused when it
     would cross tenants or widen what ``user``'s roles let them read, and for an unredacted
     export unless ``by`` is a second person holding view_unredacted."""

@@ -13,6 +13,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from core.actors import actor_of
 from core.admin_base import TenantScopedAdmin
 from core.roles import Role
 
@@ -72,7 +73,7 @@ class AuditExportAdmin(TenantScopedAdmin):
 
         for export in queryset:
             try:
-                set_under_review(export, request.user, under_review)
+                set_under_review(export, actor_of(request), under_review)
             except PermissionDenied as exc:
                 self.message_user(request, f"{export}: {exc}", messages.ERROR)
             else:
@@ -108,7 +109,7 @@ class AuditExportAdmin(TenantScopedAdmin):
                 if self.errors:
                     return data
                 try:
-                    services.check_request(data["tenant"], request.user, data["window_from"],
+                    services.check_request(data["tenant"], actor_of(request), data["window_from"],
                                            data["window_to"], data["redaction_level"],
                                            data["format"], data.get("justification", ""))
                 except PermissionDenied as exc:
@@ -119,7 +120,7 @@ class AuditExportAdmin(TenantScopedAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         data = form.cleaned_data
         export = services.request_export(
-            data["tenant"], request.user, data["window_from"], data["window_to"],
+            data["tenant"], actor_of(request), data["window_from"], data["window_to"],
             redaction_level=data["redaction_level"], fmt=data["format"],
             justification=data["justification"])
         obj.pk = export.pk

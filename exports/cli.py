@@ -9,6 +9,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from core.actors import Actor
 from core.cli_support import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 
 
@@ -22,7 +23,7 @@ def _timestamp(text: str) -> datetime:
     return moment
 
 
-def cmd_export(args: argparse.Namespace, user: Any) -> int:
+def cmd_export(args: argparse.Namespace, user: Actor) -> int:
     from core.models import Tenant
 
     from .services import produce_now, request_export

@@ -26,7 +26,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from core import signing
-from core.actors import label_of, person_of
+from core.actors import Actor, label_of, person_of
 from core.canonical import canonical_timestamp
 from core.jobs import enqueue_on_commit
 from core.models import Tenant
@@ -56,13 +56,13 @@ from .storage import LocalFile, export_storage
 log = logging.getLogger(__name__)
 
 
-def _principal(by: Any) -> tuple[Any, str]:
+def _principal(by: Actor) -> tuple[Any, str]:
     return person_of(by), label_of(by)
 
 
 # -- request ----------------------------------------------------------------------------------
 
-def check_request(tenant: Tenant, by: Any, window_from: datetime, window_to: datetime,
+def check_request(tenant: Tenant, by: Actor, window_from: datetime, window_to: datetime,
                   redaction_level: str, fmt: str, justification: str) -> str:
     """Refuse a request ``by`` may not make (ExportNotAllowed) or that makes no sense
     (ValidationError); return the justification, trimmed."""
@@ -84,7 +84,7 @@ def check_request(tenant: Tenant, by: Any, window_from: datetime, window_to: dat
     return justification.strip()
 
 
-def request_export(tenant: Tenant, by: Any, window_from: datetime, window_to: datetime, *,
+def request_export(tenant: Tenant, by: Actor, window_from: datetime, window_to: datetime, *,
                    redaction_level: str = RedactionLevel.STRICT,
                    fmt: str = ExportFormat.JSONL, justification: str = "",
                    enqueue: bool = True) -> AuditExport:
@@ -477,7 +477,7 @@ def produce_now(export: AuditExport) -> AuditExport:
 
 # -- read, share, download, expire ------------------------------------------------------------
 
-def open_for_download(export: AuditExport, by: Any, ip: str | None, user_agent: str) -> Any:
+def open_for_download(export: AuditExport, by: Actor, ip: str | None, user_agent: str) -> Any:
     """The bundle, opened, after recording (and annotating) who downloads it from where."""
     if export.status != ExportStatus.DONE or not export.file:
         raise ValidationError(f"export {export.pk} is {export.status}, not ready to download")

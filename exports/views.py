@@ -11,6 +11,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from core.actors import Viewer, actor_of
 from core.models import Tenant
 from core.roles import Role
 
@@ -32,7 +33,7 @@ class ExportRequestForm(forms.Form):
     justification = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}),
                                     help_text="Required for an unredacted export.")
 
-    def __init__(self, *args: object, user: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, user: Viewer, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.fields["tenant"].queryset = Tenant.objects.for_user(user, Role.EXPORT)  # type: ignore[attr-defined]
 
@@ -44,7 +45,7 @@ def export_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             export = services.request_export(
-                data["tenant"], request.user, data["window_from"], data["window_to"],
+                data["tenant"], actor_of(request), data["window_from"], data["window_to"],
                 redaction_level=data["redaction_level"],
                 fmt=data["format"], justification=data["justification"])
         except (PermissionDenied, ValidationError) as exc:
@@ -68,7 +69,7 @@ def download(request: HttpRequest, export_id: int) -> HttpResponse | FileRespons
     if export is None:
         raise Http404("No such export among yours.")
     try:
-        handle = services.open_for_download(export, request.user,
+        handle = services.open_for_download(export, actor_of(request),
                                             request.META.get("REMOTE_ADDR"),
                                             request.META.get("HTTP_USER_AGENT", ""))
     except ValidationError as exc:
@@ -90,7 +91,7 @@ def share(request: HttpRequest, export_id: int) -> HttpResponse:
         messages.error(request, "No such active user.")
         return redirect("export-list")
     try:
-        services.share_export(export, user, request.user)
+        services.share_export(export, user, actor_of(request))
     except PermissionDenied as exc:
         messages.error(request, str(exc))
     else:

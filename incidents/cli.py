@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from core.actors import Actor
 from core.cli_support import (
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
@@ -15,7 +16,7 @@ from core.cli_support import (
 )
 
 
-def _incident(user: Any, pk: int) -> Any:
+def _incident(user: Actor, pk: int) -> Any:
     from core.roles import Role
 
     from .models import Incident
@@ -24,7 +25,7 @@ def _incident(user: Any, pk: int) -> Any:
         pk=pk).first()
 
 
-def cmd_open(args: argparse.Namespace, user: Any) -> int:
+def cmd_open(args: argparse.Namespace, user: Actor) -> int:
     from core.models import Tenant
     from core.roles import Role
 
@@ -39,7 +40,7 @@ def cmd_open(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
-def cmd_link(args: argparse.Namespace, user: Any) -> int:
+def cmd_link(args: argparse.Namespace, user: Actor) -> int:
     from .services import link_to_incident
 
     incident = _incident(user, args.incident_id)
@@ -61,7 +62,7 @@ def cmd_link(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
-def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
+def cmd_freeze(args: argparse.Namespace, user: Actor) -> int:
     from .services import freeze_for_incident
 
     incident = _incident(user, args.incident_id)
@@ -73,7 +74,7 @@ def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
-def cmd_close(args: argparse.Namespace, user: Any) -> int:
+def cmd_close(args: argparse.Namespace, user: Actor) -> int:
     from .services import close_incident
 
     incident = _incident(user, args.incident_id)
@@ -84,7 +85,7 @@ def cmd_close(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
-def cmd_show(args: argparse.Namespace, user: Any) -> int:
+def cmd_show(args: argparse.Namespace, user: Actor) -> int:
     from .api.presenters import incident_detail
 
     incident = _incident(user, args.incident_id)

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from core.actors import label_of, person_of
+from core.actors import Actor, label_of, person_of
 from core.models import Tenant
 from core.roles import Role
 from core.tenancy import has_role
@@ -43,12 +43,12 @@ class IncidentError(ValidationError):
     pass
 
 
-def require_operate(by: Any, tenant: Tenant | int) -> None:
+def require_operate(by: Actor, tenant: Tenant | int) -> None:
     if not has_role(by, Role.OPERATE, tenant):
         raise PermissionDenied("acting on incidents needs the operate role on this tenant")
 
 
-def _record(incident: Incident, body: str, by: Any, event: str, *, run_id: str = "",
+def _record(incident: Incident, body: str, by: Actor, event: str, *, run_id: str = "",
             target_call_id: str = "", kind: str = AnnotationKind.INCIDENT_LINK,
             **data: Any) -> Annotation:
     return annotate(incident.tenant, kind, body, run_id=run_id, by=by,
@@ -58,7 +58,7 @@ def _record(incident: Incident, body: str, by: Any, event: str, *, run_id: str =
 
 
 @transaction.atomic
-def open_incident(tenant: Tenant, title: str, by: Any, *, severity: str = Severity.MEDIUM,
+def open_incident(tenant: Tenant, title: str, by: Actor, *, severity: str = Severity.MEDIUM,
                   summary: str = "", ticket_ids: Iterable[str] = ()) -> Incident:
     require_operate(by, tenant)
     title = title.strip()
@@ -115,7 +115,7 @@ def _missing(asked: Iterable[str], found: Iterable[str], what: str) -> None:
 
 
 @transaction.atomic
-def link_to_incident(incident: Incident, by: Any, *, run_ids: Iterable[str] = (),
+def link_to_incident(incident: Incident, by: Actor, *, run_ids: Iterable[str] = (),
                      call_ids: Iterable[str] = (), policy_version_ids: Iterable[int] = (),
                      replay_ids: Iterable[int] = (), ticket_ids: Iterable[str] = ()) -> Linked:
     """Link runs, tool calls (by external id), policy versions and replays (by id) and
@@ -199,7 +199,7 @@ def risky_calls(incident: Incident) -> QuerySet[ToolCall]:
         Q(pk__in=incident.tool_calls.values("pk")) | Q(run__in=incident.runs.values("pk")))
 
 
-def escalate_if_risky(incident: Incident, by: Any) -> list[str]:
+def escalate_if_risky(incident: Incident, by: Actor) -> list[str]:
     """Tell security and data owners about write/delete/exfil calls not reported yet, and
     record in the ledger who was told, how, and whether it was delivered."""
     from .content import shown_content
@@ -236,7 +236,7 @@ EDITABLE = ("title", "severity", "summary", "ticket_ids")
 
 
 @transaction.atomic
-def edit_incident(incident: Incident, by: Any, **changes: Any) -> Incident:
+def edit_incident(incident: Incident, by: Actor, **changes: Any) -> Incident:
     """Change an incident's title, severity, summary or tickets; the change is annotated."""
     require_operate(by, incident.tenant_id)
     unknown = set(changes) - set(EDITABLE)
@@ -260,7 +260,7 @@ def edit_incident(incident: Incident, by: Any, **changes: Any) -> Incident:
 
 
 @transaction.atomic
-def add_note(incident: Incident, body: str, by: Any) -> Annotation:
+def add_note(incident: Incident, body: str, by: Actor) -> Annotation:
     require_operate(by, incident.tenant_id)
     body = body.strip()
     if not body:
@@ -270,7 +270,7 @@ def add_note(incident: Incident, body: str, by: Any) -> Annotation:
 
 
 @transaction.atomic
-def freeze_for_incident(incident: Incident, tool: str, by: Any, mode: str = "deny"
+def freeze_for_incident(incident: Incident, tool: str, by: Actor, mode: str = "deny"
                         ) -> PolicyVersion:
     """Freeze a tool for this incident: the published freeze version records the incident
     (its change note and annotation) and the incident lists the version."""
@@ -284,7 +284,7 @@ def freeze_for_incident(incident: Incident, tool: str, by: Any, mode: str = "den
 
 
 @transaction.atomic
-def mark_mitigated(incident: Incident, by: Any, note: str = "") -> Incident:
+def mark_mitigated(incident: Incident, by: Actor, note: str = "") -> Incident:
     require_operate(by, incident.tenant_id)
     incident = _locked_open(incident)
     if incident.status == IncidentStatus.MITIGATED:
@@ -299,7 +299,7 @@ def mark_mitigated(incident: Incident, by: Any, note: str = "") -> Incident:
 
 
 @transaction.atomic
-def close_incident(incident: Incident, by: Any, remediation_status: str, note: str = ""
+def close_incident(incident: Incident, by: Actor, remediation_status: str, note: str = ""
                    ) -> Incident:
     """Close with a clear remediation status (the runbook's "Finality"); the final annotation
     sums up what the incident links."""

@@ -12,6 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from core.actors import Actor, actor_of
 from core.roles import Role
 from core.tenancy import has_role
 from runs.models import Run, Tool, ToolCall
@@ -80,7 +81,7 @@ def _split(text: str) -> list[str]:
 @require_POST
 def incident_act(request: HttpRequest, tenant: str, pk: int) -> HttpResponse:
     incident = _incident_or_404(request, tenant, pk)
-    action, by, form = request.POST.get("action", ""), request.user, request.POST
+    action, by, form = request.POST.get("action", ""), actor_of(request), request.POST
     try:
         if action == "note":
             services.add_note(incident, form.get("body", ""), by)
@@ -121,7 +122,7 @@ def incident_act(request: HttpRequest, tenant: str, pk: int) -> HttpResponse:
     return redirect("incident-page", tenant=incident.tenant.slug, pk=incident.pk)
 
 
-def _roll_back(incident: Incident, form: Any, by: Any) -> str:
+def _roll_back(incident: Incident, form: Any, by: Actor) -> str:
     from operations.rollback import request_rollback, request_run_rollback
 
     if form.get("run_id"):

@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Any
 
+from core.actors import Actor
 from core.cli_support import (
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
@@ -69,7 +70,7 @@ def _acting_user(args: argparse.Namespace) -> Any:
                      "in a shell on the portal host, pass --local with --as USER")
 
 
-def cmd_runs(args: argparse.Namespace, user: Any) -> int:
+def cmd_runs(args: argparse.Namespace, user: Actor) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -130,7 +131,7 @@ def _timeline_table(run: dict[str, Any], full: bool) -> Any:
     return table
 
 
-def cmd_show(args: argparse.Namespace, user: Any) -> int:
+def cmd_show(args: argparse.Namespace, user: Actor) -> int:
     from rich.console import Console
     from rich.markup import escape
 
@@ -178,7 +179,7 @@ def _shown_head(run: dict[str, Any]) -> str:
     return f"hmac {run['commitment']['head'][:16]}… (key {run['commitment']['key']})"
 
 
-def cmd_find(args: argparse.Namespace, user: Any) -> int:
+def cmd_find(args: argparse.Namespace, user: Actor) -> int:
     from runs.services import find_runs, shown_trigger_refs
 
     matches = list(find_runs(user, args.query, args.tenant)[: args.limit])
@@ -191,7 +192,7 @@ def cmd_find(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
-def cmd_verify(args: argparse.Namespace, user: Any) -> int:
+def cmd_verify(args: argparse.Namespace, user: Actor) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -230,7 +231,7 @@ def cmd_verify(args: argparse.Namespace, user: Any) -> int:
     return EXIT_TAMPERED if broken else EXIT_OK
 
 
-def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
+def cmd_freeze(args: argparse.Namespace, user: Actor) -> int:
     from core.models import Tenant
     from core.roles import Role
     from policies.services import freeze_tool, unfreeze_tool
@@ -260,7 +261,7 @@ def cmd_freeze(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
-def cmd_outage(args: argparse.Namespace, user: Any) -> int:
+def cmd_outage(args: argparse.Namespace, user: Actor) -> int:
     from core.models import Tenant
     from core.roles import Role
     from core.services import set_outage_mode
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(args.func, args, _acting_user(args))
 
 
-def run_command(func: Any, args: argparse.Namespace, user: Any) -> int:
+def run_command(func: Any, args: argparse.Namespace, user: Actor) -> int:
     """The one place a service's refusal becomes an exit code, so no command catches them:
     PermissionDenied is 3 with the reason, ValidationError 2 with what to fix (services are
     transactional, so nothing of the refused change was recorded)."""

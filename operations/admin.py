@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from core.actors import actor_of
 from core.admin_base import TenantScopedAdmin
 from core.roles import Role
 from core.tenancy import has_role
@@ -46,7 +47,7 @@ class ToolCallAdmin(ledger_admin.ToolCallAdmin):
 
         for call in queryset.select_related("tool", "tenant")[:100]:
             try:
-                rollback, queued = request_rollback(call, request.user)
+                rollback, queued = request_rollback(call, actor_of(request))
             except (PermissionDenied, ValidationError) as exc:
                 text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
                 self.message_user(request, f"{call.call_id}: {text}", messages.ERROR)
@@ -124,7 +125,7 @@ class ToolAdmin(GovernanceAdmin):
         with transaction.atomic():
             proposed = keep_confirmed(obj)
             super().save_model(request, obj, form, change)
-            pending = propose_tool_change(obj, proposed, request.user)
+            pending = propose_tool_change(obj, proposed, actor_of(request))
         if pending is not None:
             self.message_user(request, f"{obj}: the connection change waits for another "
                               "manager to confirm it (Tool connection changes); until then "
@@ -142,9 +143,9 @@ class ToolAdmin(GovernanceAdmin):
                 continue
             try:
                 if mode is None:
-                    unfreeze_tool(tool.tenant, tool.name, request.user)
+                    unfreeze_tool(tool.tenant, tool.name, actor_of(request))
                 else:
-                    freeze_tool(tool.tenant, tool.name, request.user, mode=mode)
+                    freeze_tool(tool.tenant, tool.name, actor_of(request), mode=mode)
             except ValidationError as exc:
                 self.message_user(request, f"{tool}: {' '.join(exc.messages)}", messages.ERROR)
             else:

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from core.actors import label_of, person_of
+from core.actors import Actor, Viewer, label_of, person_of
 from core.roles import Role
 from core.tenancy import has_role
 from runs.annotations import annotate
@@ -25,7 +25,7 @@ class FollowUpRefused(Exception):
 
 
 @transaction.atomic
-def set_divergence_follow_up(step: ReplayStep, by: Any, state: str,
+def set_divergence_follow_up(step: ReplayStep, by: Actor, state: str,
                              note: str = "") -> ReplayStep:
     """Record what is done about a flagged (divergent) step, annotated on the replayed run.
 
@@ -65,7 +65,7 @@ def set_divergence_follow_up(step: ReplayStep, by: Any, state: str,
     return step
 
 
-def divergences_for(user: Any, *, state: str | None = FollowUp.OPEN,
+def divergences_for(user: Viewer, *, state: str | None = FollowUp.OPEN,
                     tenant: str | None = None, tool: str | None = None
                     ) -> QuerySet[ReplayStep]:
     """Flagged steps across the replays of the user's tenants, newest first; ``state`` None

@@ -34,7 +34,7 @@ from django.utils import timezone
 from approvals.models import ApprovalRequest, Kind
 from approvals.models import Status as ApprovalStatus
 from approvals.services import request_approval
-from core.actors import label_of, person_of
+from core.actors import Actor, label_of, person_of
 from core.jobs import enqueue_on_commit
 from core.locks import held_while_walking, walked_elsewhere
 from core.models import Tenant
@@ -96,7 +96,7 @@ def leave_sandbox_approval(tenant: Tenant, run: Run) -> ApprovalRequest | None:
                                           status=ApprovalStatus.APPROVED).last()
 
 
-def _pending_leave_sandbox(tenant: Tenant, run: Run, by: Any) -> ApprovalRequest:
+def _pending_leave_sandbox(tenant: Tenant, run: Run, by: Actor) -> ApprovalRequest:
     pending = ApprovalRequest.objects.filter(tenant=tenant, kind=Kind.LEAVE_SANDBOX,
                                              run_id=run.run_id,
                                              status=ApprovalStatus.PENDING).last()
@@ -112,7 +112,7 @@ def _riskiest_class(run: Run) -> str:
     return riskiest
 
 
-def start_replay(run: Run, by: Any, *, mode: str = ReplayMode.SANDBOX,
+def start_replay(run: Run, by: Actor, *, mode: str = ReplayMode.SANDBOX,
                  until_step: int | None = None,
                  policy_version: PolicyVersion | None = None) -> Replay:
     """Queue a replay of ``run``. Live replays wait for a HITL approval first."""

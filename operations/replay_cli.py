@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from core.actors import Actor
 from core.cli_support import (
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
@@ -83,7 +84,7 @@ def _follow(replay: Any, args: argparse.Namespace) -> Any:
             time.sleep(0.5)
 
 
-def cmd_replay(args: argparse.Namespace, user: Any) -> int:
+def cmd_replay(args: argparse.Namespace, user: Actor) -> int:
 
     from core.roles import Role
     from runs.models import Run
@@ -135,7 +136,7 @@ def cmd_replay(args: argparse.Namespace, user: Any) -> int:
     return _report(replay, args, user)
 
 
-def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
+def _report(replay: Any, args: argparse.Namespace, user: Actor) -> int:
     from runs.services import redactor_for
 
     from .replay_present import redacted_divergence_report
@@ -150,7 +151,7 @@ def _report(replay: Any, args: argparse.Namespace, user: Any) -> int:
     return _outcome(replay)
 
 
-def _follow_up(args: argparse.Namespace, user: Any) -> int:
+def _follow_up(args: argparse.Namespace, user: Actor) -> int:
     """``--follow-up REPLAY_ID:SEQ --state S [--note TEXT]``: what is done about a divergence."""
 
     from core.roles import Role
@@ -177,7 +178,7 @@ def _follow_up(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
-def _list_divergences(args: argparse.Namespace, user: Any) -> int:
+def _list_divergences(args: argparse.Namespace, user: Actor) -> int:
     """``--divergences [--state S|all] [--tenant T] [--tool NAME] [--json]``."""
     from .divergences import divergences_for
     from .models import FollowUp

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.urls import reverse
 
+from core.actors import Viewer
 from runs.models import ToolCall
 from runs.redaction import as_text
 from runs.services import ViewerRedaction, redactor_for
@@ -70,7 +71,7 @@ def _redacted_differences(step: ReplayStep, view: ViewerRedaction,
             for d in step.divergence or []]
 
 
-def divergence_rows(steps: Iterable[ReplayStep], user: Any) -> list[dict[str, Any]]:
+def divergence_rows(steps: Iterable[ReplayStep], user: Viewer) -> list[dict[str, Any]]:
     """Flagged steps of any of the reader's tenants (``tenant``, ``tool`` and ``replay__run``
     selected), their differences redacted strictly: lists reach across replays."""
     steps = list(steps)

@@ -41,7 +41,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from core.actors import key_of, label_of, person_of
+from core.actors import Actor, key_of, label_of, person_of
 from core.jobs import enqueue_on_commit
 from core.roles import Role
 from core.tenancy import has_role
@@ -88,7 +88,7 @@ def refusal(call: ToolCall) -> str | None:
     return None
 
 
-def _require_operate(by: Any, tenant_id: int) -> None:
+def _require_operate(by: Actor, tenant_id: int) -> None:
     if not has_role(by, Role.OPERATE, tenant_id):
         raise PermissionDenied("rolling back needs the operate role on this tenant")
 
@@ -99,7 +99,7 @@ def _enqueue(rollback_id: int) -> None:
     enqueue_on_commit(run_rollback, (rollback_id,))
 
 
-def _create(call: ToolCall, by: Any, incident: Any, batch: str = "", position: int = 0
+def _create(call: ToolCall, by: Actor, incident: Any, batch: str = "", position: int = 0
             ) -> tuple[Rollback, bool]:
     existing = Rollback.objects.filter(tenant_id=call.tenant_id, tool_call=call).first()
     if existing is not None:
@@ -116,7 +116,7 @@ def _create(call: ToolCall, by: Any, incident: Any, batch: str = "", position: i
     return rollback, True
 
 
-def _requeue_if_never_attempted(rollback: Rollback, by: Any, incident: Any, batch: str = "",
+def _requeue_if_never_attempted(rollback: Rollback, by: Actor, incident: Any, batch: str = "",
                                 position: int = 0) -> bool:
     """A rollback stopped before its hook was ever called may be asked for again."""
     locked = Rollback.objects.select_for_update().get(pk=rollback.pk)
@@ -132,7 +132,7 @@ def _requeue_if_never_attempted(rollback: Rollback, by: Any, incident: Any, batc
     return True
 
 
-def _note_requested(rollback: Rollback, call: ToolCall, by: Any, whole_run: bool) -> None:
+def _note_requested(rollback: Rollback, call: ToolCall, by: Actor, whole_run: bool) -> None:
     data = {"rollback": rollback.pk, "event": "requested", "idempotency_key":
             rollback.idempotency_key, "whole_run": whole_run, "decision": rollback.decision_id}
     if rollback.incident_id is not None:
@@ -161,12 +161,12 @@ def _compensation(call: ToolCall, approval_id: int | None = None) -> Any:
                         agent_id=call.run.agent.agent_id, approval_id=approval_id)
 
 
-def _asker(by: Any) -> tuple[Any, Any]:
+def _asker(by: Actor) -> tuple[Any, Any]:
     """(person, API key) of whoever asks: what an approval of the rollback is bound to."""
     return person_of(by), key_of(by)
 
 
-def _approvals_of(call: ToolCall, by: Any, status: str) -> Any:
+def _approvals_of(call: ToolCall, by: Actor, status: str) -> Any:
     from approvals.models import ApprovalRequest
 
     person, key = _asker(by)
@@ -175,7 +175,7 @@ def _approvals_of(call: ToolCall, by: Any, status: str) -> Any:
         requester_key=key, status=status, consumed_by__isnull=True).order_by("-id")
 
 
-def _held_by(call: ToolCall, by: Any) -> str | None:
+def _held_by(call: ToolCall, by: Actor) -> str | None:
     """Why the policy would hold the compensation of ``call`` asked by ``by`` (None: it would
     go ahead), without recording a decision."""
     from approvals.models import Status
@@ -190,7 +190,7 @@ def _held_by(call: ToolCall, by: Any) -> str | None:
     return effect
 
 
-def clear_with_policy(call: ToolCall, by: Any) -> Any:
+def clear_with_policy(call: ToolCall, by: Actor) -> Any:
     """The recorded decision that lets the compensation of ``call`` go ahead, taken in its own
     transaction so it stays on the policy trail whatever follows. ``RollbackRefused`` says what
     holds it: a denial, or the approval request it waits for (opened now, or already pending).
@@ -220,7 +220,7 @@ def clear_with_policy(call: ToolCall, by: Any) -> Any:
                           f"({decision.effect}): {decision.reason}")
 
 
-def request_rollback(call: ToolCall, by: Any, *, incident: Any = None) -> tuple[Rollback, bool]:
+def request_rollback(call: ToolCall, by: Actor, *, incident: Any = None) -> tuple[Rollback, bool]:
     """Queue the compensation of ``call`` (once); ``(rollback, queued_now)``. A second request
     returns the first rollback unchanged. The policy decides first (``clear_with_policy``)."""
     _require_operate(by, call.tenant_id)
@@ -237,7 +237,7 @@ def request_rollback(call: ToolCall, by: Any, *, incident: Any = None) -> tuple[
 
 
 @transaction.atomic
-def _queue_rollback(call: ToolCall, by: Any, incident: Any, decision: Any
+def _queue_rollback(call: ToolCall, by: Actor, incident: Any, decision: Any
                     ) -> tuple[Rollback, bool]:
     existing = Rollback.objects.filter(tenant_id=call.tenant_id, tool_call=call).first()
     if existing is not None:
@@ -266,7 +266,7 @@ def compensable_calls(run: Run) -> QuerySet[ToolCall]:
             .select_related("tool", "run__agent", "tenant").order_by("-seq"))
 
 
-def request_run_rollback(run: Run, by: Any, *, incident: Any = None) -> list[Rollback]:
+def request_run_rollback(run: Run, by: Actor, *, incident: Any = None) -> list[Rollback]:
     """Queue the compensation of every completed, compensable call of ``run``, latest first,
     as a chain that stops at the first rollback not ending ``succeeded``. Calls already
     rolled back keep their first rollback (listed, not re-run). Every call to compensate
@@ -295,7 +295,7 @@ def request_run_rollback(run: Run, by: Any, *, incident: Any = None) -> list[Rol
 
 
 @transaction.atomic
-def _queue_run_rollback(calls: list[ToolCall], by: Any, incident: Any,
+def _queue_run_rollback(calls: list[ToolCall], by: Actor, incident: Any,
                         decisions: dict[int, Any]) -> list[Rollback]:
     batch = uuid.uuid4().hex
     rollbacks: list[Rollback] = []
@@ -324,7 +324,7 @@ def _check_incident(incident: Any, tenant_id: int) -> None:
         raise RollbackRefused("the incident belongs to another tenant")
 
 
-def _link_incident(incident: Any, call: ToolCall, by: Any) -> None:
+def _link_incident(incident: Any, call: ToolCall, by: Actor) -> None:
     _incident_links().link_call(incident, call, by)
 
 
@@ -334,9 +334,9 @@ class IncidentLinks(Protocol):
     """What a rollback needs of incidents: finding the one it is requested for, and linking the
     call it compensates to it (recorded on the incident's trail)."""
 
-    def find(self, by: Any, incident_id: int) -> Any | None: ...
+    def find(self, by: Actor, incident_id: int) -> Any | None: ...
 
-    def link_call(self, incident: Any, call: ToolCall, by: Any) -> None: ...
+    def link_call(self, incident: Any, call: ToolCall, by: Actor) -> None: ...
 
 
 _registered_links: list[IncidentLinks] = []
@@ -353,7 +353,7 @@ def _incident_links() -> IncidentLinks:
     return _registered_links[0]
 
 
-def find_incident(by: Any, incident_id: int) -> Any | None:
+def find_incident(by: Actor, incident_id: int) -> Any | None:
     """The incident ``incident_id`` among those ``by`` may see, or None."""
     return _incident_links().find(by, incident_id)
 

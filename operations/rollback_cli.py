@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from core.actors import Actor
 from core.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -17,7 +18,7 @@ from core.cli_support import (
 WAIT_POLL_SECONDS = 0.5
 
 
-def cmd_rollback(args: argparse.Namespace, user: Any) -> int:
+def cmd_rollback(args: argparse.Namespace, user: Actor) -> int:
     from core.roles import Role
     from runs.models import Run, ToolCall
 

@@ -16,7 +16,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from core.actors import is_person, person_of
+from core.actors import Actor, is_person, person_of
 from core.roles import Role
 from core.tenancy import has_role
 from runs.annotations import annotate
@@ -48,14 +48,14 @@ def _describe(values: dict[str, Any]) -> str:
     return ", ".join(f"{field}={value!r}" for field, value in sorted(values.items()))
 
 
-def _require_manager(by: Any, tool: Tool, what: str) -> None:
+def _require_manager(by: Actor, tool: Tool, what: str) -> None:
     if not has_role(by, Role.MANAGE_POLICIES, tool.tenant_id):
         raise PermissionDenied(f"{what} a tool's connection needs the manage_policies role on "
                                "its tenant")
 
 
 @transaction.atomic
-def propose_tool_change(tool: Tool, changes: dict[str, Any], by: Any) -> ToolChange | None:
+def propose_tool_change(tool: Tool, changes: dict[str, Any], by: Actor) -> ToolChange | None:
     """Record ``changes`` of ``tool``'s governed fields as pending (replacing any pending
     proposal for the tool); None when nothing governed changes."""
     changes = {f: v for f, v in changes.items() if f in GOVERNED_TOOL_FIELDS}
@@ -90,7 +90,7 @@ def _pending(change: ToolChange) -> ToolChange:
 
 
 @transaction.atomic
-def confirm_tool_change(change: ToolChange, by: Any) -> Tool:
+def confirm_tool_change(change: ToolChange, by: Actor) -> Tool:
     """Apply a pending change: only another manage_policies holder than its proposer, and only
     while the tool still has the values the proposal was made against."""
     _require_manager(by, change.tool, "confirming a change of")
@@ -109,7 +109,7 @@ def confirm_tool_change(change: ToolChange, by: Any) -> Tool:
     tool._change_reason = f"connection change {change.pk} confirmed"  # type: ignore[attr-defined]
     tool.save()
     change.status, change.decided_by, change.decided_at = (
-        ToolChangeStatus.CONFIRMED, by, timezone.now())
+        ToolChangeStatus.CONFIRMED, person_of(by), timezone.now())
     change.save(update_fields=["status", "decided_by", "decided_at"])
     annotate(tool.tenant, AnnotationKind.POLICY_CHANGE,
              f"Tool {tool.name}: connection change {change.pk} confirmed "
@@ -121,12 +121,12 @@ def confirm_tool_change(change: ToolChange, by: Any) -> Tool:
 
 
 @transaction.atomic
-def reject_tool_change(change: ToolChange, by: Any) -> ToolChange:
+def reject_tool_change(change: ToolChange, by: Actor) -> ToolChange:
     """Drop a pending change (any manage_policies holder, its proposer included)."""
     _require_manager(by, change.tool, "rejecting a change of")
     change = _pending(change)
     change.status, change.decided_by, change.decided_at = (
-        ToolChangeStatus.REJECTED, by, timezone.now())
+        ToolChangeStatus.REJECTED, person_of(by), timezone.now())
     change.save(update_fields=["status", "decided_by", "decided_at"])
     annotate(change.tool.tenant, AnnotationKind.POLICY_CHANGE,
              f"Tool {change.tool.name}: connection change {change.pk} rejected.", by=by,

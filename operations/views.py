@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
+from core.actors import actor_of
 from core.roles import Role
 from core.tenancy import has_role
 from policies.models import PolicyVersion
@@ -84,7 +85,7 @@ def replay_run(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
         messages.error(request, "Until step is a plan step number.")
         return redirect("run-timeline", tenant, run_id)
     try:
-        replay = start_replay(run, request.user, mode=mode,
+        replay = start_replay(run, actor_of(request), mode=mode,
                               until_step=int(until) if until else None, policy_version=version)
     except (ReplayRefused, PermissionDenied) as exc:
         messages.error(request, str(exc))
@@ -103,7 +104,7 @@ def step_follow_up(request: HttpRequest, tenant: str, replay_id: int, seq: int) 
     if step is None:
         raise Http404("No such step in this replay.")
     try:
-        set_divergence_follow_up(step, request.user, request.POST.get("state", ""),
+        set_divergence_follow_up(step, actor_of(request), request.POST.get("state", ""),
                                  request.POST.get("note", ""))
     except FollowUpRefused as exc:
         messages.error(request, str(exc))

@@ -10,7 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from core.actors import person_of
+from core.actors import Actor, person_of
 from core.jobs import enqueue_on_commit
 from core.watchdog import beat, claim_stalled, waiting_in_outbox
 from runs.models import ToolCall
@@ -24,7 +24,7 @@ SAMPLE = 500
 HEARTBEAT_SECONDS = 10
 
 
-def start_backtest(version: PolicyVersion, by: Any, window_from: datetime,
+def start_backtest(version: PolicyVersion, by: Actor, window_from: datetime,
                    window_to: datetime) -> BackTest:
     """Queue a back-test (a Celery task) of ``version`` over the tool calls that started in
     the window."""

@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from core.actors import is_person, person_of
+from core.actors import Actor, is_person, person_of
 from core.models import Tenant
 from core.roles import Role
 from core.tenancy import has_role
@@ -34,7 +34,7 @@ def _needs_second_grantor(exc: GovernedException) -> bool:
 
 
 @transaction.atomic
-def request_exception(tenant: Tenant, by: Any, *, tool: str, policy_version: PolicyVersion,
+def request_exception(tenant: Tenant, by: Actor, *, tool: str, policy_version: PolicyVersion,
                       justification: str, starts_at: datetime, ends_at: datetime,
                       effect: str = Effect.ALLOW, agent_id: str = "",
                       action_class: str = "") -> GovernedException:
@@ -44,34 +44,38 @@ def request_exception(tenant: Tenant, by: Any, *, tool: str, policy_version: Pol
         raise ExceptionError("an exception ends after it starts")
     if policy_version.tenant_id != tenant.pk or policy_version.status != VersionStatus.PUBLISHED:
         raise ExceptionError("an exception overrides a published version of this tenant")
+    requester = person_of(by)
+    if requester is None:
+        raise PermissionDenied("an exception is requested by a person, not by an API key")
     exc = GovernedException.objects.create(
         tenant=tenant, tool=tool, agent_id=agent_id, action_class=action_class,
         policy_version=policy_version, effect=effect, justification=justification.strip(),
-        starts_at=starts_at, ends_at=ends_at, requested_by=by)
+        starts_at=starts_at, ends_at=ends_at, requested_by=requester)
     annotate(tenant, AnnotationKind.OVERRIDE, f"exception {exc.pk} requested: {tool} -> "
              f"{effect}", by=by, data=_summary(exc))
     return exc
 
 
 @transaction.atomic
-def grant_exception(exc: GovernedException, by: Any) -> GovernedException:
+def grant_exception(exc: GovernedException, by: Actor) -> GovernedException:
     exc = GovernedException.objects.select_for_update().get(pk=exc.pk)
     if not has_role(by, Role.MANAGE_POLICIES, exc.tenant_id):
         raise PermissionDenied("granting an exception needs the manage_policies role")
-    if person_of(by) is None:  # a key cannot show it is not whoever asked
+    grantor = person_of(by)
+    if grantor is None:  # a key cannot show it is not whoever asked
         raise PermissionDenied("an exception is granted by a person, not an API key")
     if is_person(by, exc.requested_by_id):
         raise PermissionDenied("the requester of an exception cannot grant it "
                                "(separation of duties)")
     if exc.status == ExceptionStatus.REQUESTED:
-        exc.granted_by = by
+        exc.granted_by = grantor
         exc.status = (ExceptionStatus.AWAITING_SECOND if _needs_second_grantor(exc)
                       else ExceptionStatus.ACTIVE)
     elif exc.status == ExceptionStatus.AWAITING_SECOND:
         if is_person(by, exc.granted_by_id):
             raise PermissionDenied("an exception covering exfil needs a second, different "
                                    "grantor")
-        exc.second_grantor, exc.status = by, ExceptionStatus.ACTIVE
+        exc.second_grantor, exc.status = grantor, ExceptionStatus.ACTIVE
     else:
         raise ExceptionError(f"exception {exc.pk} is {exc.status}")
     exc.save(update_fields=["granted_by", "second_grantor", "status"])
@@ -81,7 +85,7 @@ def grant_exception(exc: GovernedException, by: Any) -> GovernedException:
 
 
 @transaction.atomic
-def revoke_exception(exc: GovernedException, by: Any) -> GovernedException:
+def revoke_exception(exc: GovernedException, by: Actor) -> GovernedException:
     if not has_role(by, Role.MANAGE_POLICIES, exc.tenant_id):
         raise PermissionDenied("revoking an exception needs the manage_policies role")
     GovernedException.objects.filter(pk=exc.pk).update(status=ExceptionStatus.REVOKED)

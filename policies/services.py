@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from core.actors import is_person
+from core.actors import Actor, is_person, person_of
 from core.canonical import content_hash
 from core.models import Tenant
 from runs.annotations import annotate
@@ -52,7 +52,7 @@ def version_content(version: PolicyVersion) -> dict[str, Any]:
 
 
 @transaction.atomic
-def create_draft(policy: Policy, by: Any, change_note: str,
+def create_draft(policy: Policy, by: Actor, change_note: str,
                  copy_from: PolicyVersion | None = None, **deciding: Any) -> PolicyVersion:
     """A new draft, starting from ``copy_from`` (or the published version) when given; its
     deciding settings (``PolicyVersion.DECIDING_FIELDS``) may be set in ``deciding``."""
@@ -65,7 +65,7 @@ def create_draft(policy: Policy, by: Any, change_note: str,
                  if base is not None else {"default_effect": Effect.ALLOW})
     draft = PolicyVersion.objects.create(
         tenant=policy.tenant, policy=policy, number=number, change_note=change_note,
-        author=by, **{**inherited, **deciding})
+        author=person_of(by), **{**inherited, **deciding})
     if base is not None:
         Rule.objects.bulk_create([
             Rule(tenant=policy.tenant, version=draft, position=r.position, name=r.name,
@@ -76,7 +76,7 @@ def create_draft(policy: Policy, by: Any, change_note: str,
 
 
 @transaction.atomic
-def publish_policy_version(version: PolicyVersion, by: Any, *, _portal_authored: bool = False
+def publish_policy_version(version: PolicyVersion, by: Actor, *, _portal_authored: bool = False
                            ) -> PolicyVersion:
     """Publish a draft: it becomes immutable, the version it replaces is retired, and the
     change is annotated in the tenant's governance log. Whoever wrote the draft, or edited it
@@ -101,7 +101,8 @@ def publish_policy_version(version: PolicyVersion, by: Any, *, _portal_authored:
     for old in previous:
         old.status, old.retired_at = VersionStatus.RETIRED, now
         old.save(update_fields=["status", "retired_at"])
-    version.status, version.published_at, version.publisher = VersionStatus.PUBLISHED, now, by
+    version.status, version.published_at = VersionStatus.PUBLISHED, now
+    version.publisher = person_of(by)
     version.checksum = content_hash(version_content(version))
     version.save(update_fields=["status", "published_at", "publisher", "checksum"])
     annotate(version.tenant, AnnotationKind.POLICY_CHANGE,
@@ -478,7 +479,7 @@ def _freeze_rule_name(tool: str) -> str:
 
 
 @transaction.atomic
-def freeze_tool(tenant: Tenant, tool: str, by: Any, mode: str = "deny",
+def freeze_tool(tenant: Tenant, tool: str, by: Actor, mode: str = "deny",
                 incident: str = "") -> PolicyVersion:
     """Block (``deny``) or sandbox a tool at once: a new published version of the tenant's
     ``tool-freezes`` policy with one more rule, annotated in the governance log.
@@ -495,12 +496,12 @@ def freeze_tool(tenant: Tenant, tool: str, by: Any, mode: str = "deny",
 
 
 @transaction.atomic
-def unfreeze_tool(tenant: Tenant, tool: str, by: Any, incident: str = "") -> PolicyVersion:
+def unfreeze_tool(tenant: Tenant, tool: str, by: Actor, incident: str = "") -> PolicyVersion:
     return _republish_freezes(tenant, by, add=None, remove=tool, note=f"unfreeze {tool}" + (
         f" for incident {incident}" if incident else ""), incident=incident)
 
 
-def _republish_freezes(tenant: Tenant, by: Any, add: tuple[str, str] | None,
+def _republish_freezes(tenant: Tenant, by: Actor, add: tuple[str, str] | None,
                        remove: str | None, note: str, incident: str) -> PolicyVersion:
     policy, _ = Policy.objects.get_or_create(
         tenant=tenant, name=FREEZE_POLICY,

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.actors import actor_of
 from core.admin_base import (
     ExactSearchAdmin,
     LedgerRecordAdmin,
@@ -224,7 +225,7 @@ class LegalHoldAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
         from .retention import place_legal_hold
 
         if not change:
-            obj.pk = place_legal_hold(obj.tenant, request.user, obj.reason, obj.run_id).pk
+            obj.pk = place_legal_hold(obj.tenant, actor_of(request), obj.reason, obj.run_id).pk
 
     @admin.action(description="Release the selected legal holds")
     def release(self, request: HttpRequest, queryset: QuerySet[LegalHold]) -> None:
@@ -238,7 +239,7 @@ class LegalHoldAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
                                   messages.ERROR)
                 continue
             try:
-                release_legal_hold(hold, request.user)
+                release_legal_hold(hold, actor_of(request))
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), messages.WARNING)
             else:
@@ -311,5 +312,5 @@ class CommitmentKeyAdmin(TenantScopedAdmin):
                 self.message_user(request, f"{tenant}: rotating needs manage_policies",
                                   messages.ERROR)
                 continue
-            new = rotate_commitment_key(tenant, request.user)
+            new = rotate_commitment_key(tenant, actor_of(request))
             self.message_user(request, f"{tenant}: {new.key_id} is current")

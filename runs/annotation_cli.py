@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from core.actors import Actor
 from core.cli_support import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -23,7 +24,7 @@ KINDS = ("note", "correction", "manual_override", "manual_policy_change", "manua
 KIND_WORDS = ("override", "policy_change", "approval")
 
 
-def cmd_annotate(args: argparse.Namespace, user: Any) -> int:
+def cmd_annotate(args: argparse.Namespace, user: Actor) -> int:
     from core.roles import Role
 
     from .commitments import committer_for

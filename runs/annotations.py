@@ -12,7 +12,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from core.actors import label_of, person_of
+from core.actors import Actor, label_of, person_of
 from core.governance_record import PORTAL_AGENT_ID
 from core.models import Tenant
 
@@ -38,9 +38,10 @@ def governance_run(tenant: Tenant) -> Run:
 
 @transaction.atomic
 def annotate(tenant: Tenant, kind: str, body: str, *, run_id: str = "", data: Any = None,
-             by: Any = None, target_call_id: str = "") -> Annotation:
+             by: Actor | str = None, target_call_id: str = "") -> Annotation:
     """Append an annotation to ``run_id``'s chain (or the governance log, when the run is not
-    recorded), in the caller's transaction."""
+    recorded), in the caller's transaction. ``by`` is who acted, or the label a job recorded
+    for whoever asked for it (a replay's or rollback's requester)."""
     run = Run.objects.filter(tenant=tenant, run_id=run_id).first() if run_id else None
     if run is None:
         run = governance_run(tenant)

@@ -7,10 +7,11 @@ import os
 import sys
 from typing import Any
 
+from core.actors import Actor
 from core.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK
 
 
-def cmd_commitment_key(args: argparse.Namespace, user: Any) -> int:
+def cmd_commitment_key(args: argparse.Namespace, user: Actor) -> int:
     from core.models import Tenant
     from core.roles import Role
 

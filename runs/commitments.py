@@ -28,6 +28,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.actors import Actor
 from core.canonical import canonical_json
 from core.models import Tenant
 from core.roles import Role
@@ -64,7 +65,7 @@ def commitment_key(tenant: Tenant | int) -> CommitmentKey:
         return CommitmentKey.objects.get(tenant_id=tenant_id, retired_at=None)
 
 
-def rotate_commitment_key(tenant: Tenant, by: Any) -> CommitmentKey:
+def rotate_commitment_key(tenant: Tenant, by: Actor) -> CommitmentKey:
     """Retire the current key and make the next generation, annotated in the governance log.
     Outputs from now on commit under the new key; nothing stored changes."""
     with transaction.atomic():
@@ -83,7 +84,7 @@ def rotate_commitment_key(tenant: Tenant, by: Any) -> CommitmentKey:
     return new
 
 
-def disclose_commitment_key(tenant: Tenant, by: Any, generation: int | None = None
+def disclose_commitment_key(tenant: Tenant, by: Actor, generation: int | None = None
                             ) -> CommitmentKey:
     """A key handed to a ``view_unredacted`` reader (an auditor checking commitments), recorded
     as a disclosure. Raises ``PermissionDenied`` without the role."""

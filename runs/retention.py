@@ -30,6 +30,7 @@ from django.db.models import ForeignObjectRel, QuerySet
 from django.utils import timezone
 
 from core import signing
+from core.actors import Actor, person_of
 from core.canonical import GENESIS, canonical_json, content_hash
 from core.models import Tenant
 
@@ -206,8 +207,8 @@ def _delete_runs(record: RemovalRecord, pks: list[int]) -> None:
 
 # Hold notes go to the governance log: the held run itself may be removed once released.
 @transaction.atomic
-def place_legal_hold(tenant: Tenant, by: Any, reason: str, run_id: str = "") -> LegalHold:
-    from django.core.exceptions import ValidationError
+def place_legal_hold(tenant: Tenant, by: Actor, reason: str, run_id: str = "") -> LegalHold:
+    from django.core.exceptions import PermissionDenied, ValidationError
 
     if not reason.strip():
         raise ValidationError("a legal hold needs a reason (the matter or ticket it is for)")
@@ -216,7 +217,11 @@ def place_legal_hold(tenant: Tenant, by: Any, reason: str, run_id: str = "") -> 
     Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
     if run_id and not Run.objects.filter(tenant=tenant, run_id=run_id).exists():
         raise ValidationError(f"no run {run_id!r} in {tenant.slug}")
-    hold = LegalHold.objects.create(tenant=tenant, run_id=run_id, reason=reason, placed_by=by)
+    placer = person_of(by)
+    if placer is None:
+        raise PermissionDenied("a legal hold is placed by a person, not by an API key")
+    hold = LegalHold.objects.create(tenant=tenant, run_id=run_id, reason=reason,
+                                    placed_by=placer)
     annotate(tenant, AnnotationKind.RETENTION,
              f"Legal hold #{hold.pk} placed on {run_id or 'every run'}: {reason}",
              by=by, data={"legal_hold": hold.pk, "run_id": run_id})
@@ -224,14 +229,14 @@ def place_legal_hold(tenant: Tenant, by: Any, reason: str, run_id: str = "") -> 
 
 
 @transaction.atomic
-def release_legal_hold(hold: LegalHold, by: Any) -> LegalHold:
+def release_legal_hold(hold: LegalHold, by: Actor) -> LegalHold:
     from django.core.exceptions import ValidationError
 
     Tenant.objects.select_for_update().filter(pk=hold.tenant_id).first()  # as placing does
     hold = LegalHold.objects.select_for_update().get(pk=hold.pk)
     if not hold.active:
         raise ValidationError(f"legal hold #{hold.pk} was already released")
-    hold.released_at, hold.released_by = timezone.now(), by
+    hold.released_at, hold.released_by = timezone.now(), person_of(by)
     hold.save(update_fields=["released_at", "released_by"])
     annotate(hold.tenant, AnnotationKind.RETENTION,
              f"Legal hold #{hold.pk} on {hold.run_id or 'every run'} released",

@@ -6,17 +6,18 @@ import argparse
 import sys
 from typing import Any
 
+from core.actors import Actor
 from core.cli_support import EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 
 
-def _tenant(user: Any, slug: str) -> Any:
+def _tenant(user: Actor, slug: str) -> Any:
     from core.models import Tenant
     from core.roles import Role
 
     return Tenant.objects.for_user(user, Role.MANAGE_POLICIES).filter(slug=slug).first()
 
 
-def cmd_retention(args: argparse.Namespace, user: Any) -> int:
+def cmd_retention(args: argparse.Namespace, user: Actor) -> int:
     from .retention import apply_retention
 
     tenant = _tenant(user, args.tenant)
@@ -30,7 +31,7 @@ def cmd_retention(args: argparse.Namespace, user: Any) -> int:
     return EXIT_OK
 
 
-def cmd_hold(args: argparse.Namespace, user: Any) -> int:
+def cmd_hold(args: argparse.Namespace, user: Actor) -> int:
     from .models import LegalHold
     from .retention import place_legal_hold, release_legal_hold
 

@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q, QuerySet
 
+from core.actors import Actor, Viewer, acting
 from core.payload_safety import unsafe_paths
 from core.roles import Role
 from core.tenancy import has_role
@@ -28,7 +29,7 @@ __all__ = ["MANUAL_ANNOTATION_KINDS", "MANUAL_KIND_WORDS", "AnnotationRejected",
            "annotate_run", "find_runs", "ingest_batch", "redactor_for"]
 
 
-def find_runs(user: Any, query: str, tenant_slug: str | None = None) -> QuerySet[Run]:
+def find_runs(user: Viewer, query: str, tenant_slug: str | None = None) -> QuerySet[Run]:
     """Runs of the user's tenants matching a run_id, an agent_id or a trigger reference."""
     query = query.strip()
     runs = Run.objects.for_user(user, Role.VIEW_LEDGER)
@@ -90,7 +91,7 @@ class ViewerRedaction:
         return committer.of_row(row, shown, fields)
 
 
-def allowed_levels(user: Any, tenant_id: int) -> list[str]:
+def allowed_levels(user: Viewer, tenant_id: int) -> list[str]:
     allowed = ["strict"]
     if has_role(user, Role.VIEW_CONFIDENTIAL, tenant_id) or has_role(
             user, Role.VIEW_UNREDACTED, tenant_id):
@@ -100,7 +101,7 @@ def allowed_levels(user: Any, tenant_id: int) -> list[str]:
     return allowed
 
 
-def redactor_for(user: Any, tenant_id: int, requested: str | None = None,
+def redactor_for(user: Viewer, tenant_id: int, requested: str | None = None,
                  viewing: str = "") -> ViewerRedaction:
     """The redaction a reader gets on one tenant: strict unless they ask for, and hold the
     role for, a lighter level. A lighter level is a disclosure: it is annotated in the
@@ -114,7 +115,7 @@ def redactor_for(user: Any, tenant_id: int, requested: str | None = None,
     if role is not None and level not in allowed_levels(user, tenant_id):
         raise RedactionNotAllowed(f"redaction level {level!r} needs the {role} role")
     if role is not None:
-        record_disclosure(user, tenant_id, level, viewing)
+        record_disclosure(acting(user), tenant_id, level, viewing)
     rules = [TenantRule(pattern, label) for pattern, label in RedactionRule.objects.filter(
         tenant_id=tenant_id).values_list("pattern", "label")]
     return ViewerRedaction(level, Redactor(level, rules), tenant_id)
@@ -124,7 +125,7 @@ class ViewersByTenant:
     """One reader's redaction on each tenant of the rows at hand (a person may span several),
     made when first needed: ``viewers(tenant_id)``."""
 
-    def __init__(self, user: Any, requested: str | None = None, viewing: str = "") -> None:
+    def __init__(self, user: Viewer, requested: str | None = None, viewing: str = "") -> None:
         self.user, self.requested, self.viewing = user, requested, viewing
         self._made: dict[int, ViewerRedaction] = {}
 
@@ -136,7 +137,7 @@ class ViewersByTenant:
         return viewer
 
 
-def shown_trigger_refs(user: Any, runs: list[Run]) -> list[Run]:
+def shown_trigger_refs(user: Viewer, runs: list[Run]) -> list[Run]:
     """``runs`` with each trigger reference as a strict reader sees it (a reference can hold a
     secret): for display, never saved."""
     viewers = ViewersByTenant(user)
@@ -146,7 +147,7 @@ def shown_trigger_refs(user: Any, runs: list[Run]) -> list[Run]:
     return runs
 
 
-def record_disclosure(user: Any, tenant_id: int, level: str, viewing: str) -> None:
+def record_disclosure(user: Actor, tenant_id: int, level: str, viewing: str) -> None:
     """Annotate that ``user`` read ``viewing`` of the tenant at ``level`` (below strict)."""
     from core.models import Tenant
 
@@ -199,7 +200,7 @@ def _checked_data(data: Any) -> dict[str, Any]:
 
 
 @transaction.atomic
-def annotate_run(run: Run, by: Any, body: str, *, kind: str = AnnotationKind.NOTE,
+def annotate_run(run: Run, by: Actor, body: str, *, kind: str = AnnotationKind.NOTE,
                  data: dict[str, Any] | None = None, target_call_id: str = "") -> Annotation:
     """Record a manual intervention on ``run``: an annotation appended to the run's hash chain
     (closed or not), authored by ``by``, who needs the operate role on the run's tenant.

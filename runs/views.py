@@ -13,6 +13,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from core.actors import Viewer, actor_of
 from core.roles import Role
 from core.tenancy import has_role
 
@@ -74,7 +75,7 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     return render(request, "runs/timeline.html", context)
 
 
-def visible_run_or_404(user: Any, tenant: str, run_id: str) -> Run:
+def visible_run_or_404(user: Viewer, tenant: str, run_id: str) -> Run:
     """The run a page's form posts about, among those ``user`` may see; a 404 otherwise (a run
     outside your tenants looks the same as one that does not exist)."""
     run: Run | None = Run.objects.for_user(user, Role.VIEW_LEDGER).filter(
@@ -90,7 +91,7 @@ def run_annotate(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     """The timeline's *Record an intervention* form: one annotation on this run's chain."""
     run = visible_run_or_404(request.user, tenant, run_id)
     try:
-        note = services.annotate_run(run, request.user, request.POST.get("body", ""),
+        note = services.annotate_run(run, actor_of(request), request.POST.get("body", ""),
                                      kind=request.POST.get("kind") or "note")
     except Run.DoesNotExist:
         raise Http404("No such run in your tenants.") from None

@@ -18,6 +18,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.actors import actor_of
 from core.api.scoping import TenantScopedViewMixin
 from core.roles import Role
 
@@ -129,7 +130,7 @@ class ApprovalWithdraw(TenantScopedViewMixin, generics.GenericAPIView[ApprovalRe
         body = WithdrawSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            approval = withdraw_approval(approval, request.user,
+            approval = withdraw_approval(approval, actor_of(request),
                                          reason=body.validated_data["reason"])
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc

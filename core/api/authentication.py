@@ -14,33 +14,9 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from ..actors import ApiKeyPrincipal
 from ..models import KEY_PREFIX, ApiKey
 from .bookkeeping import best_effort
-
-
-class ApiKeyPrincipal:
-    """Who a request authenticated with an API key acts as."""
-
-    is_authenticated = True
-    is_anonymous = False
-    is_active = True
-    is_superuser = False
-    is_staff = False
-    pk = None
-    id = None
-
-    def __init__(self, key: ApiKey):
-        self.api_key = key
-        self.api_key_tenant_id: int = key.tenant_id
-        self.scopes = frozenset(key.scopes)
-        self.agent_ids: frozenset[str] | None = frozenset(key.agent_ids) or None
-        self.username = f"apikey:{key.tenant.slug}/{key.name}"
-
-    def __str__(self) -> str:
-        return self.username
-
-    def has_perm(self, perm: str, obj: Any = None) -> bool:
-        return False
 
 
 def bound_agents(principal: Any) -> frozenset[str] | None:

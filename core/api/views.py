@@ -14,6 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.actors import actor_of
+
 from ..models import Tenant
 from ..roles import Role
 from ..services import OUTAGE_REASON_MAX, set_outage_mode
@@ -59,7 +61,7 @@ class TenantOutage(APIView):
         form = OutageRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            note = set_outage_mode(tenant, request.user, form.validated_data["outage_mode"],
+            note = set_outage_mode(tenant, actor_of(request), form.validated_data["outage_mode"],
                                    form.validated_data["reason"])
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from None

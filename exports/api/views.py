@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.actors import actor_of
 from core.models import Tenant
 from core.roles import Role
 
@@ -58,7 +59,7 @@ class ExportListCreate(generics.ListAPIView[AuditExport]):
             raise PermissionDenied("exporting needs the export role on the tenant")
         try:
             export = services.request_export(
-                tenant, request.user, data["window_from"], data["window_to"],
+                tenant, actor_of(request), data["window_from"], data["window_to"],
                 redaction_level=data["redaction_level"], fmt=data["format"],
                 justification=data["justification"])
         except DjangoPermissionDenied as exc:
@@ -90,7 +91,7 @@ class ExportDownload(APIView):
         if export is None:
             raise NotFound()
         try:
-            handle = services.open_for_download(export, request.user, client_address(request),
+            handle = services.open_for_download(export, actor_of(request), client_address(request),
                                                 request.META.get("HTTP_USER_AGENT", ""))
         except DjangoValidationError as exc:
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)

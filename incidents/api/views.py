@@ -15,6 +15,7 @@ from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.actors import actor_of
 from core.api.scoping import TenantScopedViewMixin
 from core.models import Tenant
 from core.roles import Role
@@ -74,7 +75,7 @@ class IncidentList(TenantScopedViewMixin, generics.ListCreateAPIView[Incident]):
         form = s.IncidentOpenSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            incident = services.open_incident(tenant, by=request.user, **form.validated_data)
+            incident = services.open_incident(tenant, by=actor_of(request), **form.validated_data)
         except ValidationError as exc:
             raise service_errors(exc) from exc
         return Response(incident_detail(incident, request.user), status=status.HTTP_201_CREATED)
@@ -128,7 +129,7 @@ class IncidentLink(_OneIncident):
     @extend_schema(request=s.IncidentLinkSerializer, responses=s.LinkedSerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         def link(incident: Incident, data: dict[str, Any]) -> dict[str, Any]:
-            return asdict(services.link_to_incident(incident, request.user, **data))
+            return asdict(services.link_to_incident(incident, actor_of(request), **data))
         return self.act(request, s.IncidentLinkSerializer, link)
 
 
@@ -138,7 +139,7 @@ class IncidentNote(_OneIncident):
     @extend_schema(request=s.IncidentNoteSerializer, responses=s.IncidentTimelineEntrySerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         def note(incident: Incident, data: dict[str, Any]) -> dict[str, Any]:
-            written = services.add_note(incident, data["body"], request.user)
+            written = services.add_note(incident, data["body"], actor_of(request))
             return {"annotation_id": written.annotation_id, "kind": written.annotation_kind,
                     "event": "note", "body": written.body, "data": written.data,
                     "run_id": written.run.run_id, "target_call_id": "",
@@ -155,7 +156,7 @@ class IncidentFreeze(_OneIncident):
     @extend_schema(request=s.IncidentFreezeSerializer, responses=s.LinkedVersionSerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         def freeze(incident: Incident, data: dict[str, Any]) -> dict[str, Any]:
-            version = services.freeze_for_incident(incident, data["tool"], request.user,
+            version = services.freeze_for_incident(incident, data["tool"], actor_of(request),
                                                    mode=data["mode"])
             return {"id": version.pk, "policy": version.policy.name, "version": version.number,
                     "status": version.status, "freeze": True}
@@ -168,7 +169,7 @@ class IncidentMitigate(_OneIncident):
     @extend_schema(request=s.IncidentMitigateSerializer, responses=s.IncidentSerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.act(request, s.IncidentMitigateSerializer, lambda incident, data: (
-            incident_row(services.mark_mitigated(incident, request.user, data["note"]))))
+            incident_row(services.mark_mitigated(incident, actor_of(request), data["note"]))))
 
 
 class IncidentClose(_OneIncident):
@@ -179,5 +180,5 @@ class IncidentClose(_OneIncident):
     @extend_schema(request=s.IncidentCloseSerializer, responses=s.IncidentSerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.act(request, s.IncidentCloseSerializer, lambda incident, data: (
-            incident_row(services.close_incident(incident, request.user,
+            incident_row(services.close_incident(incident, actor_of(request),
                                                  data["remediation_status"], data["note"]))))

@@ -13,6 +13,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.actors import actor_of
 from core.api.scoping import TenantScopedViewMixin
 from core.roles import Role
 
@@ -99,7 +100,7 @@ class ReplayStepFollowUp(TenantScopedViewMixin, generics.GenericAPIView[ReplaySt
         asked = FollowUpRequestSerializer(data=request.data)
         asked.is_valid(raise_exception=True)
         try:
-            step = set_divergence_follow_up(step, request.user, asked.validated_data["state"],
+            step = set_divergence_follow_up(step, actor_of(request), asked.validated_data["state"],
                                             asked.validated_data["note"])
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from None

@@ -12,6 +12,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied, ValidationErro
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.actors import actor_of
 from core.api.scoping import TenantScopedViewMixin
 from core.roles import Role
 from policies.models import PolicyVersion
@@ -96,7 +97,7 @@ class ReplayList(TenantScopedViewMixin, generics.ListAPIView[Replay]):
             if version is None:
                 raise ValidationError({"policy_version": "no such version in this tenant"})
         try:
-            replay = start_replay(run, request.user, mode=data["mode"],
+            replay = start_replay(run, actor_of(request), mode=data["mode"],
                                   until_step=data["until_step"], policy_version=version)
         except ReplayRefused as exc:
             raise PermissionDenied(str(exc)) from None

@@ -16,6 +16,7 @@ from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.actors import actor_of
 from core.api.scoping import TenantScopedViewMixin
 from core.payload_safety import EXTERNAL_ID_RULE, is_external_id, unsafe_paths
 from core.roles import Role
@@ -85,7 +86,7 @@ class RunAnnotations(TenantScopedViewMixin, generics.GenericAPIView[Run]):
                                               request.query_params.get("redaction"),
                                               viewing=f"an annotation of run {run.run_id} "
                                               "(API)")
-            note = services.annotate_run(run, request.user, data["body"], kind=data["kind"],
+            note = services.annotate_run(run, actor_of(request), data["body"], kind=data["kind"],
                                          data=data["data"],
                                          target_call_id=data["target_call_id"])
         except services.AnnotationRejected as exc:

@@ -8,6 +8,7 @@ from typing import Any
 from django import template
 from django.utils.safestring import SafeString, mark_safe
 
+from core.actors import Viewer
 from runs.redaction import as_text
 
 register = template.Library()
@@ -53,7 +54,7 @@ def json_html(value: Any) -> SafeString:
 
 
 @register.simple_tag
-def integrity_alarms(user: Any, limit: int = 5) -> list[Any]:
+def integrity_alarms(user: Viewer, limit: int = 5) -> list[Any]:
     """The newest integrity alarms of the tenants whose ledger ``user`` may read."""
     from core.roles import Role
     from runs.models import IntegrityAlarm

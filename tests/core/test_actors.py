@@ -10,8 +10,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, User
 
 from core.access_tokens import actor_in_local_mode
-from core.actors import PORTAL_LABEL, is_person, key_of, label_of, person_of
-from core.api.authentication import ApiKeyPrincipal
+from core.actors import PORTAL_LABEL, ApiKeyPrincipal, is_person, key_of, label_of, person_of
 from core.models import ApiKey, Tenant
 from core.roles import Role
 from core.services import issue_api_key
@@ -55,3 +54,48 @@ def test_a_key_is_its_key_and_labels_say_who(principals: dict[str, Any]) -> None
     assert label_of(principals["person in local mode"]).startswith("alice via local mode")
     assert label_of(None) == PORTAL_LABEL
     assert label_of(None, default="") == ""
+
+
+@pytest.fixture
+def key_with_every_role(acme: Tenant) -> ApiKeyPrincipal:
+    from runs.governance_log import setting_up
+
+    with setting_up():
+        key, _ = issue_api_key(acme, "everything", [role.value for role in Role])
+    return ApiKeyPrincipal(ApiKey.objects.select_related("tenant").get(pk=key.pk))
+
+
+def test_what_names_a_person_is_never_done_by_a_key(acme: Tenant, alice: User, bob: User,
+                                                    key_with_every_role: ApiKeyPrincipal
+                                                    ) -> None:
+    """A vote, a legal hold and a key's confirmation name the person who did them: a key
+    holding every role is refused at the service (before, the ORM raised a 500 on the
+    assignment), and nothing is written."""
+    from django.core.exceptions import PermissionDenied
+
+    from approvals.models import Vote
+    from approvals.services import decide_approval, request_approval
+    from core.services import confirm_api_key
+    from runs.governance_log import setting_up
+    from runs.models import LegalHold
+    from runs.retention import place_legal_hold
+
+    approval = request_approval(acme, tool="refund_payment", action_class="write",
+                                arguments={"amount": 5}, requested_by="agent", requester=bob)
+    with setting_up():
+        pending, _ = issue_api_key(acme, "sensitive", [Role.VIEW_UNREDACTED], by=alice)
+    attempts = {
+        "vote": lambda: decide_approval(approval, key_with_every_role, True, "fine"),
+        "legal hold": lambda: place_legal_hold(acme, key_with_every_role, "matter 9"),
+        "key confirmation": lambda: confirm_api_key(pending, key_with_every_role),
+    }
+    refused = {}
+    for what, attempt in attempts.items():
+        with pytest.raises(PermissionDenied, match="person") as refusal:
+            attempt()
+        refused[what] = str(refusal.value)
+    assert set(refused) == set(attempts)
+    assert not Vote.objects.exists()
+    assert not LegalHold.objects.exists()
+    pending.refresh_from_db()
+    assert pending.confirmed_at is None

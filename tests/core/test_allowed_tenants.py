@@ -10,8 +10,8 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, Group, User
 from django.test import RequestFactory
 
+from core.actors import ApiKeyPrincipal
 from core.admin_base import TenantScopedAdmin
-from core.api.authentication import ApiKeyPrincipal
 from core.models import ApiKey, CliActor, Tenant
 from core.roles import Role
 from core.services import grant_role, issue_api_key

@@ -155,7 +155,7 @@ def test_a_loaded_context_still_checks_the_exception_window_at_decision_time(
 
 def test_an_api_key_cannot_grant_an_exception_even_with_the_role(acme, version, bob):
     """A key cannot show it is not whoever asked, and a grant names a person on the record."""
-    from core.api.authentication import ApiKeyPrincipal
+    from core.actors import ApiKeyPrincipal
 
     with setting_up():
         key, _ = issue_api_key(acme, "governance bot", ["manage_policies"])
