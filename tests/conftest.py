@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from runs.governance_log import setting_up
 from runs.ingest_schema import parse_batch
 from runs.sample_runs import RunGenerator
 from runs.services import ingest_batch
+from tests import tenant_scope_guard as scope_guard
 
 ALL_ROLES = [r.value for r in Role]
 
@@ -192,3 +193,35 @@ def _cli_in_local_mode(monkeypatch: Any) -> None:
     authenticates without it)."""
     monkeypatch.setenv("LEDGER_CLI_LOCAL", "1")
     monkeypatch.delenv("LEDGER_TOKEN", raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tenant_scope_hooks() -> Iterator[None]:
+    """Hook the tenant scope guard into request handling and the ``ledger`` command, once."""
+    from django.db.models.signals import post_save
+
+    with pytest.MonkeyPatch.context() as patch:
+        scope_guard.install(patch)
+        yield
+    post_save.disconnect(dispatch_uid="tenant_scope_guard")
+
+
+@pytest.fixture(autouse=True)
+def tenant_scope_guard(request: pytest.FixtureRequest) -> Iterator[scope_guard.Guard | None]:
+    """Every request a test makes and every ``ledger`` command it runs must scope what it reads
+    of tenant-owned tables to a tenant (tests/tenant_scope_guard.py): the test fails at
+    teardown with each statement that does not, and where it was sent from. A test opts out
+    with ``@pytest.mark.tenant_scope_exempt(reason=...)``."""
+    marker = request.node.get_closest_marker("tenant_scope_exempt")
+    if marker is not None:
+        if not marker.kwargs.get("reason"):
+            pytest.fail("tenant_scope_exempt needs a reason=...", pytrace=False)
+        yield None
+        return
+    guard = scope_guard.current = scope_guard.Guard()
+    try:
+        yield guard
+    finally:
+        scope_guard.current = None
+    if guard.violations:
+        pytest.fail(guard.report(), pytrace=False)
