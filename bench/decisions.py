@@ -558,7 +558,11 @@ def publish_everywhere(slugs: list[tuple[str, bool]], specs: list[Spec]
     publisher = User.objects.create_user("bench-publisher", is_staff=True)
     out = {}
     for slug, outage in slugs:
-        tenant = Tenant.objects.create(slug=slug, name=slug, outage_mode=outage)
+        # The reference decides by the class each call declares; the portal does the same
+        # for tools missing from the registry only when the tenant trusts declared classes
+        # (otherwise an unregistered tool not declared read waits for a person).
+        tenant = Tenant.objects.create(slug=slug, name=slug, outage_mode=outage,
+                                       unregistered_tools="trust_declared")
         policy = Policy.objects.create(tenant=tenant, name="tools")
         draft = create_draft(policy, author, f"bench: {len(specs)} rules")
         draft.default_effect = DEFAULT_EFFECT
