@@ -340,6 +340,10 @@ def join(export_id: int) -> AuditExport | None:
     return export
 
 
+class ExportUnavailable(ValidationError):
+    """The export cannot be downloaded now: not finished, failed or expired."""
+
+
 class _Hashing:
     """A writer that also hashes what goes through it."""
 
@@ -480,7 +484,7 @@ def produce_now(export: AuditExport) -> AuditExport:
 def open_for_download(export: AuditExport, by: Actor, ip: str | None, user_agent: str) -> Any:
     """The bundle, opened, after recording (and annotating) who downloads it from where."""
     if export.status != ExportStatus.DONE or not export.file:
-        raise ValidationError(f"export {export.pk} is {export.status}, not ready to download")
+        raise ExportUnavailable(f"export {export.pk} is {export.status}, not ready to download")
     user, label = _principal(by)
     with transaction.atomic():
         ExportDownload.objects.create(tenant_id=export.tenant_id, export=export, user=user,
@@ -514,6 +518,6 @@ def expire_exports(now: datetime | None = None) -> int:
     return expired
 
 
-__all__ = ["ExportNotAllowed", "expire_exports", "join", "open_for_download", "plan",
-           "produce_now", "produce_part", "request_export", "share_export",
-           "visible_exports"]
+__all__ = ["ExportNotAllowed", "ExportUnavailable", "expire_exports", "join",
+           "open_for_download", "plan", "produce_now", "produce_part", "request_export",
+           "share_export", "visible_exports"]

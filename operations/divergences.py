@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -20,7 +20,7 @@ from runs.models import AnnotationKind
 from .models import FollowUp, ReplayStep
 
 
-class FollowUpRefused(Exception):
+class FollowUpRefused(ValidationError):
     """A follow-up that cannot be recorded (the message says why)."""
 
 

@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 CLASS_RISK = {"read": 0, "write": 1, "delete": 2, "exfil": 3}
 
 
-class ReplayRefused(Exception):
+class ReplayRefused(PermissionDenied):
     """A replay that may not start (the message says why and what to do)."""
 
 

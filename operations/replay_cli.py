@@ -16,13 +16,11 @@ from typing import Any
 
 from core.actors import Actor
 from core.cli_support import (
-    EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_TAMPERED,
     EXIT_USAGE,
     exactly_one,
-    fail,
     print_json,
 )
 
@@ -90,7 +88,7 @@ def cmd_replay(args: argparse.Namespace, user: Actor) -> int:
     from runs.models import Run
 
     from .models import Replay, ReplayStatus
-    from .replay import ReplayRefused, execute_replay, start_replay
+    from .replay import execute_replay, start_replay
 
     if args.follow_up:
         return _follow_up(args, user)
@@ -117,11 +115,8 @@ def cmd_replay(args: argparse.Namespace, user: Actor) -> int:
         print(f"ledger: no policy version {args.policy_version!r} in {run.tenant.slug} "
               "(use NAME:NUMBER or an id)", file=sys.stderr)
         return EXIT_NOT_FOUND
-    try:
-        replay = start_replay(run, user, mode="live" if args.live else "sandbox",
-                              until_step=args.until_step, policy_version=version)
-    except ReplayRefused as exc:
-        return fail(f"replay refused: {exc}", EXIT_FORBIDDEN)
+    replay = start_replay(run, user, mode="live" if args.live else "sandbox",
+                          until_step=args.until_step, policy_version=version)
     print(f"replay {replay.pk} of {run.run_id} in {run.tenant.slug}: {replay.mode}, "
           f"{replay.get_status_display()}", file=sys.stderr)
     if args.inline:  # this process walks it: no worker needed (embedded default)
@@ -156,7 +151,7 @@ def _follow_up(args: argparse.Namespace, user: Actor) -> int:
 
     from core.roles import Role
 
-    from .divergences import FollowUpRefused, set_divergence_follow_up
+    from .divergences import set_divergence_follow_up
     from .models import ReplayStep
 
     replay_id, _, seq = args.follow_up.partition(":")
@@ -169,10 +164,7 @@ def _follow_up(args: argparse.Namespace, user: Actor) -> int:
     if step is None:
         print(f"ledger: no step {seq} of replay {replay_id} in your tenants", file=sys.stderr)
         return EXIT_NOT_FOUND
-    try:
-        step = set_divergence_follow_up(step, user, args.state, args.note or "")
-    except FollowUpRefused as exc:
-        return fail(str(exc), EXIT_USAGE)
+    step = set_divergence_follow_up(step, user, args.state, args.note or "")
     print(f"replay {step.replay_id} step {step.seq} ({step.call_id}): {step.follow_up}"
           + (f" ({step.follow_up_note})" if step.follow_up_note else ""))
     return EXIT_OK

@@ -21,7 +21,7 @@ from runs.services import redactor_for
 
 from .divergences import FollowUpRefused, divergences_for, set_divergence_follow_up
 from .models import FollowUp, Replay, ReplayMode, ReplayStep
-from .replay import ReplayRefused, start_replay
+from .replay import start_replay
 from .replay_present import (
     REPLAY_RELATED,
     divergence_rows,
@@ -87,7 +87,7 @@ def replay_run(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
     try:
         replay = start_replay(run, actor_of(request), mode=mode,
                               until_step=int(until) if until else None, policy_version=version)
-    except (ReplayRefused, PermissionDenied) as exc:
+    except PermissionDenied as exc:  # a ReplayRefused too
         messages.error(request, str(exc))
         return redirect("run-timeline", tenant, run_id)
     messages.success(request, f"Replay {replay.pk} ({replay.mode}) "
@@ -107,7 +107,7 @@ def step_follow_up(request: HttpRequest, tenant: str, replay_id: int, seq: int) 
         set_divergence_follow_up(step, actor_of(request), request.POST.get("state", ""),
                                  request.POST.get("note", ""))
     except FollowUpRefused as exc:
-        messages.error(request, str(exc))
+        messages.error(request, " ".join(exc.messages))
     else:
         messages.success(request, f"Step {seq}: follow-up recorded.")
     return redirect(reverse("replay-detail", args=[tenant, replay.pk]) + f"#step-{seq}")

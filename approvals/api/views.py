@@ -10,11 +10,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -129,9 +127,6 @@ class ApprovalWithdraw(TenantScopedViewMixin, generics.GenericAPIView[ApprovalRe
         approval = self.get_object()
         body = WithdrawSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            approval = withdraw_approval(approval, actor_of(request),
-                                         reason=body.validated_data["reason"])
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from exc
+        approval = withdraw_approval(approval, actor_of(request),
+                                     reason=body.validated_data["reason"])
         return Response(self.get_serializer(approval).data)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.exceptions import ValidationError as BadRequest
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -60,13 +57,8 @@ class TenantOutage(APIView):
         tenant = self._tenant(request, slug)
         form = OutageRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            note = set_outage_mode(tenant, actor_of(request), form.validated_data["outage_mode"],
-                                   form.validated_data["reason"])
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from None
-        except ValidationError as exc:
-            raise BadRequest({"detail": " ".join(exc.messages)}) from None
+        note = set_outage_mode(tenant, actor_of(request), form.validated_data["outage_mode"],
+                               form.validated_data["reason"])
         body: dict[str, Any] = {"tenant": tenant.slug, "outage_mode": tenant.outage_mode,
                                 "changed": note is not None,
                                 "annotation_id": note.annotation_id if note else None}

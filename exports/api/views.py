@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.http import FileResponse
 from drf_spectacular.types import OpenApiTypes
@@ -57,15 +55,10 @@ class ExportListCreate(generics.ListAPIView[AuditExport]):
         tenant = tenants.first()
         if tenant is None:
             raise PermissionDenied("exporting needs the export role on the tenant")
-        try:
-            export = services.request_export(
-                tenant, actor_of(request), data["window_from"], data["window_to"],
-                redaction_level=data["redaction_level"], fmt=data["format"],
-                justification=data["justification"])
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from exc
-        except DjangoValidationError as exc:
-            raise ValidationError({"detail": exc.messages}) from exc
+        export = services.request_export(
+            tenant, actor_of(request), data["window_from"], data["window_to"],
+            redaction_level=data["redaction_level"], fmt=data["format"],
+            justification=data["justification"])
         return Response(AuditExportSerializer(export).data, status=status.HTTP_201_CREATED)
 
 
@@ -93,7 +86,7 @@ class ExportDownload(APIView):
         try:
             handle = services.open_for_download(export, actor_of(request), client_address(request),
                                                 request.META.get("HTTP_USER_AGENT", ""))
-        except DjangoValidationError as exc:
+        except services.ExportUnavailable as exc:
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
         return FileResponse(handle, as_attachment=True, filename=export.download_name,
                             content_type="application/x-tar")

@@ -6,12 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import PermissionDenied
-from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -43,10 +41,6 @@ def acting_tenant(request: Request, role: str) -> Tenant:
     return tenant
 
 
-def service_errors(exc: ValidationError) -> BadRequest:
-    return BadRequest({"detail": " ".join(exc.messages)})
-
-
 @extend_schema(parameters=[TENANT_PARAM])
 class IncidentList(TenantScopedViewMixin, generics.ListCreateAPIView[Incident]):
     """Incidents of your tenants, newest first (filter by ``status`` and ``severity``);
@@ -74,10 +68,7 @@ class IncidentList(TenantScopedViewMixin, generics.ListCreateAPIView[Incident]):
         tenant = acting_tenant(request, Role.OPERATE)
         form = s.IncidentOpenSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            incident = services.open_incident(tenant, by=actor_of(request), **form.validated_data)
-        except ValidationError as exc:
-            raise service_errors(exc) from exc
+        incident = services.open_incident(tenant, by=actor_of(request), **form.validated_data)
         return Response(incident_detail(incident, request.user), status=status.HTTP_201_CREATED)
 
 
@@ -93,11 +84,7 @@ class _OneIncident(TenantScopedViewMixin, generics.GenericAPIView[Incident]):
         incident = self.get_object()
         form = form_class(data=request.data)
         form.is_valid(raise_exception=True)
-        try:
-            result = action(incident, form.validated_data)
-        except ValidationError as exc:
-            raise service_errors(exc) from exc
-        return Response(result)
+        return Response(action(incident, form.validated_data))
 
 
 class IncidentDetail(_OneIncident):
@@ -110,14 +97,9 @@ class IncidentDetail(_OneIncident):
         "redaction", str, enum=["strict", "standard", "none"],
         description="Redaction of the timeline (strict by default).")])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        from runs.services import RedactionNotAllowed
-
         incident = self.get_object()
-        try:
-            return Response(incident_detail(incident, request.user,
-                                            request.query_params.get("redaction")))
-        except RedactionNotAllowed as exc:
-            raise PermissionDenied(str(exc)) from exc
+        return Response(incident_detail(incident, request.user,
+                                        request.query_params.get("redaction")))
 
 
 class IncidentLink(_OneIncident):

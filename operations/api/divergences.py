@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework import generics, serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -17,7 +16,7 @@ from core.actors import actor_of
 from core.api.scoping import TenantScopedViewMixin
 from core.roles import Role
 
-from ..divergences import FollowUpRefused, divergences_for, set_divergence_follow_up
+from ..divergences import divergences_for, set_divergence_follow_up
 from ..models import FollowUp, ReplayStep
 from ..replay_present import divergence_rows
 
@@ -99,11 +98,6 @@ class ReplayStepFollowUp(TenantScopedViewMixin, generics.GenericAPIView[ReplaySt
         step = self.get_object()
         asked = FollowUpRequestSerializer(data=request.data)
         asked.is_valid(raise_exception=True)
-        try:
-            step = set_divergence_follow_up(step, actor_of(request), asked.validated_data["state"],
-                                            asked.validated_data["note"])
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from None
-        except FollowUpRefused as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        step = set_divergence_follow_up(step, actor_of(request), asked.validated_data["state"],
+                                        asked.validated_data["note"])
         return Response(divergence_rows([step], request.user)[0])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
@@ -20,7 +19,7 @@ from runs.models import Run
 from runs.services import RedactionNotAllowed, redactor_for
 
 from ..models import Replay, ReplayMode
-from ..replay import ReplayRefused, start_replay
+from ..replay import start_replay
 from ..replay_present import REPLAY_RELATED, replay_summary, step_rows
 
 
@@ -96,13 +95,8 @@ class ReplayList(TenantScopedViewMixin, generics.ListAPIView[Replay]):
                                                    pk=data["policy_version"]).first()
             if version is None:
                 raise ValidationError({"policy_version": "no such version in this tenant"})
-        try:
-            replay = start_replay(run, actor_of(request), mode=data["mode"],
-                                  until_step=data["until_step"], policy_version=version)
-        except ReplayRefused as exc:
-            raise PermissionDenied(str(exc)) from None
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from None
+        replay = start_replay(run, actor_of(request), mode=data["mode"],
+                              until_step=data["until_step"], policy_version=version)
         replay = Replay.objects.select_related(*REPLAY_RELATED).get(pk=replay.pk)
         return Response(replay_summary(replay), status=status.HTTP_201_CREATED)
 

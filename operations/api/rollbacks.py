@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
@@ -118,15 +117,12 @@ class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView[Rollback]):
             raise NotFound()
         if len(found) > 1:
             raise BadRequest({"tenant": "in several of your tenants; pass ?tenant=<slug>."})
-        try:
-            if data.get("run_id"):
-                rollbacks = request_run_rollback(found[0], actor_of(request), incident=incident)
-                queued = True
-            else:
-                rollback, queued = request_rollback(found[0], actor_of(request), incident=incident)
-                rollbacks = [rollback]
-        except ValidationError as exc:
-            raise BadRequest({"detail": " ".join(exc.messages)}) from exc
+        if data.get("run_id"):
+            rollbacks = request_run_rollback(found[0], actor_of(request), incident=incident)
+            queued = True
+        else:
+            rollback, queued = request_rollback(found[0], actor_of(request), incident=incident)
+            rollbacks = [rollback]
         rows = Rollback.objects.filter(pk__in=[r.pk for r in rollbacks]).select_related(
             "tenant", "tool_call__tool", "run").order_by("position", "id")
         shown = RollbackSerializer(rows, many=True, context=self.get_serializer_context()).data

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import NotFound
 from rest_framework.exceptions import ValidationError as BadRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -89,10 +88,6 @@ class RunAnnotations(TenantScopedViewMixin, generics.GenericAPIView[Run]):
             note = services.annotate_run(run, actor_of(request), data["body"], kind=data["kind"],
                                          data=data["data"],
                                          target_call_id=data["target_call_id"])
-        except services.AnnotationRejected as exc:
-            raise BadRequest({"detail": " ".join(exc.messages)}) from None
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from None
         except Run.DoesNotExist:
             raise NotFound() from None
         row = p.renamed(p.values_of(Annotation.objects.filter(pk=note.pk), p.ANNOTATION_FIELDS))[0]
