@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 
-from .tenancy import REQUEST_ROLES
+from .tenancy import remember_roles
 
 log = logging.getLogger("ledger_portal.api")
 
@@ -98,7 +98,5 @@ class RolesPerRequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated:
-            setattr(user, REQUEST_ROLES, {})
+        remember_roles(getattr(request, "user", None))
         return self.get_response(request)

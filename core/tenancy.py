@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .models import Tenant
 
 M = TypeVar("M", bound=models.Model)
+V = TypeVar("V", bound=Viewer)
 
 
 def allowed_tenant_ids(user: Viewer, role: str,
@@ -81,9 +82,17 @@ class TenantScopedQuerySet(models.QuerySet[M]):
         return self.filter(tenant=tenant)
 
 
-#: The attribute ``RolesPerRequestMiddleware`` puts on a request's user: the user's roles are
-#: read once for the request, however many querysets it scopes.
+#: The attribute ``remember_roles`` puts on a request's or a command's user: the user's roles
+#: are read once for it, however many querysets it scopes.
 REQUEST_ROLES = "_ledger_request_roles"
+
+
+def remember_roles(user: V) -> V:
+    """From now on ``user``'s roles are read once and kept (a request, a ``ledger`` command):
+    ``forget_roles`` after a grant or a revocation makes the next question read them again."""
+    if user is not None and getattr(user, "is_authenticated", False):
+        setattr(user, REQUEST_ROLES, {})
+    return user
 
 
 def roles_of(user: Viewer) -> dict[str, frozenset[int]]:

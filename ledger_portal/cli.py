@@ -355,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         # Offline commands (verify-export) run on a machine with no portal: no Django, no user.
         return int(args.func(args))
     _setup()
-    return run_command(args.func, args, _acting_user(args))
+    from core.tenancy import remember_roles
+
+    return run_command(args.func, args, remember_roles(_acting_user(args)))
 
 
 def run_command(func: Any, args: argparse.Namespace, user: Actor) -> int:

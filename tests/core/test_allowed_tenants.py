@@ -104,3 +104,36 @@ def test_a_request_reads_roles_once_and_a_grant_or_revocation_is_seen_at_once(
     assert allowed_tenant_ids(person, Role.VIEW_LEDGER) == {acme.pk, globex.pk}
     revoke_role(person, Role.VIEW_LEDGER, acme)
     assert allowed_tenant_ids(person, Role.VIEW_LEDGER) == {globex.pk}
+
+
+@pytest.mark.parametrize("how", ["local mode", "token"])
+def test_a_ledger_command_reads_its_users_roles_once(how, acme, monkeypatch):
+    """A command is one request: however many checks it makes, its user's roles are read once,
+    whether it acts in local mode or through a personal access token."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from core.access_tokens import issue_personal_token
+    from ledger_portal import cli
+
+    person = User.objects.create_user("person", is_staff=True)
+    for role in (Role.VIEW_LEDGER, Role.OPERATE, Role.VIEW_CONFIDENTIAL):
+        grant_role(person, role, acme)
+    if how == "token":
+        _, raw = issue_personal_token(person, "laptop", scopes=[Role.VIEW_LEDGER, Role.OPERATE])
+        monkeypatch.setenv("LEDGER_TOKEN", raw)
+        argv = []
+    else:
+        argv = ["--as", "person"]
+    checks: list[bool] = []
+
+    def command(args, user):
+        checks.extend(has_role(user, role, acme) for role in list(Role) * 3)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_outage", command)
+    with CaptureQueriesContext(connection) as queries:
+        assert cli.main([*argv, "outage", "--tenant", "acme"]) == 0
+    role_reads = [q["sql"] for q in queries if "objectpermission" in q["sql"]]
+    assert len(role_reads) == 1, role_reads
+    assert checks.count(True) == 3 * (2 if how == "token" else 3)
