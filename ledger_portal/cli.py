@@ -33,7 +33,7 @@ PAYLOAD_FIELDS = ("input", "output", "error", "messages", "response", "body", "d
 # Apps add their own subcommands: each module has ``add_commands(subparsers)``; a command that
 # sets ``standalone=True`` runs without Django and is called as ``func(args)``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.retention_cli",
+    "approvals.cli", "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.retention_cli",
     "runs.commitment_cli", "operations.replay_cli", "operations.rollback_cli")
 
 

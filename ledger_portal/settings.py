@@ -241,6 +241,7 @@ LEDGER_APPROVAL_WAITERS_PER_KEY = env_int("LEDGER_APPROVAL_WAITERS_PER_KEY", 2, 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "core.api.authentication.ApiKeyAuthentication",
+        "core.api.authentication.PersonalTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

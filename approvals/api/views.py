@@ -21,7 +21,8 @@ from core.api.scoping import TenantScopedViewMixin
 from core.roles import Role
 
 from ..models import ApprovalRequest, Status
-from ..services import withdraw_approval
+from ..queue import QueueEntry, queue_entries, visible_requests
+from ..services import decide_approval, withdraw_approval
 
 POLL_INTERVAL = 0.25
 # Long-polls held now in this process, per API key (or person).
@@ -130,3 +131,91 @@ class ApprovalWithdraw(TenantScopedViewMixin, generics.GenericAPIView[ApprovalRe
         approval = withdraw_approval(approval, actor_of(request),
                                      reason=body.validated_data["reason"])
         return Response(self.get_serializer(approval).data)
+
+
+class QueueEntrySerializer(ApprovalSerializer):
+    """A request as an approver sees it: arguments at their clearance, who voted, and whether
+    they may decide it (``why_not`` says why not)."""
+
+    tenant = serializers.CharField(source="tenant.slug")
+    arguments = serializers.SerializerMethodField()
+    voters = serializers.SerializerMethodField()
+    you_may_decide = serializers.SerializerMethodField()
+    why_not = serializers.SerializerMethodField()
+
+    class Meta(ApprovalSerializer.Meta):
+        fields = ["id", "tenant", "kind", "status", "tool", "action_class", "arguments",
+                  "run_id", "call_id", "agent_id", "requested_by", "approvals_needed",
+                  "approvals", "voters", "you_may_decide", "why_not", "due_at", "decided_at",
+                  "created_at", "consumed_at", "consumed_by"]
+
+    def _entry(self, request: ApprovalRequest) -> QueueEntry:
+        entry: QueueEntry = self.context["entries"][request.pk]
+        return entry
+
+    def get_approvals(self, request: ApprovalRequest) -> int:
+        return self._entry(request).approvals
+
+    def get_arguments(self, request: ApprovalRequest) -> Any:
+        return self._entry(request).arguments
+
+    def get_voters(self, request: ApprovalRequest) -> list[str]:
+        return self._entry(request).voters
+
+    def get_you_may_decide(self, request: ApprovalRequest) -> bool:
+        return self._entry(request).may_decide
+
+    def get_why_not(self, request: ApprovalRequest) -> str:
+        return self._entry(request).why_not
+
+
+class _Queue(TenantScopedViewMixin, generics.GenericAPIView[ApprovalRequest]):
+    serializer_class = QueueEntrySerializer
+    role = Role.APPROVE
+    scoped_model = ApprovalRequest
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return visible_requests(self.request.user, tenant=self.request.query_params.get("tenant"))
+
+    def shown(self, requests: list[ApprovalRequest]) -> Any:
+        entries = {e.request.pk: e for e in queue_entries(requests, self.request.user)}
+        return QueueEntrySerializer(requests, many=True, context={"entries": entries}).data
+
+
+class ApprovalList(_Queue, generics.ListAPIView[ApprovalRequest]):
+    """The requests of the tenants where you approve, newest first (``?status=pending`` for
+    what waits on a decision), each saying whether you may decide it."""
+
+    @extend_schema(parameters=[
+        OpenApiParameter("status", str, enum=Status.values),
+        OpenApiParameter("tenant", str, description="One of your tenants (by slug)."),
+        OpenApiParameter("action_class", str, enum=["read", "write", "delete", "exfil"])])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        requests = self.get_queryset()
+        for name in ("status", "action_class"):
+            if request.query_params.get(name):
+                requests = requests.filter(**{name: request.query_params[name]})
+        page = self.paginate_queryset(requests)
+        return self.get_paginated_response(self.shown(list(page or [])))
+
+
+class DecisionSerializer(serializers.Serializer[Any]):
+    decision = serializers.ChoiceField(choices=["approve", "reject"])
+    justification = serializers.CharField(required=False, allow_blank=True, max_length=2000,
+                                          default="")
+
+
+class ApprovalDecision(_Queue):
+    """Approve or reject a request, as the queue page does: by a person (signed in, or with a
+    personal access token carrying the approve scope), never by whoever caused it; rejecting
+    and exfil need a justification; exfil needs two people."""
+
+    @extend_schema(request=DecisionSerializer, responses={200: QueueEntrySerializer})
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        approval = self.get_object()
+        body = DecisionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        decide_approval(approval, by=actor_of(request),
+                        approve=body.validated_data["decision"] == "approve",
+                        justification=body.validated_data["justification"])
+        return Response(self.shown([self.get_queryset().get(pk=approval.pk)])[0])

@@ -1,7 +1,9 @@
-"""API key authentication: ``Authorization: Bearer lpk_<prefix>_<secret>``.
+"""API authentication: an agent's API key or a person's personal access token, both as
+``Authorization: Bearer <credential>`` (``lpk_...`` and ``lpt_...``).
 
 The key's tenant and scopes travel on the request principal; the tenant is never taken from a
-request body.
+request body. A personal access token acts as its person narrowed to its scopes, exactly as
+the ``ledger`` command does with it, and is named with it in what it records.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from ..access_tokens import TOKEN_PREFIX, TokenRefused, actor_for_token
 from ..actors import ApiKeyPrincipal
-from ..models import KEY_PREFIX, ApiKey
+from ..models import KEY_PREFIX, ApiKey, CliActor
+from ..tenancy import remember_roles
 from .bookkeeping import best_effort
 
 
@@ -40,6 +44,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1").split()
         if not header or header[0] != self.keyword:
             return None
+        if len(header) == 2 and header[1].startswith(f"{TOKEN_PREFIX}_"):
+            return None  # a person's token: PersonalTokenAuthentication's
         if len(header) != 2 or not header[1].startswith(f"{KEY_PREFIX}_"):
             raise exceptions.AuthenticationFailed("Malformed API key.")
         raw = header[1]
@@ -72,3 +78,24 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return  # written within the interval, or the cache is down: skip this time
         ApiKey.objects.filter(pk=key.pk).update(
             last_used_at=timezone.now(), last_used_ip=request.META.get("REMOTE_ADDR"))
+
+
+class PersonalTokenAuthentication(authentication.BaseAuthentication):
+    """A person's personal access token (``core.access_tokens``): for approvers and operators
+    who work from a script or a phone rather than a browser session."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[CliActor, None] | None:
+        header = authentication.get_authorization_header(request).decode("latin-1").split()
+        if len(header) != 2 or header[0] != self.keyword or \
+                not header[1].startswith(f"{TOKEN_PREFIX}_"):
+            return None
+        try:
+            actor = actor_for_token(header[1])
+        except TokenRefused as exc:
+            raise exceptions.AuthenticationFailed(str(exc)) from None
+        return remember_roles(actor), None
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword

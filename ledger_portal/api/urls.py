@@ -20,7 +20,10 @@ urlpatterns = [
     *export_routes,
     path("decisions/", policies.DecisionCreate.as_view(), name="decision-create"),
     path("policy-trail/", policies.DecisionList.as_view(), name="decision-list"),
+    path("approvals/", approvals.ApprovalList.as_view(), name="approval-list"),
     path("approvals/<id:pk>/", approvals.ApprovalDetail.as_view(), name="approval-detail"),
+    path("approvals/<id:pk>/decision/", approvals.ApprovalDecision.as_view(),
+         name="approval-decision"),
     path("approvals/<id:pk>/withdraw/", approvals.ApprovalWithdraw.as_view(),
          name="approval-withdraw"),
 ]
