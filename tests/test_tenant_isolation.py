@@ -17,6 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from approvals.models import ApprovalRequest
 from approvals.services import request_approval
 from core.models import ApiKey, Tenant
+from core.roles import Role
 from operations.models import Replay
 from policies.models import Decision, Policy, PolicyVersion
 from policies.services import ProposedCall, create_draft, decide_tool_call
@@ -36,6 +37,8 @@ from runs.models import (
 
 # Routes that only write; their tenant boundary is tested where their behaviour is.
 WRITE_ONLY_ROUTES = {
+    "api:approval-decision": "tests/test_tenant_isolation.py::"
+                             "test_an_outsider_cannot_decide_another_tenants_request",
     "api:approval-withdraw": "tests/policies/test_approval_binding.py::"
                              "test_only_the_asking_key_may_withdraw",
     "api:batch-ingest": "tests/runs/test_ingest.py::"
@@ -170,12 +173,29 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(params=["charlie-session", "globex-key"])
+@pytest.fixture(params=["charlie-session", "charlie-token", "globex-key"])
 def outsider(request, charlie, globex, user_client, key_client):
     if request.param == "charlie-session":
         return user_client(charlie)
+    if request.param == "charlie-token":  # a person's token on the API: charlie, nothing more
+        from rest_framework.test import APIClient
+
+        from core.access_tokens import issue_personal_token
+
+        _, raw = issue_personal_token(charlie, "laptop", [r.value for r in Role], by=charlie)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+        return client
     return key_client(globex, ["view_ledger", "ingest", "manage_policies", "export",
                                "approve", "operate"])
+
+
+def test_an_outsider_cannot_decide_another_tenants_request(acme_data, outsider):
+    answer = outsider.post(reverse("api:approval-decision", kwargs={"pk": acme_data["pk"]}),
+                           {"decision": "approve", "justification": "not mine"},
+                           format="json")
+    assert answer.status_code == 404
+    assert ApprovalRequest.objects.get(pk=acme_data["pk"]).status == "pending"
 
 
 @pytest.mark.parametrize(("name", "pattern"), api_routes(), ids=lambda v: str(v)
