@@ -284,6 +284,8 @@ SPECTACULAR_SETTINGS = {
         "RollbackStatusEnum": "operations.models.rollback.RollbackStatus",
         "FreezeModeEnum": ["deny", "sandbox"],
         "ExportStatusEnum": "exports.models.ExportStatus",
+        "ApprovalKindEnum": "approvals.models.Kind",
+        "ApprovalStatusEnum": "approvals.models.Status",
     },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
