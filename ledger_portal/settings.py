@@ -356,8 +356,8 @@ EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.Emai
 # Resolves tools' secret references inside the tool's tenant's namespace (env:NAME of tenant
 # acme -> LEDGER_TENANT_ACME_NAME by default); a class with resolve(tenant_slug, reference).
 # Backends named by their path before operations/ was split out of runs/ keep working.
-LEDGER_SECRETS_BACKEND = re.sub(r"^runs\.secrets\.", "operations.secrets.", env_str(
-    "LEDGER_SECRETS_BACKEND") or "operations.secrets.EnvironmentSecrets")
+LEDGER_SECRETS_BACKEND = re.sub(r"^(runs|operations)\.secrets\.", "core.secrets.", env_str(
+    "LEDGER_SECRETS_BACKEND") or "core.secrets.EnvironmentSecrets")
 # Where the portal may send requests (tools, compensate hooks, OPA, webhooks): host names,
 # host:port, addresses or CIDR ranges, comma-separated. Empty: nowhere. Loopback, private,
 # link-local and metadata addresses are refused unless listed. Responses are cut at MAX_BYTES.

@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 
 from core.egress import EgressRefused, check_url
+from core.secrets import SecretError, resolve_secret, scrub
 from runs.models import DryRunVia, Tool
 
-from ..secrets import SecretError, resolve_secret, scrub
 from . import FAILED, IDEMPOTENCY_HEADER, ConnectorError, ToolResult
 
 

@@ -20,8 +20,8 @@ import orjson
 
 from core import egress
 from core.egress import EgressRefused
+from core.secrets import SecretError
 
-from ..secrets import SecretError
 from . import FAILED, SUCCEEDED, TRANSIENT, ToolResult
 from .base import ToolEndpoint
 

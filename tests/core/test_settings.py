@@ -86,15 +86,17 @@ def test_a_database_url_of_another_kind_is_refused(tmp_path):
     assert "DATABASE_URL must be a postgres:// URL" in done.stderr
 
 
-def test_a_secrets_backend_named_by_its_path_before_the_app_split_still_loads(tmp_path):
-    """``runs.secrets.X`` became ``operations.secrets.X`` when operations left runs/."""
+@pytest.mark.parametrize("old", ["runs", "operations"])
+def test_a_secrets_backend_named_by_an_older_path_still_loads(tmp_path, old):
+    """``runs.secrets.X`` became ``operations.secrets.X`` when operations left runs/, then
+    ``core.secrets.X`` when approval notifications needed tenant secrets too."""
     code = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='ledger_portal.settings';"
-            "django.setup(); from operations.secrets import secrets_backend;"
+            "django.setup(); from core.secrets import secrets_backend;"
             "print(type(secrets_backend()).__name__)")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     done = subprocess.run([sys.executable, "-c", code], env={
         **env, "LEDGER_DATA_DIR": str(tmp_path),
-        "LEDGER_SECRETS_BACKEND": "runs.secrets.EnvironmentSecrets"},
+        "LEDGER_SECRETS_BACKEND": f"{old}.secrets.EnvironmentSecrets"},
         capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "EnvironmentSecrets"

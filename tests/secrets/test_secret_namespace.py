@@ -11,10 +11,10 @@ import pytest
 from django.urls import reverse
 
 from core.models import Tenant
+from core.secrets import EnvironmentSecrets, SecretError, resolve_secret
 from ledger_portal.cli import main
 from operations.connectors import connector_for
 from operations.models import Replay, ReplayStep, Rollback
-from operations.secrets import EnvironmentSecrets, SecretError, resolve_secret
 from runs.models import Tool
 from tests.replay.scenario import RUN_ID, recorded_run, walk, wire_tools
 from tests.replay.toolservers import echo, mcp_tool_server
