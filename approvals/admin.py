@@ -7,8 +7,9 @@ from django.http import HttpRequest
 
 from core.admin_base import TenantScopedAdmin
 from core.roles import Role
+from runs.admin import GovernanceAdmin
 
-from .models import ApprovalRequest
+from .models import ApprovalRequest, ApprovalRoute, NotificationDelivery
 
 
 @admin.register(ApprovalRequest)
@@ -39,3 +40,36 @@ class ApprovalRequestAdmin(TenantScopedAdmin):
             return "not used" if approval.status == "approved" else "-"
         return (f"decision {decision.pk} (run {decision.run_id}, call {decision.call_id}) at "
                 f"{approval.consumed_at:%Y-%m-%d %H:%M:%S %Z}")
+
+
+@admin.register(ApprovalRoute)
+class ApprovalRouteAdmin(GovernanceAdmin):
+    """Where a tenant's approvers hear of requests. Secrets are references (env:NAME) resolved
+    in the tenant's namespace when a message is sent: nothing secret is stored or shown."""
+
+    list_display = ["name", "channel", "tenant", "classes", "event_list", "enabled"]
+    list_filter = ["channel", "enabled"]
+    search_fields = ["name"]
+    fields = ["tenant", "name", "channel", "action_classes", "events", "target", "secret_ref",
+              "enabled"]
+
+    @admin.display(description="action classes")
+    def classes(self, route: ApprovalRoute) -> str:
+        return ", ".join(route.action_classes) or "all"
+
+    @admin.display(description="events")
+    def event_list(self, route: ApprovalRoute) -> str:
+        return ", ".join(route.events)
+
+
+@admin.register(NotificationDelivery)
+class NotificationDeliveryAdmin(TenantScopedAdmin):
+    """Every attempt to tell approvers about a request, read-only: what went where, and
+    whether it arrived."""
+
+    view_role = Role.APPROVE
+    list_display = ["created_at", "request", "event", "channel", "route", "delivered", "detail",
+                    "tenant"]
+    list_filter = ["event", "channel", "delivered"]
+    list_select_related = ["tenant", "route", "request"]
+    ordering = ["-id"]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.db import models
+from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from simple_history.models import HistoricalRecords
+
+from core.history import history_user
 from core.models import TenantOwned
 
 
@@ -92,3 +97,114 @@ class Vote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.approver_id}: {'approve' if self.approve else 'reject'}"
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "e-mail"
+    WEBHOOK = "webhook", "signed webhook (JSON, HMAC-SHA256)"
+    SLACK = "slack", "Slack-compatible incoming webhook"
+
+
+class NotifyEvent(models.TextChoices):
+    CREATED = "created", "a request is created"
+    ESCALATED = "escalated", "a request waits past the tenant's escalation time"
+    EXPIRED = "expired", "a request expires undecided"
+
+
+def every_event() -> list[str]:
+    return list(NotifyEvent.values)
+
+
+class ApprovalRoute(TenantOwned):
+    """Where a tenant's approvers are told about requests: a channel, for some action classes
+    (all when empty) and events. A tenant with no enabled route is served by the portal's
+    default notifier (``LEDGER_NOTIFIER``: e-mail to the tenant's approvers)."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="approval_routes")
+    name = models.CharField(max_length=100, help_text="What it is, e.g. payments on-call.")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    action_classes = models.JSONField(
+        default=list, blank=True,
+        help_text="Action classes routed here: any of read, write, delete, exfil (empty: all).")
+    events = models.JSONField(default=every_event,
+                              help_text="Any of created, escalated, expired.")
+    target = models.CharField(
+        max_length=500, blank=True,
+        help_text="E-mail: addresses, comma-separated (empty: the tenant's approvers). "
+        "Webhook: the https URL the JSON is posted to. Slack: leave empty.")
+    secret_ref = models.CharField(
+        max_length=200, blank=True,
+        help_text="A secret reference (env:NAME), resolved in this tenant's namespace. "
+        "Webhook: the HMAC key that signs each delivery. Slack: the incoming-webhook URL "
+        "(it is a credential, so it is never stored here).")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(excluded_fields=["updated_at"], get_user=history_user)
+
+    class Meta:
+        ordering = ["tenant", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_channel_display()})"
+
+    def clean(self) -> None:
+        problems: dict[str, str] = {}
+        unknown = set(self.action_classes or []) - {"read", "write", "delete", "exfil"}
+        if not isinstance(self.action_classes, list) or unknown:
+            problems["action_classes"] = "a list of read, write, delete and exfil"
+        if not isinstance(self.events, list) or not self.events or \
+                set(self.events) - set(NotifyEvent.values):
+            problems["events"] = "a list of created, escalated and expired"
+        if self.secret_ref and not self.secret_ref.startswith("env:"):
+            problems["secret_ref"] = "a secret reference: env:NAME"
+        if self.channel == Channel.WEBHOOK:
+            url = urlsplit(self.target)
+            # plain http only to a host the operator listed (an internal relay, a test server)
+            if not url.hostname or url.scheme not in ("https", "http") or (
+                    url.scheme == "http" and url.hostname not in settings.LEDGER_EGRESS_ALLOW):
+                problems["target"] = ("the https URL deliveries are posted to (http only to a "
+                                      "host in LEDGER_EGRESS_ALLOW)")
+            if not self.secret_ref:
+                problems["secret_ref"] = "a webhook is signed: name its key (env:NAME)"
+        if self.channel == Channel.SLACK:
+            if self.target:
+                problems["target"] = ("a Slack webhook URL is a credential: give it as "
+                                      "secret_ref (env:NAME), not here")
+            if not self.secret_ref:
+                problems["secret_ref"] = "the incoming-webhook URL, as env:NAME"
+        if self.channel == Channel.EMAIL and "://" in self.target:
+            problems["target"] = "e-mail addresses, comma-separated"
+        if problems:
+            raise ValidationError(problems)
+
+    def covers(self, event: str, action_class: str) -> bool:
+        return self.enabled and event in (self.events or []) and (
+            not self.action_classes or action_class in self.action_classes)
+
+
+class NotificationDelivery(TenantOwned):
+    """One attempt to tell approvers about a request: what was sent where, and whether it
+    arrived (HTTP status, recipients, or why not). Never the arguments."""
+
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+")
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.PROTECT,
+                                related_name="notifications")
+    route = models.ForeignKey(ApprovalRoute, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="deliveries",
+                              help_text="Empty: the portal's default notifier.")
+    channel = models.CharField(max_length=10)
+    event = models.CharField(max_length=10, choices=NotifyEvent.choices)
+    delivered = models.BooleanField()
+    detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["request", "created_at"], name="delivery_by_request")]
+
+    def __str__(self) -> str:
+        return f"{self.event} via {self.channel}: {'delivered' if self.delivered else 'failed'}"

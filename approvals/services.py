@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from core.actors import Actor, key_of, person_of
 from core.canonical import content_hash
+from core.jobs import enqueue_on_commit
 from core.models import Tenant
 from core.roles import Role
 from core.tenancy import has_role
@@ -18,7 +19,7 @@ from runs.annotations import annotate
 from runs.commitments import committer_for
 from runs.models import AnnotationKind
 
-from .models import ApprovalRequest, Kind, Status, Vote
+from .models import ApprovalRequest, Kind, NotifyEvent, Status, Vote
 
 
 class ApprovalError(ValidationError):
@@ -80,7 +81,7 @@ def request_approval(tenant: Tenant, *, tool: str, action_class: str, arguments:
         requester_id=getattr(requester, "pk", None),
         requester_key_id=getattr(requester_key, "pk", None), tool=tool, arguments=arguments,
         version=policy_version)
-    return ApprovalRequest.objects.create(
+    request = ApprovalRequest.objects.create(
         tenant=tenant, kind=kind, run_id=run_id, call_id=call_id, agent_id=agent_id,
         tool=tool, action_class=action_class, arguments=arguments,
         action_hash=action_hash(binding), policy_version=policy_version,
@@ -88,6 +89,10 @@ def request_approval(tenant: Tenant, *, tool: str, action_class: str, arguments:
         matched_rules=matched_rules or [], requested_by=requested_by, requester=requester,
         requester_key=requester_key, approvals_needed=2 if action_class == "exfil" else 1,
         due_at=timezone.now() + timeout)
+    from .tasks import notify_approvers  # approvers hear of it once it is committed
+
+    enqueue_on_commit(notify_approvers, (request.pk, NotifyEvent.CREATED))
+    return request
 
 
 def claim_approval(request: ApprovalRequest) -> bool:
@@ -226,14 +231,14 @@ def _close(request: ApprovalRequest, status: str, by: Actor, justification: str
 def escalate_overdue(now: Any = None) -> dict[str, int]:
     """Beat task body: expire pending requests past their due time and escalate those pending
     longer than their tenant allows, notifying the tenant's approvers once each."""
-    from .notify import notifier
+    from .notify import notify_approvers
 
     now = now or timezone.now()
     expired = escalated = 0
     for request in ApprovalRequest.objects.filter(status=Status.PENDING, due_at__lte=now):
         if expire_if_overdue(request, now):
             expired += 1
-            notifier().notify("expired", request)
+            notify_approvers(request, NotifyEvent.EXPIRED)
     overdue = ApprovalRequest.objects.filter(status=Status.PENDING, escalated_at__isnull=True,
                                              due_at__gt=now).select_related("tenant")
     for request in overdue:
@@ -243,5 +248,5 @@ def escalate_overdue(now: Any = None) -> dict[str, int]:
         if ApprovalRequest.objects.filter(pk=request.pk, escalated_at__isnull=True).update(
                 escalated_at=now):
             escalated += 1
-            notifier().notify("escalated", request)
+            notify_approvers(request, NotifyEvent.ESCALATED)
     return {"expired": expired, "escalated": escalated}

@@ -351,6 +351,8 @@ LEDGER_REPLAY_TRANSIENT_RETRIES = env_int("LEDGER_REPLAY_TRANSIENT_RETRIES", 2, 
 # Who hears about HITL requests that wait too long (escalations and expiries).
 LEDGER_NOTIFIER = env_str("LEDGER_NOTIFIER", "approvals.notify.EmailNotifier")
 LEDGER_NOTIFY_WEBHOOK_URL = env_str("LEDGER_NOTIFY_WEBHOOK_URL", "") or ""
+# Where people reach the portal (https://ledger.example.com): links in notifications.
+LEDGER_PUBLIC_URL = env_str("LEDGER_PUBLIC_URL", "") or ""
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ledger-portal@localhost")
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 # Resolves tools' secret references inside the tool's tenant's namespace (env:NAME of tenant

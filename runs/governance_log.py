@@ -39,6 +39,7 @@ GOVERNED_MODELS = {
     "runs.RedactionRule": "redaction rule",
     "runs.LegalHold": "legal hold",
     "incidents.Incident": "incident",
+    "approvals.ApprovalRoute": "approval notification route",
 }
 # Never copied into the log: credentials' hashes, and bookkeeping that is not a decision.
 HIDDEN_FIELDS = frozenset({"key_hash", "id", "history_id", "updated_at", "last_used_at",

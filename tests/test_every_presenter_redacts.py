@@ -48,7 +48,8 @@ WRITE_ONLY = {
     "approval-decide", "run-rollback", "run-annotate", "incident-act", "export-share",
     "api:batch-ingest", "api:run-annotations", "api:incident-link", "api:incident-note",
     "api:incident-freeze", "api:incident-mitigate", "api:incident-close",
-    "api:decision-create", "api:approval-withdraw", "otlp-traces", "replay-step-follow-up",
+    "api:decision-create", "api:approval-withdraw", "api:approval-decision", "otlp-traces",
+    "replay-step-follow-up",
     "run-replay",
 }
 # A replay that diverged exits 4 (as `ledger verify` on tampering), for scripts to see.
@@ -247,10 +248,16 @@ def _cli_walk(world: dict[str, list[Any]], tmp: Path) -> dict[str, list[list[str
     """How the walk reads each command back. Every command is here: the ones that write get
     an invocation whose answer is checked too (it may echo what it wrote)."""
     incident, replay = str(world["incident_id"][0]), str(world["replay_id"][0])
+    approvals = [str(pk) for pk in world["approval"]]
     shows = [["show", run_id, *extra] for run_id in world["run_id"]
              for extra in ([], ["--json"], ["--full"])]
     return {
         "runs": [["runs"], ["runs", "--json"]],
+        "approvals list": [["approvals", "list"], ["approvals", "list", "--all", "--json"]],
+        "approvals show": [["approvals", "show", pk, *extra] for pk in approvals
+                           for extra in ([], ["--json"])],
+        "approvals approve": [["approvals", "approve", approvals[0], "-j", "walked"]],
+        "approvals reject": [["approvals", "reject", approvals[-1], "-j", "walked"]],
         "show": shows,
         "find": [["find", RUN_ID], ["find", "billing-agent"]],
         "verify": [["verify", "--tenant", "acme", "--quiet"]],

@@ -14,7 +14,7 @@ from django.contrib import admin
 from django.db import models
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from approvals.models import ApprovalRequest
+from approvals.models import ApprovalRequest, ApprovalRoute, NotificationDelivery
 from approvals.services import request_approval
 from core.models import ApiKey, Tenant
 from core.roles import Role
@@ -166,6 +166,12 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
             AuditExport: export,
             IntegrityAlarm: alarm,
             CommitmentKey: commitment_key(acme),
+            ApprovalRoute: ApprovalRoute.objects.create(
+                tenant=acme, name="acme payments on-call", channel="email",
+                target="oncall@acme.example"),
+            NotificationDelivery: NotificationDelivery.objects.create(
+                tenant=acme, request=approval, channel="email", event="created",
+                delivered=True, detail="1 recipient(s)"),
             ToolChange: ToolChange.objects.create(
                 tenant=acme, tool=ToolCall.objects.filter(run=stored)[0].tool,
                 proposed={"endpoint": "http://127.0.0.1:9/x"}, previous={"endpoint": ""}),

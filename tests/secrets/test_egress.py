@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
-from django.utils import timezone
 
 from core.egress import EgressRefused, allowed_address, check_url
 from core.env import env_destinations
@@ -257,19 +256,19 @@ def hook_url() -> Iterator[str]:
 
 def test_the_approval_webhook_goes_only_to_a_listed_destination(acme, settings, hook_url):
     from approvals.notify import WebhookNotifier
+    from approvals.services import request_approval
 
     settings.LEDGER_NOTIFY_WEBHOOK_URL = hook_url
     settings.LEDGER_EGRESS_ALLOW = []
+    request = request_approval(acme, tool="t", action_class="write", arguments={},
+                               requested_by="agent")
 
-    class Request:
-        pk, kind, tool, action_class, run_id, call_id = 1, "tool_call", "t", "write", "r", "c"
-        tenant, requested_by = acme, "agent"
-        created_at = due_at = timezone.now()
-
-    WebhookNotifier().notify("escalated", Request())
+    refused = WebhookNotifier().notify("escalated", request)
     assert Hook.received == []
+    assert not refused.delivered
+    assert refused.detail.startswith("refused: egress to 127.0.0.1")
     settings.LEDGER_EGRESS_ALLOW = ["127.0.0.1"]
-    WebhookNotifier().notify("escalated", Request())
+    assert WebhookNotifier().notify("escalated", request).delivered
     assert Hook.received == ["/hook"]
 
 
