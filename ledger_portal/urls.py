@@ -1,19 +1,19 @@
 from django.contrib import admin
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
 from exports import views as export_pages
 from ledger_portal.health import healthz
+from ledger_portal.home import home
 from operations import run_pages as operation_pages
 from operations import views as replay_pages
 from runs import views as run_pages
 from runs.otlp.views import TraceExport
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    path("", home, name="home"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("runs/find/", run_pages.find_run, name="find-run"),

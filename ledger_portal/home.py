@@ -1,0 +1,155 @@
+"""The home page at ``/``: what waits for the signed-in person, each panel shown only to those
+whose roles let them act on it, each linking to where the work is done.
+
+It sits in the project shell because it reads every app; each panel reads at most a handful of
+rows (``PANEL_ROWS`` + 1, so "more" needs no COUNT over a large table).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import timezone
+
+from core.actors import Viewer
+from core.roles import Role
+from core.tenancy import has_role
+
+PANEL_ROWS = 5
+
+
+@dataclass
+class Item:
+    text: str
+    url: str
+    note: str = ""
+
+
+@dataclass
+class Panel:
+    """One kind of work waiting: its rows (at most ``PANEL_ROWS``), whether there are more,
+    and where all of them are."""
+
+    key: str
+    title: str
+    empty: str
+    url: str
+    items: list[Item] = field(default_factory=list)
+    more: bool = False
+    alarm: bool = False  # shown first and loudly when it has rows
+
+
+def _panel(key: str, title: str, empty: str, url: str, rows: list[Any],
+           item: Callable[[Any], Item], alarm: bool = False) -> Panel:
+    return Panel(key, title, empty, url, [item(row) for row in rows[:PANEL_ROWS]],
+                 more=len(rows) > PANEL_ROWS, alarm=alarm)
+
+
+def approvals_panel(user: Viewer) -> Panel:
+    from approvals.queue import pending_queue, queue_entries
+
+    mine = [e for e in queue_entries(pending_queue(user, limit=50), user) if e.may_decide]
+    return _panel("approvals", "Approval requests you may decide",
+                  "No request waits for your decision.", reverse("approval-queue"), mine,
+                  lambda e: Item(f"{e.request.get_kind_display()}: {e.request.tool} "
+                                 f"({e.request.action_class})",
+                                 reverse("approval-queue") + f"#request-{e.request.pk}",
+                                 f"{e.request.tenant.slug} · due "
+                                 f"{timezone.localtime(e.request.due_at):%Y-%m-%d %H:%M %Z}"))
+
+
+def incidents_panel(user: Viewer) -> Panel:
+    from incidents.choices import IncidentStatus
+    from incidents.models import Incident
+
+    rows = list(Incident.objects.for_user(user, Role.VIEW_LEDGER).exclude(
+        status=IncidentStatus.CLOSED).select_related("tenant").order_by("-id")[:PANEL_ROWS + 1])
+    return _panel("incidents", "Open incidents", "No open incident.", reverse("incident-list"),
+                  rows, lambda i: Item(f"{i.reference}: {i.title}",
+                                       reverse("incident-page", args=[i.tenant.slug, i.pk]),
+                                       f"{i.tenant.slug} · {i.severity} · {i.status}"))
+
+
+def divergences_panel(user: Viewer) -> Panel:
+    from operations.divergences import divergences_for
+    from operations.models import FollowUp
+
+    rows = list(divergences_for(user, state=FollowUp.OPEN)[:PANEL_ROWS + 1])
+    return _panel("divergences", "Replay divergences to follow up",
+                  "No divergence waits for a follow-up.", reverse("divergence-list"), rows,
+                  lambda s: Item(f"replay {s.replay_id} step {s.seq}: {s.tool}",
+                                 reverse("replay-detail", args=[s.tenant.slug, s.replay_id])
+                                 + f"#step-{s.seq}", s.tenant.slug))
+
+
+def failed_runs_panel(user: Viewer) -> Panel:
+    from runs.models import Run, RunStatus
+
+    since = timezone.now() - timedelta(hours=24)
+    rows = list(Run.objects.for_user(user, Role.VIEW_LEDGER).filter(
+        status=RunStatus.FAILED, started_at__gte=since).select_related("tenant", "agent")
+        .order_by("-started_at")[:PANEL_ROWS + 1])
+    return _panel("failed-runs", "Failed runs in the last 24 hours", "No run failed in the "
+                  "last 24 hours.",
+                  reverse("admin:runs_run_changelist") + "?status__exact=failed&started=24h",
+                  rows,
+                  lambda r: Item(r.run_id, reverse("run-timeline", args=[r.tenant.slug,
+                                                                         r.run_id]),
+                                 f"{r.tenant.slug} · {r.agent.agent_id} · "
+                                 f"{timezone.localtime(r.started_at):%Y-%m-%d %H:%M %Z}"))
+
+
+def exports_panel(user: Viewer) -> Panel:
+    from exports.models import ExportStatus
+    from exports.services import visible_exports
+
+    rows = list(visible_exports(user).filter(status=ExportStatus.DONE).select_related(
+        "tenant").order_by("-id")[:PANEL_ROWS + 1])
+    return _panel("exports", "Exports ready to download", "No export is ready.",
+                  reverse("export-list"), rows,
+                  lambda e: Item(f"export {e.pk}: {e.tenant.slug}, {e.redaction_level}",
+                                 reverse("export-download", args=[e.pk]),
+                                 f"{e.window_from:%Y-%m-%d} to {e.window_to:%Y-%m-%d}"))
+
+
+def alarms_panel(user: Viewer) -> Panel:
+    from runs.templatetags.ledger import integrity_alarms
+
+    rows = integrity_alarms(user, limit=PANEL_ROWS + 1)
+    return _panel("alarms", "Integrity alarms", "No integrity alarm.",
+                  reverse("admin:runs_integrityalarm_changelist"), rows,
+                  lambda a: Item(f"{a.tenant.slug}: run {a.run_id}",
+                                 reverse("admin:runs_integrityalarm_change", args=[a.pk]),
+                                 a.detail), alarm=True)
+
+
+#: Each panel with the role that makes it someone's work.
+PANELS: list[tuple[str, Callable[[Viewer], Panel]]] = [
+    (Role.VIEW_LEDGER, alarms_panel),
+    (Role.APPROVE, approvals_panel),
+    (Role.VIEW_LEDGER, incidents_panel),
+    (Role.VIEW_LEDGER, failed_runs_panel),
+    (Role.VIEW_LEDGER, divergences_panel),
+    (Role.EXPORT, exports_panel),
+]
+
+
+def panels_for(user: Viewer) -> list[Panel]:
+    shown = [make(user) for role, make in PANELS if has_role(user, role)]
+    return sorted(shown, key=lambda p: not (p.alarm and p.items))
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    panels = panels_for(request.user)
+    return render(request, "home.html", {
+        **admin.site.each_context(request), "title": "What waits for you", "panels": panels,
+        "no_roles": not panels})
