@@ -214,6 +214,17 @@ class PersonalAccessToken(models.Model):
         return f"lpt_{self.prefix} (#{self.pk})"
 
 
+class WorkerHeartbeat(models.Model):
+    """When a Celery worker last ran the heartbeat task (``core.workers``): the proof that
+    queued work is being picked up, for ``/readyz`` and for pages that show a queued job."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.hostname} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
 class OutboxMessage(models.Model):
     """A Celery message the broker could not take when it was sent (see ``jobs.py``)."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 
 
@@ -20,3 +22,13 @@ def watch_jobs() -> dict[str, dict[str, int]]:
     from .watchdog import watch_jobs as run
 
     return run()
+
+
+@shared_task(name="ledger_portal.worker_heartbeat", bind=True)
+def worker_heartbeat(self: Any) -> str:
+    """Beat task: the worker that runs it says it is alive (``core.workers``)."""
+    from .workers import record_heartbeat
+
+    hostname = str(self.request.hostname or "unknown")
+    record_heartbeat(hostname)
+    return hostname

@@ -193,7 +193,7 @@ LEDGER_HTTPS = env_bool("LEDGER_HTTPS", not DEBUG)
 SECURE_SSL_REDIRECT = LEDGER_HTTPS
 # Health checks come from the host itself (systemd, a container runtime, a load balancer's
 # probe) over plain HTTP: redirected, they would read as failures.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if LEDGER_HTTPS else 0,
                               minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", LEDGER_HTTPS)
@@ -342,7 +342,12 @@ CELERY_BEAT_SCHEDULE = {
     "watch-replays": {"task": "runs.watch_replays", "schedule": 60},
     "watch-jobs": {"task": "ledger_portal.watch_jobs", "schedule": 60},
     "expire-audit-exports": {"task": "exports.expire_exports", "schedule": 3600},
+    # proof that someone picks up queued work (/readyz, pages showing a queued job)
+    "worker-heartbeat": {"task": "ledger_portal.worker_heartbeat",
+                         "schedule": env_int("LEDGER_WORKER_HEARTBEAT_SECONDS", 30, minimum=5)},
 }
+# A worker heartbeat older than this means queued work is not being picked up.
+LEDGER_WORKER_STALE_SECONDS = env_int("LEDGER_WORKER_STALE_SECONDS", 120, minimum=10)
 # Replays: the longest one may run (seconds; past it the beat task fails it), how often one
 # waiting for a person looks again, and how often a transient tool failure is retried.
 LEDGER_REPLAY_TIME_LIMIT = env_int("LEDGER_REPLAY_TIME_LIMIT", 3600, minimum=10)
@@ -411,6 +416,9 @@ LEDGER_TASK_TIME_LIMITS: dict[str, int] = {
     "ledger_portal.watch_jobs": 120,
     "ledger_portal.dispatch_outbox": 120,
     "approvals.escalate_overdue": 120,
+    # each delivery has a 5 s timeout; a tenant with many routes still finishes well inside
+    "approvals.notify_approvers": 120,
+    "ledger_portal.worker_heartbeat": 30,
 }
 TASK_KILL_GRACE = 30
 CELERY_TASK_ANNOTATIONS = {name: {"soft_time_limit": limit,

@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
 from exports import views as export_pages
-from ledger_portal.health import healthz
+from ledger_portal.health import healthz, readyz
 from ledger_portal.home import home
 from operations import run_pages as operation_pages
 from operations import views as replay_pages
@@ -16,6 +16,7 @@ urlpatterns = [
     path("", home, name="home"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("runs/find/", run_pages.find_run, name="find-run"),
     path("approvals/", approval_pages.approval_queue, name="approval-queue"),
     path("approvals/<id:pk>/decide/", approval_pages.decide, name="approval-decide"),

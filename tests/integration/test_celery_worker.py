@@ -91,3 +91,18 @@ def test_a_backtest_runs_on_a_real_worker_with_progress(worker, acme, alice, rec
     test.refresh_from_db()
     assert test.status == "done", test.error
     assert test.processed == test.total > 0
+
+
+def test_readyz_turns_ready_when_a_real_worker_runs_its_heartbeat(worker, client):
+    from core.tasks import worker_heartbeat
+
+    before = client.get("/readyz")
+    assert before.status_code == 503
+    assert before.json()["worker"] == "never seen"
+
+    worker_heartbeat.apply_async(queue=worker)
+    deadline = time.monotonic() + 60
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "no heartbeat from the worker within 60 s"
+        time.sleep(0.2)
+    assert client.get("/readyz").json()["worker"] == "ok"
