@@ -77,8 +77,8 @@ def decide(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("No such request among your tenants.")
     approve = request.POST.get("decision") == "approve"
     try:
-        decided = decide_approval(approval, actor_of(request), approve,
-                                  request.POST.get("justification", ""))
+        decided = decide_approval(approval, by=actor_of(request), approve=approve,
+                                  justification=request.POST.get("justification", ""))
     except (PermissionDenied, ValidationError) as exc:
         text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
         messages.error(request, f"Request {pk}: {text}")

@@ -118,7 +118,7 @@ def cmd_replay(args: argparse.Namespace, user: Actor) -> int:
               "(use NAME:NUMBER or an id)", file=sys.stderr)
         return EXIT_NOT_FOUND
     try:
-        replay = start_replay(run, user, mode="live" if args.live else "sandbox",
+        replay = start_replay(run, by=user, mode="live" if args.live else "sandbox",
                               until_step=args.until_step, policy_version=version)
     except ReplayRefused as exc:
         return fail(f"replay refused: {exc}", EXIT_FORBIDDEN)
@@ -170,7 +170,7 @@ def _follow_up(args: argparse.Namespace, user: Actor) -> int:
         print(f"ledger: no step {seq} of replay {replay_id} in your tenants", file=sys.stderr)
         return EXIT_NOT_FOUND
     try:
-        step = set_divergence_follow_up(step, user, args.state, args.note or "")
+        step = set_divergence_follow_up(step, by=user, state=args.state, note=args.note or "")
     except FollowUpRefused as exc:
         return fail(str(exc), EXIT_USAGE)
     print(f"replay {step.replay_id} step {step.seq} ({step.call_id}): {step.follow_up}"

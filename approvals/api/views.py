@@ -130,7 +130,7 @@ class ApprovalWithdraw(TenantScopedViewMixin, generics.GenericAPIView[ApprovalRe
         body = WithdrawSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            approval = withdraw_approval(approval, actor_of(request),
+            approval = withdraw_approval(approval, by=actor_of(request),
                                          reason=body.validated_data["reason"])
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc

@@ -61,8 +61,9 @@ class TenantOutage(APIView):
         form = OutageRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            note = set_outage_mode(tenant, actor_of(request), form.validated_data["outage_mode"],
-                                   form.validated_data["reason"])
+            note = set_outage_mode(tenant, by=actor_of(request),
+                                   on=form.validated_data["outage_mode"],
+                                   reason=form.validated_data["reason"])
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from None
         except ValidationError as exc:

@@ -100,8 +100,9 @@ class ReplayStepFollowUp(TenantScopedViewMixin, generics.GenericAPIView[ReplaySt
         asked = FollowUpRequestSerializer(data=request.data)
         asked.is_valid(raise_exception=True)
         try:
-            step = set_divergence_follow_up(step, actor_of(request), asked.validated_data["state"],
-                                            asked.validated_data["note"])
+            step = set_divergence_follow_up(step, by=actor_of(request),
+                                            state=asked.validated_data["state"],
+                                            note=asked.validated_data["note"])
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from None
         except FollowUpRefused as exc:

@@ -97,7 +97,7 @@ class ReplayList(TenantScopedViewMixin, generics.ListAPIView[Replay]):
             if version is None:
                 raise ValidationError({"policy_version": "no such version in this tenant"})
         try:
-            replay = start_replay(run, actor_of(request), mode=data["mode"],
+            replay = start_replay(run, by=actor_of(request), mode=data["mode"],
                                   until_step=data["until_step"], policy_version=version)
         except ReplayRefused as exc:
             raise PermissionDenied(str(exc)) from None

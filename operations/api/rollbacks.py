@@ -103,7 +103,7 @@ class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView[Rollback]):
         slug = request.query_params.get("tenant")
         incident = None
         if data["incident"] is not None:
-            incident = find_incident(actor_of(request), data["incident"])
+            incident = find_incident(data["incident"], by=actor_of(request))
             if incident is None:
                 raise NotFound("no such incident in your tenants")
         model, lookup = (Run, {"run_id": data["run_id"]}) if data.get("run_id") else (
@@ -120,10 +120,11 @@ class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView[Rollback]):
             raise BadRequest({"tenant": "in several of your tenants; pass ?tenant=<slug>."})
         try:
             if data.get("run_id"):
-                rollbacks = request_run_rollback(found[0], actor_of(request), incident=incident)
+                rollbacks = request_run_rollback(found[0], by=actor_of(request), incident=incident)
                 queued = True
             else:
-                rollback, queued = request_rollback(found[0], actor_of(request), incident=incident)
+                rollback, queued = request_rollback(found[0], by=actor_of(request),
+                                                    incident=incident)
                 rollbacks = [rollback]
         except ValidationError as exc:
             raise BadRequest({"detail": " ".join(exc.messages)}) from exc

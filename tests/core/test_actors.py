@@ -85,9 +85,10 @@ def test_what_names_a_person_is_never_done_by_a_key(acme: Tenant, alice: User, b
     with setting_up():
         pending, _ = issue_api_key(acme, "sensitive", [Role.VIEW_UNREDACTED], by=alice)
     attempts = {
-        "vote": lambda: decide_approval(approval, key_with_every_role, True, "fine"),
-        "legal hold": lambda: place_legal_hold(acme, key_with_every_role, "matter 9"),
-        "key confirmation": lambda: confirm_api_key(pending, key_with_every_role),
+        "vote": lambda: decide_approval(approval, by=key_with_every_role, approve=True,
+                                        justification="fine"),
+        "legal hold": lambda: place_legal_hold(acme, by=key_with_every_role, reason="matter 9"),
+        "key confirmation": lambda: confirm_api_key(pending, by=key_with_every_role),
     }
     refused = {}
     for what, attempt in attempts.items():
