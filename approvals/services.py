@@ -136,7 +136,7 @@ def caused_by(request: ApprovalRequest, person: Any) -> str:
 
 
 @transaction.atomic
-def withdraw_approval(request: ApprovalRequest, by: Actor, reason: str = "") -> ApprovalRequest:
+def withdraw_approval(request: ApprovalRequest, *, by: Actor, reason: str = "") -> ApprovalRequest:
     """The asker gives up waiting (its own timeout passed): the request can no longer be
     approved. Only the one who asked may withdraw it; a decided request stays as it is."""
     request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
@@ -144,18 +144,19 @@ def withdraw_approval(request: ApprovalRequest, by: Actor, reason: str = "") -> 
         raise PermissionDenied("only whoever asked for an approval may withdraw it")
     if request.status != Status.PENDING:
         return request
-    return _close(request, Status.EXPIRED, None,
-                  f"withdrawn by {by}" + (f": {reason.strip()}" if reason.strip() else ""))
+    return _close(request, Status.EXPIRED, by=None,
+                  justification=f"withdrawn by {by}"
+                  + (f": {reason.strip()}" if reason.strip() else ""))
 
 
-def decide_approval(request: ApprovalRequest, by: Actor, approve: bool,
+def decide_approval(request: ApprovalRequest, *, by: Actor, approve: bool,
                     justification: str = "") -> ApprovalRequest:
     """Record ``by``'s vote. Four-eyes: nobody decides their own request; rejecting and exfil
     need a justification; exfil needs two approvers. Two approvers deciding at once give one
     outcome: the request row is locked while a vote is counted."""
     if expire_if_overdue(request):
         raise ApprovalError("this request expired before a decision")
-    return _vote(request, by, approve, justification)
+    return _vote(request, by=by, approve=approve, justification=justification)
 
 
 @transaction.atomic
@@ -165,12 +166,12 @@ def expire_if_overdue(request: ApprovalRequest, now: Any = None) -> bool:
         pk=request.pk, status=Status.PENDING, due_at__lte=now or timezone.now()).first()
     if overdue is None:
         return False
-    _close(overdue, Status.EXPIRED, None, "expired before a decision")
+    _close(overdue, Status.EXPIRED, by=None, justification="expired before a decision")
     return True
 
 
 @transaction.atomic
-def _vote(request: ApprovalRequest, by: Actor, approve: bool, justification: str
+def _vote(request: ApprovalRequest, *, by: Actor, approve: bool, justification: str
           ) -> ApprovalRequest:
     request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
     if request.status == Status.PENDING and request.due_at <= timezone.now():
@@ -195,10 +196,10 @@ def _vote(request: ApprovalRequest, by: Actor, approve: bool, justification: str
     except IntegrityError as exc:
         raise ApprovalError("you have already decided on this request") from exc
     if not approve:
-        return _close(request, Status.REJECTED, by, justification)
+        return _close(request, Status.REJECTED, by=by, justification=justification)
     approvals = request.votes.filter(approve=True).count()
     if approvals >= request.approvals_needed:
-        return _close(request, Status.APPROVED, by, justification)
+        return _close(request, Status.APPROVED, by=by, justification=justification)
     annotate(request.tenant, AnnotationKind.APPROVAL,
              f"first of {request.approvals_needed} approvals for {request.tool}",
              run_id=request.run_id, by=by, target_call_id=request.call_id,
@@ -213,7 +214,7 @@ def _action_commitment(request: ApprovalRequest) -> dict[str, str]:
                                                               request.action_hash)}
 
 
-def _close(request: ApprovalRequest, status: str, by: Actor, justification: str
+def _close(request: ApprovalRequest, status: str, *, by: Actor, justification: str
            ) -> ApprovalRequest:
     request.status, request.decided_at = status, timezone.now()
     request.save(update_fields=["status", "decided_at"])

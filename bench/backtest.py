@@ -128,20 +128,21 @@ def ensure_policies(tenant: Any, author: Any, publisher: Any) -> tuple[Any, Any,
     done = []
     published = policy.versions.filter(status=VersionStatus.PUBLISHED).first()
     if published is None:
-        first = create_draft(policy, author, f"bench.backtest: {len(PUBLISHED_RULES)} rules")
+        first = create_draft(policy, by=author,
+                             change_note=f"bench.backtest: {len(PUBLISHED_RULES)} rules")
         first.rules.all().delete()
         first.default_effect = "require_approval"
         first.save()
         Rule.objects.bulk_create([Rule(tenant=tenant, version=first, position=i, **r)
                                   for i, r in enumerate(PUBLISHED_RULES)])
-        published = publish_policy_version(first, publisher)
+        published = publish_policy_version(first, by=publisher)
         done.append(f"published v{published.number}")
     else:
         done.append(f"reused published v{published.number}")
     draft = (PolicyVersion.objects.filter(policy=policy, status=VersionStatus.DRAFT,
                                           change_note=DRAFT_NOTE).order_by("-number").first())
     if draft is None:
-        draft = create_draft(policy, author, DRAFT_NOTE, copy_from=published)
+        draft = create_draft(policy, by=author, change_note=DRAFT_NOTE, copy_from=published)
         _draft_changes(draft)
         done.append(f"drafted v{draft.number}")
     else:

@@ -564,12 +564,12 @@ def publish_everywhere(slugs: list[tuple[str, bool]], specs: list[Spec]
         tenant = Tenant.objects.create(slug=slug, name=slug, outage_mode=outage,
                                        unregistered_tools="trust_declared")
         policy = Policy.objects.create(tenant=tenant, name="tools")
-        draft = create_draft(policy, author, f"bench: {len(specs)} rules")
+        draft = create_draft(policy, by=author, change_note=f"bench: {len(specs)} rules")
         draft.default_effect = DEFAULT_EFFECT
         draft.save()
         Rule.objects.bulk_create([Rule(tenant=tenant, version=draft, position=i, **s.as_rule())
                                   for i, s in enumerate(specs)])
-        version = publish_policy_version(draft, publisher)
+        version = publish_policy_version(draft, by=publisher)
         _, raw = issue_api_key(tenant, "bench-agent", ["ingest"])
         out[slug] = (tenant, raw, version)
     return out

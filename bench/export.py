@@ -75,8 +75,8 @@ tenant = Tenant.objects.get(slug=sys.argv[1])
 user, _ = User.objects.get_or_create(username="bench-auditor")
 grant_role(user, "export", tenant)
 started = time.perf_counter()
-export = request_export(tenant, user, datetime.fromisoformat(sys.argv[2]),
-                        datetime.fromisoformat(sys.argv[3]), enqueue=False)
+export = request_export(tenant, datetime.fromisoformat(sys.argv[2]),
+                        datetime.fromisoformat(sys.argv[3]), by=user, enqueue=False)
 export = produce_now(export)
 seconds = time.perf_counter() - started
 print(json.dumps({"id": export.pk, "status": export.status, "error": export.error,

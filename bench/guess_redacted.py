@@ -88,8 +88,9 @@ def record_and_export(card: str, data_dir: str) -> tuple[Any, bytes, Any]:
                         "input": {"card": card, "amount": 12}, "output": {"ok": True},
                         "status": "succeeded", "started_at": "2026-10-01T09:00:01Z"}]}]}),
         recorded_by="bench")
-    export = produce_now(request_export(tenant, auditor, datetime(2000, 1, 1, tzinfo=UTC),
-                                        datetime(2100, 1, 1, tzinfo=UTC), enqueue=False))
+    export = produce_now(request_export(tenant, datetime(2000, 1, 1, tzinfo=UTC),
+                                        datetime(2100, 1, 1, tzinfo=UTC), by=auditor,
+                                        enqueue=False))
     with export_storage().open(export.file, "rb") as handle:
         bundle = handle.read()
     stored = ToolCall.objects.values("content_hash").get(call_id="t1")

@@ -75,7 +75,7 @@ def prepare(tool_calls: int, url: str) -> tuple[Any, Any, Any]:
         grant_role(operator, role, tenant)
     grant_role(publisher, "manage_policies", tenant)
     policy = Policy.objects.create(tenant=tenant, name="bench-tools")
-    draft = create_draft(policy, None, "bench rules")
+    draft = create_draft(policy, by=None, change_note="bench rules")
     rules: list[tuple[str, dict[str, Any]]] = [
             ("no deletes", {"action_classes": ["delete"], "effect": "deny"}),
             ("exfil needs a person live", {"action_classes": ["exfil"], "modes": ["live"],
@@ -87,7 +87,7 @@ def prepare(tool_calls: int, url: str) -> tuple[Any, Any, Any]:
             ("frozen", {"tool": "drop_database", "effect": "deny"})]
     for i, (name, fields) in enumerate(rules):
         Rule.objects.create(tenant=tenant, version=draft, position=i, name=name, **fields)
-    publish_policy_version(draft, publisher)
+    publish_policy_version(draft, by=publisher)
     return tenant, Run.objects.select_related("tenant", "agent").get(
         tenant=tenant, run_id=run["run_id"]), operator
 
@@ -96,7 +96,7 @@ def replay_once(run: Any, operator: Any, options: Any) -> tuple[float, Any]:
     from operations.models import Replay
     from operations.replay import execute_replay, start_replay
 
-    replay = start_replay(run, operator)  # queued; on_commit sends to no worker (eager off)
+    replay = start_replay(run, by=operator)  # queued; on_commit sends to no worker (eager off)
     replay.refresh_from_db()
     started = time.perf_counter()
     execute_replay(replay.pk, replay.task_id, options)

@@ -48,13 +48,13 @@ def _tenants_of(user: Any) -> list[Tenant]:
     return list(seen.values())
 
 
-def _annotate_everywhere(user: Any, body: str, data: dict[str, Any], by: Actor) -> None:
+def _annotate_everywhere(user: Any, body: str, data: dict[str, Any], *, by: Actor) -> None:
     for tenant in _tenants_of(user):
         record_on_governance_log(tenant, "configuration", body, by=by, data=data)
 
 
 def checked_token_request(user: User, scopes: Iterable[str], expires_at: datetime | None,
-                          by: Actor) -> tuple[list[str], datetime]:
+                          *, by: Actor) -> tuple[list[str], datetime]:
     """The scopes and expiry of a token ``by`` may issue to ``user``; ``TokenRefused`` or
     ``ValidationError`` otherwise."""
     if not is_person(by, user.pk) and not getattr(by, "is_superuser", False):
@@ -82,19 +82,19 @@ def issue_personal_token(user: User, name: str, scopes: Iterable[str], *, by: Ac
     """A new token of ``user`` and its raw value, which is never stored nor shown again. Only
     ``user`` (or a superuser, e.g. from the shell) issues it; its scopes are roles ``user``
     holds somewhere; it expires within ``MAX_LIFETIME`` (``DEFAULT_LIFETIME`` unless told)."""
-    checked, expires_at = checked_token_request(user, scopes, expires_at, by or user)
+    checked, expires_at = checked_token_request(user, scopes, expires_at, by=by or user)
     prefix, raw = new_credential(TOKEN_PREFIX)
     token = PersonalAccessToken.objects.create(
         user=user, name=name.strip() or "ledger", prefix=prefix, token_hash=hash_api_key(raw),
         scopes=checked, expires_at=expires_at)
     _annotate_everywhere(user, f"personal access token {token.label} issued to {user}",
                          {"event": "token_issued", "token": token.pk, "user": user.username,
-                          "scopes": checked, "expires_at": expires_at.isoformat()}, by)
+                          "scopes": checked, "expires_at": expires_at.isoformat()}, by=by)
     return token, raw
 
 
 @transaction.atomic
-def revoke_personal_token(token: PersonalAccessToken, by: Actor) -> PersonalAccessToken:
+def revoke_personal_token(token: PersonalAccessToken, *, by: Actor) -> PersonalAccessToken:
     if not is_person(by, token.user_id) and not getattr(by, "is_superuser", False):
         raise TokenRefused("only its user (or a superuser) revokes a personal access token")
     locked = PersonalAccessToken.objects.select_for_update().get(pk=token.pk)
@@ -103,7 +103,7 @@ def revoke_personal_token(token: PersonalAccessToken, by: Actor) -> PersonalAcce
         locked.save(update_fields=["revoked_at"])
         _annotate_everywhere(locked.user, f"personal access token {locked.label} revoked",
                              {"event": "token_revoked", "token": locked.pk,
-                              "user": locked.user.username}, by)
+                              "user": locked.user.username}, by=by)
     return locked
 
 

@@ -81,7 +81,7 @@ class TenantAdmin(GuardedModelAdmin, ScopedHistoryAdmin):  # type: ignore[misc]
         state = "on" if on else "off"
         for tenant in queryset:
             try:
-                note = services.set_outage_mode(tenant, actor_of(request), on, reason)
+                note = services.set_outage_mode(tenant, by=actor_of(request), on=on, reason=reason)
             except (PermissionDenied, ValidationError) as exc:
                 why = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
                 self.message_user(request, f"{tenant.slug}: outage mode not switched {state}: "
@@ -134,7 +134,7 @@ class ApiKeyForm(forms.ModelForm[ApiKey]):
         cleaned = super().clean() or {}
         tenant, scopes = cleaned.get("tenant"), cleaned.get("scopes")
         if tenant is not None and scopes and self.minted_by is not None:
-            missing = services.scopes_not_held(self.minted_by, scopes, tenant)
+            missing = services.scopes_not_held(scopes, tenant, by=self.minted_by)
             if missing:
                 self.add_error("scopes", "You cannot grant scope(s) you do not hold on this "
                                f"tenant: {', '.join(missing)}")
@@ -237,7 +237,7 @@ class PersonalAccessTokenForm(forms.ModelForm[PersonalAccessToken]):
         if cleaned.get("scopes") and cleaned.get("expires_at") and self.owner is not None:
             try:
                 checked_token_request(self.owner, cleaned["scopes"], cleaned["expires_at"],
-                                      self.owner)
+                                      by=self.owner)
             except (PermissionDenied, ValidationError) as exc:
                 raise forms.ValidationError(" ".join(exc.messages) if isinstance(
                     exc, ValidationError) else str(exc)) from None
@@ -323,5 +323,5 @@ class PersonalAccessTokenAdmin(admin.ModelAdmin[PersonalAccessToken]):
         from .access_tokens import revoke_personal_token
 
         for token in queryset:
-            revoke_personal_token(token, actor_of(request))
+            revoke_personal_token(token, by=actor_of(request))
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)

@@ -34,18 +34,18 @@ def _checked_scopes(scopes: Iterable[str]) -> list[str]:
     return scopes
 
 
-def scopes_not_held(by: Actor, scopes: Iterable[str], tenant: Tenant) -> list[str]:
+def scopes_not_held(scopes: Iterable[str], tenant: Tenant, *, by: Actor) -> list[str]:
     """The scopes among ``scopes`` that ``by`` does not hold on ``tenant`` (a key never
     carries more than the person who mints it may do)."""
     return [scope for scope in scopes if not has_role(by, scope, tenant)]
 
 
-def _refuse_scopes_not_held(by: Actor, scopes: list[str], tenant: Tenant) -> None:
+def _refuse_scopes_not_held(scopes: list[str], tenant: Tenant, *, by: Actor) -> None:
     # ``by`` None is the platform itself (seed, setup, tests); a person or key is held to
     # its own roles, so a governor cannot mint a key that reads what they cannot read.
     if by is None:
         return
-    missing = scopes_not_held(by, scopes, tenant)
+    missing = scopes_not_held(scopes, tenant, by=by)
     if missing:
         raise PermissionDenied(f"you cannot grant scope(s) you do not hold on {tenant.slug}: "
                                f"{', '.join(missing)}")
@@ -61,7 +61,7 @@ def issue_api_key(tenant: Tenant, name: str, scopes: Iterable[str], *, by: Actor
         raise ValueError("expires_at must be in the future")
     checked = _checked_scopes(scopes)
     bound = checked_agent_ids(agent_ids)
-    _refuse_scopes_not_held(by, checked, tenant)
+    _refuse_scopes_not_held(checked, tenant, by=by)
     prefix, raw = ApiKey.generate()
     key = ApiKey.objects.create(
         tenant=tenant, name=name, prefix=prefix, key_hash=hash_api_key(raw),
@@ -97,7 +97,7 @@ def sensitive_scopes(scopes: Iterable[str]) -> list[str]:
 
 
 @transaction.atomic
-def confirm_api_key(key: ApiKey, by: Actor) -> ApiKey:
+def confirm_api_key(key: ApiKey, *, by: Actor) -> ApiKey:
     """Confirm a pending key as the second person: not its minter, holding every sensitive
     scope it carries on its tenant. Confirming a confirmed key changes nothing."""
     locked = ApiKey.objects.select_for_update().get(pk=key.pk)
@@ -108,7 +108,7 @@ def confirm_api_key(key: ApiKey, by: Actor) -> ApiKey:
         raise PermissionDenied("a key is confirmed by a person, not by another key")
     if is_person(person, locked.created_by_id):
         raise PermissionDenied("the person who minted a key cannot confirm it")
-    missing = scopes_not_held(by, sensitive_scopes(locked.scopes), locked.tenant)
+    missing = scopes_not_held(sensitive_scopes(locked.scopes), locked.tenant, by=by)
     if missing:
         raise PermissionDenied(f"confirming this key needs the role(s) {', '.join(missing)} on "
                                f"{locked.tenant.slug}")
@@ -144,7 +144,7 @@ OUTAGE_REASON_MAX = 2_000
 
 
 @transaction.atomic
-def set_outage_mode(tenant: Tenant, by: Actor, on: bool, reason: str) -> Any:
+def set_outage_mode(tenant: Tenant, *, by: Actor, on: bool, reason: str) -> Any:
     """Put ``tenant`` in outage mode (replays forced to sandbox; leaving it needs an approved
     HITL request) or take it out, recording who and why in the tenant's governance log in the
     same transaction. Returns that annotation, or None when the tenant already was in that

@@ -62,7 +62,7 @@ def _belongs_elsewhere_only(user: Viewer, tenant_id: int) -> bool:
 
 
 @transaction.atomic
-def share_export(export: AuditExport, user: User, by: Actor) -> ExportShare:
+def share_export(export: AuditExport, user: User, *, by: Actor) -> ExportShare:
     """Let ``user`` (an external auditor, say) download one export; annotated. Refused when it
     would cross tenants or widen what ``user``'s roles let them read, and for an unredacted
     export unless ``by`` is a second person holding view_unredacted."""

@@ -73,7 +73,7 @@ class AuditExportAdmin(TenantScopedAdmin):
 
         for export in queryset:
             try:
-                set_under_review(export, actor_of(request), under_review)
+                set_under_review(export, by=actor_of(request), under_review=under_review)
             except PermissionDenied as exc:
                 self.message_user(request, f"{export}: {exc}", messages.ERROR)
             else:
@@ -109,9 +109,11 @@ class AuditExportAdmin(TenantScopedAdmin):
                 if self.errors:
                     return data
                 try:
-                    services.check_request(data["tenant"], actor_of(request), data["window_from"],
-                                           data["window_to"], data["redaction_level"],
-                                           data["format"], data.get("justification", ""))
+                    services.check_request(data["tenant"], data["window_from"],
+                                           data["window_to"], by=actor_of(request),
+                                           redaction_level=data["redaction_level"],
+                                           fmt=data["format"],
+                                           justification=data.get("justification", ""))
                 except PermissionDenied as exc:
                     raise ValidationError(str(exc)) from exc
                 return data
@@ -120,7 +122,7 @@ class AuditExportAdmin(TenantScopedAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         data = form.cleaned_data
         export = services.request_export(
-            data["tenant"], actor_of(request), data["window_from"], data["window_to"],
+            data["tenant"], data["window_from"], data["window_to"], by=actor_of(request),
             redaction_level=data["redaction_level"], fmt=data["format"],
             justification=data["justification"])
         obj.pk = export.pk

@@ -33,7 +33,7 @@ def cmd_export(args: argparse.Namespace, user: Actor) -> int:
     if tenant is None:
         print(f"ledger: no tenant {args.tenant!r}", file=sys.stderr)
         return EXIT_NOT_FOUND
-    export = request_export(tenant, user, args.window_from, args.window_to,
+    export = request_export(tenant, args.window_from, args.window_to, by=user,
                             redaction_level=args.redaction_level, fmt=args.format,
                             justification=args.justification or "", enqueue=False)
     export = produce_now(export)

@@ -21,7 +21,7 @@ from .models import AuditExport
 
 
 @transaction.atomic
-def set_under_review(export: AuditExport, by: Actor, under_review: bool) -> AuditExport:
+def set_under_review(export: AuditExport, *, by: Actor, under_review: bool) -> AuditExport:
     """Mark an export under review (or done with); annotated in the governance log."""
     if not has_role(by, Role.EXPORT, export.tenant_id):
         raise PermissionDenied("reviewing exports needs the export role on this tenant")

@@ -56,14 +56,14 @@ from .storage import LocalFile, export_storage
 log = logging.getLogger(__name__)
 
 
-def _principal(by: Actor) -> tuple[Any, str]:
+def _principal(*, by: Actor) -> tuple[Any, str]:
     return person_of(by), label_of(by)
 
 
 # -- request ----------------------------------------------------------------------------------
 
-def check_request(tenant: Tenant, by: Actor, window_from: datetime, window_to: datetime,
-                  redaction_level: str, fmt: str, justification: str) -> str:
+def check_request(tenant: Tenant, window_from: datetime, window_to: datetime,
+                  *, by: Actor, redaction_level: str, fmt: str, justification: str) -> str:
     """Refuse a request ``by`` may not make (ExportNotAllowed) or that makes no sense
     (ValidationError); return the justification, trimmed."""
     if not has_role(by, Role.EXPORT, tenant):
@@ -84,16 +84,17 @@ def check_request(tenant: Tenant, by: Actor, window_from: datetime, window_to: d
     return justification.strip()
 
 
-def request_export(tenant: Tenant, by: Actor, window_from: datetime, window_to: datetime, *,
-                   redaction_level: str = RedactionLevel.STRICT,
+def request_export(tenant: Tenant, window_from: datetime, window_to: datetime, *,
+                   by: Actor, redaction_level: str = RedactionLevel.STRICT,
                    fmt: str = ExportFormat.JSONL, justification: str = "",
                    enqueue: bool = True) -> AuditExport:
     """Queue an export of ``tenant``'s records between ``window_from`` (inclusive) and
     ``window_to`` (exclusive). Needs the export role; ``standard`` needs view_confidential,
     ``none`` view_unredacted and a justification, which is annotated in the ledger."""
-    justification = check_request(tenant, by, window_from, window_to, redaction_level, fmt,
-                                  justification)
-    user, label = _principal(by)
+    justification = check_request(tenant, window_from, window_to, by=by,
+                                  redaction_level=redaction_level, fmt=fmt,
+                                  justification=justification)
+    user, label = _principal(by=by)
     # The tenant's highest key of each table now: rows recorded after the request are not
     # exported (the export row keeps them, so they are the tenant's, not the installation's).
     watermarks = {s.name: s.model._default_manager.filter(tenant=tenant).aggregate(
@@ -481,11 +482,11 @@ def produce_now(export: AuditExport) -> AuditExport:
 
 # -- read, share, download, expire ------------------------------------------------------------
 
-def open_for_download(export: AuditExport, by: Actor, ip: str | None, user_agent: str) -> Any:
+def open_for_download(export: AuditExport, *, by: Actor, ip: str | None, user_agent: str) -> Any:
     """The bundle, opened, after recording (and annotating) who downloads it from where."""
     if export.status != ExportStatus.DONE or not export.file:
         raise ExportUnavailable(f"export {export.pk} is {export.status}, not ready to download")
-    user, label = _principal(by)
+    user, label = _principal(by=by)
     with transaction.atomic():
         ExportDownload.objects.create(tenant_id=export.tenant_id, export=export, user=user,
                                       principal=label, ip=ip or None,

@@ -45,7 +45,7 @@ def export_list(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             export = services.request_export(
-                data["tenant"], actor_of(request), data["window_from"], data["window_to"],
+                data["tenant"], data["window_from"], data["window_to"], by=actor_of(request),
                 redaction_level=data["redaction_level"],
                 fmt=data["format"], justification=data["justification"])
         except (PermissionDenied, ValidationError) as exc:
@@ -69,9 +69,9 @@ def download(request: HttpRequest, export_id: int) -> HttpResponse | FileRespons
     if export is None:
         raise Http404("No such export among yours.")
     try:
-        handle = services.open_for_download(export, actor_of(request),
-                                            request.META.get("REMOTE_ADDR"),
-                                            request.META.get("HTTP_USER_AGENT", ""))
+        handle = services.open_for_download(export, by=actor_of(request),
+                                            ip=request.META.get("REMOTE_ADDR"),
+                                            user_agent=request.META.get("HTTP_USER_AGENT", ""))
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("export-list")
@@ -91,7 +91,7 @@ def share(request: HttpRequest, export_id: int) -> HttpResponse:
         messages.error(request, "No such active user.")
         return redirect("export-list")
     try:
-        services.share_export(export, user, actor_of(request))
+        services.share_export(export, user, by=actor_of(request))
     except PermissionDenied as exc:
         messages.error(request, str(exc))
     else:

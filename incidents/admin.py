@@ -80,21 +80,22 @@ class IncidentAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
     def save_model(self, request: HttpRequest, obj: Incident, form: Any, change: bool) -> None:
         tickets = form.cleaned_data.get("ticket_ids", [])
         if not change:
-            opened = services.open_incident(obj.tenant, obj.title, actor_of(request),
+            opened = services.open_incident(obj.tenant, obj.title, by=actor_of(request),
                                             severity=obj.severity, summary=obj.summary,
                                             ticket_ids=tickets)
             obj.pk = opened.pk
             return
         # obj holds the redacted presentation of the read-only content: keep what is stored
         stored = Incident.objects.get(pk=obj.pk)
-        services.edit_incident(stored, actor_of(request), title=stored.title, severity=obj.severity,
-                               summary=stored.summary, ticket_ids=stored.ticket_ids)
+        services.edit_incident(stored, by=actor_of(request), title=stored.title,
+                               severity=obj.severity, summary=stored.summary,
+                               ticket_ids=stored.ticket_ids)
 
     @admin.action(description="Mark the selected incidents mitigated", permissions=["change"])
     def mark_mitigated(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
         for incident in queryset.select_related("tenant"):
             try:
-                services.mark_mitigated(incident, actor_of(request))
+                services.mark_mitigated(incident, by=actor_of(request))
             except (PermissionDenied, ValidationError) as exc:
                 text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
                 self.message_user(request, f"{incident.reference}: {text}", messages.ERROR)

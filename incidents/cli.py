@@ -34,7 +34,7 @@ def cmd_open(args: argparse.Namespace, user: Actor) -> int:
     tenant = Tenant.objects.for_user(user, Role.OPERATE).filter(slug=args.tenant).first()
     if tenant is None:
         return fail(f"you may not operate on tenant {args.tenant!r}", EXIT_FORBIDDEN)
-    incident = open_incident(tenant, args.title, user, severity=args.severity,
+    incident = open_incident(tenant, args.title, by=user, severity=args.severity,
                              summary=args.summary or "", ticket_ids=args.ticket or [])
     print(f"{incident.reference} opened in {tenant.slug}: {incident.title}")
     return EXIT_OK
@@ -49,7 +49,7 @@ def cmd_link(args: argparse.Namespace, user: Actor) -> int:
     if not (args.run or args.call or args.policy_version or args.replay or args.ticket):
         return fail("name something to link: --run, --call, --policy-version, --replay or "
                      "--ticket", EXIT_USAGE)
-    linked = link_to_incident(incident, user, run_ids=args.run or [],
+    linked = link_to_incident(incident, by=user, run_ids=args.run or [],
                               call_ids=args.call or [],
                               policy_version_ids=args.policy_version or [],
                               replay_ids=args.replay or [], ticket_ids=args.ticket or [])
@@ -68,7 +68,7 @@ def cmd_freeze(args: argparse.Namespace, user: Actor) -> int:
     incident = _incident(user, args.incident_id)
     if incident is None:
         return fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
-    version = freeze_for_incident(incident, args.tool, user, mode=args.mode)
+    version = freeze_for_incident(incident, args.tool, by=user, mode=args.mode)
     print(f"{args.tool} frozen ({args.mode}) for {incident.reference}: "
           f"{version.policy.name} v{version.number}")
     return EXIT_OK
@@ -80,7 +80,8 @@ def cmd_close(args: argparse.Namespace, user: Actor) -> int:
     incident = _incident(user, args.incident_id)
     if incident is None:
         return fail(f"no incident {args.incident_id} in your tenants", EXIT_NOT_FOUND)
-    closed = close_incident(incident, user, args.remediation, args.note or "")
+    closed = close_incident(incident, by=user, remediation_status=args.remediation,
+                            note=args.note or "")
     print(f"{closed.reference} closed ({closed.remediation_status})")
     return EXIT_OK
 

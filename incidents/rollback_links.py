@@ -12,9 +12,9 @@ from .services import link_to_incident
 
 
 class IncidentRollbackLinks:
-    def find(self, by: Actor, incident_id: int) -> Incident | None:
+    def find(self, incident_id: int, *, by: Actor) -> Incident | None:
         return Incident.objects.for_user(by, Role.VIEW_LEDGER).filter(pk=incident_id).first()
 
-    def link_call(self, incident: Incident, call: ToolCall, by: Actor) -> None:
+    def link_call(self, incident: Incident, call: ToolCall, *, by: Actor) -> None:
         if not incident.tool_calls.filter(pk=call.pk).exists():
-            link_to_incident(incident, by, call_ids=[call.call_id])
+            link_to_incident(incident, by=by, call_ids=[call.call_id])

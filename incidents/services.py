@@ -43,12 +43,12 @@ class IncidentError(ValidationError):
     pass
 
 
-def require_operate(by: Actor, tenant: Tenant | int) -> None:
+def require_operate(tenant: Tenant | int, *, by: Actor) -> None:
     if not has_role(by, Role.OPERATE, tenant):
         raise PermissionDenied("acting on incidents needs the operate role on this tenant")
 
 
-def _record(incident: Incident, body: str, by: Actor, event: str, *, run_id: str = "",
+def _record(incident: Incident, body: str, *, by: Actor, event: str, run_id: str = "",
             target_call_id: str = "", kind: str = AnnotationKind.INCIDENT_LINK,
             **data: Any) -> Annotation:
     return annotate(incident.tenant, kind, body, run_id=run_id, by=by,
@@ -58,9 +58,9 @@ def _record(incident: Incident, body: str, by: Actor, event: str, *, run_id: str
 
 
 @transaction.atomic
-def open_incident(tenant: Tenant, title: str, by: Actor, *, severity: str = Severity.MEDIUM,
+def open_incident(tenant: Tenant, title: str, *, by: Actor, severity: str = Severity.MEDIUM,
                   summary: str = "", ticket_ids: Iterable[str] = ()) -> Incident:
-    require_operate(by, tenant)
+    require_operate(tenant, by=by)
     title = title.strip()
     if not title:
         raise IncidentError("an incident needs a title")
@@ -70,7 +70,7 @@ def open_incident(tenant: Tenant, title: str, by: Actor, *, severity: str = Seve
         tenant=tenant, title=title, summary=summary, severity=severity,
         ticket_ids=_clean_tickets(ticket_ids), opened_by=person_of(by),
         opened_by_label=label_of(by, default=""))
-    _record(incident, f"opened {incident.reference} ({severity}): {title}", by, "opened",
+    _record(incident, f"opened {incident.reference} ({severity}): {title}", by=by, event="opened",
             severity=severity, ticket_ids=incident.ticket_ids)
     return incident
 
@@ -115,14 +115,14 @@ def _missing(asked: Iterable[str], found: Iterable[str], what: str) -> None:
 
 
 @transaction.atomic
-def link_to_incident(incident: Incident, by: Actor, *, run_ids: Iterable[str] = (),
+def link_to_incident(incident: Incident, *, by: Actor, run_ids: Iterable[str] = (),
                      call_ids: Iterable[str] = (), policy_version_ids: Iterable[int] = (),
                      replay_ids: Iterable[int] = (), ticket_ids: Iterable[str] = ()) -> Linked:
     """Link runs, tool calls (by external id), policy versions and replays (by id) and
     tickets. Each new
     link is annotated on the run it concerns; linking write, delete or exfil calls (directly
     or through their run) escalates to security and data owners."""
-    require_operate(by, incident.tenant_id)
+    require_operate(incident.tenant_id, by=by)
     incident = _locked_open(incident)
     tenant = incident.tenant
     linked = Linked()
@@ -148,8 +148,8 @@ def link_to_incident(incident: Incident, by: Actor, *, run_ids: Iterable[str] = 
             continue
         incident.runs.add(run)
         linked.runs.append(run.run_id)
-        _record(incident, f"run linked to {incident.reference}: {incident.title}", by,
-                "linked_run", run_id=run.run_id, linked_run=run.run_id)
+        _record(incident, f"run linked to {incident.reference}: {incident.title}", by=by,
+                event="linked_run", run_id=run.run_id, linked_run=run.run_id)
     already_calls = set(incident.tool_calls.filter(pk__in=[c.pk for c in calls])
                         .values_list("pk", flat=True))
     for call in calls:
@@ -158,7 +158,7 @@ def link_to_incident(incident: Incident, by: Actor, *, run_ids: Iterable[str] = 
         incident.tool_calls.add(call)
         linked.calls.append(call.call_id)
         _record(incident, f"{call.tool.name} call ({call.action_class}) linked to "
-                f"{incident.reference}: {incident.title}", by, "linked_call",
+                f"{incident.reference}: {incident.title}", by=by, event="linked_call",
                 run_id=call.run.run_id, target_call_id=call.call_id, linked_call=call.call_id,
                 action_class=call.action_class)
     already_versions = set(incident.policy_versions.values_list("pk", flat=True))
@@ -168,7 +168,7 @@ def link_to_incident(incident: Incident, by: Actor, *, run_ids: Iterable[str] = 
         incident.policy_versions.add(version)
         linked.policy_versions.append(version.pk)
         _record(incident, f"policy {version.policy.name} v{version.number} linked to "
-                f"{incident.reference}", by, "linked_policy_version",
+                f"{incident.reference}", by=by, event="linked_policy_version",
                 policy=version.policy.name, version=version.number,
                 policy_version_id=version.pk)
     already_replays = set(incident.replays.values_list("pk", flat=True))
@@ -178,7 +178,7 @@ def link_to_incident(incident: Incident, by: Actor, *, run_ids: Iterable[str] = 
         incident.replays.add(replay)
         linked.replays.append(replay.pk)
         _record(incident, f"{replay.mode} replay {replay.pk} of this run linked to "
-                f"{incident.reference}", by, "linked_replay", run_id=replay.run.run_id,
+                f"{incident.reference}", by=by, event="linked_replay", run_id=replay.run.run_id,
                 replay=replay.pk)
     new_tickets = [t for t in _clean_tickets(ticket_ids) if t not in incident.ticket_ids]
     if new_tickets:
@@ -186,9 +186,9 @@ def link_to_incident(incident: Incident, by: Actor, *, run_ids: Iterable[str] = 
         incident.save(update_fields=["ticket_ids"])
         linked.tickets = new_tickets
         _record(incident, f"tickets {', '.join(new_tickets)} recorded on {incident.reference}",
-                by, "linked_tickets", ticket_ids=new_tickets)
+                by=by, event="linked_tickets", ticket_ids=new_tickets)
     if linked.runs or linked.calls:
-        linked.escalated_calls = escalate_if_risky(incident, by)
+        linked.escalated_calls = escalate_if_risky(incident, by=by)
     return linked
 
 
@@ -199,7 +199,7 @@ def risky_calls(incident: Incident) -> QuerySet[ToolCall]:
         Q(pk__in=incident.tool_calls.values("pk")) | Q(run__in=incident.runs.values("pk")))
 
 
-def escalate_if_risky(incident: Incident, by: Actor) -> list[str]:
+def escalate_if_risky(incident: Incident, *, by: Actor) -> list[str]:
     """Tell security and data owners about write/delete/exfil calls not reported yet, and
     record in the ledger who was told, how, and whether it was delivered."""
     from .content import shown_content
@@ -226,7 +226,7 @@ def escalate_if_risky(incident: Incident, by: Actor) -> list[str]:
     incident.save(update_fields=["escalated_call_ids", "last_escalated_at"])
     outcome = "notified" if delivery.delivered else "could not notify"
     _record(incident, f"escalated: {outcome} security and data owners ({delivery.channel}) of "
-            f"{len(called)} {'/'.join(classes)} call(s)", by, "escalated",
+            f"{len(called)} {'/'.join(classes)} call(s)", by=by, event="escalated",
             calls=called, action_classes=classes, security=contacts.security,
             data_owners=contacts.data_owners, delivery=delivery.as_dict())
     return called
@@ -236,9 +236,9 @@ EDITABLE = ("title", "severity", "summary", "ticket_ids")
 
 
 @transaction.atomic
-def edit_incident(incident: Incident, by: Actor, **changes: Any) -> Incident:
+def edit_incident(incident: Incident, *, by: Actor, **changes: Any) -> Incident:
     """Change an incident's title, severity, summary or tickets; the change is annotated."""
-    require_operate(by, incident.tenant_id)
+    require_operate(incident.tenant_id, by=by)
     unknown = set(changes) - set(EDITABLE)
     if unknown:
         raise IncidentError(f"{', '.join(sorted(unknown))} cannot be edited; use the actions")
@@ -254,38 +254,38 @@ def edit_incident(incident: Incident, by: Actor, **changes: Any) -> Incident:
     for name, value in changed.items():
         setattr(stored, name, value)
     stored.save(update_fields=list(changed))
-    _record(stored, f"{stored.reference} edited: {', '.join(sorted(changed))}", by, "edited",
-            before={k: before[k] for k in changed}, after=changed)
+    _record(stored, f"{stored.reference} edited: {', '.join(sorted(changed))}", by=by,
+            event="edited", before={k: before[k] for k in changed}, after=changed)
     return stored
 
 
 @transaction.atomic
-def add_note(incident: Incident, body: str, by: Actor) -> Annotation:
-    require_operate(by, incident.tenant_id)
+def add_note(incident: Incident, body: str, *, by: Actor) -> Annotation:
+    require_operate(incident.tenant_id, by=by)
     body = body.strip()
     if not body:
         raise IncidentError("a note needs some text")
     incident = Incident.objects.select_related("tenant").get(pk=incident.pk)
-    return _record(incident, body, by, "note", kind=AnnotationKind.NOTE)
+    return _record(incident, body, by=by, event="note", kind=AnnotationKind.NOTE)
 
 
 @transaction.atomic
-def freeze_for_incident(incident: Incident, tool: str, by: Actor, mode: str = "deny"
+def freeze_for_incident(incident: Incident, tool: str, *, by: Actor, mode: str = "deny"
                         ) -> PolicyVersion:
     """Freeze a tool for this incident: the published freeze version records the incident
     (its change note and annotation) and the incident lists the version."""
     from policies.services import freeze_tool
 
-    require_operate(by, incident.tenant_id)
+    require_operate(incident.tenant_id, by=by)
     incident = _locked_open(incident)
-    version = freeze_tool(incident.tenant, tool, by, mode=mode, incident=incident.reference)
+    version = freeze_tool(incident.tenant, tool, by=by, mode=mode, incident=incident.reference)
     incident.policy_versions.add(version)
     return version
 
 
 @transaction.atomic
-def mark_mitigated(incident: Incident, by: Actor, note: str = "") -> Incident:
-    require_operate(by, incident.tenant_id)
+def mark_mitigated(incident: Incident, *, by: Actor, note: str = "") -> Incident:
+    require_operate(incident.tenant_id, by=by)
     incident = _locked_open(incident)
     if incident.status == IncidentStatus.MITIGATED:
         raise IncidentError(f"{incident.reference} is already mitigated")
@@ -293,17 +293,17 @@ def mark_mitigated(incident: Incident, by: Actor, note: str = "") -> Incident:
     if incident.remediation_status == Remediation.NONE:
         incident.remediation_status = Remediation.IN_PROGRESS
     incident.save(update_fields=["status", "mitigated_at", "remediation_status"])
-    _record(incident, f"{incident.reference} mitigated" + (f": {note}" if note else ""), by,
-            "mitigated", note=note)
+    _record(incident, f"{incident.reference} mitigated" + (f": {note}" if note else ""), by=by,
+            event="mitigated", note=note)
     return incident
 
 
 @transaction.atomic
-def close_incident(incident: Incident, by: Actor, remediation_status: str, note: str = ""
+def close_incident(incident: Incident, *, by: Actor, remediation_status: str, note: str = ""
                    ) -> Incident:
     """Close with a clear remediation status (the runbook's "Finality"); the final annotation
     sums up what the incident links."""
-    require_operate(by, incident.tenant_id)
+    require_operate(incident.tenant_id, by=by)
     if remediation_status not in CLOSING_REMEDIATIONS:
         raise IncidentError("closing an incident needs a remediation status: one of "
                             + ", ".join(CLOSING_REMEDIATIONS))
@@ -313,7 +313,7 @@ def close_incident(incident: Incident, by: Actor, remediation_status: str, note:
     incident.save(update_fields=["status", "remediation_status", "closed_at", "closed_by"])
     summary = incident_summary(incident)
     _record(incident, f"closed {incident.reference} ({remediation_status})"
-            + (f": {note}" if note else ""), by, "closed",
+            + (f": {note}" if note else ""), by=by, event="closed",
             remediation_status=remediation_status, note=note, summary=summary)
     return incident
 

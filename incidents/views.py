@@ -84,13 +84,13 @@ def incident_act(request: HttpRequest, tenant: str, pk: int) -> HttpResponse:
     action, by, form = request.POST.get("action", ""), actor_of(request), request.POST
     try:
         if action == "note":
-            services.add_note(incident, form.get("body", ""), by)
+            services.add_note(incident, form.get("body", ""), by=by)
             done = "Note added."
         elif action == "link":
             versions = [int(v) for v in _split(form.get("policy_version_ids", "")) if v.isdigit()]
             replays = [int(v) for v in _split(form.get("replay_ids", "")) if v.isdigit()]
             linked = services.link_to_incident(
-                incident, by, run_ids=_split(form.get("run_ids", "")),
+                incident, by=by, run_ids=_split(form.get("run_ids", "")),
                 call_ids=_split(form.get("call_ids", "")), policy_version_ids=versions,
                 replay_ids=replays, ticket_ids=_split(form.get("ticket_ids", "")))
             done = (f"Linked {len(linked.runs)} run(s), {len(linked.calls)} call(s), "
@@ -100,17 +100,18 @@ def incident_act(request: HttpRequest, tenant: str, pk: int) -> HttpResponse:
                 done += (f" Escalated {len(linked.escalated_calls)} write/delete/exfil call(s) "
                          "to security and data owners.")
         elif action == "freeze":
-            version = services.freeze_for_incident(incident, form.get("tool", ""), by,
+            version = services.freeze_for_incident(incident, form.get("tool", ""), by=by,
                                                    mode=form.get("mode", "deny"))
             done = f"{form.get('tool')} frozen: {version.policy.name} v{version.number}."
         elif action == "rollback":
-            done = _roll_back(incident, form, by)
+            done = _roll_back(incident, form, by=by)
         elif action == "mitigate":
-            services.mark_mitigated(incident, by, form.get("note", ""))
+            services.mark_mitigated(incident, by=by, note=form.get("note", ""))
             done = "Marked mitigated."
         elif action == "close":
-            services.close_incident(incident, by, form.get("remediation_status", ""),
-                                    form.get("note", ""))
+            services.close_incident(incident, by=by,
+                                    remediation_status=form.get("remediation_status", ""),
+                                    note=form.get("note", ""))
             done = "Incident closed."
         else:
             raise services.IncidentError(f"unknown action {action!r}")
@@ -122,20 +123,20 @@ def incident_act(request: HttpRequest, tenant: str, pk: int) -> HttpResponse:
     return redirect("incident-page", tenant=incident.tenant.slug, pk=incident.pk)
 
 
-def _roll_back(incident: Incident, form: Any, by: Actor) -> str:
+def _roll_back(incident: Incident, form: Any, *, by: Actor) -> str:
     from operations.rollback import request_rollback, request_run_rollback
 
     if form.get("run_id"):
         run = Run.objects.filter(tenant_id=incident.tenant_id, run_id=form["run_id"]).first()
         if run is None:
             raise services.IncidentError(f"no run {form['run_id']} in this tenant")
-        rollbacks = request_run_rollback(run, by, incident=incident)
+        rollbacks = request_run_rollback(run, by=by, incident=incident)
         return f"Rolling back {len(rollbacks)} call(s) of run {run.run_id}, latest first."
     call = ToolCall.objects.filter(tenant_id=incident.tenant_id,
                                    call_id=form.get("call_id", "")).first()
     if call is None:
         raise services.IncidentError(f"no tool call {form.get('call_id')!r} in this tenant")
-    rollback, queued = request_rollback(call, by, incident=incident)
+    rollback, queued = request_rollback(call, by=by, incident=incident)
     return (f"Rollback {rollback.pk} of {call.call_id} queued." if queued else
             f"{call.call_id} was already rolled back (rollback {rollback.pk}: "
             f"{rollback.status}).")

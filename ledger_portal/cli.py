@@ -249,11 +249,11 @@ def cmd_freeze(args: argparse.Namespace, user: Actor) -> int:
     incident = Incident.objects.filter(tenant=tenant, pk=int(number)).first() \
         if number.isdigit() else None
     if args.unfreeze:
-        version = unfreeze_tool(tenant, args.tool, user, incident=args.incident or "")
+        version = unfreeze_tool(tenant, args.tool, by=user, incident=args.incident or "")
     elif incident is not None:
-        version = freeze_for_incident(incident, args.tool, user, mode=args.mode)
+        version = freeze_for_incident(incident, args.tool, by=user, mode=args.mode)
     else:
-        version = freeze_tool(tenant, args.tool, user, mode=args.mode,
+        version = freeze_tool(tenant, args.tool, by=user, mode=args.mode,
                               incident=args.incident or "")
     action = "unfrozen" if args.unfreeze else f"frozen ({args.mode})"
     print(f"{args.tool} {action} in {tenant.slug}: {version.policy.name} v{version.number} "
@@ -277,7 +277,7 @@ def cmd_outage(args: argparse.Namespace, user: Actor) -> int:
         print("ledger: say why with --reason (the outage, the incident, who decided)",
               file=sys.stderr)
         return EXIT_USAGE
-    note = set_outage_mode(tenant, user, args.state == "on", args.reason)
+    note = set_outage_mode(tenant, by=user, on=args.state == "on", reason=args.reason)
     if note is None:
         print(f"{tenant.slug} already has outage mode {args.state}; nothing recorded")
     else:

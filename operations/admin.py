@@ -47,7 +47,7 @@ class ToolCallAdmin(ledger_admin.ToolCallAdmin):
 
         for call in queryset.select_related("tool", "tenant")[:100]:
             try:
-                rollback, queued = request_rollback(call, actor_of(request))
+                rollback, queued = request_rollback(call, by=actor_of(request))
             except (PermissionDenied, ValidationError) as exc:
                 text = " ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
                 self.message_user(request, f"{call.call_id}: {text}", messages.ERROR)
@@ -125,7 +125,7 @@ class ToolAdmin(GovernanceAdmin):
         with transaction.atomic():
             proposed = keep_confirmed(obj)
             super().save_model(request, obj, form, change)
-            pending = propose_tool_change(obj, proposed, actor_of(request))
+            pending = propose_tool_change(obj, proposed, by=actor_of(request))
         if pending is not None:
             self.message_user(request, f"{obj}: the connection change waits for another "
                               "manager to confirm it (Tool connection changes); until then "
@@ -143,9 +143,9 @@ class ToolAdmin(GovernanceAdmin):
                 continue
             try:
                 if mode is None:
-                    unfreeze_tool(tool.tenant, tool.name, actor_of(request))
+                    unfreeze_tool(tool.tenant, tool.name, by=actor_of(request))
                 else:
-                    freeze_tool(tool.tenant, tool.name, actor_of(request), mode=mode)
+                    freeze_tool(tool.tenant, tool.name, by=actor_of(request), mode=mode)
             except ValidationError as exc:
                 self.message_user(request, f"{tool}: {' '.join(exc.messages)}", messages.ERROR)
             else:
@@ -189,7 +189,7 @@ class ToolChangeAdmin(TenantScopedAdmin):
 
         for change in queryset.select_related("tool"):
             try:
-                operation(change, request.user)
+                operation(change, by=request.user)
             except (ValidationError, PermissionDenied) as error:
                 text = " ".join(error.messages) if isinstance(error, ValidationError) else str(
                     error)

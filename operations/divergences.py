@@ -25,7 +25,7 @@ class FollowUpRefused(ValidationError):
 
 
 @transaction.atomic
-def set_divergence_follow_up(step: ReplayStep, by: Actor, state: str,
+def set_divergence_follow_up(step: ReplayStep, *, by: Actor, state: str,
                              note: str = "") -> ReplayStep:
     """Record what is done about a flagged (divergent) step, annotated on the replayed run.
 

@@ -96,7 +96,7 @@ def leave_sandbox_approval(tenant: Tenant, run: Run) -> ApprovalRequest | None:
                                           status=ApprovalStatus.APPROVED).last()
 
 
-def _pending_leave_sandbox(tenant: Tenant, run: Run, by: Actor) -> ApprovalRequest:
+def _pending_leave_sandbox(tenant: Tenant, run: Run, *, by: Actor) -> ApprovalRequest:
     pending = ApprovalRequest.objects.filter(tenant=tenant, kind=Kind.LEAVE_SANDBOX,
                                              run_id=run.run_id,
                                              status=ApprovalStatus.PENDING).last()
@@ -112,7 +112,7 @@ def _riskiest_class(run: Run) -> str:
     return riskiest
 
 
-def start_replay(run: Run, by: Actor, *, mode: str = ReplayMode.SANDBOX,
+def start_replay(run: Run, *, by: Actor, mode: str = ReplayMode.SANDBOX,
                  until_step: int | None = None,
                  policy_version: PolicyVersion | None = None) -> Replay:
     """Queue a replay of ``run``. Live replays wait for a HITL approval first."""
@@ -132,7 +132,7 @@ def start_replay(run: Run, by: Actor, *, mode: str = ReplayMode.SANDBOX,
                                                          outage_mode=True).exists():
         leave = leave_sandbox_approval(tenant, run)
         if leave is None:
-            pending = _pending_leave_sandbox(tenant, run, by)  # kept: the refusal points at it
+            pending = _pending_leave_sandbox(tenant, run, by=by)  # kept: the refusal points at it
             raise ReplayRefused(
                 f"tenant {tenant.slug} is in outage mode: replays run in sandbox only. A "
                 f"live replay needs an approved request to leave sandbox; request "

@@ -115,7 +115,7 @@ def cmd_replay(args: argparse.Namespace, user: Actor) -> int:
         print(f"ledger: no policy version {args.policy_version!r} in {run.tenant.slug} "
               "(use NAME:NUMBER or an id)", file=sys.stderr)
         return EXIT_NOT_FOUND
-    replay = start_replay(run, user, mode="live" if args.live else "sandbox",
+    replay = start_replay(run, by=user, mode="live" if args.live else "sandbox",
                           until_step=args.until_step, policy_version=version)
     print(f"replay {replay.pk} of {run.run_id} in {run.tenant.slug}: {replay.mode}, "
           f"{replay.get_status_display()}", file=sys.stderr)
@@ -164,7 +164,7 @@ def _follow_up(args: argparse.Namespace, user: Actor) -> int:
     if step is None:
         print(f"ledger: no step {seq} of replay {replay_id} in your tenants", file=sys.stderr)
         return EXIT_NOT_FOUND
-    step = set_divergence_follow_up(step, user, args.state, args.note or "")
+    step = set_divergence_follow_up(step, by=user, state=args.state, note=args.note or "")
     print(f"replay {step.replay_id} step {step.seq} ({step.call_id}): {step.follow_up}"
           + (f" ({step.follow_up_note})" if step.follow_up_note else ""))
     return EXIT_OK

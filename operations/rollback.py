@@ -88,7 +88,7 @@ def refusal(call: ToolCall) -> str | None:
     return None
 
 
-def _require_operate(by: Actor, tenant_id: int) -> None:
+def _require_operate(tenant_id: int, *, by: Actor) -> None:
     if not has_role(by, Role.OPERATE, tenant_id):
         raise PermissionDenied("rolling back needs the operate role on this tenant")
 
@@ -99,7 +99,7 @@ def _enqueue(rollback_id: int) -> None:
     enqueue_on_commit(run_rollback, (rollback_id,))
 
 
-def _create(call: ToolCall, by: Actor, incident: Any, batch: str = "", position: int = 0
+def _create(call: ToolCall, *, by: Actor, incident: Any, batch: str = "", position: int = 0
             ) -> tuple[Rollback, bool]:
     existing = Rollback.objects.filter(tenant_id=call.tenant_id, tool_call=call).first()
     if existing is not None:
@@ -116,7 +116,7 @@ def _create(call: ToolCall, by: Actor, incident: Any, batch: str = "", position:
     return rollback, True
 
 
-def _requeue_if_never_attempted(rollback: Rollback, by: Actor, incident: Any, batch: str = "",
+def _requeue_if_never_attempted(rollback: Rollback, *, by: Actor, incident: Any, batch: str = "",
                                 position: int = 0) -> bool:
     """A rollback stopped before its hook was ever called may be asked for again."""
     locked = Rollback.objects.select_for_update().get(pk=rollback.pk)
@@ -132,7 +132,7 @@ def _requeue_if_never_attempted(rollback: Rollback, by: Actor, incident: Any, ba
     return True
 
 
-def _note_requested(rollback: Rollback, call: ToolCall, by: Actor, whole_run: bool) -> None:
+def _note_requested(rollback: Rollback, call: ToolCall, *, by: Actor, whole_run: bool) -> None:
     data = {"rollback": rollback.pk, "event": "requested", "idempotency_key":
             rollback.idempotency_key, "whole_run": whole_run, "decision": rollback.decision_id}
     if rollback.incident_id is not None:
@@ -161,21 +161,21 @@ def _compensation(call: ToolCall, approval_id: int | None = None) -> Any:
                         agent_id=call.run.agent.agent_id, approval_id=approval_id)
 
 
-def _asker(by: Actor) -> tuple[Any, Any]:
+def _asker(*, by: Actor) -> tuple[Any, Any]:
     """(person, API key) of whoever asks: what an approval of the rollback is bound to."""
     return person_of(by), key_of(by)
 
 
-def _approvals_of(call: ToolCall, by: Actor, status: str) -> Any:
+def _approvals_of(call: ToolCall, *, by: Actor, status: str) -> Any:
     from approvals.models import ApprovalRequest
 
-    person, key = _asker(by)
+    person, key = _asker(by=by)
     return ApprovalRequest.objects.filter(
         tenant_id=call.tenant_id, call_id=rollback_key(call), requester=person,
         requester_key=key, status=status, consumed_by__isnull=True).order_by("-id")
 
 
-def _held_by(call: ToolCall, by: Actor) -> str | None:
+def _held_by(call: ToolCall, *, by: Actor) -> str | None:
     """Why the policy would hold the compensation of ``call`` asked by ``by`` (None: it would
     go ahead), without recording a decision."""
     from approvals.models import Status
@@ -185,12 +185,13 @@ def _held_by(call: ToolCall, by: Actor) -> str | None:
     effect = foreseen_effect(call.tenant, _compensation(call))
     if effect == Effect.ALLOW:
         return None
-    if effect == Effect.REQUIRE_APPROVAL and _approvals_of(call, by, Status.APPROVED).exists():
+    if (effect == Effect.REQUIRE_APPROVAL
+            and _approvals_of(call, by=by, status=Status.APPROVED).exists()):
         return None
     return effect
 
 
-def clear_with_policy(call: ToolCall, by: Actor) -> Any:
+def clear_with_policy(call: ToolCall, *, by: Actor) -> Any:
     """The recorded decision that lets the compensation of ``call`` go ahead, taken in its own
     transaction so it stays on the policy trail whatever follows. ``RollbackRefused`` says what
     holds it: a denial, or the approval request it waits for (opened now, or already pending).
@@ -199,14 +200,14 @@ def clear_with_policy(call: ToolCall, by: Actor) -> Any:
     from policies.models import Effect
     from policies.services import decide_tool_call
 
-    approved = _approvals_of(call, by, Status.APPROVED).first()
+    approved = _approvals_of(call, by=by, status=Status.APPROVED).first()
     if approved is None:
-        pending = _approvals_of(call, by, Status.PENDING).first()
+        pending = _approvals_of(call, by=by, status=Status.PENDING).first()
         if pending is not None:
             raise RollbackRefused(
                 f"the rollback of call {call.call_id} waits for approval request "
                 f"{pending.pk}; ask again once someone else approved it")
-    person, key = _asker(by)
+    person, key = _asker(by=by)
     decision = decide_tool_call(
         call.tenant, _compensation(call, approved.pk if approved else None), asked_by=str(by),
         requester=person, requester_key=key)
@@ -220,10 +221,10 @@ def clear_with_policy(call: ToolCall, by: Actor) -> Any:
                           f"({decision.effect}): {decision.reason}")
 
 
-def request_rollback(call: ToolCall, by: Actor, *, incident: Any = None) -> tuple[Rollback, bool]:
+def request_rollback(call: ToolCall, *, by: Actor, incident: Any = None) -> tuple[Rollback, bool]:
     """Queue the compensation of ``call`` (once); ``(rollback, queued_now)``. A second request
     returns the first rollback unchanged. The policy decides first (``clear_with_policy``)."""
-    _require_operate(by, call.tenant_id)
+    _require_operate(call.tenant_id, by=by)
     call = ToolCall.objects.select_related("tool", "run__agent", "tenant").get(pk=call.pk)
     _check_incident(incident, call.tenant_id)
     existing = Rollback.objects.filter(tenant_id=call.tenant_id, tool_call=call).first()
@@ -233,26 +234,26 @@ def request_rollback(call: ToolCall, by: Actor, *, incident: Any = None) -> tupl
     reason = refusal(call)
     if reason:
         raise RollbackRefused(reason)
-    return _queue_rollback(call, by, incident, clear_with_policy(call, by))
+    return _queue_rollback(call, by=by, incident=incident, decision=clear_with_policy(call, by=by))
 
 
 @transaction.atomic
-def _queue_rollback(call: ToolCall, by: Actor, incident: Any, decision: Any
+def _queue_rollback(call: ToolCall, *, by: Actor, incident: Any, decision: Any
                     ) -> tuple[Rollback, bool]:
     existing = Rollback.objects.filter(tenant_id=call.tenant_id, tool_call=call).first()
     if existing is not None:
-        if not _requeue_if_never_attempted(existing, by, incident):
+        if not _requeue_if_never_attempted(existing, by=by, incident=incident):
             return existing, False
         rollback = existing
     else:
-        rollback, created = _create(call, by, incident)
+        rollback, created = _create(call, by=by, incident=incident)
         if not created:
             return rollback, False
     Rollback.objects.filter(pk=rollback.pk).update(decision=decision)
     rollback.decision = decision
-    _note_requested(rollback, call, by, whole_run=False)
+    _note_requested(rollback, call, by=by, whole_run=False)
     if incident is not None:
-        _link_incident(incident, call, by)
+        _link_incident(incident, call, by=by)
     _enqueue(rollback.pk)
     return rollback, True
 
@@ -266,13 +267,13 @@ def compensable_calls(run: Run) -> QuerySet[ToolCall]:
             .select_related("tool", "run__agent", "tenant").order_by("-seq"))
 
 
-def request_run_rollback(run: Run, by: Actor, *, incident: Any = None) -> list[Rollback]:
+def request_run_rollback(run: Run, *, by: Actor, incident: Any = None) -> list[Rollback]:
     """Queue the compensation of every completed, compensable call of ``run``, latest first,
     as a chain that stops at the first rollback not ending ``succeeded``. Calls already
     rolled back keep their first rollback (listed, not re-run). Every call to compensate
     passes the policy first; when any would be held, nothing is queued: the held ones are
     decided (opening their approval requests) and named in the refusal."""
-    _require_operate(by, run.tenant_id)
+    _require_operate(run.tenant_id, by=by)
     _check_incident(incident, run.tenant_id)
     calls = [c for c in compensable_calls(run) if refusal(c) is None]
     if not calls:
@@ -281,38 +282,39 @@ def request_run_rollback(run: Run, by: Actor, *, incident: Any = None) -> list[R
     settled = {r.tool_call_id for r in Rollback.objects.filter(
         tenant_id=run.tenant_id, tool_call__in=calls) if _settled(r)}
     to_decide = [c for c in calls if c.pk not in settled]
-    held = [c for c in to_decide if _held_by(c, by) is not None]
+    held = [c for c in to_decide if _held_by(c, by=by) is not None]
     if held:
         reasons = []
         for call in held:
             try:
-                clear_with_policy(call, by)
+                clear_with_policy(call, by=by)
             except RollbackRefused as exc:
                 reasons.append(" ".join(exc.messages))
         raise RollbackRefused(f"nothing of run {run.run_id} was queued: " + "; ".join(reasons))
-    decisions = {call.pk: clear_with_policy(call, by) for call in to_decide}
-    return _queue_run_rollback(calls, by, incident, decisions)
+    decisions = {call.pk: clear_with_policy(call, by=by) for call in to_decide}
+    return _queue_run_rollback(calls, by=by, incident=incident, decisions=decisions)
 
 
 @transaction.atomic
-def _queue_run_rollback(calls: list[ToolCall], by: Actor, incident: Any,
+def _queue_run_rollback(calls: list[ToolCall], *, by: Actor, incident: Any,
                         decisions: dict[int, Any]) -> list[Rollback]:
     batch = uuid.uuid4().hex
     rollbacks: list[Rollback] = []
     queued: list[Rollback] = []
     for position, call in enumerate(calls):
-        rollback, created = _create(call, by, incident, batch, position)
+        rollback, created = _create(call, by=by, incident=incident, batch=batch, position=position)
         if not created:
-            created = _requeue_if_never_attempted(rollback, by, incident, batch, position)
+            created = _requeue_if_never_attempted(rollback, by=by, incident=incident, batch=batch,
+                                                  position=position)
         if created:
             queued.append(rollback)
             decision = decisions.get(call.pk)
             if decision is not None:
                 Rollback.objects.filter(pk=rollback.pk).update(decision=decision)
                 rollback.decision = decision
-            _note_requested(rollback, call, by, whole_run=True)
+            _note_requested(rollback, call, by=by, whole_run=True)
             if incident is not None:
-                _link_incident(incident, call, by)
+                _link_incident(incident, call, by=by)
         rollbacks.append(rollback)
     if queued:
         _enqueue(queued[0].pk)
@@ -324,8 +326,8 @@ def _check_incident(incident: Any, tenant_id: int) -> None:
         raise RollbackRefused("the incident belongs to another tenant")
 
 
-def _link_incident(incident: Any, call: ToolCall, by: Actor) -> None:
-    _incident_links().link_call(incident, call, by)
+def _link_incident(incident: Any, call: ToolCall, *, by: Actor) -> None:
+    _incident_links().link_call(incident, call, by=by)
 
 
 # -- incidents (an app above this one) reach rollbacks through a hook this app owns -----------
@@ -334,9 +336,9 @@ class IncidentLinks(Protocol):
     """What a rollback needs of incidents: finding the one it is requested for, and linking the
     call it compensates to it (recorded on the incident's trail)."""
 
-    def find(self, by: Actor, incident_id: int) -> Any | None: ...
+    def find(self, incident_id: int, *, by: Actor) -> Any | None: ...
 
-    def link_call(self, incident: Any, call: ToolCall, by: Actor) -> None: ...
+    def link_call(self, incident: Any, call: ToolCall, *, by: Actor) -> None: ...
 
 
 _registered_links: list[IncidentLinks] = []
@@ -353,9 +355,9 @@ def _incident_links() -> IncidentLinks:
     return _registered_links[0]
 
 
-def find_incident(by: Actor, incident_id: int) -> Any | None:
+def find_incident(incident_id: int, *, by: Actor) -> Any | None:
     """The incident ``incident_id`` among those ``by`` may see, or None."""
-    return _incident_links().find(by, incident_id)
+    return _incident_links().find(incident_id, by=by)
 
 
 # --- the task's side -------------------------------------------------------------------------

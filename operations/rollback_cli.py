@@ -29,7 +29,7 @@ def cmd_rollback(args: argparse.Namespace, user: Actor) -> int:
         return fail("name one tool call (--call-id) or one whole run (--run-id)", EXIT_USAGE)
     incident = None
     if args.incident is not None:
-        incident = find_incident(user, args.incident)
+        incident = find_incident(args.incident, by=user)
         if incident is None:
             return fail(f"no incident {args.incident} in your tenants", EXIT_NOT_FOUND)
     model, lookup = (Run, {"run_id": args.run_id}) if args.run_id else (
@@ -42,9 +42,9 @@ def cmd_rollback(args: argparse.Namespace, user: Actor) -> int:
     if target is None:
         return code
     if args.run_id:
-        rollbacks = request_run_rollback(target, user, incident=incident)
+        rollbacks = request_run_rollback(target, by=user, incident=incident)
     else:
-        rollback, queued = request_rollback(target, user, incident=incident)
+        rollback, queued = request_rollback(target, by=user, incident=incident)
         rollbacks = [rollback]
         if not queued:
             print(f"{target.call_id} was already rolled back: rollback {rollback.pk}")

@@ -66,11 +66,11 @@ def run_rollback(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
                                            call_id=call_id).first()
             if call is None:
                 raise Http404("No such call in this run.")
-            rollback, queued = request_rollback(call, actor_of(request))
+            rollback, queued = request_rollback(call, by=actor_of(request))
             messages.success(request, f"Rollback of {call_id} queued." if queued else
                              f"{call_id} was already rolled back ({rollback.status}).")
         else:
-            rollbacks = request_run_rollback(run, actor_of(request))
+            rollbacks = request_run_rollback(run, by=actor_of(request))
             messages.success(request, f"Rolling back {len(rollbacks)} call(s), latest first.")
     except (PermissionDenied, ValidationError) as exc:
         messages.error(request, " ".join(exc.messages) if isinstance(exc, ValidationError)

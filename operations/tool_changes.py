@@ -48,20 +48,20 @@ def _describe(values: dict[str, Any]) -> str:
     return ", ".join(f"{field}={value!r}" for field, value in sorted(values.items()))
 
 
-def _require_manager(by: Actor, tool: Tool, what: str) -> None:
+def _require_manager(tool: Tool, what: str, *, by: Actor) -> None:
     if not has_role(by, Role.MANAGE_POLICIES, tool.tenant_id):
         raise PermissionDenied(f"{what} a tool's connection needs the manage_policies role on "
                                "its tenant")
 
 
 @transaction.atomic
-def propose_tool_change(tool: Tool, changes: dict[str, Any], by: Actor) -> ToolChange | None:
+def propose_tool_change(tool: Tool, changes: dict[str, Any], *, by: Actor) -> ToolChange | None:
     """Record ``changes`` of ``tool``'s governed fields as pending (replacing any pending
     proposal for the tool); None when nothing governed changes."""
     changes = {f: v for f, v in changes.items() if f in GOVERNED_TOOL_FIELDS}
     if not changes:
         return None
-    _require_manager(by, tool, "changing")
+    _require_manager(tool, "changing", by=by)
     candidate = Tool.objects.get(pk=tool.pk)
     for field, value in changes.items():
         setattr(candidate, field, value)
@@ -90,10 +90,10 @@ def _pending(change: ToolChange) -> ToolChange:
 
 
 @transaction.atomic
-def confirm_tool_change(change: ToolChange, by: Actor) -> Tool:
+def confirm_tool_change(change: ToolChange, *, by: Actor) -> Tool:
     """Apply a pending change: only another manage_policies holder than its proposer, and only
     while the tool still has the values the proposal was made against."""
-    _require_manager(by, change.tool, "confirming a change of")
+    _require_manager(change.tool, "confirming a change of", by=by)
     change = _pending(change)
     if is_person(by, change.proposed_by_id):
         raise PermissionDenied("a connection change needs a second person: its proposer "
@@ -121,9 +121,9 @@ def confirm_tool_change(change: ToolChange, by: Actor) -> Tool:
 
 
 @transaction.atomic
-def reject_tool_change(change: ToolChange, by: Actor) -> ToolChange:
+def reject_tool_change(change: ToolChange, *, by: Actor) -> ToolChange:
     """Drop a pending change (any manage_policies holder, its proposer included)."""
-    _require_manager(by, change.tool, "rejecting a change of")
+    _require_manager(change.tool, "rejecting a change of", by=by)
     change = _pending(change)
     change.status, change.decided_by, change.decided_at = (
         ToolChangeStatus.REJECTED, person_of(by), timezone.now())

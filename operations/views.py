@@ -85,7 +85,7 @@ def replay_run(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
         messages.error(request, "Until step is a plan step number.")
         return redirect("run-timeline", tenant, run_id)
     try:
-        replay = start_replay(run, actor_of(request), mode=mode,
+        replay = start_replay(run, by=actor_of(request), mode=mode,
                               until_step=int(until) if until else None, policy_version=version)
     except PermissionDenied as exc:  # a ReplayRefused too
         messages.error(request, str(exc))
@@ -104,8 +104,8 @@ def step_follow_up(request: HttpRequest, tenant: str, replay_id: int, seq: int) 
     if step is None:
         raise Http404("No such step in this replay.")
     try:
-        set_divergence_follow_up(step, actor_of(request), request.POST.get("state", ""),
-                                 request.POST.get("note", ""))
+        set_divergence_follow_up(step, by=actor_of(request), state=request.POST.get("state", ""),
+                                 note=request.POST.get("note", ""))
     except FollowUpRefused as exc:
         messages.error(request, " ".join(exc.messages))
     else:

@@ -151,7 +151,7 @@ class PolicyVersionAdmin(GovernedAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        draft = services.create_draft(obj.policy, actor_of(request), obj.change_note)
+        draft = services.create_draft(obj.policy, by=actor_of(request), change_note=obj.change_note)
         obj.pk, obj.number, obj.tenant_id = draft.pk, draft.number, draft.tenant_id
         obj._state.adding = False
 
@@ -178,7 +178,7 @@ class PolicyVersionAdmin(GovernedAdmin):
     def publish(self, request: HttpRequest, queryset: QuerySet[PolicyVersion]) -> None:
         for version in queryset:
             try:
-                services.publish_policy_version(version, actor_of(request))
+                services.publish_policy_version(version, by=actor_of(request))
             except ValidationError as exc:
                 self.message_user(request, f"{version}: {' '.join(exc.messages)}",
                                   messages.ERROR)
@@ -198,7 +198,7 @@ class PolicyVersionAdmin(GovernedAdmin):
 
         now = timezone.now()
         for version in queryset:
-            test = start_backtest(version, actor_of(request), now - timedelta(days=7), now)
+            test = start_backtest(version, now - timedelta(days=7), now, by=actor_of(request))
             url = reverse("admin:policies_backtest_change", args=[test.pk])
             self.message_user(request, format_html(
                 'Back-test of {} queued: <a href="{}">follow its progress</a>.', version, url),
@@ -280,7 +280,7 @@ class GovernedExceptionAdmin(GovernedAdmin):
         if change:
             return  # an exception changes only through grant and revoke
         created = exceptions.request_exception(
-            obj.policy_version.tenant, actor_of(request), tool=obj.tool,
+            obj.policy_version.tenant, by=actor_of(request), tool=obj.tool,
             policy_version=obj.policy_version, justification=obj.justification,
             starts_at=obj.starts_at, ends_at=obj.ends_at, effect=obj.effect,
             agent_id=obj.agent_id, action_class=obj.action_class)
@@ -291,7 +291,7 @@ class GovernedExceptionAdmin(GovernedAdmin):
               operation: Any, done: str) -> None:
         for exc in queryset:
             try:
-                updated = operation(exc, request.user)
+                updated = operation(exc, by=request.user)
             except (ValidationError, PermissionDenied) as error:
                 text = " ".join(error.messages) if isinstance(error, ValidationError) else str(
                     error)

@@ -24,8 +24,8 @@ SAMPLE = 500
 HEARTBEAT_SECONDS = 10
 
 
-def start_backtest(version: PolicyVersion, by: Actor, window_from: datetime,
-                   window_to: datetime) -> BackTest:
+def start_backtest(version: PolicyVersion, window_from: datetime,
+                   window_to: datetime, *, by: Actor) -> BackTest:
     """Queue a back-test (a Celery task) of ``version`` over the tool calls that started in
     the window."""
     from .tasks import run_backtest

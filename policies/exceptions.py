@@ -34,7 +34,7 @@ def _needs_second_grantor(exc: GovernedException) -> bool:
 
 
 @transaction.atomic
-def request_exception(tenant: Tenant, by: Actor, *, tool: str, policy_version: PolicyVersion,
+def request_exception(tenant: Tenant, *, by: Actor, tool: str, policy_version: PolicyVersion,
                       justification: str, starts_at: datetime, ends_at: datetime,
                       effect: str = Effect.ALLOW, agent_id: str = "",
                       action_class: str = "") -> GovernedException:
@@ -57,7 +57,7 @@ def request_exception(tenant: Tenant, by: Actor, *, tool: str, policy_version: P
 
 
 @transaction.atomic
-def grant_exception(exc: GovernedException, by: Actor) -> GovernedException:
+def grant_exception(exc: GovernedException, *, by: Actor) -> GovernedException:
     exc = GovernedException.objects.select_for_update().get(pk=exc.pk)
     if not has_role(by, Role.MANAGE_POLICIES, exc.tenant_id):
         raise PermissionDenied("granting an exception needs the manage_policies role")
@@ -85,7 +85,7 @@ def grant_exception(exc: GovernedException, by: Actor) -> GovernedException:
 
 
 @transaction.atomic
-def revoke_exception(exc: GovernedException, by: Actor) -> GovernedException:
+def revoke_exception(exc: GovernedException, *, by: Actor) -> GovernedException:
     if not has_role(by, Role.MANAGE_POLICIES, exc.tenant_id):
         raise PermissionDenied("revoking an exception needs the manage_policies role")
     GovernedException.objects.filter(pk=exc.pk).update(status=ExceptionStatus.REVOKED)

@@ -52,7 +52,7 @@ def version_content(version: PolicyVersion) -> dict[str, Any]:
 
 
 @transaction.atomic
-def create_draft(policy: Policy, by: Actor, change_note: str,
+def create_draft(policy: Policy, *, by: Actor, change_note: str,
                  copy_from: PolicyVersion | None = None, **deciding: Any) -> PolicyVersion:
     """A new draft, starting from ``copy_from`` (or the published version) when given; its
     deciding settings (``PolicyVersion.DECIDING_FIELDS``) may be set in ``deciding``."""
@@ -76,7 +76,7 @@ def create_draft(policy: Policy, by: Actor, change_note: str,
 
 
 @transaction.atomic
-def publish_policy_version(version: PolicyVersion, by: Actor, *, _portal_authored: bool = False
+def publish_policy_version(version: PolicyVersion, *, by: Actor, _portal_authored: bool = False
                            ) -> PolicyVersion:
     """Publish a draft: it becomes immutable, the version it replaces is retired, and the
     change is annotated in the tenant's governance log. Whoever wrote the draft, or edited it
@@ -479,7 +479,7 @@ def _freeze_rule_name(tool: str) -> str:
 
 
 @transaction.atomic
-def freeze_tool(tenant: Tenant, tool: str, by: Actor, mode: str = "deny",
+def freeze_tool(tenant: Tenant, tool: str, *, by: Actor, mode: str = "deny",
                 incident: str = "") -> PolicyVersion:
     """Block (``deny``) or sandbox a tool at once: a new published version of the tenant's
     ``tool-freezes`` policy with one more rule, annotated in the governance log.
@@ -489,25 +489,25 @@ def freeze_tool(tenant: Tenant, tool: str, by: Actor, mode: str = "deny",
     """
     if mode not in FREEZE_EFFECTS:
         raise PolicyError(f"unknown freeze mode {mode!r}; use deny or sandbox")
-    return _republish_freezes(tenant, by, add=(tool, FREEZE_EFFECTS[mode]), remove=None,
+    return _republish_freezes(tenant, by=by, add=(tool, FREEZE_EFFECTS[mode]), remove=None,
                               note=f"freeze {tool} ({mode})" + (
                                   f" for incident {incident}" if incident else ""),
                               incident=incident)
 
 
 @transaction.atomic
-def unfreeze_tool(tenant: Tenant, tool: str, by: Actor, incident: str = "") -> PolicyVersion:
-    return _republish_freezes(tenant, by, add=None, remove=tool, note=f"unfreeze {tool}" + (
+def unfreeze_tool(tenant: Tenant, tool: str, *, by: Actor, incident: str = "") -> PolicyVersion:
+    return _republish_freezes(tenant, by=by, add=None, remove=tool, note=f"unfreeze {tool}" + (
         f" for incident {incident}" if incident else ""), incident=incident)
 
 
-def _republish_freezes(tenant: Tenant, by: Actor, add: tuple[str, str] | None,
+def _republish_freezes(tenant: Tenant, *, by: Actor, add: tuple[str, str] | None,
                        remove: str | None, note: str, incident: str) -> PolicyVersion:
     policy, _ = Policy.objects.get_or_create(
         tenant=tenant, name=FREEZE_POLICY,
         defaults={"description": "Tools frozen by operators (ledger freeze / admin action)."})
     Policy.objects.select_for_update().filter(pk=policy.pk).first()  # one freeze at a time
-    draft = create_draft(policy, None, note)
+    draft = create_draft(policy, by=None, change_note=note)
     draft.default_effect = ABSTAIN  # a freeze decides only the tools it names
     draft.save(update_fields=["default_effect"])
     frozen = {r.tool for r in draft.rules.all()}
@@ -520,7 +520,7 @@ def _republish_freezes(tenant: Tenant, by: Actor, add: tuple[str, str] | None,
         draft.rules.filter(tool=tool).delete()
         Rule.objects.create(tenant=tenant, version=draft, position=len(frozen),
                             name=_freeze_rule_name(tool), tool=tool, effect=effect)
-    version = publish_policy_version(draft, by, _portal_authored=True)
+    version = publish_policy_version(draft, by=by, _portal_authored=True)
     if incident:
         annotate(tenant, AnnotationKind.INCIDENT_LINK, f"{note}", by=by,
                  data={"incident": incident, "policy": FREEZE_POLICY,

@@ -225,7 +225,8 @@ class LegalHoldAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
         from .retention import place_legal_hold
 
         if not change:
-            obj.pk = place_legal_hold(obj.tenant, actor_of(request), obj.reason, obj.run_id).pk
+            obj.pk = place_legal_hold(obj.tenant, by=actor_of(request), reason=obj.reason,
+                                      run_id=obj.run_id).pk
 
     @admin.action(description="Release the selected legal holds")
     def release(self, request: HttpRequest, queryset: QuerySet[LegalHold]) -> None:
@@ -239,7 +240,7 @@ class LegalHoldAdmin(TenantScopedAdmin, ScopedHistoryAdmin):
                                   messages.ERROR)
                 continue
             try:
-                release_legal_hold(hold, actor_of(request))
+                release_legal_hold(hold, by=actor_of(request))
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), messages.WARNING)
             else:
@@ -312,5 +313,5 @@ class CommitmentKeyAdmin(TenantScopedAdmin):
                 self.message_user(request, f"{tenant}: rotating needs manage_policies",
                                   messages.ERROR)
                 continue
-            new = rotate_commitment_key(tenant, actor_of(request))
+            new = rotate_commitment_key(tenant, by=actor_of(request))
             self.message_user(request, f"{tenant}: {new.key_id} is current")

@@ -43,7 +43,7 @@ def cmd_annotate(args: argparse.Namespace, user: Actor) -> int:
     if run is None:
         return code
     try:
-        note = annotate_run(run, user, args.body, kind=args.kind, data=data,
+        note = annotate_run(run, by=user, body=args.body, kind=args.kind, data=data,
                             target_call_id=args.call_id or "")
     except Run.DoesNotExist:
         print(f"ledger: run {args.run_id!r} is no longer in the ledger", file=sys.stderr)

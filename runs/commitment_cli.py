@@ -25,12 +25,12 @@ def cmd_commitment_key(args: argparse.Namespace, user: Actor) -> int:
               f"{args.tenant!r} needs the {role} role there", file=sys.stderr)
         return EXIT_FORBIDDEN
     if args.rotate:
-        key = rotate_commitment_key(tenant, user)
+        key = rotate_commitment_key(tenant, by=user)
         print(f"commitment key of {tenant.slug} rotated: {key.key_id} is current; redacted "
               "outputs commit under it from now on")
         return EXIT_OK
     try:
-        key = disclose_commitment_key(tenant, user, args.generation)
+        key = disclose_commitment_key(tenant, by=user, generation=args.generation)
     except CommitmentKey.DoesNotExist:
         print(f"ledger: {tenant.slug} has no commitment key of generation {args.generation}",
               file=sys.stderr)

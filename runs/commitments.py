@@ -65,14 +65,14 @@ def commitment_key(tenant: Tenant | int) -> CommitmentKey:
         return CommitmentKey.objects.get(tenant_id=tenant_id, retired_at=None)
 
 
-def rotate_commitment_key(tenant: Tenant, by: Actor) -> CommitmentKey:
+def rotate_commitment_key(tenant: Tenant, *, by: Actor) -> CommitmentKey:
     """Retire the current key and make the next generation, annotated in the governance log.
     Outputs from now on commit under the new key; nothing stored changes."""
     with transaction.atomic():
         old = commitment_key(tenant)
         old = CommitmentKey.objects.select_for_update().get(pk=old.pk)
         if old.retired_at is not None:  # rotated concurrently: rotate what is current now
-            return rotate_commitment_key(tenant, by)
+            return rotate_commitment_key(tenant, by=by)
         old.retired_at = timezone.now()
         old.save(update_fields=["retired_at"])
         new = CommitmentKey.objects.create(tenant=tenant, generation=old.generation + 1,
@@ -84,7 +84,7 @@ def rotate_commitment_key(tenant: Tenant, by: Actor) -> CommitmentKey:
     return new
 
 
-def disclose_commitment_key(tenant: Tenant, by: Actor, generation: int | None = None
+def disclose_commitment_key(tenant: Tenant, *, by: Actor, generation: int | None = None
                             ) -> CommitmentKey:
     """A key handed to a ``view_unredacted`` reader (an auditor checking commitments), recorded
     as a disclosure. Raises ``PermissionDenied`` without the role."""

@@ -207,7 +207,7 @@ def _delete_runs(record: RemovalRecord, pks: list[int]) -> None:
 
 # Hold notes go to the governance log: the held run itself may be removed once released.
 @transaction.atomic
-def place_legal_hold(tenant: Tenant, by: Actor, reason: str, run_id: str = "") -> LegalHold:
+def place_legal_hold(tenant: Tenant, *, by: Actor, reason: str, run_id: str = "") -> LegalHold:
     from django.core.exceptions import PermissionDenied, ValidationError
 
     if not reason.strip():
@@ -229,7 +229,7 @@ def place_legal_hold(tenant: Tenant, by: Actor, reason: str, run_id: str = "") -
 
 
 @transaction.atomic
-def release_legal_hold(hold: LegalHold, by: Actor) -> LegalHold:
+def release_legal_hold(hold: LegalHold, *, by: Actor) -> LegalHold:
     from django.core.exceptions import ValidationError
 
     Tenant.objects.select_for_update().filter(pk=hold.tenant_id).first()  # as placing does

@@ -44,13 +44,13 @@ def cmd_hold(args: argparse.Namespace, user: Actor) -> int:
         if hold is None:
             print(f"ledger: no legal hold #{args.release} in {tenant.slug}", file=sys.stderr)
             return EXIT_NOT_FOUND
-        release_legal_hold(hold, user)
+        release_legal_hold(hold, by=user)
         print(f"legal hold #{hold.pk} released")
         return EXIT_OK
     if not args.reason:
         print("ledger: say why with --reason (the matter or ticket)", file=sys.stderr)
         return EXIT_USAGE
-    hold = place_legal_hold(tenant, user, args.reason, args.run_id or "")
+    hold = place_legal_hold(tenant, by=user, reason=args.reason, run_id=args.run_id or "")
     print(f"legal hold #{hold.pk} placed on {hold.run_id or 'every run'} of {tenant.slug}")
     return EXIT_OK
 

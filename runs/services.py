@@ -200,7 +200,7 @@ def _checked_data(data: Any) -> dict[str, Any]:
 
 
 @transaction.atomic
-def annotate_run(run: Run, by: Actor, body: str, *, kind: str = AnnotationKind.NOTE,
+def annotate_run(run: Run, *, by: Actor, body: str, kind: str = AnnotationKind.NOTE,
                  data: dict[str, Any] | None = None, target_call_id: str = "") -> Annotation:
     """Record a manual intervention on ``run``: an annotation appended to the run's hash chain
     (closed or not), authored by ``by``, who needs the operate role on the run's tenant.

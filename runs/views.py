@@ -91,7 +91,7 @@ def run_annotate(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     """The timeline's *Record an intervention* form: one annotation on this run's chain."""
     run = visible_run_or_404(request.user, tenant, run_id)
     try:
-        note = services.annotate_run(run, actor_of(request), request.POST.get("body", ""),
+        note = services.annotate_run(run, by=actor_of(request), body=request.POST.get("body", ""),
                                      kind=request.POST.get("kind") or "note")
     except Run.DoesNotExist:
         raise Http404("No such run in your tenants.") from None

@@ -94,14 +94,14 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
             "run_id": RUN_ID, "call_id": f"asked-{n}", "agent_id": "billing-agent"},
             format="json")
         assert answer.status_code == 201, answer.content
-    incident = open_incident(acme, f"Leaked {SECRETS[6].value}", alice,
+    incident = open_incident(acme, f"Leaked {SECRETS[6].value}", by=alice,
                              summary=f"found {SECRETS[7].value}",
                              ticket_ids=[SECRETS[8].value])
-    link_to_incident(incident, alice, run_ids=[RUN_ID, "run-refunds"])  # writes: escalated
+    link_to_incident(incident, by=alice, run_ids=[RUN_ID, "run-refunds"])  # writes: escalated
     record(acme, recorded_run(REPLAYED))
     wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
         "/refund-secret", same_as_recorded("c2", state=REPLAY_SECRET))})
-    replay = walk(start_replay(stored_run(acme, REPLAYED), alice))
+    replay = walk(start_replay(stored_run(acme, REPLAYED), by=alice))
     compensating(Tool.objects.get(tenant=acme, name="refund_payment"),
                  (200, {"refund_reversed": True, "card": HOOK_CARD}))
     with django_capture_on_commit_callbacks(execute=True):

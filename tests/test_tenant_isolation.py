@@ -81,7 +81,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     approval = request_approval(acme, tool="send_email", action_class="exfil",
                                 arguments={"to": "x"}, run_id=run["run_id"])
     policy = Policy.objects.create(tenant=acme, name="tools")
-    version = create_draft(policy, None, "first")
+    version = create_draft(policy, by=None, change_note="first")
     decision = decide_tool_call(acme, ProposedCall(tool="get_customer", action_class="read",
                                                    arguments={}))
     from django.contrib.auth.models import User
@@ -92,8 +92,8 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     from policies.services import publish_policy_version
 
     publisher = User.objects.create_user("publisher-of-acme")
-    published = publish_policy_version(version, publisher)
-    exception = request_exception(acme, publisher, tool="delete_*", policy_version=published,
+    published = publish_policy_version(version, by=publisher)
+    exception = request_exception(acme, by=publisher, tool="delete_*", policy_version=published,
                                   justification="backlog", starts_at=timezone.now(),
                                   ends_at=timezone.now() + timedelta(hours=1))
     from policies.models import BackTest
@@ -108,7 +108,7 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     stored = Run.objects.get(run_id=run["run_id"])
     from runs.retention import apply_retention, place_legal_hold
 
-    hold = place_legal_hold(acme, publisher, "matter 1", run_id=run["run_id"])
+    hold = place_legal_hold(acme, by=publisher, reason="matter 1", run_id=run["run_id"])
     gone = make_run()
     gone["status"], gone["ended_at"] = "succeeded", timezone.now().isoformat()
     record(acme, gone)

@@ -128,7 +128,7 @@ class ApprovalWithdraw(TenantScopedViewMixin, generics.GenericAPIView[ApprovalRe
         approval = self.get_object()
         body = WithdrawSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        approval = withdraw_approval(approval, actor_of(request),
+        approval = withdraw_approval(approval, by=actor_of(request),
                                      reason=body.validated_data["reason"])
         return Response(self.get_serializer(approval).data)
 

@@ -57,8 +57,9 @@ class TenantOutage(APIView):
         tenant = self._tenant(request, slug)
         form = OutageRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
-        note = set_outage_mode(tenant, actor_of(request), form.validated_data["outage_mode"],
-                               form.validated_data["reason"])
+        note = set_outage_mode(tenant, by=actor_of(request),
+                               on=form.validated_data["outage_mode"],
+                               reason=form.validated_data["reason"])
         body: dict[str, Any] = {"tenant": tenant.slug, "outage_mode": tenant.outage_mode,
                                 "changed": note is not None,
                                 "annotation_id": note.annotation_id if note else None}

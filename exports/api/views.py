@@ -56,7 +56,7 @@ class ExportListCreate(generics.ListAPIView[AuditExport]):
         if tenant is None:
             raise PermissionDenied("exporting needs the export role on the tenant")
         export = services.request_export(
-            tenant, actor_of(request), data["window_from"], data["window_to"],
+            tenant, data["window_from"], data["window_to"], by=actor_of(request),
             redaction_level=data["redaction_level"], fmt=data["format"],
             justification=data["justification"])
         return Response(AuditExportSerializer(export).data, status=status.HTTP_201_CREATED)
@@ -84,8 +84,9 @@ class ExportDownload(APIView):
         if export is None:
             raise NotFound()
         try:
-            handle = services.open_for_download(export, actor_of(request), client_address(request),
-                                                request.META.get("HTTP_USER_AGENT", ""))
+            handle = services.open_for_download(
+                export, by=actor_of(request), ip=client_address(request),
+                user_agent=request.META.get("HTTP_USER_AGENT", ""))
         except services.ExportUnavailable as exc:
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
         return FileResponse(handle, as_attachment=True, filename=export.download_name,

@@ -111,7 +111,7 @@ class IncidentLink(_OneIncident):
     @extend_schema(request=s.IncidentLinkSerializer, responses=s.LinkedSerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         def link(incident: Incident, data: dict[str, Any]) -> dict[str, Any]:
-            return asdict(services.link_to_incident(incident, actor_of(request), **data))
+            return asdict(services.link_to_incident(incident, by=actor_of(request), **data))
         return self.act(request, s.IncidentLinkSerializer, link)
 
 
@@ -121,7 +121,7 @@ class IncidentNote(_OneIncident):
     @extend_schema(request=s.IncidentNoteSerializer, responses=s.IncidentTimelineEntrySerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         def note(incident: Incident, data: dict[str, Any]) -> dict[str, Any]:
-            written = services.add_note(incident, data["body"], actor_of(request))
+            written = services.add_note(incident, data["body"], by=actor_of(request))
             return {"annotation_id": written.annotation_id, "kind": written.annotation_kind,
                     "event": "note", "body": written.body, "data": written.data,
                     "run_id": written.run.run_id, "target_call_id": "",
@@ -138,7 +138,7 @@ class IncidentFreeze(_OneIncident):
     @extend_schema(request=s.IncidentFreezeSerializer, responses=s.LinkedVersionSerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         def freeze(incident: Incident, data: dict[str, Any]) -> dict[str, Any]:
-            version = services.freeze_for_incident(incident, data["tool"], actor_of(request),
+            version = services.freeze_for_incident(incident, data["tool"], by=actor_of(request),
                                                    mode=data["mode"])
             return {"id": version.pk, "policy": version.policy.name, "version": version.number,
                     "status": version.status, "freeze": True}
@@ -151,7 +151,8 @@ class IncidentMitigate(_OneIncident):
     @extend_schema(request=s.IncidentMitigateSerializer, responses=s.IncidentSerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.act(request, s.IncidentMitigateSerializer, lambda incident, data: (
-            incident_row(services.mark_mitigated(incident, actor_of(request), data["note"]))))
+            incident_row(services.mark_mitigated(incident, by=actor_of(request),
+                                                 note=data["note"]))))
 
 
 class IncidentClose(_OneIncident):
@@ -162,5 +163,6 @@ class IncidentClose(_OneIncident):
     @extend_schema(request=s.IncidentCloseSerializer, responses=s.IncidentSerializer)
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.act(request, s.IncidentCloseSerializer, lambda incident, data: (
-            incident_row(services.close_incident(incident, actor_of(request),
-                                                 data["remediation_status"], data["note"]))))
+            incident_row(services.close_incident(incident, by=actor_of(request),
+                                                 remediation_status=data["remediation_status"],
+                                                 note=data["note"]))))

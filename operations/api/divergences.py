@@ -98,6 +98,7 @@ class ReplayStepFollowUp(TenantScopedViewMixin, generics.GenericAPIView[ReplaySt
         step = self.get_object()
         asked = FollowUpRequestSerializer(data=request.data)
         asked.is_valid(raise_exception=True)
-        step = set_divergence_follow_up(step, actor_of(request), asked.validated_data["state"],
-                                        asked.validated_data["note"])
+        step = set_divergence_follow_up(step, by=actor_of(request),
+                                        state=asked.validated_data["state"],
+                                        note=asked.validated_data["note"])
         return Response(divergence_rows([step], request.user)[0])

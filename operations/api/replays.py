@@ -95,7 +95,7 @@ class ReplayList(TenantScopedViewMixin, generics.ListAPIView[Replay]):
                                                    pk=data["policy_version"]).first()
             if version is None:
                 raise ValidationError({"policy_version": "no such version in this tenant"})
-        replay = start_replay(run, actor_of(request), mode=data["mode"],
+        replay = start_replay(run, by=actor_of(request), mode=data["mode"],
                               until_step=data["until_step"], policy_version=version)
         replay = Replay.objects.select_related(*REPLAY_RELATED).get(pk=replay.pk)
         return Response(replay_summary(replay), status=status.HTTP_201_CREATED)

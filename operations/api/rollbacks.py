@@ -102,7 +102,7 @@ class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView[Rollback]):
         slug = request.query_params.get("tenant")
         incident = None
         if data["incident"] is not None:
-            incident = find_incident(actor_of(request), data["incident"])
+            incident = find_incident(data["incident"], by=actor_of(request))
             if incident is None:
                 raise NotFound("no such incident in your tenants")
         model, lookup = (Run, {"run_id": data["run_id"]}) if data.get("run_id") else (
@@ -118,10 +118,11 @@ class RollbackList(TenantScopedViewMixin, generics.ListCreateAPIView[Rollback]):
         if len(found) > 1:
             raise BadRequest({"tenant": "in several of your tenants; pass ?tenant=<slug>."})
         if data.get("run_id"):
-            rollbacks = request_run_rollback(found[0], actor_of(request), incident=incident)
+            rollbacks = request_run_rollback(found[0], by=actor_of(request), incident=incident)
             queued = True
         else:
-            rollback, queued = request_rollback(found[0], actor_of(request), incident=incident)
+            rollback, queued = request_rollback(found[0], by=actor_of(request),
+                                                incident=incident)
             rollbacks = [rollback]
         rows = Rollback.objects.filter(pk__in=[r.pk for r in rollbacks]).select_related(
             "tenant", "tool_call__tool", "run").order_by("position", "id")

@@ -85,8 +85,8 @@ class RunAnnotations(TenantScopedViewMixin, generics.GenericAPIView[Run]):
                                               request.query_params.get("redaction"),
                                               viewing=f"an annotation of run {run.run_id} "
                                               "(API)")
-            note = services.annotate_run(run, actor_of(request), data["body"], kind=data["kind"],
-                                         data=data["data"],
+            note = services.annotate_run(run, by=actor_of(request), body=data["body"],
+                                         kind=data["kind"], data=data["data"],
                                          target_call_id=data["target_call_id"])
         except Run.DoesNotExist:
             raise NotFound() from None

@@ -53,9 +53,9 @@ def test_the_minter_of_the_asking_key_cannot_approve_in_the_queue(acme, alice, c
 def test_the_minter_cannot_approve_through_the_service_either(acme, alice):
     request = _asked_through_a_key_minted_by(alice, acme)
     with pytest.raises(PermissionDenied, match="minted"):
-        decide_approval(request, alice, approve=True, justification="mine, via my key")
+        decide_approval(request, by=alice, approve=True, justification="mine, via my key")
 
 
 def test_someone_else_approves_what_the_key_asked(acme, alice, dave):
     request = _asked_through_a_key_minted_by(alice, acme)
-    assert decide_approval(request, dave, approve=True).status == Status.APPROVED
+    assert decide_approval(request, by=dave, approve=True).status == Status.APPROVED

@@ -31,7 +31,7 @@ def test_two_approvers_at_once_give_one_decision(acme, alice, charlie):
         def decide(user, approve, request=request, outcomes=outcomes, barrier=barrier):
             try:
                 barrier.wait(timeout=10)
-                decide_approval(ApprovalRequest(pk=request.pk), user, approve=approve,
+                decide_approval(ApprovalRequest(pk=request.pk), by=user, approve=approve,
                                 justification=f"{user.username} decided")
                 outcomes.append("decided")
             except (ApprovalError, PermissionDenied) as exc:

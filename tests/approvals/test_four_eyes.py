@@ -30,21 +30,21 @@ def held(acme, action_class="write", requester=None, run_id=""):
 def test_nobody_decides_their_own_request(acme, alice):
     request = held(acme, requester=alice)
     with pytest.raises(PermissionDenied, match="four-eyes"):
-        decide_approval(request, alice, approve=True, justification="mine")
+        decide_approval(request, by=alice, approve=True, justification="mine")
     request.refresh_from_db()
     assert request.status == Status.PENDING
 
 
 def test_deciding_needs_the_approve_role(acme, bob):
     with pytest.raises(PermissionDenied, match="approve role"):
-        decide_approval(held(acme), bob, approve=True)
+        decide_approval(held(acme), by=bob, approve=True)
 
 
 def test_rejecting_needs_a_justification(acme, alice):
     request = held(acme)
     with pytest.raises(ApprovalError, match="justification"):
-        decide_approval(request, alice, approve=False, justification="  ")
-    decide_approval(request, alice, approve=False, justification="amount looks wrong")
+        decide_approval(request, by=alice, approve=False, justification="  ")
+    decide_approval(request, by=alice, approve=False, justification="amount looks wrong")
     request.refresh_from_db()
     assert request.status == Status.REJECTED
 
@@ -52,13 +52,13 @@ def test_rejecting_needs_a_justification(acme, alice):
 def test_exfil_needs_two_approvers_with_justifications(acme, alice, dave):
     request = held(acme, action_class="exfil")
     with pytest.raises(ApprovalError, match="justification"):
-        decide_approval(request, alice, approve=True)
-    decide_approval(request, alice, approve=True, justification="partner contract 7")
+        decide_approval(request, by=alice, approve=True)
+    decide_approval(request, by=alice, approve=True, justification="partner contract 7")
     request.refresh_from_db()
     assert request.status == Status.PENDING
     with pytest.raises(ApprovalError, match="already decided"):
-        decide_approval(request, alice, approve=True, justification="again")
-    decide_approval(request, dave, approve=True, justification="checked the contract")
+        decide_approval(request, by=alice, approve=True, justification="again")
+    decide_approval(request, by=dave, approve=True, justification="checked the contract")
     request.refresh_from_db()
     assert request.status == Status.APPROVED
 
@@ -67,7 +67,7 @@ def test_every_decision_is_annotated_on_the_run(acme, alice, record, make_run):
     run = make_run()
     record(acme, run)
     request = held(acme, run_id=run["run_id"])
-    decide_approval(request, alice, approve=True, justification="fine")
+    decide_approval(request, by=alice, approve=True, justification="fine")
     note = Annotation.objects.get(run__run_id=run["run_id"], annotation_kind="approval")
     assert note.data["status"] == "approved"
     assert note.data["justification"] == "fine"
@@ -83,6 +83,6 @@ def test_an_overdue_request_expires_instead_of_being_decided(acme, alice):
     type(request).objects.filter(pk=request.pk).update(due_at=timezone.now() - timedelta(1))
     request.refresh_from_db()
     with pytest.raises(ApprovalError, match="expired"):
-        decide_approval(request, alice, approve=True, justification="late")
+        decide_approval(request, by=alice, approve=True, justification="late")
     request.refresh_from_db()
     assert request.status == Status.EXPIRED

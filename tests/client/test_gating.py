@@ -165,7 +165,7 @@ def test_a_call_that_needs_approval_waits_and_runs_once_approved(
     assert (request.tool, request.arguments) == (
         "refund_payment", {"payment": "pay_1", "amount_cents": 50_000})
     assert tools.calls == []
-    decide_approval(request, alice, approve=True, justification="customer verified")
+    decide_approval(request, by=alice, approve=True, justification="customer verified")
     run_id, result = agent.result(timeout=60)
     assert result == "refunded 50000"
     [call] = recorded(client, run_id)
@@ -179,7 +179,7 @@ def test_a_rejected_approval_raises_and_the_call_never_runs(
         client: LedgerClient, tools: Tools, alice: Any) -> None:
     agent = in_agent_thread(client, lambda: tools.refund_payment("pay_2", 90_000))
     request = pending_request()
-    decide_approval(request, alice, approve=False, justification="not this customer")
+    decide_approval(request, by=alice, approve=False, justification="not this customer")
     run_id, raised = agent.result(timeout=60)
     assert isinstance(raised, ApprovalRejected)
     assert raised.approval_id == request.pk
@@ -202,7 +202,7 @@ def test_an_approval_nobody_decides_in_time_times_out_and_is_withdrawn(
     withdrawn = ApprovalRequest.objects.get(pk=timed_out.value.approval_id)
     assert withdrawn.status == "expired"  # nobody can approve what the agent gave up on
     with pytest.raises(ApprovalError, match="already expired"):
-        decide_approval(withdrawn, alice, approve=True, justification="too late")
+        decide_approval(withdrawn, by=alice, approve=True, justification="too late")
     [call] = recorded(client, run.run_id)
     assert (call.status, error_of(call)["type"]) == ("cancelled", "ApprovalTimedOut")
     assert trail(call.call_id) == ["require_approval"]

@@ -4,6 +4,11 @@ people, never two absent ids."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -85,9 +90,10 @@ def test_what_names_a_person_is_never_done_by_a_key(acme: Tenant, alice: User, b
     with setting_up():
         pending, _ = issue_api_key(acme, "sensitive", [Role.VIEW_UNREDACTED], by=alice)
     attempts = {
-        "vote": lambda: decide_approval(approval, key_with_every_role, True, "fine"),
-        "legal hold": lambda: place_legal_hold(acme, key_with_every_role, "matter 9"),
-        "key confirmation": lambda: confirm_api_key(pending, key_with_every_role),
+        "vote": lambda: decide_approval(approval, by=key_with_every_role, approve=True,
+                                        justification="fine"),
+        "legal hold": lambda: place_legal_hold(acme, by=key_with_every_role, reason="matter 9"),
+        "key confirmation": lambda: confirm_api_key(pending, by=key_with_every_role),
     }
     refused = {}
     for what, attempt in attempts.items():
@@ -99,3 +105,51 @@ def test_what_names_a_person_is_never_done_by_a_key(acme: Tenant, alice: User, b
     assert not LegalHold.objects.exists()
     pending.refresh_from_db()
     assert pending.confirmed_at is None
+
+
+# The apps whose functions act for someone; core.actors only reads an actor it is handed.
+PORTAL_PACKAGES = ("core", "runs", "policies", "approvals", "operations", "incidents", "exports",
+                   "ledger_portal")
+ACTOR_ACCESSORS = "core.actors"
+
+
+def _portal_modules() -> list[ModuleType]:
+    names = []
+    for package in PORTAL_PACKAGES:
+        names.append(package)
+        path = importlib.import_module(package).__path__
+        names += [info.name for info in pkgutil.walk_packages(path, f"{package}.")]
+    return [importlib.import_module(name) for name in names
+            if ".migrations" not in name and name != ACTOR_ACCESSORS]
+
+
+def _functions_of(module: ModuleType) -> Iterator[tuple[str, Callable[..., Any]]]:
+    """The module's own functions and its own classes' methods."""
+    for name, value in vars(module).items():
+        if getattr(value, "__module__", None) != module.__name__:
+            continue
+        if inspect.isfunction(value):
+            yield f"{module.__name__}.{name}", value
+        elif inspect.isclass(value):
+            for attr, member in vars(value).items():
+                function = getattr(member, "__func__", member)  # staticmethod, classmethod
+                if inspect.isfunction(function):
+                    yield f"{module.__name__}.{name}.{attr}", function
+
+
+def test_every_service_takes_who_acts_by_keyword() -> None:
+    """``by`` is keyword-only wherever a portal function takes it (services, their helpers,
+    the protocols between apps), so a call always says who acts and an argument cannot slip
+    into its place."""
+    takes_by, positional = [], []
+    for module in _portal_modules():
+        for name, function in _functions_of(module):
+            parameter = inspect.signature(function).parameters.get("by")
+            if parameter is None:
+                continue
+            takes_by.append(name)
+            if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+                positional.append(name)
+    assert len(takes_by) > 50  # the walk reached the services
+    assert "approvals.services.decide_approval" in takes_by
+    assert positional == [], f"{len(positional)} take by positionally: {positional}"

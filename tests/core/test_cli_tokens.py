@@ -82,7 +82,7 @@ def test_a_token_narrows_its_users_roles_to_its_scopes(acme, alice, run, no_loca
 def test_a_spoilt_token_acts_as_nobody(acme, alice, run, no_local_mode, monkeypatch, spoil):
     token, raw = issue_personal_token(alice, "laptop", ["operate"])
     if spoil == "revoked":
-        revoke_personal_token(token, alice)
+        revoke_personal_token(token, by=alice)
     elif spoil == "expired":
         PersonalAccessToken.objects.filter(pk=token.pk).update(
             expires_at=timezone.now() - timedelta(seconds=1))
@@ -100,7 +100,7 @@ def test_only_a_hash_is_kept_and_issuing_and_revoking_are_on_the_record(acme, al
     token, raw = issue_personal_token(alice, "laptop", ["operate"])
     assert raw not in (token.token_hash, token.prefix)
     assert raw.startswith("lpt_")
-    revoke_personal_token(token, alice)
+    revoke_personal_token(token, by=alice)
     events = list(Annotation.objects.filter(tenant=acme, data__token=token.pk).order_by(
         "seq").values_list("data__event", flat=True))
     assert events == ["token_issued", "token_revoked"]

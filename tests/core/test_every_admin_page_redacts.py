@@ -32,7 +32,7 @@ def planted(acme, record, admin_user) -> dict[str, Any]:
     for n, arguments in enumerate(({"token": SECRETS[4].value}, {SECRETS[5].value: "k"})):
         decide_tool_call(acme, ProposedCall("refund_payment", "write", arguments, run_id=RUN_ID,
                                             call_id=f"asked-{n}"), asked_by="agent")
-    open_incident(acme, f"Leaked {SECRETS[6].value}", admin_user,
+    open_incident(acme, f"Leaked {SECRETS[6].value}", by=admin_user,
                   summary=f"found {SECRETS[7].value}", ticket_ids=[SECRETS[8].value])
     return run
 

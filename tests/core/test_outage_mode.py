@@ -44,7 +44,7 @@ def in_outage(tenant: Tenant) -> bool:
 # -- the service --------------------------------------------------------------------------------
 
 def test_switching_outage_mode_records_who_and_why_in_the_governance_log(acme, alice):
-    on = set_outage_mode(acme, alice, True, "primary DB failover (INC-7)")
+    on = set_outage_mode(acme, by=alice, on=True, reason="primary DB failover (INC-7)")
     assert on is not None
     assert in_outage(acme)
     assert acme.outage_mode
@@ -53,7 +53,7 @@ def test_switching_outage_mode_records_who_and_why_in_the_governance_log(acme, a
                        "reason": "primary DB failover (INC-7)"}
     assert "sandbox only" in on.body
     assert "primary DB failover (INC-7)" in on.body
-    off = set_outage_mode(acme, alice, False, "failover done")
+    off = set_outage_mode(acme, by=alice, on=False, reason="failover done")
     assert off is not None
     assert not in_outage(acme)
     assert [n.data["outage_mode"] for n in outage_notes(acme)] == [True, False]
@@ -62,16 +62,16 @@ def test_switching_outage_mode_records_who_and_why_in_the_governance_log(acme, a
 
 
 def test_switching_to_the_current_mode_records_nothing(acme, alice):
-    assert set_outage_mode(acme, alice, False, "just checking") is None
-    set_outage_mode(acme, alice, True, "outage")
-    assert set_outage_mode(acme, alice, True, "outage, again") is None
+    assert set_outage_mode(acme, by=alice, on=False, reason="just checking") is None
+    set_outage_mode(acme, by=alice, on=True, reason="outage")
+    assert set_outage_mode(acme, by=alice, on=True, reason="outage, again") is None
     assert len(outage_notes(acme)) == 1
 
 
 def test_without_the_manage_policies_role_outage_mode_is_refused(acme, reader, charlie):
     for user in (reader, charlie):
         with pytest.raises(PermissionDenied, match="manage_policies"):
-            set_outage_mode(acme, user, True, "I think it is down")
+            set_outage_mode(acme, by=user, on=True, reason="I think it is down")
     assert not in_outage(acme)
     assert outage_notes(acme) == []
 
@@ -79,7 +79,7 @@ def test_without_the_manage_policies_role_outage_mode_is_refused(acme, reader, c
 @pytest.mark.parametrize("reason", ["", "   ", "x" * 2001, "nul\x00"])
 def test_a_reason_is_required(acme, alice, reason):
     with pytest.raises(ValidationError):
-        set_outage_mode(acme, alice, True, reason)
+        set_outage_mode(acme, by=alice, on=True, reason=reason)
     assert not in_outage(acme)
     assert outage_notes(acme) == []
 

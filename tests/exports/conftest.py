@@ -30,7 +30,7 @@ def export_now(export_dirs: Path) -> Callable[..., AuditExport]:
     """Request and produce an export in process; returns the finished row."""
     def make(tenant: Any, by: Any, **kwargs: Any) -> AuditExport:
         window = kwargs.pop("window", WINDOW)
-        export = request_export(tenant, by, *window, enqueue=False, **kwargs)
+        export = request_export(tenant, *window, by=by, enqueue=False, **kwargs)
         return produce_now(export)
     return make
 

@@ -39,7 +39,7 @@ def test_a_chunked_export_runs_through_the_tasks_eagerly(eager, acme, alice, rec
     record(acme, *[make_run() for _ in range(4)])
     settings.LEDGER_EXPORT_PART_ROWS = 10
     with django_capture_on_commit_callbacks(execute=True):
-        export = request_export(acme, alice, *WINDOW)
+        export = request_export(acme, *WINDOW, by=alice)
     export.refresh_from_db()
     assert export.status == "done", export.error
     assert export.parts.count() > 5
@@ -59,7 +59,7 @@ def test_a_part_whose_worker_keeps_dying_fails_the_export_with_the_reason(
     from exports.services import plan
 
     record(acme, make_run())
-    export = request_export(acme, alice, *WINDOW, enqueue=False)
+    export = request_export(acme, *WINDOW, by=alice, enqueue=False)
     first = plan(export.pk)[0]
     ExportPart.objects.filter(pk=first).update(status="running",
                                                attempts=settings.LEDGER_EXPORT_MAX_ATTEMPTS)
@@ -116,7 +116,7 @@ def test_a_worker_killed_mid_export_publishes_nothing_half_written_and_the_retry
 
     signing_key()  # the worker signs with the same key file as this process
     record(acme, *[make_run() for _ in range(60)])
-    export = request_export(acme, alice, *WINDOW)
+    export = request_export(acme, *WINDOW, by=alice)
 
     found: list[ExportPart] = []
 

@@ -93,7 +93,7 @@ def test_the_wrong_key_is_refused(acme, alice, bundles, tmp_path, capsys):
     strict, full = bundles
     from runs.commitments import rotate_commitment_key
 
-    rotate_commitment_key(acme, alice)
+    rotate_commitment_key(acme, by=alice)
     key = _key_file(tmp_path, capsys)  # the new key; the strict bundle used the old one
     assert _verify(strict, full, key) == EXIT_FAILED
     assert "commits under key 1:" in capsys.readouterr().out

@@ -42,7 +42,8 @@ def _plant(tenant, by, record, run, marker: str = "") -> None:
     grant_role(publisher, "approve", tenant)
     policy = Policy.objects.create(tenant=tenant, name="tools")
     version = publish_policy_version(
-        create_draft(policy, by, f"{marker} first version {secrets[7]}"), publisher)
+        create_draft(policy, by=by, change_note=f"{marker} first version {secrets[7]}"),
+        by=publisher)
     decide_tool_call(tenant, ProposedCall(tool="send_email", action_class="exfil",
                                           arguments={"to": secrets[8], "note": marker},
                                           run_id=run["run_id"]), asked_by=marker)
@@ -50,8 +51,9 @@ def _plant(tenant, by, record, run, marker: str = "") -> None:
                                 arguments={"card": secrets[9], "why": marker},
                                 run_id=run["run_id"], requested_by=f"{marker}-bot",
                                 policy_version=version)
-    decide_approval(approval, publisher, False, f"{marker} no: {secrets[10]}")
-    request_exception(tenant, by, tool="refund", policy_version=version,
+    decide_approval(approval, by=publisher, approve=False,
+                    justification=f"{marker} no: {secrets[10]}")
+    request_exception(tenant, by=by, tool="refund", policy_version=version,
                       justification=f"{marker} backlog {secrets[11]}", starts_at=timezone.now(),
                       ends_at=timezone.now() + timedelta(days=1))
     _plant_replay_and_rollbacks(tenant, by, run, version, marker)

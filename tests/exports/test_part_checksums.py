@@ -16,7 +16,7 @@ from .conftest import WINDOW
 def test_a_part_altered_before_the_join_fails_the_export_unsigned(acme, alice, record,
                                                                   make_run, export_dirs):
     record(acme, make_run(), make_run())
-    export = request_export(acme, alice, *WINDOW, enqueue=False)
+    export = request_export(acme, *WINDOW, by=alice, enqueue=False)
     for part_id in plan(export.pk):
         produce_part(part_id)
     part = ExportPart.objects.filter(export=export).exclude(file="").order_by("index").first()

@@ -44,7 +44,7 @@ def _version(tenant, author, note: str):
     publisher = User.objects.get_or_create(username=f"publisher-{tenant.slug}")[0]
     grant_role(publisher, "manage_policies", tenant)
     policy, _ = Policy.objects.get_or_create(tenant=tenant, name="tools")
-    return publish_policy_version(create_draft(policy, author, note), publisher)
+    return publish_policy_version(create_draft(policy, by=author, change_note=note), by=publisher)
 
 
 def _stored(tenant, record, make_run) -> tuple[Run, list[ToolCall]]:

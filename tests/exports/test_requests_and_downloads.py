@@ -45,25 +45,25 @@ def _user(name, tenant, *roles):
 
 def test_requesting_needs_the_export_role(acme, bob, export_dirs):
     with pytest.raises(ExportNotAllowed, match="needs the export role"):
-        request_export(acme, bob, *WINDOW, enqueue=False)
+        request_export(acme, *WINDOW, by=bob, enqueue=False)
 
 
 def test_lighter_redaction_needs_its_own_role_and_none_a_justification(acme, export_dirs):
     auditor = _user("auditor", acme, "export")
     with pytest.raises(ExportNotAllowed, match="needs the view_confidential role"):
-        request_export(acme, auditor, *WINDOW, redaction_level="standard", enqueue=False)
+        request_export(acme, *WINDOW, by=auditor, redaction_level="standard", enqueue=False)
     grant_role(auditor, "view_confidential", acme)
-    request_export(acme, auditor, *WINDOW, redaction_level="standard", enqueue=False)
+    request_export(acme, *WINDOW, by=auditor, redaction_level="standard", enqueue=False)
     with pytest.raises(ExportNotAllowed, match="needs the view_unredacted role"):
-        request_export(acme, auditor, *WINDOW, redaction_level="none", justification="x",
+        request_export(acme, *WINDOW, by=auditor, redaction_level="none", justification="x",
                        enqueue=False)
     grant_role(auditor, "view_unredacted", acme)
     with pytest.raises(ValidationError, match="needs a justification"):
-        request_export(acme, auditor, *WINDOW, redaction_level="none", enqueue=False)
+        request_export(acme, *WINDOW, by=auditor, redaction_level="none", enqueue=False)
 
 
 def test_an_unredacted_export_records_its_justification_in_the_ledger(acme, alice, export_dirs):
-    export = request_export(acme, alice, *WINDOW, redaction_level="none",
+    export = request_export(acme, *WINDOW, by=alice, redaction_level="none",
                             justification="subpoena 2026-17", enqueue=False)
     note = Annotation.objects.get(tenant=acme, data__event="export_requested")
     assert "subpoena 2026-17" in note.body
@@ -86,7 +86,7 @@ def test_download_permission_matrix(who, expected, done_export, acme, alice, bob
              "auditor": _user("auditor", acme, "export"),
              "viewer": _user("viewer", acme, "view_ledger"),
              "external": _user("external", acme), "stranger": _user("stranger", acme)}
-    share_export(done_export, users["external"], alice)
+    share_export(done_export, users["external"], by=alice)
     client.force_login(users[who])
     page = client.get(reverse("export-download", args=[done_export.pk]),
                       HTTP_USER_AGENT="audit-tool/1.0", REMOTE_ADDR="10.1.2.3")
@@ -112,7 +112,7 @@ def test_download_permission_matrix(who, expected, done_export, acme, alice, bob
 
 def test_sharing_needs_the_export_role(done_export, acme, bob):
     with pytest.raises(ExportNotAllowed):
-        share_export(done_export, bob, bob)
+        share_export(done_export, bob, by=bob)
 
 
 def test_an_exports_watermarks_are_its_own_tenants(acme, globex, alice, record, make_run,
@@ -123,7 +123,7 @@ def test_an_exports_watermarks_are_its_own_tenants(acme, globex, alice, record, 
 
     record(acme, make_run())
     record(globex, make_run("globex"), make_run("globex"))  # recorded after acme's
-    export = request_export(acme, alice, *WINDOW, enqueue=False)
+    export = request_export(acme, *WINDOW, by=alice, enqueue=False)
     assert export.watermarks == {
         s.name: s.model._default_manager.filter(tenant=acme).aggregate(top=Max("pk"))["top"] or 0
         for s in SECTIONS}
@@ -186,11 +186,11 @@ def test_expired_exports_lose_their_file_and_say_so(done_export, client, alice):
 def test_an_export_under_review_does_not_expire_until_the_review_ends(done_export, alice):
     from exports.review import set_under_review
 
-    set_under_review(done_export, alice, True)
+    set_under_review(done_export, by=alice, under_review=True)
     later = done_export.expires_at + timedelta(seconds=1)
     assert expire_exports(now=later) == 0
     assert export_storage().exists(done_export.file)
-    set_under_review(done_export, alice, False)
+    set_under_review(done_export, by=alice, under_review=False)
     assert expire_exports(now=later) == 1
 
 

@@ -55,7 +55,7 @@ def test_another_holder_of_view_unredacted_reads_it_only_once_allowed(
         acme, alice, dave, client, unredacted):
     peer = _user("peer", acme, "export", "view_unredacted")
     assert not reads(client, peer, unredacted)
-    share_export(unredacted, peer, dave)
+    share_export(unredacted, peer, by=dave)
     assert reads(client, peer, unredacted)
 
 
@@ -69,20 +69,20 @@ def test_the_requester_reads_it_while_they_hold_view_unredacted(acme, alice, cli
 def test_the_requester_cannot_hand_an_unredacted_export_out_alone(acme, alice, unredacted):
     peer = _user("peer", acme, "view_unredacted")
     with pytest.raises(ExportNotAllowed, match="second person"):
-        share_export(unredacted, peer, alice)
+        share_export(unredacted, peer, by=alice)
 
 
 def test_an_unredacted_export_is_shared_only_with_holders_of_view_unredacted(
         acme, dave, unredacted, client):
     outsider = _user("outsider", acme, "export")
     with pytest.raises(ExportNotAllowed, match="view_unredacted"):
-        share_export(unredacted, outsider, dave)
+        share_export(unredacted, outsider, by=dave)
     assert not reads(client, outsider, unredacted)
 
 
 def test_a_share_whose_recipient_lost_the_role_reads_nothing(acme, dave, unredacted, client):
     peer = _user("peer", acme, "view_unredacted")
-    share_export(unredacted, peer, dave)
+    share_export(unredacted, peer, by=dave)
     revoke_role(peer, "view_unredacted", acme)
     assert not reads(client, peer, unredacted)
 
@@ -93,9 +93,9 @@ def test_a_standard_export_reaches_only_holders_of_view_confidential(
     assert not reads(client, auditor, standard)
     external = _user("external", acme)
     with pytest.raises(ExportNotAllowed, match="view_confidential"):
-        share_export(standard, external, alice)
+        share_export(standard, external, by=alice)
     grant_role(external, "view_confidential", acme)
-    share_export(standard, external, alice)
+    share_export(standard, external, by=alice)
     assert reads(client, external, standard)
 
 
@@ -103,4 +103,4 @@ def test_no_share_crosses_tenants(acme, alice, charlie, record, make_run, export
     record(acme, make_run())
     strict = export_now(acme, alice)
     with pytest.raises(ExportNotAllowed, match="another tenant"):
-        share_export(strict, charlie, alice)
+        share_export(strict, charlie, by=alice)

@@ -103,7 +103,7 @@ def test_the_app_role_cannot_get_around_append_only(attack, app_role, closed_and
 def test_a_forged_removal_record_cannot_remove_a_held_run(app_role, closed_and_due, acme,
                                                           alice):
     held = Run.objects.get(tenant=acme, run_id=closed_and_due[0])
-    place_legal_hold(acme, alice, "litigation hold INC-9", run_id=held.run_id)
+    place_legal_hold(acme, by=alice, reason="litigation hold INC-9", run_id=held.run_id)
     with portal_as(app_role):
         acme.refresh_from_db()
         forged = _sign_removal(acme, timezone.now() + LATER, {

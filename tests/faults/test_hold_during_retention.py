@@ -64,7 +64,7 @@ def test_a_hold_placed_while_retention_removes_its_run_is_refused_not_lost(
     remover = _in_thread(lambda: retention.apply_retention(acme, timezone.now() + LATER),
                          outcome, "retention")
     assert deciding.wait(timeout=30)
-    holder = _in_thread(lambda: retention.place_legal_hold(acme, alice, "matter 7",
+    holder = _in_thread(lambda: retention.place_legal_hold(acme, by=alice, reason="matter 7",
                                                            run_id=run_id), outcome, "hold")
     hold_asked.set()
     remover.join(timeout=60)
@@ -96,7 +96,7 @@ def test_a_hold_that_lands_first_keeps_its_run_from_that_retention_run(
 
     monkeypatch.setattr(retention, "annotate", slow_annotate)
     outcome: dict[str, Any] = {}
-    holder = _in_thread(lambda: retention.place_legal_hold(acme, alice, "matter 8",
+    holder = _in_thread(lambda: retention.place_legal_hold(acme, by=alice, reason="matter 8",
                                                            run_id=run_id), outcome, "hold")
     assert placing.wait(timeout=30)
     remover = _in_thread(lambda: retention.apply_retention(acme, timezone.now() + LATER),

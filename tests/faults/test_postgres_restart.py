@@ -157,8 +157,8 @@ from exports.services import request_export
 tenant = Tenant.objects.get(slug="acme")
 auditor = User.objects.create_user("auditor")
 grant_role(auditor, "export", tenant)
-print(request_export(tenant, auditor, datetime(2000, 1, 1, tzinfo=UTC),
-                     datetime(2100, 1, 1, tzinfo=UTC)).pk)
+print(request_export(tenant, datetime(2000, 1, 1, tzinfo=UTC),
+                     datetime(2100, 1, 1, tzinfo=UTC), by=auditor).pk)
 """
 
 

@@ -56,7 +56,7 @@ def test_the_second_worker_given_a_replay_being_walked_stands_down(
     wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
         "/refund-slow", slow_refund), "supports_idempotency": True})
     allow_everything(acme)
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay = start_replay(stored_run(acme), by=alice, mode="live")
     approve(replay.approval)
     replay.refresh_from_db()
 
@@ -84,7 +84,7 @@ def test_the_second_worker_given_a_replay_being_walked_stands_down(
 def test_a_replay_is_free_again_once_its_walk_ends(acme, alice, record, tool_server):
     record(acme, recorded_run())
     wire_tools(acme, tool_server)
-    replay = start_replay(stored_run(acme), alice)  # sandbox
+    replay = start_replay(stored_run(acme), by=alice)  # sandbox
     thread, outcome = in_a_thread(execute_replay, replay.pk, replay.task_id)
     thread.join(30)
     assert outcome["value"].status == "succeeded"
@@ -100,7 +100,7 @@ def test_the_watchdog_leaves_a_replay_a_live_worker_still_walks(acme, alice, rec
 
     record(acme, recorded_run())
     wire_tools(acme, tool_server)
-    replay = start_replay(stored_run(acme), alice)
+    replay = start_replay(stored_run(acme), by=alice)
     Replay.objects.filter(pk=replay.pk).update(status="running", heartbeat_at=None,
                                                created_at="2000-01-01T00:00:00Z")
     walking, done = threading.Event(), threading.Event()

@@ -64,7 +64,7 @@ def test_an_export_whose_whole_worker_was_killed_is_requeued_by_the_watchdog_and
     signing_key()  # the workers sign with this process's key file
     record(acme, *[make_run() for _ in range(120)])
     first = Worker(broker.url, tmp_path / "first.log", **SMALL_PARTS).start()
-    export = request_export(acme, alice, *WINDOW)
+    export = request_export(acme, *WINDOW, by=alice)
     watch = ProgressWatch(export.pk)
     try:
         try:
@@ -107,7 +107,7 @@ def test_a_part_claimed_again_while_written_leaves_the_export_to_the_newer_attem
 
     settings.LEDGER_EXPORT_PROGRESS_ROWS = 5
     record(acme, *[make_run() for _ in range(60)])
-    export = request_export(acme, alice, *WINDOW, enqueue=False)
+    export = request_export(acme, *WINDOW, by=alice, enqueue=False)
     part_ids = plan(export.pk)
     biggest = ExportPart.objects.filter(pk__in=part_ids).order_by("-estimated_rows").first()
     assert biggest is not None

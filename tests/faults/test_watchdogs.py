@@ -90,7 +90,7 @@ def test_every_task_kind_has_a_time_limit_and_the_visibility_timeout_outlasts_th
 def an_export_killed_mid_part(acme: Any, alice: Any, settings: Any) -> tuple[AuditExport, int]:
     """An export whose worker died writing its first part, as a SIGKILL leaves it."""
     settings.LEDGER_EXPORT_PART_ROWS = 10
-    export = request_export(acme, alice, *WINDOW, enqueue=False)
+    export = request_export(acme, *WINDOW, by=alice, enqueue=False)
     first, *rest = plan(export.pk)
     for part_id in rest[:2]:
         produce_part(part_id)
@@ -145,7 +145,7 @@ def test_a_job_that_moved_recently_is_left_alone(acme, alice, record, make_run, 
 
 def test_an_export_waiting_in_the_outbox_is_neither_sent_twice_nor_failed(
         acme, alice, export_dirs, settings, django_capture_on_commit_callbacks):
-    export = request_export(acme, alice, *WINDOW, enqueue=False)
+    export = request_export(acme, *WINDOW, by=alice, enqueue=False)
     AuditExport.objects.filter(pk=export.pk).update(created_at=timezone.now() - LONG_AGO)
     OutboxMessage.objects.create(task="exports.plan_export", args=[export.pk])
     for _ in range(settings.LEDGER_JOB_MAX_STALLS + 3):  # a long broker outage
@@ -161,7 +161,7 @@ def test_a_queued_job_waiting_behind_others_is_sent_again_but_never_failed(
     record(acme, recorded_run())
     wire_tools(acme, tool_server)
     with django_capture_on_commit_callbacks(execute=False):
-        replay = start_replay(stored_run(acme), alice)
+        replay = start_replay(stored_run(acme), by=alice)
     for _ in range(settings.LEDGER_JOB_MAX_STALLS + 3):
         quiet_since(Replay, replay.pk)
         with django_capture_on_commit_callbacks(execute=False) as sent:
@@ -174,8 +174,9 @@ def test_a_queued_job_waiting_behind_others_is_sent_again_but_never_failed(
 # -- back-tests -------------------------------------------------------------------------------
 
 def a_backtest(acme: Any, alice: Any) -> BackTest:
-    draft = create_draft(Policy.objects.create(tenant=acme, name="tools"), alice, "try")
-    return start_backtest(draft, alice, *WINDOW)
+    draft = create_draft(Policy.objects.create(tenant=acme, name="tools"), by=alice,
+                         change_note="try")
+    return start_backtest(draft, *WINDOW, by=alice)
 
 
 def test_a_running_backtest_whose_worker_stopped_fails_with_the_reason(acme, alice):
@@ -212,12 +213,12 @@ def test_a_replay_whose_worker_died_mid_walk_is_handed_on_and_resumes(
     record(acme, recorded_run())
     wire_tools(acme, tool_server)
     with django_capture_on_commit_callbacks(execute=False):
-        replay = start_replay(stored_run(acme), alice, until_step=1)  # sandbox, one step
+        replay = start_replay(stored_run(acme), by=alice, until_step=1)  # sandbox, one step
     execute_replay(replay.pk, replay.task_id)
     assert Replay.objects.get(pk=replay.pk).status == "succeeded"
     # Rewind it to "running, step 1 done, worker gone": the state a killed worker leaves.
     with django_capture_on_commit_callbacks(execute=False):
-        replay = start_replay(stored_run(acme), alice)
+        replay = start_replay(stored_run(acme), by=alice)
     Replay.objects.filter(pk=replay.pk).update(status="running", worker="gone:1")
     quiet_since(Replay, replay.pk)
     old_task = replay.task_id
@@ -235,7 +236,7 @@ def test_a_replay_whose_worker_died_mid_walk_is_handed_on_and_resumes(
 def test_a_waiting_replay_is_not_stalled(acme, alice, record, tool_server):
     record(acme, recorded_run())
     wire_tools(acme, tool_server)
-    replay = start_replay(stored_run(acme), alice)
+    replay = start_replay(stored_run(acme), by=alice)
     Replay.objects.filter(pk=replay.pk).update(status="waiting_approval")
     quiet_since(Replay, replay.pk)
     assert requeue_stalled_replays() == {"requeued": 0, "failed": 0}

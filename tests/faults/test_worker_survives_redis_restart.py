@@ -47,7 +47,7 @@ def test_a_worker_holding_a_waiting_replay_survives_a_redis_restart(
     record(acme, recorded_run())
     wire_tools(acme, tool_server)
     allow_everything(acme)
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay = start_replay(stored_run(acme), by=alice, mode="live")
     wait_for("the worker setting the replay down to wait", lambda: Replay.objects.filter(
         pk=replay.pk, worker__gt="", status="waiting_approval").exists(), worker=worker)
     time.sleep(1)  # the look-again message is now the worker's, unacknowledged

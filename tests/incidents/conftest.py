@@ -61,4 +61,4 @@ def published_version(acme: Tenant, alice: Any) -> Any:
     dave = User.objects.create_user("dave", password="pw-for-tests-only", is_staff=True)
     grant_role(dave, "manage_policies", acme)
     policy = Policy.objects.create(tenant=acme, name="tools")
-    return publish_policy_version(create_draft(policy, alice, "allow all"), dave)
+    return publish_policy_version(create_draft(policy, by=alice, change_note="allow all"), by=dave)

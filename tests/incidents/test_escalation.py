@@ -18,9 +18,9 @@ def escalations(incident):
 
 def test_linking_an_exfil_call_emails_security_and_data_owners(acme, alice, recorded, contacts):
     recorded(acme, "run-x", [("get_customer", "read"), ("send_email", "exfil")])
-    incident = open_incident(acme, "Customer data mailed out", alice, severity="critical")
+    incident = open_incident(acme, "Customer data mailed out", by=alice, severity="critical")
 
-    linked = link_to_incident(incident, alice, call_ids=["run-x-c2"])
+    linked = link_to_incident(incident, by=alice, call_ids=["run-x-c2"])
 
     assert linked.escalated_calls == ["run-x-c2"]
     (message,) = mail.outbox
@@ -38,10 +38,10 @@ def test_linking_an_exfil_call_emails_security_and_data_owners(acme, alice, reco
 def test_linking_a_run_escalates_its_write_and_delete_calls_once(acme, alice, recorded, contacts):
     recorded(acme, "run-w", [("get_customer", "read"), ("update_ticket", "write"),
                              ("delete_ticket", "delete")])
-    incident = open_incident(acme, "Tickets lost", alice)
+    incident = open_incident(acme, "Tickets lost", by=alice)
 
-    link_to_incident(incident, alice, run_ids=["run-w"])
-    link_to_incident(incident, alice, call_ids=["run-w-c2", "run-w-c3"])  # already reported
+    link_to_incident(incident, by=alice, run_ids=["run-w"])
+    link_to_incident(incident, by=alice, call_ids=["run-w-c2", "run-w-c3"])  # already reported
 
     assert len(mail.outbox) == 1
     (note,) = escalations(incident)
@@ -54,8 +54,8 @@ def test_linking_a_run_escalates_its_write_and_delete_calls_once(acme, alice, re
 
 def test_read_only_calls_do_not_escalate(acme, alice, recorded, contacts):
     recorded(acme, "run-r", [("get_customer", "read"), ("search_tickets", "read")])
-    incident = open_incident(acme, "Slow answers", alice)
-    link_to_incident(incident, alice, run_ids=["run-r"])
+    incident = open_incident(acme, "Slow answers", by=alice)
+    link_to_incident(incident, by=alice, run_ids=["run-r"])
     assert not mail.outbox
     assert not escalations(incident)
 
@@ -63,16 +63,16 @@ def test_read_only_calls_do_not_escalate(acme, alice, recorded, contacts):
 def test_a_tenants_own_contacts_replace_the_global_ones(acme, alice, recorded, contacts):
     contacts.LEDGER_INCIDENT_CONTACTS = {"acme": {"security": ["soc@acme.example"]}}
     recorded(acme, "run-x", [("send_email", "exfil")])
-    incident = open_incident(acme, "Customer data mailed out", alice)
-    link_to_incident(incident, alice, run_ids=["run-x"])
+    incident = open_incident(acme, "Customer data mailed out", by=alice)
+    link_to_incident(incident, by=alice, run_ids=["run-x"])
     assert mail.outbox[0].to == ["soc@acme.example"]
 
 
 def test_an_undeliverable_escalation_is_recorded_as_such(acme, alice, recorded, contacts):
     contacts.LEDGER_SECURITY_CONTACTS, contacts.LEDGER_DATA_OWNER_CONTACTS = [], []
     recorded(acme, "run-x", [("send_email", "exfil")])
-    incident = open_incident(acme, "Customer data mailed out", alice)
-    link_to_incident(incident, alice, run_ids=["run-x"])
+    incident = open_incident(acme, "Customer data mailed out", by=alice)
+    link_to_incident(incident, by=alice, run_ids=["run-x"])
     (note,) = escalations(incident)
     assert note.data["delivery"]["delivered"] is False
     assert "no security or data-owner contact" in note.data["delivery"]["error"]
@@ -98,9 +98,9 @@ def test_a_webhook_notifier_posts_the_escalation(acme, alice, recorded, contacts
     contacts.LEDGER_INCIDENT_NOTIFIER = "incidents.notify.WebhookNotifier"
     contacts.LEDGER_INCIDENT_WEBHOOK_URL = f"http://127.0.0.1:{server.server_address[1]}/hook"
     recorded(acme, "run-x", [("send_email", "exfil")])
-    incident = open_incident(acme, "Customer data mailed out", alice)
+    incident = open_incident(acme, "Customer data mailed out", by=alice)
     try:
-        link_to_incident(incident, alice, run_ids=["run-x"])
+        link_to_incident(incident, by=alice, run_ids=["run-x"])
     finally:
         server.shutdown()
         server.server_close()

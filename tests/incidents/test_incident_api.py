@@ -51,7 +51,7 @@ def test_an_agent_key_opens_links_and_closes_an_incident(acme, recorded, key_cli
 
 
 def test_freezing_through_the_api_lists_the_freeze_on_the_incident(acme, alice, user_client):
-    incident = open_incident(acme, "Mails to strangers", alice)
+    incident = open_incident(acme, "Mails to strangers", by=alice)
     response = user_client(alice).post(url("freeze", incident), {"tool": "send_email",
                                                                  "mode": "sandbox"},
                                        format="json")
@@ -62,7 +62,7 @@ def test_freezing_through_the_api_lists_the_freeze_on_the_incident(acme, alice, 
 
 
 def test_acting_needs_the_operate_role(acme, alice, bob, key_client, user_client):
-    incident = open_incident(acme, "Wrong answers", alice)
+    incident = open_incident(acme, "Wrong answers", by=alice)
     reader = key_client(acme, ["view_ledger"])
     assert reader.get(url("detail", incident)).status_code == 200
     assert reader.post(url("note", incident), {"body": "x"}, format="json").status_code == 403
@@ -77,7 +77,7 @@ def test_acting_needs_the_operate_role(acme, alice, bob, key_client, user_client
 @pytest.mark.parametrize("action", ["link", "note", "freeze", "mitigate", "close"])
 def test_nobody_acts_on_another_tenants_incident(action, acme, alice, charlie, globex,
                                                  user_client, key_client):
-    incident = open_incident(acme, "acme only", alice)
+    incident = open_incident(acme, "acme only", by=alice)
     body = {"link": {"ticket_ids": ["X-1"]}, "note": {"body": "x"},
             "freeze": {"tool": "send_email"}, "mitigate": {},
             "close": {"remediation_status": "remediated"}}[action]
@@ -117,8 +117,8 @@ def test_a_replay_is_linked_through_the_api_and_listed_on_the_incident(
     from runs.models import Run
 
     recorded(acme, "run-a", [("get_customer", "read")])
-    replay = start_replay(Run.objects.get(tenant=acme, run_id="run-a"), alice)
-    incident = open_incident(acme, "Wrong answers", alice)
+    replay = start_replay(Run.objects.get(tenant=acme, run_id="run-a"), by=alice)
+    incident = open_incident(acme, "Wrong answers", by=alice)
     client = user_client(alice)
 
     linked = client.post(url("link", incident), {"replay_ids": [replay.pk]}, format="json")

@@ -16,7 +16,7 @@ EMAIL = "ada@example.com"
 
 @pytest.fixture
 def incident(acme, alice):
-    return open_incident(acme, f"Refund to {EMAIL} charged twice", alice,
+    return open_incident(acme, f"Refund to {EMAIL} charged twice", by=alice,
                          summary=f"card {CARD} was charged twice", ticket_ids=[f"PD-12 {EMAIL}"])
 
 
@@ -55,9 +55,9 @@ def test_the_escalation_mail_carries_the_title_and_tickets_redacted(acme, alice,
     from incidents.services import link_to_incident
 
     recorded(acme, "run-x", [("send_email", "exfil")])
-    incident = open_incident(acme, f"Mail to {EMAIL} went out", alice,
+    incident = open_incident(acme, f"Mail to {EMAIL} went out", by=alice,
                              ticket_ids=[f"PD-7 {EMAIL}"])
-    link_to_incident(incident, alice, call_ids=["run-x-c1"])
+    link_to_incident(incident, by=alice, call_ids=["run-x-c1"])
     (message,) = mail.outbox
     assert EMAIL not in message.subject
     assert EMAIL not in message.body

@@ -20,7 +20,7 @@ def messages_of(response):
 
 def test_an_operator_works_an_incident_from_its_page(acme, alice, recorded, client, contacts):
     recorded(acme, "run-leak", [("get_customer", "read"), ("send_email", "exfil")])
-    incident = open_incident(acme, "Customer data mailed out", alice, ticket_ids=["PD-77"])
+    incident = open_incident(acme, "Customer data mailed out", by=alice, ticket_ids=["PD-77"])
     client.force_login(alice)
     listed = client.get(reverse("incident-list")).content.decode()
     assert f"{incident.reference}: Customer data mailed out" in listed
@@ -46,7 +46,7 @@ def test_a_reader_sees_the_incident_without_its_actions(acme, alice, bob, client
     from core.services import grant_role
 
     grant_role(bob, "view_ledger", acme)
-    incident = open_incident(acme, "Wrong answers", alice)
+    incident = open_incident(acme, "Wrong answers", by=alice)
     client.force_login(bob)
     page = client.get(reverse("incident-page", args=["acme", incident.pk])).content.decode()
     assert "Wrong answers" in page
@@ -56,7 +56,7 @@ def test_a_reader_sees_the_incident_without_its_actions(acme, alice, bob, client
 
 
 def test_another_tenants_incident_is_a_404_and_not_listed(acme, alice, charlie, client):
-    incident = open_incident(acme, "acme only", alice)
+    incident = open_incident(acme, "acme only", by=alice)
     client.force_login(charlie)
     assert client.get(reverse("incident-page", args=["acme", incident.pk])).status_code == 404
     assert client.post(reverse("incident-act", args=["acme", incident.pk]),

@@ -28,7 +28,7 @@ def events(incident: Incident) -> list[str]:
 
 
 def test_an_operator_opens_an_incident_recorded_in_the_governance_log(acme, alice):
-    incident = open_incident(acme, "Refunds sent twice", alice, severity="high",
+    incident = open_incident(acme, "Refunds sent twice", by=alice, severity="high",
                              ticket_ids=["JIRA-7", " JIRA-7 ", "PD-12"])
     assert incident.status == IncidentStatus.OPEN
     assert incident.remediation_status == Remediation.NONE
@@ -44,12 +44,12 @@ def test_an_operator_opens_an_incident_recorded_in_the_governance_log(acme, alic
 
 def test_opening_or_acting_on_an_incident_needs_the_operate_role(acme, alice, bob):
     with pytest.raises(PermissionDenied):
-        open_incident(acme, "Refunds sent twice", bob)
-    incident = open_incident(acme, "Refunds sent twice", alice)
+        open_incident(acme, "Refunds sent twice", by=bob)
+    incident = open_incident(acme, "Refunds sent twice", by=alice)
     with pytest.raises(PermissionDenied):
-        add_note(incident, "looking", bob)
+        add_note(incident, "looking", by=bob)
     with pytest.raises(PermissionDenied):
-        close_incident(incident, bob, Remediation.REMEDIATED)
+        close_incident(incident, by=bob, remediation_status=Remediation.REMEDIATED)
 
 
 def test_linking_runs_calls_and_policy_versions_annotates_each_on_its_run(
@@ -57,9 +57,9 @@ def test_linking_runs_calls_and_policy_versions_annotates_each_on_its_run(
     recorded(acme, "run-a", [("get_customer", "read")])
     recorded(acme, "run-b", [("get_customer", "read"), ("search_tickets", "read")])
     version = published_version
-    incident = open_incident(acme, "Wrong answers", alice)
+    incident = open_incident(acme, "Wrong answers", by=alice)
 
-    linked = link_to_incident(incident, alice, run_ids=["run-a"], call_ids=["run-b-c2"],
+    linked = link_to_incident(incident, by=alice, run_ids=["run-a"], call_ids=["run-b-c2"],
                               policy_version_ids=[version.pk], ticket_ids=["JIRA-9"])
 
     assert (linked.runs, linked.calls, linked.policy_versions, linked.tickets) == (
@@ -78,25 +78,25 @@ def test_linking_runs_calls_and_policy_versions_annotates_each_on_its_run(
     assert events(incident) == ["opened", "linked_run", "linked_call", "linked_policy_version",
                                 "linked_tickets"]
 
-    again = link_to_incident(incident, alice, run_ids=["run-a"], ticket_ids=["JIRA-9"])
+    again = link_to_incident(incident, by=alice, run_ids=["run-a"], ticket_ids=["JIRA-9"])
     assert not again.anything  # linking twice adds nothing and writes nothing
     assert len(events(incident)) == 5
 
 
 def test_what_is_not_in_the_incidents_tenant_cannot_be_linked(acme, globex, alice, recorded):
     recorded(globex, "globex-run", [("get_customer", "read")])
-    incident = open_incident(acme, "Wrong answers", alice)
+    incident = open_incident(acme, "Wrong answers", by=alice)
     with pytest.raises(IncidentError, match="no run globex-run"):
-        link_to_incident(incident, alice, run_ids=["globex-run"])
+        link_to_incident(incident, by=alice, run_ids=["globex-run"])
     with pytest.raises(IncidentError, match="no tool call globex-run-c1"):
-        link_to_incident(incident, alice, call_ids=["globex-run-c1"])
+        link_to_incident(incident, by=alice, call_ids=["globex-run-c1"])
     assert not incident.runs.exists()
 
 
 def test_freezing_from_an_incident_links_both_ways(acme, alice):
-    incident = open_incident(acme, "Emails to the wrong customers", alice)
+    incident = open_incident(acme, "Emails to the wrong customers", by=alice)
 
-    version = freeze_for_incident(incident, "send_email", alice, mode="deny")
+    version = freeze_for_incident(incident, "send_email", by=alice, mode="deny")
 
     assert frozen_tools(acme) == {"send_email": "deny"}
     assert decide_tool_call(acme, ProposedCall(tool="send_email", action_class="exfil",
@@ -112,22 +112,23 @@ def test_freezing_from_an_incident_links_both_ways(acme, alice):
 
 
 def test_closing_needs_a_remediation_status(acme, alice):
-    incident = open_incident(acme, "Wrong answers", alice)
+    incident = open_incident(acme, "Wrong answers", by=alice)
     for missing in ("", Remediation.NONE, Remediation.IN_PROGRESS, "fixed-probably"):
         with pytest.raises(IncidentError, match="remediation status"):
-            close_incident(incident, alice, missing)
+            close_incident(incident, by=alice, remediation_status=missing)
     incident.refresh_from_db()
     assert incident.status == IncidentStatus.OPEN
 
 
 def test_closing_writes_the_final_annotation_with_the_incidents_links(acme, alice, recorded):
     recorded(acme, "run-a", [("get_customer", "read")])
-    incident = open_incident(acme, "Wrong answers", alice, ticket_ids=["JIRA-1"])
-    link_to_incident(incident, alice, run_ids=["run-a"], call_ids=["run-a-c1"])
-    mark_mitigated(incident, alice, "prompt fixed")
-    add_note(incident, "customers informed", alice)
+    incident = open_incident(acme, "Wrong answers", by=alice, ticket_ids=["JIRA-1"])
+    link_to_incident(incident, by=alice, run_ids=["run-a"], call_ids=["run-a-c1"])
+    mark_mitigated(incident, by=alice, note="prompt fixed")
+    add_note(incident, "customers informed", by=alice)
 
-    closed = close_incident(incident, alice, Remediation.REMEDIATED, "regression test added")
+    closed = close_incident(incident, by=alice, remediation_status=Remediation.REMEDIATED,
+                            note="regression test added")
 
     assert closed.status == IncidentStatus.CLOSED
     assert closed.remediation_status == Remediation.REMEDIATED
@@ -143,14 +144,14 @@ def test_closing_writes_the_final_annotation_with_the_incidents_links(acme, alic
     assert events(incident) == ["opened", "linked_run", "linked_call", "mitigated", "note",
                                 "closed"]
     with pytest.raises(IncidentError, match="is closed"):
-        link_to_incident(incident, alice, ticket_ids=["JIRA-2"])
+        link_to_incident(incident, by=alice, ticket_ids=["JIRA-2"])
     with pytest.raises(IncidentError, match="is closed"):
-        close_incident(incident, alice, Remediation.FALSE_POSITIVE)
+        close_incident(incident, by=alice, remediation_status=Remediation.FALSE_POSITIVE)
 
 
 def test_editing_an_incident_is_annotated_with_before_and_after(acme, alice):
-    incident = open_incident(acme, "Wrong answers", alice, severity="low")
-    edit_incident(incident, alice, severity="critical", title="Wrong answers to customers")
+    incident = open_incident(acme, "Wrong answers", by=alice, severity="low")
+    edit_incident(incident, by=alice, severity="critical", title="Wrong answers to customers")
     incident.refresh_from_db()
     assert (incident.severity, incident.title) == ("critical", "Wrong answers to customers")
     edited = incident_timeline(incident).reverse()[0]
@@ -158,7 +159,7 @@ def test_editing_an_incident_is_annotated_with_before_and_after(acme, alice):
     assert edited.data["after"] == {"severity": "critical",
                                     "title": "Wrong answers to customers"}
     with pytest.raises(IncidentError, match="cannot be edited"):
-        edit_incident(incident, alice, status="closed")
+        edit_incident(incident, by=alice, status="closed")
 
 
 def test_a_replay_made_for_an_incident_is_linked_and_annotated_on_its_run(
@@ -168,11 +169,11 @@ def test_a_replay_made_for_an_incident_is_linked_and_annotated_on_its_run(
 
     recorded(acme, "run-a", [("get_customer", "read")])
     recorded(globex, "globex-run", [("get_customer", "read")])
-    replay = start_replay(Run.objects.get(tenant=acme, run_id="run-a"), alice)
-    foreign = start_replay(Run.objects.get(tenant=globex, run_id="globex-run"), charlie)
-    incident = open_incident(acme, "Wrong answers", alice)
+    replay = start_replay(Run.objects.get(tenant=acme, run_id="run-a"), by=alice)
+    foreign = start_replay(Run.objects.get(tenant=globex, run_id="globex-run"), by=charlie)
+    incident = open_incident(acme, "Wrong answers", by=alice)
 
-    linked = link_to_incident(incident, alice, replay_ids=[replay.pk])
+    linked = link_to_incident(incident, by=alice, replay_ids=[replay.pk])
 
     assert linked.replays == [replay.pk]
     assert list(incident.replays.all()) == [replay]
@@ -181,8 +182,8 @@ def test_a_replay_made_for_an_incident_is_linked_and_annotated_on_its_run(
     assert note.data["replay"] == replay.pk
     assert events(incident)[-1] == "linked_replay"
     with pytest.raises(IncidentError, match=f"no replay {foreign.pk}"):
-        link_to_incident(incident, alice, replay_ids=[foreign.pk])
-    closed = close_incident(incident, alice, Remediation.REMEDIATED)
+        link_to_incident(incident, by=alice, replay_ids=[foreign.pk])
+    closed = close_incident(incident, by=alice, remediation_status=Remediation.REMEDIATED)
     final = incident_timeline(closed).reverse()[0]
     assert final.data["summary"]["replays"] == [{
         "replay": replay.pk, "run_id": "run-a", "mode": "sandbox", "status": replay.status,

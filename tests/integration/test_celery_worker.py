@@ -78,12 +78,12 @@ def test_a_backtest_runs_on_a_real_worker_with_progress(worker, acme, alice, rec
     policy = Policy.objects.create(tenant=acme, name="tools")
     publisher = User.objects.create_user("pub")
     grant_role(publisher, "manage_policies", acme)
-    publish_policy_version(create_draft(policy, alice, "allow"), publisher)
-    draft = create_draft(policy, alice, "deny writes")
+    publish_policy_version(create_draft(policy, by=alice, change_note="allow"), by=publisher)
+    draft = create_draft(policy, by=alice, change_note="deny writes")
     Rule.objects.create(tenant=acme, version=draft, name="no writes",
                         action_classes=["write"], effect="deny")
-    test = start_backtest(draft, alice, timezone.now() - timedelta(days=3650),
-                          timezone.now() + timedelta(days=1))
+    test = start_backtest(draft, timezone.now() - timedelta(days=3650),
+                          timezone.now() + timedelta(days=1), by=alice)
     deadline = time.monotonic() + 60
     while BackTest.objects.get(pk=test.pk).status in ("queued", "running"):
         assert time.monotonic() < deadline, "the back-test did not finish within 60 s"

@@ -68,8 +68,8 @@ def alices_export(acme, alice, record, make_run, eager_tasks):
     from exports.services import produce_now, request_export
 
     record(acme, make_run())
-    export = produce_now(request_export(acme, alice, datetime(2000, 1, 1, tzinfo=UTC),
-                                        datetime(2100, 1, 1, tzinfo=UTC), enqueue=False))
+    export = produce_now(request_export(acme, datetime(2000, 1, 1, tzinfo=UTC),
+                                        datetime(2100, 1, 1, tzinfo=UTC), by=alice, enqueue=False))
     assert export.status == "done", export.error
     return export
 
@@ -129,9 +129,8 @@ def test_a_user_the_export_was_shared_with_can_download_it(
     from exports.services import produce_now, request_export
 
     dave = _outsider("dave")
-    other = produce_now(request_export(alices_export.tenant, alice,
-                                       datetime(2000, 1, 1, tzinfo=UTC),
-                                       datetime(2100, 1, 1, tzinfo=UTC), enqueue=False))
+    other = produce_now(request_export(alices_export.tenant, datetime(2000, 1, 1, tzinfo=UTC),
+                                       datetime(2100, 1, 1, tzinfo=UTC), by=alice, enqueue=False))
     url = f"{live_server.url}/exports/{alices_export.pk}/download/"
     dave_tab = session_as("dave")
     response = dave_tab.goto(url)

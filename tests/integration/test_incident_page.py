@@ -19,7 +19,7 @@ def test_an_operator_works_an_incident_on_its_page(live_server, page, login, acm
     settings.LEDGER_SECURITY_CONTACTS = ["security@acme.example"]
     record(acme, run_with_calls("run-leak", [("get_customer", "read"),
                                              ("send_email", "exfil")]))
-    incident = open_incident(acme, "Customer data mailed out", alice, severity="critical",
+    incident = open_incident(acme, "Customer data mailed out", by=alice, severity="critical",
                              ticket_ids=["PD-77"])
     login("alice")
     page.goto(f"{live_server.url}/incidents/")
@@ -58,7 +58,7 @@ def test_an_operator_works_an_incident_on_its_page(live_server, page, login, acm
 
 def test_another_tenants_incident_page_is_a_404(live_server, page, login, globex, charlie,
                                                  acme, alice):
-    incident = open_incident(acme, "acme only", alice)
+    incident = open_incident(acme, "acme only", by=alice)
     login("charlie")
     response = page.goto(f"{live_server.url}/incidents/acme/{incident.pk}/")
     assert response.status == 404

@@ -93,7 +93,7 @@ def test_a_sandbox_replay_on_a_real_worker_calls_dry_runs_only_and_stops_where_a
     wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
         "/refund-v2", same_as_recorded("c2", state="pending"))})
 
-    replay = finished(start_replay(stored_run(acme), alice, until_step=2))
+    replay = finished(start_replay(stored_run(acme), by=alice, until_step=2))
 
     assert replay.status == "succeeded", replay.failure_reason
     assert (replay.steps_done, replay.steps_total) == (2, 2)
@@ -114,7 +114,7 @@ def test_a_sandbox_replay_on_a_real_worker_matching_the_recording_shows_no_diver
     record(acme, recorded_run())
     wire_tools(acme, tool_server)
 
-    replay = finished(start_replay(stored_run(acme), alice))
+    replay = finished(start_replay(stored_run(acme), by=alice))
 
     assert replay.status == "succeeded", replay.failure_reason
     assert (replay.steps_done, replay.divergent_steps) == (3, 0)
@@ -128,7 +128,7 @@ def test_a_live_replay_waits_on_a_real_worker_and_resumes_on_approval(
     record(acme, recorded_run())
     wire_tools(acme, tool_server)
     allow_everything(acme)
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay = start_replay(stored_run(acme), by=alice, mode="live")
     # claimed by the worker (its name recorded), then set down to wait for the approval
     wait_for("the worker setting the replay down to wait", lambda: Replay.objects.filter(
         pk=replay.pk, worker__gt="", status="waiting_approval").exists())
@@ -155,7 +155,7 @@ def test_a_worker_killed_mid_call_never_sends_a_new_idempotency_key(
     wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
         "/refund-slow", refund)})
     allow_everything(acme)
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay = start_replay(stored_run(acme), by=alice, mode="live")
     approve(replay.approval)
     assert first_call_arrived.wait(60), "the live refund call never arrived"
     attempting = ReplayStep.objects.get(replay=replay, seq=2)

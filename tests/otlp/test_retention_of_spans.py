@@ -21,7 +21,7 @@ def test_a_removed_runs_spans_and_trace_go_with_it_and_a_held_runs_stay(acme, al
     held_trace, held_spans = s.agent_trace()
     for spans in (old_spans, held_spans):
         assert otlp_post(acme, s.protobuf(*spans)).status_code == 200
-    place_legal_hold(acme, alice, "matter 7", run_id=run_id_for(held_trace))
+    place_legal_hold(acme, by=alice, reason="matter 7", run_id=run_id_for(held_trace))
     assert OtlpSpan.objects.filter(trace__trace_id=old_trace).count() == len(old_spans)
 
     report = apply_retention(acme, timezone.now() + timedelta(days=31))

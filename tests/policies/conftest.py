@@ -25,13 +25,13 @@ def publish(acme, alice, dave):
     dave publishes it)."""
     def make(rules: list[dict[str, Any]], default: str = "allow") -> PolicyVersion:
         policy, _ = Policy.objects.get_or_create(tenant=acme, name="tools")
-        draft = create_draft(policy, alice, "test rules")
+        draft = create_draft(policy, by=alice, change_note="test rules")
         draft.rules.all().delete()
         draft.default_effect = default
         draft.save()
         for position, rule in enumerate(rules):
             Rule.objects.create(tenant=acme, version=draft, position=position, **rule)
-        return publish_policy_version(draft, dave)
+        return publish_policy_version(draft, by=dave)
     return make
 
 
@@ -50,7 +50,7 @@ def decided(acme, key_client, publish, alice) -> dict[str, Any]:
             "tool": "refund_payment", "action_class": "write", "arguments": {"cents": 500}}
     held = agent.post("/api/v1/decisions/", body, format="json").json()
     grant_role(alice, "approve", acme)
-    request = decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), alice,
+    request = decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), by=alice,
                               approve=True, justification="checked the charge")
     allowed = agent.post("/api/v1/decisions/", {**body, "approval_id": request.pk},
                          format="json").json()

@@ -42,7 +42,7 @@ def ask(client, approval_id=None, *, run_id="run-1", call_id="refund-1", agent_i
 def approved(agent, alice):
     held = ask(agent)
     approval = ApprovalRequest.objects.get(pk=held["approval"]["id"])
-    decide_approval(approval, alice, approve=True, justification="customer verified")
+    decide_approval(approval, by=alice, approve=True, justification="customer verified")
     return approval.pk
 
 
@@ -86,7 +86,7 @@ def test_two_concurrent_decisions_presenting_one_approval_clear_exactly_one(
     agent = key_client(acme, ["ingest"])
     for _ in range(5):
         held = ask(agent)
-        decide_approval(ApprovalRequest(pk=held["approval"]["id"]), alice, approve=True,
+        decide_approval(ApprovalRequest(pk=held["approval"]["id"]), by=alice, approve=True,
                         justification="verified")
         effects: list[str] = []
         barrier = threading.Barrier(3)
@@ -115,7 +115,7 @@ def test_an_overdue_request_can_no_longer_be_approved_anywhere(agent, alice, cli
     ApprovalRequest.objects.filter(pk=held["approval"]["id"]).update(
         due_at=timezone.now() - timedelta(seconds=1))
     with pytest.raises(ApprovalError, match="expired"):
-        decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), alice,
+        decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), by=alice,
                         approve=True, justification="late")
     assert ApprovalRequest.objects.get(pk=held["approval"]["id"]).status == Status.EXPIRED
     assert ask(agent, held["approval"]["id"])["effect"] == "deny"
@@ -128,7 +128,7 @@ def test_a_request_the_agent_gave_up_on_is_withdrawn_and_cannot_be_approved(agen
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "expired"
     with pytest.raises(ApprovalError, match="already expired"):
-        decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), alice,
+        decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), by=alice,
                         approve=True, justification="too late")
 
 
@@ -161,5 +161,5 @@ def test_the_decision_names_the_approval_and_the_approval_its_decision(agent, ap
 def test_without_a_person_nobody_approves(agent, bob):
     held = ask(agent)
     with pytest.raises(PermissionDenied):
-        decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), bob,
+        decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), by=bob,
                         approve=True, justification="not mine to decide")

@@ -19,13 +19,13 @@ def test_a_draft_shows_which_recorded_calls_it_would_decide_differently(
     record(acme, *[make_run() for _ in range(8)])
     publish([{"name": "allow all", "effect": "allow"}])
     policy = Policy.objects.get(tenant=acme, name="tools")
-    draft = create_draft(policy, alice, "block exfil")
+    draft = create_draft(policy, by=alice, change_note="block exfil")
     Rule.objects.create(tenant=acme, version=draft, name="no exfil",
                         action_classes=["exfil"], effect="deny")
     window = (timezone.now() - timedelta(days=3650), timezone.now() + timedelta(days=1))
 
     with django_capture_on_commit_callbacks(execute=False) as queued:
-        test = start_backtest(draft, alice, *window)
+        test = start_backtest(draft, *window, by=alice)
     assert len(queued) == 1  # the task is enqueued once the request commits
     assert test.status == BackTestStatus.QUEUED
 
@@ -47,7 +47,7 @@ def test_a_draft_shows_which_recorded_calls_it_would_decide_differently(
 def test_the_admin_queues_a_backtest_and_shows_its_progress(acme, alice, publish, client,
                                                              django_capture_on_commit_callbacks):
     version = publish([])
-    draft = create_draft(version.policy, alice, "next")
+    draft = create_draft(version.policy, by=alice, change_note="next")
     client.force_login(alice)
     with django_capture_on_commit_callbacks(execute=False):
         client.post(reverse("admin:policies_policyversion_changelist"),

@@ -70,17 +70,17 @@ def test_a_freeze_never_loosens_another_policy(acme, agent, alice, capsys):
 
 
 def test_a_freeze_alone_leaves_unfrozen_calls_to_the_baseline(globex, charlie):
-    freeze_tool(globex, "drop_table", charlie)
+    freeze_tool(globex, "drop_table", by=charlie)
     write = decide_tool_call(globex, ProposedCall(tool="x", action_class="write",
                                                   arguments={}))
     assert write.effect == "require_approval"
 
 
 def test_an_approval_never_widens_a_sandbox_freeze(acme, agent, alice, dave):
-    freeze_tool(acme, "refund_payment", dave, mode="sandbox")
+    freeze_tool(acme, "refund_payment", by=dave, mode="sandbox")
     held = ask(agent, "refund_payment", "write", payment="pay_1")
     assert held["effect"] == "require_approval"
-    decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), alice,
+    decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), by=alice,
                     approve=True, justification="verified")
     cleared = ask(agent, "refund_payment", "write", held["approval"]["id"], payment="pay_1")
     assert cleared["effect"] == "sandbox_only"
@@ -96,7 +96,7 @@ def test_a_freeze_published_before_the_upgrade_does_not_loosen_either(globex, ch
                                        default_effect="allow", change_note="freeze (old)")
     Rule.objects.create(tenant=globex, version=old, position=0, name="freeze drop_table",
                         tool="drop_table", effect="deny")
-    publish_policy_version(old, charlie)
+    publish_policy_version(old, by=charlie)
     write = decide_tool_call(globex, ProposedCall(tool="x", action_class="write",
                                                   arguments={}))
     assert write.effect == "require_approval"

@@ -21,10 +21,10 @@ UNREACHABLE = "http://127.0.0.1:9"  # nothing listens on the discard port: OPA c
 @pytest.fixture
 def dead_opa_policy(acme, alice, dave) -> Policy:
     policy = Policy.objects.create(tenant=acme, name="opa-tools")
-    draft = create_draft(policy, alice, "delegate to OPA", engine="opa", opa_url=UNREACHABLE,
-                         opa_path="agents/tools/decision", opa_timeout_ms=300,
+    draft = create_draft(policy, by=alice, change_note="delegate to OPA", engine="opa",
+                         opa_url=UNREACHABLE, opa_path="agents/tools/decision", opa_timeout_ms=300,
                          opa_fallback_effect="deny")
-    publish_policy_version(draft, dave)
+    publish_policy_version(draft, by=dave)
     Tool.objects.create(tenant=acme, name="send_email", action_class="exfil")
     return policy
 
@@ -72,15 +72,15 @@ def test_the_checksum_covers_every_deciding_setting(acme, alice, dave):
         {}, {"engine": "embedded"}, {"opa_url": "http://127.0.0.1:10"}, {"opa_path": "a/c"},
         {"opa_timeout_ms": 301}, {"opa_fallback_effect": "allow"}]
     for change in changes:
-        draft = create_draft(policy, alice, f"try {change}", **{**base, **change})
-        checksums.add(publish_policy_version(draft, dave).checksum)
+        draft = create_draft(policy, by=alice, change_note=f"try {change}", **{**base, **change})
+        checksums.add(publish_policy_version(draft, by=dave).checksum)
     assert len(checksums) == 6
 
 
 def test_changing_the_fallback_is_a_new_draft_that_someone_else_publishes(
         acme, alice, dave, dead_opa_policy, client):
     published = PolicyVersion.objects.get(policy=dead_opa_policy)
-    draft = create_draft(dead_opa_policy, alice, "fail open for the outage")
+    draft = create_draft(dead_opa_policy, by=alice, change_note="fail open for the outage")
     assert (draft.engine, draft.opa_url, draft.opa_fallback_effect) == (
         "opa", UNREACHABLE, "deny")  # a draft starts from what is published
     client.force_login(alice)
@@ -89,16 +89,17 @@ def test_changing_the_fallback_is_a_new_draft_that_someone_else_publishes(
     draft.refresh_from_db()
     assert draft.opa_fallback_effect == "allow"
     with pytest.raises(PolicyError):
-        publish_policy_version(draft, alice)
+        publish_policy_version(draft, by=alice)
     assert decide(acme).effect == "deny"  # nothing changed until a second person publishes
-    publish_policy_version(draft, dave)
+    publish_policy_version(draft, by=dave)
     decision = decide(acme)
     assert decision.effect == "allow"
     assert decision.policy_version_id == draft.pk != published.pk
 
 
 def test_a_draft_naming_opa_needs_its_url_and_path(acme, alice, client):
-    draft = create_draft(Policy.objects.create(tenant=acme, name="opa-tools"), alice, "opa")
+    draft = create_draft(Policy.objects.create(tenant=acme, name="opa-tools"), by=alice,
+                         change_note="opa")
     client.force_login(alice)
     url = reverse("admin:policies_policyversion_change", args=[draft.pk])
     answer = _post_change_page(client, url, engine="opa", opa_url="http://127.0.0.1:8181")

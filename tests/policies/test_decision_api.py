@@ -63,7 +63,7 @@ def test_every_decision_is_kept_in_the_policy_trail(agent, acme, key_client):
 def test_an_approved_call_goes_ahead_only_with_the_same_arguments(agent, alice):
     held = ask(agent, "refund_payment", "write", amount_cents=50000, payment="pay_1")
     approval = ApprovalRequest.objects.get(pk=held["approval"]["id"])
-    decide_approval(approval, alice, approve=True, justification="customer verified")
+    decide_approval(approval, by=alice, approve=True, justification="customer verified")
     polled = agent.get(held["approval"]["poll"]).json()
     assert polled["status"] == "approved"
     same = ask(agent, "refund_payment", "write", approval.pk, amount_cents=50000,
@@ -82,7 +82,7 @@ def test_a_rejected_or_pending_request_does_not_let_the_call_through(agent, alic
                   to="partner@example.com")
     assert pending["effect"] == "require_approval"
     approval = ApprovalRequest.objects.get(pk=held["approval"]["id"])
-    decide_approval(approval, alice, approve=False, justification="not for partners")
+    decide_approval(approval, by=alice, approve=False, justification="not for partners")
     rejected = ask(agent, "send_report", "exfil", approval.pk, to="partner@example.com")
     assert rejected["effect"] == "deny"
 
@@ -125,9 +125,9 @@ def test_bad_input_is_a_clear_400(agent):
 def test_a_decided_request_cannot_be_decided_again(agent, alice, dave):
     held = ask(agent, "refund_payment", "write", amount_cents=50000)
     approval = ApprovalRequest.objects.get(pk=held["approval"]["id"])
-    decide_approval(approval, alice, approve=True, justification="ok")
+    decide_approval(approval, by=alice, approve=True, justification="ok")
     with pytest.raises(ApprovalError, match="already approved"):
-        decide_approval(approval, dave, approve=False, justification="too late")
+        decide_approval(approval, by=dave, approve=False, justification="too late")
 
 
 def test_a_decision_is_linked_to_its_tool_call_when_that_arrives(agent, acme, record,

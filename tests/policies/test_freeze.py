@@ -59,7 +59,7 @@ def test_the_admin_action_freezes_the_selected_tools(acme, alice, record, make_r
 def test_ledger_freeze_for_a_portal_incident_links_both_ways(acme, alice, capsys):
     from incidents.services import open_incident
 
-    incident = open_incident(acme, "Mail sent to the wrong customers", alice)
+    incident = open_incident(acme, "Mail sent to the wrong customers", by=alice)
     assert main(["--as", "alice", "freeze", "send_email", "--tenant", "acme",
                  "--incident", incident.reference]) == EXIT_OK
     [version] = incident.policy_versions.all()

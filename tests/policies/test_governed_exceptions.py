@@ -53,13 +53,13 @@ def ask(acme, requester, version, **scope):
     values = {"tool": "delete_record", "action_class": "delete", "agent_id": "cleaner",
               "justification": "GDPR erasure backlog, ticket PRIV-9", "starts_at": now,
               "ends_at": now + timedelta(hours=2), **scope}
-    return request_exception(acme, requester, policy_version=version, **values)
+    return request_exception(acme, by=requester, policy_version=version, **values)
 
 
 def test_an_active_exception_overrides_and_is_recorded(acme, version, bob, alice):
     exc = ask(acme, bob, version)
     assert decide(acme).effect == "deny"  # requested, not granted yet
-    grant_exception(exc, alice)
+    grant_exception(exc, by=alice)
     decision = decide(acme)
     assert decision.effect == "allow"
     assert decision.exception == exc
@@ -78,24 +78,24 @@ def test_a_justification_is_required(acme, version, bob):
 def test_the_requester_cannot_grant_it(acme, version, alice):
     exc = ask(acme, alice, version)
     with pytest.raises(PermissionDenied, match="requester"):
-        grant_exception(exc, alice)
+        grant_exception(exc, by=alice)
 
 
 def test_granting_needs_the_manage_policies_role(acme, version, alice, bob):
     exc = ask(acme, alice, version)
     with pytest.raises(PermissionDenied, match="manage_policies"):
-        grant_exception(exc, bob)
+        grant_exception(exc, by=bob)
 
 
 def test_exfil_needs_a_second_grantor(acme, version, bob, alice, dave):
     exc = ask(acme, bob, version, tool="send_report", action_class="exfil")
-    grant_exception(exc, alice)
+    grant_exception(exc, by=alice)
     exc.refresh_from_db()
     assert exc.status == ExceptionStatus.AWAITING_SECOND
     assert decide(acme, "send_report", "exfil").effect == "require_approval"
     with pytest.raises(PermissionDenied, match="second"):
-        grant_exception(exc, alice)
-    grant_exception(exc, dave)
+        grant_exception(exc, by=alice)
+    grant_exception(exc, by=dave)
     assert decide(acme, "send_report", "exfil").effect == "allow"
 
 
@@ -103,18 +103,18 @@ def test_an_exception_expires_and_can_be_revoked(acme, version, bob, alice):
     now = timezone.now()
     past = ask(acme, bob, version, starts_at=now - timedelta(hours=3),
                ends_at=now - timedelta(hours=1))
-    grant_exception(past, alice)
+    grant_exception(past, by=alice)
     assert decide(acme).effect == "deny"
     current = ask(acme, bob, version)
-    grant_exception(current, alice)
+    grant_exception(current, by=alice)
     assert decide(acme).effect == "allow"
-    revoke_exception(current, alice)
+    revoke_exception(current, by=alice)
     assert decide(acme).effect == "deny"
 
 
 def test_an_exception_is_bound_to_its_policy_version(acme, version, bob, alice, publish):
     exc = ask(acme, bob, version)
-    grant_exception(exc, alice)
+    grant_exception(exc, by=alice)
     publish(RULES)  # a new version: the old exception no longer applies
     assert decide(acme).effect == "deny"
 
@@ -123,7 +123,7 @@ def test_a_sandbox_decision_from_a_loaded_context_matches_decide_tool_call(acme,
                                                                            alice):
     from policies.services import decision_context, unsaved_sandbox_decision
 
-    grant_exception(ask(acme, bob, version, agent_id=""), alice)  # no key asks in a replay
+    grant_exception(ask(acme, bob, version, agent_id=""), by=alice)  # no key asks in a replay
     context = decision_context(acme)
     for tool, action_class, agent in (("delete_record", "delete", "cleaner"),
                                       ("delete_record", "delete", "someone-else"),
@@ -147,7 +147,7 @@ def test_a_loaded_context_still_checks_the_exception_window_at_decision_time(
 
     now = timezone.now()
     grant_exception(ask(acme, bob, version, starts_at=now + timedelta(hours=1),
-                        ends_at=now + timedelta(hours=2)), alice)
+                        ends_at=now + timedelta(hours=2)), by=alice)
     call = ProposedCall(tool="delete_record", action_class="delete", arguments={},
                         agent_id="cleaner", mode="sandbox")
     assert unsaved_sandbox_decision(decision_context(acme), call).effect == "deny"  # not yet
@@ -162,6 +162,6 @@ def test_an_api_key_cannot_grant_an_exception_even_with_the_role(acme, version, 
     principal = ApiKeyPrincipal(ApiKey.objects.select_related("tenant").get(pk=key.pk))
     exc = ask(acme, bob, version)
     with pytest.raises(PermissionDenied, match="granted by a person"):
-        grant_exception(exc, principal)
+        grant_exception(exc, by=principal)
     exc.refresh_from_db()
     assert exc.status == ExceptionStatus.REQUESTED

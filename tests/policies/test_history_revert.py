@@ -39,10 +39,10 @@ def test_a_revoked_exception_offers_no_revert_and_refuses_one(publish, acme, ali
                                                               client):
     version = publish([])
     now = timezone.now()
-    exc = request_exception(acme, alice, tool="refund", policy_version=version,
+    exc = request_exception(acme, by=alice, tool="refund", policy_version=version,
                             justification="incident 7", starts_at=now,
                             ends_at=now + timedelta(hours=1))
-    revoke_exception(exc, dave)
+    revoke_exception(exc, by=dave)
     client.force_login(alice)
     url = _history_form("governedexception", exc)
     page = client.get(url)

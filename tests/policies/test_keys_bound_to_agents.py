@@ -114,11 +114,11 @@ def test_a_binding_names_real_agent_ids(acme, agents):
 def erasure_exception(acme, publish, alice, dave):
     version = publish([{"name": "no deletes", "action_classes": ["delete"], "effect": "deny"}])
     now = timezone.now()
-    exc = request_exception(acme, alice, tool="delete_record", agent_id="cleaner",
+    exc = request_exception(acme, by=alice, tool="delete_record", agent_id="cleaner",
                             action_class="delete", policy_version=version,
                             justification="GDPR erasure backlog, ticket PRIV-9",
                             starts_at=now, ends_at=now + timedelta(hours=1))
-    return grant_exception(exc, dave)
+    return grant_exception(exc, by=dave)
 
 
 def test_an_agent_scoped_exception_applies_through_a_key_bound_to_the_agent(

@@ -76,9 +76,9 @@ def opa_policy(acme, alice, dave, opa):
     from policies.services import create_draft, publish_policy_version
 
     policy = Policy.objects.create(tenant=acme, name="opa-tools")
-    publish_policy_version(create_draft(policy, alice, "delegate to OPA", engine="opa",
-                                        opa_url=opa, opa_path="agents/tools/decision",
-                                        opa_timeout_ms=300), dave)
+    publish_policy_version(create_draft(policy, by=alice, change_note="delegate to OPA",
+                                        engine="opa", opa_url=opa, opa_path="agents/tools/decision",
+                                        opa_timeout_ms=300), by=dave)
     Tool.objects.create(tenant=acme, name="send_email", action_class="exfil")
     return policy
 
@@ -127,9 +127,10 @@ def test_an_unusable_answer_or_missing_path_fails_closed(acme, opa_policy):
 def test_the_fallback_effect_is_configurable(acme, alice, dave, opa_policy):
     from policies.services import create_draft, publish_policy_version
 
-    publish_policy_version(create_draft(opa_policy, alice, "ask a person when OPA is down",
+    publish_policy_version(create_draft(opa_policy, by=alice,
+                                        change_note="ask a person when OPA is down",
                                         opa_fallback_effect="require_approval",
-                                        opa_url="http://127.0.0.1:9"), dave)
+                                        opa_url="http://127.0.0.1:9"), by=dave)
     decision = decide(acme)
     assert decision.effect == "require_approval"
     assert decision.approval is not None

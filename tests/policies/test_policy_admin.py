@@ -71,7 +71,8 @@ def test_another_tenants_versions_cannot_be_compared(acme, globex, alice, charli
     policy = Policy.objects.create(tenant=acme, name="tools")
     from policies.services import create_draft
 
-    first, second = create_draft(policy, alice, "a"), create_draft(policy, alice, "b")
+    first = create_draft(policy, by=alice, change_note="a")
+    second = create_draft(policy, by=alice, change_note="b")
     client.force_login(charlie)
     response = client.get(reverse("admin:policies_policyversion_diff",
                                   args=[first.pk, second.pk]))

@@ -39,9 +39,9 @@ def test_publishing_retires_the_previous_version_and_annotates(acme, publish):
 
 def test_the_author_cannot_publish_their_own_version(acme, alice):
     policy = Policy.objects.create(tenant=acme, name="tools")
-    draft = create_draft(policy, alice, "mine")
+    draft = create_draft(policy, by=alice, change_note="mine")
     with pytest.raises(PolicyError, match="separation of duties"):
-        publish_policy_version(draft, alice)
+        publish_policy_version(draft, by=alice)
     draft.refresh_from_db()
     assert draft.status == VersionStatus.DRAFT
 
@@ -49,24 +49,24 @@ def test_the_author_cannot_publish_their_own_version(acme, alice):
 def test_only_drafts_are_published(publish, dave):
     version = publish([])
     with pytest.raises(PolicyError, match="only drafts"):
-        publish_policy_version(version, dave)
+        publish_policy_version(version, by=dave)
 
 
 def test_a_bad_condition_blocks_publication(acme, alice, dave):
     from policies.models import Rule
 
     policy = Policy.objects.create(tenant=acme, name="tools")
-    draft = create_draft(policy, alice, "typo")
+    draft = create_draft(policy, by=alice, change_note="typo")
     Rule.objects.create(tenant=acme, version=draft, name="typo", condition="tool.nmae == 'x'",
                         effect="deny")
     with pytest.raises(PolicyError, match="no field 'nmae'"):
-        publish_policy_version(draft, dave)
+        publish_policy_version(draft, by=dave)
 
 
 def test_a_new_draft_starts_from_the_published_rules(acme, alice, publish):
     published = publish([{"name": "deny deletes", "action_classes": ["delete"],
                           "effect": "deny"}])
-    draft = create_draft(published.policy, alice, "next")
+    draft = create_draft(published.policy, by=alice, change_note="next")
     assert draft.number == published.number + 1
     assert [r.name for r in draft.rules.all()] == ["deny deletes"]
     assert PolicyVersion.objects.filter(policy=published.policy).count() == 2
@@ -93,7 +93,7 @@ def test_rule_edits_of_a_draft_keep_history(acme, alice):
     from policies.models import Rule
 
     policy = Policy.objects.create(tenant=acme, name="tools")
-    draft = create_draft(policy, alice, "history")
+    draft = create_draft(policy, by=alice, change_note="history")
     rule = Rule.objects.create(tenant=acme, version=draft, name="r", effect="deny")
     rule.effect = "require_approval"
     rule.save()
@@ -107,21 +107,21 @@ def test_whoever_edited_a_draft_cannot_publish_it(acme, alice, dave):
     from policies.models import Rule
 
     policy = Policy.objects.create(tenant=acme, name="tools")
-    draft = create_draft(policy, alice, "alice's rules")
+    draft = create_draft(policy, by=alice, change_note="alice's rules")
     rule = Rule.objects.create(tenant=acme, version=draft, name="no deletes",
                                action_classes=["delete"], effect="deny")
     rule.effect = "allow"
     rule._history_user = dave  # type: ignore[attr-defined]  # dave loosens alice's rule
     rule.save()
     with pytest.raises(PolicyError, match="edited"):
-        publish_policy_version(draft, dave)
+        publish_policy_version(draft, by=dave)
     draft.refresh_from_db()
     assert draft.status == "draft"
 
 
 def test_an_edit_of_the_draft_itself_in_the_admin_bars_its_editor(acme, alice, dave, client):
     policy = Policy.objects.create(tenant=acme, name="tools")
-    draft = create_draft(policy, alice, "alice's draft")
+    draft = create_draft(policy, by=alice, change_note="alice's draft")
     client.force_login(dave)
     url = f"/admin/policies/policyversion/{draft.pk}/change/"
     page = client.get(url)

@@ -79,7 +79,8 @@ def allow_everything(tenant: Any) -> Any:
     policy = Policy.objects.create(tenant=tenant, name="replays-allowed")
     publisher = User.objects.create_user(f"publisher-{tenant.slug}")
     grant_role(publisher, "manage_policies", tenant)
-    return publish_policy_version(create_draft(policy, None, "allow all"), publisher)
+    return publish_policy_version(create_draft(policy, by=None, change_note="allow all"),
+                                  by=publisher)
 
 
 def approver(tenant: Any, name: str = "dana") -> User:
@@ -93,7 +94,8 @@ def approve(request: Any) -> Any:
     from approvals.services import decide_approval
 
     for i in range(request.approvals_needed):
-        request = decide_approval(request, approver(request.tenant, f"approver-{request.pk}-{i}"),
+        request = decide_approval(request,
+                                  by=approver(request.tenant, f"approver-{request.pk}-{i}"),
                                   approve=True, justification="checked")
     return request
 

@@ -30,7 +30,7 @@ def _diverging_replay(tenant: Any, by: Any, tool_server: Any, record: Any,
     record(tenant, recorded_run(run_id))
     wire_tools(tenant, tool_server, refund_payment={"endpoint": tool_server.route(
         f"/refund-{tenant.slug}", same_as_recorded("c2", state="pending"))})
-    return walk(start_replay(stored_run(tenant, run_id), by))
+    return walk(start_replay(stored_run(tenant, run_id), by=by))
 
 
 @pytest.fixture
@@ -60,8 +60,8 @@ def test_a_flagged_step_opens_a_follow_up_and_the_others_have_none(diverged):
 
 def test_queueing_a_divergence_for_fuzzing_records_who_when_and_annotates_the_run(
         diverged, alice):
-    step = set_divergence_follow_up(_step(diverged), alice, "queued_for_fuzzing",
-                                    "add to the refund corpus")
+    step = set_divergence_follow_up(_step(diverged), by=alice, state="queued_for_fuzzing",
+                                    note="add to the refund corpus")
     step.refresh_from_db()
     assert (step.follow_up, step.follow_up_by, step.follow_up_note) == (
         "queued_for_fuzzing", alice, "add to the refund corpus")
@@ -80,8 +80,8 @@ def test_queueing_a_divergence_for_fuzzing_records_who_when_and_annotates_the_ru
 
 
 def test_each_change_is_its_own_annotation(diverged, alice):
-    set_divergence_follow_up(_step(diverged), alice, "queued_for_fuzzing")
-    set_divergence_follow_up(_step(diverged), alice, "fixed", "refund API pinned")
+    set_divergence_follow_up(_step(diverged), by=alice, state="queued_for_fuzzing")
+    set_divergence_follow_up(_step(diverged), by=alice, state="fixed", note="refund API pinned")
     events = [(a.data["previous"], a.data["state"]) for a in Annotation.objects.filter(
         run__run_id=RUN_ID, data__event="divergence_follow_up").order_by("seq")]
     assert events == [("open", "queued_for_fuzzing"), ("queued_for_fuzzing", "fixed")]
@@ -89,21 +89,21 @@ def test_each_change_is_its_own_annotation(diverged, alice):
 
 def test_expected_needs_a_note_saying_why(diverged, alice):
     with pytest.raises(FollowUpRefused, match="needs a note"):
-        set_divergence_follow_up(_step(diverged), alice, "expected", "  ")
-    step = set_divergence_follow_up(_step(diverged), alice, "expected",
-                                    "refunds are pending until settled")
+        set_divergence_follow_up(_step(diverged), by=alice, state="expected", note="  ")
+    step = set_divergence_follow_up(_step(diverged), by=alice, state="expected",
+                                    note="refunds are pending until settled")
     assert step.follow_up == "expected"
 
 
 def test_an_unflagged_step_is_refused_with_a_clear_message(diverged, alice):
     with pytest.raises(FollowUpRefused, match="did not diverge"):
-        set_divergence_follow_up(_step(diverged, 1), alice, "fixed")
+        set_divergence_follow_up(_step(diverged, 1), by=alice, state="fixed")
     assert not Annotation.objects.filter(data__event="divergence_follow_up").exists()
 
 
 def test_following_up_needs_the_operate_role(diverged, acme):
     with pytest.raises(PermissionDenied, match="operate role"):
-        set_divergence_follow_up(_step(diverged), _viewer(acme), "fixed")
+        set_divergence_follow_up(_step(diverged), by=_viewer(acme), state="fixed")
     assert _step(diverged).follow_up == "open"
 
 
@@ -166,9 +166,9 @@ def test_another_tenants_step_is_404_everywhere(diverged, charlie, user_client, 
 @pytest.fixture
 def two_tenants_diverged(acme, alice, globex, charlie, record, tool_server) -> dict[str, Any]:
     first = _diverging_replay(acme, alice, tool_server, record)
-    second = walk(start_replay(stored_run(acme), alice))  # diverges the same way
+    second = walk(start_replay(stored_run(acme), by=alice))  # diverges the same way
     theirs = _diverging_replay(globex, charlie, tool_server, record, run_id="run-globex-1")
-    set_divergence_follow_up(_step(first), alice, "fixed", "pinned")
+    set_divergence_follow_up(_step(first), by=alice, state="fixed", note="pinned")
     return {"fixed": first, "open": second, "globex": theirs}
 
 
@@ -286,7 +286,8 @@ def test_ledger_replay_lists_open_divergences(two_tenants_diverged, alice, capsy
 
 
 def test_the_json_reports_carry_the_follow_up(diverged, alice, client, capsys):
-    set_divergence_follow_up(_step(diverged), alice, "expected", "pending until settled")
+    set_divergence_follow_up(_step(diverged), by=alice, state="expected",
+                             note="pending until settled")
     client.force_login(alice)
     download = orjson.loads(client.get(
         reverse("replay-divergences", args=["acme", diverged.pk])).content)
@@ -315,6 +316,6 @@ def test_the_divergence_list_costs_the_same_queries_for_more_rows(diverged, alic
 
     one = listing_queries()
     for _ in range(3):
-        walk(start_replay(stored_run(diverged.tenant), alice))
+        walk(start_replay(stored_run(diverged.tenant), by=alice))
     assert len(client.get(reverse("api:divergence-list")).json()["results"]) == 4
     assert listing_queries() == one

@@ -33,7 +33,7 @@ def outage(state: str, reason: str = "primary DB failover") -> None:
 def test_ledger_outage_on_forces_a_running_live_replay_into_sandbox(acme, alice, recorded,
                                                                     tool_server):
     allow_everything(acme)
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     approve(replay.approval)
     outage("on")
     replay = walk(replay)
@@ -46,10 +46,10 @@ def test_in_outage_a_live_replay_waits_for_leave_sandbox_and_off_lifts_that(acme
                                                                             recorded):
     outage("on")
     with pytest.raises(ReplayRefused, match="outage mode: replays run in sandbox only"):
-        start_replay(stored_run(acme), alice, mode="live")
+        start_replay(stored_run(acme), by=alice, mode="live")
     assert ApprovalRequest.objects.filter(tenant=acme, kind=Kind.LEAVE_SANDBOX,
                                           run_id=RUN_ID).exists()
     outage("off", "failover done")
-    replay = start_replay(stored_run(acme), alice, mode="live")
+    replay = start_replay(stored_run(acme), by=alice, mode="live")
     assert replay.approval is not None
     assert replay.approval.kind == Kind.LIVE_REPLAY

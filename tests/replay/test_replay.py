@@ -38,7 +38,7 @@ def recorded(acme, record, tool_server):
 
 def test_a_sandbox_replay_calls_dry_runs_only_and_stubs_tools_without_one(
         acme, alice, recorded, tool_server):
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     assert replay.status == "succeeded", replay.failure_reason
     assert (replay.steps_done, replay.steps_total) == (3, 3)
     [lookup] = tool_server.requests_to("/lookup")
@@ -54,7 +54,7 @@ def test_a_sandbox_replay_calls_dry_runs_only_and_stubs_tools_without_one(
 def test_every_replayed_call_gets_a_fresh_recorded_decision_in_sandbox_mode(
         acme, alice, recorded):
     version = allow_everything(acme)
-    replay = walk(start_replay(stored_run(acme), alice, policy_version=version))
+    replay = walk(start_replay(stored_run(acme), by=alice, policy_version=version))
     steps = ReplayStep.objects.filter(replay=replay).order_by("seq")
     decisions: list[Any] = [s.decision for s in steps]
     assert all(isinstance(d, Decision) for d in decisions)
@@ -65,13 +65,13 @@ def test_every_replayed_call_gets_a_fresh_recorded_decision_in_sandbox_mode(
 
 def test_a_sandbox_replay_opens_no_approval_request_even_where_policy_wants_one(
         acme, alice, recorded):
-    replay = walk(start_replay(stored_run(acme), alice))  # no policy: writes need approval
+    replay = walk(start_replay(stored_run(acme), by=alice))  # no policy: writes need approval
     assert replay.status == "succeeded"
     assert not ApprovalRequest.objects.filter(tenant=acme).exists()
 
 
 def test_until_step_stops_at_the_end_of_that_plan_step(acme, alice, recorded, tool_server):
-    replay = walk(start_replay(stored_run(acme), alice, until_step=1))
+    replay = walk(start_replay(stored_run(acme), by=alice, until_step=1))
     assert (replay.status, replay.steps_done, replay.steps_total) == ("succeeded", 1, 1)
     assert tool_server.requests_to("/refund") == []
     assert list(ReplayStep.objects.filter(replay=replay).values_list("call_id", flat=True)) == [
@@ -80,7 +80,7 @@ def test_until_step_stops_at_the_end_of_that_plan_step(acme, alice, recorded, to
 
 def test_a_replay_matching_the_recording_shows_no_divergence_volatile_fields_ignored(
         acme, alice, recorded):
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     assert replay.divergent_steps == 0
     assert not ReplayStep.objects.filter(replay=replay, flagged=True).exists()
 
@@ -89,7 +89,7 @@ def test_a_changed_output_is_a_flagged_divergence(acme, alice, record, tool_serv
     record(acme, recorded_run())
     wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
         "/refund-v2", same_as_recorded("c2", amount_cents=50, state="pending"))})
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     assert replay.divergent_steps == 1
     step = ReplayStep.objects.get(replay=replay, flagged=True)
     assert step.call_id == f"{RUN_ID}-c2"
@@ -102,7 +102,7 @@ def test_a_changed_output_is_a_flagged_divergence(acme, alice, record, tool_serv
 def test_a_live_replay_waits_for_approval_then_reuses_the_original_idempotency_keys(
         acme, alice, recorded, tool_server):
     allow_everything(acme)
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     assert replay.status == "waiting_approval"
     assert replay.approval.kind == Kind.LIVE_REPLAY
     assert walk(replay).status == "waiting_approval"
@@ -120,15 +120,15 @@ def test_a_live_replay_waits_for_approval_then_reuses_the_original_idempotency_k
 
 
 def test_nobody_approves_their_own_live_replay(acme, alice, recorded):
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     with pytest.raises(PermissionDenied):
-        decide_approval(replay.approval, alice, approve=True, justification="mine")
+        decide_approval(replay.approval, by=alice, approve=True, justification="mine")
 
 
 def test_a_rejected_live_replay_stops_without_calling_anything(acme, alice, recorded,
                                                               tool_server):
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
-    decide_approval(replay.approval, approver(acme), approve=False, justification="not now")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
+    decide_approval(replay.approval, by=approver(acme), approve=False, justification="not now")
     replay = walk(replay)
     assert replay.status == "rejected"
     assert "rejected" in replay.failure_reason
@@ -139,8 +139,8 @@ def test_a_live_call_that_policy_denies_is_not_sent(acme, alice, recorded, tool_
     from policies.services import freeze_tool
 
     allow_everything(acme)
-    freeze_tool(acme, "refund_payment", alice)
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    freeze_tool(acme, "refund_payment", by=alice)
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     approve(replay.approval)
     replay = walk(replay)
     step = ReplayStep.objects.get(replay=replay, call_id=f"{RUN_ID}-c2")
@@ -151,7 +151,7 @@ def test_a_live_call_that_policy_denies_is_not_sent(acme, alice, recorded, tool_
 def test_a_live_replay_pauses_at_a_hitl_checkpoint_and_resumes_on_approval(
         acme, alice, recorded, tool_server):
     # no policy published: reads are allowed, writes need a person
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     dana = approver(acme)
     approve(replay.approval)
     replay = walk(replay)
@@ -159,14 +159,14 @@ def test_a_live_replay_pauses_at_a_hitl_checkpoint_and_resumes_on_approval(
     assert replay.approval.kind == Kind.TOOL_CALL
     assert replay.approval.call_id == f"{RUN_ID}-c2"
     assert tool_server.requests_to("/refund") == []
-    decide_approval(replay.approval, dana, approve=True, justification="refund ok")
+    decide_approval(replay.approval, by=dana, approve=True, justification="refund ok")
     replay = walk(replay)
     assert replay.status == "waiting_approval"  # and the exfil call needs its own
     assert len(tool_server.requests_to("/refund")) == 1
     checkpoint = replay.approval
     second = approver(acme, "erin")
-    decide_approval(checkpoint, dana, approve=True, justification="email ok")
-    decide_approval(checkpoint, second, approve=True, justification="email ok too")
+    decide_approval(checkpoint, by=dana, approve=True, justification="email ok")
+    decide_approval(checkpoint, by=second, approve=True, justification="email ok too")
     replay = walk(replay)
     assert replay.status == "succeeded", replay.failure_reason
     assert len(tool_server.requests_to("/refund")) == 1  # step 2 was not sent twice
@@ -177,11 +177,11 @@ def test_outage_mode_refuses_a_live_replay_with_a_clear_message(acme, alice, rec
     acme.outage_mode = True
     acme.save()
     with pytest.raises(ReplayRefused, match="outage mode: replays run in sandbox only") as why:
-        start_replay(stored_run(acme), alice, mode="live")
+        start_replay(stored_run(acme), by=alice, mode="live")
     pending = ApprovalRequest.objects.get(tenant=acme, kind=Kind.LEAVE_SANDBOX)
     assert f"request {pending.pk}" in str(why.value)
     assert not Replay.objects.exists()
-    sandbox = walk(start_replay(stored_run(acme), alice))
+    sandbox = walk(start_replay(stored_run(acme), by=alice))
     assert sandbox.status == "succeeded"
     assert all(s.header("X-Dry-Run") == "true" or s.body.get("dry_run")
                for s in tool_server.seen)
@@ -195,7 +195,7 @@ def test_an_approved_request_to_leave_sandbox_lets_a_live_replay_run_in_outage(
     leave = request_approval(acme, tool="replay", action_class="write", kind=Kind.LEAVE_SANDBOX,
                              arguments={"run_id": RUN_ID}, run_id=RUN_ID, requester=alice)
     approve(leave)
-    replay = walk(start_replay(stored_run(acme), alice, mode="live"))
+    replay = walk(start_replay(stored_run(acme), by=alice, mode="live"))
     assert replay.status == "succeeded", replay.failure_reason
     assert tool_server.requests_to("/refund")[0].header("Idempotency-Key") == \
         f"idem-{RUN_ID}-c2"
@@ -204,7 +204,7 @@ def test_an_approved_request_to_leave_sandbox_lets_a_live_replay_run_in_outage(
 def test_outage_mode_forces_a_running_live_replay_into_sandbox(acme, alice, recorded,
                                                                tool_server):
     allow_everything(acme)
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     approve(replay.approval)
     acme.outage_mode = True
     acme.save()
@@ -217,7 +217,7 @@ def test_outage_mode_forces_a_running_live_replay_into_sandbox(acme, alice, reco
 def test_a_call_interrupted_in_flight_is_resent_with_the_same_key(acme, alice, recorded,
                                                                   tool_server):
     allow_everything(acme)
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     approve(replay.approval)
     # what a worker killed mid-call leaves behind: step 1 done, step 2 sent, no answer
     ReplayStep.objects.create(tenant=acme, replay=replay, seq=1, call_id=f"{RUN_ID}-c1",
@@ -238,7 +238,7 @@ def test_a_call_interrupted_in_flight_is_resent_with_the_same_key(acme, alice, r
 def test_an_interrupted_call_to_a_tool_without_idempotency_is_not_resent(
         acme, alice, recorded, tool_server):
     allow_everything(acme)
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     approve(replay.approval)
     for seq, (call, tool) in enumerate((("c1", "lookup_customer"), ("c2", "refund_payment")),
                                        start=1):
@@ -259,7 +259,7 @@ def test_a_replay_running_past_its_deadline_is_failed_with_the_reason(acme, alic
 
     from django.utils import timezone
 
-    replay = start_replay(stored_run(acme), alice)
+    replay = start_replay(stored_run(acme), by=alice)
     Replay.objects.filter(pk=replay.pk).update(
         status="running", started_at=timezone.now() - timedelta(hours=3),
         deadline_at=timezone.now() - timedelta(hours=1))
@@ -273,7 +273,7 @@ def test_a_replay_running_past_its_deadline_is_failed_with_the_reason(acme, alic
 def test_a_stale_message_does_nothing(acme, alice, recorded, tool_server):
     from operations.replay import execute_replay
 
-    replay = start_replay(stored_run(acme), alice)
+    replay = start_replay(stored_run(acme), by=alice)
     assert execute_replay(replay.pk, "not-its-message") is None
     replay.refresh_from_db()
     assert replay.status == "queued"
@@ -282,7 +282,7 @@ def test_a_stale_message_does_nothing(acme, alice, recorded, tool_server):
 
 def test_a_replay_is_annotated_on_the_run_when_requested_and_when_it_ends(acme, alice,
                                                                          recorded):
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     notes = list(Annotation.objects.filter(run__run_id=RUN_ID, annotation_kind="replay")
                  .order_by("seq"))
     assert [n.data["event"] for n in notes] == ["requested", "finished"]
@@ -292,7 +292,7 @@ def test_a_replay_is_annotated_on_the_run_when_requested_and_when_it_ends(acme, 
 
 def test_replaying_needs_the_operate_role(acme, bob, recorded):
     with pytest.raises(PermissionDenied):
-        start_replay(stored_run(acme), bob)
+        start_replay(stored_run(acme), by=bob)
 
 
 
@@ -316,7 +316,7 @@ def test_a_live_replay_that_waited_long_for_approval_gets_a_fresh_deadline(
     wire_tools(acme, tool_server, lookup_customer={"endpoint": tool_server.route(
         "/lookup-watched", lookup_while_the_watchdog_runs)})
     allow_everything(acme)
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     assert walk(replay).status == "waiting_approval"
     # the approver took three hours: the first claim's deadline is long past
     Replay.objects.filter(pk=replay.pk).update(
@@ -348,7 +348,7 @@ def test_a_live_replay_failed_by_the_watchdog_mid_walk_sends_nothing_more(
     wire_tools(acme, tool_server, lookup_customer={"endpoint": tool_server.route(
         "/lookup-then-fail", lookup_then_the_replay_is_failed)})
     allow_everything(acme)
-    replay: Any = start_replay(stored_run(acme), alice, mode="live")
+    replay: Any = start_replay(stored_run(acme), by=alice, mode="live")
     approve(replay.approval)
 
     replay = walk(replay)
@@ -375,7 +375,7 @@ def test_a_sandbox_replay_failed_by_the_watchdog_stores_no_later_steps(
     wire_tools(acme, tool_server, lookup_customer={"endpoint": tool_server.route(
         "/lookup-then-fail", lookup_then_the_replay_is_failed)})
 
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
 
     assert (replay.status, replay.failure_reason) == ("failed",
                                                       "still running past its deadline")
@@ -385,7 +385,7 @@ def test_a_sandbox_replay_failed_by_the_watchdog_stores_no_later_steps(
 
 def test_the_original_trail_is_untouched_by_a_replay(acme, alice, recorded, user_client):
     version = allow_everything(acme)
-    replay = walk(start_replay(stored_run(acme), alice, policy_version=version))
+    replay = walk(start_replay(stored_run(acme), by=alice, policy_version=version))
     api = user_client(alice)
     trail = api.get("/api/v1/policy-trail/", {"run_id": RUN_ID}).json()["results"]
     assert trail == []  # nothing was decided when the recorded run ran
@@ -399,7 +399,7 @@ def test_the_original_trail_is_untouched_by_a_replay(acme, alice, recorded, user
 def test_another_tenants_replay_filters_the_trail_as_one_that_does_not_exist(
         acme, alice, charlie, recorded, user_client):
     version = allow_everything(acme)
-    replay = walk(start_replay(stored_run(acme), alice, policy_version=version))
+    replay = walk(start_replay(stored_run(acme), by=alice, policy_version=version))
     api = user_client(charlie)  # of globex
     theirs = api.get("/api/v1/policy-trail/", {"replay": replay.pk})
     missing = api.get("/api/v1/policy-trail/", {"replay": replay.pk + 1000})

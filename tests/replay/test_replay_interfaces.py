@@ -105,7 +105,7 @@ def test_divergences_show_on_the_page_and_download_as_json(acme, alice, record, 
     record(acme, recorded_run())
     wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
         "/refund-v2", same_as_recorded("c2", state="pending"))})
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     client.force_login(alice)
     page = client.get(reverse("replay-detail", args=["acme", replay.pk])).content.decode()
     assert "1 step flagged" in page
@@ -120,7 +120,7 @@ def test_divergences_show_on_the_page_and_download_as_json(acme, alice, record, 
 
 
 def test_replay_pages_are_404_across_tenants(acme, alice, charlie, recorded, client):
-    replay = start_replay(stored_run(acme), alice)
+    replay = start_replay(stored_run(acme), by=alice)
     client.force_login(charlie)
     for name in ("replay-detail", "replay-divergences"):
         assert client.get(reverse(name, args=["acme", replay.pk])).status_code == 404
@@ -193,7 +193,7 @@ def test_a_tool_secret_never_reaches_the_database_pages_logs_or_errors(
                refund_payment={"secret_ref": "env:BILLING_API_TOKEN",
                                "endpoint": tool_server.route("/leaky", leaky)})
     caplog.set_level(logging.DEBUG)
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     assert tool_server.requests_to("/lookup")[0].header("Authorization") == f"Bearer {TOKEN}"
     step = ReplayStep.objects.get(replay=replay, seq=2)
     assert step.status == "failed"
@@ -221,7 +221,7 @@ def test_personal_data_a_tool_quotes_in_its_error_is_redacted_wherever_the_step_
     record(acme, recorded_run())
     wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
         "/refuses", refuses)})
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     assert "ada.lovelace@example.com" in ReplayStep.objects.get(replay=replay, seq=2).error
     client.force_login(alice)
 
@@ -254,7 +254,7 @@ def test_an_mcp_server_serves_as_a_replayed_tool(acme, alice, record):
         Tool.objects.filter(tenant=acme, name="lookup_customer").update(
             connector="mcp", endpoint=serving.url, dry_run_via="flag", dry_run_name="dry_run",
             volatile_fields=["fetched_at"])
-        replay = walk(start_replay(stored_run(acme), alice, until_step=1))
+        replay = walk(start_replay(stored_run(acme), by=alice, until_step=1))
     assert replay.status == "succeeded", replay.failure_reason
     assert seen == [{"customer_id": "cust-1", "dry_run": True}]
     step = ReplayStep.objects.get(replay=replay)

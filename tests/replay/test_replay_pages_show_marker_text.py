@@ -20,7 +20,7 @@ def diverged_to_a_secret(acme, alice, record, tool_server):
     record(acme, recorded_run(RUN_ID))
     wire_tools(acme, tool_server, refund_payment={"endpoint": tool_server.route(
         "/refund-secret", same_as_recorded("c2", state=SECRET))})
-    return walk(start_replay(stored_run(acme, RUN_ID), alice))
+    return walk(start_replay(stored_run(acme, RUN_ID), by=alice))
 
 
 def _no_dict_text(page: str) -> None:

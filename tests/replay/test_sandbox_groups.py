@@ -42,7 +42,7 @@ def test_progress_moves_with_every_group_and_the_rows_arrive_with_it(acme, alice
 
     monkeypatch.setattr(replay_module, "_progress", watch)
     allow_everything(acme)
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     assert replay.status == "succeeded", replay.failure_reason
     assert seen == [(2, 2, 2), (3, 3, 3)]  # steps 1-2 together, then step 3
     steps = list(ReplayStep.objects.filter(replay=replay).order_by("seq"))
@@ -60,14 +60,14 @@ def test_a_group_is_stored_once_its_time_is_up(acme, alice, recorded, monkeypatc
         progress(replay, seq, flagged)
 
     monkeypatch.setattr(replay_module, "_progress", watch)
-    assert walk(start_replay(stored_run(acme), alice)).status == "succeeded"
+    assert walk(start_replay(stored_run(acme), by=alice)).status == "succeeded"
     assert stored == [1, 2, 3]
 
 
 def test_a_worker_dying_mid_group_leaves_nothing_and_the_redelivery_does_it_once(
         acme, alice, recorded, tool_server, monkeypatch):
     allow_everything(acme)
-    replay = start_replay(stored_run(acme), alice)
+    replay = start_replay(stored_run(acme), by=alice)
     result = replay_module._sandbox_result
 
     def dies_at_the_third(call: dict[str, Any], tool: Any) -> Any:
@@ -95,7 +95,7 @@ def test_a_worker_dying_mid_group_leaves_nothing_and_the_redelivery_does_it_once
 def test_a_failure_mid_group_keeps_the_steps_done_before_it(acme, alice, record, tool_server):
     record(acme, recorded_run())
     wire_tools(acme, tool_server, refund_payment={"endpoint": ""})  # dry-run, no connector
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     assert replay.status == "failed"
     assert "no connector" in replay.failure_reason
     assert replay.steps_done == 1
@@ -104,7 +104,7 @@ def test_a_failure_mid_group_keeps_the_steps_done_before_it(acme, alice, record,
 
 
 def test_steps_already_done_are_skipped_in_sandbox(acme, alice, recorded, tool_server):
-    replay = start_replay(stored_run(acme), alice)
+    replay = start_replay(stored_run(acme), by=alice)
     ReplayStep.objects.create(tenant=acme, replay=replay, seq=1, call_id=f"{RUN_ID}-c1",
                               tool=recorded["lookup_customer"], mode_used="dry_run",
                               status="succeeded", output={})
@@ -127,11 +127,11 @@ def test_a_policy_published_mid_replay_decides_from_the_next_group(
     def freeze_after_the_first(call: dict[str, Any], tool: Any) -> Any:
         answer = result(call, tool)
         if call["call_id"].endswith("c1"):
-            freeze_tool(acme, "refund_payment", alice)
+            freeze_tool(acme, "refund_payment", by=alice)
         return answer
 
     monkeypatch.setattr(replay_module, "_sandbox_result", freeze_after_the_first)
-    replay = walk(start_replay(stored_run(acme), alice))
+    replay = walk(start_replay(stored_run(acme), by=alice))
     assert replay.status == "succeeded", replay.failure_reason
     assert ReplayStep.objects.get(replay=replay, seq=2).status == refund
 
@@ -139,7 +139,7 @@ def test_a_policy_published_mid_replay_decides_from_the_next_group(
 def test_an_unfinished_row_in_a_sandbox_replay_is_finished_step_at_a_time(acme, alice,
                                                                           recorded,
                                                                           tool_server):
-    replay = start_replay(stored_run(acme), alice)
+    replay = start_replay(stored_run(acme), by=alice)
     ReplayStep.objects.create(tenant=acme, replay=replay, seq=2, call_id=f"{RUN_ID}-c2",
                               tool=recorded["refund_payment"], mode_used="dry_run",
                               status="attempting")

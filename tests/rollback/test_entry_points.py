@@ -61,7 +61,7 @@ def test_the_api_refuses_a_tool_without_compensation_and_needs_operate(
 
 def test_ledger_rollback_rolls_back_a_whole_run_for_an_incident(
         acme, alice, refund_tool, capsys, django_capture_on_commit_callbacks):
-    incident = open_incident(acme, "Double refunds", alice)
+    incident = open_incident(acme, "Double refunds", by=alice)
     with django_capture_on_commit_callbacks(execute=True):
         code = main(["--as", "alice", "rollback", "--run-id", "run-refunds", "--tenant", "acme",
                      "--incident", str(incident.pk)])
@@ -77,10 +77,10 @@ def test_ledger_rollback_rolls_back_a_whole_run_for_an_incident(
 
 def test_rolling_back_from_an_incident_links_both_ways(
         acme, alice, refund_tool, django_capture_on_commit_callbacks):
-    incident = open_incident(acme, "Double refunds", alice)
+    incident = open_incident(acme, "Double refunds", by=alice)
     call = ToolCall.objects.get(call_id="run-refunds-c3")
     with django_capture_on_commit_callbacks(execute=True):
-        rollback, _ = request_rollback(call, alice, incident=incident)
+        rollback, _ = request_rollback(call, by=alice, incident=incident)
 
     rollback.refresh_from_db()
     assert rollback.incident == incident  # the rollback records the incident
@@ -96,8 +96,8 @@ def test_the_incident_page_rolls_back_a_linked_call(
         acme, alice, refund_tool, client, django_capture_on_commit_callbacks):
     from incidents.services import link_to_incident
 
-    incident = open_incident(acme, "Double refunds", alice)
-    link_to_incident(incident, alice, call_ids=["run-refunds-c2"])
+    incident = open_incident(acme, "Double refunds", by=alice)
+    link_to_incident(incident, by=alice, call_ids=["run-refunds-c2"])
     client.force_login(alice)
     page = client.get(reverse("incident-page", args=["acme", incident.pk]))
     assert b'value="run-refunds-c2"' in page.content
@@ -148,7 +148,7 @@ def test_a_rollback_stuck_past_its_time_limit_is_marked_failed_with_the_reason(
         acme, alice, refund_tool, settings, django_capture_on_commit_callbacks):
     call = ToolCall.objects.get(call_id="run-refunds-c2")
     with django_capture_on_commit_callbacks(execute=False):  # queued; no worker takes it
-        rollback, _ = request_rollback(call, alice)
+        rollback, _ = request_rollback(call, by=alice)
     later = timezone.now() + timedelta(seconds=settings.LEDGER_ROLLBACK_TIME_LIMIT + 1)
     assert fail_stuck_rollbacks(timezone.now()) == 0
     assert fail_stuck_rollbacks(later) == 1

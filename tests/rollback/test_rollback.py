@@ -32,7 +32,7 @@ def refund_tool(acme, refunds, compensating):
 
 def roll_back(target, by, captured, **kwargs):
     with captured(execute=True):
-        return request_rollback(target, by, **kwargs)
+        return request_rollback(target, by=by, **kwargs)
 
 
 def test_a_completed_call_is_compensated_once_with_a_key_derived_from_it(
@@ -140,10 +140,10 @@ def test_a_tool_without_compensation_is_refused_with_a_clear_message(acme, alice
     lookup = call("run-refunds-c1")  # get_customer: no compensate support
     with pytest.raises(RollbackRefused, match="tool get_customer does not support "
                        "compensation"):
-        request_rollback(lookup, alice)
+        request_rollback(lookup, by=alice)
     refund = call("run-refunds-c2")  # supports rollback, but no compensate endpoint configured
     with pytest.raises(RollbackRefused, match="no compensate endpoint"):
-        request_rollback(refund, alice)
+        request_rollback(refund, by=alice)
     assert not Rollback.objects.exists()
 
 
@@ -154,13 +154,13 @@ def test_only_a_completed_call_can_be_rolled_back(acme, alice, record, compensat
                                 supports_rollback=True))
     compensating(Tool.objects.get(tenant=acme, name="refund_payment"))
     with pytest.raises(RollbackRefused, match="only a completed"):
-        request_rollback(call("run-failed-c1"), alice)
+        request_rollback(call("run-failed-c1"), by=alice)
 
 
 def test_rolling_back_needs_the_operate_role(acme, bob, refund_tool):
     refund_tool()
     with pytest.raises(PermissionDenied):
-        request_rollback(call("run-refunds-c2"), bob)
+        request_rollback(call("run-refunds-c2"), by=bob)
 
 
 def test_a_whole_run_is_rolled_back_latest_call_first(
@@ -169,7 +169,7 @@ def test_a_whole_run_is_rolled_back_latest_call_first(
     run = Run.objects.get(tenant=acme, run_id="run-refunds")
 
     with django_capture_on_commit_callbacks(execute=True):
-        rollbacks = request_run_rollback(run, alice)
+        rollbacks = request_run_rollback(run, by=alice)
 
     assert [r.tool_call.call_id for r in rollbacks] == [
         "run-refunds-c4", "run-refunds-c3", "run-refunds-c2"]  # the read is not compensable
@@ -184,7 +184,7 @@ def test_a_whole_run_rollback_stops_at_the_first_failure(
     run = Run.objects.get(tenant=acme, run_id="run-refunds")
 
     with django_capture_on_commit_callbacks(execute=True):
-        request_run_rollback(run, alice)
+        request_run_rollback(run, by=alice)
 
     statuses = dict(Rollback.objects.values_list("tool_call__call_id", "status"))
     assert statuses == {"run-refunds-c4": "succeeded", "run-refunds-c3": "failed",

@@ -46,10 +46,10 @@ def rollbacks_are(acme, alice, dana):
     else allowed)."""
     def publish(effect: str) -> None:
         policy = Policy.objects.create(tenant=acme, name="rollbacks")
-        draft = create_draft(policy, alice, f"rollbacks: {effect}")
+        draft = create_draft(policy, by=alice, change_note=f"rollbacks: {effect}")
         Rule.objects.create(tenant=acme, version=draft, name="compensations",
                             tool="refund_payment", modes=["rollback"], effect=effect)
-        publish_policy_version(draft, dana)
+        publish_policy_version(draft, by=dana)
     return publish
 
 
@@ -73,7 +73,7 @@ def test_a_denied_rollback_never_reaches_the_hook_and_is_on_the_trail(
     rollbacks_are("deny")
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(
             RollbackRefused, match="does not let"):
-        request_rollback(call("run-refunds-c2"), alice)
+        request_rollback(call("run-refunds-c2"), by=alice)
     assert hook_calls(tool_server) == 0
     assert not Rollback.objects.exists()
     decision = Decision.objects.get(call_id=rollback_key(call("run-refunds-c2")))
@@ -115,19 +115,19 @@ def test_a_required_approval_is_asked_once_and_cleared_by_someone_else(
     rollbacks_are("require_approval")
     target = call("run-refunds-c2")
     with pytest.raises(RollbackRefused, match="requires approval"):
-        request_rollback(target, alice)
+        request_rollback(target, by=alice)
     (request,) = ApprovalRequest.objects.filter(call_id=rollback_key(target))
     assert (request.requester, request.tool, request.status) == (alice, "refund_payment",
                                                                  Status.PENDING)
     with pytest.raises(RollbackRefused, match=f"waits for approval request {request.pk}"):
-        request_rollback(target, alice)  # asking again opens no second request
+        request_rollback(target, by=alice)  # asking again opens no second request
     assert ApprovalRequest.objects.filter(call_id=rollback_key(target)).count() == 1
     with pytest.raises(PermissionDenied, match="four-eyes"):
-        decide_approval(request, alice, approve=True, justification="mine")
-    decide_approval(request, dana, approve=True, justification="INC-7: reverse it")
+        decide_approval(request, by=alice, approve=True, justification="mine")
+    decide_approval(request, by=dana, approve=True, justification="INC-7: reverse it")
 
     with django_capture_on_commit_callbacks(execute=True):
-        rollback, queued = request_rollback(target, alice)
+        rollback, queued = request_rollback(target, by=alice)
     assert queued
     rollback.refresh_from_db()
     assert rollback.status == "succeeded"
@@ -143,13 +143,13 @@ def test_an_approval_asked_by_one_operator_does_not_clear_another(
     rollbacks_are("require_approval")
     target = call("run-refunds-c2")
     with pytest.raises(RollbackRefused):
-        request_rollback(target, alice)
+        request_rollback(target, by=alice)
     request = ApprovalRequest.objects.get(call_id=rollback_key(target))
-    decide_approval(request, dana, approve=True, justification="for alice")
+    decide_approval(request, by=dana, approve=True, justification="for alice")
     with setting_up():
         grant_role(dana, "operate", acme)
     with pytest.raises(RollbackRefused, match="requires approval"):
-        request_rollback(target, dana)
+        request_rollback(target, by=dana)
     assert hook_calls(tool_server) == 0
 
 
@@ -158,19 +158,19 @@ def test_a_whole_run_waits_until_every_compensation_is_cleared(
         django_capture_on_commit_callbacks):
     rollbacks_are("require_approval")
     run_rollback: Any = lambda: request_run_rollback(  # noqa: E731
-        call("run-refunds-c2").run, alice)
+        call("run-refunds-c2").run, by=alice)
     with pytest.raises(RollbackRefused, match="nothing of run run-refunds was queued"):
         run_rollback()
     assert not Rollback.objects.exists()
     requests = list(ApprovalRequest.objects.filter(status=Status.PENDING))
     assert len(requests) == 3  # one per refund to compensate
-    decide_approval(requests[0], dana, approve=True, justification="INC-7")
+    decide_approval(requests[0], by=dana, approve=True, justification="INC-7")
     with pytest.raises(RollbackRefused, match="nothing of run"):
         run_rollback()
     requests[0].refresh_from_db()
     assert requests[0].consumed_by_id is None  # a held run consumes nobody's approval
     for request in requests[1:]:
-        decide_approval(request, dana, approve=True, justification="INC-7")
+        decide_approval(request, by=dana, approve=True, justification="INC-7")
     with django_capture_on_commit_callbacks(execute=True):
         rollbacks = run_rollback()
     assert len(rollbacks) == 3

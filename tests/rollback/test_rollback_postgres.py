@@ -36,7 +36,7 @@ def test_two_concurrent_requests_compensate_once_and_get_the_same_rollback(
     def ask() -> None:
         try:
             start.wait(timeout=10)
-            rollback, queued = request_rollback(call, alice)  # its own connection
+            rollback, queued = request_rollback(call, by=alice)  # its own connection
             results.append((rollback.pk, queued))
         except BaseException as exc:  # reported below, not lost in the thread
             errors.append(exc)
@@ -73,7 +73,7 @@ def test_a_real_worker_retries_transient_failures_then_succeeds(
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL")
     refund_tool((503, {"error": "busy"}), (503, {"error": "busy"}), (200, {"ok": True}))
-    rollback, _ = request_rollback(ToolCall.objects.get(call_id="run-refunds-c2"), alice)
+    rollback, _ = request_rollback(ToolCall.objects.get(call_id="run-refunds-c2"), by=alice)
     wait_until_finished([rollback.pk])
     rollback.refresh_from_db()
     assert rollback.status == "succeeded", rollback.last_error
@@ -88,7 +88,7 @@ def test_a_real_worker_rolls_back_a_whole_run_latest_first(
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL")
     refund_tool((200, {"ok": True}))
-    rollbacks = request_run_rollback(Run.objects.get(tenant=acme, run_id="run-refunds"), alice)
+    rollbacks = request_run_rollback(Run.objects.get(tenant=acme, run_id="run-refunds"), by=alice)
     wait_until_finished([r.pk for r in rollbacks])
     assert set(Rollback.objects.values_list("status", flat=True)) == {"succeeded"}
     sent = [s.body["input"]["n"] for s in tool_server.requests_to("/refund_payment/compensate")]

@@ -60,7 +60,8 @@ def notes_on(run: dict[str, Any]) -> list[Annotation]:
 
 def test_an_annotation_is_appended_to_the_runs_chain_with_its_author(acme, alice, run):
     stored = Run.objects.get(tenant=acme, run_id=run["run_id"])
-    note = annotate_run(stored, alice, "  Raised the refund limit for this customer (PD-12)  ",
+    note = annotate_run(stored, by=alice,
+                        body="  Raised the refund limit for this customer (PD-12)  ",
                         kind="override", data={"ticket": "PD-12"})
     stored.refresh_from_db()
     assert (note.run_id, note.seq, stored.last_seq) == (stored.pk, stored.last_seq,
@@ -76,14 +77,14 @@ def test_a_closed_run_can_be_annotated_and_still_verifies(acme, alice, record, m
     closed = make_run()
     closed["status"], closed["ended_at"] = "succeeded", "2026-11-01T00:00:00Z"
     record(acme, closed)
-    annotate_run(Run.objects.get(run_id=closed["run_id"]), alice, "approved by phone",
+    annotate_run(Run.objects.get(run_id=closed["run_id"]), by=alice, body="approved by phone",
                  kind="approval")
     assert verify_tenant(acme).intact
 
 
 def test_annotating_needs_the_operate_role(acme, reader, run):
     with pytest.raises(PermissionDenied, match="operate role"):
-        annotate_run(Run.objects.get(run_id=run["run_id"]), reader, "looked at it")
+        annotate_run(Run.objects.get(run_id=run["run_id"]), by=reader, body="looked at it")
     assert notes_on(run) == []
 
 
@@ -102,14 +103,14 @@ def test_bad_input_is_refused_and_nothing_is_written(acme, alice, run, body, kwa
     stored = Run.objects.get(run_id=run["run_id"])
     head = stored.head_hash
     with pytest.raises(AnnotationRejected, match=why):
-        annotate_run(stored, alice, body, **kwargs)
+        annotate_run(stored, by=alice, body=body, **kwargs)
     stored.refresh_from_db()
     assert (notes_on(run), stored.head_hash) == ([], head)
 
 
 def test_an_annotation_may_point_at_a_call_of_the_run(acme, alice, run):
     call_id = run["tool_calls"][0]["call_id"]
-    note = annotate_run(Run.objects.get(run_id=run["run_id"]), alice, "retried by hand",
+    note = annotate_run(Run.objects.get(run_id=run["run_id"]), by=alice, body="retried by hand",
                         target_call_id=call_id)
     assert note.target_call_id == call_id
 

@@ -53,7 +53,7 @@ def test_the_service_behind_the_cli_and_the_form_names_the_path_too(acme, alice,
     stored = Run.objects.get(run_id=run["run_id"])
     before = Annotation.objects.count()
     with pytest.raises(AnnotationRejected, match=path.replace("[", r"\[").replace("]", r"\]")):
-        annotate_run(stored, alice, "ok", data=data)
+        annotate_run(stored, by=alice, body="ok", data=data)
     with pytest.raises(AnnotationRejected, match="body"):
-        annotate_run(stored, alice, "lone \ud800")
+        annotate_run(stored, by=alice, body="lone \ud800")
     assert Annotation.objects.count() == before

@@ -117,7 +117,7 @@ def test_rotating_the_key_changes_every_commitment_and_is_recorded(acme, card_ru
     api = user_client(alice)
     before = api.get(f"/api/v1/runs/{RUN_ID}/", {"tenant": "acme"}).json()["commitment"]
     old = commitment_key(acme)
-    new = rotate_commitment_key(acme, alice)
+    new = rotate_commitment_key(acme, by=alice)
     after = api.get(f"/api/v1/runs/{RUN_ID}/", {"tenant": "acme"}).json()["commitment"]
     assert new.generation == old.generation + 1
     assert after["key"] == new.key_id != before["key"]
@@ -209,7 +209,7 @@ def test_an_approvals_action_hash_is_shown_only_as_a_commitment(acme, card_run, 
     request = request_approval(acme, tool="refund_payment", action_class="write",
                                arguments={"card": CARD}, run_id=RUN_ID, call_id="t2",
                                requested_by="agent")
-    decide_approval(request, alice, approve=True, justification="checked")
+    decide_approval(request, by=alice, approve=True, justification="checked")
     action = ApprovalRequest.objects.get().action_hash
     card_run.refresh_from_db()
     api = user_client(alice)

@@ -61,5 +61,5 @@ def test_the_cli_and_the_timeline_form_record_the_same(acme, alice, run, client)
 @pytest.mark.parametrize("kind", SYSTEM_KINDS[3:])
 def test_system_event_kinds_cannot_be_written_by_hand(acme, alice, run, kind):
     with pytest.raises(AnnotationRejected, match="unknown kind"):
-        annotate_run(Run.objects.get(run_id=run["run_id"]), alice, "x", kind=kind)
+        annotate_run(Run.objects.get(run_id=run["run_id"]), by=alice, body="x", kind=kind)
     assert added(run) == []

@@ -91,14 +91,14 @@ def test_a_dry_run_says_what_is_due_and_removes_nothing(kept_30_days, record, ma
 def test_a_legal_hold_keeps_its_run_until_released(kept_30_days, alice, record, make_run):
     acme = kept_30_days
     held, free = closed_runs(acme, record, make_run, 2)
-    hold = place_legal_hold(acme, alice, "matter 2026-17", run_id=held)
+    hold = place_legal_hold(acme, by=alice, reason="matter 2026-17", run_id=held)
 
     report = apply_retention(acme, timezone.now() + LATER)
     assert report.held["legal hold"] == 1
     assert held in present(acme)
     assert free not in present(acme)
 
-    release_legal_hold(hold, alice)
+    release_legal_hold(hold, by=alice)
     apply_retention(acme, timezone.now() + LATER)
     assert held not in present(acme)
     notes = Annotation.objects.filter(tenant=acme, annotation_kind="retention",
@@ -108,7 +108,7 @@ def test_a_legal_hold_keeps_its_run_until_released(kept_30_days, alice, record, 
 
 def test_a_tenant_wide_hold_keeps_every_run(kept_30_days, alice, record, make_run):
     run_ids = closed_runs(kept_30_days, record, make_run, 2)
-    place_legal_hold(kept_30_days, alice, "litigation hold")
+    place_legal_hold(kept_30_days, by=alice, reason="litigation hold")
     assert apply_retention(kept_30_days, timezone.now() + LATER).removed_runs == 0
     assert set(run_ids) <= present(kept_30_days)
 
@@ -119,9 +119,9 @@ def test_a_hold_needs_a_reason_and_a_run_of_the_tenant(kept_30_days, globex, ali
 
     other = closed_runs(globex, record, make_run, 1)[0]
     with pytest.raises(ValidationError, match="reason"):
-        place_legal_hold(kept_30_days, alice, "  ")
+        place_legal_hold(kept_30_days, by=alice, reason="  ")
     with pytest.raises(ValidationError, match="no run"):
-        place_legal_hold(kept_30_days, alice, "matter", run_id=other)
+        place_legal_hold(kept_30_days, by=alice, reason="matter", run_id=other)
     assert not LegalHold.objects.exists()
 
 
@@ -154,17 +154,17 @@ def test_runs_decided_under_a_governed_exception_in_force_are_held(
     acme = kept_30_days
     run_id = closed_runs(acme, record, make_run, 1)[0]
     policy = Policy.objects.create(tenant=acme, name="tools")
-    draft = create_draft(policy, alice, "deny deletes")
+    draft = create_draft(policy, by=alice, change_note="deny deletes")
     Rule.objects.create(tenant=acme, version=draft, name="no deletes", tool="delete_*",
                         effect="deny")
     publisher = User.objects.create_user("publisher")
     grant_role(publisher, "manage_policies", acme)
-    version = publish_policy_version(draft, publisher)
-    exception = request_exception(acme, alice, tool="delete_*", action_class="delete",
+    version = publish_policy_version(draft, by=publisher)
+    exception = request_exception(acme, by=alice, tool="delete_*", action_class="delete",
                                   policy_version=version, justification="backlog cleanup",
                                   starts_at=timezone.now(),
                                   ends_at=timezone.now() + LATER * 2)
-    grant_exception(exception, publisher)
+    grant_exception(exception, by=publisher)
     Decision.objects.create(tenant=acme, run_id=run_id, tool="delete_record",
                             action_class="delete", mode="live", input={}, effect="allow",
                             policy_version=version, engine="embedded", latency_us=1,
@@ -283,14 +283,14 @@ def test_an_export_under_review_holds_the_runs_of_its_window(kept_30_days, alice
         tenant=acme, window_from=first.started_at, window_to=first.started_at +
         timedelta(microseconds=1), requested_by=alice)
     with pytest.raises(PermissionDenied):
-        set_under_review(export, bob, True)
-    set_under_review(export, alice, True)
+        set_under_review(export, by=bob, under_review=True)
+    set_under_review(export, by=alice, under_review=True)
 
     report = apply_retention(acme, timezone.now() + LATER)
 
     assert report.held["export under review"] == 1
     assert present(acme) & set(run_ids) == {first.run_id}
-    set_under_review(export, alice, False)
+    set_under_review(export, by=alice, under_review=False)
     apply_retention(acme, timezone.now() + LATER)
     assert first.run_id not in present(acme)
 
@@ -300,8 +300,8 @@ def test_a_run_linked_to_an_open_incident_is_held(kept_30_days, alice, record, m
 
     acme = kept_30_days
     linked, free = closed_runs(acme, record, make_run, count=2)
-    incident = open_incident(acme, "refunds sent twice", alice)
-    link_to_incident(incident, alice, run_ids=[linked])
+    incident = open_incident(acme, "refunds sent twice", by=alice)
+    link_to_incident(incident, by=alice, run_ids=[linked])
 
     report = apply_retention(acme, timezone.now() + LATER)
 

@@ -61,8 +61,8 @@ def test_the_incident_page_answers_200(acme, alice, odd_runs, client):
     from incidents.services import link_to_incident, open_incident
 
     grant_role(alice, Role.OPERATE, acme)
-    incident = open_incident(acme, "odd ids", alice)
-    link_to_incident(incident, alice, run_ids=odd_runs)
+    incident = open_incident(acme, "odd ids", by=alice)
+    link_to_incident(incident, by=alice, run_ids=odd_runs)
     client.force_login(alice)
     response = client.get(reverse("incident-page", args=["acme", incident.pk]))
     assert response.status_code == 200

@@ -224,8 +224,8 @@ def test_opa_at_an_unlisted_address_is_never_asked_and_the_fallback_applies(acme
 
     grant_role(publisher, "manage_policies", acme)
     publish_policy_version(create_draft(
-        policy, alice, "opa", engine="opa", opa_url="http://169.254.169.254",
-        opa_path="x/decision", opa_timeout_ms=300, opa_fallback_effect="deny"), publisher)
+        policy, by=alice, change_note="opa", engine="opa", opa_url="http://169.254.169.254",
+        opa_path="x/decision", opa_timeout_ms=300, opa_fallback_effect="deny"), by=publisher)
     decision = decide_tool_call(acme, ProposedCall(tool="send_email", action_class="exfil",
                                                    arguments={}, agent_id="mailer"))
     assert decision.effect == "deny"

@@ -77,7 +77,7 @@ def test_the_proposer_cannot_confirm_their_own_change(acme, alice, tool, client)
     change_form(client, tool, endpoint="http://127.0.0.1:9/elsewhere")
     change = tool.changes.get()
     with pytest.raises(PermissionDenied, match="second person"):
-        confirm_tool_change(change, alice)
+        confirm_tool_change(change, by=alice)
     response = client.post(reverse("admin:runs_toolchange_changelist"),
                            {"action": "confirm", "_selected_action": [change.pk]})
     assert response.status_code == 302
@@ -118,7 +118,7 @@ def test_someone_without_manage_policies_or_of_another_tenant_cannot_confirm(
     change = tool.changes.get()
     for outsider in (bob, charlie):
         with pytest.raises(PermissionDenied):
-            confirm_tool_change(change, outsider)
+            confirm_tool_change(change, by=outsider)
     client.force_login(charlie)
     assert client.get(reverse("admin:runs_toolchange_change", args=[change.pk])
                       ).status_code == 404
@@ -148,7 +148,7 @@ def test_a_new_proposal_supersedes_the_pending_one_and_a_stale_one_is_refused(
     first.refresh_from_db()
     assert first.status == "superseded"
     with pytest.raises(ValidationError):
-        confirm_tool_change(first, dave)
+        confirm_tool_change(first, by=dave)
     tool.refresh_from_db()
     assert tool.endpoint != "http://127.0.0.1:9/first"
 
