@@ -68,12 +68,14 @@ def approvals_panel(user: Viewer) -> Panel:
 
 def incidents_panel(user: Viewer) -> Panel:
     from incidents.choices import IncidentStatus
+    from incidents.content import shown_content
     from incidents.models import Incident
 
     rows = list(Incident.objects.for_user(user, Role.VIEW_LEDGER).exclude(
         status=IncidentStatus.CLOSED).select_related("tenant").order_by("-id")[:PANEL_ROWS + 1])
+    # a title is written by people from what agents did: redacted like ledger content
     return _panel("incidents", "Open incidents", "No open incident.", reverse("incident-list"),
-                  rows, lambda i: Item(f"{i.reference}: {i.title}",
+                  rows, lambda i: Item(f"{i.reference}: {shown_content(i)['title']}",
                                        reverse("incident-page", args=[i.tenant.slug, i.pk]),
                                        f"{i.tenant.slug} · {i.severity} · {i.status}"))
 
