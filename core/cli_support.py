@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_FORBIDDEN, EXIT_TAMPERED = 0, 1, 2, 3, 4
+#: The work did not finish: it failed, was partial, or was still running when the wait ended.
+EXIT_INCOMPLETE = 5
 
 
 def fail(message: str, code: int) -> int:

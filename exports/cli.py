@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from core.actors import Actor
-from core.cli_support import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
+from core.cli_support import EXIT_INCOMPLETE, EXIT_NOT_FOUND, EXIT_OK
 
 
 def _timestamp(text: str) -> datetime:
@@ -39,7 +39,7 @@ def cmd_export(args: argparse.Namespace, user: Actor) -> int:
     export = produce_now(export)
     if export.status != "done":
         print(f"ledger: export {export.pk} {export.status}: {export.error}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_INCOMPLETE
     target = args.output or export.download_name
     with export_storage().open(export.file, "rb") as source, open(target, "wb") as out:
         shutil.copyfileobj(source, out, 1 << 20)

@@ -472,10 +472,16 @@ def _discard_parts(export_id: int) -> None:
 
 def produce_now(export: AuditExport) -> AuditExport:
     """Plan, write every part and join in this process (the CLI; tests): the same steps the
-    Celery tasks take."""
-    for part_id in plan(export.pk):
-        produce_part(part_id)
-    join(export.pk)
+    Celery tasks take. A step that fails leaves the export failed with the reason, which the
+    caller reports (the tasks re-raise it for Celery instead)."""
+    try:
+        for part_id in plan(export.pk):
+            produce_part(part_id)
+        join(export.pk)
+    except Exception as exc:
+        log.warning("export %s failed in process: %s", export.pk, type(exc).__name__)
+        if not AuditExport.objects.filter(pk=export.pk, status=ExportStatus.FAILED).exists():
+            _fail(export.pk, f"{type(exc).__name__}: {exc}")
     export.refresh_from_db()
     return export
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from core.actors import Actor
 from core.cli_support import (
+    EXIT_INCOMPLETE,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_TAMPERED,
@@ -50,16 +51,24 @@ def _print_report(replay: Any, report: dict[str, Any]) -> None:
             print(f"    {d['path']} {d['change']}: - {d['recorded']!r}  + {d['replayed']!r}")
 
 
-def _outcome(replay: Any) -> int:
-    if replay.status in ("succeeded", "waiting_approval", "queued", "running"):
-        return EXIT_TAMPERED if replay.divergent_steps else EXIT_OK
-    return EXIT_TAMPERED
+def _outcome(replay: Any, waited: bool = False) -> int:
+    """4 when a step diverged; 5 when the replay failed, was rejected, or (``waited``) was
+    still queued or running when the wait ended; else 0 (waiting for an approver is 0: the
+    command said so, and the replay resumes on its own)."""
+    if replay.divergent_steps:
+        return EXIT_TAMPERED
+    if replay.status in ("failed", "rejected") or (
+            waited and replay.status in ("queued", "running")):
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def _follow(replay: Any, args: argparse.Namespace) -> Any:
     """Show progress until the replay ends, waits for a person, or --timeout passes."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from core.workers import stuck_message
 
     from .models import ReplayStatus
 
@@ -75,9 +84,10 @@ def _follow(replay: Any, args: argparse.Namespace) -> Any:
             if replay.is_finished or replay.status == ReplayStatus.WAITING_APPROVAL:
                 return replay
             if time.monotonic() > deadline:
+                stuck = stuck_message(replay.created_at) if replay.status == "queued" else ""
                 print(f"ledger: replay {replay.pk} is still {replay.status} after "
-                      f"{args.timeout} s; follow it with ledger replay --show {replay.pk}",
-                      file=sys.stderr)
+                      f"{args.timeout:g} s; follow it with ledger replay --show {replay.pk}"
+                      + (f" ({stuck})" if stuck else ""), file=sys.stderr)
                 return replay
             time.sleep(0.5)
 
@@ -128,10 +138,10 @@ def cmd_replay(args: argparse.Namespace, user: Actor) -> int:
         print(f"replay {replay.pk} waits for approval request {replay.approval_id} (an "
               "approver decides in /approvals/); it resumes on approval. Follow it with "
               f"ledger replay --show {replay.pk}")
-    return _report(replay, args, user)
+    return _report(replay, args, user, waited=not (args.inline or args.no_wait))
 
 
-def _report(replay: Any, args: argparse.Namespace, user: Actor) -> int:
+def _report(replay: Any, args: argparse.Namespace, user: Actor, waited: bool = False) -> int:
     from runs.services import redactor_for
 
     from .replay_present import redacted_divergence_report
@@ -143,7 +153,7 @@ def _report(replay: Any, args: argparse.Namespace, user: Actor) -> int:
         print_json(report)
     else:
         _print_report(replay, report)
-    return _outcome(replay)
+    return _outcome(replay, waited)
 
 
 def _follow_up(args: argparse.Namespace, user: Actor) -> int:

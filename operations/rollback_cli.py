@@ -8,6 +8,7 @@ from typing import Any
 
 from core.actors import Actor
 from core.cli_support import (
+    EXIT_INCOMPLETE,
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
@@ -53,6 +54,7 @@ def cmd_rollback(args: argparse.Namespace, user: Actor) -> int:
     while args.wait and time.monotonic() < deadline and Rollback.objects.filter(
             pk__in=ids, status__in=["queued", "running"]).exists():
         time.sleep(WAIT_POLL_SECONDS)
+    unfinished = False  # failed, partial, or still going when --wait ended: exit 5
     for row in Rollback.objects.filter(pk__in=ids).select_related("tool_call__tool").order_by(
             "position", "id"):
         line = (f"rollback {row.pk}\t{row.tool_call.call_id}\t{row.tool_call.tool.name}\t"
@@ -62,7 +64,9 @@ def cmd_rollback(args: argparse.Namespace, user: Actor) -> int:
         if row.remaining_side_effects:
             line += f"\tremaining: {row.remaining_side_effects}"
         print(line)
-    return EXIT_OK
+        if row.status in ("failed", "partial") or (args.wait and row.status != "succeeded"):
+            unfinished = True
+    return EXIT_INCOMPLETE if unfinished else EXIT_OK
 
 
 def add_commands(sub: Any) -> None:
