@@ -73,3 +73,13 @@ def test_approving_that_lifts_a_safeguard_is_warned_about(acme, alice, client, k
     assert warning in card(page, request)
     assert 'role="alert"' in card(page, request)
     assert "Careful" not in card(page, ordinary)
+
+
+def test_the_card_shows_the_arguments_at_the_approvers_clearance(acme, alice, client):
+    request = held(acme, arguments={"amount_cents": 50000,
+                                    "api_token": "sk_live_4eC39HqLyjWDarjtT1zdp7dc"})
+    client.force_login(alice)
+    shown = card(client.get("/approvals/").content.decode(), request)
+    assert "50000" in shown
+    assert "sk_live_4eC39HqLyjWDarjtT1zdp7dc" not in shown
+    assert "redacted" in shown
