@@ -204,6 +204,7 @@ class NotificationDelivery(TenantOwned):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name_plural = "notification deliveries"
         indexes = [models.Index(fields=["request", "created_at"], name="delivery_by_request")]
 
     def __str__(self) -> str:

@@ -1,0 +1,111 @@
+"""Each role starts at the home page and reaches its work by clicking, never by typing a URL,
+in a real browser; the home page fits a phone's width. Screenshots at 1440x900 and 390x844
+are kept as test artifacts (``LEDGER_TEST_ARTIFACTS``, default ``data/test-artifacts``)."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from approvals.models import ApprovalRequest, Status
+from approvals.services import request_approval
+from core.roles import Role
+from core.services import grant_role
+from incidents.services import open_incident
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ARTIFACTS = Path(os.environ.get("LEDGER_TEST_ARTIFACTS", "data/test-artifacts")) / "role-tours"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1440, "height": 900}
+
+
+def member(username: str, tenant: Any, *roles: str) -> User:
+    user = User.objects.create_user(username, password="pw-for-tests-only", is_staff=True)
+    for role in roles:
+        grant_role(user, role, tenant)
+    return user
+
+
+def shoot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+def start_at_home(live_server: Any, page: Any, login: Any, username: str) -> None:
+    login(username)
+    page.locator("#site-name a").click()  # the brand leads home
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def test_an_approver_decides_from_the_home_page(live_server, page, login, acme):
+    member("approver", acme, Role.APPROVE)
+    waiting = request_approval(acme, tool="refund_payment", action_class="write",
+                               arguments={"amount_cents": 50000}, requested_by="billing-bot")
+    start_at_home(live_server, page, login, "approver")
+    shoot(page, "approver-home")
+
+    page.locator("#panel-approvals a", has_text="refund_payment").click()
+    card = page.locator(f"#request-{waiting.pk}")
+    card.locator("textarea").fill("matches invoice 7")
+    card.locator("button[value=approve]").click()
+    page.wait_for_load_state()
+    assert "approved" in page.locator(".messagelist").inner_text()
+    assert ApprovalRequest.objects.get(pk=waiting.pk).status == Status.APPROVED
+    shoot(page, "approver-queue")
+
+
+def test_an_operator_reaches_an_open_incident_from_the_home_page(live_server, page, login, acme):
+    operator = member("operator", acme, Role.VIEW_LEDGER, Role.OPERATE)
+    incident = open_incident(acme, "Refunds sent twice", by=operator)
+    start_at_home(live_server, page, login, "operator")
+    shoot(page, "operator-home")
+
+    page.locator("#panel-incidents a", has_text="Refunds sent twice").click()
+    page.wait_for_url(f"{live_server.url}/incidents/acme/{incident.pk}/")
+    assert "Refunds sent twice" in page.content()
+    page.locator("nav.ledger-nav a", has_text="Divergences").click()
+    page.wait_for_url(f"{live_server.url}/divergences/")
+    shoot(page, "operator-incident")
+
+
+def test_an_auditor_reaches_exports_from_the_navigation(live_server, page, login, acme):
+    member("auditor", acme, Role.EXPORT)
+    start_at_home(live_server, page, login, "auditor")
+    nav = page.locator("nav.ledger-nav").inner_text()
+    assert "Exports" in nav
+    assert "Approvals" not in nav  # only what their roles use
+    page.locator("nav.ledger-nav a", has_text="Exports").click()
+    page.wait_for_url(f"{live_server.url}/exports/")
+    shoot(page, "auditor-exports")
+
+
+def test_a_reader_opens_a_failed_run_from_the_home_page(live_server, page, login, acme, record):
+    member("reader", acme, Role.VIEW_LEDGER)
+    started = timezone.now() - timedelta(minutes=5)
+    record(acme, {"run_id": "run-failed-1", "agent_id": "billing-agent", "goal": "refund 7",
+                  "status": "failed", "started_at": started.isoformat(),
+                  "ended_at": (started + timedelta(seconds=2)).isoformat()})
+    start_at_home(live_server, page, login, "reader")
+    page.locator("#panel-failed-runs a", has_text="run-failed-1").click()
+    page.wait_for_url(f"{live_server.url}/runs/acme/run-failed-1/")
+    shoot(page, "reader-timeline")
+
+
+def test_the_home_page_fits_a_phone_without_scrolling_sideways(live_server, page, login, acme):
+    member("everyone", acme, *[role.value for role in Role])
+    request_approval(acme, tool="a_tool_with_a_rather_long_name_for_a_phone_screen",
+                     action_class="exfil", arguments={}, requested_by="agent")
+    start_at_home(live_server, page, login, "everyone")
+    page.set_viewport_size(PHONE)
+    overflow = page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{overflow} px wider than the screen"
+    shoot(page, "everyone-home")
