@@ -4,6 +4,8 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
 from core.admin_base import TenantScopedAdmin
 from core.roles import Role
@@ -20,7 +22,7 @@ class ApprovalRequestAdmin(TenantScopedAdmin):
 
     view_role = Role.APPROVE
     list_display = ["id", "kind", "tool", "action_class", "status", "requested_by", "run_id",
-                    "approvals_needed", "due_at", "decided_at", "used_by", "tenant"]
+                    "approvals_needed", "due_at", "decided_at", "used_by", "in_queue", "tenant"]
     list_filter = ["status", "kind", "action_class"]
     list_select_related = ["tenant", "consumed_by"]
     ordering = ["-id"]
@@ -31,6 +33,14 @@ class ApprovalRequestAdmin(TenantScopedAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return self.get_readonly_fields(request, obj)
+
+    @admin.display(description="queue")
+    def in_queue(self, approval: ApprovalRequest) -> str:
+        """Where a pending request is decided: its card in the approval queue."""
+        if approval.status != "pending":
+            return "-"
+        return format_html('<a href="{}#request-{}">decide in the queue</a>',
+                           reverse("approval-queue"), approval.pk)
 
     @admin.display(description="used by")
     def used_by(self, approval: ApprovalRequest) -> str:

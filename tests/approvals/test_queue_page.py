@@ -83,3 +83,10 @@ def test_the_card_shows_the_arguments_at_the_approvers_clearance(acme, alice, cl
     assert "50000" in shown
     assert "sk_live_4eC39HqLyjWDarjtT1zdp7dc" not in shown
     assert "redacted" in shown
+
+
+def test_the_admin_list_links_a_pending_request_to_its_queue_card(acme, alice, client):
+    pending = held(acme)
+    client.force_login(alice)
+    listed = client.get("/admin/approvals/approvalrequest/").content.decode()
+    assert f'href="/approvals/#request-{pending.pk}"' in listed
