@@ -26,7 +26,7 @@ demo-data: install
 	DEBUG=1 $(BIN)/python manage.py seed_demo
 
 demo: demo-data
-	@echo "Portal at http://$(DEMO_ADDR)/admin/ (API docs at /api/docs/)"
+	@echo "Portal at http://$(DEMO_ADDR)/ (admin at /admin/, API docs at /api/docs/)"
 	DEBUG=1 $(BIN)/python manage.py runserver $(DEMO_ADDR)
 
 # The Celery worker with beat (tenant digests); on the embedded default it needs no server.

@@ -66,3 +66,30 @@ def test_the_demo_seeds_tenants_roles_runs_and_a_key(db, capsys):
     call_command("seed_demo", runs=12)  # a second seed leaves the ledger as it is
     assert agent_runs.count() == 12
     assert ApiKey.objects.filter(revoked_at__isnull=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_demo_lets_four_eyes_work_without_the_superuser(capsys):
+    """Two approvers and two governors, pending requests (an exfil one needs both approvers),
+    an open incident and an approval route: each role has work waiting on its home page."""
+    from approvals.models import ApprovalRequest, ApprovalRoute
+    from approvals.queue import pending_queue, queue_entries
+    from incidents.models import Incident
+
+    call_command("seed_demo", runs=6)
+    out = capsys.readouterr().out
+    acme = Tenant.objects.get(slug="acme")
+    for username in ("approver", "approver2"):
+        assert has_role(User.objects.get(username=username), "approve", acme)
+        assert username in out
+    for username in ("governor", "governor2"):
+        assert has_role(User.objects.get(username=username), "manage_policies", acme)
+    exfil = ApprovalRequest.objects.get(tenant=acme, status="pending", action_class="exfil")
+    assert exfil.approvals_needed == 2
+    approver = User.objects.get(username="approver")
+    assert len([e for e in queue_entries(pending_queue(approver), approver) if e.may_decide]) >= 3
+    assert Incident.objects.filter(tenant=acme, status="open").exists()
+    assert ApprovalRoute.objects.filter(tenant=acme, enabled=True).exists()
+
+    call_command("seed_demo", runs=6)  # seeding again adds no second set
+    assert ApprovalRequest.objects.filter(tenant=acme, action_class="exfil").count() == 1

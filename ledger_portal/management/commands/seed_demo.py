@@ -1,7 +1,11 @@
-"""Demo data: two tenants, one user per role, an agent API key and a few hundred runs.
+"""Demo data: two tenants, a user per role (two approvers and two governors, so four-eyes
+works without the superuser), an agent API key, a few hundred runs, and work waiting for each
+role: pending approval requests (one exfil request that needs both approvers), an open incident
+linked to a failed run, and an approval route.
 
 Runs come from the benchmark generator and go through the ingestion service, exactly as an
-agent's batches would. Seeding twice leaves the ledger as it is and resets the demo passwords.
+agent's batches would; the rest goes through the services too. Seeding twice leaves the data as
+it is and resets the demo passwords. It lives in the project shell because it seeds every app.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ TENANTS = {"acme": "Acme Corp", "globex": "Globex Industries"}
 DEMO_USERS = {
     "viewer": [Role.VIEW_LEDGER],
     "approver": [Role.VIEW_LEDGER, Role.APPROVE],
+    "approver2": [Role.VIEW_LEDGER, Role.APPROVE],
     "governor": [Role.VIEW_LEDGER, Role.MANAGE_POLICIES],
+    "governor2": [Role.VIEW_LEDGER, Role.MANAGE_POLICIES],
     "operator": [Role.VIEW_LEDGER, Role.OPERATE, Role.VIEW_CONFIDENTIAL],
     "auditor": [Role.VIEW_LEDGER, Role.EXPORT],
     "investigator": [Role.VIEW_LEDGER, Role.VIEW_UNREDACTED],
@@ -62,11 +68,12 @@ class Command(BaseCommand):
                    tenants["globex"])
         credentials.append(("globex-viewer", "view_ledger on globex", password))
         key = self._api_key(tenants["acme"])
+        self._seed_waiting_work(tenants["acme"])
         for tenant in tenants.values():
             seal_tenant_digest(tenant)
 
         out = self.stdout
-        out.write(self.style.SUCCESS("\nDemo ready. Sign in at /admin/ with:"))
+        out.write(self.style.SUCCESS("\nDemo ready. Sign in at http://127.0.0.1:8000/ with:"))
         for username, what, password in credentials:
             out.write(f"  {username:<14} {password:<24} {what}")
         if key:
@@ -89,6 +96,35 @@ class Command(BaseCommand):
             result = ingest_batch(tenant, parse_batch({"runs": batch}), recorded_by="demo")
             created += result.created["tool_calls"]
         self.stdout.write(f"{tenant.slug}: {count} runs, {created} tool calls")
+
+    def _seed_waiting_work(self, tenant: Tenant) -> None:
+        """Something for each role to find on its home page, once."""
+        from approvals.models import ApprovalRequest, ApprovalRoute, Channel
+        from approvals.services import request_approval
+        from incidents.choices import Severity
+        from incidents.services import link_to_incident, open_incident
+
+        if ApprovalRequest.objects.filter(tenant=tenant).exists():
+            return
+        ApprovalRoute.objects.create(tenant=tenant, name="acme approvers by e-mail",
+                                     channel=Channel.EMAIL)
+        runs = list(Run.objects.filter(tenant=tenant).exclude(agent__agent_id="ledger-portal")
+                    .order_by("-started_at")[:3])
+        asks = [("refund_payment", "write", {"order": "A-1042", "amount_cents": 12900}),
+                ("delete_customer_records", "delete", {"customer": "cus_381"}),
+                ("send_report", "exfil", {"to": "partner@example.com", "rows": 4200})]
+        for (tool, action_class, arguments), run in zip(asks, runs, strict=False):
+            request_approval(tenant, tool=tool, action_class=action_class, arguments=arguments,
+                             run_id=run.run_id, agent_id=run.agent.agent_id,
+                             requested_by=run.agent.agent_id)
+        failed = Run.objects.filter(tenant=tenant, status="failed").first()
+        operator = User.objects.get(username="operator")
+        incident = open_incident(tenant, "Refunds sent twice to the same customer",
+                                 by=operator, severity=Severity.HIGH, ticket_ids=["PD-1042"])
+        if failed is not None:
+            link_to_incident(incident, by=operator, run_ids=[failed.run_id])
+        self.stdout.write(f"{tenant.slug}: {len(asks)} approval requests pending, "
+                          f"{incident.reference} open")
 
     @staticmethod
     def _user(username: str, superuser: bool = False) -> str:
