@@ -56,7 +56,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 __all__ = [
     "DETECTORS",
@@ -893,7 +893,9 @@ class Redactor:
                 if len(kinds) >= _KIND_CACHE_LIMIT:
                     kinds.clear()
                 kinds[text] = kind
-        return cast(str | None, kind)
+        # the hottest line of redaction: a cast() here cost ~0.1 us a string (bench.redaction
+        # +4-6%), so the checker is told instead
+        return kind  # type: ignore[no-any-return]
 
     def _plain(self, value: Any, path: str) -> Any:
         """The walk where no declared label or rule can apply (the common case). Leaves are
