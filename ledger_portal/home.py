@@ -54,16 +54,16 @@ def _panel(key: str, title: str, empty: str, url: str, rows: list[Any],
 
 
 def approvals_panel(user: Viewer) -> Panel:
-    from approvals.queue import pending_queue, queue_entries
+    from approvals.queue import pending_queue, why_not_decide
 
-    mine = [e for e in queue_entries(pending_queue(user, limit=50), user) if e.may_decide]
+    # only whether they may decide: the panel shows no arguments, so none are redacted here
+    mine = [r for r in pending_queue(user, limit=50) if not why_not_decide(r, user)]
     return _panel("approvals", "Approval requests you may decide",
                   "No request waits for your decision.", reverse("approval-queue"), mine,
-                  lambda e: Item(f"{e.request.get_kind_display()}: {e.request.tool} "
-                                 f"({e.request.action_class})",
-                                 reverse("approval-queue") + f"#request-{e.request.pk}",
-                                 f"{e.request.tenant.slug} · due "
-                                 f"{timezone.localtime(e.request.due_at):%Y-%m-%d %H:%M %Z}"))
+                  lambda r: Item(f"{r.get_kind_display()}: {r.tool} ({r.action_class})",
+                                 reverse("approval-queue") + f"#request-{r.pk}",
+                                 f"{r.tenant.slug} · due "
+                                 f"{timezone.localtime(r.due_at):%Y-%m-%d %H:%M %Z}"))
 
 
 def incidents_panel(user: Viewer) -> Panel:
