@@ -137,3 +137,50 @@ def test_a_backtest_can_be_narrowed_to_agents_and_tools(acme, alice, publish, re
     narrowed = calls.filter(run__agent__agent_id=agent, tool__name=tool)
     assert test.total == test.changed == narrowed.count() < calls.count()
     assert set(test.counts) == {tool}
+
+
+def test_a_governor_chooses_the_window_agents_and_tools_and_reads_every_changed_call(
+        acme, globex, alice, publish, record, make_run, client):
+    record(acme, *[make_run() for _ in range(8)])
+    record(globex, make_run("globex"))
+    tools = publish([{"name": "allow all", "effect": "allow"}])
+    draft = create_draft(tools.policy, by=alice, change_note="block exfil")
+    Rule.objects.create(tenant=acme, version=draft, name="no exfil", action_classes=["exfil"],
+                        effect="deny")
+    exfil = ToolCall.objects.filter(tenant=acme, action_class="exfil").select_related(
+        "tool", "run")
+    tool = exfil.first().tool.name
+    client.force_login(alice)
+    form_url = reverse("admin:policies_policyversion_backtest", args=[draft.pk])
+
+    form = client.get(form_url).content.decode()
+    assert f'value="{tool}"' in form
+    assert not any(f'value="{name}"' in form for name in ToolCall.objects.filter(
+        tenant=globex).exclude(tool__name__in=ToolCall.objects.filter(tenant=acme).values(
+            "tool__name")).values_list("tool__name", flat=True))  # no other tenant's tools
+    backwards = client.post(form_url, {"window_from": "2026-12-01T10:00",
+                                       "window_to": "2026-11-01T10:00"})
+    assert "The window must end after it starts." in backwards.content.decode()
+    assert not BackTest.objects.exists()  # nothing half-written
+
+    response = client.post(form_url, {"window_from": "2000-01-01T00:00",
+                                      "window_to": "2100-01-01T00:00", "tools": [tool]})
+    test = BackTest.objects.get(version=draft)
+    assert response.status_code == 302 and test.tools == [tool]
+    run_backtest.apply(args=(test.pk,))
+
+    page = client.get(reverse("admin:policies_backtest_change", args=[test.pk])).content.decode()
+    for call in exfil.filter(tool__name=tool):
+        assert f"/runs/acme/{call.run.run_id}/#tool_call-{call.call_id}" in page
+    assert "allow → deny" in page and 'id="backtest-tools"' in page
+
+
+def test_another_tenants_backtest_is_a_404(acme, globex, alice, charlie, publish, client):
+    version = publish([])
+    test = start_backtest(create_draft(version.policy, by=alice, change_note="x"), *WINDOW,
+                          by=alice)
+    client.force_login(charlie)
+    assert client.get(reverse("admin:policies_backtest_change", args=[test.pk])
+                      ).status_code == 404
+    assert client.get(reverse("admin:policies_policyversion_backtest", args=[test.version_id])
+                      ).status_code == 404
