@@ -12,11 +12,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
 from core.actors import Actor, person_of
 from core.jobs import enqueue_on_commit
+from core.roles import Role
+from core.tenancy import has_role
 from core.watchdog import beat, claim_stalled, waiting_in_outbox
 from runs.models import ToolCall
 
@@ -36,6 +39,9 @@ def start_backtest(version: PolicyVersion, window_from: datetime, window_to: dat
     the window, only those of ``agents`` and ``tools`` when given."""
     from .tasks import run_backtest
 
+    if not has_role(by, Role.MANAGE_POLICIES, version.tenant_id):
+        raise PermissionDenied("back-testing a policy version needs the manage_policies role "
+                               "on its tenant")
     if window_from >= window_to:
         raise PolicyError("the window must end after it starts")
     if window_from > timezone.now():

@@ -91,7 +91,12 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     from policies.models import GovernedException
     from policies.services import publish_policy_version
 
+    from core.services import grant_role
+    from runs.governance_log import setting_up
+
     publisher = User.objects.create_user("publisher-of-acme")
+    with setting_up():
+        grant_role(publisher, "manage_policies", acme)
     published = publish_policy_version(version, by=publisher)
     exception = request_exception(acme, by=publisher, tool="delete_*", policy_version=published,
                                   justification="backlog", starts_at=timezone.now(),

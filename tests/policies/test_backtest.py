@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -184,3 +185,13 @@ def test_another_tenants_backtest_is_a_404(acme, globex, alice, charlie, publish
                       ).status_code == 404
     assert client.get(reverse("admin:policies_policyversion_backtest", args=[test.version_id])
                       ).status_code == 404
+
+
+def test_only_a_governor_of_the_tenant_backtests(acme, alice, bob, charlie, publish):
+    from django.core.exceptions import PermissionDenied
+
+    draft = create_draft(publish([]).policy, by=alice, change_note="x")
+    for outsider in (bob, charlie):  # ingest only on acme; every role, but on globex
+        with pytest.raises(PermissionDenied):
+            start_backtest(draft, *WINDOW, by=outsider)
+    assert not BackTest.objects.exists()
