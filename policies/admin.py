@@ -262,6 +262,8 @@ class DecisionAdmin(ExactSearchAdmin):
 @admin.register(GovernedException)
 class GovernedExceptionAdmin(GovernedAdmin):
     """Exceptions are requested here and granted by someone else (two people for exfil)."""
+    # written from what agents did (a customer's case): redacted like ledger content
+    content_fields = ("justification",)
 
     list_display = ["__str__", "tenant", "tool", "agent_id", "action_class", "effect",
                     "status", "starts_at", "ends_at", "requested_by", "granted_by"]

@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ WRITE_ONLY = {
     "api:incident-freeze", "api:incident-mitigate", "api:incident-close",
     "api:decision-create", "api:approval-withdraw", "api:approval-decision", "otlp-traces",
     "replay-step-follow-up",
-    "run-replay",
+    "run-replay", "api:backtest-start", "api:exception-grant", "api:exception-revoke",
 }
 # A replay that diverged exits 4 (as `ledger verify` on tampering), for scripts to see.
 # A rollback asked inside the test's transaction is queued until a commit that never comes, so
@@ -111,7 +112,10 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
             "/api/v1/rollbacks/", {"call_id": "run-refunds-c2"}, format="json")
     assert answer.status_code == 202, answer.content
     export = export_now(acme, alice, window=WINDOW)
+    version, backtest, exception = governed(acme, alice)
     return {
+        "version_id": [version.pk], "backtest_id": [backtest.pk],
+        "exception_id": [exception.pk],
         "tenant": ["acme"], "slug": ["acme"],
         "run_id": [RUN_ID, REPLAYED, "run-refunds", run_id_for(trace_id)],
         "replay_id": [replay.pk], "seq": [replay.steps.order_by("seq").first().seq],
@@ -122,6 +126,37 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
         "approval": list(ApprovalRequest.objects.values_list("pk", flat=True)),
         "incident": [incident.pk],
     }
+
+
+def governed(acme: Any, alice: Any) -> tuple[Any, Any, Any]:
+    """A published policy, a back-test of a draft over the planted runs, and a governed
+    exception whose justification quotes a secret."""
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from core.services import grant_role
+    from policies.backtest import start_backtest
+    from policies.exceptions import request_exception
+    from policies.models import Policy, Rule
+    from policies.services import create_draft, publish_policy_version
+    from policies.tasks import run_backtest
+    from runs.governance_log import setting_up
+
+    with setting_up():
+        second = User.objects.create_user("walk-publisher")
+        grant_role(second, "manage_policies", acme)
+    policy = Policy.objects.create(tenant=acme, name="walk-policy")
+    published = publish_policy_version(create_draft(policy, by=alice, change_note="first"),
+                                       by=second)
+    draft = create_draft(policy, by=alice, change_note="deny all")
+    Rule.objects.create(tenant=acme, version=draft, name="deny all", effect="deny")
+    backtest = start_backtest(draft, *WINDOW, by=alice)
+    run_backtest.apply(args=(backtest.pk,))
+    exception = request_exception(acme, by=alice, tool="refund_payment",
+                                  policy_version=published, starts_at=timezone.now(),
+                                  ends_at=timezone.now() + timedelta(hours=1),
+                                  justification=f"case of {SECRETS[15].value}")
+    return published, backtest, exception
 
 
 def otlp_trace_with_secrets() -> tuple[str, list[Any]]:

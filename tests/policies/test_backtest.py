@@ -167,13 +167,15 @@ def test_a_governor_chooses_the_window_agents_and_tools_and_reads_every_changed_
     response = client.post(form_url, {"window_from": "2000-01-01T00:00",
                                       "window_to": "2100-01-01T00:00", "tools": [tool]})
     test = BackTest.objects.get(version=draft)
-    assert response.status_code == 302 and test.tools == [tool]
+    assert response.status_code == 302
+    assert test.tools == [tool]
     run_backtest.apply(args=(test.pk,))
 
     page = client.get(reverse("admin:policies_backtest_change", args=[test.pk])).content.decode()
     for call in exfil.filter(tool__name=tool):
         assert f"/runs/acme/{call.run.run_id}/#tool_call-{call.call_id}" in page
-    assert "allow → deny" in page and 'id="backtest-tools"' in page
+    assert "allow → deny" in page
+    assert 'id="backtest-tools"' in page
 
 
 def test_another_tenants_backtest_is_a_404(acme, globex, alice, charlie, publish, client):
