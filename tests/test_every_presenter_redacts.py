@@ -56,7 +56,8 @@ WRITE_ONLY = {
 # A replay that diverged exits 4 (as `ledger verify` on tampering), for scripts to see.
 # A rollback asked inside the test's transaction is queued until a commit that never comes, so
 # its --wait ends with it unfinished: 5.
-EXPECTED_EXIT = {"replay": (0, 4), "rollback": (0, 5)}
+# The walk acts as alice, who asked for the exception: granting it is refused (four-eyes), 3.
+EXPECTED_EXIT = {"replay": (0, 4), "rollback": (0, 5), "exceptions grant": (3,)}
 # Query strings a page needs to show anything beyond its empty form.
 QUERIES = {"find-run": {"q": "billing-agent"}, "api:decision-list": {"run_id": RUN_ID}}
 
@@ -288,6 +289,8 @@ def _cli_walk(world: dict[str, list[Any]], tmp: Path) -> dict[str, list[list[str
     """How the walk reads each command back. Every command is here: the ones that write get
     an invocation whose answer is checked too (it may echo what it wrote)."""
     incident, replay = str(world["incident_id"][0]), str(world["replay_id"][0])
+    version, backtest = str(world["version_id"][0]), str(world["backtest_id"][0])
+    exception = str(world["exception_id"][0])
     approvals = [str(pk) for pk in world["approval"]]
     shows = [["show", run_id, *extra] for run_id in world["run_id"]
              for extra in ([], ["--json"], ["--full"])]
@@ -324,6 +327,16 @@ def _cli_walk(world: dict[str, list[Any]], tmp: Path) -> dict[str, list[list[str
         # Its answer is the key itself: what view_unredacted holders are given, recorded.
         "commitment-key": [["commitment-key", "--tenant", "acme", "--rotate"]],
         "rollback": [["rollback", "--call-id", "run-refunds-c3", "--wait", "5"]],
+        "versions": [["versions"], ["versions", "--json"]],
+        "backtest show": [["backtest", "show", backtest], ["backtest", "show", backtest,
+                                                          "--json"]],
+        "backtest start": [["backtest", "start", version, "--from", "2000-01-01", "--to",
+                            "2100-01-01", "--json"]],
+        "exceptions list": [["exceptions", "list"], ["exceptions", "list", "--json"]],
+        "exceptions request": [["exceptions", "request", "--version", version, "--tool",
+                                "refund_payment", "-j", "walked"]],
+        "exceptions grant": [["exceptions", "grant", exception]],
+        "exceptions revoke": [["exceptions", "revoke", exception]],
     }
 
 

@@ -195,10 +195,10 @@ class ExceptionSerializer(serializers.ModelSerializer[GovernedException]):
         if request is not None:
             # Published versions of the tenants where the person may ask: another tenant's
             # version id is "does not exist", like every other id outside your tenants.
-            self.fields["policy_version"].queryset = _askable_versions(request.user)
+            self.fields["policy_version"].queryset = askable_versions(request.user)
 
 
-def _askable_versions(user: Any) -> QuerySet[PolicyVersion]:
+def askable_versions(user: Any) -> QuerySet[PolicyVersion]:
     from core.tenancy import allowed_tenant_ids
 
     ids: set[int] = set()
