@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
-import json
-from functools import partial
+from functools import partial, partialmethod
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
+from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html
 
@@ -20,6 +17,7 @@ from core.admin_base import ExactSearchAdmin, ScopedHistoryAdmin, TenantScopedAd
 from core.roles import Role
 
 from . import exceptions, services
+from .admin_authoring import DraftAddForm, RuleForm, chosen_default, diff_view, try_condition_view
 from .admin_backtests import backtest_form_view  # its module registers BackTestAdmin too
 from .models import (
     Decision,
@@ -77,9 +75,22 @@ class PolicyAdmin(GovernedAdmin):
 
 class RuleInline(admin.TabularInline[Rule, PolicyVersion]):
     model = Rule
+    form = RuleForm
     fields = ["position", "name", "tool", "action_classes", "agents", "modes", "outage",
               "condition", "effect"]
     extra = 0
+
+    class Media:
+        # checks each condition as it is typed, and tries it on a recorded call
+        js = ("policies/rule_conditions.js",)
+        css = {"all": ("policies/rules.css",)}
+
+    def get_formset(self, request: HttpRequest, obj: Any = None, **kwargs: Any) -> Any:
+        # the agents offered are the version's tenant's, never another tenant's names
+        tenant_id = obj.tenant_id if obj is not None else None
+        kwargs["form"] = type("TenantRuleForm", (RuleForm,), {
+            "__init__": partialmethod(RuleForm.__init__, tenant_id=tenant_id)})
+        return super().get_formset(request, obj, **kwargs)
 
     # Rules carry no global model permissions: they are editable exactly when their version is
     # a draft the user may change (a tenant role, checked by the version's admin).
@@ -122,18 +133,25 @@ class PolicyVersionAdmin(GovernedAdmin):
             return False
         return super().has_change_permission(request, obj)
 
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
+                 **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = DraftAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
-            return ["policy", "change_note"]
-        return ["policy", "number", "status", *PolicyVersion.DECIDING_FIELDS, "change_note",
-                "author", "created_at", "publisher", "published_at", "retired_at", "checksum",
-                "compare", "backtest_link"]
+            return ["policy", "default", "change_note"]
+        return ["policy", "number", "status", "copied_from", *PolicyVersion.DECIDING_FIELDS,
+                "change_note", "author", "created_at", "publisher", "published_at",
+                "retired_at", "checksum", "compare", "backtest_link"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return []
-        fixed = ["policy", "number", "status", "author", "created_at", "publisher",
-                 "published_at", "retired_at", "checksum", "compare", "backtest_link"]
+        fixed = ["policy", "number", "status", "copied_from", "author", "created_at",
+                 "publisher", "published_at", "retired_at", "checksum", "compare",
+                 "backtest_link"]
         return fixed if obj.is_draft else [*fixed, *PolicyVersion.DECIDING_FIELDS,
                                            "change_note"]
 
@@ -152,7 +170,8 @@ class PolicyVersionAdmin(GovernedAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        draft = services.create_draft(obj.policy, by=actor_of(request), change_note=obj.change_note)
+        draft = services.create_draft(obj.policy, by=actor_of(request),
+                                      change_note=obj.change_note, **chosen_default(form))
         obj.pk, obj.number, obj.tenant_id = draft.pk, draft.number, draft.tenant_id
         obj._state.adding = False
 
@@ -162,6 +181,18 @@ class PolicyVersionAdmin(GovernedAdmin):
             rule.save()
         for rule in formset.deleted_objects:
             rule.delete()
+
+    @admin.display(description="copied from")
+    def copied_from(self, version: PolicyVersion) -> str:
+        base = version.based_on
+        if base is None:
+            return "nothing: the policy's first version" if version.number == 1 else "—"
+        return format_html(
+            '<a href="{}">v{}</a> ({}{}) · <a href="{}">what this version changes</a>',
+            reverse("admin:policies_policyversion_change", args=[base.pk]), base.number,
+            base.status, ", published when this was drafted" if base.published_at and (
+                base.published_at <= version.created_at) else "",
+            reverse("admin:policies_policyversion_diff", args=[base.pk, version.pk]))
 
     @admin.display(description="checksum")
     def checksum_short(self, version: PolicyVersion) -> str:
@@ -206,34 +237,18 @@ class PolicyVersionAdmin(GovernedAdmin):
                 messages.SUCCESS)
 
     def get_urls(self) -> list[Any]:
-        diff = path("<id:old>/diff/<id:new>/", self.admin_site.admin_view(self.diff_view),
-                    name="policies_policyversion_diff")
+        diff = path("<id:old>/diff/<id:new>/", self.admin_site.admin_view(
+            partial(diff_view, self)), name="policies_policyversion_diff")
+        trial = path("<id:pk>/try-condition/", self.admin_site.admin_view(
+            partial(try_condition_view, self)), name="policies_policyversion_try_condition")
         backtest = path("<id:pk>/backtest/", self.admin_site.admin_view(
             partial(backtest_form_view, self)), name="policies_policyversion_backtest")
-        return [diff, backtest, *super().get_urls()]
+        return [diff, backtest, trial, *super().get_urls()]
 
     @admin.display(description="back-test")
     def backtest_link(self, version: PolicyVersion) -> str:
         url = reverse("admin:policies_policyversion_backtest", args=[version.pk])
         return format_html('<a href="{}">Back-test this version on recorded calls…</a>', url)
-
-    def diff_view(self, request: HttpRequest, old: int, new: int) -> HttpResponse:
-        """Two versions side by side."""
-        versions = {v.pk: v for v in self.get_queryset(request).filter(pk__in=[old, new])}
-        if len(versions) != 2 or versions[old].policy_id != versions[new].policy_id:
-            raise Http404("No such pair of versions among your policies.")
-
-        def lines(version: PolicyVersion) -> list[str]:
-            content = services.version_content(version)
-            return json.dumps(content, indent=2, sort_keys=True).splitlines()
-
-        table = difflib.HtmlDiff(wrapcolumn=70).make_table(
-            lines(versions[old]), lines(versions[new]), f"v{versions[old].number}",
-            f"v{versions[new].number}", context=False)
-        return TemplateResponse(request, "policies/diff.html", {
-            **self.admin_site.each_context(request), "title": f"{versions[new].policy.name}: "
-            f"v{versions[old].number} → v{versions[new].number}", "table": table,
-            "old": versions[old], "new": versions[new], "opts": self.model._meta})
 
 
 @admin.register(Decision)

@@ -93,6 +93,10 @@ class PolicyVersion(TenantOwned):
         max_length=20, choices=Effect.choices, default=Effect.DENY,
         help_text="The effect when OPA cannot answer in time (fail closed by default).")
     change_note = models.TextField(help_text="What changes, and why.")
+    based_on = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The version this draft was copied from (the published one, when it was "
+        "drafted), if any.")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -65,7 +65,7 @@ def create_draft(policy: Policy, *, by: Actor, change_note: str,
                  if base is not None else {"default_effect": Effect.ALLOW})
     draft = PolicyVersion.objects.create(
         tenant=policy.tenant, policy=policy, number=number, change_note=change_note,
-        author=person_of(by), **{**inherited, **deciding})
+        based_on=base, author=person_of(by), **{**inherited, **deciding})
     if base is not None:
         Rule.objects.bulk_create([
             Rule(tenant=policy.tenant, version=draft, position=r.position, name=r.name,

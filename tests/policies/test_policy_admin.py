@@ -15,8 +15,8 @@ def rules_formset(*rules: dict, prefix: str = "rules") -> dict:
     data = {f"{prefix}-TOTAL_FORMS": str(len(rules)), f"{prefix}-INITIAL_FORMS": "0",
             f"{prefix}-MIN_NUM_FORMS": "0", f"{prefix}-MAX_NUM_FORMS": "1000"}
     for i, rule in enumerate(rules):
-        for key, value in {"position": i, "tool": "*", "action_classes": "[]", "agents": "[]",
-                           "modes": "[]", "outage": "any", "condition": "", **rule}.items():
+        for key, value in {"position": i, "tool": "*", "action_classes": [], "agents": [],
+                           "modes": [], "outage": "any", "condition": "", **rule}.items():
             data[f"{prefix}-{i}-{key}"] = value
     return data
 
@@ -25,7 +25,8 @@ def test_draft_edit_publish_and_compare(acme, alice, dave, client):
     policy = Policy.objects.create(tenant=acme, name="tools")
     client.force_login(alice)
     add = client.post(reverse("admin:policies_policyversion_add"),
-                      {"policy": policy.pk, "change_note": "first rules", **rules_formset()})
+                      {"policy": policy.pk, "default": "inherit", "change_note": "first rules",
+                       **rules_formset()})
     assert add.status_code == 302, add.content
     draft = PolicyVersion.objects.get(policy=policy)
     assert draft.author == alice
@@ -40,7 +41,7 @@ def test_draft_edit_publish_and_compare(acme, alice, dave, client):
     good = client.post(change_url, {**EMBEDDED, "default_effect": "allow",
                                     "change_note": "first rules",
                                     **rules_formset({"name": "no deletes", "effect": "deny",
-                                                     "action_classes": '["delete"]'})})
+                                                     "action_classes": ["delete"]})})
     assert good.status_code == 302, good.content
     assert draft.rules.count() == 1
 
@@ -59,7 +60,8 @@ def test_draft_edit_publish_and_compare(acme, alice, dave, client):
 
     client.force_login(alice)
     client.post(reverse("admin:policies_policyversion_add"),
-                {"policy": policy.pk, "change_note": "second", **rules_formset()})
+                {"policy": policy.pk, "default": "inherit", "change_note": "second",
+                 **rules_formset()})
     second = PolicyVersion.objects.get(policy=policy, number=2)
     assert [r.name for r in second.rules.all()] == ["no deletes"]
     diff = client.get(reverse("admin:policies_policyversion_diff", args=[draft.pk, second.pk]))
