@@ -4,6 +4,8 @@ each made by the real services against that server; seeding twice adds nothing."
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,17 @@ def test_without_jobs_the_seed_runs_no_replay_rollback_or_export(demo_tool_serve
     assert not Rollback.objects.filter(tenant=acme).exists()
     assert not AuditExport.objects.filter(tenant=acme).exists()
     assert demo_tool_server.seen == []
+
+
+def test_the_auditor_verifies_the_downloaded_export_with_the_ledger_command(seeded, tmp_path):
+    """The tour's last step, as the auditor types it: the installed ``ledger`` script, in a
+    shell of its own (no Django set up beforehand)."""
+    export = AuditExport.objects.get(tenant=seeded)
+    bundle = tmp_path / "download.tar"
+    with export_storage().open(export.file, "rb") as source:
+        bundle.write_bytes(source.read())
+    ledger = Path(sys.executable).with_name("ledger")
+    done = subprocess.run([str(ledger), "verify-export", str(bundle), "--public-key",
+                           signing.public_key_b64()], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
