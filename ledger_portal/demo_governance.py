@@ -5,7 +5,9 @@ the other confirms it)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -28,16 +30,16 @@ from runs.sample_runs import TOOLS
 
 BASELINE = "acme-baseline"
 # (name, rule fields): what the published version decides besides its default (allow)
-BASELINE_RULES = [
+BASELINE_RULES: list[tuple[str, Mapping[str, Any]]] = [
     ("exfil needs a person", {"action_classes": ["exfil"], "effect": Effect.REQUIRE_APPROVAL}),
     ("deletes need a person", {"action_classes": ["delete"], "effect": Effect.REQUIRE_APPROVAL}),
 ]
-LARGE_REFUNDS = ("large refunds need a person",
+LARGE_REFUNDS: tuple[str, Mapping[str, Any]] = ("large refunds need a person",
                  {"tool": "refund_payment", "condition": "args.amount_cents > 50000",
                   "effect": Effect.REQUIRE_APPROVAL})
 
 
-def _add_rules(version: PolicyVersion, rules: list[tuple[str, dict[str, object]]]) -> None:
+def _add_rules(version: PolicyVersion, rules: list[tuple[str, Mapping[str, Any]]]) -> None:
     start = version.rules.count()
     for position, (name, fields) in enumerate(rules, start=start):
         Rule.objects.create(tenant=version.tenant, version=version, position=position, name=name,

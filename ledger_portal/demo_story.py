@@ -35,6 +35,7 @@ from operations.rollback import attempt_rollback, request_rollback
 from policies.services import frozen_tools
 from runs.ingest_schema import parse_batch
 from runs.models import Run, ToolCall
+from runs.sample_runs import TOOLS
 from runs.services import ingest_batch
 
 RUN_ID = "acme-refund-1042"
@@ -86,7 +87,7 @@ def story_run(started: datetime) -> dict[str, Any]:
                       "action_class": action_class, "input": arguments,
                       "output": recorded_output(n, tool, arguments), "status": "succeeded",
                       "started_at": _ts(now), "ended_at": _ts(ended), "idempotency_key": key,
-                      "supports_rollback": demo_tools.TOOLS[tool][1],
+                      "supports_rollback": TOOLS[tool][1],
                       "classifications": labels if "customer" in arguments else {}})
         now = ended
     return {"run_id": RUN_ID, "agent_id": "support-triage", "agent_name": "Support Triage",
@@ -98,9 +99,10 @@ def story_run(started: datetime) -> dict[str, Any]:
 
 def record_story_run(tenant: Tenant) -> Run:
     if not Run.objects.filter(tenant=tenant, run_id=RUN_ID).exists():
-        run = story_run(timezone.now() - timedelta(minutes=40))
-        ingest_batch(tenant, parse_batch({"runs": [run]}), recorded_by="demo")
-    return Run.objects.select_related("tenant", "agent").get(tenant=tenant, run_id=RUN_ID)
+        batch = {"runs": [story_run(timezone.now() - timedelta(minutes=40))]}
+        ingest_batch(tenant, parse_batch(batch), recorded_by="demo")
+    run: Run = Run.objects.select_related("tenant", "agent").get(tenant=tenant, run_id=RUN_ID)
+    return run
 
 
 def diverging_replay(run: Run, *, by: User) -> Replay:

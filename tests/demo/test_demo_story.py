@@ -120,6 +120,7 @@ def test_a_live_replay_of_the_story_reaches_the_running_tool_server(seeded, demo
     run = Run.objects.get(tenant=seeded, run_id=demo_story.RUN_ID)
     seeding = len(demo_tool_server.seen)
     replay = start_replay(run, by=user("operator"), mode="live", until_step=4)
+    assert replay.approval is not None
     for approver in ("approver", "approver2"):  # the run sent an e-mail: exfil, four eyes
         decide_approval(replay.approval, by=user(approver), approve=True,
                         justification="replaying the double refund for the incident")
