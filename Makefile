@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ledger_portal
 TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 DEMO_ADDR ?= 127.0.0.1:8000
+# The demo's tool server (loopback only): the tools its replays and rollbacks call.
+export DEMO_TOOLS_ADDR ?= 127.0.0.1:8765
 # Where the demo portal may send requests (tools, OPA, webhooks on this machine only).
 export LEDGER_EGRESS_ALLOW ?= 127.0.0.1,localhost
 
@@ -25,11 +27,15 @@ demo-data: install
 	DEBUG=1 $(BIN)/python manage.py migrate --no-input -v0
 	DEBUG=1 $(BIN)/python manage.py seed_demo
 
+# The demo's tools run in the background while the portal runs, and stop with it.
 demo: demo-data
 	@echo "Portal at http://$(DEMO_ADDR)/ (admin at /admin/, API docs at /api/docs/)"
-	DEBUG=1 $(BIN)/python manage.py runserver $(DEMO_ADDR)
+	DEBUG=1 $(BIN)/python manage.py demo_tools & tools=$$!; \
+	  trap 'kill $$tools 2>/dev/null' EXIT INT TERM; \
+	  DEBUG=1 $(BIN)/python manage.py runserver $(DEMO_ADDR)
 
 # The Celery worker with beat (tenant digests); on the embedded default it needs no server.
+# Replays and rollbacks asked for in the demo's pages run here, calling the demo's tools.
 worker: install
 	DEBUG=1 $(BIN)/celery -A ledger_portal worker --beat --loglevel INFO
 

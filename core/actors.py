@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
+# The user model is imported where it is used: the ``ledger`` command imports this module (for
+# ``Actor``) while it builds its parser, before it sets Django up.
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
     from rest_framework.request import Request
 
     from .models import ApiKey
@@ -51,6 +52,8 @@ class ApiKeyPrincipal:
 
 def person_of(by: object) -> User | None:
     """The portal user acting, or None for an agent's key, an anonymous request or the portal."""
+    from django.contrib.auth.models import User
+
     return by if isinstance(by, User) and by.pk is not None else None
 
 
@@ -81,6 +84,8 @@ Viewer: TypeAlias = "User | ApiKeyPrincipal | AnonymousUser | None"
 
 def acting(viewer: Viewer) -> Actor:
     """A viewer as an actor: an anonymous request acts as nobody."""
+    from django.contrib.auth.models import User
+
     return viewer if isinstance(viewer, User | ApiKeyPrincipal) else None
 
 
@@ -88,6 +93,8 @@ def actor_of(request: HttpRequest | Request) -> Actor:
     """Who acts on this request, taken once from its authentication: the signed-in user or the
     API key's principal. Pages and the admin are behind a login, so an anonymous request that
     reaches a service is refused here rather than acted on as nobody."""
+    from django.contrib.auth.models import User
+
     user: Any = request.user
     if isinstance(user, User | ApiKeyPrincipal) and user.is_authenticated:
         return user

@@ -15,9 +15,8 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.actors import Actor
 from core.cli_support import (
     EXIT_FORBIDDEN,
     EXIT_NOT_FOUND,
@@ -28,6 +27,9 @@ from core.cli_support import (
     fail,
     print_json,
 )
+
+if TYPE_CHECKING:  # importing it needs Django set up, which main() does first
+    from core.actors import Actor
 
 PAYLOAD_FIELDS = ("input", "output", "error", "messages", "response", "body", "data")
 # Apps add their own subcommands: each module has ``add_commands(subparsers)``; a command that

@@ -155,6 +155,21 @@ def record() -> Callable[..., Any]:
     return do
 
 
+@pytest.fixture
+def demo_tool_server(monkeypatch: Any, tmp_path: Any, settings: Any) -> Iterator[Any]:
+    """The demo's tool server on a free loopback port, where ``seed_demo`` points the tools
+    (``DEMO_TOOLS_ADDR``), and the seeded export's files in the test's own folder."""
+    from ledger_portal import demo_tools
+
+    settings.STORAGES = {**settings.STORAGES, "exports": {
+        "BACKEND": "exports.storage.AtomicFileSystemStorage",
+        "OPTIONS": {"location": str(tmp_path / "published")}}}
+    settings.LEDGER_EXPORT_TMP_DIR = tmp_path / "export-tmp"
+    with demo_tools.serve("127.0.0.1", 0) as server:
+        monkeypatch.setenv("DEMO_TOOLS_ADDR", server.address)
+        yield server
+
+
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     from django.conf import settings
 

@@ -48,13 +48,13 @@ def test_the_cli_needs_a_known_user(db):
         main(["--as", "nobody", "runs"])
 
 
-def test_the_demo_seeds_tenants_roles_runs_and_a_key(db, capsys):
+def test_the_demo_seeds_tenants_roles_runs_and_a_key(db, capsys, demo_tool_server):
     call_command("seed_demo", runs=12)
     out = capsys.readouterr().out
     assert "lpk_" in out
     assert set(Tenant.objects.values_list("slug", flat=True)) == {"acme", "globex"}
     agent_runs = Run.objects.filter(tenant__slug="acme").exclude(run_id=GOVERNANCE_RUN_ID)
-    assert agent_runs.count() == 12
+    assert agent_runs.count() == 12 + 1  # and the run behind the demo's incident
     classes = set(ToolCall.objects.values_list("action_class", flat=True))
     assert classes == {"read", "write", "delete", "exfil"}
     assert ToolCall.objects.filter(retry_of__isnull=False).exists()
@@ -64,12 +64,12 @@ def test_the_demo_seeds_tenants_roles_runs_and_a_key(db, capsys):
     assert not has_role(approver, "approve", Tenant.objects.get(slug="globex"))
 
     call_command("seed_demo", runs=12)  # a second seed leaves the ledger as it is
-    assert agent_runs.count() == 12
+    assert agent_runs.count() == 12 + 1
     assert ApiKey.objects.filter(revoked_at__isnull=True).count() == 1
 
 
 @pytest.mark.django_db
-def test_the_demo_lets_four_eyes_work_without_the_superuser(capsys):
+def test_the_demo_lets_four_eyes_work_without_the_superuser(capsys, demo_tool_server):
     """Two approvers and two governors, pending requests (an exfil one needs both approvers),
     an open incident and an approval route: each role has work waiting on its home page."""
     from approvals.models import ApprovalRequest, ApprovalRoute

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.utils import timezone
 
 from approvals.models import ApprovalRequest, Status
@@ -38,6 +39,19 @@ def shoot(page: Any, name: str) -> None:
         page.set_viewport_size(size)
         page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
+
+
+def seed_the_demo(*usernames: str) -> None:
+    """The demo as ``make demo`` seeds it (its jobs run in this process, as in the seed), with
+    the test's password for ``usernames``."""
+    from tests.celery_conf import celery_conf
+
+    with celery_conf(task_always_eager=True):  # what the seed queues on commit runs here
+        call_command("seed_demo", runs=6)
+    for username in usernames:
+        user = User.objects.get(username=username)
+        user.set_password("pw-for-tests-only")
+        user.save()
 
 
 def start_at_home(live_server: Any, page: Any, login: Any, username: str) -> None:
@@ -75,6 +89,39 @@ def test_an_operator_reaches_an_open_incident_from_the_home_page(live_server, pa
     page.locator("nav.ledger-nav a", has_text="Divergences").click()
     page.wait_for_url(f"{live_server.url}/divergences/")
     shoot(page, "operator-incident")
+
+
+def test_an_operator_follows_the_demos_incident_to_its_replay_and_partial_rollback(
+        live_server, page, login, demo_tool_server, capsys):
+    seed_the_demo("operator")
+    start_at_home(live_server, page, login, "operator")
+
+    page.locator("#panel-incidents a", has_text="Refunds sent twice").click()
+    page.locator("li.linked-replay a").click()  # the sandbox replay: it diverged
+    assert page.locator("td.replayed", has_text="pending_review").count() == 2  # two refunds
+    shoot(page, "operator-demo-replay")
+    page.go_back()
+    page.locator("li.linked-call a", has_text="refund_payment").click()
+    page.wait_for_url(f"{live_server.url}/runs/acme/acme-refund-1042/#tool_call-"
+                      "acme-refund-1042-t3.1")
+    duplicate = page.locator("#tool_call-acme-refund-1042-t3\\.1")
+    assert "rollback: partial" in duplicate.inner_text()
+    shoot(page, "operator-demo-rollback")
+
+
+def test_an_auditor_downloads_the_demos_finished_export(live_server, page, login,
+                                                      demo_tool_server, capsys, tmp_path):
+    from core import signing
+    from exports.verify import verify_bundle
+
+    seed_the_demo("auditor")
+    start_at_home(live_server, page, login, "auditor")
+    page.locator("nav.ledger-nav a", has_text="Exports").click()
+    with page.expect_download() as downloading:
+        page.locator("a.download").first.click()
+    bundle = tmp_path / downloading.value.suggested_filename
+    downloading.value.save_as(bundle)
+    assert verify_bundle(bundle, signing.public_key_b64()).ok
 
 
 def test_an_auditor_reaches_exports_from_the_navigation(live_server, page, login, acme):

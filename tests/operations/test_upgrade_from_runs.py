@@ -35,7 +35,7 @@ from runs.models import ToolCall
 
 from django.core.management import call_command
 
-call_command("seed_demo")  # tenants, agents, tools and recorded runs, as the demo has them
+call_command("seed_demo", no_jobs=True)  # tenants, agents, tools and runs, as the demo has them
 call = ToolCall.objects.filter(status="succeeded").select_related("run", "tool").first()
 tenant, run, tool = call.tenant, call.run, call.tool
 replay = Replay.objects.create(tenant=tenant, run=run, status="succeeded", steps_total=1,

@@ -1,92 +1,21 @@
 """Real tool servers on loopback for tests: an HTTP JSON tool that records every request it
-receives (with its headers), and an MCP server (``mcp``'s MCPServer over streamable HTTP)."""
+receives (with its headers; ``ledger_portal.tool_server``, which the demo's tools run on too),
+and an MCP server (``mcp``'s MCPServer over streamable HTTP)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ledger_portal.tool_server import Handler, Seen, ToolServer, echo, http_tool_server
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-    def header(self, name: str) -> str | None:
-        return {k.lower(): v for k, v in self.headers.items()}.get(name.lower())
-
-
-# A handler gets the request and answers (status, JSON body).
-Handler = Callable[[Seen], tuple[int, Any]]
-
-
-def echo(seen: Seen) -> tuple[int, Any]:
-    return 200, {"echo": seen.body, "dry_run": seen.header("X-Dry-Run") == "true"}
-
-
-@dataclass
-class ToolServer:
-    url: str
-    seen: list[Seen] = field(default_factory=list)
-    routes: dict[str, Handler] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def route(self, path: str, handler: Handler) -> str:
-        self.routes[path] = handler
-        return self.url + path
-
-    def requests_to(self, path: str) -> list[Seen]:
-        with self.lock:
-            return [s for s in self.seen if s.path == path]
-
-
-@contextmanager
-def http_tool_server() -> Iterator[ToolServer]:
-    server_state = ToolServer(url="")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = raw.decode()
-            seen = Seen("POST", self.path, dict(self.headers.items()), body)
-            with server_state.lock:
-                server_state.seen.append(seen)
-            handler = server_state.routes.get(self.path)
-            status, answer = handler(seen) if handler else (404, {"error": "no such tool"})
-            payload = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:  # keep test output quiet
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    server_state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server_state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+__all__ = ["Handler", "McpServing", "Seen", "ToolServer", "echo", "free_port",
+           "http_tool_server", "mcp_tool_server"]
 
 
 def free_port() -> int:

@@ -1,7 +1,10 @@
 """Demo data: two tenants, a user per role (two approvers and two governors, so four-eyes
 works without the superuser), an agent API key, a few hundred runs, and work waiting for each
 role: pending approval requests (one exfil request that needs both approvers), an open incident
-linked to a failed run, and an approval route.
+linked to a failed run, and an approval route. Governance: a published policy and a draft, a
+governed exception, every tool's HTTP connector at the demo's tool server (DEMO_TOOLS_ADDR). The
+incident's story (ledger_portal.demo_story): the run behind it, a replay that diverges, a
+partial rollback, a tool frozen for it, and a finished export.
 
 Runs come from the benchmark generator and go through the ingestion service, exactly as an
 agent's batches would; the rest goes through the services too. Seeding twice leaves the data as
@@ -11,6 +14,7 @@ it is and resets the demo passwords. It lives in the project shell because it se
 from __future__ import annotations
 
 import secrets
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +23,7 @@ from django.core.management.base import BaseCommand
 from django.utils import timezone
 
 from core.access_tokens import issue_personal_token
+from core.egress import EgressRefused, check_url
 from core.models import ApiKey, Tenant
 from core.roles import Role
 from core.services import grant_role, issue_api_key
@@ -27,6 +32,8 @@ from runs.integrity import seal_tenant_digest
 from runs.models import RedactionRule, Run
 from runs.sample_runs import RunGenerator, batches
 from runs.services import ingest_batch
+
+from ... import demo_governance, demo_story, demo_tools
 
 TENANTS = {"acme": "Acme Corp", "globex": "Globex Industries"}
 # username -> roles on acme (everyone also views the ledger)
@@ -48,8 +55,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--runs", type=int, default=150, help="runs per tenant")
+        parser.add_argument("--no-jobs", action="store_true",
+                            help="run no replay, rollback or export (the rest is seeded)")
 
-    def handle(self, *args: Any, runs: int, **options: Any) -> None:
+    def handle(self, *args: Any, runs: int, no_jobs: bool = False, **options: Any) -> None:
         tenants = {slug: Tenant.objects.get_or_create(slug=slug, defaults={"name": name})[0]
                    for slug, name in TENANTS.items()}
         for tenant in tenants.values():
@@ -69,6 +78,7 @@ class Command(BaseCommand):
         credentials.append(("globex-viewer", "view_ledger on globex", password))
         key = self._api_key(tenants["acme"])
         self._seed_waiting_work(tenants["acme"])
+        self._seed_governance_and_story(tenants["acme"], run_jobs=not no_jobs)
         for tenant in tenants.values():
             seal_tenant_digest(tenant)
 
@@ -119,12 +129,53 @@ class Command(BaseCommand):
                              requested_by=run.agent.agent_id)
         failed = Run.objects.filter(tenant=tenant, status="failed").first()
         operator = User.objects.get(username="operator")
-        incident = open_incident(tenant, "Refunds sent twice to the same customer",
+        incident = open_incident(tenant, demo_story.INCIDENT_TITLE,
                                  by=operator, severity=Severity.HIGH, ticket_ids=["PD-1042"])
         if failed is not None:
             link_to_incident(incident, by=operator, run_ids=[failed.run_id])
         self.stdout.write(f"{tenant.slug}: {len(asks)} approval requests pending, "
                           f"{incident.reference} open")
+
+    def _seed_governance_and_story(self, tenant: Tenant, *, run_jobs: bool) -> None:
+        people = {u.username: u for u in User.objects.filter(
+            username__in=["governor", "governor2", "operator", "auditor"])}
+        version = demo_governance.seed_policies(tenant, author=people["governor"],
+                                                publisher=people["governor2"])
+        demo_governance.seed_exception(tenant, version, requester=people["governor2"],
+                                       grantor=people["governor"])
+        run = demo_story.record_story_run(tenant)
+        host, port = demo_tools.address()
+        url = demo_tools.base_url(host, port)
+        changed = demo_governance.connect_tools(tenant, url, proposer=people["governor"],
+                                                confirmer=people["governor2"])
+        self.stdout.write(f"{tenant.slug}: {changed} tool connector(s) set to {url}; "
+                          f"{run.run_id} recorded")
+        with ExitStack() as serving:
+            if run_jobs:
+                run_jobs = self._tools_reachable(url) and self._serve_tools(serving, host, port)
+            for line in demo_story.seed_story(tenant, operator=people["operator"],
+                                              auditor=people["auditor"], run_jobs=run_jobs):
+                self.stdout.write(line)
+
+    def _serve_tools(self, serving: ExitStack, host: str, port: int) -> bool:
+        """The demo's tools answer while the story is seeded (the running server, or one
+        started in a thread now)."""
+        try:
+            serving.enter_context(demo_tools.available(host, port))
+        except OSError as exc:
+            self.stderr.write(f"the demo's tools cannot listen on {host}:{port} ({exc}): no "
+                              "replay, rollback or export seeded")
+            return False
+        return True
+
+    def _tools_reachable(self, url: str) -> bool:
+        try:
+            check_url(url)
+        except EgressRefused as exc:
+            self.stderr.write(f"{exc}: no replay, rollback or export seeded (set "
+                              "LEDGER_EGRESS_ALLOW=127.0.0.1, as make demo does)")
+            return False
+        return True
 
     @staticmethod
     def _user(username: str, superuser: bool = False) -> str:
