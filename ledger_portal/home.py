@@ -133,6 +133,34 @@ def alarms_panel(user: Viewer) -> Panel:
                                  a.detail), alarm=True)
 
 
+def governance_panel(user: Viewer) -> Panel:
+    """Drafts someone else wrote, for this person to review and publish, and exceptions
+    someone else asked for, for them to grant (four-eyes: never their own)."""
+    from core.actors import person_of
+    from policies.models import ExceptionStatus, GovernedException, PolicyVersion
+    from policies.services import editors_of
+
+    person = person_of(user)
+    drafts = [v for v in PolicyVersion.objects.for_user(user, Role.MANAGE_POLICIES).filter(
+        status="draft").exclude(author=person).select_related("tenant", "policy", "author")
+        .order_by("-id")[:PANEL_ROWS + 1] if person is None or person.pk not in editors_of(v)]
+    asked = list(GovernedException.objects.for_user(user, Role.MANAGE_POLICIES).filter(
+        status__in=[ExceptionStatus.REQUESTED, ExceptionStatus.AWAITING_SECOND]).exclude(
+        requested_by=person).exclude(granted_by=person).select_related("tenant").order_by(
+        "-id")[:PANEL_ROWS + 1])
+    rows: list[Item] = [Item(f"publish? {v.policy.name} v{v.number}: {v.change_note}",
+                             reverse("admin:policies_policyversion_change", args=[v.pk]),
+                             f"{v.tenant.slug} · drafted by {v.author or 'the portal'}")
+                        for v in drafts[:PANEL_ROWS]]
+    rows += [Item(f"grant? exception {e.pk}: {e.tool} -> {e.effect}",
+                  reverse("admin:policies_governedexception_change", args=[e.pk]),
+                  f"{e.tenant.slug} · {e.get_status_display()}") for e in asked[:PANEL_ROWS]]
+    return Panel("governance", "Policy drafts and exceptions for you to review",
+                 "No draft or exception waits for your review.",
+                 reverse("admin:policies_policyversion_changelist") + "?status__exact=draft",
+                 rows[:PANEL_ROWS], more=len(drafts) + len(asked) > PANEL_ROWS)
+
+
 #: Each panel with the role that makes it someone's work.
 PANELS: list[tuple[str, Callable[[Viewer], Panel]]] = [
     (Role.VIEW_LEDGER, alarms_panel),
@@ -141,6 +169,7 @@ PANELS: list[tuple[str, Callable[[Viewer], Panel]]] = [
     (Role.VIEW_LEDGER, failed_runs_panel),
     (Role.VIEW_LEDGER, divergences_panel),
     (Role.EXPORT, exports_panel),
+    (Role.MANAGE_POLICIES, governance_panel),
 ]
 
 

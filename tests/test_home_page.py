@@ -130,3 +130,30 @@ def test_the_admins_view_site_leads_home_not_round_in_a_loop(alice, client):
     admin_index = client.get("/admin/").content.decode()
     assert 'href="/"' in admin_index
     assert client.get("/").status_code == 200
+
+
+def test_a_governor_sees_drafts_and_exceptions_someone_else_wrote(acme, globex, client):
+    from policies.exceptions import request_exception
+    from policies.models import Policy
+    from policies.services import create_draft, publish_policy_version
+
+    writer = person("writer", acme, Role.MANAGE_POLICIES)
+    reviewer = person("reviewer", acme, Role.MANAGE_POLICIES)
+    person("theirs", globex, Role.MANAGE_POLICIES)
+    policy = Policy.objects.create(tenant=acme, name="refund caps")
+    published = publish_policy_version(create_draft(policy, by=writer, change_note="v1"),
+                                       by=reviewer)
+    create_draft(policy, by=writer, change_note="tighter refund caps")
+    now = timezone.now()
+    request_exception(acme, by=writer, tool="delete_record", policy_version=published,
+                      justification="backlog", starts_at=now, ends_at=now + timedelta(hours=1))
+    other = create_draft(Policy.objects.create(tenant=globex, name="globex"),
+                         by=User.objects.get(username="theirs"), change_note="globex draft")
+
+    for_reviewer = panel(page(client, reviewer), "governance")
+    assert "tighter refund caps" in for_reviewer
+    assert "grant? exception" in for_reviewer
+    assert other.change_note not in for_reviewer
+    for_writer = panel(page(client, writer), "governance")
+    assert "No draft or exception waits for your review." in for_writer
+    assert 'href="/admin/policies/policyversion/"' in page(client, writer)  # the nav

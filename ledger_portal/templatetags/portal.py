@@ -19,6 +19,7 @@ PAGES: list[tuple[str, str, str | None]] = [
     ("Divergences", "divergence-list", Role.VIEW_LEDGER),
     ("Find a run", "find-run", Role.VIEW_LEDGER),
     ("Exports", "export-list", Role.EXPORT),
+    ("Policies", "admin:policies_policyversion_changelist", Role.MANAGE_POLICIES),
     ("Admin", "admin:index", None),
     ("API", "api-docs", None),
 ]

@@ -124,6 +124,59 @@ def test_an_auditor_downloads_the_demos_finished_export(live_server, page, login
     assert verify_bundle(bundle, signing.public_key_b64()).ok
 
 
+def test_a_governor_reviews_backtests_and_publishes_the_demos_draft(
+        live_server, page, login, demo_tool_server, capsys):
+    """governor wrote acme-baseline v2; governor2 reviews it from the home page: what it
+    changes, a condition checked as typed and tried on a recorded call, a back-test, then
+    publishes it (four-eyes: not its author)."""
+    from policies.models import BackTest, PolicyVersion
+    from runs.models import ToolCall
+    from tests.celery_conf import celery_conf
+
+    seed_the_demo("governor2")
+    draft = PolicyVersion.objects.get(policy__name="acme-baseline", status="draft")
+    start_at_home(live_server, page, login, "governor2")
+    shoot(page, "governor-home")
+    page.locator("#panel-governance a", has_text="acme-baseline v2").click()
+    assert page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["width"]
+    shoot(page, "governor-draft")
+
+    condition = page.locator("textarea.rule-condition:not([name*=__prefix__])").last
+    condition.fill("args.amount_cents >")
+    check = page.locator(".condition-check").last
+    check.filter(has_text="syntax error").wait_for()
+    condition.fill("args.amount_cents > 50000")
+    check.filter(has_text="valid condition").wait_for()
+    call = ToolCall.objects.filter(tenant=draft.tenant, tool__name="refund_payment").first()
+    page.locator(".condition-try input").last.fill(call.call_id)
+    page.locator(".condition-try button").last.click()
+    outcome = page.locator(".condition-outcome").last
+    outcome.filter(has_text="match").wait_for()
+    assert call.run.run_id in outcome.inner_text()
+    shoot(page, "governor-condition-tried")
+
+    page.locator("a", has_text="what this version changes").click()
+    assert page.locator('tr.rule-added[data-rule="large refunds need a person"]').count() == 1
+    shoot(page, "governor-diff")
+    page.go_back()
+
+    with celery_conf(task_always_eager=True):  # the worker's part runs as the page queues it
+        page.locator("a", has_text="Back-test this version").click()
+        page.locator("#backtest-form input[type=submit]").click()
+        page.locator("#backtest-status", has_text="done").wait_for()
+    test = BackTest.objects.get(version=draft)
+    assert page.locator("#backtest-changed").inner_text().startswith(f"{test.changed} call")
+    shoot(page, "governor-backtest")
+
+    page.locator("nav.ledger-nav a", has_text="Policies").click()
+    page.locator(f'input[name="_selected_action"][value="{draft.pk}"]').check()
+    page.select_option("select[name=action]", "publish")
+    page.locator("button[name=index]").click()
+    assert "Published acme-baseline v2" in page.locator(".messagelist").inner_text()
+    assert PolicyVersion.objects.get(pk=draft.pk).status == "published"
+    shoot(page, "governor-published")
+
+
 def test_an_auditor_reaches_exports_from_the_navigation(live_server, page, login, acme):
     member("auditor", acme, Role.EXPORT)
     start_at_home(live_server, page, login, "auditor")

@@ -18,7 +18,8 @@
   }
 
   function attach(area) {
-    if (area.dataset.checked) return;
+    // the formset's hidden template row is cloned for "Add another": leave it bare
+    if (area.dataset.checked || area.name.indexOf("__prefix__") !== -1) return;
     area.dataset.checked = "1";
     const check = document.createElement("div");
     check.className = "condition-check";
