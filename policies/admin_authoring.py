@@ -60,7 +60,9 @@ class RuleForm(forms.ModelForm[Rule]):
         known = list(Agent.objects.filter(tenant_id=tenant_id).order_by("agent_id")
                      .values_list("agent_id", flat=True)) if tenant_id else []
         chosen = list(self.instance.agents or []) if self.instance.pk else []
-        self.fields["agents"].choices = [(a, a) for a in sorted({*known, *chosen})]
+        agents = self.fields["agents"]
+        assert isinstance(agents, forms.ChoiceField)
+        agents.choices = [(a, a) for a in sorted({*known, *chosen})]
 
 
 class DraftAddForm(forms.ModelForm[PolicyVersion]):
@@ -79,7 +81,7 @@ class DraftAddForm(forms.ModelForm[PolicyVersion]):
         fields = ["policy", "change_note"]
 
 
-def chosen_default(form: Any) -> dict[str, str]:
+def chosen_default(form: Any) -> dict[str, Any]:
     """The deciding settings the add form sets (none when the default is inherited)."""
     value = form.cleaned_data["default"]
     if value == INHERIT:

@@ -46,9 +46,12 @@ class BackTestForm(forms.Form):
     def __init__(self, version: PolicyVersion, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The version's tenant only: its agents and tools, never another tenant's names.
-        self.fields["agents"].choices = [(a, a) for a in Agent.objects.filter(
+        agents, tools = self.fields["agents"], self.fields["tools"]
+        assert isinstance(agents, forms.ChoiceField)
+        assert isinstance(tools, forms.ChoiceField)
+        agents.choices = [(a, a) for a in Agent.objects.filter(
             tenant_id=version.tenant_id).order_by("agent_id").values_list("agent_id", flat=True)]
-        self.fields["tools"].choices = [(t, t) for t in Tool.objects.filter(
+        tools.choices = [(t, t) for t in Tool.objects.filter(
             tenant_id=version.tenant_id).order_by("name").values_list("name", flat=True)]
 
     def clean(self) -> dict[str, Any]:

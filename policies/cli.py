@@ -151,7 +151,7 @@ def cmd_exceptions_list(args: argparse.Namespace, user: Actor) -> int:
     elif not rows:
         print("No governed exceptions in the tenants you govern.")
     else:
-        _print_exceptions(rows)
+        _print_exceptions(list(rows))
     return EXIT_OK
 
 
@@ -174,7 +174,7 @@ def cmd_exceptions_request(args: argparse.Namespace, user: Actor) -> int:
     print(f"exception {exc.pk} requested; someone else who governs {version.tenant.slug} "
           "grants it" + (" (two people: it can cover exfil)" if exc.action_class in (
               "", "exfil") else ""))
-    _print_exceptions([ExceptionSerializer(exc).data])
+    _print_exceptions([dict(ExceptionSerializer(exc).data)])
     return EXIT_OK
 
 
@@ -187,7 +187,7 @@ def cmd_exceptions_step(args: argparse.Namespace, user: Actor) -> int:
         return fail(f"no exception {args.exception_id} in the tenants you govern",
                     EXIT_NOT_FOUND)
     step = grant_exception if args.exceptions_command == "grant" else revoke_exception
-    _print_exceptions([ExceptionSerializer(step(exc, by=user)).data])
+    _print_exceptions([dict(ExceptionSerializer(step(exc, by=user)).data)])
     return EXIT_OK
 
 

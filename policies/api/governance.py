@@ -195,7 +195,8 @@ class ExceptionSerializer(serializers.ModelSerializer[GovernedException]):
         if request is not None:
             # Published versions of the tenants where the person may ask: another tenant's
             # version id is "does not exist", like every other id outside your tenants.
-            self.fields["policy_version"].queryset = askable_versions(request.user)
+            field: Any = self.fields["policy_version"]  # a PrimaryKeyRelatedField
+            field.queryset = askable_versions(request.user)
 
 
 def askable_versions(user: Any) -> QuerySet[PolicyVersion]:

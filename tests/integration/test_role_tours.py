@@ -147,7 +147,7 @@ def test_a_governor_reviews_backtests_and_publishes_the_demos_draft(
     check.filter(has_text="syntax error").wait_for()
     condition.fill("args.amount_cents > 50000")
     check.filter(has_text="valid condition").wait_for()
-    call = ToolCall.objects.filter(tenant=draft.tenant, tool__name="refund_payment").first()
+    call = ToolCall.objects.filter(tenant=draft.tenant, tool__name="refund_payment")[0]
     page.locator(".condition-try input").last.fill(call.call_id)
     page.locator(".condition-try button").last.click()
     outcome = page.locator(".condition-outcome").last

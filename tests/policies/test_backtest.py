@@ -115,7 +115,7 @@ def test_each_tool_shows_its_calls_before_and_after_and_every_changed_call_is_ke
     exfil = calls.filter(action_class="exfil")
     assert set(test.changes.values_list("call_id", flat=True)) == set(
         exfil.values_list("call_id", flat=True))
-    change = test.changes.first()
+    change = test.changes.order_by("id")[0]
     assert (change.before, change.after) == ("allow", "deny")
     assert set(change.rules) == {"no exfil", "allow all"}  # the draft's rules that matched
 
@@ -129,7 +129,7 @@ def test_a_backtest_can_be_narrowed_to_agents_and_tools(acme, alice, publish, re
     draft.save()
     draft.rules.all().delete()
     calls = ToolCall.objects.filter(tenant=acme)
-    agent, tool = calls.values_list("run__agent__agent_id", "tool__name").first()
+    agent, tool = calls.values_list("run__agent__agent_id", "tool__name")[0]
 
     test = start_backtest(draft, *WINDOW, by=alice, agents=[agent], tools=[tool])
     run_backtest.apply(args=(test.pk,))
@@ -150,7 +150,7 @@ def test_a_governor_chooses_the_window_agents_and_tools_and_reads_every_changed_
                         effect="deny")
     exfil = ToolCall.objects.filter(tenant=acme, action_class="exfil").select_related(
         "tool", "run")
-    tool = exfil.first().tool.name
+    tool = exfil[0].tool.name
     client.force_login(alice)
     form_url = reverse("admin:policies_policyversion_backtest", args=[draft.pk])
 
