@@ -4,6 +4,7 @@ compensable calls, and the endpoint they post to."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib import messages
@@ -64,7 +65,7 @@ def _rollback_controls(request: HttpRequest, tenant: str, run: dict[str, Any],
                             get_token(request), eligible, done)
 
 
-def _state(row: dict[str, Any], redaction: ViewerRedaction) -> RollbackState:
+def _state(row: Mapping[str, Any], redaction: ViewerRedaction) -> RollbackState:
     # the hook's answer is the tool's content: redacted like the API's rollback (ANSWER_FIELDS)
     shown = redaction.redactor.redact_fields(row, ("remaining_side_effects", "last_error"))
     remaining = shown["remaining_side_effects"] or []

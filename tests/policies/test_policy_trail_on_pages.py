@@ -74,7 +74,8 @@ def test_a_decision_names_its_rule_policy_version_reason_and_mode(acme, alice, a
     seen = text_of(row_of(page, "tool_call-del-1"))
     assert "no deletes" in seen  # the rule that decided
     assert f"tools v{version.number}" in seen
-    assert decision.reason and decision.reason in seen.replace("&#x27;", "'")
+    assert decision.reason
+    assert decision.reason in seen.replace("&#x27;", "'")
     assert "sandbox" in seen
 
 
@@ -88,7 +89,9 @@ def test_a_call_refused_before_it_was_recorded_still_shows_on_its_run(acme, alic
     refused = re.search(r'id="unrecorded-decisions".*?</(ul|table|div)>', page, re.S)
     assert refused is not None, "no trail of decisions whose call was not recorded"
     seen = text_of(refused.group(0))
-    assert "del-never-ran" in seen and "deny" in seen and "no deletes" in seen
+    assert "del-never-ran" in seen
+    assert "deny" in seen
+    assert "no deletes" in seen
 
 
 def test_replay_decisions_are_on_the_replay_not_on_the_run(acme, alice, version, record,
