@@ -259,6 +259,16 @@ class ScopedHistoryAdmin(SimpleHistoryAdmin):  # type: ignore[misc]  # untyped l
         self._in_scope_or_404(request, object_id)
         return super().history_view(request, object_id, extra_context)
 
+    def get_history_queryset(self, request: HttpRequest, history_manager: Any, pk_name: str,
+                             object_id: Any) -> QuerySet[Any]:
+        # The object is in scope (checked first); its history is read in the same scope, so the
+        # page never depends on that check alone.
+        queryset: QuerySet[Any] = super().get_history_queryset(request, history_manager,
+                                                               pk_name, object_id)
+        ids = self.tenant_ids(request) if hasattr(self, "tenant_ids") else None
+        has_tenant = any(f.attname == "tenant_id" for f in queryset.model._meta.fields)
+        return queryset.filter(tenant_id__in=ids) if ids is not None and has_tenant else queryset
+
     def revert_allowed(self, obj: Any) -> bool:
         """Whether the object, as it is now, may be reverted to an earlier version. Immutable
         and state-machine objects say no: their changes go through their services only."""

@@ -34,7 +34,7 @@ PAYLOAD_FIELDS = ("input", "output", "error", "messages", "response", "body", "d
 # sets ``standalone=True`` runs without Django and is called as ``func(args)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "approvals.cli", "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.retention_cli",
-    "runs.commitment_cli", "operations.replay_cli", "operations.rollback_cli")
+    "runs.commitment_cli", "operations.replay_cli", "operations.rollback_cli", "policies.cli")
 
 
 def _setup() -> None:
@@ -180,13 +180,16 @@ def _shown_head(run: dict[str, Any]) -> str:
 
 
 def cmd_find(args: argparse.Namespace, user: Actor) -> int:
+    from runs.search import CONTAINS_MIN_LENGTH
     from runs.services import find_runs, shown_trigger_refs
 
-    matches = list(find_runs(user, args.query, args.tenant)[: args.limit])
-    if not matches:
-        print(f"ledger: no run matches {args.query!r} in your tenants", file=sys.stderr)
+    search = find_runs(user, args.query, args.tenant, limit=args.limit)
+    if not search.matches:
+        short = (f" (a part inside an id needs {CONTAINS_MIN_LENGTH} characters or more)"
+                 if search.contains_skipped else "")
+        print(f"ledger: no run matches {args.query!r} in your tenants{short}", file=sys.stderr)
         return EXIT_NOT_FOUND
-    for run in shown_trigger_refs(user, matches):
+    for run in shown_trigger_refs(user, search.runs):
         print(f"{run.tenant.slug}\t{run.run_id}\t{run.agent.agent_id}\t{run.status}\t"
               f"{run.trigger_ref}\t{run.started_at.isoformat(timespec='seconds')}")
     return EXIT_OK
@@ -315,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--full", action="store_true", help="do not shorten payloads")
     show.set_defaults(func=cmd_show)
 
-    find = sub.add_parser("find", help="runs by run_id, agent_id or alert/request reference")
+    find = sub.add_parser("find", help="runs by run_id, agent_id or alert/request reference "
+                          "(whole, its start, or a part of 3+ characters)")
     find.add_argument("query")
     find.add_argument("--tenant")
     find.add_argument("--limit", type=int, default=20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from functools import partial
 from typing import Any
 
 from django.contrib import admin, messages
@@ -19,8 +20,8 @@ from core.admin_base import ExactSearchAdmin, ScopedHistoryAdmin, TenantScopedAd
 from core.roles import Role
 
 from . import exceptions, services
+from .admin_backtests import backtest_form_view  # its module registers BackTestAdmin too
 from .models import (
-    BackTest,
     Decision,
     GovernedException,
     Policy,
@@ -126,13 +127,13 @@ class PolicyVersionAdmin(GovernedAdmin):
             return ["policy", "change_note"]
         return ["policy", "number", "status", *PolicyVersion.DECIDING_FIELDS, "change_note",
                 "author", "created_at", "publisher", "published_at", "retired_at", "checksum",
-                "compare"]
+                "compare", "backtest_link"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
             return []
         fixed = ["policy", "number", "status", "author", "created_at", "publisher",
-                 "published_at", "retired_at", "checksum", "compare"]
+                 "published_at", "retired_at", "checksum", "compare", "backtest_link"]
         return fixed if obj.is_draft else [*fixed, *PolicyVersion.DECIDING_FIELDS,
                                            "change_note"]
 
@@ -207,7 +208,14 @@ class PolicyVersionAdmin(GovernedAdmin):
     def get_urls(self) -> list[Any]:
         diff = path("<id:old>/diff/<id:new>/", self.admin_site.admin_view(self.diff_view),
                     name="policies_policyversion_diff")
-        return [diff, *super().get_urls()]
+        backtest = path("<id:pk>/backtest/", self.admin_site.admin_view(
+            partial(backtest_form_view, self)), name="policies_policyversion_backtest")
+        return [diff, backtest, *super().get_urls()]
+
+    @admin.display(description="back-test")
+    def backtest_link(self, version: PolicyVersion) -> str:
+        url = reverse("admin:policies_policyversion_backtest", args=[version.pk])
+        return format_html('<a href="{}">Back-test this version on recorded calls…</a>', url)
 
     def diff_view(self, request: HttpRequest, old: int, new: int) -> HttpResponse:
         """Two versions side by side."""
@@ -254,6 +262,8 @@ class DecisionAdmin(ExactSearchAdmin):
 @admin.register(GovernedException)
 class GovernedExceptionAdmin(GovernedAdmin):
     """Exceptions are requested here and granted by someone else (two people for exfil)."""
+    # written from what agents did (a customer's case): redacted like ledger content
+    content_fields = ("justification",)
 
     list_display = ["__str__", "tenant", "tool", "agent_id", "action_class", "effect",
                     "status", "starts_at", "ends_at", "requested_by", "granted_by"]
@@ -307,22 +317,3 @@ class GovernedExceptionAdmin(GovernedAdmin):
     @admin.action(description="Revoke the selected exceptions", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[GovernedException]) -> None:
         self._each(request, queryset, exceptions.revoke_exception, "revoked")
-
-
-@admin.register(BackTest)
-class BackTestAdmin(TenantScopedAdmin):
-    """Back-tests: progress while they run, then what the draft would decide differently."""
-
-    view_role = Role.MANAGE_POLICIES
-    list_display = ["__str__", "tenant", "status", "progress", "changed", "window_from",
-                    "window_to", "created_at"]
-    list_filter = ["status", "tenant"]
-    list_select_related = ["tenant", "version__policy"]
-    ordering = ["-id"]
-
-    @admin.display(description="progress")
-    def progress(self, test: BackTest) -> str:
-        return f"{test.processed:,} / {test.total:,} ({test.percent}%)"
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return [*(f.name for f in self.model._meta.fields), "progress"]

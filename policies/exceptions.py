@@ -29,6 +29,10 @@ class ExceptionError(ValidationError):
     pass
 
 
+# An operator asks for an exception (an incident needs a frozen tool back); a governor grants.
+REQUESTER_ROLES = (Role.OPERATE, Role.MANAGE_POLICIES)
+
+
 def _needs_second_grantor(exc: GovernedException) -> bool:
     return exc.action_class in ("exfil", "")
 
@@ -38,6 +42,9 @@ def request_exception(tenant: Tenant, *, by: Actor, tool: str, policy_version: P
                       justification: str, starts_at: datetime, ends_at: datetime,
                       effect: str = Effect.ALLOW, agent_id: str = "",
                       action_class: str = "") -> GovernedException:
+    if not any(has_role(by, role, tenant.pk) for role in REQUESTER_ROLES):
+        raise PermissionDenied("requesting an exception needs the operate or the "
+                               "manage_policies role on the tenant")
     if not justification.strip():
         raise ExceptionError("a governed exception needs a justification")
     if ends_at <= starts_at:

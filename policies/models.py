@@ -316,11 +316,13 @@ class BackTest(TenantOwned):
     total = models.PositiveIntegerField(default=0)
     processed = models.PositiveIntegerField(default=0)
     changed = models.PositiveIntegerField(default=0)
-    counts = models.JSONField(default=dict, blank=True,
-                              help_text="tool -> 'before -> after' -> calls, for changed calls")
-    sample = models.JSONField(default=list, blank=True,
-                              help_text="The first changed calls (call_id, run_id, tool, "
-                              "before, after, matched rules).")
+    agents = models.JSONField(default=list, blank=True,
+                              help_text="Only the calls of these agent_ids (empty: every agent).")
+    tools = models.JSONField(default=list, blank=True,
+                             help_text="Only the calls of these tools (empty: every tool).")
+    counts = models.JSONField(
+        default=dict, blank=True, help_text="tool -> {calls, before: {effect: calls}, after: "
+        "{effect: calls}, changed}: every call of the window, changed or not")
     error = models.TextField(blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                      on_delete=models.PROTECT, related_name="+")
@@ -342,3 +344,21 @@ class BackTest(TenantOwned):
     def percent(self) -> int:
         return int(100 * self.processed / self.total) if self.total else (
             100 if self.status == BackTestStatus.DONE else 0)
+
+
+class BackTestChange(TenantOwned):
+    """One recorded call a back-tested draft would decide differently: every one is kept, so
+    a reviewer can open each before publishing."""
+
+    backtest = models.ForeignKey(BackTest, on_delete=models.CASCADE, related_name="changes")
+    call_id = models.CharField(max_length=200)
+    run_id = models.CharField(max_length=200)
+    tool = models.CharField(max_length=200)
+    before = models.CharField(max_length=20, choices=Effect.choices)
+    after = models.CharField(max_length=20, choices=Effect.choices)
+    rules = models.JSONField(default=list, blank=True,
+                             help_text="The draft's rules that matched the call.")
+
+    class Meta:
+        ordering = ["backtest", "id"]
+        indexes = [models.Index(fields=["backtest", "tool", "id"], name="backtest_change_tool")]

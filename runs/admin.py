@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.html import format_html
 
 from core.actors import actor_of
@@ -22,6 +20,7 @@ from core.admin_base import (
 from core.roles import Role
 from core.tenancy import has_role
 
+from .admin_filters import AgentFilter, RecentFilter, StartedBetweenFilter, ToolFilter
 from .admin_present import viewer_for
 from .links import timeline_url
 from .models import (
@@ -35,51 +34,25 @@ from .models import (
     RemovalRecord,
     Run,
     Step,
-    Tool,
     ToolCall,
 )
+from .services import find_runs
 
-
-class RecentFilter(admin.SimpleListFilter):
-    """Started within a window; an index range scan, unlike a date hierarchy's DISTINCTs."""
-
-    title = "started"
-    parameter_name = "started"
-    windows = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7),
-               "30d": timedelta(days=30)}
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(key, f"in the last {key}") for key in self.windows]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        window = self.windows.get(self.value() or "")
-        if window is None:
-            return queryset
-        return queryset.filter(started_at__gte=timezone.now() - window)
-
-
-class ToolFilter(admin.SimpleListFilter):
-    """The tools of the user's tenants (one small query), not a DISTINCT over the calls."""
-
-    title = "tool"
-    parameter_name = "tool"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        tools = Tool.objects.for_user(request.user, Role.VIEW_LEDGER).values_list(
-            "pk", "tenant__slug", "name").order_by("name", "tenant__slug")
-        return [(str(pk), f"{name} ({slug})") for pk, slug, name in tools]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(tool_id=value) if value and value.isdigit() else queryset
+# Runs a search on the runs list may name (its pages then narrow them as any list).
+SEARCH_MATCHES = 1000
 
 
 def _by_run_or_agent(model_admin: ExactSearchAdmin, request: HttpRequest, term: str) -> list[Q]:
-    runs = model_admin.matching_pks(request, Run, run_id=term)
-    if runs:
-        return [Q(run_id__in=runs)]
-    agents = model_admin.matching_pks(request, Agent, agent_id=term)
-    return [Q(run__agent_id__in=agents)] if agents else []
+    """The records of the runs a run_id or agent_id names, exactly or else by its start
+    (an index range on PostgreSQL, the trigram indexes of migration 0024)."""
+    for lookup in ("exact", "istartswith"):
+        runs = model_admin.matching_pks(request, Run, **{f"run_id__{lookup}": term})
+        if runs:
+            return [Q(run_id__in=runs)]
+        agents = model_admin.matching_pks(request, Agent, **{f"agent_id__{lookup}": term})
+        if agents:
+            return [Q(run__agent_id__in=agents)]
+    return []
 
 
 @admin.register(Run)
@@ -87,10 +60,11 @@ class RunAdmin(LedgerRecordAdmin):
     content_fields = ("goal", "metadata", "trigger_ref")
     list_display = ["run_id", "tenant", "agent", "status", "started_at", "ended_at", "last_seq",
                     "timeline"]
-    list_filter = ["status", RecentFilter]
+    list_filter = ["status", AgentFilter, StartedBetweenFilter, RecentFilter]
     list_select_related = ["tenant", "agent"]
     search_fields = ["run_id", "agent_id", "trigger_ref"]
-    search_help_text = "Exact run_id, agent_id or alert/request reference."
+    search_help_text = ("A run_id, agent_id or alert/request reference, whole, its start, or "
+                        "(3 characters or more) a part of it.")
 
     @admin.display(description="timeline")
     def timeline(self, run: Run) -> str:
@@ -98,11 +72,9 @@ class RunAdmin(LedgerRecordAdmin):
         return format_html('<a href="{}">open timeline</a>', url) if url else "-"
 
     def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
-        found = [Q(pk__in=pks) for pks in (
-            self.matching_pks(request, Run, run_id=term),
-            self.matching_pks(request, Run, trigger_ref=term)) if pks]
-        agents = self.matching_pks(request, Agent, agent_id=term)
-        return [*found, Q(agent_id__in=agents)] if agents else found
+        # The find box's search: a reference matches only as this viewer sees it.
+        found = find_runs(request.user, term, limit=SEARCH_MATCHES).runs
+        return [Q(pk__in=[run.pk for run in found])] if found else []
 
 
 @admin.register(Step)
@@ -112,7 +84,7 @@ class StepAdmin(LedgerRecordAdmin):
     list_filter = [RecentFilter]
     list_select_related = ["tenant", "run"]
     search_fields = ["run_id", "step_id"]
-    search_help_text = "Exact run_id."
+    search_help_text = "A run_id or agent_id, or its start."
 
     def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
         return _by_run_or_agent(self, request, term)
@@ -126,7 +98,7 @@ class ModelCallAdmin(LedgerRecordAdmin):
     list_filter = [RecentFilter]
     list_select_related = ["tenant", "run"]
     search_fields = ["call_id", "run_id", "agent_id"]
-    search_help_text = "Exact call_id, run_id or agent_id."
+    search_help_text = "An exact call_id; a run_id or agent_id, or its start."
 
     def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
         calls = self.matching_pks(request, ModelCall, call_id=term)
@@ -138,10 +110,10 @@ class ToolCallAdmin(LedgerRecordAdmin):
     content_fields = ("input", "output", "error", "tool_call_ref", "idempotency_key")
     list_display = ["call_id", "tool", "action_class", "status", "attempt", "run", "tenant",
                     "started_at", "duration_ms"]
-    list_filter = ["status", "action_class", ToolFilter, RecentFilter]
+    list_filter = ["status", "action_class", ToolFilter, StartedBetweenFilter, RecentFilter]
     list_select_related = ["tenant", "run", "tool"]
     search_fields = ["call_id", "run_id", "agent_id"]
-    search_help_text = "Exact call_id, run_id or agent_id."
+    search_help_text = "An exact call_id; a run_id or agent_id, or its start."
 
     def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
         calls = self.matching_pks(request, ToolCall, call_id=term)

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from core.actors import Actor, Viewer, acting
 from core.payload_safety import unsafe_paths
@@ -20,24 +20,40 @@ from core.tenancy import has_role
 from .annotations import annotate
 from .commitments import HASH_FIELDS, Committer, committer_for
 from .ingest import BatchConflict, BatchInvalid, BatchRejected, IngestResult, ingest_batch
-from .models import Agent, Annotation, AnnotationKind, RedactionRule, Run, ToolCall
+from .models import Annotation, AnnotationKind, RedactionRule, Run, ToolCall
 from .redaction import LEVELS, Redactor, TenantRule, as_text
+from .search import TRIGGER_SCAN_LIMIT, RunSearch, ShownTrigger, search_runs
 
 __all__ = ["MANUAL_ANNOTATION_KINDS", "MANUAL_KIND_WORDS", "AnnotationRejected",
            "BatchConflict", "BatchInvalid",
-           "BatchRejected", "IngestResult", "RedactionNotAllowed", "ViewerRedaction",
-           "annotate_run", "find_runs", "ingest_batch", "redactor_for"]
+           "BatchRejected", "IngestResult", "RedactionNotAllowed", "RunSearch", "ViewerRedaction",
+           "annotate_run", "find_runs", "ingest_batch", "redactor_for", "with_trigger_ref"]
 
 
-def find_runs(user: Viewer, query: str, tenant_slug: str | None = None) -> QuerySet[Run]:
-    """Runs of the user's tenants matching a run_id, an agent_id or a trigger reference."""
-    query = query.strip()
-    runs = Run.objects.for_user(user, Role.VIEW_LEDGER)
-    if tenant_slug:
-        runs = runs.filter(tenant__slug=tenant_slug)
-    agents = Agent.objects.for_user(user, Role.VIEW_LEDGER).filter(agent_id=query).values("pk")
-    return (runs.filter(Q(run_id=query) | Q(trigger_ref=query) | Q(agent_id__in=agents))
-            .select_related("tenant", "agent").order_by("-id"))
+def find_runs(user: Viewer, query: str, tenant_slug: str | None = None,
+              limit: int = 50) -> RunSearch:
+    """Runs of the user's tenants matching a run_id, an agent_id or a trigger reference:
+    exact, then prefix, then contains (``search.py``); a trigger reference matches only as
+    the user sees it, strictly redacted as every face shows it (``shown_trigger_refs``)."""
+    return search_runs(user, query, _shown_trigger(user), tenant_slug, limit)
+
+
+def with_trigger_ref(user: Viewer, runs: QuerySet[Run], trigger_ref: str) -> QuerySet[Run]:
+    """``runs`` started by ``trigger_ref`` as ``user`` sees the reference: a match on the
+    stored value alone would confirm a guess of what the redaction hides in it."""
+    shown = _shown_trigger(user)
+    stored = runs.filter(trigger_ref=trigger_ref).order_by("-id").values_list(
+        "pk", "tenant_id", "trigger_ref")[:TRIGGER_SCAN_LIMIT]
+    return runs.filter(pk__in=[pk for pk, tenant_id, ref in stored
+                               if shown(tenant_id, ref) == trigger_ref])
+
+
+def _shown_trigger(user: Viewer) -> ShownTrigger:
+    viewers = ViewersByTenant(user)
+
+    def shown(tenant_id: int, trigger_ref: str) -> str:
+        return as_text(viewers(tenant_id).redactor.redact(trigger_ref, "trigger_ref"))
+    return shown
 
 
 # What of each kind of record a reader sees only through redaction.

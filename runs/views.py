@@ -22,6 +22,7 @@ from .api.presenters import RUN_FIELDS, renamed, values_of
 from .links import timeline_url
 from .models import Run
 from .redaction import as_text
+from .search import CONTAINS_MIN_LENGTH
 from .timeline import build_timeline
 from .timeline_html import timeline_rows, unrecorded_decisions
 from .timeline_panels import panel_context
@@ -31,15 +32,19 @@ MAX_MATCHES = 50
 
 @login_required
 def find_run(request: HttpRequest) -> HttpResponse:
-    """The search box: a run_id, an agent_id or an alert/request reference."""
+    """The search box: a run_id, an agent_id or an alert/request reference, whole or in part.
+    A single match, or a single exact one among others, opens its timeline."""
     query = request.GET.get("q", "").strip()
-    matches = list(services.find_runs(request.user, query)[: MAX_MATCHES + 1]) if query else []
-    if len(matches) == 1 and (url := timeline_url(matches[0].tenant.slug, matches[0].run_id)):
+    search = services.find_runs(request.user, query, limit=MAX_MATCHES)
+    one = search.matches if len(search.matches) == 1 else search.exact
+    if len(one) == 1 and (url := timeline_url(one[0].run.tenant.slug, one[0].run.run_id)):
         return redirect(url)
+    services.shown_trigger_refs(request.user, search.runs)
     return render(request, "runs/find.html", {
         **admin.site.each_context(request), "title": "Find a run", "query": query,
-        "matches": services.shown_trigger_refs(request.user, matches[:MAX_MATCHES]),
-        "more": len(matches) > MAX_MATCHES})
+        "matches": search.matches, "more": search.more,
+        "contains_skipped": search.contains_skipped,
+        "contains_min_length": CONTAINS_MIN_LENGTH})
 
 
 def _shown_run(shown: dict[str, Any]) -> dict[str, Any]:

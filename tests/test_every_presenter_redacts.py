@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,13 @@ WRITE_ONLY = {
     "api:incident-freeze", "api:incident-mitigate", "api:incident-close",
     "api:decision-create", "api:approval-withdraw", "api:approval-decision", "otlp-traces",
     "replay-step-follow-up",
-    "run-replay",
+    "run-replay", "api:backtest-start", "api:exception-grant", "api:exception-revoke",
 }
 # A replay that diverged exits 4 (as `ledger verify` on tampering), for scripts to see.
 # A rollback asked inside the test's transaction is queued until a commit that never comes, so
 # its --wait ends with it unfinished: 5.
-EXPECTED_EXIT = {"replay": (0, 4), "rollback": (0, 5)}
+# The walk acts as alice, who asked for the exception: granting it is refused (four-eyes), 3.
+EXPECTED_EXIT = {"replay": (0, 4), "rollback": (0, 5), "exceptions grant": (3,)}
 # Query strings a page needs to show anything beyond its empty form.
 QUERIES = {"find-run": {"q": "billing-agent"}, "api:decision-list": {"run_id": RUN_ID}}
 
@@ -112,7 +114,10 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
             "/api/v1/rollbacks/", {"call_id": "run-refunds-c2"}, format="json")
     assert answer.status_code == 202, answer.content
     export = export_now(acme, alice, window=WINDOW)
+    version, backtest, exception = governed(acme, alice)
     return {
+        "version_id": [version.pk], "backtest_id": [backtest.pk],
+        "exception_id": [exception.pk],
         "tenant": ["acme"], "slug": ["acme"],
         "run_id": [RUN_ID, REPLAYED, "run-refunds", run_id_for(trace_id)],
         "replay_id": [replay.pk], "seq": [replay.steps.order_by("seq").first().seq],
@@ -123,6 +128,37 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
         "approval": list(ApprovalRequest.objects.values_list("pk", flat=True)),
         "incident": [incident.pk],
     }
+
+
+def governed(acme: Any, alice: Any) -> tuple[Any, Any, Any]:
+    """A published policy, a back-test of a draft over the planted runs, and a governed
+    exception whose justification quotes a secret."""
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from core.services import grant_role
+    from policies.backtest import start_backtest
+    from policies.exceptions import request_exception
+    from policies.models import Policy, Rule
+    from policies.services import create_draft, publish_policy_version
+    from policies.tasks import run_backtest
+    from runs.governance_log import setting_up
+
+    with setting_up():
+        second = User.objects.create_user("walk-publisher")
+        grant_role(second, "manage_policies", acme)
+    policy = Policy.objects.create(tenant=acme, name="walk-policy")
+    published = publish_policy_version(create_draft(policy, by=alice, change_note="first"),
+                                       by=second)
+    draft = create_draft(policy, by=alice, change_note="deny all")
+    Rule.objects.create(tenant=acme, version=draft, name="deny all", effect="deny")
+    backtest = start_backtest(draft, *WINDOW, by=alice)
+    run_backtest.apply(args=(backtest.pk,))
+    exception = request_exception(acme, by=alice, tool="refund_payment",
+                                  policy_version=published, starts_at=timezone.now(),
+                                  ends_at=timezone.now() + timedelta(hours=1),
+                                  justification=f"case of {SECRETS[15].value}")
+    return published, backtest, exception
 
 
 def otlp_trace_with_secrets() -> tuple[str, list[Any]]:
@@ -254,6 +290,8 @@ def _cli_walk(world: dict[str, list[Any]], tmp: Path) -> dict[str, list[list[str
     """How the walk reads each command back. Every command is here: the ones that write get
     an invocation whose answer is checked too (it may echo what it wrote)."""
     incident, replay = str(world["incident_id"][0]), str(world["replay_id"][0])
+    version, backtest = str(world["version_id"][0]), str(world["backtest_id"][0])
+    exception = str(world["exception_id"][0])
     approvals = [str(pk) for pk in world["approval"]]
     shows = [["show", run_id, *extra] for run_id in world["run_id"]
              for extra in ([], ["--json"], ["--full"])]
@@ -290,6 +328,16 @@ def _cli_walk(world: dict[str, list[Any]], tmp: Path) -> dict[str, list[list[str
         # Its answer is the key itself: what view_unredacted holders are given, recorded.
         "commitment-key": [["commitment-key", "--tenant", "acme", "--rotate"]],
         "rollback": [["rollback", "--call-id", "run-refunds-c3", "--wait", "5"]],
+        "versions": [["versions"], ["versions", "--json"]],
+        "backtest show": [["backtest", "show", backtest], ["backtest", "show", backtest,
+                                                          "--json"]],
+        "backtest start": [["backtest", "start", version, "--from", "2000-01-01", "--to",
+                            "2100-01-01", "--json"]],
+        "exceptions list": [["exceptions", "list"], ["exceptions", "list", "--json"]],
+        "exceptions request": [["exceptions", "request", "--version", version, "--tool",
+                                "refund_payment", "-j", "walked"]],
+        "exceptions grant": [["exceptions", "grant", exception]],
+        "exceptions revoke": [["exceptions", "revoke", exception]],
     }
 
 

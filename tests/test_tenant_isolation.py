@@ -37,6 +37,11 @@ from runs.models import (
 
 # Routes that only write; their tenant boundary is tested where their behaviour is.
 WRITE_ONLY_ROUTES = {
+    "api:backtest-start": "tests/policies/test_governance_api.py::"
+                          "test_another_tenants_versions_and_backtests_are_not_found",
+    **{f"api:exception-{step}": "tests/policies/test_governance_api.py::"
+                                "test_no_exception_on_another_tenants_policy_and_none_by_an_api_key"
+       for step in ("grant", "revoke")},
     "api:approval-decision": "tests/test_tenant_isolation.py::"
                              "test_an_outsider_cannot_decide_another_tenants_request",
     "api:approval-withdraw": "tests/policies/test_approval_binding.py::"
@@ -87,11 +92,15 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
     from django.contrib.auth.models import User
     from django.utils import timezone
 
+    from core.services import grant_role
     from policies.exceptions import request_exception
     from policies.models import GovernedException
     from policies.services import publish_policy_version
+    from runs.governance_log import setting_up
 
     publisher = User.objects.create_user("publisher-of-acme")
+    with setting_up():
+        grant_role(publisher, "manage_policies", acme)
     published = publish_policy_version(version, by=publisher)
     exception = request_exception(acme, by=publisher, tool="delete_*", policy_version=published,
                                   justification="backlog", starts_at=timezone.now(),
@@ -100,6 +109,10 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
 
     backtest = BackTest.objects.create(tenant=acme, version=published,
                                        window_from=timezone.now(), window_to=timezone.now())
+    from policies.models import BackTestChange
+
+    BackTestChange.objects.create(tenant=acme, backtest=backtest, call_id=run["tool_calls"][0][
+        "call_id"], run_id=run["run_id"], tool="delete_record", before="allow", after="deny")
     from exports.models import AuditExport
 
     export = AuditExport.objects.create(tenant=acme, window_from=timezone.now(),
@@ -144,6 +157,9 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
         "incident_id": incident.pk,
         "rollback_id": rollback.pk,
         "export_id": export.pk,
+        "version_id": published.pk,
+        "backtest_id": backtest.pk,
+        "exception_id": exception.pk,
         "objects": {
             Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
             Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored)[0].tool,

@@ -34,7 +34,33 @@ def planted(acme, record, admin_user) -> dict[str, Any]:
                                             call_id=f"asked-{n}"), asked_by="agent")
     open_incident(acme, f"Leaked {SECRETS[6].value}", by=admin_user,
                   summary=f"found {SECRETS[7].value}", ticket_ids=[SECRETS[8].value])
+    _governed(acme, admin_user)
     return run
+
+
+def _governed(acme: Any, admin_user: Any) -> None:
+    """An exception whose justification quotes a secret, and a back-test of a draft."""
+    from datetime import timedelta
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from policies.backtest import start_backtest
+    from policies.exceptions import request_exception
+    from policies.models import Policy
+    from policies.services import create_draft, publish_policy_version
+    from policies.tasks import run_backtest
+
+    policy = Policy.objects.create(tenant=acme, name="admin-walk")
+    published = publish_policy_version(create_draft(policy, by=admin_user, change_note="v1"),
+                                       by=User.objects.create_superuser("second-governor"))
+    now = timezone.now()
+    request_exception(acme, by=admin_user, tool="refund_payment", policy_version=published,
+                      justification=f"case of {SECRETS[15].value}", starts_at=now,
+                      ends_at=now + timedelta(hours=1))
+    test = start_backtest(create_draft(policy, by=admin_user, change_note="v2"),
+                          now - timedelta(days=1), now + timedelta(days=1), by=admin_user)
+    run_backtest.apply(args=(test.pk,))
 
 
 def leaked(text: str) -> list[str]:

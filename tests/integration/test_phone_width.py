@@ -27,7 +27,7 @@ def test_every_portal_page_fits_a_phone(live_server, page, login, acme, record):
     page.set_viewport_size(PHONE)
     wide = {}
     for path in ["/", "/approvals/", "/incidents/", f"/incidents/acme/{incident.pk}/",
-                 "/divergences/", "/runs/find/?q=billing", "/exports/",
+                 "/divergences/", "/runs/find/?q=billing", "/runs/find/?q=zq", "/exports/",
                  f"/runs/acme/{RUN_ID}/", f"/runs/acme/replays/{replay.pk}/"]:
         page.goto(f"{live_server.url}{path}")
         overflow = page.evaluate("document.scrollingElement.scrollWidth - window.innerWidth")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -36,11 +37,11 @@ def test_a_draft_shows_which_recorded_calls_it_would_decide_differently(
     assert test.total == ToolCall.objects.filter(tenant=acme).count()
     assert test.processed == test.total
     assert test.changed == exfil.count() > 0
-    by_tool = {tool: sum(c.values()) for tool, c in test.counts.items()}
-    assert by_tool == {t: exfil.filter(tool__name=t).count()
-                       for t in exfil.values_list("tool__name", flat=True).distinct()}
-    assert all(k == "allow -> deny" for c in test.counts.values() for k in c)
-    assert {s["call_id"] for s in test.sample} == set(exfil.values_list("call_id", flat=True))
+    changed_by_tool = {tool: row["changed"] for tool, row in test.counts.items()
+                       if row["changed"]}
+    assert changed_by_tool == {t: exfil.filter(tool__name=t).count()
+                               for t in exfil.values_list("tool__name", flat=True).distinct()}
+    assert set(test.changes.values_list("before", "after")) == {("allow", "deny")}
     assert run_backtest.apply(args=(test.pk,)).result is None  # a second run claims nothing
 
 
@@ -56,3 +57,143 @@ def test_the_admin_queues_a_backtest_and_shows_its_progress(acme, alice, publish
     page = client.get(reverse("admin:policies_backtest_change", args=[test.pk]))
     assert page.status_code == 200
     assert "0 / 0" in page.content.decode()
+
+
+WINDOW = (timezone.now() - timedelta(days=3650), timezone.now() + timedelta(days=1))
+
+
+def _other_policy_denies_exfil(acme, alice, dave):
+    from policies.services import publish_policy_version
+
+    guard = Policy.objects.create(tenant=acme, name="guard")
+    draft = create_draft(guard, by=alice, change_note="no exfil", default_effect="")
+    Rule.objects.create(tenant=acme, version=draft, name="no exfil", action_classes=["exfil"],
+                        effect="deny")
+    publish_policy_version(draft, by=dave)
+
+
+def test_an_unchanged_copy_changes_nothing_while_another_policy_is_published(
+        acme, alice, dave, publish, record, make_run):
+    """The "after" side is what the tenant would decide with the draft published: the draft
+    in place of its policy's published version, beside every other published policy."""
+    record(acme, *[make_run() for _ in range(8)])
+    tools = publish([{"name": "allow all", "effect": "allow"}])
+    _other_policy_denies_exfil(acme, alice, dave)
+    copy = create_draft(tools.policy, by=alice, change_note="no change")
+
+    test = start_backtest(copy, *WINDOW, by=alice)
+    run_backtest.apply(args=(test.pk,))
+    test.refresh_from_db()
+
+    assert test.status == BackTestStatus.DONE
+    assert test.processed == ToolCall.objects.filter(tenant=acme).count() > 0
+    assert test.changed == 0
+    assert not test.changes.exists()
+
+
+def test_each_tool_shows_its_calls_before_and_after_and_every_changed_call_is_kept(
+        acme, alice, publish, record, make_run):
+    record(acme, *[make_run() for _ in range(8)])
+    tools = publish([{"name": "allow all", "effect": "allow"}])
+    draft = create_draft(tools.policy, by=alice, change_note="block exfil")
+    Rule.objects.create(tenant=acme, version=draft, name="no exfil", position=0,
+                        action_classes=["exfil"], effect="deny")
+
+    test = start_backtest(draft, *WINDOW, by=alice)
+    run_backtest.apply(args=(test.pk,))
+    test.refresh_from_db()
+
+    calls = ToolCall.objects.filter(tenant=acme)
+    for tool, row in test.counts.items():
+        of_tool = calls.filter(tool__name=tool)
+        assert row["calls"] == of_tool.count()
+        assert row["before"] == {"allow": of_tool.count()}
+        denied = of_tool.filter(action_class="exfil").count()
+        assert row["after"] == {k: v for k, v in {"allow": of_tool.count() - denied,
+                                                  "deny": denied}.items() if v}
+        assert row["changed"] == denied
+    exfil = calls.filter(action_class="exfil")
+    assert set(test.changes.values_list("call_id", flat=True)) == set(
+        exfil.values_list("call_id", flat=True))
+    change = test.changes.first()
+    assert (change.before, change.after) == ("allow", "deny")
+    assert set(change.rules) == {"no exfil", "allow all"}  # the draft's rules that matched
+
+
+def test_a_backtest_can_be_narrowed_to_agents_and_tools(acme, alice, publish, record,
+                                                        make_run):
+    record(acme, *[make_run() for _ in range(8)])
+    tools = publish([{"name": "allow all", "effect": "allow"}])
+    draft = create_draft(tools.policy, by=alice, change_note="deny everything")
+    draft.default_effect = "deny"
+    draft.save()
+    draft.rules.all().delete()
+    calls = ToolCall.objects.filter(tenant=acme)
+    agent, tool = calls.values_list("run__agent__agent_id", "tool__name").first()
+
+    test = start_backtest(draft, *WINDOW, by=alice, agents=[agent], tools=[tool])
+    run_backtest.apply(args=(test.pk,))
+    test.refresh_from_db()
+
+    narrowed = calls.filter(run__agent__agent_id=agent, tool__name=tool)
+    assert test.total == test.changed == narrowed.count() < calls.count()
+    assert set(test.counts) == {tool}
+
+
+def test_a_governor_chooses_the_window_agents_and_tools_and_reads_every_changed_call(
+        acme, globex, alice, publish, record, make_run, client):
+    record(acme, *[make_run() for _ in range(8)])
+    record(globex, make_run("globex"))
+    tools = publish([{"name": "allow all", "effect": "allow"}])
+    draft = create_draft(tools.policy, by=alice, change_note="block exfil")
+    Rule.objects.create(tenant=acme, version=draft, name="no exfil", action_classes=["exfil"],
+                        effect="deny")
+    exfil = ToolCall.objects.filter(tenant=acme, action_class="exfil").select_related(
+        "tool", "run")
+    tool = exfil.first().tool.name
+    client.force_login(alice)
+    form_url = reverse("admin:policies_policyversion_backtest", args=[draft.pk])
+
+    form = client.get(form_url).content.decode()
+    assert f'value="{tool}"' in form
+    assert not any(f'value="{name}"' in form for name in ToolCall.objects.filter(
+        tenant=globex).exclude(tool__name__in=ToolCall.objects.filter(tenant=acme).values(
+            "tool__name")).values_list("tool__name", flat=True))  # no other tenant's tools
+    backwards = client.post(form_url, {"window_from": "2026-12-01T10:00",
+                                       "window_to": "2026-11-01T10:00"})
+    assert "The window must end after it starts." in backwards.content.decode()
+    assert not BackTest.objects.exists()  # nothing half-written
+
+    response = client.post(form_url, {"window_from": "2000-01-01T00:00",
+                                      "window_to": "2100-01-01T00:00", "tools": [tool]})
+    test = BackTest.objects.get(version=draft)
+    assert response.status_code == 302
+    assert test.tools == [tool]
+    run_backtest.apply(args=(test.pk,))
+
+    page = client.get(reverse("admin:policies_backtest_change", args=[test.pk])).content.decode()
+    for call in exfil.filter(tool__name=tool):
+        assert f"/runs/acme/{call.run.run_id}/#tool_call-{call.call_id}" in page
+    assert "allow → deny" in page
+    assert 'id="backtest-tools"' in page
+
+
+def test_another_tenants_backtest_is_a_404(acme, globex, alice, charlie, publish, client):
+    version = publish([])
+    test = start_backtest(create_draft(version.policy, by=alice, change_note="x"), *WINDOW,
+                          by=alice)
+    client.force_login(charlie)
+    assert client.get(reverse("admin:policies_backtest_change", args=[test.pk])
+                      ).status_code == 404
+    assert client.get(reverse("admin:policies_policyversion_backtest", args=[test.version_id])
+                      ).status_code == 404
+
+
+def test_only_a_governor_of_the_tenant_backtests(acme, alice, bob, charlie, publish):
+    from django.core.exceptions import PermissionDenied
+
+    draft = create_draft(publish([]).policy, by=alice, change_note="x")
+    for outsider in (bob, charlie):  # ingest only on acme; every role, but on globex
+        with pytest.raises(PermissionDenied):
+            start_backtest(draft, *WINDOW, by=outsider)
+    assert not BackTest.objects.exists()

@@ -44,6 +44,32 @@ def key_bound_to(tenant, agent: str) -> ApiKey:
 
 
 @pytest.fixture
+def bob(acme):
+    """An operator of acme: asks for exceptions, may not grant them."""
+    from django.contrib.auth.models import User
+
+    from core.services import grant_role
+
+    with setting_up():
+        user = User.objects.create_user("bob", password="pw-for-tests-only", is_staff=True)
+        grant_role(user, "operate", acme)
+    return user
+
+
+def test_someone_who_neither_operates_nor_governs_cannot_ask(acme, globex, version, charlie):
+    from django.contrib.auth.models import User
+
+    from core.services import grant_role
+
+    with setting_up():
+        viewer = User.objects.create_user("viewer")
+        grant_role(viewer, "view_ledger", acme)
+    for outsider in (viewer, charlie):  # charlie holds every role, on globex
+        with pytest.raises(PermissionDenied, match="operate or the manage_policies"):
+            ask(acme, outsider, version)
+
+
+@pytest.fixture
 def version(publish):
     return publish(RULES)
 

@@ -52,3 +52,19 @@ def test_a_revoked_exception_offers_no_revert_and_refuses_one(publish, acme, ali
     assert answer.status_code == 403
     exc.refresh_from_db()
     assert exc.status == ExceptionStatus.REVOKED
+
+
+def test_the_history_list_offers_revert_on_a_draft_only_and_reads_in_the_tenant_scope(
+        publish, alice, client):
+    """The history list is read through the tenant scope (the scope guard fails a test whose
+    request reads a tenant's rows unscoped: this page did, joining the policy)."""
+    from policies.services import create_draft
+
+    version = publish([{"name": "no deletes", "effect": "deny", "action_classes": ["delete"]}])
+    draft = create_draft(version.policy, by=alice, change_note="next")
+    client.force_login(alice)
+    pages = {obj.status: client.get(reverse("admin:policies_policyversion_history",
+                                            args=[obj.pk])).content.decode()
+             for obj in (version, draft)}
+    assert "to revert to" not in pages[VersionStatus.PUBLISHED]
+    assert "to revert to" in pages[VersionStatus.DRAFT]
