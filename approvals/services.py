@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from core.actors import Actor, key_of, person_of
 from core.canonical import content_hash
+from core.dates import shown_time
 from core.jobs import enqueue_on_commit
 from core.models import Tenant
 from core.roles import Role
@@ -249,5 +250,24 @@ def escalate_overdue(now: Any = None) -> dict[str, int]:
         if ApprovalRequest.objects.filter(pk=request.pk, escalated_at__isnull=True).update(
                 escalated_at=now):
             escalated += 1
-            notify_approvers(request, NotifyEvent.ESCALATED)
+            note_escalation(request, notify_approvers(request, NotifyEvent.ESCALATED))
     return {"expired": expired, "escalated": escalated}
+
+
+def note_escalation(request: ApprovalRequest, deliveries: list[Any]) -> None:
+    """Annotate the request's run with what its escalation actually delivered: each channel
+    that reached approvers and each that failed (with why), and plainly when none did."""
+    parts = [f"{d.channel} {'delivered' if d.delivered else 'failed'} ({d.detail})"
+             + (f" via route {d.route.name!r}" if d.route is not None else "")
+             for d in deliveries]
+    if not deliveries:
+        parts = [f"no route covers escalations of {request.action_class} requests"]
+    reached = "" if any(d.delivered for d in deliveries) else "no approver was reached: "
+    annotate(request.tenant, AnnotationKind.APPROVAL,
+             f"escalated {request.get_kind_display()} {request.tool} (request {request.pk}), "
+             f"waiting since {shown_time(request.created_at)}: {reached}"
+             + "; ".join(parts), run_id=request.run_id, target_call_id=request.call_id,
+             data={"approval_request": request.pk, "event": "escalated",
+                   "deliveries": [{"channel": d.channel, "route": d.route_id,
+                                   "delivered": d.delivered, "detail": d.detail}
+                                  for d in deliveries]})

@@ -9,6 +9,8 @@ from typing import Any
 from django.urls import reverse
 
 from core.actors import Viewer
+from policies.models import Decision
+from policies.trail import deciding_rule
 from runs.models import ToolCall
 from runs.redaction import as_text
 from runs.services import ViewerRedaction, redactor_for
@@ -55,13 +57,20 @@ def step_rows(replay: Replay, view: ViewerRedaction) -> list[dict[str, Any]]:
             "error": view.redactor.redact(step.error, "error", call_labels),
             "follow_up": redacted_follow_up(step, view),
             "output": view.redactor.redact(step.output, "output", call_labels),
-            "decision": None if decision is None else {
-                "id": decision.pk, "effect": decision.effect, "reason": decision.reason,
-                "policy_version": str(decision.policy_version)
-                if decision.policy_version else None},
+            "decision": None if decision is None else _decision(decision),
             "divergence": _redacted_differences(step, view, call_labels),
         })
     return rows
+
+
+def _decision(decision: Decision) -> dict[str, Any]:
+    """A replayed call's decision as the replay's trail shows it: the rule that decided, the
+    policy version, the mode, the reason."""
+    version = decision.policy_version
+    return {"id": decision.pk, "effect": decision.effect, "reason": decision.reason,
+            "mode": decision.mode, "policy_version": str(version) if version else None,
+            "rule": deciding_rule(decision.matched_rules, version.policy.name if version else None,
+                                  version.number if version else None)}
 
 
 def _redacted_differences(step: ReplayStep, view: ViewerRedaction,

@@ -1,8 +1,10 @@
 """What operations add to a run's timeline page: its latest replays and the replay form's
-policy versions, roll back buttons on compensable calls, and the endpoint they post to."""
+policy versions, each call's rollback (who asked, when, what remains), roll back buttons on
+compensable calls, and the endpoint they post to."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.contrib import messages
@@ -19,21 +21,24 @@ from core.roles import Role
 from core.tenancy import has_role
 from policies.models import PolicyVersion
 from runs.models import Run, ToolCall
-from runs.timeline_html import RollbackControls
+from runs.redaction import as_text
+from runs.services import ViewerRedaction
+from runs.timeline_html import RollbackControls, RollbackState
 from runs.views import visible_run_or_404
 
 from .models import Replay, Rollback
 from .rollback import compensable_calls, request_rollback, request_run_rollback
 
 
-def timeline_panel(request: HttpRequest, tenant: str, run: dict[str, Any]) -> dict[str, Any]:
+def timeline_panel(request: HttpRequest, tenant: str, run: dict[str, Any],
+                   redaction: ViewerRedaction) -> dict[str, Any]:
     """Registered with ``runs.timeline_panels`` by ``OperationsConfig.ready``."""
     can_operate = has_role(request.user, Role.OPERATE, run["tenant_id"])
     context: dict[str, Any] = {
         "replays": list(Replay.objects.filter(tenant_id=run["tenant_id"], run_id=run["id"])
                         .order_by("-id")[:10]),
         "can_replay": can_operate,
-        "rollbacks": _rollback_controls(request, tenant, run) if can_operate else None,
+        "rollbacks": _rollback_controls(request, tenant, run, redaction, can_operate),
     }
     if can_operate:
         context["policy_versions"] = list(PolicyVersion.objects.filter(
@@ -42,16 +47,34 @@ def timeline_panel(request: HttpRequest, tenant: str, run: dict[str, Any]) -> di
     return context
 
 
-def _rollback_controls(request: HttpRequest, tenant: str, run: dict[str, Any]
-                       ) -> RollbackControls:
-    """Roll back buttons for operators: on completed calls whose tool supports compensation
-    and that were not rolled back yet (those show their rollback's status instead)."""
+def _rollback_controls(request: HttpRequest, tenant: str, run: dict[str, Any],
+                       redaction: ViewerRedaction, can_operate: bool) -> RollbackControls:
+    """Each call's rollback, for every reader (what remains redacted at their level); roll
+    back buttons for operators: on completed calls whose tool supports compensation that were
+    not rolled back yet, or whose rollback stopped before its hook was called (a retry)."""
+    done = {row["tool_call__call_id"]: _state(row, redaction) for row in Rollback.objects.filter(
+        tenant_id=run["tenant_id"], run_id=run["id"]).values(
+        "pk", "tool_call__call_id", "status", "attempts", "requested_by_label", "created_at",
+        "remaining_side_effects", "last_error")}
+    if not can_operate:
+        return RollbackControls(None, "", set(), done)
     stored = Run(pk=run["id"], tenant_id=run["tenant_id"])
-    done = dict(Rollback.objects.filter(tenant_id=run["tenant_id"], run_id=run["id"])
-                .values_list("tool_call__call_id", "status"))
-    eligible = set(compensable_calls(stored).values_list("call_id", flat=True)) - set(done)
+    eligible = {call_id for call_id in compensable_calls(stored).values_list("call_id", flat=True)
+                if call_id not in done or done[call_id].never_attempted}
     return RollbackControls(reverse("run-rollback", args=[tenant, run["run_id"]]),
                             get_token(request), eligible, done)
+
+
+def _state(row: Mapping[str, Any], redaction: ViewerRedaction) -> RollbackState:
+    # the hook's answer is the tool's content: redacted like the API's rollback (ANSWER_FIELDS)
+    shown = redaction.redactor.redact_fields(row, ("remaining_side_effects", "last_error"))
+    remaining = shown["remaining_side_effects"] or []
+    return RollbackState(
+        rollback_id=row["pk"], status=row["status"], attempts=row["attempts"],
+        requested_by=row["requested_by_label"], requested_at=row["created_at"],
+        link=reverse("admin:operations_rollback_change", args=[row["pk"]]),
+        remaining=remaining if isinstance(remaining, list) else [remaining],
+        last_error=as_text(shown["last_error"]))
 
 
 @login_required

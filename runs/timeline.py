@@ -70,11 +70,37 @@ def _span(run: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[datetime, fl
     return start, max((end - start).total_seconds(), 0.001)
 
 
+def run_totals(run: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Duration, tokens by model and calls by status, from the rows the page loaded anyway (no
+    query of its own, so the page's query count stays flat)."""
+    tokens: dict[str, dict[str, Any]] = {}
+    calls: dict[str, int] = {}
+    for row in rows:
+        if row["kind"] == "model_call":
+            counted = tokens.setdefault(row["model"], {"model": row["model"], "calls": 0,
+                                                       "input": 0, "output": 0})
+            counted["calls"] += 1
+            counted["input"] += row.get("input_tokens") or 0
+            counted["output"] += row.get("output_tokens") or 0
+        elif row["kind"] == "tool_call":
+            calls[row["status"]] = calls.get(row["status"], 0) + 1
+    for counted in tokens.values():
+        counted["total"] = counted["input"] + counted["output"]
+    ended = run.get("ended_at")
+    return {"duration_s": (ended - run["started_at"]).total_seconds() if ended else None,
+            "tokens": sorted(tokens.values(), key=lambda t: (-t["total"], t["model"])),
+            "calls": dict(sorted(calls.items(), key=lambda item: (-item[1], item[0])))}
+
+
 def build_timeline(run: dict[str, Any], redact: Any) -> dict[str, Any]:
     """Context for the page; ``redact(kind, row) -> row`` applies the viewer's redaction."""
     rows = timeline_of(run["id"], run["tenant_id"])
-    decisions = decisions_of(run["tenant_id"], [r["call_id"] for r in rows
-                                                if r["kind"] == "tool_call"])
+    call_ids = [r["call_id"] for r in rows if r["kind"] == "tool_call"]
+    decisions = decisions_of(run["tenant_id"], call_ids, run_id=run["run_id"])
+    recorded = set(call_ids)
+    # decided about calls this run never recorded: most often refused before they ran
+    unrecorded = [{**decision, "call_id": call_id} for call_id, made in decisions.items()
+                  if call_id not in recorded for decision in made]
     start, span = _span(run, rows)
     entries: list[Entry] = []
     calls: dict[str, Entry] = {}
@@ -110,4 +136,6 @@ def build_timeline(run: dict[str, Any], redact: Any) -> dict[str, Any]:
     for raw in rows:
         counts[raw["kind"]] = counts.get(raw["kind"], 0) + 1
     return {"entries": entries, "counts": counts, "span_seconds": round(span, 3),
-            "errors": sum(1 for r in rows if r.get("status") in ERROR_STATUSES)}
+            "errors": sum(1 for r in rows if r.get("status") in ERROR_STATUSES),
+            "totals": run_totals(run, rows),
+            "unrecorded_decisions": sorted(unrecorded, key=lambda d: d["id"])}

@@ -3,7 +3,8 @@
 The ledger renders the run; an app that acts on runs (operations: its replays, the roll back
 buttons) registers a panel here from its ``AppConfig.ready``, so the ledger never imports it.
 A panel returns extra template context; ``rollbacks`` (a ``RollbackControls``) also puts
-buttons on the timeline's rows."""
+each call's rollback (and, for operators, the buttons) on the timeline's rows. A panel shows
+agent content only through the page's ``redaction``."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from typing import Any
 
 from django.http import HttpRequest
 
-#: ``panel(request, tenant_slug, run)`` -> context; ``run`` is the timeline's row of the run.
-TimelinePanel = Callable[[HttpRequest, str, dict[str, Any]], dict[str, Any]]
+from .services import ViewerRedaction
+
+#: ``panel(request, tenant_slug, run, redaction)`` -> context; ``run`` is the timeline's row of
+#: the run, ``redaction`` the reader's.
+TimelinePanel = Callable[[HttpRequest, str, dict[str, Any], ViewerRedaction], dict[str, Any]]
 
 _panels: list[TimelinePanel] = []
 
@@ -24,8 +28,9 @@ def register_timeline_panel(panel: TimelinePanel) -> TimelinePanel:
     return panel
 
 
-def panel_context(request: HttpRequest, tenant: str, run: dict[str, Any]) -> dict[str, Any]:
+def panel_context(request: HttpRequest, tenant: str, run: dict[str, Any],
+                  redaction: ViewerRedaction) -> dict[str, Any]:
     context: dict[str, Any] = {}
     for panel in _panels:
-        context.update(panel(request, tenant, run))
+        context.update(panel(request, tenant, run, redaction))
     return context

@@ -24,7 +24,7 @@ from .models import Run
 from .redaction import as_text
 from .search import CONTAINS_MIN_LENGTH
 from .timeline import build_timeline
-from .timeline_html import timeline_rows
+from .timeline_html import timeline_rows, unrecorded_decisions
 from .timeline_panels import panel_context
 
 MAX_MATCHES = 50
@@ -69,12 +69,12 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
         # its rows show no hashes: emptied, not committed to (2,000 HMACs saved a page)
         **build_timeline(run, partial(redactor.redact_row, commit=False)),
     }
-    context.update(panel_context(request, tenant, run))  # replays, roll back buttons
+    context.update(panel_context(request, tenant, run, redactor))  # replays, rollbacks
     context["rows"] = timeline_rows(context["entries"], context.get("rollbacks"))
-    duration = None
-    if run.get("ended_at"):
-        duration = (run["ended_at"] - run["started_at"]).total_seconds()
-    context["duration"] = duration
+    context["unrecorded"] = unrecorded_decisions(context["unrecorded_decisions"])
+    # the switch offers the levels this reader may use; each use below strict is recorded
+    # (redactor_for) as a disclosure
+    context["redaction_levels"] = services.allowed_levels(request.user, run["tenant_id"])
     context["can_annotate"] = has_role(request.user, Role.OPERATE, run["tenant_id"])
     context["annotation_kinds"] = services.MANUAL_ANNOTATION_KINDS
     return render(request, "runs/timeline.html", context)

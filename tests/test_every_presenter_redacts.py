@@ -107,7 +107,8 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
         "/refund-secret", same_as_recorded("c2", state=REPLAY_SECRET))})
     replay = walk(start_replay(stored_run(acme, REPLAYED), by=alice))
     compensating(Tool.objects.get(tenant=acme, name="refund_payment"),
-                 (200, {"refund_reversed": True, "card": HOOK_CARD}))
+                 (200, {"refund_reversed": True, "card": HOOK_CARD,  # the timeline shows what
+                        "remaining_side_effects": [f"a fee on card {HOOK_CARD}"]}))  # remains
     with django_capture_on_commit_callbacks(execute=True):
         answer = key_client(acme, ["view_ledger", "operate"]).post(
             "/api/v1/rollbacks/", {"call_id": "run-refunds-c2"}, format="json")

@@ -1,11 +1,15 @@
-"""The portal's navigation, on every page: the pages a person may use, and only those."""
+"""The portal's navigation, on every page: the pages a person may use, and only those; and the
+one date format of its pages."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from django import template
 from django.urls import reverse
 
 from core.actors import Viewer
+from core.dates import shown_time
 from core.roles import Role
 from core.tenancy import allowed_tenant_ids
 
@@ -37,3 +41,9 @@ def portal_pages(user: Viewer, current: str = "") -> list[dict[str, object]]:
             url = reverse(name)
             shown.append({"label": label, "url": url, "current": current == url})
     return shown
+
+
+@register.filter
+def when(value: datetime | None) -> str:
+    """A moment as every portal page shows it: ``2026-12-06 13:40:05 UTC``."""
+    return shown_time(value)

@@ -94,10 +94,11 @@ def timeline_of(run_pk: int, tenant_id: int) -> list[dict[str, Any]]:
     return timeline
 
 
-#: call_id -> decisions, for the calls of one tenant: what governance decided about each call
-#: before it ran. Governance registers its policy trail (``policies.trail``) from its
-#: ``AppConfig.ready``; without it the ledger shows no decisions.
-DecisionSource = Callable[[int, list[str]], dict[str, list[dict[str, Any]]]]
+#: ``source(tenant_id, call_ids, run_id)`` -> call_id -> decisions, for the calls of one tenant
+#: (and, given a run_id, that run's decisions about calls never recorded): what governance
+#: decided about each call before it ran. Governance registers its policy trail
+#: (``policies.trail``) from its ``AppConfig.ready``; without it the ledger shows no decisions.
+DecisionSource = Callable[[int, list[str], str], dict[str, list[dict[str, Any]]]]
 _decision_sources: list[DecisionSource] = []
 
 
@@ -106,10 +107,12 @@ def register_decision_source(source: DecisionSource) -> None:
         _decision_sources.append(source)
 
 
-def decisions_of(tenant_id: int, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The policy trail of these calls: call_id -> decisions, oldest first."""
+def decisions_of(tenant_id: int, call_ids: list[str], run_id: str = ""
+                 ) -> dict[str, list[dict[str, Any]]]:
+    """The policy trail of these calls: call_id -> decisions, oldest first; with ``run_id``,
+    also the run's decisions about calls that were never recorded (under their call_id)."""
     found: dict[str, list[dict[str, Any]]] = {}
     for source in _decision_sources:
-        for call_id, decisions in source(tenant_id, call_ids).items():
+        for call_id, decisions in source(tenant_id, call_ids, run_id).items():
             found.setdefault(call_id, []).extend(decisions)
     return found

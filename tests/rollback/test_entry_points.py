@@ -134,7 +134,9 @@ def test_the_timeline_page_offers_roll_back_buttons_to_operators_only(
                     {"call_id": "run-refunds-c4"})
     page = client.get(page_url).content.decode()
     assert page.count('class="rollback-button"') == 2
-    assert "rollback: succeeded" in page
+    rolled_back = Rollback.objects.get(tool_call__call_id="run-refunds-c4")
+    assert (f'rollback {rolled_back.pk}</a>: <span class="status status-succeeded">succeeded'
+            in page)
 
     grant_role(bob, "view_ledger", acme)
     client.force_login(bob)

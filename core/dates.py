@@ -1,0 +1,17 @@
+"""The one way portal pages show a moment: "2026-12-06 13:40:05 UTC", in the portal's time zone
+(``TIME_ZONE``), to the second, always naming the zone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.utils import timezone
+
+
+def shown_time(value: datetime | None) -> str:
+    """``value`` as pages show it; "" for no value."""
+    if value is None:
+        return ""
+    if timezone.is_aware(value):
+        value = timezone.localtime(value)
+    return f"{value:%Y-%m-%d %H:%M:%S} {value.tzname() or timezone.get_current_timezone_name()}"
