@@ -42,3 +42,22 @@ def test_every_portal_page_shows_dates_one_way_with_the_zone(acme, alice, record
         if found:
             odd[path] = found
     assert odd == {}
+
+
+def test_the_admin_shows_moments_in_the_same_format(acme, alice, client):
+    """The admin's own pages too (Django's locale format was "Dec. 6, 2026, 2:12 p.m.")."""
+    import re
+
+    from policies.models import Policy
+    from policies.services import create_draft
+
+    draft = create_draft(Policy.objects.create(tenant=acme, name="tools"), by=alice,
+                         change_note="x")
+    client.force_login(alice)
+    from django.urls import reverse
+
+    page = client.get(reverse("admin:policies_policyversion_change", args=[draft.pk]))
+    text = page.content.decode()
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", text)
+    assert "a.m." not in text
+    assert "p.m." not in text

@@ -105,8 +105,45 @@ def test_an_operator_follows_the_demos_incident_to_its_replay_and_partial_rollba
     page.wait_for_url(f"{live_server.url}/runs/acme/acme-refund-1042/#tool_call-"
                       "acme-refund-1042-t3.1")
     duplicate = page.locator("#tool_call-acme-refund-1042-t3\\.1")
-    assert "rollback: partial" in duplicate.inner_text()
+    assert "partial: side effects remain" in duplicate.inner_text()
     shoot(page, "operator-demo-rollback")
+
+
+def test_an_operator_works_the_runbook_from_the_home_page(
+        live_server, page, login, demo_tool_server, capsys):
+    """Debug, replay (sandbox, until a step), freeze and close: the runbook's operator steps,
+    every one reached by clicking from the home page."""
+    from incidents.models import Incident
+    from operations.models import Replay
+    from policies.services import frozen_tools
+    from tests.celery_conf import celery_conf
+
+    seed_the_demo("operator")
+    start_at_home(live_server, page, login, "operator")
+    page.locator("#panel-incidents a", has_text="Refunds sent twice").click()
+    incident_url = page.url
+    incident = Incident.objects.get(pk=int(incident_url.rstrip("/").rsplit("/", 1)[-1]))
+    page.locator("li.linked-run a").first.click()  # the incident's run: its timeline
+    assert page.locator("#replay-form").count() == 1
+    with celery_conf(task_always_eager=True):
+        page.locator("#replay-form input[name=until_step]").fill("2")
+        page.locator("#replay-form input[type=submit]").click()
+        page.wait_for_url("**/replays/**")
+    replay = Replay.objects.order_by("-id")[0]
+    assert (replay.mode, replay.until_step) == ("sandbox", 2)
+    shoot(page, "operator-runbook-replay")
+
+    page.goto(incident_url)  # back to the incident (the browser's history, as a person would)
+    page.select_option("form.act select[name=tool]", "send_email")
+    page.select_option("form.act select[name=mode]", "deny")
+    page.locator("#freeze").click()
+    assert frozen_tools(incident.tenant).get("send_email") == "deny"
+    page.select_option("#remediation", index=1)
+    page.locator("form.act textarea[name=note]").last.fill("refund reversed; tool frozen")
+    page.locator("#close").click()
+    incident.refresh_from_db()
+    assert incident.status == "closed"
+    shoot(page, "operator-runbook-closed")
 
 
 def test_an_auditor_downloads_the_demos_finished_export(live_server, page, login,
