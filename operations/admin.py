@@ -64,14 +64,22 @@ class RollbackAdmin(TenantScopedAdmin):
     content_fields = ("outcome", "attempt_log", "remaining_side_effects", "last_error")
 
     list_display = ["id", "call", "tenant", "status", "attempts", "incident", "requested_by_label",
-                    "created_at", "finished_at"]
+                    "created_at", "finished_at", "timeline"]
     list_filter = ["status"]
-    list_select_related = ["tenant", "tool_call__tool", "incident"]
+    list_select_related = ["tenant", "tool_call__tool", "incident", "run"]
     raw_id_fields = ["tool_call", "run", "incident"]
     ordering = ["-id"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="timeline")
+    def timeline(self, rollback: Rollback) -> str:
+        from runs.links import timeline_url
+
+        url = timeline_url(rollback.tenant.slug, rollback.run.run_id)
+        return format_html('<a href="{}#tool_call-{}">the call on its timeline</a>', url,
+                           rollback.tool_call.call_id) if url else "-"
 
     @admin.display(description="tool call")
     def call(self, rollback: Rollback) -> str:

@@ -257,7 +257,7 @@ class DecisionAdmin(ExactSearchAdmin):
     content_fields = ("input", "reason")
 
     list_display = ["created_at", "tool", "action_class", "effect", "mode", "agent_id",
-                    "run_id", "call_id", "policy_version", "latency_us", "tenant"]
+                    "run", "call_id", "policy_version", "latency_us", "tenant"]
     list_filter = ["effect", "mode", "engine", "action_class"]
     list_select_related = ["tenant", "policy_version__policy"]
     ordering = ["-id"]
@@ -269,6 +269,14 @@ class DecisionAdmin(ExactSearchAdmin):
         from django.db.models import Q
 
         return [Q(call_id=term) | Q(run_id=term)]
+
+    @admin.display(description="run")
+    def run(self, decision: Decision) -> str:
+        from runs.links import timeline_url
+
+        url = timeline_url(decision.tenant.slug, decision.run_id) if decision.run_id else ""
+        return format_html('<a href="{}#tool_call-{}">{}</a>', url, decision.call_id,
+                           decision.run_id) if url else decision.run_id or "-"
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return [f.name for f in self.model._meta.fields]

@@ -94,11 +94,15 @@ class StepAdmin(LedgerRecordAdmin):
 class ModelCallAdmin(LedgerRecordAdmin):
     content_fields = ("messages", "response", "error")
     list_display = ["call_id", "model", "provider", "run", "tenant", "input_tokens",
-                    "output_tokens", "latency_ms", "started_at"]
+                    "output_tokens", "latency_ms", "started_at", "timeline"]
     list_filter = [RecentFilter]
     list_select_related = ["tenant", "run"]
     search_fields = ["call_id", "run_id", "agent_id"]
     search_help_text = "An exact call_id; a run_id or agent_id, or its start."
+
+    @admin.display(description="timeline")
+    def timeline(self, call: ModelCall) -> str:
+        return _on_timeline(call, "model_call")
 
     def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
         calls = self.matching_pks(request, ModelCall, call_id=term)
@@ -109,15 +113,26 @@ class ModelCallAdmin(LedgerRecordAdmin):
 class ToolCallAdmin(LedgerRecordAdmin):
     content_fields = ("input", "output", "error", "tool_call_ref", "idempotency_key")
     list_display = ["call_id", "tool", "action_class", "status", "attempt", "run", "tenant",
-                    "started_at", "duration_ms"]
+                    "started_at", "duration_ms", "timeline"]
     list_filter = ["status", "action_class", ToolFilter, StartedBetweenFilter, RecentFilter]
     list_select_related = ["tenant", "run", "tool"]
     search_fields = ["call_id", "run_id", "agent_id"]
     search_help_text = "An exact call_id; a run_id or agent_id, or its start."
 
+    @admin.display(description="timeline")
+    def timeline(self, call: ToolCall) -> str:
+        return _on_timeline(call, "tool_call")
+
     def search_conditions(self, request: HttpRequest, term: str) -> list[Q]:
         calls = self.matching_pks(request, ToolCall, call_id=term)
         return [Q(pk__in=calls)] if calls else _by_run_or_agent(self, request, term)
+
+
+def _on_timeline(call: ModelCall | ToolCall, kind: str) -> str:
+    """A link to the call's row on its run's timeline (the row's anchor is kind-call_id)."""
+    url = timeline_url(call.tenant.slug, call.run.run_id)
+    return format_html('<a href="{}#{}-{}">on its timeline</a>', url, kind,
+                       call.call_id) if url else "-"
 
 @admin.register(Annotation)
 class AnnotationAdmin(LedgerRecordAdmin):
