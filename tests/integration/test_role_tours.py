@@ -133,7 +133,8 @@ def test_an_operator_works_the_runbook_from_the_home_page(
     assert (replay.mode, replay.until_step) == ("sandbox", 2)
     shoot(page, "operator-runbook-replay")
 
-    page.goto(incident_url)  # back to the incident (the browser's history, as a person would)
+    page.locator("nav.ledger-nav a", has_text="Incidents").click()
+    page.locator(f'a[href="{incident_url.replace(live_server.url, "")}"]').first.click()
     page.select_option("form.act select[name=tool]", "send_email")
     page.select_option("form.act select[name=mode]", "deny")
     page.locator("#freeze").click()
@@ -149,7 +150,9 @@ def test_an_operator_works_the_runbook_from_the_home_page(
 def test_an_auditor_downloads_the_demos_finished_export(live_server, page, login,
                                                       demo_tool_server, capsys, tmp_path):
     from core import signing
+    from exports.models import AuditExport
     from exports.verify import verify_bundle
+    from tests.celery_conf import celery_conf
 
     seed_the_demo("auditor")
     start_at_home(live_server, page, login, "auditor")
@@ -159,6 +162,20 @@ def test_an_auditor_downloads_the_demos_finished_export(live_server, page, login
     bundle = tmp_path / downloading.value.suggested_filename
     downloading.value.save_as(bundle)
     assert verify_bundle(bundle, signing.public_key_b64()).ok
+
+    # the runbook's step: a tenant- and time-bounded export, strict, requested here
+    before = AuditExport.objects.count()
+    with celery_conf(task_always_eager=True):
+        page.select_option("select[name=tenant]", "acme")
+        page.locator("input[name=window_from]").fill("2026-01-01T00:00")
+        page.locator("input[name=window_to]").fill("2027-01-01T00:00")
+        page.locator("#request-export").click()
+        page.wait_for_load_state()
+    assert AuditExport.objects.count() == before + 1, page.locator(
+        "form.request-export").inner_text()
+    requested = AuditExport.objects.order_by("-id")[0]
+    assert (requested.redaction_level, requested.status) == ("strict", "done")
+    shoot(page, "auditor-export-requested")
 
 
 def test_a_governor_reviews_backtests_and_publishes_the_demos_draft(
