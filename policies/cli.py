@@ -27,6 +27,15 @@ def _when(text: str) -> datetime:
     return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
 
 
+def _narrowed(rows: Any, args: argparse.Namespace) -> Any:
+    """``--tenant``, ``--status`` and ``--limit``, as every listing command takes them."""
+    if args.tenant:
+        rows = rows.filter(tenant__slug=args.tenant)
+    if args.status:
+        rows = rows.filter(status=args.status)
+    return rows[: args.limit]
+
+
 def cmd_versions(args: argparse.Namespace, user: Actor) -> int:
     from .api.governance import VersionSerializer
     from .models import PolicyVersion
@@ -34,11 +43,7 @@ def cmd_versions(args: argparse.Namespace, user: Actor) -> int:
     versions = PolicyVersion.objects.for_user(user, Role.MANAGE_POLICIES).select_related(
         "tenant", "policy", "author", "publisher").order_by("tenant__slug", "policy__name",
                                                             "-number")
-    if args.tenant:
-        versions = versions.filter(tenant__slug=args.tenant)
-    if args.status:
-        versions = versions.filter(status=args.status)
-    rows = VersionSerializer(versions[: args.limit], many=True).data
+    rows = VersionSerializer(_narrowed(versions, args), many=True).data
     if args.json:
         print_json(rows)
         return EXIT_OK
@@ -140,12 +145,8 @@ def _print_exceptions(rows: list[dict[str, Any]]) -> None:
 def cmd_exceptions_list(args: argparse.Namespace, user: Actor) -> int:
     from .api.governance import ExceptionSerializer
 
-    found = _exceptions(user).order_by("-id")
-    if args.tenant:
-        found = found.filter(tenant__slug=args.tenant)
-    if args.status:
-        found = found.filter(status=args.status)
-    rows = ExceptionSerializer(found[: args.limit], many=True).data
+    rows = ExceptionSerializer(_narrowed(_exceptions(user).order_by("-id"), args),
+                               many=True).data
     if args.json:
         print_json(rows)
     elif not rows:

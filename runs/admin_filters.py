@@ -38,37 +38,35 @@ class RecentFilter(admin.SimpleListFilter):
         return queryset.filter(started_at__gte=timezone.now() - window)
 
 
-class ToolFilter(admin.SimpleListFilter):
-    """The tools of the user's tenants (one small query), not a DISTINCT over the calls. A
-    tool of another tenant named in the URL finds nothing: the list is scoped already."""
+class _TenantNamesFilter(admin.SimpleListFilter):
+    """The rows of ``model`` in the user's tenants, by name (one small query), never another
+    tenant's (Django's related filter would list every tenant's; a DISTINCT over the records
+    would read them all). An id of another tenant named in the URL finds nothing: the list is
+    scoped already."""
 
-    title = "tool"
-    parameter_name = "tool"
+    model: Any
+    name_field: str
+    filtered_field: str
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        tools = Tool.objects.for_user(request.user, Role.VIEW_LEDGER).values_list(
-            "pk", "tenant__slug", "name").order_by("name", "tenant__slug")
-        return [(str(pk), f"{name} ({slug})") for pk, slug, name in tools]
+        rows = self.model.objects.for_user(request.user, Role.VIEW_LEDGER).values_list(
+            "pk", "tenant__slug", self.name_field).order_by(self.name_field, "tenant__slug")
+        return [(str(pk), f"{name} ({slug})") for pk, slug, name in rows]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        return queryset.filter(tool_id=value) if value and value.isdigit() else queryset
+        return queryset.filter(**{self.filtered_field: value}) if value and value.isdigit() \
+            else queryset
 
 
-class AgentFilter(admin.SimpleListFilter):
-    """The agents of the user's tenants (Django's related filter would list every tenant's)."""
+class ToolFilter(_TenantNamesFilter):
+    title, parameter_name = "tool", "tool"
+    model, name_field, filtered_field = Tool, "name", "tool_id"
 
-    title = "agent"
-    parameter_name = "agent"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        agents = Agent.objects.for_user(request.user, Role.VIEW_LEDGER).values_list(
-            "pk", "tenant__slug", "agent_id").order_by("agent_id", "tenant__slug")
-        return [(str(pk), f"{agent_id} ({slug})") for pk, slug, agent_id in agents]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        return queryset.filter(agent_id=value) if value and value.isdigit() else queryset
+class AgentFilter(_TenantNamesFilter):
+    title, parameter_name = "agent", "agent"
+    model, name_field, filtered_field = Agent, "agent_id", "agent_id"
 
 
 DATE_FORMATS = "YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM]"
