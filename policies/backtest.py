@@ -1,6 +1,10 @@
 """Back-testing: which recorded tool calls a draft would decide differently from the policies
 published now, counted by tool and effect, with every changed call kept.
 
+Both sides read each call's arguments as the person who asked may see them (strict
+redaction): deciding on the stored values would let someone who governs but may not see a
+secret test guesses of it with a draft rule ("does args.token start with sk_live_A?").
+
 "Before" is what the tenant's published policies decide; "after" is what they would decide
 with the draft published: the draft in place of its own policy's published version, beside
 every other published policy (a freeze, a guard policy), strictest effect winning as live."""
@@ -22,6 +26,8 @@ from core.roles import Role
 from core.tenancy import has_role
 from core.watchdog import beat, claim_stalled, waiting_in_outbox
 from runs.models import ToolCall
+from runs.redaction import marker_texts
+from runs.services import redactor_for
 
 from .engine import compile_rules, input_document
 from .models import BackTest, BackTestChange, BackTestStatus, PolicyVersion
@@ -90,7 +96,9 @@ def _run(test: BackTest) -> None:
     if test.tools:
         calls = calls.filter(tool__name__in=test.tools)
     rows = calls.order_by("id").values_list("call_id", "run__run_id", "run__agent__agent_id",
-                                            "tool__name", "action_class", "input")
+                                            "tool__name", "action_class", "input",
+                                            "classifications")
+    redactor = redactor_for(None, tenant.pk).redactor
     published = current_deciders(tenant)  # "before": what is published now, loaded once
     with_draft = [d for d in published if d[0].policy_id != version.policy_id]
     with_draft.append((version, draft.decide))
@@ -98,10 +106,13 @@ def _run(test: BackTest) -> None:
     beat(BackTest, test.pk, total=total)
     counts: dict[str, dict[str, Any]] = {}
     changes: list[BackTestChange] = []
-    processed = changed = 0
+    processed = changed = redacted = 0
     last_beat = time.monotonic()
     BackTestChange.objects.filter(backtest=test).delete()  # a run the watchdog queued again
-    for call_id, run_id, agent_id, tool, action_class, args in rows.iterator(chunk_size=CHUNK):
+    for call_id, run_id, agent_id, tool, action_class, stored, labels in rows.iterator(
+            chunk_size=CHUNK):
+        args = marker_texts(redactor.redact(stored, "input", labels))
+        redacted += args != stored
         doc = input_document(tenant_slug=tenant.slug, outage_mode=tenant.outage_mode,
                              agent_id=agent_id, run_id=run_id, call_id=call_id, tool=tool,
                              action_class=action_class, mode="live",
@@ -127,7 +138,7 @@ def _run(test: BackTest) -> None:
     BackTestChange.objects.bulk_create(changes)
     BackTest.objects.filter(pk=test.pk, status=BackTestStatus.RUNNING).update(
         status=BackTestStatus.DONE, processed=processed, changed=changed, counts=counts,
-        finished_at=timezone.now())
+        redacted_calls=redacted, finished_at=timezone.now())
 
 
 def _count(row: dict[str, Any], before: str, after: str) -> None:

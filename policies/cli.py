@@ -111,6 +111,9 @@ def _show(user: Actor, pk: int, args: argparse.Namespace) -> int:
           f"{test.total:,} calls ({test.percent}%), {test.changed:,} decided differently")
     if test.error:
         print(f"error: {test.error}")
+    if test.redacted_calls:
+        print(f"  {test.redacted_calls:,} calls had arguments you see redacted: conditions "
+              "read those values as their markers")
     for tool, row in sorted(test.counts.items()):
         print(f"  {tool}: {row['calls']} calls; before {_effects(row['before'])}; after "
               f"{_effects(row['after'])}; {row['changed']} changed")

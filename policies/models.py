@@ -320,6 +320,9 @@ class BackTest(TenantOwned):
     total = models.PositiveIntegerField(default=0)
     processed = models.PositiveIntegerField(default=0)
     changed = models.PositiveIntegerField(default=0)
+    redacted_calls = models.PositiveIntegerField(
+        default=0, help_text="Calls whose arguments held values the requester sees redacted: "
+        "conditions read those as their markers.")
     agents = models.JSONField(default=list, blank=True,
                               help_text="Only the calls of these agent_ids (empty: every agent).")
     tools = models.JSONField(default=list, blank=True,

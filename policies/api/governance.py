@@ -66,7 +66,8 @@ class BackTestSerializer(serializers.ModelSerializer[BackTest]):
     class Meta:
         model = BackTest
         fields = ["id", "tenant", "version", "window_from", "window_to", "agents", "tools",
-                  "status", "total", "processed", "percent", "changed", "counts", "error",
+                  "status", "total", "processed", "percent", "changed", "redacted_calls",
+                  "counts", "error",
                   "requested_by", "created_at", "finished_at"]
 
     def get_version(self, test: BackTest) -> dict[str, Any]:

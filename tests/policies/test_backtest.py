@@ -197,3 +197,28 @@ def test_only_a_governor_of_the_tenant_backtests(acme, alice, bob, charlie, publ
         with pytest.raises(PermissionDenied):
             start_backtest(draft, *WINDOW, by=outsider)
     assert not BackTest.objects.exists()
+
+
+def test_a_backtest_is_no_oracle_for_arguments_the_governor_sees_redacted(
+        acme, alice, publish, record, make_run):
+    """A draft rule probing a secret in the arguments, back-tested: the calls are decided on
+    the arguments as the governor may see them, so the result tells nothing of the secret."""
+    secret = "sk_live_Au7h0rS3cr3tV4lu3xyz1234"
+    run = make_run()
+    run["tool_calls"][0]["input"] = {"amount_cents": 25_000, "token": secret}
+    record(acme, run)
+    tools = publish([{"name": "allow all", "effect": "allow"}])
+    probe = create_draft(tools.policy, by=alice, change_note="probe")
+    Rule.objects.create(tenant=acme, version=probe, name="probe", effect="deny",
+                        condition=f"has(args.token) && args.token.startsWith('{secret[:9]}')")
+    Rule.objects.create(tenant=acme, version=probe, name="big", effect="deny",
+                        condition="has(args.amount_cents) && args.amount_cents > 20000")
+
+    test = start_backtest(probe, *WINDOW, by=alice)
+    run_backtest.apply(args=(test.pk,))
+    test.refresh_from_db()
+
+    assert test.redacted_calls >= 1
+    changed = test.changes.get(call_id=run["tool_calls"][0]["call_id"])
+    assert "big" in changed.rules  # the amount is seen
+    assert "probe" not in changed.rules  # the token is not: the probe learns nothing
