@@ -288,6 +288,7 @@ SPECTACULAR_SETTINGS = {
         "ExportStatusEnum": "exports.models.ExportStatus",
         "ApprovalKindEnum": "approvals.models.Kind",
         "ApprovalStatusEnum": "approvals.models.Status",
+        "EffectEnum": "policies.models.Effect",
     },
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }

@@ -57,8 +57,12 @@ class Command(BaseCommand):
         parser.add_argument("--runs", type=int, default=150, help="runs per tenant")
         parser.add_argument("--no-jobs", action="store_true",
                             help="run no replay, rollback or export (the rest is seeded)")
+        parser.add_argument("--no-story", action="store_true",
+                            help="no policies, exception, tool connectors or incident story: "
+                            "the ledger, people and waiting approvals only")
 
-    def handle(self, *args: Any, runs: int, no_jobs: bool = False, **options: Any) -> None:
+    def handle(self, *args: Any, runs: int, no_jobs: bool = False, no_story: bool = False,
+               **options: Any) -> None:
         tenants = {slug: Tenant.objects.get_or_create(slug=slug, defaults={"name": name})[0]
                    for slug, name in TENANTS.items()}
         for tenant in tenants.values():
@@ -78,7 +82,8 @@ class Command(BaseCommand):
         credentials.append(("globex-viewer", "view_ledger on globex", password))
         key = self._api_key(tenants["acme"])
         self._seed_waiting_work(tenants["acme"])
-        self._seed_governance_and_story(tenants["acme"], run_jobs=not no_jobs)
+        if not no_story:
+            self._seed_governance_and_story(tenants["acme"], run_jobs=not no_jobs)
         for tenant in tenants.values():
             seal_tenant_digest(tenant)
 
