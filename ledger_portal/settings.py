@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import django_stubs_ext
@@ -169,13 +170,28 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Audit export bundles: local files under the data folder unless LEDGER_EXPORT_STORAGE names
 # another Django storage backend (e.g. storages.backends.s3.S3Storage, configured by its own
 # settings); parts are written to LEDGER_EXPORT_TMP_DIR first, then published whole.
+# LEDGER_EXPORT_STORAGE=s3: an S3 bucket (or any S3-compatible store) through django-storages,
+# installed with the `s3` extra; its settings are LEDGER_S3_* (keys `_FILE`able).
 _export_storage = env_str("LEDGER_EXPORT_STORAGE") or "exports.storage.AtomicFileSystemStorage"
+_export_options: dict[str, Any] = (
+    {"location": str(DATA_DIR / "exports")}
+    if _export_storage == "exports.storage.AtomicFileSystemStorage" else {})
+if _export_storage == "s3":
+    _export_storage = "storages.backends.s3.S3Storage"
+    _export_options = {
+        "bucket_name": env_str("LEDGER_S3_BUCKET") or "", "location": "exports",
+        "endpoint_url": env_str("LEDGER_S3_ENDPOINT_URL"),
+        "region_name": env_str("LEDGER_S3_REGION"),
+        "access_key": env_str("LEDGER_S3_ACCESS_KEY_ID"),
+        "secret_key": env_str("LEDGER_S3_SECRET_ACCESS_KEY"),
+        # bundles are private: downloads go through the portal's checks, never a public URL
+        "default_acl": "private", "querystring_auth": True, "file_overwrite": False}
+    if not _export_options["bucket_name"]:
+        raise ImproperlyConfigured("LEDGER_EXPORT_STORAGE=s3 needs LEDGER_S3_BUCKET")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    "exports": {"BACKEND": _export_storage,
-                "OPTIONS": {"location": str(DATA_DIR / "exports")}
-                if _export_storage == "exports.storage.AtomicFileSystemStorage" else {}},
+    "exports": {"BACKEND": _export_storage, "OPTIONS": _export_options},
 }
 LEDGER_EXPORT_TMP_DIR = Path(env_str("LEDGER_EXPORT_TMP_DIR") or DATA_DIR / "exports-tmp")
 # Rows per part: a window bigger than this is cut into parts that workers write in parallel.
