@@ -12,7 +12,7 @@ export DEMO_TOOLS_ADDR ?= 127.0.0.1:8765
 # Where the demo portal may send requests (tools, OPA, webhooks on this machine only).
 export LEDGER_EGRESS_ALLOW ?= 127.0.0.1,localhost
 
-.PHONY: install demo demo-data worker test test-sqlite test-postgres lint docs bench clean
+.PHONY: install demo demo-data worker serve test test-sqlite test-postgres lint docs bench clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,13 @@ demo: demo-data
 	DEBUG=1 $(BIN)/python manage.py demo_tools & tools=$$!; \
 	  trap 'kill $$tools 2>/dev/null' EXIT INT TERM; \
 	  DEBUG=1 $(BIN)/python manage.py runserver $(DEMO_ADDR)
+
+# Production-style, as deploy/entrypoint.sh runs it: migrations, collected static files served
+# by WhiteNoise, gunicorn with deploy/gunicorn.conf.py, DEBUG off (set SECRET_KEY,
+# ALLOWED_HOSTS and the rest as docs/operations.md says; worker and beat run apart).
+serve: install
+	$(BIN)/python manage.py migrate --no-input -v0
+	deploy/entrypoint.sh web
 
 # The Celery worker with beat (tenant digests); on the embedded default it needs no server.
 # Replays and rollbacks asked for in the demo's pages run here, calling the demo's tools.
