@@ -20,6 +20,15 @@ max_requests_jitter = 500
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = "-"
 errorlog = "-"
+# /metrics across workers: each writes its samples under PROMETHEUS_MULTIPROC_DIR (emptied at
+# each start); a dead worker's gauges are dropped (core/metrics.py).
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    def child_exit(server: object, worker: object) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+
+
 # No request line in the access log carries a query string: a search term may be a secret
 # someone pasted, and the path alone says which page was served.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'

@@ -29,6 +29,7 @@ from core import signing
 from core.actors import Actor, label_of, person_of
 from core.canonical import canonical_timestamp
 from core.jobs import enqueue_on_commit
+from core.metrics import EXPORT_BYTES
 from core.models import Tenant
 from core.roles import Role
 from core.tenancy import has_role
@@ -318,6 +319,7 @@ def join(export_id: int) -> AuditExport | None:
         name = f"{export.tenant.slug}/{export.download_name[:-4]}-{attempt}.tar"
         with LocalFile(bundle) as handle:
             name = storage.save(name, handle)
+        EXPORT_BYTES.inc(size)
     except Exception as exc:
         if not AuditExport.objects.filter(pk=export.pk, join_attempts=attempt).exists():
             log.info("export %s: join attempt %s was superseded (%s)", export.pk, attempt,

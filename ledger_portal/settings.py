@@ -64,6 +64,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # first: its id, timing and access line cover every answer, refusals included
+    "core.observability.RequestObservationMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # static files from gunicorn itself, before sessions or a database are touched
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -468,9 +470,27 @@ for _watchdog in ("watch-replays", "fail-stuck-rollbacks", "watch-jobs"):
 # leave the call's outcome unknown, and its conditional updates make a second copy harmless.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
+# LEDGER_LOG_FORMAT=json: one JSON object per line (python-json-logger), with each request's
+# access line (logger ledger.access: request id, route, status, duration, tenant, user or key
+# id; never payloads); text, the default, for a terminal. LEDGER_ACCESS_LOG=0 silences it.
+LEDGER_LOG_FORMAT = env_str("LEDGER_LOG_FORMAT") or "text"
+if LEDGER_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured("LEDGER_LOG_FORMAT is text or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "json": {"()": "pythonjsonlogger.json.JsonFormatter",
+                 "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+                 "rename_fields": {"asctime": "time", "levelname": "level"}},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LEDGER_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "WARNING")},
+    "loggers": {"ledger.access": {
+        "level": "INFO" if env_bool("LEDGER_ACCESS_LOG", True) else "WARNING"}},
 }
+# GET /metrics (Prometheus text): for a Bearer LEDGER_METRICS_TOKEN (_FILE-able) or callers in
+# LEDGER_METRICS_ALLOW (addresses/CIDRs); with neither, it answers 404.
+LEDGER_METRICS_TOKEN = env_str("LEDGER_METRICS_TOKEN") or ""
+LEDGER_METRICS_ALLOW = env_list("LEDGER_METRICS_ALLOW", [])

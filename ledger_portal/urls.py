@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
+from core.observability import metrics_view
 from exports import views as export_pages
 from ledger_portal.health import healthz, readyz
 from ledger_portal.home import home
@@ -17,6 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("runs/find/", run_pages.find_run, name="find-run"),
     path("approvals/", approval_pages.approval_queue, name="approval-queue"),
     path("approvals/<id:pk>/decide/", approval_pages.decide, name="approval-decide"),

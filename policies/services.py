@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from core.actors import Actor, is_person, person_of
 from core.canonical import content_hash
+from core.metrics import count_decision
 from core.models import Tenant
 from runs.annotations import annotate
 from runs.models import AnnotationKind
@@ -270,6 +271,7 @@ def decide_tool_call(tenant: Tenant, call: ProposedCall, asked_by: str = "",
                                    approval, exception, call.replay_id, engine_answers)
         if consumed and approval is not None:
             mark_consumed(approval, decision)
+        count_decision(decision.effect, started)
         return decision
 
 

@@ -18,6 +18,7 @@ from simple_history.utils import bulk_create_with_history
 
 from core.canonical import GENESIS
 from core.governance_record import PORTAL_AGENT_ID
+from core.metrics import count_ingested
 from core.models import Tenant
 
 from .annotations import GOVERNANCE_RUN_ID
@@ -83,7 +84,9 @@ def ingest_batch(tenant: Tenant, batch: BatchIn, recorded_by: str = "",
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                return _BatchWriter(tenant, batch, recorded_by).write()
+                result = _BatchWriter(tenant, batch, recorded_by).write()
+            count_ingested(result.created)
+            return result
         except IntegrityError:
             # A concurrent batch created one of our new rows first; the second try sees it
             # and takes the idempotent / conflict path.

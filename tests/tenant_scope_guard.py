@@ -39,7 +39,11 @@ Not checked, by design (docs/development.md says the same):
   own row (an API key by its prefix), whose tenant is the one the request then acts for;
 - Celery tasks, management commands and test set-up outside a request or command;
 - statements sent on raw driver cursors (``runs.integrity_fetch``'s named cursors), which
-  Django's execute wrappers never see.
+  Django's execute wrappers never see;
+- ``GET /metrics`` (``INSTALLATION_WIDE_PATHS``): the installation's operator scrapes it with
+  its own token, and it counts every tenant's rows by design (approval requests by status,
+  integrity alarms), never showing one; what it shows is read back for leaks by the
+  every-presenter walk.
 
 A test may opt out, for a reason it states: ``@pytest.mark.tenant_scope_exempt(reason=...)``.
 
@@ -281,6 +285,11 @@ current: Guard | None = None
 _local = threading.local()
 
 
+#: Routes that count every tenant's rows by design (module docstring): no tenant's person reads
+#: them, the installation's operator does.
+INSTALLATION_WIDE_PATHS = frozenset({"/metrics"})
+
+
 def _window() -> Window | None:
     return getattr(_local, "window", None)
 
@@ -382,7 +391,7 @@ def install(patch: Any) -> None:
     get_response = BaseHandler.get_response
 
     def guarded_get_response(self: Any, request: Any) -> Any:
-        if current is None:
+        if current is None or request.path in INSTALLATION_WIDE_PATHS:
             return get_response(self, request)
         with guarded(f"{request.method} {request.get_full_path()}",
                      lambda: _request_user(request)):

@@ -70,6 +70,7 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
     decision API's arguments, an incident, a replayed tool's answer, a compensate hook's answer);
     the sample value of each route parameter."""
     settings.LEDGER_SECURITY_CONTACTS = ["security@acme.test"]  # escalations are e-mailed
+    settings.LEDGER_METRICS_ALLOW = ["127.0.0.1/32"]  # /metrics is read back like the rest
     from approvals.models import ApprovalRequest
     from incidents.services import link_to_incident, open_incident
     from operations.replay import start_replay

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.metrics import count_spans
 from core.models import Tenant
 
 from ..annotations import annotate
@@ -86,6 +87,7 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
     for span in decoded.spans:
         by_trace.setdefault(span["trace_id"], {}).setdefault(span["span_id"], span)
     result.accepted = sum(len(spans) for spans in by_trace.values())
+    count_spans(result.accepted, result.rejected)
     if not by_trace:
         return result
 

@@ -1,0 +1,131 @@
+"""What the portal counts, for Prometheus (``GET /metrics``).
+
+Counters and histograms are incremented where the work happens, one line each (ingestion,
+OTLP, decisions, exports, requests). State (approval requests by status, integrity alarms, the
+worker heartbeat's age, the Celery queue's depth) is read at scrape time by ``StateCollector``,
+from a handful of indexed counts. Labels are bounded: a route is its URL pattern's name, never
+a path; an effect, a kind or a status is one of a fixed set. No tenant content, no id.
+
+Under gunicorn with several workers set ``PROMETHEUS_MULTIPROC_DIR`` (an empty folder per
+start): each process writes its samples there and a scrape sums them
+(``deploy/gunicorn.conf.py`` marks a dead worker's files).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+REQUESTS = Counter("ledger_http_requests_total", "HTTP requests answered",
+                   ["route", "method", "status"])
+REQUEST_SECONDS = Histogram("ledger_http_request_duration_seconds",
+                            "Time to answer an HTTP request", ["route"])
+RECORDS = Counter("ledger_records_ingested_total", "Ledger records created by ingestion",
+                  ["kind"])
+SPANS = Counter("ledger_otlp_spans_total", "OTLP spans received", ["outcome"])
+DECISIONS = Counter("ledger_decisions_total", "Tool-call decisions taken", ["effect"])
+DECISION_SECONDS = Histogram(
+    "ledger_decision_duration_seconds", "Time to decide a proposed tool call",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0))
+EXPORT_BYTES = Counter("ledger_export_bytes_total", "Bytes of finished audit export bundles")
+JOB_SECONDS = Histogram("ledger_job_duration_seconds", "Time a Celery task ran", ["task"],
+                        buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
+
+
+def count_ingested(created: Any) -> None:
+    for kind, number in created.items():
+        if number:
+            RECORDS.labels(kind=kind).inc(number)
+
+
+def count_spans(accepted: int, rejected: int) -> None:
+    SPANS.labels(outcome="accepted").inc(accepted)
+    SPANS.labels(outcome="rejected").inc(rejected)
+
+
+def count_decision(effect: str, started: float) -> None:
+    DECISIONS.labels(effect=effect).inc()
+    DECISION_SECONDS.observe(time.perf_counter() - started)
+
+
+class StateCollector(Collector):
+    """Gauges read at scrape time: what is, not what happened."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from django.db.models import Count
+        from django.utils import timezone
+
+        from approvals.models import ApprovalRequest
+        from runs.models import IntegrityAlarm
+
+        from .models import WorkerHeartbeat
+
+        approvals = GaugeMetricFamily("ledger_approval_requests",
+                                      "Approval requests by status", labels=["status"])
+        for status, number in (ApprovalRequest.objects.order_by().values_list("status")
+                               .annotate(n=Count("id"))):
+            approvals.add_metric([status], number)
+        yield approvals
+        alarms = GaugeMetricFamily("ledger_integrity_alarms",
+                                   "Integrity alarms raised (they are kept, never deleted)")
+        alarms.add_metric([], IntegrityAlarm.objects.count())
+        yield alarms
+        beat = WorkerHeartbeat.objects.order_by("-seen_at").values_list("seen_at",
+                                                                        flat=True).first()
+        age = GaugeMetricFamily("ledger_worker_heartbeat_age_seconds",
+                                "Seconds since a worker last ran its heartbeat (-1: never)")
+        age.add_metric([], (timezone.now() - beat).total_seconds() if beat else -1)
+        yield age
+        depth = _queue_depth()
+        if depth is not None:
+            queue = GaugeMetricFamily("ledger_celery_queue_depth",
+                                      "Messages waiting in the Celery queue")
+            queue.add_metric([], depth)
+            yield queue
+
+
+def _queue_depth() -> int | None:
+    """LLEN of the default queue when the broker is Redis; None otherwise (not known cheaply)."""
+    from django.conf import settings
+
+    url = getattr(settings, "CELERY_BROKER_URL", "") or ""
+    if not url.startswith("redis"):
+        return None
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=1)
+        depth: Any = client.llen("celery")  # a number: this client is synchronous
+        return int(depth)
+    except redis.RedisError:
+        return None
+
+
+_state_registered = False
+
+
+def exposition() -> bytes:
+    """The Prometheus text for a scrape: every process's samples (multiprocess mode) or this
+    process's, with the state gauges."""
+    global _state_registered
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(StateCollector())
+        return generate_latest(registry)
+    if not _state_registered:
+        REGISTRY.register(StateCollector())
+        _state_registered = True
+    return generate_latest(REGISTRY)
