@@ -200,7 +200,8 @@ def test_the_portal_services_start_as_the_systemd_units_do(compose: dict[str, An
         verb: [verb] for verb in unit_verbs | {"migrate"}}
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert f'ENTRYPOINT ["{INSTALLED_AT}/deploy/entrypoint.sh"]' in dockerfile
-    assert "\nUSER ledger\n" in dockerfile  # not root
+    assert "\nUSER 10001:10001\n" in dockerfile  # not root: the ledger user's fixed ids
+    assert "--uid 10001 --gid ledger" in dockerfile
     # the web service waits for migrations; the others too, so none starts on an old schema
     assert all(s["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
                for name, s in portal.items() if name != "migrate")
