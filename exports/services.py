@@ -454,8 +454,10 @@ def _discard_parts(export_id: int) -> None:
     storage = export_storage()
     folder = f"parts/{export_id}"
     try:
-        names = storage.listdir(folder)[1] if storage.exists(folder) else []
-    except (OSError, NotImplementedError):
+        # Listed, not tested with exists() first: in a bucket a folder is only a prefix, never
+        # an object of its own, so exists() says no while parts lie under it.
+        names = storage.listdir(folder)[1]
+    except (OSError, NotImplementedError):  # a local folder never made: no parts
         names = []
     known = set(ExportPart.objects.filter(export_id=export_id).exclude(file="").values_list(
         "file", flat=True))

@@ -21,8 +21,15 @@ from django.urls import reverse
 from moto.server import ThreadedMotoServer
 
 from core import signing
-from exports.models import ExportDownload
-from exports.services import expire_exports, produce_now, request_export
+from exports.models import ExportDownload, ExportPart
+from exports.services import (
+    expire_exports,
+    join,
+    plan,
+    produce_now,
+    produce_part,
+    request_export,
+)
 from ledger_portal.cli import main
 from tests.exports.conftest import WINDOW
 
@@ -79,6 +86,40 @@ def test_the_bundle_is_written_to_the_bucket_and_nowhere_else(s3_export, s3_expo
     assert s3_export.status == "done"
     assert _keys(s3_exports) == [f"exports/{s3_export.file}"]  # the parts are gone, not left
     assert not list((tmp_path / "tmp").rglob("*.tar"))
+
+
+def test_each_part_is_written_to_the_bucket_and_checked_there_before_the_join(
+        acme, alice, record, make_run, s3_exports, settings):
+    settings.LEDGER_EXPORT_PART_ROWS = 1  # every row a part of its own
+    record(acme, make_run(), make_run())
+    export = request_export(acme, *WINDOW, by=alice, enqueue=False)
+    for part_id in plan(export.pk):
+        produce_part(part_id)
+    parts = sorted(f"exports/{name}" for name in ExportPart.objects.filter(
+        export=export).values_list("file", flat=True))
+    assert len(parts) > 2
+    assert _keys(s3_exports) == parts
+    # a part changed in the bucket after its worker wrote it is not joined into a bundle
+    s3_exports.put_object(Bucket=s3_exports.bucket, Key=parts[0], Body=b"{}\n")
+    with pytest.raises(Exception, match="altered in storage"):
+        join(export.pk)
+    export.refresh_from_db()
+    assert export.status == "failed"
+
+
+def test_a_part_a_dead_attempt_left_unrecorded_in_the_bucket_is_removed(
+        acme, alice, record, make_run, s3_exports):
+    record(acme, make_run())
+    export = request_export(acme, *WINDOW, by=alice, enqueue=False)
+    part_ids = plan(export.pk)
+    # as if an earlier attempt uploaded its part and its worker died before recording it
+    s3_exports.put_object(Bucket=s3_exports.bucket, Key=f"exports/parts/{export.pk}/0-1.part",
+                          Body=b"{}\n")
+    for part_id in part_ids:
+        produce_part(part_id)
+    export = join(export.pk)
+    assert export is not None and export.status == "done"
+    assert _keys(s3_exports) == [f"exports/{export.file}"]
 
 
 def test_it_is_downloaded_through_the_portal_and_verifies_offline(
