@@ -1,8 +1,8 @@
 """Where bundles are published: the ``exports`` entry of ``STORAGES``.
 
-Local files under the data folder by default (``AtomicFileSystemStorage``); any Django storage
-backend otherwise (``LEDGER_EXPORT_STORAGE=storages.backends.s3.S3Storage`` with
-django-storages and its own ``AWS_*`` settings), whose uploads appear whole or not at all.
+Local files under the data folder by default (``AtomicFileSystemStorage``); an S3 bucket with
+``LEDGER_EXPORT_STORAGE=s3`` (``exports.s3.StreamingS3Storage``); or any Django storage backend
+named by its dotted path, whose uploads appear whole or not at all.
 """
 
 from __future__ import annotations

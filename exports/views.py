@@ -75,8 +75,11 @@ def download(request: HttpRequest, export_id: int) -> HttpResponse | FileRespons
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
         return redirect("export-list")
-    return FileResponse(handle, as_attachment=True, filename=export.download_name,
-                        content_type="application/x-tar")
+    response = FileResponse(handle, as_attachment=True, filename=export.download_name,
+                            content_type="application/x-tar")
+    # a bundle streamed from a bucket cannot be measured by seeking: its size was recorded
+    response.headers.setdefault("Content-Length", str(export.size))
+    return response
 
 
 @login_required

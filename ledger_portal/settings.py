@@ -179,7 +179,8 @@ _export_options: dict[str, Any] = (
     {"location": str(DATA_DIR / "exports")}
     if _export_storage == "exports.storage.AtomicFileSystemStorage" else {})
 if _export_storage == "s3":
-    _export_storage = "storages.backends.s3.S3Storage"
+    # django-storages' S3 storage, reading objects as a stream (exports/s3.py says why)
+    _export_storage = "exports.s3.StreamingS3Storage"
     _export_options = {
         "bucket_name": env_str("LEDGER_S3_BUCKET") or "", "location": "exports",
         "endpoint_url": env_str("LEDGER_S3_ENDPOINT_URL"),

@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,7 +20,6 @@ from typing import Any
 import boto3
 import pytest
 from django.urls import reverse
-from moto.server import ThreadedMotoServer
 
 from core import signing
 from exports.models import ExportDownload, ExportPart
@@ -45,12 +46,28 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
+def s3_server(tmp_path_factory: Any) -> Iterator[str]:
+    """moto's S3 server in a process of its own, as a real store is: what it holds in memory is
+    not counted as the portal's."""
     port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    log = (tmp_path_factory.mktemp("moto") / "server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto's server did not start: see {log.name}") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
 
 
 @pytest.fixture
@@ -62,7 +79,7 @@ def s3_exports(settings: Any, tmp_path: Path, s3_server: str) -> Any:
                           aws_secret_access_key=KEYS["secret_key"])
     client.create_bucket(Bucket=bucket)
     settings.STORAGES = {**settings.STORAGES, "exports": {
-        "BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {
+        "BACKEND": "exports.s3.StreamingS3Storage", "OPTIONS": {
             "bucket_name": bucket, "endpoint_url": s3_server, "region_name": "us-east-1",
             "location": "exports", "default_acl": "private", "file_overwrite": False,
             **KEYS}}}
@@ -117,9 +134,10 @@ def test_a_part_a_dead_attempt_left_unrecorded_in_the_bucket_is_removed(
                           Body=b"{}\n")
     for part_id in part_ids:
         produce_part(part_id)
-    export = join(export.pk)
-    assert export is not None and export.status == "done"
-    assert _keys(s3_exports) == [f"exports/{export.file}"]
+    published = join(export.pk)
+    assert published is not None
+    assert published.status == "done"
+    assert _keys(s3_exports) == [f"exports/{published.file}"]
 
 
 def test_it_is_downloaded_through_the_portal_and_verifies_offline(
@@ -138,6 +156,26 @@ def test_it_is_downloaded_through_the_portal_and_verifies_offline(
     assert ExportDownload.objects.filter(export=s3_export).count() == 1
     code = main(["verify-export", str(bundle), "--public-key", signing.public_key_b64()])
     assert code == 0, capsys.readouterr()
+
+
+def test_a_download_passes_through_the_portal_a_chunk_at_a_time(
+        s3_export, s3_exports, alice, client):
+    size = 32 * 1024 * 1024  # as if the bundle were this big: the portal serves bytes
+    s3_exports.put_object(Bucket=s3_exports.bucket, Key=f"exports/{s3_export.file}",
+                          Body=bytes(size))
+    s3_export.size = size
+    s3_export.save(update_fields=["size"])
+    client.force_login(alice)
+    tracemalloc.start()
+    try:
+        answer = client.get(reverse("export-download", args=[s3_export.pk]))
+        served = sum(len(chunk) for chunk in answer.streaming_content)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert served == size
+    assert answer["Content-Length"] == str(size)
+    assert peak < size // 4, f"the download held {peak} bytes at once"
 
 
 def s3_exports_url_free(response: Any) -> bool:
@@ -177,9 +215,11 @@ def test_the_environment_configures_the_bucket_with_keys_from_files(s3_server, t
            "LEDGER_S3_SECRET_ACCESS_KEY_FILE": str(secret_file)}
     script = ("from django.core.files.base import ContentFile\n"
               "from exports.storage import export_storage\n"
+              "print(type(export_storage()).__name__)\n"
               "print(export_storage().save('probe.txt', ContentFile(b'x')))")
     done = subprocess.run([sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-2:] == ["StreamingS3Storage", "probe.txt"]
     listed = client.list_objects_v2(Bucket=bucket)["Contents"]
     assert [item["Key"] for item in listed] == ["exports/probe.txt"]
