@@ -75,6 +75,14 @@ def record_failed_sso(request: HttpRequest, reason: str) -> None:
     request.sso_failure_recorded = True  # type: ignore[attr-defined]
 
 
+def not_a_password_attempt(request: HttpRequest | None, credentials: dict[str, Any] | None
+                           ) -> bool:
+    """django-axes' whitelist (``AXES_WHITELIST_CALLABLE``): single sign-on's callback is no
+    password guess, so axes neither counts it nor locks it out (five refused id_tokens would
+    otherwise lock every sign-on from that address; the provider throttles its own sign-ins)."""
+    return credentials is not None and "nonce" in credentials
+
+
 def connect() -> None:
     user_logged_in.connect(record_login, dispatch_uid="ledger-login-event")
     user_logged_out.connect(record_logout, dispatch_uid="ledger-logout-event")

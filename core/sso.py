@@ -51,7 +51,7 @@ def discovery(issuer: str) -> dict[str, Any]:
     with _discovery_lock:
         if issuer not in _discovered:
             response = requests.get(f"{issuer}/.well-known/openid-configuration",
-                                    timeout=settings.OIDC_TIMEOUT)
+                                    timeout=getattr(settings, "OIDC_TIMEOUT", 10))
             response.raise_for_status()
             document = response.json()
             if document.get("issuer", "").rstrip("/") != issuer:
@@ -93,7 +93,7 @@ class SsoBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
                                 f"{self.OIDC_RP_SIGN_ALGO}")
         return jwt.decode(payload, key, algorithms=[alg], audience=self.OIDC_RP_CLIENT_ID,
                           issuer=settings.OIDC_ISSUER,
-                          leeway=settings.LEDGER_OIDC_LEEWAY_SECONDS,
+                          leeway=getattr(settings, "LEDGER_OIDC_LEEWAY_SECONDS", 60),
                           options={"require": ["iss", "aud", "exp", "iat", "sub"]})
 
     def verify_claims(self, claims: dict[str, Any]) -> bool:

@@ -262,6 +262,8 @@ SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600 if OIDC_ISSUER else
                              minimum=60)
 AUTHENTICATION_BACKENDS = authentication_backends(
     AUTHENTICATION_BACKENDS, sso=bool(OIDC_ISSUER), password=LEDGER_PASSWORD_LOGIN)
+# the lockout counts wrong passwords only: single sign-on's refusals are the provider's to throttle
+AXES_WHITELIST_CALLABLE = "core.login_audit.not_a_password_attempt"
 if OIDC_ISSUER:
     globals().update(oidc_settings(
         OIDC_ISSUER, env_str("OIDC_CLIENT_ID") or "", env_str("OIDC_CLIENT_SECRET") or "",

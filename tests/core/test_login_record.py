@@ -68,7 +68,7 @@ def test_the_login_record_is_for_superusers_and_login_watchers_only(alice, db):
     root = User.objects.create_superuser("root")
     client.force_login(root)
     assert client.get(reverse("admin:ledger_portal_loginevent_add")).status_code == 403
-    event = LoginEvent.objects.first()
+    event = LoginEvent.objects.earliest("pk")
     assert client.post(reverse("admin:ledger_portal_loginevent_delete", args=[event.pk]),
                        {"post": "yes"}).status_code == 403
 

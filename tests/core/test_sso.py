@@ -133,3 +133,13 @@ def test_the_login_page_offers_single_sign_on(oidc_provider, client):
     page = client.get("/admin/login/").content.decode()
     assert "Sign in with SSO" in page
     assert 'id="id_password"' in page
+
+
+def test_refused_id_tokens_do_not_lock_the_address_out_of_single_sign_on(oidc_provider, acme,
+                                                                        client, settings):
+    # the password lockout counts wrong passwords; the provider throttles its own sign-ins
+    for _ in range(settings.AXES_FAILURE_LIMIT + 1):
+        oidc_provider.tamper_next_id_token(expired=True)
+        sign_in(client, oidc_provider, "alice")
+    assert sign_in(client, oidc_provider, "alice")["Location"] == "/"
+    assert client.get("/").wsgi_request.user.username == "alice"
