@@ -21,7 +21,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.views.generic import View
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
@@ -74,10 +74,23 @@ class SignInRefused(SuspiciousOperation):
 class SsoBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
     get_settings = staticmethod(sso_setting)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Django makes a backend for every signed-in request (and the admin's login page): the
+        # library would fetch the provider's endpoints there, so a provider that is down would
+        # take every page with it. They are fetched when a sign-in needs them.
+        self.OIDC_RP_CLIENT_ID = sso_setting("OIDC_RP_CLIENT_ID")
+        self.OIDC_RP_CLIENT_SECRET = sso_setting("OIDC_RP_CLIENT_SECRET")
+        self.OIDC_RP_SIGN_ALGO = sso_setting("OIDC_RP_SIGN_ALGO", "RS256")
+        self.OIDC_RP_IDP_SIGN_KEY = None
+        self.UserModel = get_user_model()
+
     def authenticate(self, request: HttpRequest | None, **kwargs: Any) -> Any:
         if request is None or "nonce" not in kwargs or "password" in kwargs:
             return None  # only the callback view signs in with a code; never a password form
         try:
+            self.OIDC_OP_TOKEN_ENDPOINT = sso_setting("OIDC_OP_TOKEN_ENDPOINT")
+            self.OIDC_OP_USER_ENDPOINT = sso_setting("OIDC_OP_USER_ENDPOINT")
+            self.OIDC_OP_JWKS_ENDPOINT = sso_setting("OIDC_OP_JWKS_ENDPOINT")
             return super().authenticate(request, **kwargs)
         except (SuspiciousOperation, jwt.InvalidTokenError, requests.RequestException) as exc:
             reason = str(exc) if isinstance(exc, SignInRefused) else _reason(exc)
@@ -146,6 +159,8 @@ def _reason(exc: Exception) -> str:
         return "the id_token is for another client (audience)"
     if isinstance(exc, jwt.InvalidIssuerError):
         return "the id_token is from another issuer"
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return f"the identity provider refused the request (HTTP {exc.response.status_code})"
     if isinstance(exc, requests.RequestException):
         return "the identity provider could not be reached"
     return f"the identity provider's answer was refused ({type(exc).__name__})"
@@ -169,7 +184,17 @@ class SsoAuthenticationRequestView(SsoOnly, OIDCAuthenticationRequestView):  # t
         View.__init__(self, *args, **kwargs)
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        self.OIDC_OP_AUTH_ENDPOINT = sso_setting("OIDC_OP_AUTHORIZATION_ENDPOINT")
+        try:
+            self.OIDC_OP_AUTH_ENDPOINT = sso_setting("OIDC_OP_AUTHORIZATION_ENDPOINT")
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            from .login_audit import record_failed_sso
+
+            log.warning("single sign-on: no discovery document from %s: %s",
+                        settings.OIDC_ISSUER, exc)
+            record_failed_sso(request, "the identity provider could not be reached")
+            messages.error(request, "Single sign-on failed: the identity provider could not be "
+                                    "reached.")
+            return HttpResponseRedirect(sso_setting("LOGIN_REDIRECT_URL_FAILURE", "/"))
         self.OIDC_RP_CLIENT_ID = sso_setting("OIDC_RP_CLIENT_ID")
         return super().get(request)  # type: ignore[no-any-return]
 
@@ -190,9 +215,11 @@ class SsoCallbackView(SsoOnly, OIDCAuthenticationCallbackView):  # type: ignore[
     def _refused(self, request: HttpRequest) -> HttpResponse:
         from .login_audit import record_failed_sso
 
+        user = getattr(self, "user", None)
         reason = getattr(request, FAILURE_REASON, "") or (
             f"the identity provider answered {request.GET['error']}"
-            if request.GET.get("error") else "no user for this sign-in")
+            if request.GET.get("error") else "the account is deactivated"
+            if user is not None and not user.is_active else "no user for this sign-in")
         if not getattr(request, "sso_failure_recorded", False):
             record_failed_sso(request, reason)
         messages.error(request, f"Single sign-on failed: {reason}.")

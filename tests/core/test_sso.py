@@ -143,3 +143,23 @@ def test_refused_id_tokens_do_not_lock_the_address_out_of_single_sign_on(oidc_pr
         sign_in(client, oidc_provider, "alice")
     assert sign_in(client, oidc_provider, "alice")["Location"] == "/"
     assert client.get("/").wsgi_request.user.username == "alice"
+
+
+def test_a_deactivated_account_cannot_sign_in_through_the_provider(oidc_provider, acme, client):
+    sign_in(client, oidc_provider, "alice")
+    client.post("/admin/logout/")
+    User.objects.filter(username="alice").update(is_active=False)
+    assert sign_in(client, oidc_provider, "alice")["Location"] == "/admin/login/"
+    assert not client.get("/").wsgi_request.user.is_authenticated
+    assert LoginEvent.objects.latest("pk").reason == "the account is deactivated"
+
+
+def test_an_unreachable_provider_is_a_recorded_failure_not_a_server_error(
+        oidc_provider, client, settings):
+    from tests.oidc_provider import _free_port
+
+    settings.OIDC_ISSUER = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    response = client.get("/oidc/authenticate/")
+    assert response["Location"] == "/admin/login/"
+    assert LoginEvent.objects.get().reason == "the identity provider could not be reached"
+    assert "could not be reached" in client.get("/admin/login/").content.decode()
