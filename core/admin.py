@@ -325,3 +325,5 @@ class PersonalAccessTokenAdmin(admin.ModelAdmin[PersonalAccessToken]):
         for token in queryset:
             revoke_personal_token(token, by=actor_of(request))
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
+
+from . import login_admin  # noqa: E402,F401  (the login record, registered beside the rest)

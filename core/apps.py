@@ -20,3 +20,10 @@ class CoreConfig(AppConfig):
 
         # sent once per app after the whole migrate: for this app alone, so once
         post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="ledger_app_db_role")
+        from django.conf import settings
+
+        from . import login_audit
+        from .sso_roles import checked_role_map
+
+        login_audit.connect()
+        checked_role_map(settings.LEDGER_OIDC_ROLE_MAP)  # a bad map stops the start

@@ -15,6 +15,8 @@ NOT_TENANT_OWNED = {
     # the role grants themselves: the scope is computed from them
     "ledger_portal.TenantUserObjectPermission": "a role grant (defines the scope)",
     "ledger_portal.TenantGroupObjectPermission": "a role grant (defines the scope)",
+    # where a user's role grant came from (the IdP's groups): read at sign-in only
+    "ledger_portal.SsoRoleGrant": "the source of a role grant",
 }
 
 

@@ -6,6 +6,9 @@ the change is refused, never left unrecorded."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,3 +37,17 @@ def record_on_governance_log(tenant: Any, kind: str, body: str, *, by: Actor,
     if not _recorders:
         raise ImproperlyConfigured("no governance log is installed (the runs app records it)")
     return _recorders[0](tenant, kind, body, by=by, data=data)
+
+
+#: Why the role grants and removals being made now happen (e.g. single sign-on applying the
+#: IdP's groups), for the governance log's role-change entries (``runs.governance_log``).
+role_change_source: ContextVar[str] = ContextVar("role_change_source", default="")
+
+
+@contextmanager
+def role_changes_from(source: str) -> Iterator[None]:
+    token = role_change_source.set(source)
+    try:
+        yield
+    finally:
+        role_change_source.reset(token)

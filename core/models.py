@@ -240,3 +240,76 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task}{self.args}"
+
+
+class SsoIdentity(models.Model):
+    """The IdP account (issuer and subject) a portal user signs in as through single sign-on:
+    the link is made at the first sign-in and never by e-mail or name, which an IdP lets
+    people choose."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="sso_identity")
+    issuer = models.CharField(max_length=500)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"],
+                                               name="sso_identity_once")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"
+
+
+class SsoRoleGrant(models.Model):
+    """A role the IdP's groups gave a user (``core.sso_roles``): sign-in removes these, and
+    only these, when the groups no longer give them; roles granted by hand are left alone."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="sso_role_grants")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    role = models.CharField(max_length=40, choices=Role.choices)
+    granted_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "tenant", "role"],
+                                               name="sso_role_grant_once")]
+
+    def __str__(self) -> str:
+        return f"{self.role} on {self.tenant_id} for {self.user_id} (single sign-on)"
+
+
+class LoginMethod(models.TextChoices):
+    PASSWORD = "password"
+    OIDC = "oidc", "single sign-on"
+    OTHER = "other"
+
+
+class LoginOutcome(models.TextChoices):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    LOGOUT = "logout"
+
+
+class LoginEvent(models.Model):
+    """Every sign-in, failed sign-in and sign-out (``core.login_audit``): who, when, from
+    where, how. Logins belong to no tenant: the admin lists them to superusers and to holders
+    of the global ``view_loginevent`` permission (security staff)."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    account = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150, blank=True,
+                                help_text="The name given or asserted (kept if the account "
+                                          "goes).")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    method = models.CharField(max_length=10, choices=LoginMethod.choices)
+    outcome = models.CharField(max_length=10, choices=LoginOutcome.choices)
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name = "login event"
+
+    def __str__(self) -> str:
+        return f"{self.outcome} {self.method} {self.username} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -24,6 +24,7 @@ from core.env import (
     env_str,
     read_or_create_secret,
 )
+from core.sso_settings import authentication_backends, oidc_settings
 
 # Django's generic classes (ModelAdmin[Run], ModelForm[ApiKey]...) subscriptable at run time, as
 # their stubs have them, so the code can say what each admin and form is for.
@@ -252,6 +253,31 @@ AXES_VERBOSE = False
 AXES_IPWARE_PROXY_COUNT = env_int("LEDGER_PROXY_COUNT", 0, minimum=0) or None
 AXES_IPWARE_META_PRECEDENCE_ORDER = (["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
                                      if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"])
+
+# Single sign-on (OpenID Connect, authorization code flow with PKCE; core/sso.py on
+# mozilla-django-oidc). Off unless OIDC_ISSUER is set; endpoints come from the issuer's discovery
+# document. LEDGER_PASSWORD_LOGIN=0 refuses password logins everywhere (the admin's form too).
+# Roles follow the IdP's groups (LEDGER_OIDC_ROLE_MAP), re-applied at every sign-in: a session
+# lasts at most SESSION_COOKIE_AGE seconds, the longest a removed group member keeps a role.
+OIDC_ISSUER = (env_str("OIDC_ISSUER") or "").rstrip("/")
+LEDGER_PASSWORD_LOGIN = env_bool("LEDGER_PASSWORD_LOGIN", True)
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 12 * 3600 if OIDC_ISSUER else 14 * 86400,
+                             minimum=60)
+AUTHENTICATION_BACKENDS = authentication_backends(
+    AUTHENTICATION_BACKENDS, sso=bool(OIDC_ISSUER), password=LEDGER_PASSWORD_LOGIN)
+# the lockout counts wrong passwords only: single sign-on's refusals are the provider's to throttle
+AXES_WHITELIST_CALLABLE = "core.login_audit.not_a_password_attempt"
+if OIDC_ISSUER:
+    globals().update(oidc_settings(
+        OIDC_ISSUER, env_str("OIDC_CLIENT_ID") or "", env_str("OIDC_CLIENT_SECRET") or "",
+        scopes=env_str("OIDC_SCOPES") or "openid email profile groups",
+        sign_algo=env_str("OIDC_SIGN_ALGO") or "RS256",
+        timeout=env_int("OIDC_TIMEOUT_SECONDS", 10, minimum=1),
+        leeway=env_int("LEDGER_OIDC_LEEWAY_SECONDS", 60, minimum=0)))
+LEDGER_OIDC_USERNAME_CLAIM = env_str("LEDGER_OIDC_USERNAME_CLAIM") or "preferred_username"
+LEDGER_OIDC_GROUPS_CLAIM = env_str("LEDGER_OIDC_GROUPS_CLAIM") or "groups"
+# {"<IdP group>": {"<tenant slug>": ["<role>", ...]}}: checked here, tenants at sign-in.
+LEDGER_OIDC_ROLE_MAP: dict[str, dict[str, list[str]]] = env_json("LEDGER_OIDC_ROLE_MAP", {})
 
 # Per API key (DRF throttling): requests a key may make; a person's session is not limited.
 LEDGER_API_RATE = env_str("LEDGER_API_RATE", "12000/min")

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
 from core.observability import metrics_view
+from core.sso import SsoAuthenticationRequestView, SsoCallbackView
 from exports import views as export_pages
 from ledger_portal.health import healthz, readyz
 from ledger_portal.home import home
@@ -16,6 +17,10 @@ from runs.otlp.views import TraceExport
 urlpatterns = [
     path("", home, name="home"),
     path("admin/", admin.site.urls),
+    # single sign-on (404 unless OIDC_ISSUER is set); the names are mozilla-django-oidc's
+    path("oidc/authenticate/", SsoAuthenticationRequestView.as_view(),
+         name="oidc_authentication_init"),
+    path("oidc/callback/", SsoCallbackView.as_view(), name="oidc_authentication_callback"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),

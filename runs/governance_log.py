@@ -24,6 +24,8 @@ from django.db import models
 from django.db.models.signals import post_delete, post_save
 from simple_history.signals import post_create_historical_record
 
+from core.governance_record import role_change_source
+
 from .models import AnnotationKind
 
 #: model label -> what the annotation calls it, for every governance object with history
@@ -138,11 +140,14 @@ def record_role_change(sender: Any, instance: Any, created: bool = True, **kwarg
     kind = "user" if isinstance(holder, get_user_model()) else "group"
     action = "granted" if kwargs.get("signal") is post_save else "removed"
     role = instance.permission.codename
+    source = role_change_source.get()
     annotate(instance.content_object, AnnotationKind.CONFIGURATION,
-             f"{action} role {role} {'to' if action == 'granted' else 'from'} {kind} {holder}",
+             f"{action} role {role} {'to' if action == 'granted' else 'from'} {kind} {holder}"
+             + (f" ({source})" if source else ""),
              data={"object": "role", "action": action, "role": role, "holder_kind": kind,
                    "holder": str(holder), "changes": {role: [action == "removed",
-                                                             action == "granted"]}},
+                                                             action == "granted"]},
+                   **({"source": source} if source else {})},
              by=_request_user())
 
 

@@ -23,6 +23,7 @@ from runs.ingest_schema import parse_batch
 from runs.sample_runs import RunGenerator
 from runs.services import ingest_batch
 from tests import tenant_scope_guard as scope_guard
+from tests.oidc_provider import oidc_provider, oidc_provider_process  # noqa: F401  (fixtures)
 
 ALL_ROLES = [r.value for r in Role]
 
