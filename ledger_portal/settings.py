@@ -479,13 +479,18 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 LEDGER_LOG_FORMAT = env_str("LEDGER_LOG_FORMAT") or "text"
 if LEDGER_LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured("LEDGER_LOG_FORMAT is text or json")
+from pythonjsonlogger.core import RESERVED_ATTRS as _LOG_RECORD_FIELDS  # noqa: E402
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "json": {"()": "pythonjsonlogger.json.JsonFormatter",
                  "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-                 "rename_fields": {"asctime": "time", "levelname": "level"}},
+                 "rename_fields": {"asctime": "time", "levelname": "level"},
+                 # Celery's task lines pass their arguments and result as `data`; the text
+                 # format never shows it, nor does this
+                 "reserved_attrs": [*_LOG_RECORD_FIELDS, "data"]},
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LEDGER_LOG_FORMAT}},

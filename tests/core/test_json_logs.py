@@ -121,3 +121,17 @@ def test_plain_text_stays_the_default(tmp_path):
     assert len(access) == 1
     assert not access[0].lstrip().startswith("{")
     assert "probe-1" in access[0]  # the request id is in the text line too
+
+
+def test_a_celery_task_line_carries_no_arguments_or_result(json_lines):
+    """Celery's task lines hand their arguments and result to the formatter as ``data`` (the
+    text line never shows them): JSON leaves them out too."""
+    from celery.app.trace import logger as trace_log
+
+    trace_log.warning("Task %(name)s[%(id)s] succeeded", {"name": "t", "id": "1"}, extra={
+        "data": {"id": "1", "name": "t", "args": f"({SECRETS[0].value!r},)",
+                 "return_value": SECRETS[1].value}})
+    task_lines = [line for line in lines(json_lines) if line["name"] == "celery.app.trace"]
+    assert len(task_lines) == 1
+    assert "data" not in task_lines[0]
+    assert [value for value in PLANTED if value in json_lines.getvalue()] == []
