@@ -19,6 +19,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 TARGET_US = 100.0
 
@@ -69,10 +70,12 @@ def main() -> None:
     sink = open(os.devnull, "w")  # noqa: SIM115 (closed at exit)
     handler = logging.StreamHandler(sink)
     access.addHandler(handler)
-    spec = dict(settings.LOGGING["formatters"]["json"])
+    logging_config: dict[str, Any] = settings.LOGGING
+    formatters: dict[str, dict[str, Any]] = logging_config["formatters"]
+    spec = dict(formatters["json"])
     module, name = spec.pop("()").rsplit(".", 1)
     json_formatter = getattr(__import__(module, fromlist=[name]), name)(**spec)
-    text_formatter = logging.Formatter(settings.LOGGING["formatters"]["text"]["format"])
+    text_formatter = logging.Formatter(formatters["text"]["format"])
     middleware = RequestObservationMiddleware(view)
 
     rows = [("view alone (baseline)", per_request_us(view))]

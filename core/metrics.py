@@ -41,7 +41,8 @@ def process_identifier(pid: int | None = None) -> str:
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # before any metric below is built: each takes its value class when it is created
-    values.ValueClass = values.MultiProcessValue(process_identifier)
+    values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
+        process_identifier)
 
 REQUESTS = Counter("ledger_http_requests_total", "HTTP requests answered",
                    ["route", "method", "status"])

@@ -143,7 +143,7 @@ def test_several_processes_add_up_in_the_multiprocess_folder(tmp_path):
         subprocess.run([sys.executable, "-c", COUNT_IN_A_PROCESS, number], env=env,
                        check=True, timeout=60, cwd=Path(__file__).parents[2])
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
     assert registry.get_sample_value("ledger_records_ingested_total",
                                      {"kind": "tool_calls"}) == 5
     named = [re.fullmatch(r"(counter|histogram)_([A-Za-z0-9.-]+-\d+)\.db", p.name)
