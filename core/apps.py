@@ -17,6 +17,9 @@ class CoreConfig(AppConfig):
         from . import checks  # noqa: F401  (registers the tenancy system checks)
         from .api import schema  # noqa: F401  (registers the OpenAPI extensions)
         from .db_roles import grant_after_migrate
+        from .metrics import time_celery_jobs
+
+        time_celery_jobs()
 
         # sent once per app after the whole migrate: for this app alone, so once
         post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="ledger_app_db_role")

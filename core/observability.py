@@ -51,7 +51,8 @@ class RequestObservationMiddleware:
         response["X-Request-ID"] = request.request_id  # type: ignore[attr-defined]
         user = getattr(request, "user", None)
         key = getattr(user, "api_key", None)
-        access_log.info("%s %s %s", request.method, route, response.status_code, extra={
+        access_log.info("%s %s %s %.1fms id=%s", request.method, route, response.status_code,
+                        elapsed * 1000, request.request_id, extra={  # type: ignore[attr-defined]
             "request_id": request.request_id,  # type: ignore[attr-defined]
             "route": route, "method": request.method, "status": response.status_code,
             "duration_ms": round(elapsed * 1000, 2),
@@ -69,7 +70,8 @@ def _tenant_slug(request: HttpRequest, match: object) -> str | None:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """Prometheus text, for a scraper holding ``LEDGER_METRICS_TOKEN`` (Bearer) or calling from
-    ``LEDGER_METRICS_ALLOW``; 404 for everyone else, and for everyone when neither is set."""
+    ``LEDGER_METRICS_ALLOW``. With neither configured the page does not exist (404); otherwise
+    a caller without the token is asked for it (401), or refused if no token is set (403)."""
     token, allowed = settings.LEDGER_METRICS_TOKEN, settings.LEDGER_METRICS_ALLOW
     if not token and not allowed:
         raise Http404("Metrics are off (set LEDGER_METRICS_TOKEN or LEDGER_METRICS_ALLOW).")
@@ -77,7 +79,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     by_token = bool(token) and secrets.compare_digest(given.encode(),
                                                       f"Bearer {token}".encode())
     if not by_token and not _from_allowed(request.META.get("REMOTE_ADDR", ""), allowed):
-        raise Http404("No such page.")
+        if not token:
+            return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
+        refused = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
+        refused["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return refused
     return HttpResponse(exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -11,6 +11,10 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${LEDGER_BIN:-$ROOT/.venv/bin}
 DATA=${LEDGER_DATA_DIR:-$ROOT/data}
 cd "$ROOT"
+# /metrics from several processes: the web's and the workers' samples meet here (docs/operations.md)
+if [ -n "${PROMETHEUS_MULTIPROC_DIR:-}" ]; then
+  mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+fi
 
 case "${1:-}" in
   web)

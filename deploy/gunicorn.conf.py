@@ -20,13 +20,16 @@ max_requests_jitter = 500
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = "-"
 errorlog = "-"
-# /metrics across workers: each writes its samples under PROMETHEUS_MULTIPROC_DIR (emptied at
-# each start); a dead worker's gauges are dropped (core/metrics.py).
+# /metrics across workers: each process writes its samples under PROMETHEUS_MULTIPROC_DIR
+# (files named by host and pid, core/metrics.py) and a scrape sums them; a dead worker's live
+# gauges are dropped (its counters stay: they still count what it did).
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     def child_exit(server: object, worker: object) -> None:
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
+        from core.metrics import process_identifier
+
+        multiprocess.mark_process_dead(process_identifier(worker.pid))  # type: ignore[attr-defined]
 
 
 # No request line in the access log carries a query string: a search term may be a secret

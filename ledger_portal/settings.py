@@ -497,21 +497,27 @@ for _watchdog in ("watch-replays", "fail-stuck-rollbacks", "watch-jobs"):
 # leave the call's outcome unknown, and its conditional updates make a second copy harmless.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
-# LEDGER_LOG_FORMAT=json: one JSON object per line (python-json-logger), with each request's
-# access line (logger ledger.access: request id, route, status, duration, tenant, user or key
-# id; never payloads); text, the default, for a terminal. The access line costs about 0.1 ms a
-# request to format and write, so it is on with json (where a collector wants it) and off with
-# text (runserver and gunicorn print their own); LEDGER_ACCESS_LOG decides either way.
+# LEDGER_LOG_FORMAT=json (deploy/ sets it): one JSON object per line (python-json-logger),
+# with each request's access line (logger ledger.access: request id, route, status, duration,
+# tenant, user or key id; never payloads); text, the default (make demo), for a terminal. The
+# access line costs about 0.05-0.1 ms a request to format and write (bench/request_middleware),
+# so it is on with json (where a collector wants it) and off with text (runserver and gunicorn
+# print their own); LEDGER_ACCESS_LOG decides either way.
 LEDGER_LOG_FORMAT = env_str("LEDGER_LOG_FORMAT") or "text"
 if LEDGER_LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured("LEDGER_LOG_FORMAT is text or json")
+from pythonjsonlogger.core import RESERVED_ATTRS as _LOG_RECORD_FIELDS  # noqa: E402
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "json": {"()": "pythonjsonlogger.json.JsonFormatter",
                  "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-                 "rename_fields": {"asctime": "time", "levelname": "level"}},
+                 "rename_fields": {"asctime": "time", "levelname": "level"},
+                 # Celery's task lines pass their arguments and result as `data`; the text
+                 # format never shows it, nor does this
+                 "reserved_attrs": [*_LOG_RECORD_FIELDS, "data"]},
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LEDGER_LOG_FORMAT}},
@@ -520,7 +526,11 @@ LOGGING = {
         "level": "INFO" if env_bool("LEDGER_ACCESS_LOG", LEDGER_LOG_FORMAT == "json")
         else "WARNING"}},
 }
+# A Celery worker keeps the handlers above instead of installing its own text ones, so its
+# lines are JSON too (its level is then LOG_LEVEL's, not --loglevel's).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LEDGER_LOG_FORMAT == "text"
 # GET /metrics (Prometheus text): for a Bearer LEDGER_METRICS_TOKEN (_FILE-able) or callers in
-# LEDGER_METRICS_ALLOW (addresses/CIDRs); with neither, it answers 404.
+# LEDGER_METRICS_ALLOW (addresses/CIDRs); with neither, it answers 404. Several processes
+# (gunicorn workers, Celery workers): PROMETHEUS_MULTIPROC_DIR, read by core/metrics.py itself.
 LEDGER_METRICS_TOKEN = env_str("LEDGER_METRICS_TOKEN") or ""
 LEDGER_METRICS_ALLOW = env_list("LEDGER_METRICS_ALLOW", [])

@@ -87,8 +87,8 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
     for span in decoded.spans:
         by_trace.setdefault(span["trace_id"], {}).setdefault(span["span_id"], span)
     result.accepted = sum(len(spans) for spans in by_trace.values())
-    count_spans(result.accepted, result.rejected)
     if not by_trace:
+        count_spans(rejected=result.rejected)
         return result
 
     with transaction.atomic():
@@ -119,8 +119,9 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
         if runs:
             ingest_batch(tenant, BatchIn(runs=runs), recorded_by=recorded_by,
                          for_agents=for_agents)
-        _store(tenant, work, now)
+        deferred = _store(tenant, work, now)
         _report_late(tenant, work, recorded_by, result)
+    count_spans(result.accepted, result.rejected, deferred)
     return result
 
 
@@ -350,7 +351,8 @@ def _stored_span(trace: OtlpTrace, span_id: str) -> SpanDict | None:
 # -- storing -----------------------------------------------------------------------------------
 
 
-def _store(tenant: Tenant, work: list[_TraceWork], now: datetime) -> None:
+def _store(tenant: Tenant, work: list[_TraceWork], now: datetime) -> int:
+    """Keep the new spans and the traces' states; the number of spans left pending."""
     rows: list[OtlpSpan] = []
     for item in work:
         earlier = set()
@@ -378,6 +380,7 @@ def _store(tenant: Tenant, work: list[_TraceWork], now: datetime) -> None:
         OtlpTrace.objects.filter(pk__in=pks).update(
             state=state, recorded_at=recorded_at, closed_at=closed_at,
             last_activity_at=last_activity_at)
+    return sum(row.state == OtlpSpanState.PENDING for row in rows)
 
 
 def _update_outcomes(trace: OtlpTrace, outcomes: dict[str, assembly.Outcome]) -> set[str]:

@@ -8,7 +8,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,3 +80,58 @@ def test_no_planted_secret_reaches_the_logs(acme, key_client, json_lines, caplog
     written = json_lines.getvalue() + "\n".join(r.getMessage() for r in caplog.records)
     assert "ledger.access" in written
     assert [value for value in PLANTED if value in written] == []
+
+
+PROBE = """
+import django
+django.setup()
+from django.test import Client
+from ledger_portal.celery import app
+print("celery takes the root logger:", app.conf.worker_hijack_root_logger)
+Client().get("/metrics", HTTP_X_REQUEST_ID="probe-1")
+"""
+
+
+def started_with(tmp_path: Any, **settings: str) -> subprocess.CompletedProcess[str]:
+    """A process started as an operator starts one: settings from the environment alone."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LEDGER_LOG_FORMAT", "LEDGER_ACCESS_LOG")}
+    env.update(DJANGO_SETTINGS_MODULE="ledger_portal.settings", ALLOWED_HOSTS="testserver",
+               LEDGER_DATA_DIR=str(tmp_path), **settings)
+    return subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
+                          text=True, timeout=120, check=True, cwd=Path(__file__).parents[2])
+
+
+@pytest.mark.django_db(False)
+def test_a_process_started_for_json_writes_json_and_celery_keeps_to_it(tmp_path):
+    done = started_with(tmp_path, LEDGER_LOG_FORMAT="json")
+    access = [json.loads(line) for line in done.stderr.splitlines()
+              if '"ledger.access"' in line]
+    assert [(line["request_id"], line["level"]) for line in access] == [("probe-1", "INFO")]
+    assert "celery takes the root logger: False" in done.stdout  # its lines are JSON too
+
+
+@pytest.mark.django_db(False)
+def test_plain_text_stays_the_default(tmp_path):
+    done = started_with(tmp_path)
+    assert "ledger.access" not in done.stderr  # text: no access line unless asked for
+    assert "celery takes the root logger: True" in done.stdout  # Celery's own format
+    done = started_with(tmp_path, LEDGER_ACCESS_LOG="1")
+    access = [line for line in done.stderr.splitlines() if "ledger.access" in line]
+    assert len(access) == 1
+    assert not access[0].lstrip().startswith("{")
+    assert "probe-1" in access[0]  # the request id is in the text line too
+
+
+def test_a_celery_task_line_carries_no_arguments_or_result(json_lines):
+    """Celery's task lines hand their arguments and result to the formatter as ``data`` (the
+    text line never shows them): JSON leaves them out too."""
+    from celery.app.trace import logger as trace_log
+
+    trace_log.warning("Task %(name)s[%(id)s] succeeded", {"name": "t", "id": "1"}, extra={
+        "data": {"id": "1", "name": "t", "args": f"({SECRETS[0].value!r},)",
+                 "return_value": SECRETS[1].value}})
+    task_lines = [line for line in lines(json_lines) if line["name"] == "celery.app.trace"]
+    assert len(task_lines) == 1
+    assert "data" not in task_lines[0]
+    assert [value for value in PLANTED if value in json_lines.getvalue()] == []

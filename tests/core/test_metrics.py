@@ -34,11 +34,37 @@ def test_metrics_are_off_unless_configured(client, settings):
     assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 404
 
 
-def test_a_wrong_token_or_another_network_is_a_404(client, settings):
+def test_a_wrong_token_is_a_401_and_another_network_a_403(client, settings):
     settings.LEDGER_METRICS_TOKEN, settings.LEDGER_METRICS_ALLOW = TOKEN, ["10.0.0.0/8"]
-    assert client.get("/metrics").status_code == 404
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope").status_code == 404
+    wrong = client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope")
+    assert wrong.status_code == 401
+    assert wrong["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert client.get("/metrics").status_code == 401  # no token, from outside the networks
+    assert b"ledger_" not in wrong.content
     assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+
+
+def test_a_caller_outside_the_allowed_networks_is_a_403_when_there_is_no_token(client,
+                                                                               settings):
+    settings.LEDGER_METRICS_TOKEN, settings.LEDGER_METRICS_ALLOW = "", ["10.0.0.0/8"]
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer anything").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="10.9.9.9").status_code == 200
+
+
+def test_a_worker_job_is_timed_by_task_and_beats_the_heartbeat(client, settings):
+    from core.tasks import worker_heartbeat
+
+    settings.LEDGER_METRICS_TOKEN = TOKEN
+    before = scrape(client)
+    worker_heartbeat.apply()
+    after = scrape(client)
+    task = "ledger_portal.worker_heartbeat"
+    assert value(after, "ledger_job_duration_seconds_count", task=task) == value(
+        before, "ledger_job_duration_seconds_count", task=task) + 1
+    assert value(after, "ledger_jobs_total", task=task, outcome="succeeded") == value(
+        before, "ledger_jobs_total", task=task, outcome="succeeded") + 1
+    assert 0 <= value(after, "ledger_worker_heartbeat_age_seconds") < 3600
 
 
 def test_real_traffic_moves_the_counters(acme, alice, make_run, key_client, client, settings):
@@ -93,3 +119,34 @@ def test_the_sample_grafana_dashboard_queries_only_series_the_portal_exposes(cli
         exposed.add("ledger_celery_queue_depth")  # read from Redis only (the PG+Redis suite)
     assert len(dashboard["panels"]) >= 10
     assert sorted(queried - exposed) == []
+
+
+COUNT_IN_A_PROCESS = """
+import sys
+from core.metrics import count_ingested
+count_ingested({"tool_calls": int(sys.argv[1])})
+"""
+
+
+def test_several_processes_add_up_in_the_multiprocess_folder(tmp_path):
+    """gunicorn's and Celery's processes each write their own files (named by host and pid, so
+    containers sharing the folder never share a file); a scrape sums them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for number in ("2", "3"):
+        subprocess.run([sys.executable, "-c", COUNT_IN_A_PROCESS, number], env=env,
+                       check=True, timeout=60, cwd=Path(__file__).parents[2])
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("ledger_records_ingested_total",
+                                     {"kind": "tool_calls"}) == 5
+    named = [re.fullmatch(r"(counter|histogram)_([A-Za-z0-9.-]+-\d+)\.db", p.name)
+             for p in tmp_path.iterdir()]
+    assert all(named)
+    assert len({name.group(2) for name in named if name}) == 2
