@@ -2,7 +2,8 @@
 
 Counters and histograms are incremented where the work happens, one line each (ingestion,
 OTLP, decisions, exports, requests). State (approval requests by status, integrity alarms, the
-worker heartbeat's age, the Celery queue's depth) is read at scrape time by ``StateCollector``,
+worker heartbeat's age, the Celery queue's depth) is read at scrape time by
+``ledger_portal.metrics.StateCollector`` (it reads every app, so it lives in the project),
 from a handful of indexed counts. Labels are bounded: a route is its URL pattern's name, never
 a path; an effect, a kind or a status is one of a fixed set. No tenant content, no id.
 
@@ -18,19 +19,13 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
-    CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
-    multiprocess,
     values,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import REGISTRY, Collector
 
 
 def process_identifier(pid: int | None = None) -> str:
@@ -105,74 +100,3 @@ def time_celery_jobs() -> None:
 
     task_prerun.connect(_job_starts, weak=False, dispatch_uid="ledger_job_starts")
     task_postrun.connect(_job_ends, weak=False, dispatch_uid="ledger_job_ends")
-
-
-class StateCollector(Collector):
-    """Gauges read at scrape time: what is, not what happened."""
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from django.db.models import Count
-        from django.utils import timezone
-
-        from approvals.models import ApprovalRequest
-        from runs.models import IntegrityAlarm
-
-        from .models import WorkerHeartbeat
-
-        approvals = GaugeMetricFamily("ledger_approval_requests",
-                                      "Approval requests by status", labels=["status"])
-        for status, number in (ApprovalRequest.objects.order_by().values_list("status")
-                               .annotate(n=Count("id"))):
-            approvals.add_metric([status], number)
-        yield approvals
-        alarms = GaugeMetricFamily("ledger_integrity_alarms",
-                                   "Integrity alarms raised (they are kept, never deleted)")
-        alarms.add_metric([], IntegrityAlarm.objects.count())
-        yield alarms
-        beat = WorkerHeartbeat.objects.order_by("-seen_at").values_list("seen_at",
-                                                                        flat=True).first()
-        age = GaugeMetricFamily("ledger_worker_heartbeat_age_seconds",
-                                "Seconds since a worker last ran its heartbeat (-1: never)")
-        age.add_metric([], (timezone.now() - beat).total_seconds() if beat else -1)
-        yield age
-        depth = _queue_depth()
-        if depth is not None:
-            queue = GaugeMetricFamily("ledger_celery_queue_depth",
-                                      "Messages waiting in the Celery queue")
-            queue.add_metric([], depth)
-            yield queue
-
-
-def _queue_depth() -> int | None:
-    """LLEN of the default queue when the broker is Redis; None otherwise (not known cheaply)."""
-    from django.conf import settings
-
-    url = getattr(settings, "CELERY_BROKER_URL", "") or ""
-    if not url.startswith("redis"):
-        return None
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_timeout=1)
-        depth: Any = client.llen("celery")  # a number: this client is synchronous
-        return int(depth)
-    except redis.RedisError:
-        return None
-
-
-_state_registered = False
-
-
-def exposition() -> bytes:
-    """The Prometheus text for a scrape: every process's samples (multiprocess mode) or this
-    process's, with the state gauges."""
-    global _state_registered
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        registry.register(StateCollector())
-        return generate_latest(registry)
-    if not _state_registered:
-        REGISTRY.register(StateCollector())
-        _state_registered = True
-    return generate_latest(REGISTRY)

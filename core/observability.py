@@ -1,4 +1,4 @@
-"""Each request's id, access-log line and metrics, and the ``/metrics`` endpoint.
+"""Each request's id, access-log line and metrics (``/metrics`` itself: ``ledger_portal.metrics``).
 
 The access line names the route (its URL pattern's name), status, duration, tenant slug when
 the request named one, and who asked (a user id or an API key id): never a path's ids, a query
@@ -7,17 +7,15 @@ string, a header value or a body, which may carry what an agent sent.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import secrets
 import time
 from collections.abc import Callable
 
-from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 
-from .metrics import REQUEST_SECONDS, REQUESTS, exposition
+from .metrics import REQUEST_SECONDS, REQUESTS
 
 access_log = logging.getLogger("ledger.access")
 SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -66,30 +64,3 @@ def _tenant_slug(request: HttpRequest, match: object) -> str | None:
     kwargs = getattr(match, "kwargs", {}) or {}
     slug = kwargs.get("tenant") or kwargs.get("slug") or request.GET.get("tenant")
     return slug if isinstance(slug, str) and SANE_ID.fullmatch(slug) else None
-
-
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """Prometheus text, for a scraper holding ``LEDGER_METRICS_TOKEN`` (Bearer) or calling from
-    ``LEDGER_METRICS_ALLOW``. With neither configured the page does not exist (404); otherwise
-    a caller without the token is asked for it (401), or refused if no token is set (403)."""
-    token, allowed = settings.LEDGER_METRICS_TOKEN, settings.LEDGER_METRICS_ALLOW
-    if not token and not allowed:
-        raise Http404("Metrics are off (set LEDGER_METRICS_TOKEN or LEDGER_METRICS_ALLOW).")
-    given = request.headers.get("Authorization", "")
-    by_token = bool(token) and secrets.compare_digest(given.encode(),
-                                                      f"Bearer {token}".encode())
-    if not by_token and not _from_allowed(request.META.get("REMOTE_ADDR", ""), allowed):
-        if not token:
-            return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
-        refused = HttpResponse("Unauthorized\n", status=401, content_type="text/plain")
-        refused["WWW-Authenticate"] = 'Bearer realm="metrics"'
-        return refused
-    return HttpResponse(exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-def _from_allowed(address: str, allowed: list[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(net, strict=False) for net in allowed)

@@ -4,11 +4,11 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
-from core.observability import metrics_view
 from core.sso import SsoAuthenticationRequestView, SsoCallbackView
 from exports import views as export_pages
 from ledger_portal.health import healthz, readyz
 from ledger_portal.home import home
+from ledger_portal.metrics import metrics_view
 from operations import run_pages as operation_pages
 from operations import views as replay_pages
 from runs import views as run_pages
