@@ -93,7 +93,8 @@ class SsoBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
             self.OIDC_OP_JWKS_ENDPOINT = sso_setting("OIDC_OP_JWKS_ENDPOINT")
             return super().authenticate(request, **kwargs)
         except (SuspiciousOperation, jwt.InvalidTokenError, requests.RequestException) as exc:
-            reason = str(exc) if isinstance(exc, SignInRefused) else _reason(exc)
+            # the library's own refusals (nonce, key, algorithm) say what failed
+            reason = str(exc) if isinstance(exc, SuspiciousOperation) else _reason(exc)
             log.warning("single sign-on refused: %s", reason)
             setattr(request, FAILURE_REASON, reason)
             return None
@@ -114,10 +115,10 @@ class SsoBackend(OIDCAuthenticationBackend):  # type: ignore[misc]
 
     def get_or_create_user(self, access_token: str, id_token: str, payload: dict[str, Any]) -> Any:
         claims = self.get_userinfo(access_token, id_token, payload)
-        if claims.get("sub") != payload["sub"]:
-            raise SignInRefused("the user info is about another subject than the id_token")
-        claims = {**payload, **claims}
         try:
+            if claims.get("sub") != payload["sub"]:
+                raise SignInRefused("the user info is about another subject than the id_token")
+            claims = {**payload, **claims}
             with transaction.atomic():
                 user = self._user_for(claims)
                 granted, removed = apply_sso_roles(user, groups_of(claims))
