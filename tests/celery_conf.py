@@ -28,3 +28,16 @@ def celery_conf(**changes: Any) -> Iterator[None]:
         yield
     finally:
         set_celery(**before)
+
+
+def worker_env(**variables: str) -> dict[str, str]:
+    """The environment of a real Celery worker process a test starts: this test's database
+    (the test database pytest-django made), plus ``variables``."""
+    import os
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    return {**os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
+                            f"{db['PORT'] or 5432}/{db['NAME']}", **variables}

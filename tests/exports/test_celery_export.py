@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.db.models import F
 
 from core import signing
 from exports.models import AuditExport, ExportPart
 from exports.services import produce_part, request_export
 from exports.verify import verify_bundle
-from tests.celery_conf import celery_conf
+from tests.celery_conf import celery_conf, worker_env
 
 from .conftest import WINDOW
 
@@ -74,13 +73,10 @@ def test_a_part_whose_worker_keeps_dying_fails_the_export_with_the_reason(
 def worker(tmp_path):
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL")
-    db = connection.settings_dict
-    env = {**os.environ,
-           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-                           f"{db['PORT'] or 5432}/{db['NAME']}",
-           "LEDGER_DATA_DIR": str(tmp_path / "data"),
-           "LEDGER_SIGNING_KEY_FILE": str(Path(settings.DATA_DIR) / "signing_key.pem"),
-           "LEDGER_EXPORT_PART_ROWS": "2000", "LEDGER_EXPORT_PROGRESS_ROWS": "5"}
+    env = worker_env(LEDGER_DATA_DIR=str(tmp_path / "data"),
+                     LEDGER_SIGNING_KEY_FILE=str(Path(settings.DATA_DIR) / "signing_key.pem"),
+                     LEDGER_EXPORT_PART_ROWS="2000",
+                     LEDGER_EXPORT_PROGRESS_ROWS="5")
     log = (tmp_path / "worker.log").open("w")
     # prefork: the pool's child runs the task, so killing it is a lost worker that the parent
     # sees (reject_on_worker_lost requeues the message) and replaces.

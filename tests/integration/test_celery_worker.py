@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from runs.integrity import verify_tenant
 from runs.models import TenantDigest
 from runs.tasks import seal_tenant_digests
+from tests.celery_conf import worker_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,12 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def worker(tmp_path):
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL")
-    db = connection.settings_dict
-    env = {**os.environ,
-           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-                           f"{db['PORT'] or 5432}/{db['NAME']}",
-           "LEDGER_DATA_DIR": str(settings.DATA_DIR),
-           "LEDGER_EGRESS_ALLOW": "127.0.0.1,localhost"}  # the loopback tool servers
+    env = worker_env(LEDGER_DATA_DIR=str(settings.DATA_DIR),
+                     LEDGER_EGRESS_ALLOW="127.0.0.1,localhost")  # the loopback tool servers
     # A queue of this test's own, so no other worker on the same Redis takes the message.
     queue = f"test-{os.getpid()}"
     log = (tmp_path / "worker.log").open("w")

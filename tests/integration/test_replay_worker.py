@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from operations.models import Replay, ReplayStep
 from operations.replay import start_replay
+from tests.celery_conf import worker_env
 from tests.replay.scenario import (
     RECORDED,
     RUN_ID,
@@ -47,12 +47,9 @@ def tool_server() -> Iterator[ToolServer]:
 def prefork_worker(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL")
-    db = connection.settings_dict
-    env = {**os.environ,
-           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-                           f"{db['PORT'] or 5432}/{db['NAME']}",
-           "LEDGER_DATA_DIR": str(settings.DATA_DIR), "LEDGER_REPLAY_APPROVAL_POLL": "1",
-           "LEDGER_EGRESS_ALLOW": "127.0.0.1,localhost"}  # the loopback tool servers
+    env = worker_env(LEDGER_DATA_DIR=str(settings.DATA_DIR),
+                     LEDGER_REPLAY_APPROVAL_POLL="1",
+                     LEDGER_EGRESS_ALLOW="127.0.0.1,localhost")  # the loopback tool servers
     log = (tmp_path / "worker.log").open("w")
     # One pool process: killing it is "the worker died mid-call"; the pool starts another.
     process = subprocess.Popen(

@@ -33,11 +33,12 @@ def member(username: str, tenant: Any, *roles: str) -> User:
     return user
 
 
-def shoot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+def shoot(page: Any, name: str, folder: Path = ARTIFACTS) -> None:
+    """The page at 1440x900 and at 390x844, kept in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
         page.set_viewport_size(size)
-        page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
+        page.screenshot(path=str(folder / f"{name}-{label}.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
 
 

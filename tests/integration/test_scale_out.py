@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from ledger_portal.tool_server import http_tool_server
+from tests.celery_conf import worker_env
 from tests.replay.scenario import allow_everything, recorded_run, stored_run, wire_tools
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -31,14 +31,10 @@ PART_ROWS = 200  # small parts, so an export has several for the two workers to 
 def two_workers(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     if not settings.REDIS_URL:
         pytest.skip("needs REDIS_URL")
-    db = connection.settings_dict
-    env = {**os.environ,
-           "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
-                           f"{db['PORT'] or 5432}/{db['NAME']}",
-           "LEDGER_DATA_DIR": str(settings.DATA_DIR),
-           "LEDGER_EXPORT_TMP_DIR": str(settings.LEDGER_EXPORT_TMP_DIR),
-           "LEDGER_EXPORT_PART_ROWS": str(PART_ROWS),
-           "LEDGER_EGRESS_ALLOW": "127.0.0.1,localhost"}
+    env = worker_env(LEDGER_DATA_DIR=str(settings.DATA_DIR),
+                     LEDGER_EXPORT_TMP_DIR=str(settings.LEDGER_EXPORT_TMP_DIR),
+                     LEDGER_EXPORT_PART_ROWS=str(PART_ROWS),
+                     LEDGER_EGRESS_ALLOW="127.0.0.1,localhost")
     workers, logs = [], []
     for n in range(2):
         log = (tmp_path / f"worker-{n}.log").open("w")

@@ -12,7 +12,7 @@ import pytest
 
 from runs.annotations import GOVERNANCE_RUN_ID
 from runs.models import Annotation
-from tests.integration.test_role_tours import ARTIFACTS, DESKTOP, PHONE
+from tests.integration.test_role_tours import ARTIFACTS, shoot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SSO_SHOTS = ARTIFACTS.parent / "sso"
@@ -37,11 +37,7 @@ def sso_sign_in(browser: Any, live_server: Any, user: str, shot: str) -> Any:
 
 
 def shoot_sso(page: Any, name: str) -> None:
-    SSO_SHOTS.mkdir(parents=True, exist_ok=True)
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(size)
-        page.screenshot(path=str(SSO_SHOTS / f"{name}-{label}.png"), full_page=True)
-    page.set_viewport_size(DESKTOP)
+    shoot(page, name, SSO_SHOTS)
 
 
 def test_sso_roles_follow_the_idp_groups_in_a_browser(browser, live_server, oidc_provider,

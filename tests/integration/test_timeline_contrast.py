@@ -13,7 +13,7 @@ from approvals.services import decide_approval, request_approval
 from operations.rollback import request_rollback
 from runs.models import Run, Tool, ToolCall
 from runs.services import annotate_run
-from tests.integration.test_role_tours import ARTIFACTS, DESKTOP, PHONE
+from tests.integration.test_role_tours import DESKTOP, shoot
 from tests.rollback.conftest import compensating, eager, tool_server  # noqa: F401
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager")]
@@ -130,10 +130,3 @@ def test_every_row_type_meets_aa_contrast(live_server, browser, alice, every_row
                   f"{f['ratio']:.2f}" for f in found if f["ratio"] < AA]
     assert not unreadable, "below 4.5:1:\n" + "\n".join(unreadable)
 
-
-def shoot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(size)
-        page.screenshot(path=str(ARTIFACTS / f"{name}-{label}.png"), full_page=True)
-    page.set_viewport_size(DESKTOP)
