@@ -20,6 +20,17 @@ def dave(acme):
 
 
 @pytest.fixture
+def olivia(acme):
+    """An operator of acme: asks for exceptions, may not grant them."""
+    from runs.governance_log import setting_up
+
+    with setting_up():
+        user = User.objects.create_user("olivia")
+        grant_role(user, "operate", acme)
+    return user
+
+
+@pytest.fixture
 def publish(acme, alice, dave):
     """Publish a version of acme's ``tools`` policy with the given rules (alice writes it,
     dave publishes it)."""

@@ -5,27 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-from django.contrib.auth.models import User
 from django.utils import timezone
 
-from core.services import grant_role
 from policies.models import BackTest, GovernedException, Policy, Rule
 from policies.services import create_draft
 from policies.tasks import run_backtest
-from runs.governance_log import setting_up
 from runs.models import ToolCall
 
 LONG_AGO, LATER = "2000-01-01T00:00:00Z", "2100-01-01T00:00:00Z"
-
-
-@pytest.fixture
-def olivia(acme):
-    """An operator of acme: asks for exceptions, may not grant them."""
-    with setting_up():
-        user = User.objects.create_user("olivia")
-        grant_role(user, "operate", acme)
-    return user
 
 
 def test_a_governor_backtests_a_draft_and_reads_every_changed_call(

@@ -6,15 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.contrib.auth.models import User
 
 from core.cli_support import EXIT_FORBIDDEN, EXIT_INCOMPLETE, EXIT_NOT_FOUND, EXIT_OK
-from core.services import grant_role
 from ledger_portal.cli import main
 from policies.models import BackTest, GovernedException, Rule
 from policies.services import create_draft
 from policies.tasks import run_backtest
-from runs.governance_log import setting_up
 from runs.models import ToolCall
 
 pytestmark = pytest.mark.django_db
@@ -57,11 +54,9 @@ def test_a_bad_date_is_a_usage_error_and_queues_nothing(acme, alice, publish, ca
 
 
 def test_an_exception_asked_in_the_terminal_is_granted_by_someone_else(
-        acme, alice, publish, capsys):
+        acme, alice, olivia, publish, capsys):
     version = publish([{"name": "no deletes", "action_classes": ["delete"], "effect": "deny"}])
-    with setting_up():
-        operator = User.objects.create_user("olivia")
-        grant_role(operator, "operate", acme)
+    operator = olivia
     assert main(["--as", "olivia", "exceptions", "request", "--version", str(version.pk),
                  "--tool", "delete_record", "--action-class", "delete", "-j",
                  "GDPR backlog PRIV-9", "--hours", "2"]) == EXIT_OK
