@@ -193,6 +193,8 @@ def test_a_governor_reviews_backtests_and_publishes_the_demos_draft(
     start_at_home(live_server, page, login, "governor2")
     shoot(page, "governor-home")
     page.locator("#panel-governance a", has_text="acme-baseline v2").click()
+    page.wait_for_url(f"**/admin/policies/policyversion/{draft.pk}/change/")
+    page.wait_for_load_state()  # measured once the page is there, not mid-navigation
     assert page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["width"]
     shoot(page, "governor-draft")
 
