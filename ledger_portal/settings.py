@@ -371,6 +371,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
+# beat keeps its last-run times beside the rest of our data, not in whatever folder it starts in
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     # jobs queued while the broker was down (core/jobs.py)
     "dispatch-outbox": {"task": "ledger_portal.dispatch_outbox", "schedule": 10},
