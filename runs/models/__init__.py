@@ -10,6 +10,7 @@ from .governance import (
     ToolChange,
     ToolChangeStatus,
 )
+from .deferred import DeferredItem, DeferredReason, DeferredSource, DeferredStatus
 from .integrity import CommitmentKey, IntegrityAlarm, TenantDigest
 from .otlp import OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
 from .records import (
@@ -34,6 +35,10 @@ __all__ = [
     "AppendOnlyViolation",
     "Classification",
     "CommitmentKey",
+    "DeferredItem",
+    "DeferredReason",
+    "DeferredSource",
+    "DeferredStatus",
     "ConnectorKind",
     "DryRunVia",
     "IntegrityAlarm",

@@ -45,6 +45,10 @@ def has_genai(spans: list[SpanDict]) -> bool:
 class Outcome:
     state: str
     record_kind: str = ""
+    #: why a span was kept raw; ``deferred``: whether it waits for reconciliation (not when
+    #: another span's record already says what it says)
+    reason: str = ""
+    deferred: bool = False
 
 
 @dataclass
@@ -174,11 +178,12 @@ def assemble(trace_id: str, spans: list[SpanDict], run_span_id: str, context: Tr
                 out.outcomes[sid] = Outcome(OtlpSpanState.RECORDED, "tool_call")
             elif kind == Kind.MCP_TOOL_CALL:
                 _keep_raw(out, trace_id, span, "the MCP client call inside an execute_tool "
-                          "span, which records this tool call")
+                          "span, which records this tool call", deferred=False)
             elif kind == Kind.RUN:
                 continue  # a step, done above (or kept raw)
             else:
-                _keep_raw(out, trace_id, span, _why_unmapped(span, kind))
+                _keep_raw(out, trace_id, span, _why_unmapped(span, kind),
+                          deferred=not _is_mcp_server_side(span))
         except ValidationError as exc:
             _keep_raw(out, trace_id, span, _invalid(exc))
     return out
@@ -194,6 +199,13 @@ def _why_unmapped(span: SpanDict, kind: str) -> str:
     return f"GenAI operation {operation or '(none)'!r} has no ledger record"
 
 
+def _is_mcp_server_side(span: SpanDict) -> bool:
+    """The server's half of an MCP tool call: the client's span records the call."""
+    attrs = span["attributes"]
+    return (attrs.get("gen_ai.operation.name") or attrs.get("mcp.method.name")
+            ) == genai.MCP_TOOL_CALL
+
+
 def _under_execute_tool(span: SpanDict, kinds: dict[str, str], record_kinds: dict[str, str]
                         ) -> bool:
     parent = span["parent_span_id"]
@@ -205,12 +217,15 @@ def _invalid(exc: ValidationError) -> str:
         f"{e['path']}: {e['message']}" for e in validation_errors(exc)[:5])
 
 
-def _keep_raw(out: Assembled, trace_id: str, span: SpanDict, reason: str) -> None:
-    """An unmapped span is chained on its run as a note carrying the whole span."""
+def _keep_raw(out: Assembled, trace_id: str, span: SpanDict, reason: str,
+              deferred: bool = True) -> None:
+    """An unmapped span is chained on its run as a note carrying the whole span (and, unless
+    another record says what it says, deferred for reconciliation: runs/otlp/deferral.py)."""
     out.annotations.append({
         "annotation_id": call_id_for(trace_id, span["span_id"]),
         "kind": "note",
         "body": f"OpenTelemetry span {span['name'][:200]!r} kept raw: {reason}"[:20_000],
         "data": {"otel_span": span, "reason": reason},
     })
-    out.outcomes[span["span_id"]] = Outcome(OtlpSpanState.UNMAPPED, "annotation")
+    out.outcomes[span["span_id"]] = Outcome(OtlpSpanState.UNMAPPED, "annotation", reason,
+                                            deferred)
