@@ -1,4 +1,5 @@
 from .base import AppendOnlyViolation, LedgerRecord
+from .deferred import DeferredItem, DeferredReason, DeferredSource, DeferredStatus
 from .governance import (
     GOVERNED_TOOL_FIELDS,
     ActionClass,
@@ -10,7 +11,6 @@ from .governance import (
     ToolChange,
     ToolChangeStatus,
 )
-from .deferred import DeferredItem, DeferredReason, DeferredSource, DeferredStatus
 from .integrity import CommitmentKey, IntegrityAlarm, TenantDigest
 from .otlp import OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
 from .records import (
@@ -35,11 +35,11 @@ __all__ = [
     "AppendOnlyViolation",
     "Classification",
     "CommitmentKey",
+    "ConnectorKind",
     "DeferredItem",
     "DeferredReason",
     "DeferredSource",
     "DeferredStatus",
-    "ConnectorKind",
     "DryRunVia",
     "IntegrityAlarm",
     "LedgerRecord",
