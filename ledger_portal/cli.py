@@ -36,7 +36,8 @@ PAYLOAD_FIELDS = ("input", "output", "error", "messages", "response", "body", "d
 # sets ``standalone=True`` runs without Django and is called as ``func(args)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "approvals.cli", "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.retention_cli",
-    "runs.commitment_cli", "operations.replay_cli", "operations.rollback_cli", "policies.cli")
+    "runs.commitment_cli", "runs.deferred_cli", "operations.replay_cli",
+    "operations.rollback_cli", "policies.cli")
 
 
 def _setup() -> None:

@@ -73,12 +73,12 @@ def deferred_for(user: Viewer, tenant: str | None = None, status: str | None = N
     return items.order_by("-id")
 
 
-def pending_counts(user: Viewer) -> list[tuple[str, int]]:
-    """Pending items per tenant the user sees, most first: (tenant slug, count)."""
+def pending_counts(user: Viewer) -> list[tuple[str, int, int]]:
+    """Pending items per tenant the user sees, most first: (tenant slug, tenant id, count)."""
     rows = (DeferredItem.objects.for_user(user, Role.VIEW_LEDGER)
-            .filter(status=DeferredStatus.PENDING).values("tenant__slug")
+            .filter(status=DeferredStatus.PENDING).values("tenant__slug", "tenant_id")
             .annotate(n=Count("id")).order_by("-n", "tenant__slug"))
-    return [(row["tenant__slug"], row["n"]) for row in rows]
+    return [(row["tenant__slug"], row["tenant_id"], row["n"]) for row in rows]
 
 
 def pending_on_run(tenant_id: int, run_id: str) -> list[dict[str, Any]]:
