@@ -83,14 +83,16 @@ def pending_counts(user: Viewer) -> list[tuple[str, int, int]]:
 
 def pending_on_run(tenant_id: int, run_id: str) -> list[dict[str, Any]]:
     """The run's items still pending (for its timeline): code, reason and id."""
-    return list(DeferredItem.objects.filter(
+    rows = DeferredItem.objects.filter(
         tenant_id=tenant_id, run_id=run_id, status=DeferredStatus.PENDING).order_by("id")
-        .values("id", "source", "reason_code", "reason"))
+    return [dict(row) for row in rows.values("id", "source", "reason_code", "reason")]
 
 
 def shown_item(viewers: Any, row: dict[str, Any]) -> dict[str, Any]:
     """An item's row as its reader may see it (``viewers``: a ``ViewersByTenant``)."""
-    return viewers(row["tenant_id"]).redact_row("deferred_item", row, commit=False)
+    shown: dict[str, Any] = viewers(row["tenant_id"]).redact_row("deferred_item", row,
+                                                                 commit=False)
+    return shown
 
 
 def _may_operate(item: DeferredItem, by: Actor) -> None:

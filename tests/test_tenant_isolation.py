@@ -146,11 +146,9 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
         mode_used="dry_run", status="succeeded", flagged=True, follow_up="open",
         divergence=[{"path": "$.state", "change": "changed", "recorded": "a", "replayed": "b"}])
     from runs.commitments import commitment_key
-    from runs.models import CommitmentKey, IntegrityAlarm
-
     from runs.deferred import keep_deferred
     from runs.deferred_batch import DeferredIn
-    from runs.models import DeferredItem
+    from runs.models import CommitmentKey, DeferredItem, IntegrityAlarm
 
     keep_deferred(acme, [DeferredIn("batch", "unknown_field", "acme's newer agent",
                                     {"record": {"call_id": run["tool_calls"][0]["call_id"]}},

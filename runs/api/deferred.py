@@ -45,7 +45,8 @@ FILTERS = [
 class DeferredItemSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     tenant = serializers.SlugField()
-    source = serializers.ChoiceField(choices=DeferredSource.choices)
+    source = serializers.ChoiceField(  # type: ignore[assignment]  # a field named source
+        choices=DeferredSource.choices)
     reason_code = serializers.ChoiceField(choices=DeferredReason.choices)
     reason = serializers.JSONField(help_text="Why it was not placed (strictly redacted).")
     run_id = serializers.CharField(help_text="The run it belongs to; empty when none.")

@@ -202,8 +202,8 @@ def _why_unmapped(span: SpanDict, kind: str) -> str:
 def _is_mcp_server_side(span: SpanDict) -> bool:
     """The server's half of an MCP tool call: the client's span records the call."""
     attrs = span["attributes"]
-    return (attrs.get("gen_ai.operation.name") or attrs.get("mcp.method.name")
-            ) == genai.MCP_TOOL_CALL
+    operation = attrs.get("gen_ai.operation.name") or attrs.get("mcp.method.name")
+    return bool(operation == genai.MCP_TOOL_CALL)
 
 
 def _under_execute_tool(span: SpanDict, kinds: dict[str, str], record_kinds: dict[str, str]
