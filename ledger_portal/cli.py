@@ -171,7 +171,18 @@ def cmd_show(args: argparse.Namespace, user: Actor) -> int:
                   f"{run['last_seq']} records · head {_shown_head(run)} · redaction "
                   f"{redaction.level}")
     console.print(_timeline_table(run, args.full))
+    _print_deferred(console, tenant_id, run["run_id"])
     return EXIT_OK
+
+
+def _print_deferred(console: Any, tenant_id: int, run_id: str) -> None:
+    """Where the run's data is missing: the count of its pending deferred items."""
+    from runs.deferred import pending_on_run
+
+    pending = len(pending_on_run(tenant_id, run_id))
+    if pending:
+        console.print(f"Deferred pending ledger schema reconciliation: {pending} item"
+                      f"{'s' if pending != 1 else ''} (ledger reconcile --list)", markup=False)
 
 
 def _shown_head(run: dict[str, Any]) -> str:
@@ -204,6 +215,7 @@ def cmd_verify(args: argparse.Namespace, user: Actor) -> int:
 
     from core.models import Tenant
     from core.roles import Role
+    from runs.deferred import keep_chain_gaps
     from runs.integrity import verify_tenant
 
     tenants = Tenant.objects.for_user(user, Role.VIEW_LEDGER)
@@ -233,6 +245,9 @@ def cmd_verify(args: argparse.Namespace, user: Actor) -> int:
               f"{report.digests} digests: {status}")
         for problem in report.breaks:
             print(f"  BROKEN {problem}")
+        if keep_chain_gaps(tenant, report.breaks, found_by=f"ledger verify ({user})"):
+            print("  missing records kept as deferred items: ledger reconcile --tenant "
+                  f"{tenant.slug} --source chain_gap --list")
         broken = broken or not report.intact
     return EXIT_TAMPERED if broken else EXIT_OK
 

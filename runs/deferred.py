@@ -57,6 +57,20 @@ def keep_deferred(tenant: Tenant, items: Sequence[DeferredIn], received_by: str 
     return len(items)
 
 
+def keep_chain_gaps(tenant: Tenant, breaks: Iterable[Any], found_by: str = "") -> int:
+    """Records ``ledger verify`` found missing from a chain (``Break``s of problem
+    ``missing``), as deferred items on their runs: the data is gone from the ledger, and
+    the gap waits for someone to account for it (the break itself is tampering's evidence,
+    reported by verify as before)."""
+    gaps = [DeferredIn(
+        DeferredSource.CHAIN_GAP, DeferredReason.CHAIN_GAP,
+        f"run {b.run_id}" + (f" seq {b.seq}" if b.seq is not None else "")
+        + f": missing from the chain ({b.detail})",
+        {"run_id": b.run_id, "seq": b.seq, "problem": b.problem, "detail": b.detail},
+        b.run_id, f"chain-gap:{b.run_id}:{b.seq}") for b in breaks if b.problem == "missing"]
+    return keep_deferred(tenant, gaps, found_by)
+
+
 def deferred_for(user: Viewer, tenant: str | None = None, status: str | None = None,
                  source: str | None = None, run_id: str | None = None
                  ) -> QuerySet[DeferredItem]:
@@ -245,8 +259,9 @@ def _ingest(item: DeferredItem, by: Actor, header: dict[str, Any],
               **(correction or {}).get("data", {})})
     run = RunIn.model_validate({**header, **records,
                                 "annotations": [*records.get("annotations", []), note]})
+    # A key bound to agents applies only their items (BatchForbidden: still deferred).
     ingest_batch(item.tenant, BatchIn(runs=[run]), recorded_by=label_of(by),
-                 reconciling=True)
+                 for_agents=getattr(by, "agent_ids", None), reconciling=True)
     return [*made, {"kind": "annotation", "id": note.annotation_id}]
 
 
