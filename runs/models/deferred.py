@@ -38,6 +38,7 @@ class DeferredReason(models.TextChoices):
     UNKNOWN_VALUE = "unknown_value"
     UNMAPPED_SPAN = "unmapped_span"
     INVALID_SPAN = "invalid_span"
+    LATE_SPAN = "late_span"
     TRACE_WITHOUT_RUN = "trace_without_run"
     MISSING_ROOT = "missing_root"
     MISSING_PARENT = "missing_parent"

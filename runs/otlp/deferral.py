@@ -82,17 +82,25 @@ def _note(trace: OtlpTrace, found: list[DeferredIn]) -> str:
 
 
 def _unplaced_spans(item: TraceWork) -> list[DeferredIn]:
+    """Spans no record fits, and spans that came after their run closed (applying them
+    appends what they map to onto the closed run)."""
     bodies = {s["span_id"]: s for s in item.new}
     found = []
     for span_id, outcome in item.outcomes.items():
         span = bodies.get(span_id)
-        if span is None or outcome.state != OtlpSpanState.UNMAPPED or not outcome.deferred:
+        if span is None:
             continue
-        code = (DeferredReason.INVALID_SPAN if outcome.reason.startswith("not a valid")
-                else DeferredReason.UNMAPPED_SPAN)
+        if outcome.state == OtlpSpanState.UNMAPPED and outcome.deferred:
+            code = (DeferredReason.INVALID_SPAN if outcome.reason.startswith("not a valid")
+                    else DeferredReason.UNMAPPED_SPAN)
+            reason = outcome.reason
+        elif outcome.state == OtlpSpanState.LATE and item.trace.recorded_at is not None:
+            code, reason = DeferredReason.LATE_SPAN, "arrived after its run closed"
+        else:
+            continue
         found.append(DeferredIn(
             DeferredSource.OTLP_SPAN, code,
-            f"OpenTelemetry span {span['name'][:200]!r}: {outcome.reason}", span,
+            f"OpenTelemetry span {span['name'][:200]!r}: {reason}", span,
             item.trace.run_id, f"otlp-span:{item.trace.trace_id}:{span_id}"))
     return found
 

@@ -124,3 +124,21 @@ def test_a_span_a_newer_mapping_places_is_applied_onto_its_closed_run(acme, alic
     assert {"kind": "model_call", "id": call.call_id} in item.applied_records
     assert verify_tenant(acme, run_id=run.run_id).intact
     assert not OtlpSpan.objects.filter(span_id=s.sid(chat)).exclude(state="recorded").exists()
+
+
+def test_a_span_after_its_run_closed_is_deferred_and_applied_onto_the_run(acme, alice,
+                                                                          otlp_post):
+    trace_id, (chat, weather, root) = s.agent_trace(failing_tool=False)
+    otlp_post(acme, s.protobuf(weather, root))
+    answer = export_response(otlp_post(acme, s.protobuf(chat)))
+
+    assert "arrived after run" in answer.partial_success.error_message
+    assert WORDS in answer.partial_success.error_message
+    item = DeferredItem.objects.get(reason_code="late_span")
+    assert item.run_id == run_id_for(trace_id)
+
+    assert apply_deferred(item, by=alice).outcome == "applied"
+    run = Run.objects.get(run_id=run_id_for(trace_id))
+    assert ModelCall.objects.filter(run=run).count() == 1
+    assert OtlpSpan.objects.get(span_id=s.sid(chat)).state == "recorded"
+    assert verify_tenant(acme, run_id=run.run_id).intact
