@@ -196,3 +196,33 @@ def test_two_reconcilers_at_once_apply_an_item_once(acme, alice, recorded):
     assert sorted(outcomes) == ["applied", "taken"]
     assert ToolCall.objects.filter(call_id=call["call_id"]).count() == 1
     assert Annotation.objects.filter(annotation_id=f"deferred-{item.pk}-applied").count() == 1
+
+
+def test_the_admin_queue_applies_and_dismisses_with_a_justification(acme, alice, charlie,
+                                                                    recorded, client):
+    run, call = recorded
+    applied = deferred_by_an_older_release(acme, run, call)
+    other = dict(call, call_id=f"{call['call_id']}-other")
+    dismissed = deferred_by_an_older_release(acme, run, other)
+    url = "/admin/runs/deferreditem/"
+
+    client.force_login(charlie)
+    listing = client.get(url, {"status__exact": "pending"})
+    assert listing.status_code == 200
+    assert list(listing.context["cl"].result_list) == []
+    client.post(url, {"action": "apply_selected", "_selected_action": [applied.pk]})
+    assert DeferredItem.objects.get(pk=applied.pk).status == "pending"
+
+    client.force_login(alice)
+    listing = client.get(url, {"status__exact": "pending", "source__exact": "batch"})
+    assert {i.pk for i in listing.context["cl"].result_list} == {applied.pk, dismissed.pk}
+    assert client.get(f"{url}{applied.pk}/change/").status_code == 200
+    client.post(url, {"action": "apply_selected", "_selected_action": [applied.pk]})
+    client.post(url, {"action": "dismiss_selected", "_selected_action": [dismissed.pk],
+                      "justification": ""})
+    assert DeferredItem.objects.get(pk=dismissed.pk).status == "pending"  # needs a reason
+    client.post(url, {"action": "dismiss_selected", "_selected_action": [dismissed.pk],
+                      "justification": "sent by a canary, PD-40"})
+    assert DeferredItem.objects.get(pk=applied.pk).status == "applied"
+    assert DeferredItem.objects.get(pk=dismissed.pk).justification == "sent by a canary, PD-40"
+    assert ToolCall.objects.filter(call_id=call["call_id"]).count() == 1
