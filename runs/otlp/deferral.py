@@ -39,6 +39,7 @@ class TraceWork(Protocol):
 
     trace: OtlpTrace
     new: list[SpanDict]
+    context: assembly.TraceContext
     outcomes: dict[str, assembly.Outcome]
 
 
@@ -54,7 +55,10 @@ def keep_unplaced(tenant: Tenant, work: Iterable[TraceWork], received_by: str) -
         closed_now = trace.state == OtlpTraceState.CLOSED and (
             trace.closed_at == trace.last_activity_at)  # by this request, not before it
         if closed_now and trace.recorded_at is not None:
-            found += _missing_parents(trace)
+            # every span of the trace is at hand: the earlier ones' parents, and the new ones
+            spans = {sid: (parent, "") for sid, parent in item.context.parents.items()}
+            spans.update({s["span_id"]: (s["parent_span_id"], s["name"]) for s in item.new})
+            found += _missing_parents(trace, spans)
         if found:
             items += found
             notes.append(_note(trace, found))
@@ -71,7 +75,9 @@ def keep_quiet_close(trace: OtlpTrace, received_by: str) -> int:
         f"trace {trace.trace_id} was sealed after the quiet period without its root span; "
         "what the root would have said (the run's end, its outcome) is missing",
         {"trace_id": trace.trace_id}, trace.run_id, f"otlp-gap:{trace.trace_id}:root",
-    ), *_missing_parents(trace)]
+    ), *_missing_parents(trace, {span_id: (parent, name) for span_id, parent, name in
+                                 OtlpSpan.objects.filter(trace=trace).values_list(
+                                     "span_id", "parent_span_id", "name")})]
     return keep_deferred(trace.tenant, found, received_by)
 
 
@@ -121,13 +127,13 @@ def _without_run(item: TraceWork) -> list[DeferredIn]:
          "spans": unmapped[:SPANS_IN_ITEM]}, "", f"otlp-trace:{trace.trace_id}:no-run")]
 
 
-def _missing_parents(trace: OtlpTrace) -> list[DeferredIn]:
-    rows = list(OtlpSpan.objects.filter(trace=trace).values_list(
-        "span_id", "parent_span_id", "name"))
-    have = {span_id for span_id, _, _ in rows}
+def _missing_parents(trace: OtlpTrace, spans: dict[str, tuple[str, str]]
+                     ) -> list[DeferredIn]:
+    """Parents named by ``spans`` (span id -> (parent id, name): the whole trace) that are
+    not among them."""
     orphans: dict[str, list[dict[str, str]]] = {}
-    for span_id, parent, name in rows:
-        if parent and parent not in have:
+    for span_id, (parent, name) in sorted(spans.items()):
+        if parent and parent not in spans:
             orphans.setdefault(parent, []).append({"span_id": span_id, "name": name})
     return [DeferredIn(
         DeferredSource.OTLP_TRACE_GAP, DeferredReason.MISSING_PARENT,
