@@ -179,7 +179,7 @@ def _print_deferred(console: Any, tenant_id: int, run_id: str) -> None:
     """Where the run's data is missing: the count of its pending deferred items."""
     from runs.deferred import pending_on_run
 
-    pending = len(pending_on_run(tenant_id, run_id))
+    pending, _ = pending_on_run(tenant_id, run_id, limit=1)
     if pending:
         console.print(f"Deferred pending ledger schema reconciliation: {pending} item"
                       f"{'s' if pending != 1 else ''} (ledger reconcile --list)", markup=False)

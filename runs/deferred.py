@@ -95,11 +95,14 @@ def pending_counts(user: Viewer) -> list[tuple[str, int, int]]:
     return [(row["tenant__slug"], row["tenant_id"], row["n"]) for row in rows]
 
 
-def pending_on_run(tenant_id: int, run_id: str) -> list[dict[str, Any]]:
-    """The run's items still pending (for its timeline): code, reason and id."""
+def pending_on_run(tenant_id: int, run_id: str, limit: int = 20
+                   ) -> tuple[int, list[dict[str, Any]]]:
+    """How many of the run's items are pending, and the first ``limit`` of them (for its
+    timeline): id, source, code and reason."""
     rows = DeferredItem.objects.filter(
         tenant_id=tenant_id, run_id=run_id, status=DeferredStatus.PENDING).order_by("id")
-    return [dict(row) for row in rows.values("id", "source", "reason_code", "reason")]
+    first = [dict(row) for row in rows.values("id", "source", "reason_code", "reason")[:limit]]
+    return (len(first) if len(first) < limit else rows.count()), first
 
 
 def shown_item(viewers: Any, row: dict[str, Any]) -> dict[str, Any]:

@@ -86,10 +86,10 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
 
 def _deferred_on(run: dict[str, Any], redactor: services.ViewerRedaction) -> dict[str, Any]:
     """Where the run's data is missing: its pending deferred items, reasons redacted."""
-    items = pending_on_run(run["tenant_id"], run["run_id"])
+    count, items = pending_on_run(run["tenant_id"], run["run_id"], DEFERRED_SHOWN)
     shown = [{**item, "reason": as_text(redactor.redactor.redact(item["reason"], "reason"))}
-             for item in items[:DEFERRED_SHOWN]]
-    return {"deferred": shown, "deferred_count": len(items)}
+             for item in items]
+    return {"deferred": shown, "deferred_count": count}
 
 
 def visible_run_or_404(user: Viewer, tenant: str, run_id: str) -> Run:

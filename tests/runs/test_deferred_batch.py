@@ -135,3 +135,23 @@ def test_an_unknown_top_level_field_is_deferred_without_a_run(client, lenient, m
     item = DeferredItem.objects.get()
     assert (item.run_id, item.payload["kind"]) == ("", "batch")
     assert item.payload["unknown"] == {"schema_version": 3}
+
+
+def test_the_timeline_and_ledger_show_say_what_is_missing_with_the_count(
+        client, lenient, make_run, alice, capsys):
+    from django.test import Client
+
+    from ledger_portal.cli import main
+
+    run = newer_agents_run(make_run)
+    assert post(client, [run]).status_code == 201
+    browser = Client()
+    browser.force_login(alice)
+
+    page = browser.get(f"/runs/acme/{run['run_id']}/").content.decode()
+
+    assert "Deferred pending ledger schema reconciliation" in page
+    assert 'id="deferred-count">3 items<' in page
+    assert "the value of action_class is not one this portal knows" in page
+    assert main(["--as", "alice", "show", run["run_id"]]) == 0
+    assert "Deferred pending ledger schema reconciliation: 3 items" in capsys.readouterr().out
