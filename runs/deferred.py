@@ -200,8 +200,18 @@ def _record_mapped(item: DeferredItem, by: Actor) -> list[dict[str, str]]:
         _, header = _stored_header(item)
         return _ingest(item, by, header, mapped)
     if item.source == DeferredSource.OTLP_SPAN:
-        raise _StillDeferred("a trace without a run is recorded when its spans are exported "
-                             "again to a portal that maps them; its spans stay in the buffer")
+        from .otlp.deferral import trace_now_maps
+
+        run = trace_now_maps(item)
+        if run is None:
+            raise _StillDeferred("the trace still has no span that maps to a run")
+        DeferredItem.objects.filter(pk=item.pk).update(run_id=run.run_id)
+        made = [{"kind": "run", "id": run.run_id}]
+        note = _applied_note(item, made)
+        ingest_batch(item.tenant, BatchIn(runs=[run.model_copy(update={
+            "annotations": [*run.annotations, note]})]), recorded_by=label_of(by),
+            for_agents=getattr(by, "agent_ids", None))
+        return [*made, {"kind": "annotation", "id": note.annotation_id}]
     raise _StillDeferred("a gap is not a mapping problem: nothing to record; dismiss it with "
                          "a justification once it is understood")
 
@@ -250,7 +260,19 @@ def _ingest(item: DeferredItem, by: Actor, header: dict[str, Any],
     """Record ``records`` on the item's run with a note saying where they came from."""
     made = [{"kind": kind.rstrip("s"), "id": r.get("call_id") or r.get("step_id")
              or r.get("annotation_id", "")} for kind, rows in records.items() for r in rows]
-    note = AnnotationIn(
+    note = _applied_note(item, made, correction)
+    run = RunIn.model_validate({**header, **records,
+                                "annotations": [*records.get("annotations", []), note]})
+    # A key bound to agents applies only their items (BatchForbidden: still deferred).
+    ingest_batch(item.tenant, BatchIn(runs=[run]), recorded_by=label_of(by),
+                 for_agents=getattr(by, "agent_ids", None), reconciling=True)
+    return [*made, {"kind": "annotation", "id": note.annotation_id}]
+
+
+def _applied_note(item: DeferredItem, made: list[dict[str, str]],
+                  correction: dict[str, Any] | None = None) -> AnnotationIn:
+    """The note chained with what an item became: which item, received when, as what."""
+    return AnnotationIn(
         annotation_id=f"deferred-{item.pk}-applied",
         kind="correction" if correction else "note",
         target_call_id=(correction or {}).get("target_call_id", ""),
@@ -260,12 +282,6 @@ def _ingest(item: DeferredItem, by: Actor, header: dict[str, Any],
                 if made else ""),
         data={"deferred_item": item.pk, "reason_code": item.reason_code, "records": made,
               **(correction or {}).get("data", {})})
-    run = RunIn.model_validate({**header, **records,
-                                "annotations": [*records.get("annotations", []), note]})
-    # A key bound to agents applies only their items (BatchForbidden: still deferred).
-    ingest_batch(item.tenant, BatchIn(runs=[run]), recorded_by=label_of(by),
-                 for_agents=getattr(by, "agent_ids", None), reconciling=True)
-    return [*made, {"kind": "annotation", "id": note.annotation_id}]
 
 
 def items_by_pk(user: Viewer, pks: Iterable[int]) -> QuerySet[DeferredItem]:

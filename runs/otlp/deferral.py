@@ -7,17 +7,22 @@ Called from the span service at three points (small hooks, so the assembly stays
   for a trace closed by its root, parents that never arrived;
 - when the quiet period seals an open trace without its root: the missing root, and parents
   that never arrived;
-- when reconciliation asks whether a deferred span maps now (``span_now_maps``).
+- when reconciliation asks whether a deferred span, or a trace that recorded no run, maps now
+  (``span_now_maps``, ``trace_now_maps``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+from django.utils import timezone
 
 from core.models import Tenant
 
 from ..deferred_batch import DeferredIn
+from ..ingest_schema import RunIn
 from ..models import (
     DeferredItem,
     DeferredReason,
@@ -173,3 +178,48 @@ def span_now_maps(item: DeferredItem) -> dict[str, list[dict[str, Any]]] | None:
     return {kind: [r.model_dump() for r in rows] for kind, rows in (
         ("steps", records.steps), ("model_calls", records.model_calls),
         ("tool_calls", records.tool_calls)) if rows}
+
+
+def trace_now_maps(item: DeferredItem) -> RunIn | None:
+    """The run a trace that recorded none becomes under the current mapping (closed, as the
+    trace was), or None. Its buffer rows take their outcomes, in the caller's transaction;
+    spans of it that still fit no record are deferred in their turn."""
+    from ..deferred import keep_deferred
+    from .services import _run_in, _tool_classes
+
+    trace = OtlpTrace.objects.select_for_update().filter(
+        tenant=item.tenant, trace_id=item.payload.get("trace_id", "")).first()
+    if trace is None or trace.recorded_at is not None:
+        return None
+    spans: list[SpanDict] = list(OtlpSpan.objects.filter(trace=trace).order_by("id")
+                                 .values_list("body", flat=True))
+    if not spans or not assembly.has_genai(spans):
+        return None
+    header = assembly.run_header(trace.trace_id, spans)
+    records = assembly.assemble(trace.trace_id, spans, header["run_span_id"],
+                                assembly.TraceContext(), _tool_classes(item.tenant, spans))
+    run_span = next((s for s in spans if s["span_id"] == header["run_span_id"]), None)
+    root = next((s for s in spans if assembly.is_root(s)), None)
+    status, ended = assembly.run_end(header, run_span, root,
+                                     max(s["end_time_unix_nano"] for s in spans))
+    groups: dict[tuple[str, str], list[str]] = {}
+    for span_id, outcome in records.outcomes.items():
+        groups.setdefault((outcome.state, outcome.record_kind), []).append(span_id)
+    for (state, record_kind), span_ids in groups.items():
+        OtlpSpan.objects.filter(trace=trace, span_id__in=span_ids).update(
+            state=state, record_kind=record_kind)
+    now = timezone.now()
+    trace.recorded_at, trace.state = now, OtlpTraceState.CLOSED
+    trace.closed_at = trace.closed_at or now
+    trace.save()
+    work = _Recorded(trace, spans, assembly.TraceContext(), records.outcomes)
+    keep_deferred(item.tenant, _unplaced_spans(work), "ledger-portal")
+    return _run_in(header, records, status, ended)
+
+
+@dataclass
+class _Recorded:
+    trace: OtlpTrace
+    new: list[SpanDict]
+    context: assembly.TraceContext
+    outcomes: dict[str, assembly.Outcome]

@@ -142,3 +142,40 @@ def test_a_span_after_its_run_closed_is_deferred_and_applied_onto_the_run(acme, 
     assert ModelCall.objects.filter(run=run).count() == 1
     assert OtlpSpan.objects.get(span_id=s.sid(chat)).state == "recorded"
     assert verify_tenant(acme, run_id=run.run_id).intact
+
+
+def test_a_trace_an_older_mapping_recorded_no_run_for_becomes_its_run_when_applied(
+        acme, alice):
+    from django.utils import timezone
+
+    from runs.models import OtlpTrace, ToolCall
+
+    # As a portal that knew no GenAI convention left an agent trace: closed, no run, every
+    # span unmapped in the buffer, one deferred item for the trace.
+    trace_id, spans = s.agent_trace(failing_tool=False)
+    decoded = wire.spans_of(wire.parse_request(s.protobuf(*spans), wire.PROTOBUF)).spans
+    now = timezone.now()
+    trace = OtlpTrace.objects.create(tenant=acme, trace_id=trace_id, run_id=run_id_for(trace_id),
+                                     state="closed", first_received_at=now,
+                                     last_activity_at=now, closed_at=now)
+    for body in decoded:
+        OtlpSpan.objects.create(tenant=acme, trace=trace, span_id=body["span_id"],
+                                parent_span_id=body["parent_span_id"], name=body["name"],
+                                state="unmapped", body=body, received_at=now)
+    keep_deferred(acme, [DeferredIn("otlp_span", "trace_without_run", "no run then",
+                                    {"trace_id": trace_id}, "", f"otlp-trace:{trace_id}")])
+    item = DeferredItem.objects.get()
+
+    assert apply_deferred(item, by=alice).outcome == "applied"
+    assert apply_deferred(item, by=alice).outcome == "taken"
+
+    run = Run.objects.get(tenant=acme, run_id=run_id_for(trace_id))
+    assert run.status == "succeeded"
+    assert ModelCall.objects.filter(run=run).count() == 1
+    assert ToolCall.objects.filter(run=run).count() == 1
+    item.refresh_from_db()
+    assert item.run_id == run.run_id
+    assert {"kind": "run", "id": run.run_id} in item.applied_records
+    assert set(OtlpSpan.objects.filter(trace=trace).values_list("state", flat=True)) == {
+        "recorded"}
+    assert verify_tenant(acme, run_id=run.run_id).intact
