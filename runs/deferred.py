@@ -18,6 +18,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
+from pydantic import ValidationError as PydanticInvalid
 
 from core.actors import Actor, Viewer, label_of, person_of
 from core.models import Tenant
@@ -155,7 +156,7 @@ class ApplyOutcome:
 
 
 class _StillDeferred(Exception):
-    pass
+    """The item does not map yet: the claim is rolled back and it stays pending."""
 
 
 def apply_deferred(item: DeferredItem, by: Actor) -> ApplyOutcome:
@@ -174,6 +175,8 @@ def apply_deferred(item: DeferredItem, by: Actor) -> ApplyOutcome:
             DeferredItem.objects.filter(pk=item.pk).update(applied_records=records)
     except (_StillDeferred, BatchRejected) as still:
         return ApplyOutcome(item.pk, "still_deferred", str(still))
+    except PydanticInvalid as invalid:  # the stored run and the item no longer fit together
+        return ApplyOutcome(item.pk, "still_deferred", f"not a valid record: {invalid}"[:500])
     return ApplyOutcome(item.pk, "applied", records=records)
 
 
@@ -190,30 +193,38 @@ def reconcile(user: Actor, tenant: str | None = None, limit: int = 1000
 def _record_mapped(item: DeferredItem, by: Actor) -> list[dict[str, str]]:
     if item.source == DeferredSource.BATCH:
         return _record_batch_item(item, by)
-    if item.source == DeferredSource.OTLP_SPAN and item.reason_code != (
-            DeferredReason.TRACE_WITHOUT_RUN):
-        from .otlp.deferral import span_now_maps
-
-        mapped = span_now_maps(item)
-        if mapped is None:
-            raise _StillDeferred("the span still maps to no ledger record")
-        _, header = _stored_header(item)
-        return _ingest(item, by, header, mapped)
     if item.source == DeferredSource.OTLP_SPAN:
-        from .otlp.deferral import trace_now_maps
-
-        run = trace_now_maps(item)
-        if run is None:
-            raise _StillDeferred("the trace still has no span that maps to a run")
-        DeferredItem.objects.filter(pk=item.pk).update(run_id=run.run_id)
-        made = [{"kind": "run", "id": run.run_id}]
-        note = _applied_note(item, made)
-        ingest_batch(item.tenant, BatchIn(runs=[run.model_copy(update={
-            "annotations": [*run.annotations, note]})]), recorded_by=label_of(by),
-            for_agents=getattr(by, "agent_ids", None))
-        return [*made, {"kind": "annotation", "id": note.annotation_id}]
+        if item.reason_code == DeferredReason.TRACE_WITHOUT_RUN:
+            return _record_trace_item(item, by)
+        return _record_span_item(item, by)
     raise _StillDeferred("a gap is not a mapping problem: nothing to record; dismiss it with "
                          "a justification once it is understood")
+
+
+def _record_span_item(item: DeferredItem, by: Actor) -> list[dict[str, str]]:
+    from .otlp.deferral import span_now_maps
+
+    mapped = span_now_maps(item)
+    if mapped is None:
+        raise _StillDeferred("the span still maps to no ledger record")
+    _, header = _stored_header(item)
+    return _ingest(item, by, header, mapped)
+
+
+def _record_trace_item(item: DeferredItem, by: Actor) -> list[dict[str, str]]:
+    """A trace that recorded no run: its run, from every span in the buffer, if it maps now."""
+    from .otlp.deferral import trace_now_maps
+
+    run = trace_now_maps(item)
+    if run is None:
+        raise _StillDeferred("the trace still has no span that maps to a run")
+    DeferredItem.objects.filter(pk=item.pk).update(run_id=run.run_id)
+    made = [{"kind": "run", "id": run.run_id}]
+    note = _applied_note(item, made)
+    ingest_batch(item.tenant, BatchIn(runs=[run.model_copy(update={
+        "annotations": [*run.annotations, note]})]), recorded_by=label_of(by),
+        for_agents=getattr(by, "agent_ids", None))
+    return [*made, {"kind": "annotation", "id": note.annotation_id}]
 
 
 def _stored_header(item: DeferredItem) -> tuple[Run, dict[str, Any]]:
