@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from .ingest_schema import (
     ToolCallIn,
     error_path,
     parse_batch,
+    validation_errors,
 )
 from .models import DeferredReason, DeferredSource
 
@@ -49,6 +51,14 @@ class DeferredIn:
     key: str
 
 
+class HeldBackInvalid(ValueError):
+    """What remains of a lenient batch is still invalid (``problems``, paths as sent)."""
+
+    def __init__(self, problems: list[dict[str, str]]):
+        super().__init__("; ".join(f"{p['path']}: {p['message']}" for p in problems[:5]))
+        self.problems = problems
+
+
 def content_key(prefix: str, *parts: Any) -> str:
     """The same content received again is the same item (a retried batch adds none)."""
     digest = hashlib.sha256(orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -67,7 +77,10 @@ def parse_for_tenant(data: Any, lenient: bool) -> tuple[BatchIn, list[DeferredIn
         if any(e["type"] not in UNKNOWN_FIELD_ERRORS | UNKNOWN_VALUE_ERRORS for e in errors):
             raise
         cleaned, deferred = _split(data, errors)
-    return parse_batch(cleaned), deferred
+    try:
+        return parse_batch(cleaned), deferred
+    except ValidationError as exc:
+        raise HeldBackInvalid(as_received(validation_errors(exc), deferred)) from exc
 
 
 def _plain(loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -157,6 +170,31 @@ def _item(code: str, kind: str, owner: tuple[Any, ...], run: Any, record: Any,
                "record": record, **detail}
     return DeferredIn(DeferredSource.BATCH, code, reason, payload, run_id,
                       content_key("batch", code, kind, run_id, record, detail))
+
+
+_RECORD_PATH = re.compile(r"^runs\[(\d+)\]\.(\w+)\[(\d+)\]")
+
+
+def as_received(problems: list[dict[str, str]], deferred: list[DeferredIn]
+                ) -> list[dict[str, str]]:
+    """``problems`` found in the batch lenient mode recorded, with their paths as the sender
+    wrote them: records held back whole no longer count in their list's positions."""
+    held: dict[tuple[int, str], list[int]] = {}
+    for item in deferred:
+        found = _RECORD_PATH.match(item.payload.get("path", ""))
+        if found and item.reason_code == DeferredReason.UNKNOWN_VALUE:
+            held.setdefault((int(found[1]), found[2]), []).append(int(found[3]))
+    if not held:
+        return problems
+
+    def original(match: re.Match[str]) -> str:
+        i, kind, j = int(match[1]), match[2], int(match[3])
+        for gone in sorted(held.get((i, kind), [])):
+            if gone <= j:
+                j += 1
+        return f"runs[{i}].{kind}[{j}]"
+
+    return [{**p, "path": _RECORD_PATH.sub(original, p["path"])} for p in problems]
 
 
 def batch_item_now_maps(payload: dict[str, Any]) -> bool:

@@ -23,7 +23,7 @@ from core.models import Tenant
 from core.roles import Role
 
 from .. import services
-from ..deferred_batch import parse_for_tenant
+from ..deferred_batch import HeldBackInvalid, as_received, parse_for_tenant
 from ..ingest_schema import BatchIn, validation_errors
 from ..models import Agent, IntegrityAlarm, Run, ToolCall
 from . import presenters as p
@@ -258,6 +258,8 @@ class BatchIngest(APIView):
         except ValidationError as exc:
             return _rejected("The batch is invalid; nothing was recorded.",
                              validation_errors(exc), 400)
+        except HeldBackInvalid as exc:
+            return _rejected("The batch is invalid; nothing was recorded.", exc.problems, 400)
         records = sum(run.record_count for run in batch.runs)
         if records > settings.LEDGER_BATCH_MAX_RECORDS:
             return _too_large("records", records)
@@ -270,7 +272,7 @@ class BatchIngest(APIView):
                       "recorded.",
                       403: f"This API key does not act for these agents; nothing was recorded: "
                       f"{exc}"}.get(exc.status_code, "The batch is invalid; nothing was recorded.")
-            return _rejected(detail, exc.problems, exc.status_code)
+            return _rejected(detail, as_received(exc.problems, deferred), exc.status_code)
         code = (status.HTTP_201_CREATED if sum(result.created.values()) or result.deferred
                 else status.HTTP_200_OK)
         return Response(result.as_dict(), status=code)

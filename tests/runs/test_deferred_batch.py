@@ -155,3 +155,22 @@ def test_the_timeline_and_ledger_show_say_what_is_missing_with_the_count(
     assert "the value of action_class is not one this portal knows" in page
     assert main(["--as", "alice", "show", run["run_id"]]) == 0
     assert "Deferred pending ledger schema reconciliation: 3 items" in capsys.readouterr().out
+
+
+def test_what_refers_to_a_record_held_back_is_refused_by_its_path_as_sent(client, lenient,
+                                                                           make_run):
+    run = make_run()
+    first = run["tool_calls"][0]
+    held = {**first, "call_id": "held-back", "action_class": "impersonate", "retry_of": None,
+            "attempt": 1}
+    retry = {**first, "call_id": "its-retry", "retry_of": "held-back", "attempt": 2}
+    run["tool_calls"] = [first, held, retry]
+    before = counts()
+
+    response = post(client, [run])
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == [{
+        "path": "runs[0].tool_calls[2].retry_of",
+        "message": f"no earlier tool call 'held-back' in run {run['run_id']!r}"}]
+    assert counts() == before
