@@ -11,8 +11,9 @@ the trace's run can be recorded:
 
 Spans of a closed run are kept raw (state ``late``) and reported by a note on the run. Spans no
 ledger record fits are chained on their run as notes carrying the whole span; a trace with no
-GenAI span at all records no run, and its spans stay in the buffer, unmapped. Records go in
-through ``ingest_batch``, so chains, idempotency and conflicts are the ledger's own.
+GenAI or OpenInference span at all records no run, and its spans stay in the buffer, unmapped.
+Records go in through ``ingest_batch``, so chains, idempotency and conflicts are the ledger's
+own.
 """
 
 from __future__ import annotations
@@ -237,6 +238,8 @@ def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: dat
     pending_bodies = _bodies([pk for w in work if w.trace.state == OtlpTraceState.PENDING
                               and any(assembly.is_root(s) for s in w.new)
                               for pk in w.pending_pks])
+    # Spans buffered by earlier requests call tools too: their classes, as registered now.
+    tool_classes = {**tool_classes, **_tool_classes(tenant, list(pending_bodies.values()))}
     for item in work:
         trace = item.trace
         root = next((s for s in item.new if assembly.is_root(s)), None)
@@ -303,7 +306,7 @@ def _run_in(header: dict[str, Any], records: Assembled, status: str, ended: date
             extra_notes: Iterable[AnnotationIn] = ()) -> RunIn:
     return RunIn(
         run_id=header["run_id"], agent_id=header["agent_id"], agent_name=header["agent_name"],
-        trigger_ref=header["trigger_ref"], started_at=header["started_at"],
+        goal=header["goal"], trigger_ref=header["trigger_ref"], started_at=header["started_at"],
         metadata=header["metadata"], status=RunStatus(status), ended_at=ended,
         steps=records.steps, model_calls=records.model_calls, tool_calls=records.tool_calls,
         annotations=[AnnotationIn.model_validate(a) for a in records.annotations]
@@ -317,17 +320,14 @@ def _headers_of(tenant: Tenant, traces: list[OtlpTrace]) -> dict[str, dict[str, 
     by_run_id = {t.run_id: t.trace_id for t in traces}
     return {by_run_id[run.run_id]: {
         "run_id": run.run_id, "agent_id": run.agent.agent_id, "agent_name": run.agent.name,
-        "trigger_ref": run.trigger_ref, "started_at": run.started_at.isoformat(),
+        "goal": run.goal, "trigger_ref": run.trigger_ref, "started_at": run.started_at.isoformat(),
         "metadata": run.metadata, "run_span_id": run.metadata.get("run_span_id", ""),
     } for run in Run.objects.filter(tenant=tenant, run_id__in=list(by_run_id)).select_related(
         "agent")}
 
 
 def _tool_classes(tenant: Tenant, spans: list[SpanDict]) -> dict[str, str]:
-    from . import genai
-
-    names = {genai.tool_name(s) for s in spans
-             if genai.kind_of(s) in (genai.Kind.TOOL_CALL, genai.Kind.MCP_TOOL_CALL)}
+    names = assembly.tool_names(spans)
     if not names:
         return {}
     return dict(Tool.objects.filter(tenant=tenant, name__in=names).values_list(
