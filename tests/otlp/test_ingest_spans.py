@@ -425,3 +425,13 @@ def test_names_with_spaces_and_slashes_become_ledger_ids(acme, otlp_post):
     assert run.metadata["conversation_id"] == "conv 42/alpha"
     call = ToolCall.objects.select_related("tool").get(run=run)
     assert (call.tool.name, call.tool_call_ref) == ("Search-Web", "call-7")
+
+
+def test_a_tool_span_buffered_before_its_root_takes_its_registered_class(acme, otlp_post):
+    with setting_up():
+        Tool.objects.create(tenant=acme, name="send_email", action_class="exfil")
+    _, spans = s.agent_trace()
+    *children, root = spans
+    assert otlp_post(acme, s.protobuf(*children)).status_code == 200  # buffered, pending
+    assert otlp_post(acme, s.protobuf(root)).status_code == 200
+    assert ToolCall.objects.get(tool__name="send_email").action_class == "exfil"
