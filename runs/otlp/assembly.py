@@ -117,10 +117,10 @@ def run_header(trace_id: str, spans: list[SpanDict]) -> dict[str, Any]:
     run_span = run_spans[0] if run_spans else None
     earliest = min(spans, key=lambda s: s["start_time_unix_nano"] or 2**63)
     # A run span naming no agent (the Agents SDK's "Agent workflow") takes the first agent
-    # named below it; none named: the service that sent the trace.
-    agent_id, agent_name = next(
-        (named for named in (convention_of(s).agent_of(s) for s in run_spans) if named),
-        genai.service_agent(earliest))
+    # named below it; then an agent span's own name; none: the service that sent the trace.
+    named = [convention_of(s).agent_of(s) for s in run_spans] + [
+        convention_of(s).agent_named_by(s) for s in run_spans]
+    agent_id, agent_name = next((n for n in named if n), genai.service_agent(earliest))
     started = genai.started(run_span or earliest) or genai.ended(run_span or earliest)
     in_order = ([run_span] if run_span else []) + spans
     conversation = _first_attribute(in_order, "gen_ai.conversation.id")

@@ -286,13 +286,18 @@ def tool_call(span: SpanDict, call_id: str, step_id: str | None, action_class: s
 
 
 def agent_of(span: SpanDict) -> tuple[str, str] | None:
-    """(agent_id, agent name) a run span names, if it names one: the OpenAI Agents SDK's root
-    ``Agent workflow`` span, for one, names none."""
+    """(agent_id, agent name) a run span's attributes name, if they name one: the OpenAI
+    Agents SDK's root ``Agent workflow`` span, for one, names none."""
     attrs = span["attributes"]
     name = attrs.get("gen_ai.agent.name") or attrs.get("gen_ai.workflow.name") or ""
+    agent_id = as_ledger_id(attrs.get("gen_ai.agent.id") or name)
+    return (agent_id, _truncate(name, 200)) if agent_id else None
+
+
+def agent_named_by(span: SpanDict) -> tuple[str, str] | None:
+    """The agent a run span's name gives (``invoke_agent planner``), when no attribute does."""
     target = _name_target(span) if span["name"].split(" ", 1)[0] in RUN_OPERATIONS else ""
-    agent_id = as_ledger_id(attrs.get("gen_ai.agent.id") or name or target)
-    return (agent_id, _truncate(name or target, 200)) if agent_id else None
+    return (as_ledger_id(target), _truncate(target, 200)) if as_ledger_id(target) else None
 
 
 def service_agent(span: SpanDict) -> tuple[str, str]:

@@ -187,12 +187,21 @@ def tool_call(span: SpanDict, call_id: str, step_id: str | None, action_class: s
 
 
 def agent_of(span: SpanDict) -> tuple[str, str] | None:
-    """(agent_id, name) an agent span names; a chain names none (it is a workflow of steps)."""
+    """(agent_id, name) a span's attributes name (``agent.name``)."""
     attrs = span["attributes"]
-    name = attrs.get("agent.name") or attrs.get("graph.node.name") or (
-        span["name"] if span_kind(span) == "AGENT" else "")
+    name = attrs.get("agent.name") or attrs.get("graph.node.name") or ""
     agent_id = as_ledger_id(name)
     return (agent_id, _text(name)[:200]) if agent_id else None
+
+
+def agent_named_by(span: SpanDict) -> tuple[str, str] | None:
+    """An AGENT span's name, when no attribute names the agent (a CHAIN's name is a step's,
+    not an agent's). The OpenAI Agents SDK's root ``Agent workflow`` span is one such: the
+    agents named below it come first."""
+    if span_kind(span) != "AGENT":
+        return None
+    agent_id = as_ledger_id(span["name"])
+    return (agent_id, span["name"][:200]) if agent_id else None
 
 
 def goal_of(span: SpanDict) -> str:
