@@ -45,7 +45,7 @@ from ..models import (
     RunStatus,
     Tool,
 )
-from . import assembly
+from . import assembly, logs
 from .assembly import Assembled, TraceContext
 from .wire import DecodedSpans, SpanDict
 
@@ -94,6 +94,7 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
 
     with transaction.atomic():
         traces = _claim_traces(tenant, by_trace, now)
+        logs.join_waiting_events(tenant, decoded.spans)  # GenAI events sent as logs first
         if for_agents is not None:
             _bind_traces(traces.values(), for_agents)
         known = _known_spans(traces)

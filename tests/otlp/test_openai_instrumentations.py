@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from runs.integrity import verify_tenant
-from runs.models import ModelCall, OtlpSpan, Run, ToolCall
+from runs.models import ModelCall, OtlpEvent, OtlpSpan, Run, ToolCall
 
 from .fake_openai import MODEL, fake_openai
 
@@ -157,6 +157,47 @@ def test_the_official_openai_instrumentation_records_the_run(live_server, acme, 
     assert (tool.tool.name, tool.tool_call_ref, tool.input) == (
         "get_weather", "call_w1", {"city": "Paris"})
     assert verify_tenant(acme, run_id=run.run_id).intact
+
+
+def test_the_official_instrumentation_in_event_mode_lands_its_content_through_v1_logs(
+        live_server, acme, exporter_to, fake_server, monkeypatch, api_key):
+    """Content capture as events: the messages travel as log records, not span attributes,
+    and join their spans in the portal."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "event_only")
+    _reset_semconv_stability()
+    provider = TracerProvider(resource=Resource.create({"service.name": "weather-events"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter_to(live_server, acme)))
+    logger_provider = LoggerProvider(resource=Resource.create(
+        {"service.name": "weather-events"}))
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(
+        endpoint=f"{live_server.url}/v1/logs", timeout=10,
+        headers={"Authorization": f"Bearer {api_key(acme, ['ingest'])}"})))
+    instrumentor = OTelOpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, logger_provider=logger_provider)
+    try:
+        client = openai.OpenAI(base_url=fake_server.url, api_key="sk-test", max_retries=0)
+        with provider.get_tracer("weather-events").start_as_current_span(
+                "invoke_agent weather-agent", attributes={
+                    "gen_ai.operation.name": "invoke_agent",
+                    "gen_ai.agent.name": "weather-agent"}):
+            ask_with_tool(client, lambda _id, args: get_weather(**json.loads(args)))
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+        logger_provider.shutdown()
+        _reset_semconv_stability()
+
+    run = _run(acme)
+    first, final = ModelCall.objects.filter(run=run).order_by("seq")
+    assert [m["role"] for m in first.messages] == ["system", "user"]
+    assert QUESTION in json.dumps(first.messages)
+    assert "It is 21 C in Paris." in json.dumps(final.response)
+    assert not OtlpEvent.objects.exists()  # every event joined its span
 
 
 def test_both_instrumentations_on_one_client_record_each_call_once(live_server, acme,
