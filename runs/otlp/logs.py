@@ -160,9 +160,9 @@ def receive_events(tenant: Tenant, decoded: DecodedEvents, recorded_by: str = ""
     with transaction.atomic():
         traces = {t.pk: t for t in OtlpTrace.objects.select_for_update().filter(
             tenant=tenant, trace_id__in=trace_ids).order_by("trace_id")}
-        spans = {(traces[s.trace_id].trace_id, s.span_id): s
-                 for s in OtlpSpan.objects.filter(trace__in=list(traces), span_id__in={
-                     span_id for _, span_id in by_span})}
+        span_ids = {span_id for _, span_id in by_span}
+        spans = {(traces[s.trace_id].trace_id, s.span_id): s for s in OtlpSpan.objects.filter(
+            tenant=tenant, trace__in=list(traces), span_id__in=span_ids)}
         waiting: list[OtlpEvent] = []
         for (trace_id, span_id), events in by_span.items():
             stored = spans.get((trace_id, span_id))
@@ -172,7 +172,7 @@ def receive_events(tenant: Tenant, decoded: DecodedEvents, recorded_by: str = ""
             elif stored.state == OtlpSpanState.PENDING:
                 body = stored.body
                 body["events"] = [*body.get("events", []), *map(_span_event, events)]
-                OtlpSpan.objects.filter(pk=stored.pk).update(body=body)
+                OtlpSpan.objects.filter(tenant=tenant, pk=stored.pk).update(body=body)
             elif traces[stored.trace_id].recorded_at is None:
                 # no run to note them on (the trace recorded none): they wait with it
                 waiting += [OtlpEvent(tenant=tenant, trace_id=trace_id, span_id=span_id,
@@ -209,4 +209,4 @@ def join_waiting_events(tenant: Tenant, spans: list[SpanDict]) -> None:
             span["events"] = [*span.get("events", []), row.body]
             joined.append(row.pk)
     if joined:
-        OtlpEvent.objects.filter(pk__in=joined).delete()
+        OtlpEvent.objects.filter(tenant=tenant, pk__in=joined).delete()
