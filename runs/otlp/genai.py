@@ -285,12 +285,22 @@ def tool_call(span: SpanDict, call_id: str, step_id: str | None, action_class: s
     }
 
 
+# (gen_ai.agent.id, gen_ai.agent.description) an instrumentation stamps on every span when
+# not configured: its defaults, the same for every application, so no agent's id.
+PLACEHOLDER_AGENTS = frozenset({
+    ("agent", "OpenAI Agents instrumentation"),  # opentelemetry-instrumentation-openai-agents-v2
+})
+
+
 def agent_of(span: SpanDict) -> tuple[str, str] | None:
     """(agent_id, agent name) a run span's attributes name, if they name one: the OpenAI
     Agents SDK's root ``Agent workflow`` span, for one, names none."""
     attrs = span["attributes"]
     name = attrs.get("gen_ai.agent.name") or attrs.get("gen_ai.workflow.name") or ""
-    agent_id = as_ledger_id(attrs.get("gen_ai.agent.id") or name)
+    given_id = attrs.get("gen_ai.agent.id")
+    if (given_id, attrs.get("gen_ai.agent.description")) in PLACEHOLDER_AGENTS:
+        given_id = None
+    agent_id = as_ledger_id(given_id or name)
     return (agent_id, _truncate(name, 200)) if agent_id else None
 
 
