@@ -58,7 +58,7 @@ def test_the_client_and_otel_spans_of_one_agent_make_one_run(
                                       ) as root, client.run(agent_id="weather-agent",
                                                             goal="Paris weather") as run:
         _chat(provider)
-        get_weather("Paris", tool_call_ref="call_9")
+        get_weather("Paris", tool_call_ref="call_9")  # type: ignore[call-arg]  # the wrapper takes it
     assert client.flush(timeout=30)
     trace_id = f"{root.get_span_context().trace_id:032x}"
 
