@@ -163,18 +163,18 @@ def test_two_webs_and_two_workers_share_a_replay_an_export_a_backtest_and_decisi
         wire_tools(acme, server)
         decided = [pool.submit(decide, url, n) for n in range(DECISIONS_PER_WEB)
                    for url in two_webs]
-        replay = _call(f"{first}/api/v1/replays/", token, {"run_id": stored_run(acme).run_id})
-        export = _call(f"{second}/api/v1/exports/", token, {
+        replay_answer = _call(f"{first}/api/v1/replays/", token, {"run_id": stored_run(acme).run_id})
+        export_answer = _call(f"{second}/api/v1/exports/", token, {
             "tenant": acme.slug, "window_from": window[0], "window_to": window[1]})
-        test = _call(f"{first}/api/v1/policy-versions/{draft.pk}/backtests/", token, {
+        test_answer = _call(f"{first}/api/v1/policy-versions/{draft.pk}/backtests/", token, {
             "window_from": window[0], "window_to": window[1]})
         decision_ids = [future.result() for future in decided]
         # each web process answers about jobs the other one started
-        _until(lambda: _call(f"{second}/api/v1/replays/{replay['id']}/", token)["status"]
+        _until(lambda: _call(f"{second}/api/v1/replays/{replay_answer['id']}/", token)["status"]
                not in ("queued", "running"), "the replay")
-        _until(lambda: _call(f"{first}/api/v1/exports/{export['id']}/", token)["status"] in (
+        _until(lambda: _call(f"{first}/api/v1/exports/{export_answer['id']}/", token)["status"] in (
             ExportStatus.DONE, ExportStatus.FAILED), "the export")
-        _until(lambda: _call(f"{second}/api/v1/backtests/{test['id']}/", token)["status"] in (
+        _until(lambda: _call(f"{second}/api/v1/backtests/{test_answer['id']}/", token)["status"] in (
             "done", "failed"), "the back-test")
         asked = [seen.path for seen in server.seen]
 
@@ -182,19 +182,19 @@ def test_two_webs_and_two_workers_share_a_replay_an_export_a_backtest_and_decisi
     assert Decision.objects.filter(tenant=acme, run_id="scale-decisions").count() == len(
         decision_ids)
 
-    replay = Replay.objects.get(pk=replay["id"])
+    replay = Replay.objects.get(pk=replay_answer["id"])
     assert replay.status == "succeeded", replay.failure_reason
     seqs = list(replay.steps.values_list("seq", flat=True))
     assert len(seqs) == len(set(seqs)) == replay.steps_total
     assert sorted(asked) == sorted(set(asked))  # each tool asked once per replayed step
 
-    export = AuditExport.objects.get(pk=export["id"])
+    export = AuditExport.objects.get(pk=export_answer["id"])
     assert export.status == ExportStatus.DONE, export.error
     parts = list(export.parts.values_list("index", flat=True))
     assert len(parts) > 1  # the parts were spread over the workers
     assert sorted(parts) == sorted(set(parts))
 
-    test = BackTest.objects.get(pk=test["id"])
+    test = BackTest.objects.get(pk=test_answer["id"])
     assert test.status == "done", test.error
     assert test.processed == test.total > 0
     changed = list(test.changes.values_list("call_id", flat=True))
