@@ -163,7 +163,8 @@ def test_two_webs_and_two_workers_share_a_replay_an_export_a_backtest_and_decisi
         wire_tools(acme, server)
         decided = [pool.submit(decide, url, n) for n in range(DECISIONS_PER_WEB)
                    for url in two_webs]
-        replay_answer = _call(f"{first}/api/v1/replays/", token, {"run_id": stored_run(acme).run_id})
+        replay_answer = _call(f"{first}/api/v1/replays/", token,
+                              {"run_id": stored_run(acme).run_id})
         export_answer = _call(f"{second}/api/v1/exports/", token, {
             "tenant": acme.slug, "window_from": window[0], "window_to": window[1]})
         test_answer = _call(f"{first}/api/v1/policy-versions/{draft.pk}/backtests/", token, {
@@ -172,10 +173,10 @@ def test_two_webs_and_two_workers_share_a_replay_an_export_a_backtest_and_decisi
         # each web process answers about jobs the other one started
         _until(lambda: _call(f"{second}/api/v1/replays/{replay_answer['id']}/", token)["status"]
                not in ("queued", "running"), "the replay")
-        _until(lambda: _call(f"{first}/api/v1/exports/{export_answer['id']}/", token)["status"] in (
-            ExportStatus.DONE, ExportStatus.FAILED), "the export")
-        _until(lambda: _call(f"{second}/api/v1/backtests/{test_answer['id']}/", token)["status"] in (
-            "done", "failed"), "the back-test")
+        _until(lambda: _call(f"{first}/api/v1/exports/{export_answer['id']}/", token)[
+            "status"] in (ExportStatus.DONE, ExportStatus.FAILED), "the export")
+        _until(lambda: _call(f"{second}/api/v1/backtests/{test_answer['id']}/", token)[
+            "status"] in ("done", "failed"), "the back-test")
         asked = [seen.path for seen in server.seen]
 
     assert len(decision_ids) == len(set(decision_ids)) == 2 * DECISIONS_PER_WEB
