@@ -103,7 +103,9 @@ def oidc_provider_process(live_server: Any) -> Iterator[OidcProvider]:
         ["node", "provider.js", "--port", str(port), "--client-id", CLIENT_ID,
          "--client-secret", CLIENT_SECRET,
          "--redirect-uri", f"{live_server.url}/oidc/callback/",
-         "--redirect-uri", "http://testserver/oidc/callback/"],
+         "--redirect-uri", "http://testserver/oidc/callback/",
+         "--post-logout-uri", f"{live_server.url}/admin/login/",
+         "--post-logout-uri", "http://testserver/admin/login/"],
         cwd=folder, stdout=log, stderr=subprocess.STDOUT)
     try:
         for _ in range(300):
