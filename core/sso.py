@@ -251,4 +251,4 @@ def sign_out(request: HttpRequest) -> HttpResponse:
     back = request.build_absolute_uri(reverse("admin:login"))
     return HttpResponseRedirect(f"{end_session}?" + urlencode({
         "id_token_hint": id_token, "post_logout_redirect_uri": back,
-        "client_id": settings.OIDC_RP_CLIENT_ID}))
+        "client_id": sso_setting("OIDC_RP_CLIENT_ID")}))
