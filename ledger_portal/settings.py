@@ -274,6 +274,8 @@ if OIDC_ISSUER:
         sign_algo=env_str("OIDC_SIGN_ALGO") or "RS256",
         timeout=env_int("OIDC_TIMEOUT_SECONDS", 10, minimum=1),
         leeway=env_int("LEDGER_OIDC_LEEWAY_SECONDS", 60, minimum=0)))
+# Login events name people and their addresses: kept this many days, then removed (daily).
+LEDGER_LOGIN_EVENT_RETENTION_DAYS = env_int("LEDGER_LOGIN_EVENT_RETENTION_DAYS", 400, minimum=1)
 LEDGER_OIDC_USERNAME_CLAIM = env_str("LEDGER_OIDC_USERNAME_CLAIM") or "preferred_username"
 LEDGER_OIDC_GROUPS_CLAIM = env_str("LEDGER_OIDC_GROUPS_CLAIM") or "groups"
 # {"<IdP group>": {"<tenant slug>": ["<role>", ...]}}: checked here, tenants at sign-in.
@@ -392,6 +394,7 @@ CELERY_BEAT_SCHEDULE = {
     "watch-replays": {"task": "runs.watch_replays", "schedule": 60},
     "watch-jobs": {"task": "ledger_portal.watch_jobs", "schedule": 60},
     "expire-audit-exports": {"task": "exports.expire_exports", "schedule": 3600},
+    "prune-login-events": {"task": "ledger_portal.prune_login_events", "schedule": 86400},
     # proof that someone picks up queued work (/readyz, pages showing a queued job)
     "worker-heartbeat": {"task": "ledger_portal.worker_heartbeat",
                          "schedule": env_int("LEDGER_WORKER_HEARTBEAT_SECONDS", 30, minimum=5)},
@@ -469,6 +472,7 @@ LEDGER_TASK_TIME_LIMITS: dict[str, int] = {
     # each delivery has a 5 s timeout; a tenant with many routes still finishes well inside
     "approvals.notify_approvers": 120,
     "ledger_portal.worker_heartbeat": 30,
+    "ledger_portal.prune_login_events": 600,
 }
 TASK_KILL_GRACE = 30
 CELERY_TASK_ANNOTATIONS = {name: {"soft_time_limit": limit,

@@ -123,3 +123,23 @@ def test_a_bad_role_map_stops_the_start(tmp_path, role_map):
 def test_without_an_issuer_there_is_no_single_sign_on(client, db):
     assert client.get("/oidc/authenticate/").status_code == 404
     assert "Sign in with SSO" not in client.get(reverse("admin:login")).content.decode()
+
+
+@pytest.mark.django_db
+def test_login_events_are_kept_for_the_retention_period_then_removed(settings):
+    """They hold people's addresses: kept as long as security staff need them, not forever."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core.tasks import prune_login_events
+
+    settings.LEDGER_LOGIN_EVENT_RETENTION_DAYS = 30
+    now = timezone.now()
+    for age in (0, 29, 31, 400):
+        LoginEvent.objects.create(at=now - timedelta(days=age), username=f"aged-{age}",
+                                  ip="203.0.113.9", method="password", outcome="success")
+    assert prune_login_events.apply().get() == 2
+    assert sorted(LoginEvent.objects.values_list("username", flat=True)) == ["aged-0",
+                                                                            "aged-29"]
+    assert prune_login_events.apply().get() == 0  # nothing twice
