@@ -249,10 +249,10 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 AXES_VERBOSE = False
-# Behind a proxy, the client address comes from X-Forwarded-For (the proxy's own hop count).
-AXES_IPWARE_PROXY_COUNT = env_int("LEDGER_PROXY_COUNT", 0, minimum=0) or None
-AXES_IPWARE_META_PRECEDENCE_ORDER = (["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
-                                     if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"])
+# Behind proxies, the client address is the one the outermost proxy appended to
+# X-Forwarded-For (core/client_address.py); the lockout and the login record both read it.
+LEDGER_PROXY_COUNT = env_int("LEDGER_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "core.client_address.client_address"
 
 # Single sign-on (OpenID Connect, authorization code flow with PKCE; core/sso.py on
 # mozilla-django-oidc). Off unless OIDC_ISSUER is set; endpoints come from the issuer's discovery
