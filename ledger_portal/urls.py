@@ -17,7 +17,7 @@ from runs.otlp.views import TraceExport
 urlpatterns = [
     path("", home, name="home"),
     # before the admin's own: its "Log out" also ends a single sign-on session at the provider
-    path("admin/logout/", sign_out),
+    path("admin/logout/", sign_out, name="sign-out"),
     path("admin/", admin.site.urls),
     # single sign-on (404 unless OIDC_ISSUER is set); the names are mozilla-django-oidc's
     path("oidc/authenticate/", SsoAuthenticationRequestView.as_view(),
