@@ -466,7 +466,8 @@ def _divergence(call: dict[str, Any], result: ToolResult, tool: Tool) -> list[di
                  result.status}]
     if not result.ok:
         return []
-    return compare_outputs(call["output"], result.output, tool.volatile_fields or [])
+    return compare_outputs(call["output"], result.output, tool.volatile_fields or [],
+                           mcp=tool.connector == ConnectorKind.MCP)
 
 
 def _call_live(step: ReplayStep, call: dict[str, Any], tool: Tool) -> ToolResult:
