@@ -70,9 +70,8 @@ def mcp_answer(value: Any) -> Any:
         return value
     content = content_value(value["content"])
     answer = _first(value, "structuredContent", "structured_content")
-    if answer is None:
-        answer = content
-    elif isinstance(answer, dict) and set(answer) == {"result"} and answer["result"] == content:
+    wrapped = isinstance(answer, dict) and set(answer) == {"result"}
+    if answer is None or (wrapped and answer["result"] == content):
         answer = content
     if _first(value, "isError", "is_error"):
         return {"isError": True, "content": answer}
