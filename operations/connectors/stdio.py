@@ -40,6 +40,7 @@ from django.conf import settings
 
 from core.mcp_stdio import SETTING, StdioCommand, allowed_names_text, allowed_stdio_commands
 from core.secrets import SecretError, resolve_secret
+from runs.models import DryRunVia
 
 from . import FAILED, TRANSIENT, ConnectorError, ToolResult
 from .base import ToolEndpoint
@@ -273,6 +274,10 @@ class McpStdioConnector(ToolEndpoint):
              dry_run: bool) -> ToolResult:
         arguments = dict(arguments or {})
         if dry_run:
+            if self.tool.dry_run_via == DryRunVia.HEADER:
+                raise ConnectorError(f"tool {self.tool.name!r} asks for dry runs with a header, "
+                                     "which a stdio server has no way to receive; nothing was "
+                                     "sent")
             arguments = self.as_dry_run(arguments, {})
         return self._call_tool(self.tool.remote_name or self.tool.name, arguments,
                                idempotency_key)
