@@ -6,7 +6,8 @@ started and check that none is left behind.
 
 - ``report_env``: the tool ``environment`` answers the server's environment and working
   directory (the value of each variable, and its SHA-256 so a scrubbed value can be checked).
-- ``hang``: the tool ``wait_forever`` never answers, and the process ignores SIGTERM.
+- ``hang``: the tool ``wait_forever`` never answers; the process ignores SIGTERM and the end
+  of its stdin.
 - ``hang_at_start``: never answers at all (not even ``initialize``), ignoring SIGTERM.
 """
 
@@ -45,7 +46,11 @@ def hang() -> None:
         while True:
             time.sleep(1)
 
-    server.run("stdio")
+    try:
+        server.run("stdio")
+    finally:  # stuck for good: not even the end of its stdin stops it
+        while True:
+            time.sleep(1)
 
 
 def hang_at_start() -> None:
