@@ -167,8 +167,9 @@ class StdioServer:
         future = asyncio.run_coroutine_threadsafe(call(), self._loop)
         try:
             return future.result(timeout_s + 5)
-        except TimeoutError:
-            self.kill()
+        except BaseException as exc:
+            if not is_server_answer(exc):  # gone or stuck: never trusted with another call
+                self.kill()
             raise
 
     def stderr_tail(self) -> str:
@@ -221,6 +222,23 @@ class StdioServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def is_server_answer(exc: BaseException) -> bool:
+    """A JSON-RPC error the server itself answered (an unknown tool, bad arguments), not the
+    connection closing or a timeout: the server is fine, and a retry would get the same."""
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+    leaves = _leaves(exc)
+    return all(isinstance(leaf, MCPError) and leaf.error.code not in (
+        CONNECTION_CLOSED, REQUEST_TIMEOUT) for leaf in leaves)
+
+
 class ServerPool:
     """The servers of one replay, one per tool (and credential), started on first use."""
 
@@ -261,12 +279,6 @@ def stdio_servers() -> Iterator[ServerPool]:
     finally:
         _pool.reset(token)
         pool.close()
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 class McpStdioConnector(ToolEndpoint):
@@ -358,12 +370,8 @@ class McpStdioConnector(ToolEndpoint):
         return call_outcome(self, result, elapsed())
 
     def _failure(self, exc: Exception, elapsed: float) -> ToolResult:
-        from mcp.shared.exceptions import MCPError
-
-        leaves = _leaves(exc)
-        reason = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
-        # A protocol error (an unknown tool, bad arguments) is the server's considered answer.
-        status = FAILED if all(isinstance(leaf, MCPError) for leaf in leaves) else TRANSIENT
+        reason = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in _leaves(exc))
+        status = FAILED if is_server_answer(exc) else TRANSIENT
         return ToolResult(False, None, status, self.clean(f"MCP call failed: {reason}"),
                           elapsed)
 

@@ -8,6 +8,7 @@ started and check that none is left behind.
   directory (the value of each variable, and its SHA-256 so a scrubbed value can be checked).
 - ``hang``: the tool ``wait_forever`` never answers; the process ignores SIGTERM and the end
   of its stdin.
+- ``crash``: the tool ``fall_over`` ends the server's process mid-call.
 - ``hang_at_start``: never answers at all (not even ``initialize``), ignoring SIGTERM.
 """
 
@@ -53,6 +54,18 @@ def hang() -> None:
             time.sleep(1)
 
 
+def crash() -> None:
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("crash")
+
+    @server.tool()
+    def fall_over() -> str:
+        os._exit(3)
+
+    server.run("stdio")
+
+
 def hang_at_start() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     while True:
@@ -63,4 +76,5 @@ if __name__ == "__main__":
     kind, pid_file = sys.argv[1], sys.argv[2]
     with open(pid_file, "a") as pids:
         pids.write(f"{os.getpid()}\n")
-    {"report_env": report_env, "hang": hang, "hang_at_start": hang_at_start}[kind]()
+    {"report_env": report_env, "hang": hang, "hang_at_start": hang_at_start,
+     "crash": crash}[kind]()

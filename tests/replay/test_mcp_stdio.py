@@ -53,6 +53,7 @@ def allowlist(settings: Any, pid_file: Path) -> dict[str, Any]:
                        "secret_env": "REPORTER_TOKEN"},
         "hang": [sys.executable, str(SERVERS), "hang", str(pid_file)],
         "hang-at-start": [sys.executable, str(SERVERS), "hang_at_start", str(pid_file)],
+        "crash": [sys.executable, str(SERVERS), "crash", str(pid_file)],
     }
     settings.LEDGER_MCP_STDIO_COMMANDS = commands
     return commands
@@ -183,7 +184,7 @@ def test_a_tool_cannot_name_a_command_that_is_not_on_the_allowlist(acme, allowli
         tool.full_clean()
     message = " ".join(caught.value.message_dict["stdio_server"])
     assert "LEDGER_MCP_STDIO_COMMANDS" in message
-    assert "hang, hang-at-start, report-env, time" in message
+    assert "crash, hang, hang-at-start, report-env, time" in message
 
 
 @pytest.fixture
@@ -201,7 +202,7 @@ def test_the_admin_refuses_a_typed_command_and_offers_only_the_allowlist(
     url = reverse("admin:runs_tool_change", args=[tool.pk])
     form = client.get(url).context["adminform"].form
     offered = [value for value, _label in form.fields["stdio_server"].choices]
-    assert offered == ["", "hang", "hang-at-start", "report-env", "time"]
+    assert offered == ["", "crash", "hang", "hang-at-start", "report-env", "time"]
     data = {name: value for name, value in form.initial.items() if value is not None}
     data.update(connector="mcp", stdio_server=f"{sys.executable} -c 'import os'",
                 volatile_fields="[]")
@@ -397,3 +398,27 @@ def test_a_replay_stopped_midway_leaves_no_server_behind(acme, alice, allowlist,
         1, 2]
     [pid] = started(pid_file)
     assert not alive(pid)
+
+
+def test_a_server_that_dies_mid_call_is_transient_and_the_retry_gets_a_fresh_one(
+        acme, alice, allowlist, record, pid_file, settings):
+    settings.LEDGER_REPLAY_TRANSIENT_RETRIES = 1
+    record(acme, env_run("run-crash", calls=1, tool="fall_over"))
+    stdio_tool(acme, "fall_over", "crash")
+    allow_everything(acme)
+    replay: Any = start_replay(stored_run(acme, "run-crash"), by=alice, mode="live")
+    approve(replay.approval)
+    replay = walk(replay)
+    [step] = ReplayStep.objects.filter(replay=replay)
+    assert (step.status, step.attempts) == ("failed", 2)
+    assert "Connection closed" in step.error
+    pids = started(pid_file)
+    assert len(set(pids)) == 2
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_an_unknown_tool_is_the_servers_answer_not_a_transient_failure(acme, allowlist):
+    tool = stdio_tool(acme, "convert_time", "time", remote_name="no_such_tool")
+    result = connector_for(tool).call(CONVERT_ARGS, idempotency_key=None, dry_run=False)
+    assert (result.ok, result.status) == (False, "failed")
+    assert "Unknown tool: no_such_tool" in result.error
