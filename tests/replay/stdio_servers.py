@@ -5,7 +5,8 @@ Each appends its process id to the pid file as it starts, so a test can tell how
 started and check that none is left behind.
 
 - ``report_env``: the tool ``environment`` answers the server's environment and working
-  directory (the value of each variable, and its SHA-256 so a scrubbed value can be checked).
+  directory (the value of each variable, and its SHA-256 so a scrubbed value can be checked),
+  and the idempotency key of the request (its ``_meta``).
 - ``hang``: the tool ``wait_forever`` never answers; the process ignores SIGTERM and the end
   of its stdin.
 - ``crash``: the tool ``fall_over`` ends the server's process mid-call.
@@ -21,24 +22,24 @@ import sys
 import time
 from typing import Any
 
+from mcp.server.mcpserver import Context, MCPServer
+
 
 def report_env() -> None:
-    from mcp.server.mcpserver import MCPServer
-
     server = MCPServer("report-env")
 
     @server.tool()
-    def environment() -> dict[str, Any]:
+    def environment(ctx: Context) -> dict[str, Any]:
+        meta = ctx.request_context.meta or {}
         return {"env": dict(os.environ), "cwd": os.getcwd(), "pid": os.getpid(),
                 "sha256": {k: hashlib.sha256(v.encode()).hexdigest()
-                           for k, v in os.environ.items()}}
+                           for k, v in os.environ.items()},
+                "idempotency_key": meta.get("idempotency_key")}
 
     server.run("stdio")
 
 
 def hang() -> None:
-    from mcp.server.mcpserver import MCPServer
-
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     server = MCPServer("hang")
 
@@ -55,8 +56,6 @@ def hang() -> None:
 
 
 def crash() -> None:
-    from mcp.server.mcpserver import MCPServer
-
     server = MCPServer("crash")
 
     @server.tool()

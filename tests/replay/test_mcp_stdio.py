@@ -422,3 +422,23 @@ def test_an_unknown_tool_is_the_servers_answer_not_a_transient_failure(acme, all
     result = connector_for(tool).call(CONVERT_ARGS, idempotency_key=None, dry_run=False)
     assert (result.ok, result.status) == (False, "failed")
     assert "Unknown tool: no_such_tool" in result.error
+
+
+def test_the_idempotency_key_travels_in_the_requests_meta(acme, allowlist, billing_env):
+    tool = stdio_tool(acme, "environment", "report-env", secret_ref="env:REPORTER_TOKEN")
+    result = connector_for(tool).call({}, idempotency_key="idem-42", dry_run=False)
+    assert result.ok, result.error
+    assert result.output["idempotency_key"] == "idem-42"
+
+
+def test_a_rollback_compensates_on_a_server_of_its_own_and_stops_it(acme, allowlist,
+                                                                    billing_env, pid_file):
+    tool = stdio_tool(acme, "refund", "report-env", secret_ref="env:REPORTER_TOKEN",
+                      supports_rollback=True, compensate_endpoint="environment")
+    result = connector_for(tool).compensate({"amount": 5}, {"refund_id": "r-1"},
+                                            idempotency_key="undo-1")
+    assert result.ok, result.error
+    assert result.output["idempotency_key"] == "undo-1"
+    [pid] = started(pid_file)
+    assert result.output["pid"] == pid
+    assert not alive(pid)
