@@ -442,3 +442,17 @@ def test_a_rollback_compensates_on_a_server_of_its_own_and_stops_it(acme, allowl
     [pid] = started(pid_file)
     assert result.output["pid"] == pid
     assert not alive(pid)
+
+
+def test_no_server_outlives_the_replays_time_limit(acme, allowlist, pid_file, settings):
+    """Even with a call still waiting on it, a server is stopped at LEDGER_REPLAY_TIME_LIMIT."""
+    from operations.connectors.stdio import stdio_servers
+
+    settings.LEDGER_REPLAY_TIME_LIMIT = 3
+    tool = stdio_tool(acme, "wait_forever", "hang", timeout_ms=120_000)
+    with stdio_servers():
+        result = connector_for(tool).call({}, idempotency_key=None, dry_run=False)
+        [pid] = started(pid_file)
+        assert not alive(pid)
+    assert (result.ok, result.status) == (False, "transient")
+    assert result.latency_ms < 60_000
