@@ -213,13 +213,25 @@ class StdioServer:
             if pid is not None:  # the SDK gave up on it: kill, and reap it ourselves
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
-                with contextlib.suppress(ChildProcessError, OSError):
-                    os.waitpid(pid, 0)
+                _reap(pid)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
         if not self._thread.is_alive() and not self._loop.is_closed():
             self._loop.close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _reap(pid: int, seconds: float = 5.0) -> None:
+    """Collect a killed child's exit status (bounded: a process stuck in the kernel is left)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            done, _status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped already (by the event loop's child watcher)
+            return
+        if done:
+            return
+        time.sleep(0.05)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

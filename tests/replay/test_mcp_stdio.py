@@ -456,3 +456,12 @@ def test_no_server_outlives_the_replays_time_limit(acme, allowlist, pid_file, se
         assert not alive(pid)
     assert (result.ok, result.status) == (False, "transient")
     assert result.latency_ms < 60_000
+
+
+def test_an_allowlisted_program_that_is_not_installed_is_refused_without_a_retry(
+        acme, allowlist, settings):
+    settings.LEDGER_MCP_STDIO_COMMANDS = {**allowlist, "gone": ["no-such-mcp-server"]}
+    tool = stdio_tool(acme, "anything", "gone")
+    result = connector_for(tool).call({}, idempotency_key=None, dry_run=False)
+    assert (result.ok, result.status) == (False, "failed")
+    assert "'no-such-mcp-server' is not found on PATH" in result.error
