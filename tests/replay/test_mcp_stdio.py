@@ -465,3 +465,22 @@ def test_an_allowlisted_program_that_is_not_installed_is_refused_without_a_retry
     result = connector_for(tool).call({}, idempotency_key=None, dry_run=False)
     assert (result.ok, result.status) == (False, "failed")
     assert "'no-such-mcp-server' is not found on PATH" in result.error
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    (["mcp-server-time"], "is a JSON object"),
+    ({"Time Server": ["x"]}, "is not a server name"),
+    ({"time": "mcp-server-time --local-timezone UTC"}, "argv list or an object"),
+    ({"time": []}, "argv is a non-empty list of strings"),
+    ({"time": {"argv": ["x"], "secret_env": "PATH"}}, "secret_env is an environment variable"),
+    ({"time": {"argv": ["x"], "env": {"HOME": "/root"}}}, "env maps variable names"),
+    ({"time": {"argv": ["x"], "shell": True}}, "argv list or an object"),
+])
+def test_a_malformed_allowlist_stops_the_process_naming_what_is_wrong(value, says):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from core.mcp_stdio import parse_stdio_commands
+
+    with pytest.raises(ImproperlyConfigured, match="LEDGER_MCP_STDIO_COMMANDS") as caught:
+        parse_stdio_commands(value)
+    assert says in str(caught.value)
