@@ -79,12 +79,35 @@ def _command_for(tool_server: str) -> StdioCommand:
     return command
 
 
+FOLDER_PREFIX = "ledger-mcp-"
+
+
+def sweep_stale_folders() -> int:
+    """Remove server folders older than any server may live: what a worker killed outright
+    left behind (its server died with it; nobody was left to remove the folder)."""
+    from django.conf import settings
+
+    oldest = time.time() - settings.LEDGER_REPLAY_TIME_LIMIT - 60
+    removed = 0
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        try:
+            stale = folder.is_dir() and folder.stat().st_mtime < oldest and (
+                folder.stat().st_uid == os.getuid())
+        except OSError:
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 class StdioServer:
     """One running server and its MCP session, driven from sync code."""
 
     def __init__(self, command: StdioCommand, secret: str = "") -> None:
         self.command = command
-        self.root = Path(tempfile.mkdtemp(prefix=f"ledger-mcp-{command.name}-"))
+        sweep_stale_folders()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{command.name}-"))
         self.home = self.root / "home"
         self.home.mkdir()
         self.pid_file = self.root / "pid"

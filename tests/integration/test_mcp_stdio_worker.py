@@ -54,7 +54,8 @@ def worker_with_servers(tmp_path: Path, pid_file: Path, settings: Any
                 "hang": [sys.executable, str(SERVERS), "hang", str(pid_file)]}
     settings.LEDGER_MCP_STDIO_COMMANDS = commands  # this process validates tools with it
     env = worker_env(LEDGER_DATA_DIR=str(settings.DATA_DIR), LEDGER_REPLAY_APPROVAL_POLL="1",
-                     LEDGER_MCP_STDIO_COMMANDS=json.dumps(commands))
+                     LEDGER_MCP_STDIO_COMMANDS=json.dumps(commands),
+                     TMPDIR=str(tmp_path))  # the folder a killed worker leaves stays here
     log = (tmp_path / "worker.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", "celery",

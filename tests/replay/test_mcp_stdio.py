@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -484,3 +486,21 @@ def test_a_malformed_allowlist_stops_the_process_naming_what_is_wrong(value, say
     with pytest.raises(ImproperlyConfigured, match="LEDGER_MCP_STDIO_COMMANDS") as caught:
         parse_stdio_commands(value)
     assert says in str(caught.value)
+
+
+def test_a_folder_left_by_a_worker_killed_outright_is_swept_once_no_server_can_use_it(
+        acme, allowlist, settings):
+    settings.LEDGER_REPLAY_TIME_LIMIT = 600
+    left = Path(tempfile.mkdtemp(prefix="ledger-mcp-hang-"))
+    (left / "stderr").write_text("what the server said")
+    recent = Path(tempfile.mkdtemp(prefix="ledger-mcp-hang-"))  # a server still running
+    long_ago = time.time() - 700
+    os.utime(left, (long_ago, long_ago))
+    try:
+        tool = stdio_tool(acme, "convert_time", "time")
+        assert connector_for(tool).call(CONVERT_ARGS, idempotency_key=None,
+                                        dry_run=False).ok
+        assert not left.exists()
+        assert recent.exists()
+    finally:
+        shutil.rmtree(recent, ignore_errors=True)
