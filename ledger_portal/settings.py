@@ -24,6 +24,7 @@ from core.env import (
     env_str,
     read_or_create_secret,
 )
+from core.mcp_stdio import parse_stdio_commands
 from core.sso_settings import authentication_backends, oidc_settings
 
 # Django's generic classes (ModelAdmin[Run], ModelForm[ApiKey]...) subscriptable at run time, as
@@ -423,6 +424,14 @@ LEDGER_SECRETS_BACKEND = re.sub(r"^(runs|operations)\.secrets\.", "core.secrets.
 # link-local and metadata addresses are refused unless listed. Responses are cut at MAX_BYTES.
 LEDGER_EGRESS_ALLOW = env_destinations("LEDGER_EGRESS_ALLOW")
 LEDGER_EGRESS_MAX_BYTES = env_int("LEDGER_EGRESS_MAX_BYTES", 1024 * 1024, minimum=1024)
+# The stdio MCP servers the portal may start for a tool (a tenant's tool picks one by name; it
+# never types a command): JSON, name -> argv list or {"argv": [...], "secret_env": NAME,
+# "env": {...}} (core/mcp_stdio.py). Empty: none.
+LEDGER_MCP_STDIO_COMMANDS: dict[str, Any] = env_json("LEDGER_MCP_STDIO_COMMANDS", {})
+parse_stdio_commands(LEDGER_MCP_STDIO_COMMANDS)  # a bad entry stops the process, named
+# How long such a server may take to start and answer MCP's initialize (seconds; a server
+# fetched by npx or uvx on first use is slow). Each call then has its tool's timeout.
+LEDGER_MCP_STDIO_START_TIMEOUT = env_int("LEDGER_MCP_STDIO_START_TIMEOUT", 20, minimum=1)
 # Incident escalation: who hears when write/delete/exfil calls are involved, and how.
 LEDGER_INCIDENT_NOTIFIER = env_str("LEDGER_INCIDENT_NOTIFIER", "incidents.notify.EmailNotifier")
 LEDGER_INCIDENT_WEBHOOK_URL = env_str("LEDGER_INCIDENT_WEBHOOK_URL", "") or ""
