@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
-from core.sso import SsoAuthenticationRequestView, SsoCallbackView
+from core.sso import SsoAuthenticationRequestView, SsoCallbackView, sign_out
 from exports import views as export_pages
 from ledger_portal.health import healthz, readyz
 from ledger_portal.home import home
@@ -16,6 +16,8 @@ from runs.otlp.views import LogExport, TraceExport
 
 urlpatterns = [
     path("", home, name="home"),
+    # before the admin's own: its "Log out" also ends a single sign-on session at the provider
+    path("admin/logout/", sign_out, name="sign-out"),
     path("admin/", admin.site.urls),
     # single sign-on (404 unless OIDC_ISSUER is set); the names are mozilla-django-oidc's
     path("oidc/authenticate/", SsoAuthenticationRequestView.as_view(),

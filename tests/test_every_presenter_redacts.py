@@ -53,6 +53,7 @@ WRITE_ONLY = {
     "otlp-logs",
     "replay-step-follow-up",
     "run-replay", "api:backtest-start", "api:exception-grant", "api:exception-revoke",
+    "sign-out",
 }
 # Single sign-on's pages: a 404 unless OIDC_ISSUER is set (tests/core/test_sso.py signs in).
 OFF_BY_DEFAULT = {"oidc_authentication_init", "oidc_authentication_callback"}
