@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runs', '0024_search_indexes'),
+        ('runs', '0025_tool_stdio_server'),
     ]
 
     operations = [

@@ -32,7 +32,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('ledger_portal', '0011_sso_and_login_events'),
-        ('runs', '0025_model_call_request'),
+        ('runs', '0026_model_call_request'),
     ]
 
     operations = [
