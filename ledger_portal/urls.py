@@ -12,7 +12,7 @@ from ledger_portal.metrics import metrics_view
 from operations import run_pages as operation_pages
 from operations import views as replay_pages
 from runs import views as run_pages
-from runs.otlp.views import TraceExport
+from runs.otlp.views import LogExport, TraceExport
 
 urlpatterns = [
     path("", home, name="home"),
@@ -48,6 +48,7 @@ urlpatterns = [
     path("incidents/", include("incidents.urls")),
     path("api/v1/", include("ledger_portal.api.urls")),
     path("v1/traces", TraceExport.as_view(), name="otlp-traces"),  # OTLP/HTTP's fixed path
+    path("v1/logs", LogExport.as_view(), name="otlp-logs"),  # GenAI events (event mode)
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")),
          name="api-docs"),

@@ -36,7 +36,15 @@ from core.models import Tenant
 
 from .annotations import GOVERNANCE_RUN_ID, annotate
 from .integrity import RECORD_MODELS, Scope, VerifyReport, _verify_digests, verify_scope
-from .models import AnnotationKind, LegalHold, OtlpSpan, OtlpTrace, RemovalRecord, Run
+from .models import (
+    AnnotationKind,
+    LegalHold,
+    OtlpEvent,
+    OtlpSpan,
+    OtlpTrace,
+    RemovalRecord,
+    Run,
+)
 from .models.records import TERMINAL_RUN_STATUSES
 
 #: A hold source gets the tenant, the runs due for removal and the time, and returns the
@@ -195,6 +203,10 @@ def _delete_runs(record: RemovalRecord, pks: list[int]) -> None:
                           f"AND r.run_id = t.run_id WHERE r.id IN ({marks})")
         cursor.execute(f"DELETE FROM {OtlpSpan._meta.db_table} "  # noqa: S608
                        f"WHERE trace_id IN ({traces_of_runs})", pks)
+        cursor.execute(f"DELETE FROM {OtlpEvent._meta.db_table} "  # noqa: S608
+                       f"WHERE tenant_id = %s AND 'otel-' || trace_id IN (SELECT run_id "
+                       f"FROM {Run._meta.db_table} WHERE id IN ({marks}))",
+                       [record.tenant_id, *pks])
         cursor.execute(f"DELETE FROM {OtlpTrace._meta.db_table} "  # noqa: S608
                        f"WHERE id IN ({traces_of_runs})", pks)
         for model in (*RECORD_MODELS[::-1], Run):

@@ -50,6 +50,7 @@ WRITE_ONLY = {
     "api:batch-ingest", "api:run-annotations", "api:incident-link", "api:incident-note",
     "api:incident-freeze", "api:incident-mitigate", "api:incident-close",
     "api:decision-create", "api:approval-withdraw", "api:approval-decision", "otlp-traces",
+    "otlp-logs",
     "replay-step-follow-up",
     "run-replay", "api:backtest-start", "api:exception-grant", "api:exception-revoke",
     "sign-out",

@@ -51,6 +51,7 @@ WRITE_ONLY_ROUTES = {
     "api:decision-create": "tests/policies/test_decision_api.py::"
                            "test_decisions_are_taken_under_the_keys_own_tenant",
     "otlp-traces": "tests/otlp/test_ingest_spans.py::test_a_globex_key_writes_only_into_globex",
+    "otlp-logs": "tests/otlp/test_genai_log_events.py::test_a_globex_key_never_joins_acmes_spans",
     "api:run-annotations": "tests/runs/test_manual_annotations.py::"
                            "test_nobody_annotates_another_tenants_run",
     **{f"api:incident-{action}": "tests/incidents/test_incident_api.py::"
@@ -58,7 +59,7 @@ WRITE_ONLY_ROUTES = {
        for action in ("link", "note", "freeze", "mitigate", "close")},
 }
 # Machine routes outside /api/v1/ at paths fixed by their protocol (OTLP/HTTP).
-PROTOCOL_ROUTES = ("v1/traces",)
+PROTOCOL_ROUTES = ("v1/traces", "v1/logs")
 
 
 def api_routes() -> list[tuple[str, URLPattern]]:

@@ -11,7 +11,7 @@ from .governance import (
     ToolChangeStatus,
 )
 from .integrity import CommitmentKey, IntegrityAlarm, TenantDigest
-from .otlp import OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
+from .otlp import OtlpEvent, OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
 from .records import (
     Annotation,
     AnnotationKind,
@@ -40,6 +40,7 @@ __all__ = [
     "LedgerRecord",
     "LegalHold",
     "ModelCall",
+    "OtlpEvent",
     "OtlpSpan",
     "OtlpSpanState",
     "OtlpTrace",
