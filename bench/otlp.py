@@ -21,7 +21,13 @@ Phases, the ledger and span buffer emptied (TRUNCATE + CHECKPOINT) before each:
    (``Content-Type: application/x-protobuf``, ``Authorization: Bearer <ingest key>``); each
    answer must be 200 with no partial success; afterwards every trace must be a closed run
    with its 8 calls.
-2. ``batches xN``: the same, JSON batches to ``/api/v1/batches/``; each answer must be 201.
+2. ``otlp-openinference xN``: the same agent runs as OpenInference instrumentations emit them
+   (an ``AGENT`` root, 3 ``LLM`` spans with flattened ``llm.input_messages.*`` /
+   ``llm.output_messages.*``, 5 ``TOOL`` spans), same checks. Target: within 20% of the GenAI
+   spans/s.
+3. ``batches xN``: the same, JSON batches to ``/api/v1/batches/``; each answer must be 201.
+
+The tenant's registry knows the five tools (an unregistered tool would add a note per call).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import orjson
 from bench._common import add_db_arguments, bench_database, environment_line, table, verdict
 
 TARGET_SPANS_PER_S = 3000
+TARGET_OPENINFERENCE_RATIO = 0.8
 SPANS_PER_TRACE = 9
 T0 = 1_790_000_000_000_000_000
 MS = 1_000_000
@@ -139,6 +146,80 @@ def agent_trace(rng: random.Random, n: int) -> list[Any]:
     return [*children, root]
 
 
+def openinference_trace(rng: random.Random, n: int) -> list[Any]:
+    """The same agent run as OpenInference instrumentations emit it, children first."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    trace_id = rng.getrandbits(128).to_bytes(16, "big")
+    start = T0 + n * 5_000 * MS
+
+    def make(name: str, attrs: dict[str, Any], begin: int, end: int, parent: bytes = b"",
+             error: str = "") -> Any:
+        span = Span(trace_id=trace_id, span_id=rng.getrandbits(64).to_bytes(8, "big"),
+                    parent_span_id=parent, name=name, kind=Span.SPAN_KIND_INTERNAL,
+                    start_time_unix_nano=start + begin * MS, end_time_unix_nano=start + end * MS)
+        span.attributes.extend(attributes(attrs))
+        if error:
+            span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=error))
+        return span
+
+    root = make("support-triage", {
+        "openinference.span.kind": "AGENT", "agent.name": "support-triage",
+        "session.id": f"conv-{n}", "input.value": f"Ticket T-{n}: decide the next actions",
+        "output.value": "done"}, 0, 4000)
+    pid = root.span_id
+    children = []
+    clock = 10
+    for step in range(3):
+        at = "llm.output_messages.0.message.tool_calls.0.tool_call"
+        children.append(make("ChatCompletion", {
+            "openinference.span.kind": "LLM", "llm.model_name": "gpt-4.1-2025-04-14",
+            "llm.provider": "openai", "llm.system": "openai",
+            "llm.token_count.prompt": rng.randint(300, 3000),
+            "llm.token_count.completion": rng.randint(20, 400),
+            "llm.invocation_parameters": json.dumps({"model": "gpt-4.1", "temperature": 0.2}),
+            "llm.input_messages.0.message.role": "user",
+            "llm.input_messages.0.message.content":
+                f"Ticket T-{n}: customer {rng.randint(1, 99999)} asks for a refund of order "
+                f"{rng.randint(1, 10**6)}; step {step}: decide the next action.",
+            "llm.output_messages.0.message.role": "assistant",
+            f"{at}.id": f"call_{n}_{step}", f"{at}.function.name": TOOLS[step],
+            f"{at}.function.arguments": json.dumps({"ticket": f"T-{n}"}),
+        }, clock, clock + 600, pid))
+        clock += 610
+    for i, tool in enumerate(TOOLS):
+        fails = i == 3 and n % 5 == 0
+        children.append(make(tool, {
+            "openinference.span.kind": "TOOL", "tool.name": tool, "tool_call.id": f"call_{n}_{i}",
+            "input.value": json.dumps({"ticket": f"T-{n}", "limit": 10}),
+            **({"error.type": "TimeoutError"} if fails else {
+                "output.value": json.dumps({"ok": True, "rows": rng.randint(0, 50)})}),
+        }, clock, clock + 120, pid, error="upstream did not answer" if fails else ""))
+        clock += 130
+    return [*children, root]
+
+
+def make_openinference_bodies(traces: int, spans_per_request: int, seed: int) -> list[Body]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+
+    rng = random.Random(seed)
+    per_request = max(1, spans_per_request // SPANS_PER_TRACE)
+    bodies = []
+    for first in range(0, traces, per_request):
+        spans = [s for n in range(first, min(traces, first + per_request))
+                 for s in openinference_trace(rng, n)]
+        resource = ResourceSpans()
+        resource.resource.attributes.extend(attributes({"service.name": "support-bot"}))
+        resource.scope_spans.append(ScopeSpans(spans=spans))
+        resource.scope_spans[0].scope.name = "bench.otlp"
+        request = ExportTraceServiceRequest(resource_spans=[resource])
+        bodies.append(Body(request.SerializeToString(), len(spans)))
+    return bodies
+
+
 def make_bodies(traces: int, spans_per_request: int, seed: int) -> tuple[list[Body], list[Body]]:
     """(protobuf export requests, JSON ledger batches of the same traces)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -170,7 +251,8 @@ def make_bodies(traces: int, spans_per_request: int, seed: int) -> tuple[list[Bo
         for trace_id, trace_spans in by_trace.items():
             header = assembly.run_header(trace_id, trace_spans)
             records = assembly.assemble(trace_id, trace_spans, header["run_span_id"],
-                                        assembly.TraceContext(), {})
+                                        assembly.TraceContext(),
+                                        dict.fromkeys(TOOLS, "read"))
             run_span = next(s for s in trace_spans if s["span_id"] == header["run_span_id"])
             status, ended = assembly.run_end(header, run_span, run_span, 0)
             runs.append({
@@ -235,6 +317,15 @@ def post_all(port: int, key: str, bodies: list[Body], clients: int, path: str,
     return elapsed, latencies
 
 
+def register_tools(tenant: Any) -> None:
+    from runs.governance_log import setting_up
+    from runs.models import Tool
+
+    with setting_up():
+        Tool.objects.bulk_create([Tool(tenant=tenant, name=name, action_class="read")
+                                  for name in TOOLS], ignore_conflicts=True)
+
+
 def reset() -> None:
     from django.db import connection, transaction
 
@@ -280,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
         print(environment_line(db))
         started = time.perf_counter()
         otlp, batches = make_bodies(args.traces, args.spans_per_request, args.seed)
+        openinference = make_openinference_bodies(args.traces, args.spans_per_request,
+                                                  args.seed)
         spans = sum(b.spans for b in otlp)
         print(f"{args.traces:,} traces, {spans:,} spans in {len(otlp)} export requests "
               f"({sum(len(b.data) for b in otlp) / len(otlp) / 1024:.0f} KB protobuf each; "
@@ -292,9 +385,12 @@ def main(argv: list[str] | None = None) -> None:
             for n in clients:
                 for label, bodies, path, ctype, ok in (
                         ("otlp", otlp, "/v1/traces", "application/x-protobuf", (200,)),
+                        ("otlp-openinference", openinference, "/v1/traces",
+                         "application/x-protobuf", (200,)),
                         ("batches", batches, "/api/v1/batches/", "application/json", (201,))):
                     reset()
                     tenant, key = new_tenant(f"bench-{label}-{n}", ["ingest"])
+                    register_tools(tenant)
                     print(f"{label} x{n} ...", file=sys.stderr)
                     seconds, latencies = post_all(port, key, bodies, n, path, ctype, ok)
                     check_stored(tenant, args.traces)
@@ -308,7 +404,15 @@ def main(argv: list[str] | None = None) -> None:
                          lat[len(lat) // 2], lat[int(len(lat) * 0.95)]])
         print(table(["phase", "seconds", "spans/s", "runs/s", "request p50 ms",
                      "request p95 ms"], rows))
-        best = max((p for p in phases if p.name.startswith("otlp")), key=lambda p: p.spans_per_s)
+        for n in clients:
+            genai = next(p for p in phases if p.name == f"otlp /v1/traces x{n}")
+            oi = next(p for p in phases if p.name == f"otlp-openinference /v1/traces x{n}")
+            ratio = oi.spans_per_s / genai.spans_per_s
+            print(f"OpenInference x{n}: {oi.spans_per_s:,.0f} spans/s, {ratio:.0%} of GenAI's "
+                  f"{genai.spans_per_s:,.0f}  target >= {TARGET_OPENINFERENCE_RATIO:.0%}: "
+                  f"{verdict(ratio >= TARGET_OPENINFERENCE_RATIO)}")
+        best = max((p for p in phases if p.name.startswith("otlp /")),
+                   key=lambda p: p.spans_per_s)
         same = next(p for p in phases if p.name == best.name.replace(
             "otlp /v1/traces", "batches /api/v1/batches/"))
         print(f"\nOTLP best: {best.spans_per_s:,.0f} spans/s ({best.name}); the batch endpoint "

@@ -9,14 +9,18 @@ listens to the same signals for its lockout; these receivers only add a record b
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.http import HttpRequest
+from django.utils import timezone
 
 from .models import LoginEvent, LoginMethod, LoginOutcome
 
+log = logging.getLogger(__name__)
 SSO_BACKEND = "core.sso.SsoBackend"
 PASSWORD_BACKENDS = {"django.contrib.auth.backends.ModelBackend"}
 
@@ -87,3 +91,24 @@ def connect() -> None:
     user_logged_in.connect(record_login, dispatch_uid="ledger-login-event")
     user_logged_out.connect(record_logout, dispatch_uid="ledger-logout-event")
     user_login_failed.connect(record_failed_login, dispatch_uid="ledger-login-failed-event")
+
+
+#: Rows removed per statement: short transactions beside the sign-ins still being recorded.
+PRUNE_BATCH = 5000
+
+
+def prune_login_events(now: datetime | None = None) -> int:
+    """Remove the login events older than ``LEDGER_LOGIN_EVENT_RETENTION_DAYS``; how many.
+    They name people and their addresses, so they are kept as long as security staff need
+    them (a year and a month by default), then go."""
+    cutoff = (now or timezone.now()) - timedelta(days=settings.LEDGER_LOGIN_EVENT_RETENTION_DAYS)
+    removed = 0
+    while True:
+        batch = list(LoginEvent.objects.filter(at__lt=cutoff).order_by("at")
+                     .values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not batch:
+            break
+        removed += LoginEvent.objects.filter(pk__in=batch).delete()[0]
+    if removed:
+        log.info("removed %d login events older than %s", removed, cutoff.isoformat())
+    return removed

@@ -35,6 +35,9 @@ def process_identifier(pid: int | None = None) -> str:
 
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # a management command run with the service's environment (migrate, check, createsuperuser)
+    # may come first, before anything made the folder
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     # before any metric below is built: each takes its value class when it is created
     values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
         process_identifier)

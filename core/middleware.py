@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
@@ -12,6 +14,18 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from .tenancy import remember_roles
 
 log = logging.getLogger("ledger_portal.api")
+
+
+@functools.lru_cache(maxsize=8)
+def content_security_policy(policy: str, sso_issuer: str) -> str:
+    """``policy``, letting forms lead to the single sign-on provider where one is configured:
+    "Log out" posts here and is redirected to the provider's end-session endpoint, and a
+    browser holds a redirect after a form to the form's ``form-action``."""
+    if not sso_issuer or "form-action 'self'" not in policy:
+        return policy
+    parts = urlsplit(sso_issuer)
+    return policy.replace("form-action 'self'",
+                          f"form-action 'self' {parts.scheme}://{parts.netloc}", 1)
 
 
 class SecurityHeadersMiddleware:
@@ -24,7 +38,9 @@ class SecurityHeadersMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        response.headers.setdefault("Content-Security-Policy", settings.LEDGER_CSP)
+        response.headers.setdefault("Content-Security-Policy",
+                                    content_security_policy(settings.LEDGER_CSP,
+                                                            settings.OIDC_ISSUER))
         static_prefix = "/" + str(settings.STATIC_URL).lstrip("/")
         if not request.path.startswith(static_prefix):
             response.headers["Cache-Control"] = "no-store, private"

@@ -36,6 +36,8 @@ def oidc_settings(issuer: str, client_id: str, client_secret: str, *, scopes: st
         "OIDC_RP_SCOPES": scopes,
         "OIDC_RP_SIGN_ALGO": sign_algo,
         "OIDC_USE_PKCE": True,
+        # kept in the session for the provider's logout (id_token_hint), core.sso.sign_out
+        "OIDC_STORE_ID_TOKEN": True,
         "OIDC_TIMEOUT": timeout,
         # seconds of clock difference with the IdP tolerated on an id_token's exp and iat
         "LEDGER_OIDC_LEEWAY_SECONDS": leeway,

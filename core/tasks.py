@@ -32,3 +32,11 @@ def worker_heartbeat(self: Any) -> str:
     hostname = str(self.request.hostname or "unknown")
     record_heartbeat(hostname)
     return hostname
+
+
+@shared_task(name="ledger_portal.prune_login_events")
+def prune_login_events() -> int:
+    """Beat task: login events past their retention period go."""
+    from .login_audit import prune_login_events as run
+
+    return run()

@@ -24,6 +24,7 @@ from core.env import (
     env_str,
     read_or_create_secret,
 )
+from core.mcp_stdio import parse_stdio_commands
 from core.sso_settings import authentication_backends, oidc_settings
 
 # Django's generic classes (ModelAdmin[Run], ModelForm[ApiKey]...) subscriptable at run time, as
@@ -249,10 +250,10 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
 AXES_VERBOSE = False
-# Behind a proxy, the client address comes from X-Forwarded-For (the proxy's own hop count).
-AXES_IPWARE_PROXY_COUNT = env_int("LEDGER_PROXY_COUNT", 0, minimum=0) or None
-AXES_IPWARE_META_PRECEDENCE_ORDER = (["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
-                                     if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"])
+# Behind proxies, the client address is the one the outermost proxy appended to
+# X-Forwarded-For (core/client_address.py); the lockout and the login record both read it.
+LEDGER_PROXY_COUNT = env_int("LEDGER_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "core.client_address.client_address"
 
 # Single sign-on (OpenID Connect, authorization code flow with PKCE; core/sso.py on
 # mozilla-django-oidc). Off unless OIDC_ISSUER is set; endpoints come from the issuer's discovery
@@ -274,6 +275,8 @@ if OIDC_ISSUER:
         sign_algo=env_str("OIDC_SIGN_ALGO") or "RS256",
         timeout=env_int("OIDC_TIMEOUT_SECONDS", 10, minimum=1),
         leeway=env_int("LEDGER_OIDC_LEEWAY_SECONDS", 60, minimum=0)))
+# Login events name people and their addresses: kept this many days, then removed (daily).
+LEDGER_LOGIN_EVENT_RETENTION_DAYS = env_int("LEDGER_LOGIN_EVENT_RETENTION_DAYS", 400, minimum=1)
 LEDGER_OIDC_USERNAME_CLAIM = env_str("LEDGER_OIDC_USERNAME_CLAIM") or "preferred_username"
 LEDGER_OIDC_GROUPS_CLAIM = env_str("LEDGER_OIDC_GROUPS_CLAIM") or "groups"
 # {"<IdP group>": {"<tenant slug>": ["<role>", ...]}}: checked here, tenants at sign-in.
@@ -392,6 +395,7 @@ CELERY_BEAT_SCHEDULE = {
     "watch-replays": {"task": "runs.watch_replays", "schedule": 60},
     "watch-jobs": {"task": "ledger_portal.watch_jobs", "schedule": 60},
     "expire-audit-exports": {"task": "exports.expire_exports", "schedule": 3600},
+    "prune-login-events": {"task": "ledger_portal.prune_login_events", "schedule": 86400},
     # proof that someone picks up queued work (/readyz, pages showing a queued job)
     "worker-heartbeat": {"task": "ledger_portal.worker_heartbeat",
                          "schedule": env_int("LEDGER_WORKER_HEARTBEAT_SECONDS", 30, minimum=5)},
@@ -420,6 +424,14 @@ LEDGER_SECRETS_BACKEND = re.sub(r"^(runs|operations)\.secrets\.", "core.secrets.
 # link-local and metadata addresses are refused unless listed. Responses are cut at MAX_BYTES.
 LEDGER_EGRESS_ALLOW = env_destinations("LEDGER_EGRESS_ALLOW")
 LEDGER_EGRESS_MAX_BYTES = env_int("LEDGER_EGRESS_MAX_BYTES", 1024 * 1024, minimum=1024)
+# The stdio MCP servers the portal may start for a tool (a tenant's tool picks one by name; it
+# never types a command): JSON, name -> argv list or {"argv": [...], "secret_env": NAME,
+# "env": {...}} (core/mcp_stdio.py). Empty: none.
+LEDGER_MCP_STDIO_COMMANDS: dict[str, Any] = env_json("LEDGER_MCP_STDIO_COMMANDS", {})
+parse_stdio_commands(LEDGER_MCP_STDIO_COMMANDS)  # a bad entry stops the process, named
+# How long such a server may take to start and answer MCP's initialize (seconds; a server
+# fetched by npx or uvx on first use is slow). Each call then has its tool's timeout.
+LEDGER_MCP_STDIO_START_TIMEOUT = env_int("LEDGER_MCP_STDIO_START_TIMEOUT", 20, minimum=1)
 # Incident escalation: who hears when write/delete/exfil calls are involved, and how.
 LEDGER_INCIDENT_NOTIFIER = env_str("LEDGER_INCIDENT_NOTIFIER", "incidents.notify.EmailNotifier")
 LEDGER_INCIDENT_WEBHOOK_URL = env_str("LEDGER_INCIDENT_WEBHOOK_URL", "") or ""
@@ -469,6 +481,7 @@ LEDGER_TASK_TIME_LIMITS: dict[str, int] = {
     # each delivery has a 5 s timeout; a tenant with many routes still finishes well inside
     "approvals.notify_approvers": 120,
     "ledger_portal.worker_heartbeat": 30,
+    "ledger_portal.prune_login_events": 600,
 }
 TASK_KILL_GRACE = 30
 CELERY_TASK_ANNOTATIONS = {name: {"soft_time_limit": limit,

@@ -4,7 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from approvals import views as approval_pages
-from core.sso import SsoAuthenticationRequestView, SsoCallbackView
+from core.sso import SsoAuthenticationRequestView, SsoCallbackView, sign_out
 from exports import views as export_pages
 from ledger_portal.health import healthz, readyz
 from ledger_portal.home import home
@@ -12,10 +12,12 @@ from ledger_portal.metrics import metrics_view
 from operations import run_pages as operation_pages
 from operations import views as replay_pages
 from runs import views as run_pages
-from runs.otlp.views import TraceExport
+from runs.otlp.views import LogExport, TraceExport
 
 urlpatterns = [
     path("", home, name="home"),
+    # before the admin's own: its "Log out" also ends a single sign-on session at the provider
+    path("admin/logout/", sign_out, name="sign-out"),
     path("admin/", admin.site.urls),
     # single sign-on (404 unless OIDC_ISSUER is set); the names are mozilla-django-oidc's
     path("oidc/authenticate/", SsoAuthenticationRequestView.as_view(),
@@ -46,6 +48,7 @@ urlpatterns = [
     path("incidents/", include("incidents.urls")),
     path("api/v1/", include("ledger_portal.api.urls")),
     path("v1/traces", TraceExport.as_view(), name="otlp-traces"),  # OTLP/HTTP's fixed path
+    path("v1/logs", LogExport.as_view(), name="otlp-logs"),  # GenAI events (event mode)
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")),
          name="api-docs"),

@@ -94,15 +94,17 @@ class ToolAdmin(GovernanceAdmin):
     search_fields = ["name"]
     fieldsets = [
         (None, {"fields": ["tenant", "name", "action_class", "description"]}),
-        ("Connector", {"fields": ["connector", "endpoint", "remote_name", "timeout_ms",
-                                  "secret_ref", "pending_connection"],
+        ("Connector", {"fields": ["connector", "endpoint", "stdio_server", "remote_name",
+                                  "timeout_ms", "secret_ref", "pending_connection"],
                        "description": "How the portal reaches the tool for replays and "
-                       "rollbacks. The secret reference names where the credential lives "
-                       "(env:NAME, looked up in this tenant's namespace); the credential "
+                       "rollbacks. An MCP tool is reached at its endpoint URL or on a stdio "
+                       "server the platform operator allows (the list offered; commands are "
+                       "never typed here). The secret reference names where the credential "
+                       "lives (env:NAME, looked up in this tenant's namespace); the credential "
                        "itself is never stored here. A change of the connector, the endpoint, "
-                       "the compensate endpoint or the secret reference is only proposed: it "
-                       "takes effect once another manager confirms it (Tool connection "
-                       "changes)."}),
+                       "the stdio server, the compensate endpoint or the secret reference is "
+                       "only proposed: it takes effect once another manager confirms it (Tool "
+                       "connection changes)."}),
         ("Dry run, compensation, idempotency", {"fields": [
             "dry_run_via", "dry_run_name", "supports_rollback", "compensate_endpoint",
             "supports_idempotency"]}),
@@ -112,6 +114,20 @@ class ToolAdmin(GovernanceAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return [*super().get_readonly_fields(request, obj), "pending_connection"]
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "stdio_server":
+            from django import forms
+
+            from core.mcp_stdio import allowed_stdio_commands
+
+            # Read per request: the allowlist is the operator's, and may change.
+            choices = [("", "none (reach the MCP server at the endpoint URL)")] + [
+                (name, name) for name in sorted(allowed_stdio_commands())]
+            return forms.ChoiceField(
+                choices=choices, required=False, label=db_field.verbose_name,
+                help_text=db_field.help_text, validators=db_field.validators)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description="pending connection change")
     def pending_connection(self, tool: Tool) -> str:

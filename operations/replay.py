@@ -53,6 +53,7 @@ from runs.annotations import annotate
 from runs.models import AnnotationKind, ConnectorKind, Run, Tool, ToolCall
 
 from .connectors import ConnectorError, ToolResult, connector_for
+from .connectors.stdio import stdio_servers
 from .divergences import follow_up_of
 from .models import (
     FollowUp,
@@ -211,7 +212,8 @@ def _claim_and_walk(replay_id: int, task_id: str, options: WalkOptions | None) -
             return _finish(replay, ReplayStatus.REJECTED,
                            f"approval request {replay.approval.pk} was {status}")
     try:
-        _walk(replay, options or WalkOptions())
+        with stdio_servers():  # one server per stdio tool for the walk, stopped with it
+            _walk(replay, options or WalkOptions())
     except _Paused:
         return _set_status(replay, ReplayStatus.WAITING_APPROVAL)
     except _Stopped as exc:
@@ -466,7 +468,8 @@ def _divergence(call: dict[str, Any], result: ToolResult, tool: Tool) -> list[di
                  result.status}]
     if not result.ok:
         return []
-    return compare_outputs(call["output"], result.output, tool.volatile_fields or [])
+    return compare_outputs(call["output"], result.output, tool.volatile_fields or [],
+                           mcp=tool.connector == ConnectorKind.MCP)
 
 
 def _call_live(step: ReplayStep, call: dict[str, Any], tool: Tool) -> ToolResult:

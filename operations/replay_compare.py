@@ -5,6 +5,10 @@ Both sides are normalised first: key order does not matter, and the tool's volat
 (``created_at``) or a JSON path from the root (``$.receipt.id``, ``$.items[*].ts``,
 ``$.*.etag``). The differences come back as a list of ``{"path", "change", "recorded",
 "replayed"}`` entries, ``change`` being ``changed``, ``added`` or ``removed``.
+
+An MCP tool's outputs are reduced to the answer they carry first (``operations.mcp_output``):
+a JSON text block and structuredContent of the same JSON, annotations and ``_meta`` are not
+differences.
 """
 
 from __future__ import annotations
@@ -79,7 +83,12 @@ def diff(recorded: Any, replayed: Any, path: tuple[str, ...] = ()) -> list[dict[
              "replayed": replayed}]
 
 
-def compare_outputs(recorded: Any, replayed: Any, volatile_fields: Sequence[str]
-                    ) -> list[dict[str, Any]]:
+def compare_outputs(recorded: Any, replayed: Any, volatile_fields: Sequence[str], *,
+                    mcp: bool = False) -> list[dict[str, Any]]:
+    """``mcp``: the outputs of an MCP tool, compared as the answers they carry."""
+    if mcp:
+        from .mcp_output import mcp_answer
+
+        recorded, replayed = mcp_answer(recorded), mcp_answer(replayed)
     volatile = Volatile.parse(volatile_fields)
     return diff(normalise(recorded, volatile), normalise(replayed, volatile))

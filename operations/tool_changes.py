@@ -1,11 +1,12 @@
 """A tool's connection is a governed change: four eyes before it takes effect.
 
 Where the portal sends a tool's calls and which credential goes with them
-(``GOVERNED_TOOL_FIELDS``: connector, endpoint, compensate endpoint, secret reference) decides
-what leaves the platform. Whoever sets them (admin change or add page, history revert) only
-*proposes*: the tool keeps its confirmed values, and another holder of manage_policies on the
-tenant confirms or rejects. Each step is annotated in the tenant's governance log in the same
-transaction.
+(``GOVERNED_TOOL_FIELDS``: connector, endpoint, stdio server, compensate endpoint, secret
+reference) decides what leaves the platform, and which allowlisted program gets the
+credential. Whoever sets them (admin change or add page, history revert) only *proposes*: the
+tool keeps its confirmed values, and another holder of manage_policies on the tenant confirms
+(the change must still be valid then) or rejects. Each step is annotated in the tenant's
+governance log in the same transaction.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def confirm_tool_change(change: ToolChange, *, by: Actor) -> Tool:
                               "propose it again")
     for field, value in change.proposed.items():
         setattr(tool, field, value)
+    # Still valid now: the platform's stdio allowlist may have lost the server since.
+    tool.full_clean(exclude=["tenant", "name"])
     tool._history_user = by  # type: ignore[attr-defined]
     tool._change_reason = f"connection change {change.pk} confirmed"  # type: ignore[attr-defined]
     tool.save()

@@ -94,7 +94,7 @@ class StepAdmin(LedgerRecordAdmin):
 
 @admin.register(ModelCall)
 class ModelCallAdmin(LedgerRecordAdmin):
-    content_fields = ("messages", "response", "error")
+    content_fields = ("messages", "request", "response", "error")
     list_display = ["call_id", "model", "provider", "run", "tenant", "input_tokens",
                     "output_tokens", "latency_ms", "started_at", "timeline"]
     list_filter = [RecentFilter]

@@ -390,7 +390,7 @@ class _BatchWriter:
     def _model_call(self, run: Run, mc: ModelCallIn) -> ModelCall:
         return build(ModelCall, tenant=self.tenant, run=run, call_id=mc.call_id,
                      provider=mc.provider, model=mc.model, messages=mc.messages,
-                     response=mc.response, input_tokens=mc.usage.input_tokens,
+                     response=mc.response, request=mc.request, input_tokens=mc.usage.input_tokens,
                      output_tokens=mc.usage.output_tokens, latency_ms=mc.latency_ms,
                      started_at=mc.started_at, ended_at=mc.ended_at, error=mc.error,
                      classifications=mc.classifications)

@@ -96,6 +96,8 @@ class ModelCallIn(_Record):
     model: str = Field(min_length=1, max_length=200)
     messages: list[Any] = Field(default_factory=list)
     response: Any = None
+    #: the request beside the messages: model requested, parameters, tools offered
+    request: dict[str, Any] | None = None
     usage: Usage = Field(default_factory=Usage)
     latency_ms: int | None = Field(default=None, ge=0)
     started_at: AwareDatetime | None = None

@@ -40,6 +40,7 @@ from .models import (
     AnnotationKind,
     DeferredItem,
     LegalHold,
+    OtlpEvent,
     OtlpSpan,
     OtlpTrace,
     RemovalRecord,
@@ -213,6 +214,10 @@ def _delete_runs(record: RemovalRecord, pks: list[int]) -> None:
                           f"AND r.run_id = t.run_id WHERE r.id IN ({marks})")
         cursor.execute(f"DELETE FROM {OtlpSpan._meta.db_table} "  # noqa: S608
                        f"WHERE trace_id IN ({traces_of_runs})", pks)
+        cursor.execute(f"DELETE FROM {OtlpEvent._meta.db_table} "  # noqa: S608
+                       f"WHERE tenant_id = %s AND 'otel-' || trace_id IN (SELECT run_id "
+                       f"FROM {Run._meta.db_table} WHERE id IN ({marks}))",
+                       [record.tenant_id, *pks])
         cursor.execute(f"DELETE FROM {OtlpTrace._meta.db_table} "  # noqa: S608
                        f"WHERE id IN ({traces_of_runs})", pks)
         for model in (*RECORD_MODELS[::-1], Run):

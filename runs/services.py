@@ -60,7 +60,7 @@ def _shown_trigger(user: Viewer) -> ShownTrigger:
 REDACTED_FIELDS = {
     "run": ("goal", "metadata", "trigger_ref"),
     "step": ("title", "metadata"),
-    "model_call": ("messages", "response", "error"),
+    "model_call": ("messages", "response", "error", "request"),
     "tool_call": ("input", "output", "error", "tool_call_ref", "idempotency_key"),
     "annotation": ("body", "data"),
     "integrity_alarm": (),  # no agent content, but its heads hash some

@@ -15,7 +15,7 @@ from .redaction import as_text, holds_marker
 # Above this many bytes of JSON a payload starts collapsed.
 LARGE_PAYLOAD = 600
 PAYLOADS = {"tool_call": ("input", "output", "error"),
-            "model_call": ("messages", "response", "error"),
+            "model_call": ("messages", "request", "response", "error"),
             "step": ("metadata",), "annotation": ("data",)}
 ERROR_STATUSES = {"failed", "error", "denied"}
 

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,20 +91,22 @@ class OidcProvider:
                 "LEDGER_OIDC_ROLE_MAP": ROLE_MAP}
 
 
-@pytest.fixture(scope="session")
-def oidc_provider_process(live_server: Any) -> Iterator[OidcProvider]:
+@contextmanager
+def running_provider(redirect_uris: list[str], post_logout_uris: list[str]
+                     ) -> Iterator[OidcProvider]:
+    """A provider process of its own, whose client may come back to ``redirect_uris``."""
     if not shutil.which("node") or not shutil.which("npm"):
         _missing("node and npm are needed for the test OpenID provider (apt-get install nodejs "
                  "npm)")
     folder = _installed_packages()
     port = _free_port()
     issuer = f"http://127.0.0.1:{port}"
+    uris = [arg for uri in redirect_uris for arg in ("--redirect-uri", uri)] + [
+        arg for uri in post_logout_uris for arg in ("--post-logout-uri", uri)]
     log = open(folder / f"provider-{port}.log", "w")  # noqa: SIM115  (closed below)
     process = subprocess.Popen(
         ["node", "provider.js", "--port", str(port), "--client-id", CLIENT_ID,
-         "--client-secret", CLIENT_SECRET,
-         "--redirect-uri", f"{live_server.url}/oidc/callback/",
-         "--redirect-uri", "http://testserver/oidc/callback/"],
+         "--client-secret", CLIENT_SECRET, *uris],
         cwd=folder, stdout=log, stderr=subprocess.STDOUT)
     try:
         for _ in range(300):
@@ -125,6 +128,14 @@ def oidc_provider_process(live_server: Any) -> Iterator[OidcProvider]:
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider_process(live_server: Any) -> Iterator[OidcProvider]:
+    with running_provider(
+            [f"{live_server.url}/oidc/callback/", "http://testserver/oidc/callback/"],
+            [f"{live_server.url}/admin/login/", "http://testserver/admin/login/"]) as provider:
+        yield provider
 
 
 @pytest.fixture

@@ -50,8 +50,10 @@ WRITE_ONLY = {
     "api:batch-ingest", "api:run-annotations", "api:incident-link", "api:incident-note",
     "api:incident-freeze", "api:incident-mitigate", "api:incident-close",
     "api:decision-create", "api:approval-withdraw", "api:approval-decision", "otlp-traces",
+    "otlp-logs",
     "replay-step-follow-up", "api:deferred-dismiss", "api:deferred-apply",
     "run-replay", "api:backtest-start", "api:exception-grant", "api:exception-revoke",
+    "sign-out",
 }
 # Single sign-on's pages: a 404 unless OIDC_ISSUER is set (tests/core/test_sso.py signs in).
 OFF_BY_DEFAULT = {"oidc_authentication_init", "oidc_authentication_callback"}

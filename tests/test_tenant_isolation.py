@@ -54,6 +54,7 @@ WRITE_ONLY_ROUTES = {
     **{f"api:deferred-{action}": "tests/runs/test_reconcile.py::"
                                  "test_another_tenants_operator_sees_and_resolves_none_of_them"
        for action in ("dismiss", "apply")},
+    "otlp-logs": "tests/otlp/test_genai_log_events.py::test_a_globex_key_never_joins_acmes_spans",
     "api:run-annotations": "tests/runs/test_manual_annotations.py::"
                            "test_nobody_annotates_another_tenants_run",
     **{f"api:incident-{action}": "tests/incidents/test_incident_api.py::"
@@ -61,7 +62,7 @@ WRITE_ONLY_ROUTES = {
        for action in ("link", "note", "freeze", "mitigate", "close")},
 }
 # Machine routes outside /api/v1/ at paths fixed by their protocol (OTLP/HTTP).
-PROTOCOL_ROUTES = ("v1/traces",)
+PROTOCOL_ROUTES = ("v1/traces", "v1/logs")
 
 
 def api_routes() -> list[tuple[str, URLPattern]]:

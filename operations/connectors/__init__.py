@@ -1,4 +1,5 @@
-"""How the portal reaches a tool itself (replay, rollback): HTTP or MCP.
+"""How the portal reaches a tool itself (replay, rollback): HTTP or MCP (streamable HTTP or
+a stdio server from the platform's allowlist).
 
 ``connector_for(tool)`` gives the tool's connector; ``call`` sends arguments (for real or as a
 dry run, with the original idempotency key) and ``compensate`` asks the tool to undo an earlier
@@ -47,6 +48,10 @@ def connector_for(tool: Tool) -> Connector:
         from .http import HttpConnector
 
         return HttpConnector(tool)
+    if tool.connector == ConnectorKind.MCP and tool.stdio_server:
+        from .stdio import McpStdioConnector
+
+        return McpStdioConnector(tool)
     if tool.connector == ConnectorKind.MCP and tool.endpoint:
         from .mcp import McpConnector
 

@@ -1,4 +1,4 @@
-"""The MCP connector: ``tools/call`` on a streamable-HTTP MCP server.
+"""The MCP connector: ``tools/call`` on a streamable-HTTP MCP server (stdio servers: stdio.py).
 
 The MCP client is async; the portal's callers (Celery tasks, services, the CLI) are not. Each
 call runs the client to completion on an event loop of its own: ``asyncio.run`` when the
@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 import anyio
 import httpx2
-import orjson
 
 from core import egress
 from core.egress import EgressRefused
@@ -58,17 +57,23 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 def content_output(result: Any) -> Any:
-    """Structured content when the tool gives it, else its text (parsed when it is JSON)."""
+    """The answer a tools/call result carries (``operations.mcp_output``), error or not."""
+    from ..mcp_output import mcp_answer
+
+    blocks = [block.model_dump(by_alias=True, mode="json", exclude_none=True)
+              for block in result.content]
     structured = getattr(result, "structured_content", None)
-    if structured is not None:
-        return structured
-    texts = [block.text for block in result.content if getattr(block, "type", "") == "text"]
-    if len(texts) == 1:
-        try:
-            return orjson.loads(texts[0])
-        except orjson.JSONDecodeError:
-            return texts[0]
-    return texts
+    return mcp_answer({"content": blocks} | (
+        {"structuredContent": structured} if structured is not None else {}))
+
+
+def call_outcome(endpoint: ToolEndpoint, result: Any, elapsed_ms: float) -> ToolResult:
+    """The ToolResult of a tools/call answer, the credential taken out."""
+    output = endpoint.clean_output(content_output(result))
+    if result.is_error:
+        return ToolResult(False, output, FAILED,
+                          endpoint.clean(f"the tool reported an error: {output}"), elapsed_ms)
+    return ToolResult(True, output, SUCCEEDED, "", elapsed_ms)
 
 
 class McpConnector(ToolEndpoint):
@@ -127,9 +132,4 @@ class McpConnector(ToolEndpoint):
             status = TRANSIENT if any(_is_transient(leaf) for leaf in leaves) else FAILED
             return ToolResult(False, None, status, self.clean(f"MCP call failed: {reason}"),
                               elapsed)
-        elapsed = (time.perf_counter() - started) * 1000
-        output = self.clean_output(content_output(result))
-        if result.is_error:
-            return ToolResult(False, output, FAILED,
-                              self.clean(f"the tool reported an error: {output}"), elapsed)
-        return ToolResult(True, output, SUCCEEDED, "", elapsed)
+        return call_outcome(self, result, (time.perf_counter() - started) * 1000)

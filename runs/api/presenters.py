@@ -27,7 +27,7 @@ STEP_FIELDS = {
 }
 MODEL_CALL_FIELDS = {
     "seq": "seq", "call_id": "call_id", "step_id": "step__step_id", "provider": "provider",
-    "model": "model", "messages": "messages", "response": "response",
+    "model": "model", "messages": "messages", "response": "response", "request": "request",
     "input_tokens": "input_tokens", "output_tokens": "output_tokens", "latency_ms": "latency_ms",
     "started_at": "started_at", "ended_at": "ended_at", "error": "error",
     "classifications": "classifications", "content_hash": "content_hash",

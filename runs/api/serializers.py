@@ -110,6 +110,9 @@ class ModelCallSerializer(_RecordSerializer):
     model = serializers.CharField()
     messages = serializers.JSONField()
     response = serializers.JSONField()  # any JSON value, null included
+    request = serializers.JSONField(
+        help_text="What was asked beside the messages (model requested, parameters, tools "
+        "offered), or null.")
     input_tokens = serializers.IntegerField(allow_null=True)
     output_tokens = serializers.IntegerField(allow_null=True)
     latency_ms = serializers.IntegerField(allow_null=True)

@@ -12,7 +12,7 @@ from .governance import (
     ToolChangeStatus,
 )
 from .integrity import CommitmentKey, IntegrityAlarm, TenantDigest
-from .otlp import OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
+from .otlp import OtlpEvent, OtlpSpan, OtlpSpanState, OtlpTrace, OtlpTraceState
 from .records import (
     Annotation,
     AnnotationKind,
@@ -45,6 +45,7 @@ __all__ = [
     "LedgerRecord",
     "LegalHold",
     "ModelCall",
+    "OtlpEvent",
     "OtlpSpan",
     "OtlpSpanState",
     "OtlpTrace",

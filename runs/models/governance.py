@@ -42,7 +42,7 @@ class Agent(TenantOwned):
 class ConnectorKind(models.TextChoices):
     NONE = "none", "none (recorded outputs only)"
     HTTP = "http", "HTTP (JSON in and out)"
-    MCP = "mcp", "MCP (streamable HTTP, tools/call)"
+    MCP = "mcp", "MCP (tools/call over streamable HTTP, or stdio)"
 
 
 class DryRunVia(models.TextChoices):
@@ -63,6 +63,20 @@ def http_url(value: str) -> None:
 
 
 SECRET_REFERENCE = r"^[a-z][a-z0-9_]*:[A-Za-z0-9_.\-/]+$"
+
+
+def allowed_stdio_server(value: str) -> None:
+    """A server name from the platform operator's allowlist; anything else (a command, a
+    path, argv) is refused, naming what is allowed."""
+    from django.core.exceptions import ValidationError
+
+    from core.mcp_stdio import SETTING, allowed_names_text, allowed_stdio_commands
+
+    if value and value not in allowed_stdio_commands():
+        raise ValidationError(
+            f"{value[:80]!r} is not a stdio MCP server the platform allows; pick one of its "
+            f"allowlist ({SETTING}): {allowed_names_text()}. Commands are set by the "
+            "platform operator, never on a tool.")
 
 
 class Tool(TenantOwned):
@@ -87,6 +101,12 @@ class Tool(TenantOwned):
     endpoint = models.CharField(max_length=500, blank=True, validators=[http_url],
                                help_text="HTTP: the URL to POST arguments to. MCP: the server's "
                                "streamable-HTTP URL, e.g. http://tools:8000/mcp")
+    stdio_server = models.CharField(
+        max_length=64, blank=True, validators=[allowed_stdio_server],
+        verbose_name="stdio MCP server",
+        help_text="MCP over stdio: which server of the platform's allowlist "
+        "(LEDGER_MCP_STDIO_COMMANDS) the portal starts for this tool, once per replay. Empty: "
+        "the MCP server is reached at the endpoint URL.")
     remote_name = models.CharField(max_length=200, blank=True,
                                    help_text="MCP: the tool's name on the server (empty: the "
                                    "same name).")
@@ -138,8 +158,15 @@ class Tool(TenantOwned):
         from django.core.exceptions import ValidationError
 
         errors: dict[str, str] = {}
-        if self.connector != ConnectorKind.NONE and not self.endpoint:
-            errors["endpoint"] = f"a {self.connector} connector needs an endpoint"
+        if self.stdio_server and self.connector != ConnectorKind.MCP:
+            errors["stdio_server"] = "a stdio server is reached with the MCP connector"
+        elif self.stdio_server and self.endpoint:
+            errors["endpoint"] = "an MCP tool has an endpoint URL or a stdio server, not both"
+        elif self.connector != ConnectorKind.NONE and not (self.endpoint or self.stdio_server):
+            errors["endpoint"] = f"a {self.connector} connector needs an endpoint" + (
+                " (or a stdio server)" if self.connector == ConnectorKind.MCP else "")
+        if self.stdio_server and self.dry_run_via == DryRunVia.HEADER:
+            errors["dry_run_via"] = "a stdio server has no headers: ask for dry runs with a flag"
         if self.dry_run_via != DryRunVia.NONE and not self.dry_run_name:
             errors["dry_run_name"] = "name the header or flag the tool reads"
         if self.supports_rollback and self.connector != ConnectorKind.NONE and (
@@ -154,7 +181,8 @@ class Tool(TenantOwned):
 
 
 # Where the portal sends a tool's calls and its credential: changed only by a second person.
-GOVERNED_TOOL_FIELDS = ("connector", "endpoint", "compensate_endpoint", "secret_ref")
+GOVERNED_TOOL_FIELDS = ("connector", "endpoint", "stdio_server", "compensate_endpoint",
+                        "secret_ref")
 
 
 class ToolChangeStatus(models.TextChoices):

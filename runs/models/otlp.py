@@ -71,3 +71,21 @@ class OtlpSpan(TenantOwned):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.span_id})"
+
+
+class OtlpEvent(TenantOwned):
+    """A GenAI event received as an OTLP log record (content capture in event mode) whose span
+    has not arrived yet: it waits here, and joins the span's events when the span comes (the
+    row then goes: the span keeps it). By trace id, not a key to the trace's buffer row: an
+    event may come before any span of its trace."""
+
+    trace_id = models.CharField(max_length=32, help_text="Lowercase hex, 16 bytes.")
+    span_id = models.CharField(max_length=16, help_text="Lowercase hex, 8 bytes.")
+    body = models.JSONField(help_text="The event as a span event: name, time, attributes.")
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "trace_id"], name="otlp_event_trace")]
+
+    def __str__(self) -> str:
+        return f"{self.body.get('name', '')} ({self.span_id})"

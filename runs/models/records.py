@@ -143,8 +143,9 @@ class ModelCall(RunRecord):
     kind: ClassVar[str] = "model_call"
     content_fields = ("run_id", "call_id", "step_id", "provider", "model", "messages", "response",
                       "input_tokens", "output_tokens", "latency_ms", "started_at", "ended_at",
-                      "error", "classifications")
+                      "error", "classifications", "request")
     content_refs = {"run_id": "run__run_id", "step_id": "step__step_id"}
+    optional_content_fields = frozenset({"request"})
 
     call_id = models.CharField(max_length=200)
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
@@ -153,6 +154,9 @@ class ModelCall(RunRecord):
     model = models.CharField(max_length=200)
     messages = models.JSONField(default=list, help_text="The prompt messages sent.")
     response = models.JSONField(null=True, blank=True)
+    request = models.JSONField(
+        null=True, blank=True, help_text="What was asked of the model beside the messages: "
+        "the model requested, sampling parameters (temperature, max tokens), tools offered.")
     input_tokens = models.PositiveIntegerField(null=True, blank=True)
     output_tokens = models.PositiveIntegerField(null=True, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)

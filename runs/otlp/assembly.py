@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import ModuleType
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..ingest_schema import ModelCallIn, StepIn, ToolCallIn, validation_errors
+from ..ingest_schema import AnnotationIn, ModelCallIn, StepIn, ToolCallIn, validation_errors
 from ..models import OtlpSpanState
-from . import genai
+from . import genai, openinference
 from .genai import Kind, as_ledger_id
 from .wire import SpanDict
+
+#: the class a tool the tenant's registry does not know is recorded with: the strictest
+UNREGISTERED_TOOL_CLASS = "exfil"
 
 
 def run_id_for(trace_id: str) -> str:
@@ -37,8 +41,25 @@ def is_root(span: SpanDict) -> bool:
     return not span["parent_span_id"]
 
 
+def convention_of(span: SpanDict) -> ModuleType:
+    """The module that reads ``span``: OpenInference's when it says its kind, else GenAI's."""
+    return openinference if openinference.is_openinference(span) else genai
+
+
+def kind_of(span: SpanDict) -> str:
+    kind: str = convention_of(span).kind_of(span)
+    return kind
+
+
 def has_genai(spans: list[SpanDict]) -> bool:
-    return any(genai.kind_of(s) != Kind.NOT_GENAI for s in spans)
+    """Whether a trace has a span of an agent convention (GenAI or OpenInference)."""
+    return any(kind_of(s) != Kind.NOT_GENAI for s in spans)
+
+
+def tool_names(spans: list[SpanDict]) -> set[str]:
+    """The tools the spans call, as the ledger names them (for the registry's classes)."""
+    return {convention_of(s).tool_name(s) for s in spans
+            if kind_of(s) in (Kind.TOOL_CALL, Kind.MCP_TOOL_CALL)}
 
 
 @dataclass
@@ -71,6 +92,11 @@ class Assembled:
 
 def choose_run_span(spans: list[SpanDict]) -> SpanDict | None:
     """The outermost agent or workflow span: nested agents become steps of its run."""
+    return next(iter(_run_spans(spans)), None)
+
+
+def _run_spans(spans: list[SpanDict]) -> list[SpanDict]:
+    """The agent and workflow spans, outermost first."""
     by_id = {s["span_id"]: s for s in spans}
 
     def depth(span: SpanDict) -> int:
@@ -81,26 +107,42 @@ def choose_run_span(spans: list[SpanDict]) -> SpanDict | None:
             parent = by_id[parent]["parent_span_id"]
         return n
 
-    candidates = [s for s in spans if genai.kind_of(s) == Kind.RUN]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda s: (depth(s), s["start_time_unix_nano"]))
+    return sorted((s for s in spans if kind_of(s) == Kind.RUN),
+                  key=lambda s: (depth(s), s["start_time_unix_nano"]))
+
+
+def _first_attribute(spans: list[SpanDict], name: str) -> str:
+    return str(next((s["attributes"][name] for s in spans if s["attributes"].get(name)), ""))
 
 
 def run_header(trace_id: str, spans: list[SpanDict]) -> dict[str, Any]:
     """The run's identity fields, fixed when it is first recorded (later batches repeat them)."""
-    run_span = choose_run_span(spans)
+    run_spans = _run_spans(spans)
+    run_span = run_spans[0] if run_spans else None
     earliest = min(spans, key=lambda s: s["start_time_unix_nano"] or 2**63)
-    agent_id, agent_name = genai.agent_of(run_span, earliest)
+    # A run span naming no agent (the Agents SDK's "Agent workflow") takes the first agent
+    # named below it; then an agent span's own name; none: the service that sent the trace.
+    named = [convention_of(s).agent_of(s) for s in run_spans] + [
+        convention_of(s).agent_named_by(s) for s in run_spans]
+    agent_id, agent_name = next((n for n in named if n), genai.service_agent(earliest))
     started = genai.started(run_span or earliest) or genai.ended(run_span or earliest)
-    conversation = next((s["attributes"]["gen_ai.conversation.id"]
-                         for s in ([run_span] if run_span else []) + spans
-                         if s["attributes"].get("gen_ai.conversation.id")), "")
+    in_order = ([run_span] if run_span else []) + spans
+    conversation = _first_attribute(in_order, "gen_ai.conversation.id")
+    session = _first_attribute(in_order, "session.id")
+    user = _first_attribute(in_order, "user.id")
     metadata = genai.run_metadata(run_span, earliest)  # names the run span: appends need it
-    if conversation:
-        metadata.setdefault("conversation_id", conversation)
+    goal = ""
+    if run_span is not None:
+        reader = convention_of(run_span)
+        if reader is openinference:
+            metadata.update(openinference.run_metadata(run_span))
+        goal = reader.goal_of(run_span)
+    for key, value in (("conversation_id", conversation), ("session_id", session),
+                       ("user_id", user)):
+        if value:
+            metadata.setdefault(key, value)
     return {"run_id": run_id_for(trace_id), "agent_id": agent_id, "agent_name": agent_name,
-            "trigger_ref": as_ledger_id(conversation),
+            "goal": goal, "trigger_ref": as_ledger_id(conversation or session or user),
             "started_at": started.isoformat() if started else None,
             "metadata": metadata,
             "run_span_id": run_span["span_id"] if run_span else ""}
@@ -126,7 +168,8 @@ def assemble(trace_id: str, spans: list[SpanDict], run_span_id: str, context: Tr
              tool_classes: dict[str, str]) -> Assembled:
     """The records ``spans`` (new to the run) become, and each span's outcome."""
     out = Assembled()
-    kinds = {s["span_id"]: genai.kind_of(s) for s in spans}
+    kinds = {s["span_id"]: kind_of(s) for s in spans}
+    by_id = {s["span_id"]: s for s in spans}
     parents = {**context.parents, **{s["span_id"]: s["parent_span_id"] for s in spans}}
     record_kinds = dict(context.record_kinds)
     step_count = context.steps_recorded
@@ -138,10 +181,11 @@ def assemble(trace_id: str, spans: list[SpanDict], run_span_id: str, context: Tr
         if sid == run_span_id:
             out.outcomes[sid] = Outcome(OtlpSpanState.RECORDED, "run")
             record_kinds[sid] = "run"
+            _note_run_end(out, trace_id, span)
         elif kinds[sid] == Kind.RUN:
             try:
                 out.steps.append(StepIn.model_validate(
-                    genai.step(span, step_id_for(sid), step_count)))
+                    convention_of(span).step(span, step_id_for(sid), step_count)))
             except ValidationError as exc:
                 _keep_raw(out, trace_id, span, _invalid(exc))
                 continue
@@ -164,21 +208,33 @@ def assemble(trace_id: str, spans: list[SpanDict], run_span_id: str, context: Tr
         if sid in out.outcomes:
             continue
         call_id = call_id_for(trace_id, sid)
+        reader = convention_of(span)
         try:
-            if kind == Kind.MODEL_CALL:
+            if kind in (Kind.MODEL_CALL, Kind.TOOL_CALL) and _seen_by_both(span, by_id, kinds):
+                _keep_raw(out, trace_id, span, "the same call as its parent span, seen by a "
+                          "second instrumentation of the other convention, which records it",
+                          deferred=False)
+            elif kind == Kind.MODEL_CALL:
                 out.model_calls.append(ModelCallIn.model_validate(
-                    genai.model_call(span, call_id, step_of(sid))))
+                    reader.model_call(span, call_id, step_of(sid))))
                 out.outcomes[sid] = Outcome(OtlpSpanState.RECORDED, "model_call")
             elif kind == Kind.TOOL_CALL or (
                     kind == Kind.MCP_TOOL_CALL and not _under_execute_tool(span, kinds,
                                                                            record_kinds)):
-                name = genai.tool_name(span)
-                out.tool_calls.append(ToolCallIn.model_validate(genai.tool_call(
-                    span, call_id, step_of(sid), tool_classes.get(name, "read"))))
+                name = reader.tool_name(span)
+                registered = tool_classes.get(name)
+                out.tool_calls.append(ToolCallIn.model_validate(reader.tool_call(
+                    span, call_id, step_of(sid), registered or UNREGISTERED_TOOL_CLASS)))
                 out.outcomes[sid] = Outcome(OtlpSpanState.RECORDED, "tool_call")
+                if registered is None:
+                    _flag_unregistered(out, call_id, name)
             elif kind == Kind.MCP_TOOL_CALL:
                 _keep_raw(out, trace_id, span, "the MCP client call inside an execute_tool "
                           "span, which records this tool call", deferred=False)
+            elif kind == Kind.LABELLED_NOTE:
+                out.annotations.append(AnnotationIn.model_validate(
+                    openinference.note(span, call_id)).model_dump())
+                out.outcomes[sid] = Outcome(OtlpSpanState.RECORDED, "annotation")
             elif kind == Kind.RUN:
                 continue  # a step, done above (or kept raw)
             else:
@@ -187,6 +243,40 @@ def assemble(trace_id: str, spans: list[SpanDict], run_span_id: str, context: Tr
         except ValidationError as exc:
             _keep_raw(out, trace_id, span, _invalid(exc))
     return out
+
+
+def _note_run_end(out: Assembled, trace_id: str, span: SpanDict) -> None:
+    """What the run span says of the run's end: its output, and why it failed (the status
+    message, ``error.type``, the exception event), as a note chained on the run."""
+    output = convention_of(span).output_of(span)
+    error = genai.error_of(span)
+    if output is None and error is None:
+        return
+    body = "Run output" if error is None else "Run failed: " + ": ".join(
+        str(error[k]) for k in ("type", "message") if error.get(k))
+    data = {k: v for k, v in {"label": "run_end", "output": output, "error": error}.items()
+            if v is not None}
+    out.annotations.append({"annotation_id": f"{call_id_for(trace_id, span['span_id'])}-end",
+                            "kind": "note", "body": body[:20_000], "data": data})
+
+
+def _flag_unregistered(out: Assembled, call_id: str, tool: str) -> None:
+    out.annotations.append({
+        "annotation_id": f"{call_id}-unregistered", "kind": "note",
+        "target_call_id": call_id,
+        "body": f"Tool {tool!r} is not in the tool registry: recorded as "
+                f"{UNREGISTERED_TOOL_CLASS}, the strictest class, until it is registered.",
+        "data": {"label": "unregistered_tool", "tool": tool,
+                 "action_class": UNREGISTERED_TOOL_CLASS},
+    })
+
+
+def _seen_by_both(span: SpanDict, by_id: dict[str, SpanDict], kinds: dict[str, str]) -> bool:
+    """A call span directly inside a call span of the same kind but the other convention: two
+    instrumentations (OpenInference's and OpenTelemetry's) wrapped the same client call."""
+    parent = by_id.get(span["parent_span_id"])
+    return (parent is not None and kinds[parent["span_id"]] == kinds[span["span_id"]]
+            and convention_of(parent) is not convention_of(span))
 
 
 def _why_unmapped(span: SpanDict, kind: str) -> str:

@@ -45,6 +45,7 @@ class Kind:
     TOOL_CALL = "tool_call"
     MCP_TOOL_CALL = "mcp_tool_call"
     OTHER_GENAI = "other_genai"  # a GenAI span with no ledger record (retrieval, create_agent)
+    LABELLED_NOTE = "labelled_note"  # a note on the run saying what the span did (retrieval)
     NOT_GENAI = "not_genai"
 
 
@@ -123,6 +124,8 @@ def error_of(span: SpanDict) -> dict[str, Any] | None:
                 error["exception_message"] = message
             if attrs.get("exception.type"):
                 error["exception_type"] = attrs["exception.type"]
+            if attrs.get("exception.stacktrace"):
+                error["stacktrace"] = attrs["exception.stacktrace"]
             break
     return error
 
@@ -189,7 +192,10 @@ def messages_of(span: SpanDict) -> tuple[list[Any], Any]:
     if outputs is None and event_outputs:
         outputs = event_outputs
     instructions = attrs.get("gen_ai.system_instructions")
-    if instructions:
+    # Instrumentations that capture the instructions apart may also send them as the first
+    # message: one system message, not two.
+    if instructions and not any(isinstance(m, dict) and m.get("role") == "system"
+                                for m in inputs):
         inputs = [{"role": "system", "parts": _as_list(instructions)}, *inputs]
     return inputs, outputs
 
@@ -234,12 +240,24 @@ def model_call(span: SpanDict, call_id: str, step_id: str | None) -> dict[str, A
         "model": _truncate(model, 200),
         "messages": inputs,
         "response": response or None,
+        "request": request_of(attrs),
         "usage": {"input_tokens": _tokens(attrs, INPUT_TOKENS),
                   "output_tokens": _tokens(attrs, OUTPUT_TOKENS)},
         "latency_ms": int((end - begin).total_seconds() * 1000) if begin and end else None,
         "started_at": begin, "ended_at": end,
         "error": error_of(span),
     }
+
+
+def request_of(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """What was asked of the model beside the messages: the model named, the sampling
+    parameters (``gen_ai.request.*``), the tools offered."""
+    parameters = {name.removeprefix("gen_ai.request."): value for name, value in attrs.items()
+                  if name.startswith("gen_ai.request.") and name != "gen_ai.request.model"}
+    found = {"model": attrs.get("gen_ai.request.model"), "parameters": parameters or None,
+             "output_type": attrs.get("gen_ai.output.type"),
+             "tools": structured(attrs.get("gen_ai.tool.definitions"))}
+    return {k: v for k, v in found.items() if v is not None and v != ""} or None
 
 
 def tool_name(span: SpanDict) -> str:
@@ -267,16 +285,64 @@ def tool_call(span: SpanDict, call_id: str, step_id: str | None, action_class: s
     }
 
 
-def agent_of(span: SpanDict | None, fallback: SpanDict) -> tuple[str, str]:
-    """(agent_id, agent name) of the run span; without one, the service that sent the trace."""
-    if span is not None:
-        attrs = span["attributes"]
-        name = attrs.get("gen_ai.agent.name") or attrs.get("gen_ai.workflow.name") or ""
-        agent_id = attrs.get("gen_ai.agent.id") or name or _name_target(span)
-        if as_ledger_id(agent_id):
-            return as_ledger_id(agent_id), _truncate(name, 200)
-    service = fallback["resource"].get("service.name") or "unknown_service"
+# (gen_ai.agent.id, gen_ai.agent.description) an instrumentation stamps on every span when
+# not configured: its defaults, the same for every application, so no agent's id.
+PLACEHOLDER_AGENTS = frozenset({
+    ("agent", "OpenAI Agents instrumentation"),  # opentelemetry-instrumentation-openai-agents-v2
+})
+
+
+def agent_of(span: SpanDict) -> tuple[str, str] | None:
+    """(agent_id, agent name) a run span's attributes name, if they name one: the OpenAI
+    Agents SDK's root ``Agent workflow`` span, for one, names none."""
+    attrs = span["attributes"]
+    name = attrs.get("gen_ai.agent.name") or attrs.get("gen_ai.workflow.name") or ""
+    given_id = attrs.get("gen_ai.agent.id")
+    if (given_id, attrs.get("gen_ai.agent.description")) in PLACEHOLDER_AGENTS:
+        given_id = None
+    agent_id = as_ledger_id(given_id or name)
+    return (agent_id, _truncate(name, 200)) if agent_id else None
+
+
+def agent_named_by(span: SpanDict) -> tuple[str, str] | None:
+    """The agent a run span's name gives (``invoke_agent planner``), when no attribute does."""
+    target = _name_target(span) if span["name"].split(" ", 1)[0] in RUN_OPERATIONS else ""
+    return (as_ledger_id(target), _truncate(target, 200)) if as_ledger_id(target) else None
+
+
+def service_agent(span: SpanDict) -> tuple[str, str]:
+    """The agent of a trace no span names one for: the service that sent it."""
+    service = span["resource"].get("service.name") or "unknown_service"
     return as_ledger_id(f"otel:{service}", "otel:unknown_service"), _truncate(service, 200)
+
+
+def goal_of(span: SpanDict) -> str:
+    """The run's goal: the text of what the agent was asked (its input messages)."""
+    inputs, _ = messages_of(span)
+    return message_text([m for m in inputs if not isinstance(m, dict)
+                         or m.get("role") not in ("system", "developer")])[:20_000]
+
+
+def output_of(span: SpanDict) -> Any:
+    return messages_of(span)[1]
+
+
+def message_text(messages: list[Any]) -> str:
+    """The text of captured messages (GenAI ``parts`` or older ``content``), else their JSON."""
+    texts: list[str] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            texts.append(str(message))
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        for part in message.get("parts") or []:
+            if isinstance(part, dict) and part.get("type") == "text" and part.get("content"):
+                texts.append(str(part["content"]))
+    if texts or not messages:
+        return "\n".join(texts)
+    return orjson.dumps(messages).decode()
 
 
 def run_metadata(run_span: SpanDict | None, any_span: SpanDict) -> dict[str, Any]:
@@ -286,6 +352,7 @@ def run_metadata(run_span: SpanDict | None, any_span: SpanDict) -> dict[str, Any
         "trace_id": any_span["trace_id"],
         "run_span_id": run_span["span_id"] if run_span else None,
         "operation": attrs.get("gen_ai.operation.name"),
+        "convention": "gen_ai" if attrs.get("gen_ai.operation.name") else None,
         "agent_version": attrs.get("gen_ai.agent.version"),
         "agent_description": attrs.get("gen_ai.agent.description"),
         "conversation_id": attrs.get("gen_ai.conversation.id"),

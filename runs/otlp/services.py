@@ -11,8 +11,9 @@ the trace's run can be recorded:
 
 Spans of a closed run are kept raw (state ``late``) and reported by a note on the run. Spans no
 ledger record fits are chained on their run as notes carrying the whole span; a trace with no
-GenAI span at all records no run, and its spans stay in the buffer, unmapped. Records go in
-through ``ingest_batch``, so chains, idempotency and conflicts are the ledger's own.
+GenAI or OpenInference span at all records no run, and its spans stay in the buffer, unmapped.
+Records go in through ``ingest_batch``, so chains, idempotency and conflicts are the ledger's
+own.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from ..models import (
     RunStatus,
     Tool,
 )
-from . import assembly, deferral
+from . import assembly, deferral, logs
 from .assembly import Assembled, TraceContext
 from .wire import DecodedSpans, SpanDict
 
@@ -93,6 +94,7 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
 
     with transaction.atomic():
         traces = _claim_traces(tenant, by_trace, now)
+        logs.join_waiting_events(tenant, decoded.spans)  # GenAI events sent as logs first
         if for_agents is not None:
             _bind_traces(traces.values(), for_agents)
         known = _known_spans(traces)
@@ -151,6 +153,13 @@ def advance_idle_trace(trace_pk: int, now: datetime | None = None) -> str | None
         if trace is None or trace.state == OtlpTraceState.CLOSED:
             return None  # new spans came, or another worker did it
         tenant = trace.tenant
+        joined = _headers_of(tenant, [trace]).get(trace.trace_id)
+        if trace.state == OtlpTraceState.PENDING and joined is not None:
+            return _join_quietly(trace, joined, now)
+        if trace.state == OtlpTraceState.OPEN and joined and not _recorded_from_spans(joined):
+            trace.state, trace.closed_at = OtlpTraceState.CLOSED, now  # its writer ends it
+            trace.save()
+            return "closed"
         if trace.state == OtlpTraceState.PENDING:
             rows = list(OtlpSpan.objects.filter(trace=trace, state=OtlpSpanState.PENDING)
                         .values_list("pk", "body"))
@@ -183,6 +192,28 @@ def advance_idle_trace(trace_pk: int, now: datetime | None = None) -> str | None
         trace.save()
         deferral.keep_quiet_close(trace, "ledger-portal")
         return "closed"
+
+
+def _join_quietly(trace: OtlpTrace, header: dict[str, Any], now: datetime) -> str:
+    """A quiet pending trace whose run the agent client recorded: its spans join that run
+    (or, the run being over, stay raw as late spans)."""
+    rows = list(OtlpSpan.objects.filter(trace=trace, state=OtlpSpanState.PENDING)
+                .values_list("pk", "body"))
+    item = _TraceWork(trace, [body for _, body in rows])
+    trace.recorded_at = now
+    if header["closed"]:
+        trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
+        item.outcomes = {s["span_id"]: assembly.Outcome(OtlpSpanState.LATE) for s in item.new}
+    else:
+        trace.state = OtlpTraceState.OPEN
+        _append(item, header, None, now, _tool_classes(trace.tenant, item.new))
+        if item.run is not None:
+            ingest_batch(trace.tenant, BatchIn(runs=[item.run]), recorded_by="ledger-portal",
+                         for_agents=trace.for_agents)
+    _update_outcomes(trace, item.outcomes)
+    trace.last_activity_at = now
+    trace.save()
+    return "recorded" if trace.state == OtlpTraceState.OPEN else "closed"
 
 
 def _recorded_within_binding(trace: OtlpTrace, run: Any) -> bool:
@@ -235,14 +266,24 @@ def _known_spans(traces: dict[str, OtlpTrace]) -> dict[int, dict[str, tuple[str,
 
 def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: datetime,
           tool_classes: dict[str, str]) -> None:
+    # A pending trace's run may exist already: recorded by the agent client, which follows
+    # the trace context (run id otel-<trace id>). Its spans then join that run as they come.
     headers = _headers_of(tenant, [w.trace for w in work
-                                   if w.trace.state == OtlpTraceState.OPEN])
+                                   if w.trace.state != OtlpTraceState.CLOSED])
     pending_bodies = _bodies([pk for w in work if w.trace.state == OtlpTraceState.PENDING
-                              and any(assembly.is_root(s) for s in w.new)
+                              and (w.trace.trace_id in headers
+                                   or any(assembly.is_root(s) for s in w.new))
                               for pk in w.pending_pks])
+    # Spans buffered by earlier requests call tools too: their classes, as registered now.
+    tool_classes = {**tool_classes, **_tool_classes(tenant, list(pending_bodies.values()))}
     for item in work:
         trace = item.trace
         root = next((s for s in item.new if assembly.is_root(s)), None)
+        if trace.state == OtlpTraceState.PENDING and trace.trace_id in headers:
+            item.new = [pending_bodies[pk] for pk in item.pending_pks] + item.new
+            trace.state, trace.recorded_at = OtlpTraceState.OPEN, now
+        if trace.state == OtlpTraceState.OPEN and headers[trace.trace_id]["closed"]:
+            trace.state, trace.closed_at = OtlpTraceState.CLOSED, now  # its writer ended it
         if trace.state == OtlpTraceState.CLOSED:
             item.outcomes = {s["span_id"]: assembly.Outcome(OtlpSpanState.LATE)
                              for s in item.new}
@@ -294,9 +335,10 @@ def _append(item: _TraceWork, header: dict[str, Any], root: SpanDict | None, now
                                 tool_classes)
     status, ended = "running", None
     if root is not None:
-        run_span = next((s for s in item.new if s["span_id"] == header["run_span_id"]),
-                        None) or _stored_span(trace, header["run_span_id"])
-        status, ended = assembly.run_end(header, run_span, root, 0)
+        if _recorded_from_spans(header):  # a run the agent client records, it ends
+            run_span = next((s for s in item.new if s["span_id"] == header["run_span_id"]),
+                            None) or _stored_span(trace, header["run_span_id"])
+            status, ended = assembly.run_end(header, run_span, root, 0)
         trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
     item.run = _run_in(header, records, status, ended)
     item.outcomes = records.outcomes
@@ -306,11 +348,15 @@ def _run_in(header: dict[str, Any], records: Assembled, status: str, ended: date
             extra_notes: Iterable[AnnotationIn] = ()) -> RunIn:
     return RunIn(
         run_id=header["run_id"], agent_id=header["agent_id"], agent_name=header["agent_name"],
-        trigger_ref=header["trigger_ref"], started_at=header["started_at"],
+        goal=header["goal"], trigger_ref=header["trigger_ref"], started_at=header["started_at"],
         metadata=header["metadata"], status=RunStatus(status), ended_at=ended,
         steps=records.steps, model_calls=records.model_calls, tool_calls=records.tool_calls,
         annotations=[AnnotationIn.model_validate(a) for a in records.annotations]
         + list(extra_notes))
+
+
+def _recorded_from_spans(header: dict[str, Any]) -> bool:
+    return bool(header["metadata"].get("source") == "opentelemetry")
 
 
 def _headers_of(tenant: Tenant, traces: list[OtlpTrace]) -> dict[str, dict[str, Any]]:
@@ -320,17 +366,15 @@ def _headers_of(tenant: Tenant, traces: list[OtlpTrace]) -> dict[str, dict[str, 
     by_run_id = {t.run_id: t.trace_id for t in traces}
     return {by_run_id[run.run_id]: {
         "run_id": run.run_id, "agent_id": run.agent.agent_id, "agent_name": run.agent.name,
-        "trigger_ref": run.trigger_ref, "started_at": run.started_at.isoformat(),
+        "goal": run.goal, "trigger_ref": run.trigger_ref, "started_at": run.started_at.isoformat(),
         "metadata": run.metadata, "run_span_id": run.metadata.get("run_span_id", ""),
+        "closed": run.is_closed,
     } for run in Run.objects.filter(tenant=tenant, run_id__in=list(by_run_id)).select_related(
         "agent")}
 
 
 def _tool_classes(tenant: Tenant, spans: list[SpanDict]) -> dict[str, str]:
-    from . import genai
-
-    names = {genai.tool_name(s) for s in spans
-             if genai.kind_of(s) in (genai.Kind.TOOL_CALL, genai.Kind.MCP_TOOL_CALL)}
+    names = assembly.tool_names(spans)
     if not names:
         return {}
     return dict(Tool.objects.filter(tenant=tenant, name__in=names).values_list(

@@ -17,7 +17,7 @@ from core.models import Tenant
 from core.roles import Role
 
 from ..ingest import BatchRejected
-from . import services, wire
+from . import logs, services, wire
 
 # google.rpc.Code values for the Status bodies of error answers
 _RPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 6, 413: 8, 415: 3}
@@ -82,3 +82,25 @@ class TraceExport(APIView):
         if status == 401:
             answer["WWW-Authenticate"] = "Bearer"
         return answer
+
+
+@extend_schema(exclude=True)
+class LogExport(TraceExport):
+    """Receive GenAI events as OpenTelemetry log records (OTLP/HTTP, protobuf or JSON,
+    optionally gzip) with an ``ingest`` key: each joins its span (see ``runs.otlp.logs``)."""
+
+    def post(self, request: Request) -> HttpResponse:
+        tenant = self._tenant(request)
+        content_type = self._content_type(request)
+        limit = settings.LEDGER_OTLP_MAX_BYTES
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if declared > limit:
+            raise wire.WireError(413, f"The body is {declared} bytes, over the limit of "
+                                 f"{limit} bytes; export smaller batches.")
+        body = wire.decompress(request.body, request.META.get("HTTP_CONTENT_ENCODING", ""),
+                               limit)
+        decoded = logs.events_of(logs.parse_request(body, content_type))
+        logs.receive_events(tenant, decoded, recorded_by=str(request.user))
+        message = "; ".join(decoded.rejected[:5])
+        return HttpResponse(logs.export_response(content_type, len(decoded.rejected), message),
+                            content_type=content_type)

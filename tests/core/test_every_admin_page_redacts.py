@@ -54,7 +54,7 @@ def _deferred(acme: Any, admin_user: Any) -> None:
     run["tool_calls"][1]["input"] = {"token": SECRETS[18].value}
     batch, deferred = parse_for_tenant({"runs": [run]}, lenient=True)
     ingest_batch(acme, batch, recorded_by="agent", deferred=deferred)
-    dismiss_deferred(DeferredItem.objects.order_by("id").first(), by=admin_user,
+    dismiss_deferred(DeferredItem.objects.order_by("id")[0], by=admin_user,
                      justification=f"matches {SECRETS[19].value}")
 
 

@@ -123,3 +123,42 @@ def test_a_bad_role_map_stops_the_start(tmp_path, role_map):
 def test_without_an_issuer_there_is_no_single_sign_on(client, db):
     assert client.get("/oidc/authenticate/").status_code == 404
     assert "Sign in with SSO" not in client.get(reverse("admin:login")).content.decode()
+
+
+@pytest.mark.django_db
+def test_login_events_are_kept_for_the_retention_period_then_removed(settings):
+    """They hold people's addresses: kept as long as security staff need them, not forever."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core.tasks import prune_login_events
+
+    settings.LEDGER_LOGIN_EVENT_RETENTION_DAYS = 30
+    now = timezone.now()
+    for age in (0, 29, 31, 400):
+        LoginEvent.objects.create(at=now - timedelta(days=age), username=f"aged-{age}",
+                                  ip="203.0.113.9", method="password", outcome="success")
+    assert prune_login_events.apply().get() == 2
+    assert sorted(LoginEvent.objects.values_list("username", flat=True)) == ["aged-0",
+                                                                            "aged-29"]
+    assert prune_login_events.apply().get() == 0  # nothing twice
+
+
+@pytest.mark.parametrize(("proxies", "forwarded", "recorded"), [
+    (0, "6.6.6.6", "127.0.0.1"),  # no proxy in front: the header is anyone's to write
+    (1, "198.51.100.23", "198.51.100.23"),  # nginx: X-Forwarded-For $remote_addr
+    # $proxy_add_x_forwarded_for: what the client wrote, then what the proxy saw
+    (1, "6.6.6.6, 198.51.100.23", "198.51.100.23"),
+    (2, "6.6.6.6, 198.51.100.23, 10.0.0.5", "198.51.100.23"),
+])
+def test_behind_proxies_the_client_address_is_the_one_the_outermost_proxy_saw(
+        alice, settings, proxies, forwarded, recorded):
+    """LEDGER_PROXY_COUNT proxies in front: each appends the address it saw, so the client is
+    that many from the right; anything left of it was written by the client."""
+    settings.LEDGER_PROXY_COUNT = proxies
+    client = Client()
+    client.post(reverse("admin:login"), {"username": "alice", "password": "wrong"},
+                REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
+    assert events()[-1][3] == recorded
+    assert AccessAttempt.objects.get(username="alice").ip_address == recorded  # the lockout's

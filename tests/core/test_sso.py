@@ -5,7 +5,7 @@ the governance log), and the id_tokens the portal must refuse."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
@@ -163,3 +163,31 @@ def test_an_unreachable_provider_is_a_recorded_failure_not_a_server_error(
     assert response["Location"] == "/admin/login/"
     assert LoginEvent.objects.get().reason == "the identity provider could not be reached"
     assert "could not be reached" in client.get("/admin/login/").content.decode()
+
+
+def test_signing_out_sends_a_single_sign_on_user_to_the_providers_end_session(
+        oidc_provider, acme, client):
+    sign_in(client, oidc_provider, "alice")
+    id_token = client.session["oidc_id_token"]
+    response = client.post("/admin/logout/")
+    assert response.status_code == 302
+    parts = urlsplit(response["Location"])
+    assert f"{parts.scheme}://{parts.netloc}" == oidc_provider.issuer
+    asked = parse_qs(parts.query)
+    assert asked["id_token_hint"] == [id_token]
+    assert asked["post_logout_redirect_uri"] == ["http://testserver/admin/login/"]
+    assert not client.get("/").wsgi_request.user.is_authenticated  # ours ended first
+    # the browser follows that redirect after a form: the page's CSP must let it
+    assert f"form-action 'self' {oidc_provider.issuer}" in response["Content-Security-Policy"]
+
+
+def test_a_password_user_signs_out_here_alone(oidc_provider, acme, client, alice):
+    client.force_login(alice, backend="django.contrib.auth.backends.ModelBackend")
+    response = client.post("/admin/logout/")
+    assert response["Location"] == "/admin/login/"  # not the provider: no session there
+    assert not client.get("/").wsgi_request.user.is_authenticated
+
+
+def test_without_single_sign_on_forms_lead_nowhere_but_here(client):
+    policy = client.get("/admin/login/")["Content-Security-Policy"]
+    assert "form-action 'self';" in policy

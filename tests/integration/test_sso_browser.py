@@ -61,3 +61,23 @@ def test_sso_roles_follow_the_idp_groups_in_a_browser(browser, live_server, oidc
     assert removal.body == ("removed role approve from user alice (single sign-on: IdP groups "
                             "acme-governors)")
     assert removal.data["source"].startswith("single sign-on")
+
+
+def test_signing_out_of_the_portal_signs_out_of_the_provider_too(browser, live_server,
+                                                                  oidc_provider, acme):
+    """The next person at the same browser who clicks "Sign in with SSO" meets the provider's
+    form, not the previous person's session."""
+    from core.models import LoginEvent, LoginMethod
+
+    page = sso_sign_in(browser, live_server, "alice", "alice-home-before-signing-out")
+    page.locator("#logout-form button").click()
+    # the provider asks before it ends its own session (RP-initiated logout)
+    page.get_by_role("button", name="Yes, sign me out").click()
+    page.wait_for_url(f"{live_server.url}/admin/login/")
+    shoot_sso(page, "signed-out")
+
+    page.get_by_role("link", name="Sign in with SSO").click()
+    page.wait_for_selector("#login")  # asked again: no one is signed in at the provider
+    page.context.close()
+    signed_out = LoginEvent.objects.filter(username="alice", outcome="logout").get()
+    assert signed_out.method == LoginMethod.OIDC

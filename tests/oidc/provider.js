@@ -1,7 +1,8 @@
 // A real OpenID provider (the certified `oidc-provider` package) on loopback, for the portal's
 // single sign-on tests. Test data only: two users, one client, a signing key made at start.
 //
-//   node provider.js --port 9400 --redirect-uri http://localhost:8081/oidc/callback/ [...]
+//   node provider.js --port 9400 --redirect-uri http://localhost:8081/oidc/callback/ \
+//     --post-logout-uri http://localhost:8081/admin/login/ [...]
 //
 // Besides the standard endpoints (discovery, authorization with PKCE, token, userinfo, JWKS),
 // it serves a plain login form at /interaction/<uid> (a user name, no password), and, for the
@@ -19,6 +20,7 @@ const { values: args } = parseArgs({
   options: {
     port: { type: 'string', default: '9400' },
     'redirect-uri': { type: 'string', multiple: true, default: [] },
+    'post-logout-uri': { type: 'string', multiple: true, default: [] },
     'client-id': { type: 'string', default: 'ledger-portal' },
     'client-secret': { type: 'string', default: 'test-only-client-secret' },
   },
@@ -39,6 +41,7 @@ const provider = new Provider(issuer, {
     client_id: args['client-id'],
     client_secret: args['client-secret'],
     redirect_uris: args['redirect-uri'],
+    post_logout_redirect_uris: args['post-logout-uri'],
     grant_types: ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_post',

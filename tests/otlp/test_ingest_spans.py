@@ -7,6 +7,8 @@ import json
 import pytest
 from django.test import Client
 
+from core.models import Tenant
+from runs.governance_log import setting_up
 from runs.integrity import verify_tenant
 from runs.models import (
     Annotation,
@@ -27,6 +29,13 @@ from .conftest import JSON, PROTOBUF, export_response
 pytestmark = pytest.mark.django_db
 
 
+def _register_the_tools(tenant: Tenant) -> None:
+    """The tenant's registry knows the trace's tools (an unknown tool is flagged)."""
+    with setting_up():
+        Tool.objects.create(tenant=tenant, name="get_weather", action_class="read")
+        Tool.objects.create(tenant=tenant, name="send_email", action_class="write")
+
+
 def _timeline(run: Run) -> list[str]:
     kinds = [(m.seq, "model_call") for m in ModelCall.objects.filter(run=run)]
     kinds += [(t.seq, f"tool_call:{t.tool.name}") for t in ToolCall.objects.filter(run=run)]
@@ -36,6 +45,7 @@ def _timeline(run: Run) -> list[str]:
 
 
 def test_an_agent_trace_in_protobuf_becomes_a_closed_run_with_its_calls(acme, otlp_post):
+    _register_the_tools(acme)
     trace_id, spans = s.agent_trace()
     response = otlp_post(acme, s.protobuf(*spans))
 
@@ -127,6 +137,7 @@ def test_a_gzip_body_is_accepted(acme, otlp_post):
 
 
 def test_children_wait_for_their_root_across_requests(acme, otlp_post):
+    _register_the_tools(acme)
     trace_id, spans = s.agent_trace()
     *children, root = spans
     assert otlp_post(acme, s.protobuf(children[1], children[0])).status_code == 200
@@ -263,11 +274,23 @@ def test_a_globex_key_writes_only_into_globex(acme, globex, otlp_post):
 
 
 def test_action_class_comes_from_the_registered_tool(acme, otlp_post):
-    Tool.objects.create(tenant=acme, name="send_email", action_class="exfil")
+    Tool.objects.create(tenant=acme, name="send_email", action_class="write")
     _, spans = s.agent_trace()
     otlp_post(acme, s.protobuf(*spans))
     assert dict(ToolCall.objects.values_list("tool__name", "action_class")) == {
-        "get_weather": "read", "send_email": "exfil"}
+        "get_weather": "exfil", "send_email": "write"}
+
+
+def test_an_unregistered_tool_is_never_silently_read_it_is_flagged_as_exfil(acme, otlp_post):
+    _, spans = s.agent_trace(failing_tool=False)
+    otlp_post(acme, s.protobuf(*spans))
+    call = ToolCall.objects.select_related("tool").get(tool__name="get_weather")
+    assert call.action_class == "exfil"  # the strictest class until someone registers it
+    assert call.tool.action_class == "exfil"  # and so it enters the registry
+    flag = Annotation.objects.get(target_call_id=call.call_id)
+    assert flag.data == {"label": "unregistered_tool", "tool": "get_weather",
+                         "action_class": "exfil"}
+    assert "not in the tool registry" in flag.body
 
 
 def test_unmappable_spans_are_kept_raw_on_the_run(acme, otlp_post):
@@ -283,7 +306,7 @@ def test_unmappable_spans_are_kept_raw_on_the_run(acme, otlp_post):
 
     run = Run.objects.get(tenant=acme, run_id=run_id_for(trace_id))
     notes = {a.data["otel_span"]["name"]: a for a in Annotation.objects.filter(
-        run=run, annotation_kind=AnnotationKind.NOTE)}
+        run=run, annotation_kind=AnnotationKind.NOTE) if "otel_span" in a.data}
     assert set(notes) == {"GET /forecast", "retrieval docs"}
     assert notes["GET /forecast"].data["otel_span"]["attributes"]["url.full"] == (
         "https://api.example/forecast")
@@ -402,3 +425,13 @@ def test_names_with_spaces_and_slashes_become_ledger_ids(acme, otlp_post):
     assert run.metadata["conversation_id"] == "conv 42/alpha"
     call = ToolCall.objects.select_related("tool").get(run=run)
     assert (call.tool.name, call.tool_call_ref) == ("Search-Web", "call-7")
+
+
+def test_a_tool_span_buffered_before_its_root_takes_its_registered_class(acme, otlp_post):
+    with setting_up():
+        Tool.objects.create(tenant=acme, name="send_email", action_class="exfil")
+    _, spans = s.agent_trace()
+    *children, root = spans
+    assert otlp_post(acme, s.protobuf(*children)).status_code == 200  # buffered, pending
+    assert otlp_post(acme, s.protobuf(root)).status_code == 200
+    assert ToolCall.objects.get(tool__name="send_email").action_class == "exfil"

@@ -90,13 +90,17 @@ class LedgerClient:
 
     def run(self, *, agent_id: str | None = None, goal: str = "", run_id: str | None = None,
             agent_name: str = "", trigger_ref: str = "",
-            metadata: dict[str, Any] | None = None) -> Run:
-        """Start a run (recorded at once as ``running``); use it as a context manager."""
+            metadata: dict[str, Any] | None = None, traceparent: str | None = None) -> Run:
+        """Start a run (recorded at once as ``running``); use it as a context manager.
+
+        Inside a W3C trace (``traceparent``, else the current OpenTelemetry span, else the
+        ``TRACEPARENT`` variable) the run is the one the portal records the trace's spans in
+        (``otel-<trace id>``), so an agent using the client and OpenTelemetry gets one run."""
         agent_id = agent_id or self.agent_id
         if not agent_id:
             raise ValueError("a run needs an agent_id (here, or on the LedgerClient)")
         return Run(self, agent_id=agent_id, goal=goal, run_id=run_id, agent_name=agent_name,
-                   trigger_ref=trigger_ref, metadata=metadata)
+                   trigger_ref=trigger_ref, metadata=metadata, traceparent=traceparent)
 
     # -- gating -----------------------------------------------------------------------------
 
@@ -130,15 +134,19 @@ class LedgerClient:
         what is recorded as input; a fresh idempotency key is recorded with the call and
         passed to the tool (and the dry run) if it takes an ``idempotency_key`` argument.
         Called inside ``with client.run(...)``, the call is recorded in that run (refused
-        calls too, as ``denied`` or ``cancelled``)."""
+        calls too, as ``denied`` or ``cancelled``). A ``tool_call_ref=`` keyword (the tool
+        call's own id, as the model named it) is recorded with the call and not passed to
+        the tool, unless the tool itself takes a ``tool_call_ref`` argument."""
 
         def decorate(fn: Callable[P, R]) -> Callable[P, R]:
             signature = inspect.signature(fn)
             tool_takes_key = accepts_idempotency_key(fn)
+            tool_takes_ref = "tool_call_ref" in signature.parameters
             dry_takes_key = dry_run is not None and accepts_idempotency_key(dry_run)
 
             @functools.wraps(fn)
             def gated(*args: P.args, **kwargs: P.kwargs) -> R:
+                ref = "" if tool_takes_ref else str(kwargs.pop("tool_call_ref", "") or "")
                 arguments = _named_arguments(signature, args, kwargs)
 
                 def invoke(key: str) -> Any:
@@ -152,7 +160,7 @@ class LedgerClient:
                     self._gatekeeper, current_run(), name, action_class, arguments,
                     invoke=invoke, dry_run=invoke_dry_run if dry_run is not None else None,
                     supports_rollback=supports_rollback, classifications=classifications,
-                    approval_timeout=approval_timeout))
+                    approval_timeout=approval_timeout, tool_call_ref=ref))
 
             return gated
 

@@ -222,7 +222,7 @@ def call_gated(gatekeeper: Gatekeeper, run: Run | None, tool: str, action_class:
                arguments: dict[str, Any], *, invoke: Callable[[str], Any],
                dry_run: Callable[[str], Any] | None, supports_rollback: bool = False,
                classifications: dict[str, Label] | None = None,
-               approval_timeout: float | None = None) -> Any:
+               approval_timeout: float | None = None, tool_call_ref: str = "") -> Any:
     """Clear the call, run it (or its dry run) with a fresh idempotency key and record it in
     ``run``. A call that is not cleared is recorded too (``denied``, or ``cancelled`` when
     no answer came in time) before the ``GateError`` is raised."""
@@ -238,7 +238,7 @@ def call_gated(gatekeeper: Gatekeeper, run: Run | None, tool: str, action_class:
         call = run.tool_call(tool, action_class=action_class,  # type: ignore[arg-type]
                              input=arguments, call_id=call_id,
                              supports_rollback=supports_rollback,
-                             classifications=classifications)
+                             classifications=classifications, tool_call_ref=tool_call_ref)
         call.error = {"type": type(exc).__name__, "message": str(exc),
                       "decision": exc.decision.id if exc.decision else None}
         call.finish(status="cancelled" if waited else "denied")
@@ -267,7 +267,7 @@ def call_gated(gatekeeper: Gatekeeper, run: Run | None, tool: str, action_class:
                        input=arguments, call_id=clearance.call_id,
                        idempotency_key=clearance.idempotency_key,
                        supports_rollback=supports_rollback,
-                       classifications=classifications) as call:
+                       classifications=classifications, tool_call_ref=tool_call_ref) as call:
         call.output = target(clearance.idempotency_key)
     if clearance.sandbox:
         run.note(f"{tool} ran as a dry run (sandbox_only)", target_call_id=call.call_id,

@@ -9,9 +9,12 @@ its end arrives as a note on the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import re
+import sys
 import threading
 import uuid
 from contextvars import ContextVar, Token
@@ -42,6 +45,44 @@ _current_run: ContextVar[Run | None] = ContextVar("ledger_current_run", default=
 def current_run() -> Run | None:
     """The run whose ``with`` block this code runs in (per thread / asyncio task), if any."""
     return _current_run.get()
+
+
+#: how long a run that follows a trace waits for the portal to have its header (seconds)
+TRACED_START_TIMEOUT = 5.0
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+def trace_context(traceparent: str | None = None) -> tuple[str, str] | None:
+    """(trace id, parent span id) of the W3C trace context a run belongs to: ``traceparent``
+    if given, else the current OpenTelemetry span (when the agent uses OpenTelemetry), else
+    the ``TRACEPARENT`` environment variable. None when there is none, or it is invalid (the
+    W3C rule: an invalid traceparent starts a new trace)."""
+    if traceparent is None:
+        traceparent = _current_traceparent() or os.environ.get("TRACEPARENT", "")
+    match = _TRACEPARENT.match(traceparent.strip().lower())
+    if not match or match[1] == "ff" or not int(match[2], 16) or not int(match[3], 16):
+        return None
+    return match[2], match[3]
+
+
+def _current_traceparent() -> str | None:
+    """The current span's context, read only if the agent already imported OpenTelemetry:
+    the client itself depends on nothing beyond the standard library."""
+    api = sys.modules.get("opentelemetry.trace")
+    if api is None:
+        return None
+    context = api.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def _flush_opentelemetry() -> None:
+    api = sys.modules.get("opentelemetry.trace")
+    force_flush = getattr(api.get_tracer_provider(), "force_flush", None) if api else None
+    if force_flush is not None:
+        with contextlib.suppress(Exception):  # the agent's telemetry must not fail its run
+            force_flush(5000)
 
 
 def new_id(prefix: str) -> str:
@@ -121,8 +162,14 @@ class Run:
 
     def __init__(self, client: LedgerClient, *, agent_id: str, goal: str = "",
                  run_id: str | None = None, agent_name: str = "", trigger_ref: str = "",
-                 metadata: dict[str, Any] | None = None):
+                 metadata: dict[str, Any] | None = None, traceparent: str | None = None):
         self._client = client
+        traced = trace_context(traceparent)
+        self.trace_id = traced[0] if traced else ""
+        if traced:
+            # The run the portal records the trace's OpenTelemetry spans in: one run, not two.
+            run_id = run_id or f"otel-{traced[0]}"
+            metadata = {"trace_id": traced[0], "parent_span_id": traced[1], **(metadata or {})}
         self.run_id = _check_external_id("run_id", run_id or new_id("run"))
         self.agent_id = _check_external_id("agent_id", agent_id)
         trigger_ref = _check_external_id("trigger_ref", trigger_ref, optional=True)
@@ -140,6 +187,10 @@ class Run:
             "metadata": metadata or {}})
         client._run_started(self)
         self._send(Item(self.run_id, self._header))
+        if traced:
+            # The run must exist before its first span is exported, so the portal records
+            # the spans into it rather than waiting for the trace to end.
+            client.flush(timeout=TRACED_START_TIMEOUT)
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id} {self.status}>"
@@ -177,6 +228,8 @@ class Run:
                 self._open_step._finish(None if status == "succeeded" else status)
             self.status = status
             end = frozen_json({"status": status, "ended_at": _iso(now())})
+        if self.trace_id:
+            _flush_opentelemetry()  # the spans that ended in the run reach it before its end
         self._send(Item(self.run_id, self._header, end=end))
         self._client._run_ended(self)
 
@@ -269,8 +322,9 @@ class Run:
                   arguments: dict[str, Any] | None = None, dry_run: Any = None,
                   supports_rollback: bool = False,
                   classifications: dict[str, Label] | None = None,
-                  approval_timeout: float | None = None) -> Any:
-        """Gate, run and record ``fn(**arguments)``: see ``LedgerClient.gated_tool``."""
+                  approval_timeout: float | None = None, tool_call_ref: str = "") -> Any:
+        """Gate, run and record ``fn(**arguments)``: see ``LedgerClient.gated_tool``.
+        ``tool_call_ref``: the tool call's own id, as the model named it."""
         from .gating import call_gated
 
         arguments = dict(arguments or {})
@@ -279,7 +333,8 @@ class Run:
                           dry_run=(None if dry_run is None else
                                    lambda key: _call_with_key(dry_run, arguments, key)),
                           supports_rollback=supports_rollback,
-                          classifications=classifications, approval_timeout=approval_timeout)
+                          classifications=classifications, approval_timeout=approval_timeout,
+                          tool_call_ref=tool_call_ref)
 
     # -- plumbing ---------------------------------------------------------------------------
 

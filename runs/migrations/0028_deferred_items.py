@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('ledger_portal', '0012_tenant_batch_unknown_fields'),
-        ('runs', '0024_search_indexes'),
+        ('runs', '0027_otlp_log_events'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
