@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('source', models.CharField(choices=[('batch', 'batch ingestion'), ('otlp_span', 'OpenTelemetry span'), ('otlp_trace_gap', 'OpenTelemetry trace gap'), ('chain_gap', 'chain gap')], max_length=20)),
-                ('reason_code', models.CharField(choices=[('unknown_field', 'Unknown Field'), ('unknown_value', 'Unknown Value'), ('unmapped_span', 'Unmapped Span'), ('invalid_span', 'Invalid Span'), ('late_span', 'Late Span'), ('trace_without_run', 'Trace Without Run'), ('missing_root', 'Missing Root'), ('missing_parent', 'Missing Parent'), ('chain_gap', 'Chain Gap')], max_length=30)),
+                ('reason_code', models.CharField(choices=[('unknown_field', 'Unknown Field'), ('unknown_value', 'Unknown Value'), ('unmapped_span', 'Unmapped Span'), ('invalid_span', 'Invalid Span'), ('late_span', 'Late Span'), ('trace_without_run', 'Trace Without Run'), ('missing_root', 'Missing Root'), ('missing_parent', 'Missing Parent'), ('event_without_span', 'Event Without Span'), ('chain_gap', 'Chain Gap')], max_length=30)),
                 ('reason', models.TextField(help_text='Why it could not be placed, for people.')),
                 ('payload', models.JSONField(help_text='What was received and not placed, as received (shown redacted, strict by default, like all ledger content).')),
                 ('run_id', models.CharField(blank=True, help_text='The run it belongs to, when there is one.', max_length=200)),

@@ -42,6 +42,7 @@ class DeferredReason(models.TextChoices):
     TRACE_WITHOUT_RUN = "trace_without_run"
     MISSING_ROOT = "missing_root"
     MISSING_PARENT = "missing_parent"
+    EVENT_WITHOUT_SPAN = "event_without_span"
     CHAIN_GAP = "chain_gap"
 
 
