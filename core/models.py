@@ -52,6 +52,13 @@ class Tenant(models.Model):
                  ("trust_declared", "decide by the class the agent declares")],
         help_text="How calls to tools missing from the tool registry are decided: their "
         "declared class is only the agent's word.")
+    batch_unknown_fields = models.CharField(
+        max_length=10, default="strict",
+        choices=[("strict", "refuse the batch (400), nothing recorded"),
+                 ("lenient", "record the known part, defer the rest for reconciliation")],
+        help_text="What batch ingestion does with fields or enum values it does not know (a "
+        "newer agent's): strict refuses the whole batch; lenient records what it knows and "
+        "keeps the rest as deferred items (Deferred pending ledger schema reconciliation).")
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords(get_user=history_user)

@@ -36,7 +36,8 @@ PAYLOAD_FIELDS = ("input", "output", "error", "messages", "response", "body", "d
 # sets ``standalone=True`` runs without Django and is called as ``func(args)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "approvals.cli", "exports.cli", "incidents.cli", "runs.annotation_cli", "runs.retention_cli",
-    "runs.commitment_cli", "operations.replay_cli", "operations.rollback_cli", "policies.cli")
+    "runs.commitment_cli", "runs.deferred_cli", "operations.replay_cli",
+    "operations.rollback_cli", "policies.cli")
 
 
 def _setup() -> None:
@@ -170,7 +171,18 @@ def cmd_show(args: argparse.Namespace, user: Actor) -> int:
                   f"{run['last_seq']} records · head {_shown_head(run)} · redaction "
                   f"{redaction.level}")
     console.print(_timeline_table(run, args.full))
+    _print_deferred(console, tenant_id, run["run_id"])
     return EXIT_OK
+
+
+def _print_deferred(console: Any, tenant_id: int, run_id: str) -> None:
+    """Where the run's data is missing: the count of its pending deferred items."""
+    from runs.deferred import pending_on_run
+
+    pending, _ = pending_on_run(tenant_id, run_id, limit=1)
+    if pending:
+        console.print(f"Deferred pending ledger schema reconciliation: {pending} item"
+                      f"{'s' if pending != 1 else ''} (ledger reconcile --list)", markup=False)
 
 
 def _shown_head(run: dict[str, Any]) -> str:
@@ -203,6 +215,7 @@ def cmd_verify(args: argparse.Namespace, user: Actor) -> int:
 
     from core.models import Tenant
     from core.roles import Role
+    from runs.deferred import keep_chain_gaps
     from runs.integrity import verify_tenant
 
     tenants = Tenant.objects.for_user(user, Role.VIEW_LEDGER)
@@ -232,6 +245,9 @@ def cmd_verify(args: argparse.Namespace, user: Actor) -> int:
               f"{report.digests} digests: {status}")
         for problem in report.breaks:
             print(f"  BROKEN {problem}")
+        if keep_chain_gaps(tenant, report.breaks, found_by=f"ledger verify ({user})"):
+            print("  missing records kept as deferred items: ledger reconcile --tenant "
+                  f"{tenant.slug} --source chain_gap --list")
         broken = broken or not report.intact
     return EXIT_TAMPERED if broken else EXIT_OK
 

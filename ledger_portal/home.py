@@ -133,6 +133,20 @@ def alarms_panel(user: Viewer) -> Panel:
                                  a.detail), alarm=True)
 
 
+def deferred_panel(user: Viewer) -> Panel:
+    """Per tenant, how many received items wait for reconciliation (the runbook's "Deferred
+    pending ledger schema reconciliation"); operators apply or dismiss them."""
+    from runs.deferred import pending_counts
+
+    rows = pending_counts(user)
+    listing = reverse("admin:runs_deferreditem_changelist")
+    return _panel("deferred", "Deferred pending ledger schema reconciliation",
+                  "Nothing waits for reconciliation.", listing + "?status__exact=pending", rows,
+                  lambda row: Item(f"{row[0]}: {row[2]} pending item{'s' if row[2] != 1 else ''}",
+                                   f"{listing}?status__exact=pending&tenant__id__exact={row[1]}",
+                                   f"ledger reconcile --tenant {row[0]} --list"))
+
+
 def governance_panel(user: Viewer) -> Panel:
     """Drafts someone else wrote, for this person to review and publish, and exceptions
     someone else asked for, for them to grant (four-eyes: never their own)."""
@@ -168,6 +182,7 @@ PANELS: list[tuple[str, Callable[[Viewer], Panel]]] = [
     (Role.VIEW_LEDGER, incidents_panel),
     (Role.VIEW_LEDGER, failed_runs_panel),
     (Role.VIEW_LEDGER, divergences_panel),
+    (Role.VIEW_LEDGER, deferred_panel),
     (Role.EXPORT, exports_panel),
     (Role.MANAGE_POLICIES, governance_panel),
 ]

@@ -26,7 +26,7 @@ class StateCollector(Collector):
 
         from approvals.models import ApprovalRequest
         from core.models import WorkerHeartbeat
-        from runs.models import IntegrityAlarm
+        from runs.models import DeferredItem, IntegrityAlarm
 
         approvals = GaugeMetricFamily("ledger_approval_requests",
                                       "Approval requests by status", labels=["status"])
@@ -34,6 +34,13 @@ class StateCollector(Collector):
                                .annotate(n=Count("id"))):
             approvals.add_metric([status], number)
         yield approvals
+        deferred = GaugeMetricFamily(
+            "ledger_deferred_items", "Received data not placed in the ledger (Deferred pending "
+            "ledger schema reconciliation), by status and source", labels=["status", "source"])
+        for status, source, number in (DeferredItem.objects.order_by().values_list(
+                "status", "source").annotate(n=Count("id"))):
+            deferred.add_metric([status, source], number)
+        yield deferred
         alarms = GaugeMetricFamily("ledger_integrity_alarms",
                                    "Integrity alarms raised (they are kept, never deleted)")
         alarms.add_metric([], IntegrityAlarm.objects.count())

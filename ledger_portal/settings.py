@@ -381,6 +381,7 @@ CELERY_BEAT_SCHEDULE = {
     "dispatch-outbox": {"task": "ledger_portal.dispatch_outbox", "schedule": 10},
     "escalate-overdue-approvals": {"task": "approvals.escalate_overdue", "schedule": 60},
     "assemble-idle-otel-traces": {"task": "runs.assemble_idle_otel_traces", "schedule": 10},
+    "defer-orphan-otel-events": {"task": "runs.defer_orphan_otel_events", "schedule": 60},
     "fail-stuck-rollbacks": {"task": "runs.fail_stuck_rollbacks", "schedule": 60},
     "seal-tenant-digests": {
         "task": "runs.seal_tenant_digests",
@@ -473,6 +474,7 @@ LEDGER_TASK_TIME_LIMITS: dict[str, int] = {
     "runs.apply_retention": 3000,
     "runs.seal_tenant_digests": 600,
     "runs.assemble_idle_otel_traces": 120,
+    "runs.defer_orphan_otel_events": 120,
     "runs.watch_replays": 120,
     "runs.fail_stuck_rollbacks": 120,
     "ledger_portal.watch_jobs": 120,

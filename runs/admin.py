@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -27,6 +28,7 @@ from .models import (
     Agent,
     Annotation,
     CommitmentKey,
+    DeferredItem,
     IntegrityAlarm,
     LegalHold,
     ModelCall,
@@ -302,3 +304,69 @@ class CommitmentKeyAdmin(TenantScopedAdmin):
                 continue
             new = rotate_commitment_key(tenant, by=actor_of(request))
             self.message_user(request, f"{tenant}: {new.key_id} is current")
+
+
+class DeferredActionForm(helpers.ActionForm):
+    justification = forms.CharField(
+        required=False, label="Justification (to dismiss)",
+        widget=forms.TextInput(attrs={"size": 50}))
+
+
+@admin.register(DeferredItem)
+class DeferredItemAdmin(TenantScopedAdmin):
+    """The reconciliation queue: what the portal received and could not place yet. Read-only;
+    applying and dismissing (operate role) go through ``runs.deferred``."""
+
+    content_fields = ("payload", "reason", "justification")
+    list_display = ["id", "tenant", "status", "source", "reason_code", "reason", "run",
+                    "received_at", "resolved_by_label"]
+    list_filter = ["tenant", "status", "source", "reason_code"]
+    list_select_related = ["tenant"]
+    search_fields = ["=run_id"]
+    search_help_text = "A run_id, whole."
+    ordering = ["-id"]
+    action_form = DeferredActionForm
+    actions = ["apply_selected", "dismiss_selected"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return [f.name for f in self.model._meta.fields]
+
+    @admin.display(description="run")
+    def run(self, item: DeferredItem) -> str:
+        url = timeline_url(item.tenant.slug, item.run_id) if item.run_id else None
+        return format_html('<a href="{}">{}</a>', url, item.run_id) if url else (
+            item.run_id or "-")
+
+    @admin.action(description="Apply: record what the current mapping places (operate)")
+    def apply_selected(self, request: HttpRequest, queryset: QuerySet[DeferredItem]) -> None:
+        from django.core.exceptions import PermissionDenied
+
+        from .deferred import apply_deferred
+
+        for item in queryset.select_related("tenant").order_by("id"):
+            try:
+                outcome = apply_deferred(item, by=actor_of(request))
+            except PermissionDenied as exc:
+                self.message_user(request, f"item {item.pk}: {exc}", messages.ERROR)
+                continue
+            level = messages.SUCCESS if outcome.outcome == "applied" else messages.WARNING
+            self.message_user(request, f"item {item.pk}: {outcome.outcome.replace('_', ' ')}"
+                              f"{': ' + outcome.detail if outcome.detail else ''}", level)
+
+    @admin.action(description="Dismiss with the justification given (operate)")
+    def dismiss_selected(self, request: HttpRequest, queryset: QuerySet[DeferredItem]) -> None:
+        from django.core.exceptions import PermissionDenied, ValidationError
+
+        from .deferred import dismiss_deferred
+
+        justification = request.POST.get("justification", "")
+        for item in queryset.select_related("tenant").order_by("id"):
+            try:
+                dismiss_deferred(item, by=actor_of(request), justification=justification)
+            except PermissionDenied as exc:
+                self.message_user(request, f"item {item.pk}: {exc}", messages.ERROR)
+            except ValidationError as exc:
+                self.message_user(request, f"item {item.pk}: {' '.join(exc.messages)}",
+                                  messages.ERROR)
+            else:
+                self.message_user(request, f"item {item.pk} dismissed", messages.SUCCESS)

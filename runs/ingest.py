@@ -23,6 +23,7 @@ from core.models import Tenant
 
 from .annotations import GOVERNANCE_RUN_ID
 from .bulk import build, insert_all
+from .deferred_batch import DeferredIn
 from .ingest_schema import BatchIn, ModelCallIn, RunIn, ToolCallIn
 from .models import (
     Agent,
@@ -66,16 +67,25 @@ class BatchForbidden(BatchRejected):
 class IngestResult:
     created: Counter[str] = field(default_factory=Counter)
     unchanged: Counter[str] = field(default_factory=Counter)
+    #: what lenient ingestion kept for reconciliation: [{path, reason}]
+    deferred: list[dict[str, str]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, dict[str, int]]:
-        return {"created": {k: self.created[k] for k in KINDS},
-                "unchanged": {k: self.unchanged[k] for k in KINDS}}
+    def as_dict(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"created": {k: self.created[k] for k in KINDS},
+                                  "unchanged": {k: self.unchanged[k] for k in KINDS}}
+        if self.deferred:
+            answer["deferred"] = self.deferred
+        return answer
 
 
 def ingest_batch(tenant: Tenant, batch: BatchIn, recorded_by: str = "",
-                 for_agents: Collection[str] | None = None) -> IngestResult:
+                 for_agents: Collection[str] | None = None,
+                 deferred: Sequence[DeferredIn] = (), reconciling: bool = False
+                 ) -> IngestResult:
     """Append ``batch`` to ``tenant``'s ledger atomically. ``for_agents``: the agents whoever
-    sends it may record for (an API key's binding; None: any)."""
+    sends it may record for (an API key's binding; None: any). ``deferred``: what lenient
+    ingestion kept back from it, stored in the same transaction. ``reconciling``: records
+    placed by reconciliation may join a closed run (they were received before it closed)."""
     if recorded_by != PORTAL_AGENT_ID:
         _refuse_the_portals_own(batch)
     if for_agents is not None:
@@ -84,7 +94,13 @@ def ingest_batch(tenant: Tenant, batch: BatchIn, recorded_by: str = "",
     for attempt in (1, 2):
         try:
             with transaction.atomic():
-                result = _BatchWriter(tenant, batch, recorded_by).write()
+                result = _BatchWriter(tenant, batch, recorded_by, reconciling).write()
+                if deferred:
+                    from .deferred import keep_deferred
+
+                    keep_deferred(tenant, deferred, received_by=recorded_by)
+                    result.deferred = [{"path": d.payload.get("path", ""), "reason": d.reason}
+                                       for d in deferred]
             count_ingested(result.created)
             return result
         except IntegrityError:
@@ -179,8 +195,10 @@ def _differences(stored: dict[str, Any], incoming: dict[str, Any]) -> str:
 
 
 class _BatchWriter:
-    def __init__(self, tenant: Tenant, batch: BatchIn, recorded_by: str):
+    def __init__(self, tenant: Tenant, batch: BatchIn, recorded_by: str,
+                 reconciling: bool = False):
         self.tenant = tenant
+        self.reconciling = reconciling
         self.batch = batch
         self.recorded_by = recorded_by
         self.result = IngestResult()
@@ -314,7 +332,7 @@ class _BatchWriter:
             if self._is_new(f"{path}.annotations[{j}]", "annotations", note, stored_an, run):
                 new.append((when, 3, note))
 
-        if new and run.is_closed:
+        if new and run.is_closed and not self.reconciling:
             self._conflict(path, f"run {run.run_id!r} is {run.status} and takes no new records")
 
         new.sort(key=lambda item: (item[0], item[1]))

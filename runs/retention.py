@@ -38,6 +38,7 @@ from .annotations import GOVERNANCE_RUN_ID, annotate
 from .integrity import RECORD_MODELS, Scope, VerifyReport, _verify_digests, verify_scope
 from .models import (
     AnnotationKind,
+    DeferredItem,
     LegalHold,
     OtlpEvent,
     OtlpSpan,
@@ -102,6 +103,8 @@ def apply_retention(tenant: Tenant, now: datetime | None = None, *, dry_run: boo
     now = now or timezone.now()
     report = RetentionReport(tenant.slug, None if tenant.retention_days is None else
                              now - timedelta(days=tenant.retention_days))
+    if report.cutoff is not None and not dry_run:
+        _remove_deferred_without_a_run(tenant, report.cutoff)
     due = due_runs(tenant, now)
     report.due = due.count()
     holds = held_runs(tenant, due, now)
@@ -139,6 +142,8 @@ def _remove_batch(tenant: Tenant, now: datetime, kept: set[int], batch: int,
                     for run_id, head in sorted(heads.items())}
     record = _sign_removal(tenant, now, removed_runs)
     _delete_runs(record, pks)
+    # What was received for these runs and never placed carries the same content: it goes too.
+    DeferredItem.objects.filter(tenant=tenant, run_id__in=list(heads)).delete()
     annotate(tenant, AnnotationKind.RETENTION,
              f"Retention removed {len(pks)} runs ({record.records} records) that ended before "
              f"{record.cutoff:%Y-%m-%d}; removal record #{record.number}",
@@ -148,6 +153,12 @@ def _remove_batch(tenant: Tenant, now: datetime, kept: set[int], batch: int,
     report.removed_records += record.records
     report.removal_records.append(record.number)
     return len(pks)
+
+
+def _remove_deferred_without_a_run(tenant: Tenant, cutoff: datetime) -> None:
+    """Deferred items of no run (a trace without one, a batch's unknown top-level field)
+    received before the cutoff: nothing holds them, and they carry agent content."""
+    DeferredItem.objects.filter(tenant=tenant, run_id="", received_at__lt=cutoff).delete()
 
 
 def _not_intact(tenant: Tenant, pks: list[int]) -> set[int]:

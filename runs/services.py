@@ -64,6 +64,8 @@ REDACTED_FIELDS = {
     "tool_call": ("input", "output", "error", "tool_call_ref", "idempotency_key"),
     "annotation": ("body", "data"),
     "integrity_alarm": (),  # no agent content, but its heads hash some
+    # what was received and not placed; a reason can quote it, a justification too
+    "deferred_item": ("payload", "reason", "justification"),
 }
 # The role that lets a reader ask for each level; strict needs none.
 LEVEL_ROLES = {"strict": None, "standard": Role.VIEW_CONFIDENTIAL, "none": Role.VIEW_UNREDACTED}

@@ -39,3 +39,11 @@ def assemble_idle_otel_traces() -> dict[str, int]:
     from .otlp.services import assemble_idle_traces
 
     return assemble_idle_traces()
+
+
+@shared_task(name="runs.defer_orphan_otel_events")
+def defer_orphan_otel_events() -> int:
+    """Beat task: GenAI events whose span never came stop waiting and become deferred items."""
+    from .otlp.logs import defer_orphan_events
+
+    return defer_orphan_events()

@@ -19,6 +19,7 @@ from core.tenancy import has_role
 
 from . import services
 from .api.presenters import RUN_FIELDS, renamed, values_of
+from .deferred import pending_on_run
 from .links import timeline_url
 from .models import Run
 from .redaction import as_text
@@ -28,6 +29,8 @@ from .timeline_html import timeline_rows, unrecorded_decisions
 from .timeline_panels import panel_context
 
 MAX_MATCHES = 50
+#: deferred items listed on a timeline (the count says how many there are)
+DEFERRED_SHOWN = 20
 
 
 @login_required
@@ -75,9 +78,18 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     # the switch offers the levels this reader may use; each use below strict is recorded
     # (redactor_for) as a disclosure
     context["redaction_levels"] = services.allowed_levels(request.user, run["tenant_id"])
+    context.update(_deferred_on(run, redactor))
     context["can_annotate"] = has_role(request.user, Role.OPERATE, run["tenant_id"])
     context["annotation_kinds"] = services.MANUAL_ANNOTATION_KINDS
     return render(request, "runs/timeline.html", context)
+
+
+def _deferred_on(run: dict[str, Any], redactor: services.ViewerRedaction) -> dict[str, Any]:
+    """Where the run's data is missing: its pending deferred items, reasons redacted."""
+    count, items = pending_on_run(run["tenant_id"], run["run_id"], DEFERRED_SHOWN)
+    shown = [{**item, "reason": as_text(redactor.redactor.redact(item["reason"], "reason"))}
+             for item in items]
+    return {"deferred": shown, "deferred_count": count}
 
 
 def visible_run_or_404(user: Viewer, tenant: str, run_id: str) -> Run:

@@ -51,7 +51,7 @@ WRITE_ONLY = {
     "api:incident-freeze", "api:incident-mitigate", "api:incident-close",
     "api:decision-create", "api:approval-withdraw", "api:approval-decision", "otlp-traces",
     "otlp-logs",
-    "replay-step-follow-up",
+    "replay-step-follow-up", "api:deferred-dismiss", "api:deferred-apply",
     "run-replay", "api:backtest-start", "api:exception-grant", "api:exception-revoke",
     "sign-out",
 }
@@ -93,6 +93,7 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
     trace_id, spans = otlp_trace_with_secrets()
     answer = ingest.post("/v1/traces", otlp_json(*spans), content_type="application/json")
     assert answer.status_code == 200, answer.content
+    deferred = deferred_with_secrets(acme, alice, ingest)
     answer = ingest.post(f"/api/v1/runs/{RUN_ID}/annotations/",
                          {"body": f"rotated {SECRETS[9].value}", "kind": "note",
                           "data": {"old": SECRETS[10].value}}, format="json")
@@ -124,7 +125,8 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
         "version_id": [version.pk], "backtest_id": [backtest.pk],
         "exception_id": [exception.pk],
         "tenant": ["acme"], "slug": ["acme"],
-        "run_id": [RUN_ID, REPLAYED, "run-refunds", run_id_for(trace_id)],
+        "run_id": [RUN_ID, REPLAYED, "run-refunds", run_id_for(trace_id),
+                   "walk-deferred-run"],
         "replay_id": [replay.pk], "seq": [replay.steps.order_by("seq").first().seq],
         "export_id": [export.pk], "incident_id": [incident.pk],
         "agent_id": [run["agent_id"]],
@@ -132,7 +134,32 @@ def world(acme, alice, record, tool_server, compensating, refunds, key_client,  
         "rollback_id": [answer.json()["rollbacks"][0]["id"]],
         "approval": list(ApprovalRequest.objects.values_list("pk", flat=True)),
         "incident": [incident.pk],
+        "deferred_id": deferred,
     }
+
+
+def deferred_with_secrets(acme: Any, alice: Any, ingest: Any) -> list[int]:
+    """What a newer agent sends that the portal keeps back (a lenient tenant): secrets in an
+    unknown field, in a field's name, in a record held whole for an unknown value, and in a
+    justification of a dismissal."""
+    from runs.deferred import dismiss_deferred
+    from runs.models import DeferredItem
+
+    acme.batch_unknown_fields = "lenient"
+    acme.save()
+    run = planted_run("walk-deferred-run", model_calls=1)
+    run["tool_calls"][0]["reasoning"] = {"note": f"used {SECRETS[16].value}"}
+    run["tool_calls"][0][f"x_{SECRETS[17].value}"] = 1
+    run["tool_calls"][1]["action_class"] = "impersonate"
+    run["tool_calls"][1]["input"] = {"token": SECRETS[18].value}
+    answer = ingest.post("/api/v1/batches/", {"runs": [run]}, format="json")
+    assert answer.status_code == 201, answer.content
+    acme.batch_unknown_fields = "strict"
+    acme.save()
+    items = list(DeferredItem.objects.filter(tenant=acme).order_by("id"))
+    assert len(items) >= 2
+    dismiss_deferred(items[0], by=alice, justification=f"matches {SECRETS[19].value}")
+    return [item.pk for item in DeferredItem.objects.filter(tenant=acme).order_by("id")]
 
 
 def governed(acme: Any, alice: Any) -> tuple[Any, Any, Any]:
@@ -187,7 +214,10 @@ def otlp_trace_with_secrets() -> tuple[str, list[Any]]:
         events=[("exception", {"exception.type": "AuthError",
                                "exception.message": f"bad token {SECRETS[14].value}"})],
         error=f"failed with {SECRETS[14].value}")
-    return trace_id, [chat, tool, root]
+    unmapped = span(trace_id, "query orders", {  # no ledger record fits it: deferred
+        "db.system": "postgresql", "db.statement": f"-- key {SECRETS[20].value}"},
+        parent=sid(root), start_ms=410, end_ms=420)
+    return trace_id, [chat, tool, unmapped, root]
 
 
 def _routes(patterns: Any = None, prefix: str = "", namespace: str = ""
@@ -347,6 +377,10 @@ def _cli_walk(world: dict[str, list[Any]], tmp: Path) -> dict[str, list[list[str
                                 "refund_payment", "-j", "walked"]],
         "exceptions grant": [["exceptions", "grant", exception]],
         "exceptions revoke": [["exceptions", "revoke", exception]],
+        "reconcile": [["reconcile"], ["reconcile", "--status", "all", "--json"],
+                      ["reconcile", "--apply", "--tenant", "acme"],
+                      ["reconcile", "--dismiss", str(world["deferred_id"][-1]), "-j", "walked"],
+                      ["reconcile", "--list", "--status", "all"]],
     }
 
 

@@ -157,3 +157,25 @@ def test_a_governor_sees_drafts_and_exceptions_someone_else_wrote(acme, globex, 
     for_writer = panel(page(client, writer), "governance")
     assert "No draft or exception waits for your review." in for_writer
     assert 'href="/admin/policies/policyversion/"' in page(client, writer)  # the nav
+
+
+def test_pending_deferred_items_are_counted_per_tenant_and_only_the_readers(acme, globex,
+                                                                          client):
+    from runs.deferred import keep_deferred
+    from runs.deferred_batch import DeferredIn
+
+    def kept(tenant: Any, n: int) -> None:
+        keep_deferred(tenant, [DeferredIn("batch", "unknown_field", "a newer agent's field",
+                                          {"record": {}}, "", f"{tenant.slug}-{i}")
+                               for i in range(n)])
+
+    kept(acme, 3)
+    kept(globex, 2)
+    reader = person("reader", acme, Role.VIEW_LEDGER)
+
+    shown = panel(page(client, reader), "deferred")
+
+    assert "Deferred pending ledger schema reconciliation" in shown
+    assert "acme: 3 pending items" in shown
+    assert f"tenant__id__exact={acme.pk}" in shown
+    assert "globex" not in shown

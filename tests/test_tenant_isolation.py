@@ -51,6 +51,9 @@ WRITE_ONLY_ROUTES = {
     "api:decision-create": "tests/policies/test_decision_api.py::"
                            "test_decisions_are_taken_under_the_keys_own_tenant",
     "otlp-traces": "tests/otlp/test_ingest_spans.py::test_a_globex_key_writes_only_into_globex",
+    **{f"api:deferred-{action}": "tests/runs/test_reconcile.py::"
+                                 "test_another_tenants_operator_sees_and_resolves_none_of_them"
+       for action in ("dismiss", "apply")},
     "otlp-logs": "tests/otlp/test_genai_log_events.py::test_a_globex_key_never_joins_acmes_spans",
     "api:run-annotations": "tests/runs/test_manual_annotations.py::"
                            "test_nobody_annotates_another_tenants_run",
@@ -144,8 +147,14 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
         mode_used="dry_run", status="succeeded", flagged=True, follow_up="open",
         divergence=[{"path": "$.state", "change": "changed", "recorded": "a", "replayed": "b"}])
     from runs.commitments import commitment_key
-    from runs.models import CommitmentKey, IntegrityAlarm
+    from runs.deferred import keep_deferred
+    from runs.deferred_batch import DeferredIn
+    from runs.models import CommitmentKey, DeferredItem, IntegrityAlarm
 
+    keep_deferred(acme, [DeferredIn("batch", "unknown_field", "acme's newer agent",
+                                    {"record": {"call_id": run["tool_calls"][0]["call_id"]}},
+                                    run["run_id"], "acme-deferred-1")])
+    deferred = DeferredItem.objects.get(tenant=acme)
     alarm = IntegrityAlarm.objects.create(
         tenant=acme, run_id=run["run_id"], seq=2, found_head="f" * 64, signed_seq=2,
         signed_head="e" * 64, digest_number=1, detail="rewritten with recomputed hashes")
@@ -161,7 +170,9 @@ def acme_data(acme, record, make_run, api_key) -> dict[str, Any]:
         "version_id": published.pk,
         "backtest_id": backtest.pk,
         "exception_id": exception.pk,
+        "deferred_id": deferred.pk,
         "objects": {
+            DeferredItem: deferred,
             Tenant: acme, ApiKey: ApiKey.objects.get(tenant=acme), Run: stored,
             Agent: stored.agent, Tool: ToolCall.objects.filter(run=stored)[0].tool,
             Step: Step.objects.filter(run=stored).first(),

@@ -180,9 +180,17 @@ class IngestCountsSerializer(serializers.Serializer[Any]):
     annotations = serializers.IntegerField()
 
 
+class DeferredProblemSerializer(serializers.Serializer[Any]):
+    path = serializers.CharField(help_text="Where in the batch, e.g. runs[0].tool_calls[3]")
+    reason = serializers.CharField()
+
+
 class IngestResultSerializer(serializers.Serializer[Any]):
     created = IngestCountsSerializer()
     unchanged = IngestCountsSerializer()
+    deferred = DeferredProblemSerializer(many=True, required=False, help_text=(
+        "Lenient tenants only: what was kept as deferred items (unknown fields or values), "
+        "pending ledger schema reconciliation."))
 
 
 class ProblemSerializer(serializers.Serializer[Any]):

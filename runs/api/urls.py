@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import annotations, views
+from . import annotations, deferred, views
 
 urlpatterns = [
     path("tenants/", views.TenantList.as_view(), name="tenant-list"),
@@ -15,4 +15,11 @@ urlpatterns = [
          name="run-annotations"),
     path("tool-calls/", views.ToolCallList.as_view(), name="toolcall-list"),
     path("tool-calls/<str:call_id>/", views.ToolCallDetail.as_view(), name="toolcall-detail"),
+    path("deferred/", deferred.DeferredItemList.as_view(), name="deferred-list"),
+    path("deferred/<int:deferred_id>/", deferred.DeferredItemDetail.as_view(),
+         name="deferred-detail"),
+    path("deferred/<int:deferred_id>/dismiss/", deferred.DeferredItemDismiss.as_view(),
+         name="deferred-dismiss"),
+    path("deferred/<int:deferred_id>/apply/", deferred.DeferredItemApply.as_view(),
+         name="deferred-apply"),
 ]

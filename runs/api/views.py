@@ -23,7 +23,8 @@ from core.models import Tenant
 from core.roles import Role
 
 from .. import services
-from ..ingest_schema import BatchIn, parse_batch, validation_errors
+from ..deferred_batch import HeldBackInvalid, as_received, parse_for_tenant
+from ..ingest_schema import BatchIn, validation_errors
 from ..models import Agent, IntegrityAlarm, Run, ToolCall
 from . import presenters as p
 from . import serializers as s
@@ -225,6 +226,10 @@ class BatchIngest(APIView):
     One transaction per batch: everything lands or nothing does. Re-sending records that
     already landed changes nothing (200); a record whose external id is taken by different
     content is a 409 naming it. Records are chained in time order under their run.
+
+    Fields or enum values this portal does not know are a 400 (strict, the default). A tenant
+    set to lenient records the known part and keeps the rest as deferred items in the same
+    transaction, listed under ``deferred`` (see ``GET /api/v1/deferred/``).
     """
 
     @extend_schema(
@@ -249,23 +254,27 @@ class BatchIngest(APIView):
             return _rejected("The body is not JSON.", [{"path": "(body)", "message": str(exc)}],
                              400)
         try:
-            batch = parse_batch(data)
+            batch, deferred = parse_for_tenant(data, tenant.batch_unknown_fields == "lenient")
         except ValidationError as exc:
             return _rejected("The batch is invalid; nothing was recorded.",
                              validation_errors(exc), 400)
+        except HeldBackInvalid as exc:
+            return _rejected("The batch is invalid; nothing was recorded.", exc.problems, 400)
         records = sum(run.record_count for run in batch.runs)
         if records > settings.LEDGER_BATCH_MAX_RECORDS:
             return _too_large("records", records)
         try:
             result = services.ingest_batch(tenant, batch, recorded_by=str(request.user),
-                                           for_agents=bound_agents(request.user))
+                                           for_agents=bound_agents(request.user),
+                                           deferred=deferred)
         except services.BatchRejected as exc:
             detail = {409: "Records conflict with what is already recorded; nothing was "
                       "recorded.",
                       403: f"This API key does not act for these agents; nothing was recorded: "
                       f"{exc}"}.get(exc.status_code, "The batch is invalid; nothing was recorded.")
-            return _rejected(detail, exc.problems, exc.status_code)
-        code = status.HTTP_201_CREATED if sum(result.created.values()) else status.HTTP_200_OK
+            return _rejected(detail, as_received(exc.problems, deferred), exc.status_code)
+        code = (status.HTTP_201_CREATED if sum(result.created.values()) or result.deferred
+                else status.HTTP_200_OK)
         return Response(result.as_dict(), status=code)
 
     @staticmethod

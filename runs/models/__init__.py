@@ -1,4 +1,5 @@
 from .base import AppendOnlyViolation, LedgerRecord
+from .deferred import DeferredItem, DeferredReason, DeferredSource, DeferredStatus
 from .governance import (
     GOVERNED_TOOL_FIELDS,
     ActionClass,
@@ -35,6 +36,10 @@ __all__ = [
     "Classification",
     "CommitmentKey",
     "ConnectorKind",
+    "DeferredItem",
+    "DeferredReason",
+    "DeferredSource",
+    "DeferredStatus",
     "DryRunVia",
     "IntegrityAlarm",
     "LedgerRecord",

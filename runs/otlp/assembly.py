@@ -66,6 +66,10 @@ def tool_names(spans: list[SpanDict]) -> set[str]:
 class Outcome:
     state: str
     record_kind: str = ""
+    #: why a span was kept raw; ``deferred``: whether it waits for reconciliation (not when
+    #: another span's record already says what it says)
+    reason: str = ""
+    deferred: bool = False
 
 
 @dataclass
@@ -208,7 +212,8 @@ def assemble(trace_id: str, spans: list[SpanDict], run_span_id: str, context: Tr
         try:
             if kind in (Kind.MODEL_CALL, Kind.TOOL_CALL) and _seen_by_both(span, by_id, kinds):
                 _keep_raw(out, trace_id, span, "the same call as its parent span, seen by a "
-                          "second instrumentation of the other convention, which records it")
+                          "second instrumentation of the other convention, which records it",
+                          deferred=False)
             elif kind == Kind.MODEL_CALL:
                 out.model_calls.append(ModelCallIn.model_validate(
                     reader.model_call(span, call_id, step_of(sid))))
@@ -225,7 +230,7 @@ def assemble(trace_id: str, spans: list[SpanDict], run_span_id: str, context: Tr
                     _flag_unregistered(out, call_id, name)
             elif kind == Kind.MCP_TOOL_CALL:
                 _keep_raw(out, trace_id, span, "the MCP client call inside an execute_tool "
-                          "span, which records this tool call")
+                          "span, which records this tool call", deferred=False)
             elif kind == Kind.LABELLED_NOTE:
                 out.annotations.append(AnnotationIn.model_validate(
                     openinference.note(span, call_id)).model_dump())
@@ -233,7 +238,8 @@ def assemble(trace_id: str, spans: list[SpanDict], run_span_id: str, context: Tr
             elif kind == Kind.RUN:
                 continue  # a step, done above (or kept raw)
             else:
-                _keep_raw(out, trace_id, span, _why_unmapped(span, kind))
+                _keep_raw(out, trace_id, span, _why_unmapped(span, kind),
+                          deferred=not _is_mcp_server_side(span))
         except ValidationError as exc:
             _keep_raw(out, trace_id, span, _invalid(exc))
     return out
@@ -283,6 +289,13 @@ def _why_unmapped(span: SpanDict, kind: str) -> str:
     return f"GenAI operation {operation or '(none)'!r} has no ledger record"
 
 
+def _is_mcp_server_side(span: SpanDict) -> bool:
+    """The server's half of an MCP tool call: the client's span records the call."""
+    attrs = span["attributes"]
+    operation = attrs.get("gen_ai.operation.name") or attrs.get("mcp.method.name")
+    return bool(operation == genai.MCP_TOOL_CALL)
+
+
 def _under_execute_tool(span: SpanDict, kinds: dict[str, str], record_kinds: dict[str, str]
                         ) -> bool:
     parent = span["parent_span_id"]
@@ -294,12 +307,15 @@ def _invalid(exc: ValidationError) -> str:
         f"{e['path']}: {e['message']}" for e in validation_errors(exc)[:5])
 
 
-def _keep_raw(out: Assembled, trace_id: str, span: SpanDict, reason: str) -> None:
-    """An unmapped span is chained on its run as a note carrying the whole span."""
+def _keep_raw(out: Assembled, trace_id: str, span: SpanDict, reason: str,
+              deferred: bool = True) -> None:
+    """An unmapped span is chained on its run as a note carrying the whole span (and, unless
+    another record says what it says, deferred for reconciliation: runs/otlp/deferral.py)."""
     out.annotations.append({
         "annotation_id": call_id_for(trace_id, span["span_id"]),
         "kind": "note",
         "body": f"OpenTelemetry span {span['name'][:200]!r} kept raw: {reason}"[:20_000],
         "data": {"otel_span": span, "reason": reason},
     })
-    out.outcomes[span["span_id"]] = Outcome(OtlpSpanState.UNMAPPED, "annotation")
+    out.outcomes[span["span_id"]] = Outcome(OtlpSpanState.UNMAPPED, "annotation", reason,
+                                            deferred)

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from google.protobuf import json_format
@@ -36,8 +37,18 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from core.models import Tenant
 
 from ..annotations import annotate
-from ..models import AnnotationKind, OtlpEvent, OtlpSpan, OtlpSpanState, OtlpTrace
-from .assembly import call_id_for
+from ..deferred_batch import DeferredIn
+from ..models import (
+    AnnotationKind,
+    DeferredReason,
+    DeferredSource,
+    OtlpEvent,
+    OtlpSpan,
+    OtlpSpanState,
+    OtlpTrace,
+    Run,
+)
+from .assembly import call_id_for, run_id_for
 from .wire import PROTOBUF, SpanDict, WireError, attributes_of, value_of
 
 EVENT_PREFIX = "gen_ai."
@@ -210,3 +221,33 @@ def join_waiting_events(tenant: Tenant, spans: list[SpanDict]) -> None:
             joined.append(row.pk)
     if joined:
         OtlpEvent.objects.filter(tenant=tenant, pk__in=joined).delete()
+
+
+def defer_orphan_events(now: datetime | None = None, limit: int = 1000) -> int:
+    """Events still waiting for their span twice the quiet period after they came: the span
+    is not coming (a trace the quiet period sealed without it, or one that never arrived), so
+    each becomes a deferred item, linked to the trace's run where there is one, and stops
+    waiting. Beat task body (with the quiet traces); how many."""
+    from ..deferred import keep_deferred
+
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=2 * settings.LEDGER_OTLP_QUIET_SECONDS)
+    with transaction.atomic():
+        orphans = list(OtlpEvent.objects.select_for_update(skip_locked=True).filter(
+            received_at__lt=cutoff).select_related("tenant").order_by("pk")[:limit])
+        by_tenant: dict[int, list[OtlpEvent]] = {}
+        for event in orphans:
+            by_tenant.setdefault(event.tenant_id, []).append(event)
+        for events in by_tenant.values():
+            tenant = events[0].tenant
+            runs = set(Run.objects.filter(tenant=tenant, run_id__in={
+                run_id_for(e.trace_id) for e in events}).values_list("run_id", flat=True))
+            keep_deferred(tenant, [DeferredIn(
+                DeferredSource.OTLP_TRACE_GAP, DeferredReason.EVENT_WITHOUT_SPAN,
+                f"GenAI event {str(e.body.get('name', ''))[:100]!r} for span {e.span_id} of "
+                f"trace {e.trace_id}: the span never arrived",
+                {"trace_id": e.trace_id, "span_id": e.span_id, "event": e.body},
+                run_id_for(e.trace_id) if run_id_for(e.trace_id) in runs else "",
+                f"otlp-event:{e.pk}") for e in events], "ledger-portal")
+        OtlpEvent.objects.filter(pk__in=[e.pk for e in orphans]).delete()
+    return len(orphans)

@@ -45,7 +45,7 @@ from ..models import (
     RunStatus,
     Tool,
 )
-from . import assembly, logs
+from . import assembly, deferral, logs
 from .assembly import Assembled, TraceContext
 from .wire import DecodedSpans, SpanDict
 
@@ -123,6 +123,7 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
                          for_agents=for_agents)
         deferred = _store(tenant, work, now)
         _report_late(tenant, work, recorded_by, result)
+        result.notes += deferral.keep_unplaced(tenant, work, recorded_by)
     count_spans(result.accepted, result.rejected, deferred)
     return result
 
@@ -172,6 +173,7 @@ def advance_idle_trace(trace_pk: int, now: datetime | None = None) -> str | None
             _update_outcomes(trace, item.outcomes)
             trace.last_activity_at = now  # the close waits for another quiet period
             trace.save()
+            deferral.keep_unplaced(tenant, [item], "ledger-portal")
             return "recorded" if trace.state == OtlpTraceState.OPEN else "closed"
         header = _headers_of(tenant, [trace])[trace.trace_id]
         run_span = _stored_span(trace, header["run_span_id"])
@@ -188,6 +190,7 @@ def advance_idle_trace(trace_pk: int, now: datetime | None = None) -> str | None
                      recorded_by="ledger-portal")
         trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
         trace.save()
+        deferral.keep_quiet_close(trace, "ledger-portal")
         return "closed"
 
 

@@ -35,7 +35,27 @@ def planted(acme, record, admin_user) -> dict[str, Any]:
     open_incident(acme, f"Leaked {SECRETS[6].value}", by=admin_user,
                   summary=f"found {SECRETS[7].value}", ticket_ids=[SECRETS[8].value])
     _governed(acme, admin_user)
+    _deferred(acme, admin_user)
     return run
+
+
+def _deferred(acme: Any, admin_user: Any) -> None:
+    """Items kept back from a newer agent's batch, with secrets in what was received, in the
+    reason (a field's name) and in a dismissal's justification."""
+    from runs.deferred import dismiss_deferred
+    from runs.deferred_batch import parse_for_tenant
+    from runs.ingest import ingest_batch
+    from runs.models import DeferredItem
+
+    run = planted_run("admin-deferred-run", model_calls=1)
+    run["tool_calls"][0]["reasoning"] = {"note": f"used {SECRETS[16].value}"}
+    run["tool_calls"][0][f"x_{SECRETS[17].value}"] = 1
+    run["tool_calls"][1]["action_class"] = "impersonate"
+    run["tool_calls"][1]["input"] = {"token": SECRETS[18].value}
+    batch, deferred = parse_for_tenant({"runs": [run]}, lenient=True)
+    ingest_batch(acme, batch, recorded_by="agent", deferred=deferred)
+    dismiss_deferred(DeferredItem.objects.order_by("id")[0], by=admin_user,
+                     justification=f"matches {SECRETS[19].value}")
 
 
 def _governed(acme: Any, admin_user: Any) -> None:

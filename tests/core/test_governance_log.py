@@ -50,12 +50,13 @@ def test_tenant_settings_changes_are_recorded(acme, db, client):
     response = client.post(reverse("admin:ledger_portal_tenant_change", args=[acme.pk]), {
         "slug": "acme", "name": "Acme", "approval_escalate_minutes": 5,
         "approval_timeout_minutes": 240, "retention_days": 30,
-        "unregistered_tools": "require_approval"})
+        "unregistered_tools": "require_approval", "batch_unknown_fields": "lenient"})
     assert response.status_code == 302
     entry = log_of(acme)[-1]
     assert entry.author == root
     assert entry.data["changes"] == {"approval_escalate_minutes": [30, 5],
-                                     "retention_days": [None, 30]}
+                                     "retention_days": [None, 30],
+                                     "batch_unknown_fields": ["strict", "lenient"]}
 
 
 def test_api_keys_are_recorded_without_their_hash(acme, alice):

@@ -80,6 +80,11 @@ def test_real_traffic_moves_the_counters(acme, alice, make_run, key_client, clie
         format="json")
     assert answer.status_code == 201
     request_approval(acme, tool="refund", action_class="write", arguments={})
+    acme.batch_unknown_fields = "lenient"
+    acme.save()
+    newer = {**run, "tool_calls": [{**run["tool_calls"][0], "reasoning": "x"}]}
+    assert agent.post("/api/v1/batches/", {"runs": [newer]}, format="json").status_code in (
+        200, 201)
     after = scrape(client)
 
     assert value(after, "ledger_records_ingested_total", kind="tool_calls") - value(
@@ -96,6 +101,7 @@ def test_real_traffic_moves_the_counters(acme, alice, make_run, key_client, clie
     assert value(after, "ledger_approval_requests", status="pending") >= 2
     assert value(after, "ledger_worker_heartbeat_age_seconds") == -1  # no worker ran here
     assert ("ledger_integrity_alarms", ()) in after
+    assert value(after, "ledger_deferred_items", status="pending", source="batch") == 1
     labels = " ".join(v for key in after for _, v in key[1])
     assert run["run_id"] not in labels
     assert "acme" not in labels  # no tenant, no id, no content in a label

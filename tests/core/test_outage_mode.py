@@ -216,7 +216,8 @@ def test_the_tenant_form_shows_outage_mode_read_only_even_to_superusers(acme, cl
     saved = client.post(change, {"slug": "acme", "name": "Acme Corp", "outage_mode": "on",
                                  "approval_escalate_minutes": 30,
                                  "approval_timeout_minutes": 240,
-                                 "unregistered_tools": "require_approval"})
+                                 "unregistered_tools": "require_approval",
+                                 "batch_unknown_fields": "strict"})
     assert saved.status_code == 302  # saved, outage_mode ignored
     assert Tenant.objects.get(pk=acme.pk).name == "Acme Corp"
     assert not in_outage(acme)

@@ -137,3 +137,35 @@ def test_a_globex_key_never_joins_acmes_spans(acme, globex, otlp_post, logs_post
 def test_a_malformed_logs_body_is_a_400(acme, logs_post):
     assert logs_post(acme, b"\x0a\xff\xff\xff\x0f garbage").status_code == 400
     assert logs_post(acme, b"{not json", content_type="application/json").status_code == 400
+
+
+def test_an_event_whose_span_never_arrives_is_deferred_not_left_unseen(acme, logs_post,
+                                                                       settings):
+    """Nothing the portal receives is lost, and nothing it cannot place is invisible: past
+    twice the quiet period, an event still waiting for its span becomes a deferred item."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from runs.models import DeferredItem
+    from runs.tasks import defer_orphan_otel_events
+
+    settings.LEDGER_OTLP_QUIET_SECONDS = 60
+    trace_id, never = s.new_trace_id(), "00f067aa0ba902b7"
+    waits = _chat(trace_id)
+    assert logs_post(acme, logs_body(
+        log(trace_id, never, "gen_ai.user.message", {"content": "Weather in Oslo?"}),
+        log(trace_id, s.sid(waits), "gen_ai.choice", {"index": 0}))).status_code == 200
+    OtlpEvent.objects.filter(span_id=s.sid(waits)).update(received_at=timezone.now())
+    OtlpEvent.objects.filter(span_id=never).update(
+        received_at=timezone.now() - timedelta(seconds=121))
+
+    assert defer_orphan_otel_events.apply().get() == 1
+    item = DeferredItem.objects.get(tenant=acme)
+    assert (item.source, item.reason_code, item.status) == (
+        "otlp_trace_gap", "event_without_span", "pending")
+    assert item.payload["span_id"] == never
+    assert item.payload["event"]["name"] == "gen_ai.user.message"
+    assert list(OtlpEvent.objects.values_list("span_id", flat=True)) == [s.sid(waits)]
+    assert defer_orphan_otel_events.apply().get() == 0
+    assert DeferredItem.objects.filter(tenant=acme).count() == 1  # once

@@ -122,6 +122,11 @@ def test_the_openapi_schema_describes_the_api(alice, client):
     assert "/api/v1/runs/{run_id}/" in schema["paths"]
     batch = schema["paths"]["/api/v1/batches/"]["post"]
     assert {"201", "400", "409", "413"} <= set(batch["responses"])
+    deferred = schema["paths"]["/api/v1/deferred/"]["get"]
+    assert {"tenant", "status", "source", "reason_code", "run_id"} <= {
+        p["name"] for p in deferred["parameters"]}
+    assert {"/api/v1/deferred/{deferred_id}/", "/api/v1/deferred/{deferred_id}/apply/",
+            "/api/v1/deferred/{deferred_id}/dismiss/"} <= set(schema["paths"])
     assert client.get("/api/docs/").status_code == 200
 
 

@@ -60,6 +60,29 @@ def test_closed_runs_past_retention_are_removed_with_a_signed_record(
     assert "removal record #1" in note.body
 
 
+def test_deferred_items_go_with_their_run_and_run_less_ones_after_the_period(
+        kept_30_days, record, make_run):
+    from runs.deferred import keep_deferred
+    from runs.deferred_batch import DeferredIn
+    from runs.models import DeferredItem
+
+    acme = kept_30_days
+    removed, = closed_runs(acme, record, make_run, count=1)
+    running = make_run()
+    running["status"], running["ended_at"] = "running", None
+    record(acme, running)
+
+    def item(run_id: str, key: str) -> DeferredIn:
+        return DeferredIn("batch", "unknown_field", "a newer agent's", {"record": {}}, run_id,
+                          key)
+
+    keep_deferred(acme, [item(removed, "a"), item(running["run_id"], "b"), item("", "c")])
+
+    apply_retention(acme, timezone.now() + LATER)
+
+    assert set(DeferredItem.objects.values_list("key", flat=True)) == {"b"}
+
+
 def test_runs_not_yet_due_still_running_or_of_a_tenant_without_retention_stay(
         kept_30_days, globex, record, make_run):
     acme = kept_30_days

@@ -65,6 +65,21 @@ def test_deleting_a_row_is_named_missing(acme, ledger):
     assert (problem.seq, problem.problem) == (target.seq, "missing")
 
 
+def test_a_missing_record_found_by_verify_is_a_chain_gap_waiting_for_reconciliation(
+        acme, ledger, alice, capsys):
+    from runs.models import DeferredItem
+
+    target = calls(ledger)[1]
+    with bypassing_triggers() as cursor:
+        cursor.execute("DELETE FROM runs_toolcall WHERE id = %s", [target.pk])
+    assert main(["--as", "alice", "verify", "--quiet"]) == EXIT_TAMPERED
+    assert main(["--as", "alice", "verify", "--quiet"]) == EXIT_TAMPERED  # kept once
+    assert "--source chain_gap" in capsys.readouterr().out
+    gap = DeferredItem.objects.get(tenant=acme)
+    assert (gap.source, gap.run_id, gap.payload["seq"]) == ("chain_gap", ledger.run_id,
+                                                            target.seq)
+
+
 def test_inserting_a_row_is_named_inserted(acme, ledger):
     target = calls(ledger)[1]
     with bypassing_triggers() as cursor:
