@@ -18,17 +18,13 @@ or dropped.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -49,7 +45,15 @@ from ..models import (
     Run,
 )
 from .assembly import call_id_for, run_id_for
-from .wire import PROTOBUF, SpanDict, WireError, attributes_of, value_of
+from .wire import (
+    SpanDict,
+    attributes_of,
+    encode_response,
+    items,
+    parse_message,
+    rewrite_ids,
+    value_of,
+)
 
 EVENT_PREFIX = "gen_ai."
 
@@ -62,52 +66,15 @@ class DecodedEvents:
 
 
 def parse_request(body: bytes, content_type: str) -> ExportLogsServiceRequest:
-    request = ExportLogsServiceRequest()
-    if content_type == PROTOBUF:
-        try:
-            request.ParseFromString(body)
-        except DecodeError as exc:
-            raise WireError(400, f"The body is not an OTLP ExportLogsServiceRequest in "
-                            f"protobuf: {exc}.") from exc
-        return request
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise WireError(400, f"The body is not JSON: {exc}.") from exc
-    if not isinstance(data, dict):
-        raise WireError(400, "The body is not an OTLP ExportLogsServiceRequest: expected a "
-                        "JSON object with resourceLogs.")
-    for resource in _items(data, "resourceLogs", "resource_logs"):
-        for scope in _items(resource, "scopeLogs", "scope_logs"):
-            for record in _items(scope, "logRecords", "log_records"):
-                _hex_to_base64(record)
-    try:
-        json_format.ParseDict(data, request, ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
-        raise WireError(400, f"The body is not an OTLP ExportLogsServiceRequest: {exc}.") \
-            from exc
-    return request
+    return parse_message(body, content_type, ExportLogsServiceRequest(), "resourceLogs",
+                         _hex_ids_to_base64)
 
 
-def _items(obj: Any, *keys: str) -> list[Any]:
-    if isinstance(obj, dict):
-        for key in keys:
-            if isinstance(obj.get(key), list):
-                return list(obj[key])
-    return []
-
-
-def _hex_to_base64(record: Any) -> None:
-    """OTLP JSON carries ids as hex; protobuf's JSON mapping wants base64 for ``bytes``."""
-    if not isinstance(record, dict):
-        return
-    for key in ("traceId", "spanId", "trace_id", "span_id"):
-        value = record.get(key)
-        if isinstance(value, str) and value:
-            try:
-                record[key] = base64.b64encode(bytes.fromhex(value)).decode()
-            except ValueError as exc:
-                raise WireError(400, f"logRecords {key}: {value!r} is not hex.") from exc
+def _hex_ids_to_base64(data: dict[str, Any]) -> None:
+    for i, resource in enumerate(items(data, "resourceLogs", "resource_logs")):
+        for j, scope in enumerate(items(resource, "scopeLogs", "scope_logs")):
+            for k, record in enumerate(items(scope, "logRecords", "log_records")):
+                rewrite_ids(record, f"resourceLogs[{i}].scopeLogs[{j}].logRecords[{k}]")
 
 
 def events_of(request: ExportLogsServiceRequest) -> DecodedEvents:
@@ -144,10 +111,7 @@ def export_response(content_type: str, rejected: int, message: str) -> bytes:
     if rejected or message:
         response.partial_success.rejected_log_records = rejected
         response.partial_success.error_message = message
-    if content_type == PROTOBUF:
-        serialized: bytes = response.SerializeToString()
-        return serialized
-    return str(json_format.MessageToJson(response, indent=None)).encode()
+    return encode_response(content_type, response)
 
 
 def _span_event(event: dict[str, Any]) -> dict[str, Any]:

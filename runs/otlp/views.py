@@ -33,14 +33,7 @@ class TraceExport(APIView):
     def post(self, request: Request) -> HttpResponse:
         tenant = self._tenant(request)
         content_type = self._content_type(request)
-        limit = settings.LEDGER_OTLP_MAX_BYTES
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        if declared > limit:
-            raise wire.WireError(413, f"The body is {declared} bytes, over the limit of "
-                                 f"{limit} bytes; export smaller batches.")
-        body = wire.decompress(request.body, request.META.get("HTTP_CONTENT_ENCODING", ""),
-                               limit)
-        decoded = wire.spans_of(wire.parse_request(body, content_type))
+        decoded = wire.spans_of(wire.parse_request(self._body(request), content_type))
         try:
             result = services.receive_spans(tenant, decoded, recorded_by=str(request.user),
                                             for_agents=bound_agents(request.user))
@@ -56,6 +49,17 @@ class TraceExport(APIView):
         if tenant is None:
             raise exceptions.PermissionDenied("This API key lacks the ingest scope.")
         return tenant
+
+    @staticmethod
+    def _body(request: Request) -> bytes:
+        """The request's body, uncompressed, refused past ``LEDGER_OTLP_MAX_BYTES``."""
+        limit = settings.LEDGER_OTLP_MAX_BYTES
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if declared > limit:
+            raise wire.WireError(413, f"The body is {declared} bytes, over the limit of "
+                                 f"{limit} bytes; export smaller batches.")
+        return wire.decompress(request.body, request.META.get("HTTP_CONTENT_ENCODING", ""),
+                               limit)
 
     @staticmethod
     def _content_type(request: Request) -> str:
@@ -92,14 +96,7 @@ class LogExport(TraceExport):
     def post(self, request: Request) -> HttpResponse:
         tenant = self._tenant(request)
         content_type = self._content_type(request)
-        limit = settings.LEDGER_OTLP_MAX_BYTES
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        if declared > limit:
-            raise wire.WireError(413, f"The body is {declared} bytes, over the limit of "
-                                 f"{limit} bytes; export smaller batches.")
-        body = wire.decompress(request.body, request.META.get("HTTP_CONTENT_ENCODING", ""),
-                               limit)
-        decoded = logs.events_of(logs.parse_request(body, content_type))
+        decoded = logs.events_of(logs.parse_request(self._body(request), content_type))
         logs.receive_events(tenant, decoded, recorded_by=str(request.user))
         message = "; ".join(decoded.rejected[:5])
         return HttpResponse(logs.export_response(content_type, len(decoded.rejected), message),

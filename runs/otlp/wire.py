@@ -12,17 +12,20 @@ from __future__ import annotations
 import base64
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+M = TypeVar("M", bound=Message)
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -70,28 +73,35 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
 
 
 def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
+    return parse_message(body, content_type, ExportTraceServiceRequest(), "resourceSpans",
+                         _hex_ids_to_base64)
+
+
+def parse_message(body: bytes, content_type: str, message: M, top: str,
+                  rewrite_ids: Callable[[dict[str, Any]], None]) -> M:
+    """``body`` read into ``message`` (an OTLP export request) from protobuf or OTLP JSON;
+    ``top`` names its list in JSON and ``rewrite_ids`` turns the JSON's hex ids into what
+    protobuf's JSON mapping reads. A WireError (400) naming what is wrong otherwise."""
+    kind = type(message).__name__
     if content_type == PROTOBUF:
         try:
-            request.ParseFromString(body)
+            message.ParseFromString(body)
         except DecodeError as exc:
-            raise WireError(400, f"The body is not an OTLP ExportTraceServiceRequest in "
-                            f"protobuf: {exc}.") from exc
-        return request
+            raise WireError(400, f"The body is not an OTLP {kind} in protobuf: {exc}.") from exc
+        return message
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise WireError(400, f"The body is not JSON: {exc}.") from exc
     if not isinstance(data, dict):
-        raise WireError(400, "The body is not an OTLP ExportTraceServiceRequest: expected a "
-                        "JSON object with resourceSpans.")
-    _hex_ids_to_base64(data)
+        raise WireError(400, f"The body is not an OTLP {kind}: expected a JSON object with "
+                        f"{top}.")
+    rewrite_ids(data)
     try:
-        json_format.ParseDict(data, request, ignore_unknown_fields=True)
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
     except json_format.ParseError as exc:
-        raise WireError(400, f"The body is not an OTLP ExportTraceServiceRequest: {exc}.") \
-            from exc
-    return request
+        raise WireError(400, f"The body is not an OTLP {kind}: {exc}.") from exc
+    return message
 
 
 _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
@@ -99,16 +109,16 @@ _ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "paren
 
 def _hex_ids_to_base64(data: dict[str, Any]) -> None:
     """OTLP JSON carries ids as hex; protobuf's JSON mapping wants base64 for ``bytes``."""
-    for i, resource_spans in enumerate(_items(data, "resourceSpans", "resource_spans")):
-        for j, scope_spans in enumerate(_items(resource_spans, "scopeSpans", "scope_spans")):
-            for k, span in enumerate(_items(scope_spans, "spans")):
+    for i, resource_spans in enumerate(items(data, "resourceSpans", "resource_spans")):
+        for j, scope_spans in enumerate(items(resource_spans, "scopeSpans", "scope_spans")):
+            for k, span in enumerate(items(scope_spans, "spans")):
                 where = f"resourceSpans[{i}].scopeSpans[{j}].spans[{k}]"
-                _rewrite_ids(span, where)
-                for n, link in enumerate(_items(span, "links")):
-                    _rewrite_ids(link, f"{where}.links[{n}]")
+                rewrite_ids(span, where)
+                for n, link in enumerate(items(span, "links")):
+                    rewrite_ids(link, f"{where}.links[{n}]")
 
 
-def _items(obj: Any, *keys: str) -> list[Any]:
+def items(obj: Any, *keys: str) -> list[Any]:
     if not isinstance(obj, dict):
         return []
     for key in keys:
@@ -118,7 +128,7 @@ def _items(obj: Any, *keys: str) -> list[Any]:
     return []
 
 
-def _rewrite_ids(obj: Any, where: str) -> None:
+def rewrite_ids(obj: Any, where: str) -> None:
     if not isinstance(obj, dict):
         return
     for key in _ID_FIELDS:
@@ -225,6 +235,11 @@ def export_response(content_type: str, rejected: int, message: str) -> bytes:
     if rejected or message:
         response.partial_success.rejected_spans = rejected
         response.partial_success.error_message = message
+    return encode_response(content_type, response)
+
+
+def encode_response(content_type: str, response: Message) -> bytes:
+    """An export answer in the request's encoding."""
     if content_type == PROTOBUF:
         serialized: bytes = response.SerializeToString()
         return serialized
@@ -255,5 +270,6 @@ def _varint(number: int) -> bytes:
 
 
 __all__ = ["CONTENT_TYPES", "JSON", "PROTOBUF", "DecodedSpans", "SpanDict",
-           "WireError", "decompress", "export_response", "media_type", "parse_request",
-           "spans_of", "status_body"]
+           "WireError", "decompress", "encode_response", "export_response", "items",
+           "media_type", "parse_message", "parse_request", "rewrite_ids", "spans_of",
+           "status_body"]
