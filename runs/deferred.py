@@ -113,7 +113,7 @@ def shown_item(viewers: Any, row: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _may_operate(item: DeferredItem, by: Actor) -> None:
+def _may_operate(item: DeferredItem, *, by: Actor) -> None:
     if not has_role(by, Role.OPERATE, item.tenant_id):
         raise PermissionDenied("resolving deferred items needs the operate role on "
                                f"{item.tenant.slug}")
@@ -123,9 +123,9 @@ def _may_operate(item: DeferredItem, by: Actor) -> None:
 
 
 @transaction.atomic
-def dismiss_deferred(item: DeferredItem, by: Actor, justification: str) -> DeferredItem:
+def dismiss_deferred(item: DeferredItem, *, by: Actor, justification: str) -> DeferredItem:
     """Mark a pending item dismissed, with why; noted on its run (or the governance log)."""
-    _may_operate(item, by)
+    _may_operate(item, by=by)
     justification = (justification or "").strip()
     if not justification:
         raise ValidationError("a dismissal needs a justification")
@@ -159,9 +159,9 @@ class _StillDeferred(Exception):
     """The item does not map yet: the claim is rolled back and it stays pending."""
 
 
-def apply_deferred(item: DeferredItem, by: Actor) -> ApplyOutcome:
+def apply_deferred(item: DeferredItem, *, by: Actor) -> ApplyOutcome:
     """Map ``item`` with the current mapping and record what it becomes, exactly once."""
-    _may_operate(item, by)
+    _may_operate(item, by=by)
     try:
         with transaction.atomic():
             claimed = DeferredItem.objects.filter(
@@ -171,7 +171,7 @@ def apply_deferred(item: DeferredItem, by: Actor) -> ApplyOutcome:
             if not claimed:
                 return ApplyOutcome(item.pk, "taken", "already applied or dismissed")
             item = DeferredItem.objects.select_related("tenant").get(pk=item.pk)
-            records = _record_mapped(item, by)
+            records = _record_mapped(item, by=by)
             DeferredItem.objects.filter(pk=item.pk).update(applied_records=records)
     except (_StillDeferred, BatchRejected) as still:
         return ApplyOutcome(item.pk, "still_deferred", str(still))
@@ -187,31 +187,31 @@ def reconcile(user: Actor, tenant: str | None = None, limit: int = 1000
         status=DeferredStatus.PENDING).select_related("tenant").order_by("id")
     if tenant:
         items = items.filter(tenant__slug=tenant)
-    return [apply_deferred(item, user) for item in items[:limit]]
+    return [apply_deferred(item, by=user) for item in items[:limit]]
 
 
-def _record_mapped(item: DeferredItem, by: Actor) -> list[dict[str, str]]:
+def _record_mapped(item: DeferredItem, *, by: Actor) -> list[dict[str, str]]:
     if item.source == DeferredSource.BATCH:
-        return _record_batch_item(item, by)
+        return _record_batch_item(item, by=by)
     if item.source == DeferredSource.OTLP_SPAN:
         if item.reason_code == DeferredReason.TRACE_WITHOUT_RUN:
-            return _record_trace_item(item, by)
-        return _record_span_item(item, by)
+            return _record_trace_item(item, by=by)
+        return _record_span_item(item, by=by)
     raise _StillDeferred("a gap is not a mapping problem: nothing to record; dismiss it with "
                          "a justification once it is understood")
 
 
-def _record_span_item(item: DeferredItem, by: Actor) -> list[dict[str, str]]:
+def _record_span_item(item: DeferredItem, *, by: Actor) -> list[dict[str, str]]:
     from .otlp.deferral import span_now_maps
 
     mapped = span_now_maps(item)
     if mapped is None:
         raise _StillDeferred("the span still maps to no ledger record")
     _, header = _stored_header(item)
-    return _ingest(item, by, header, mapped)
+    return _ingest(item, header, mapped, by=by)
 
 
-def _record_trace_item(item: DeferredItem, by: Actor) -> list[dict[str, str]]:
+def _record_trace_item(item: DeferredItem, *, by: Actor) -> list[dict[str, str]]:
     """A trace that recorded no run: its run, from every span in the buffer, if it maps now."""
     from .otlp.deferral import trace_now_maps
 
@@ -238,25 +238,25 @@ def _stored_header(item: DeferredItem) -> tuple[Run, dict[str, Any]]:
                  "status": run.status, "ended_at": run.ended_at}
 
 
-def _record_batch_item(item: DeferredItem, by: Actor) -> list[dict[str, str]]:
+def _record_batch_item(item: DeferredItem, *, by: Actor) -> list[dict[str, str]]:
     payload = item.payload
     if not batch_item_now_maps(payload):
         raise _StillDeferred("this portal's schema still does not take it")
     kind, record = payload["kind"], payload["record"]
     if kind in CHILD_MODELS and item.reason_code == "unknown_value":
         run, header = _stored_header(item)
-        return _ingest(item, by, header, {kind: [record]})
+        return _ingest(item, header, {kind: [record]}, by=by)
     if kind == "run_end":
         run, header = _stored_header(item)
         if run.status != RunStatus.RUNNING:
             raise _StillDeferred(f"run {run.run_id!r} already ended as {run.status}")
-        return _ingest(item, by, {**header, **record}, {})
+        return _ingest(item, {**header, **record}, {}, by=by)
     # Unknown fields now known: the record landed without them and ledger rows are never
     # updated, so they are chained as a correction naming the record.
     target = record.get("call_id", "") if isinstance(record, dict) else ""
     if item.run_id:
         run, header = _stored_header(item)
-        return _ingest(item, by, header, {}, correction={
+        return _ingest(item, header, {}, by=by, correction={
             "target_call_id": target, "data": {"record_path": payload["path"],
                                                "fields": payload.get("unknown", {})}})
     note = annotate(item.tenant, AnnotationKind.CORRECTION,
@@ -265,8 +265,8 @@ def _record_batch_item(item: DeferredItem, by: Actor) -> list[dict[str, str]]:
     return [{"kind": "annotation", "id": note.annotation_id}]
 
 
-def _ingest(item: DeferredItem, by: Actor, header: dict[str, Any],
-            records: dict[str, list[Any]], correction: dict[str, Any] | None = None
+def _ingest(item: DeferredItem, header: dict[str, Any],
+            records: dict[str, list[Any]], correction: dict[str, Any] | None = None, *, by: Actor
             ) -> list[dict[str, str]]:
     """Record ``records`` on the item's run with a note saying where they came from."""
     made = [{"kind": kind.rstrip("s"), "id": r.get("call_id") or r.get("step_id")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -47,8 +48,10 @@ def ask_the_weather_agent() -> str:
         finally:
             await client.close()
 
-    with fake_openai() as server:
-        return asyncio.run(run())
+    with fake_openai() as server, ThreadPoolExecutor(1) as own_loop:
+        # a thread of its own: an earlier test in the same process (the browser's sync API)
+        # may leave an event loop running in this one, where asyncio.run refuses to start
+        return own_loop.submit(lambda: asyncio.run(run())).result(timeout=120)
 
 
 def test_the_agents_sdk_with_openinference_records_the_run(live_server: Any, acme: Any,
