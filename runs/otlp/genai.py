@@ -268,17 +268,24 @@ def tool_name(span: SpanDict) -> str:
 def tool_call(span: SpanDict, call_id: str, step_id: str | None, action_class: str
               ) -> dict[str, Any]:
     attrs = span["attributes"]
-    arguments = structured(attrs.get("gen_ai.tool.call.arguments"))
-    ref = attrs.get("gen_ai.tool.call.id")
+    return tool_call_record(span, call_id, step_id, action_class, tool_name(span),
+                            structured(attrs.get("gen_ai.tool.call.arguments")),
+                            structured(attrs.get("gen_ai.tool.call.result")),
+                            attrs.get("gen_ai.tool.call.id"))
+
+
+def tool_call_record(span: SpanDict, call_id: str, step_id: str | None, action_class: str,
+                     tool: str, arguments: Any, result: Any, ref: Any) -> dict[str, Any]:
+    """A tool call's record from what a convention's reader found on its span."""
     return {
         # call_id is the ledger's (unique per tenant, stable on re-assembly); the tool call's
         # own id, as the model or framework named it, is kept beside it
         "call_id": call_id, "step_id": step_id,
         "tool_call_ref": "" if ref is None else as_ledger_id(ref),
-        "tool": tool_name(span),
+        "tool": tool,
         "action_class": action_class,
         "input": {} if arguments is None else arguments,
-        "output": structured(attrs.get("gen_ai.tool.call.result")),
+        "output": result,
         "status": "failed" if failed(span) else "succeeded",
         "error": error_of(span),
         "started_at": started(span), "ended_at": ended(span),

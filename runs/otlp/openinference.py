@@ -27,6 +27,7 @@ from .genai import (
     first,
     started,
     structured,
+    tool_call_record,
 )
 from .wire import SpanDict
 
@@ -171,19 +172,9 @@ def tool_name(span: SpanDict) -> str:
 def tool_call(span: SpanDict, call_id: str, step_id: str | None, action_class: str
               ) -> dict[str, Any]:
     attrs = span["attributes"]
-    arguments = structured(attrs.get("input.value"))
-    ref = first(attrs, TOOL_CALL_REF)
-    return {
-        "call_id": call_id, "step_id": step_id,
-        "tool_call_ref": "" if ref is None else as_ledger_id(ref),
-        "tool": tool_name(span),
-        "action_class": action_class,
-        "input": {} if arguments is None else arguments,
-        "output": structured(attrs.get("output.value")),
-        "status": "failed" if failed(span) else "succeeded",
-        "error": error_of(span),
-        "started_at": started(span), "ended_at": ended(span),
-    }
+    return tool_call_record(span, call_id, step_id, action_class, tool_name(span),
+                            structured(attrs.get("input.value")),
+                            structured(attrs.get("output.value")), first(attrs, TOOL_CALL_REF))
 
 
 def agent_of(span: SpanDict) -> tuple[str, str] | None:
