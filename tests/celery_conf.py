@@ -41,3 +41,30 @@ def worker_env(**variables: str) -> dict[str, str]:
     return {**os.environ,
             "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:"
                             f"{db['PORT'] or 5432}/{db['NAME']}", **variables}
+
+
+@contextmanager
+def prefork_worker_process(env: dict[str, str], log_path: Any) -> Iterator[Any]:
+    """A real Celery worker with one prefork pool process (killing that child is "the worker
+    died mid-task": the parent sees it and starts another), logging to ``log_path``; stopped
+    (terminated, then killed) however the test ends."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", "celery",
+             "--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING",
+             "--without-heartbeat", "--without-gossip", "--without-mingle"],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from core import signing
 from exports.models import AuditExport, ExportPart
 from exports.services import produce_part, request_export
 from exports.verify import verify_bundle
-from tests.celery_conf import celery_conf, worker_env
+from tests.celery_conf import celery_conf, prefork_worker_process, worker_env
 
 from .conftest import WINDOW
 
@@ -77,24 +75,10 @@ def worker(tmp_path):
                      LEDGER_SIGNING_KEY_FILE=str(Path(settings.DATA_DIR) / "signing_key.pem"),
                      LEDGER_EXPORT_PART_ROWS="2000",
                      LEDGER_EXPORT_PROGRESS_ROWS="5")
-    log = (tmp_path / "worker.log").open("w")
     # prefork: the pool's child runs the task, so killing it is a lost worker that the parent
     # sees (reject_on_worker_lost requeues the message) and replaces.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", "celery",
-         "--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING",
-         "--without-heartbeat", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with prefork_worker_process(env, tmp_path / "worker.log"):
         yield tmp_path / "data"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 def _wait(condition, what: str, seconds: float = 120) -> None:

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from operations.models import Replay, ReplayStep
 from operations.replay import start_replay
-from tests.celery_conf import worker_env
+from tests.celery_conf import prefork_worker_process, worker_env
 from tests.integration.test_replay_worker import finished, wait_for
 from tests.replay.scenario import allow_everything, approve, stored_run
 from tests.replay.test_mcp_stdio import SERVERS, TIME_SERVER, env_run, stdio_tool, time_run
@@ -56,22 +56,8 @@ def worker_with_servers(tmp_path: Path, pid_file: Path, settings: Any
     env = worker_env(LEDGER_DATA_DIR=str(settings.DATA_DIR), LEDGER_REPLAY_APPROVAL_POLL="1",
                      LEDGER_MCP_STDIO_COMMANDS=json.dumps(commands),
                      TMPDIR=str(tmp_path))  # the folder a killed worker leaves stays here
-    log = (tmp_path / "worker.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", "celery",
-         "--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING",
-         "--without-heartbeat", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with prefork_worker_process(env, tmp_path / "worker.log") as process:
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 def test_a_sandbox_replay_on_a_real_worker_drives_the_time_server(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from django.conf import settings
 
 from operations.models import Replay, ReplayStep
 from operations.replay import start_replay
-from tests.celery_conf import worker_env
+from tests.celery_conf import prefork_worker_process, worker_env
 from tests.replay.scenario import (
     RECORDED,
     RUN_ID,
@@ -50,23 +49,8 @@ def prefork_worker(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = worker_env(LEDGER_DATA_DIR=str(settings.DATA_DIR),
                      LEDGER_REPLAY_APPROVAL_POLL="1",
                      LEDGER_EGRESS_ALLOW="127.0.0.1,localhost")  # the loopback tool servers
-    log = (tmp_path / "worker.log").open("w")
-    # One pool process: killing it is "the worker died mid-call"; the pool starts another.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", "celery",
-         "--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING",
-         "--without-heartbeat", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with prefork_worker_process(env, tmp_path / "worker.log") as process:
         yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 def wait_for(what: str, check: Any, seconds: float = 60) -> Any:
