@@ -232,3 +232,36 @@ def profile_call(fn: Callable[[], Any], top: int = 30, sort: str = "cumulative")
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(sort).print_stats(top)
     return out.getvalue()
+
+
+# -- the report (make bench-report) --------------------------------------------------------
+
+REPORT_ENV = "BENCH_REPORT_FILE"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: figures taken on 2 shared cores mean little without."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def record_figure(benchmark: str, figure: str, value: str, target: str,
+                  baseline: str, ratio: str, ok: bool | None) -> str:
+    """Print one target's line and, when ``BENCH_REPORT_FILE`` names a file (``make
+    bench-report`` sets it), append it there as a JSON line for bench/README.md's table.
+
+    ``ok`` None: a figure with no target of its own (shown, not graded). Every target a
+    benchmark checks goes through here, so the published table is the printed verdicts."""
+    import json
+
+    grade = "-" if ok is None else verdict(ok)
+    row = {"benchmark": benchmark, "figure": figure, "value": value, "target": target,
+           "baseline": baseline, "ratio": ratio, "verdict": grade, "load": load_average(),
+           "commit": git_state()}
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
+    line = (f"[{grade}] {benchmark}: {figure} = {value} (target {target}; baseline {baseline}; "
+            f"ratio {ratio}; load {row['load']})")
+    print(line)
+    return line
