@@ -16,9 +16,10 @@ from rest_framework.views import APIView
 
 from core.api.authentication import refuse_unbound_agent
 from core.api.scoping import TenantScopedViewMixin
-from core.models import Tenant
+from core.models import ApiKey, Tenant
 from core.payload_safety import external_id_validator, unsafe_paths
 from core.roles import Role
+from core.tenancy import allowed_tenant_ids
 from runs.models import ActionClass
 
 from .. import services
@@ -93,6 +94,10 @@ class DecisionCreate(APIView):
 
     @staticmethod
     def _tenant(request: Request) -> Tenant:
+        key: ApiKey | None = getattr(request.user, "api_key", None)
+        if key is not None and key.tenant_id in (
+                allowed_tenant_ids(request.user, Role.INGEST) or ()):
+            return key.tenant  # read with the key, this request: no second query
         tenants = Tenant.objects.for_user(request.user, Role.INGEST)
         slug = request.query_params.get("tenant")
         if getattr(request.user, "api_key_tenant_id", None) is None:
