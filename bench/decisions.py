@@ -727,6 +727,40 @@ def post_decisions(port: int, requests: list[tuple[str, bytes, str]], clients: i
     return HttpResult(seconds, latencies, effects, reconnects[0], approvals[0], wrong)
 
 
+def durable_insert_floor(db_url: str, count: int, clients: int, body: bytes) -> list[float]:
+    """Milliseconds of ``count`` single-row INSERTs, each its own committed transaction, from
+    ``clients`` connections at once, into a scratch table of the bench database: what one
+    durable commit costs on this machine now (the floor under a stored decision, which no
+    application code lowers). ``body`` is one decision's input document, as JSON."""
+    import psycopg
+
+    table_sql = "bench_commit_floor (id bigserial PRIMARY KEY, body jsonb NOT NULL)"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table_sql}")
+    samples: list[float] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        mine = []
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for _ in range(n):
+                started = time.perf_counter()
+                conn.execute("INSERT INTO bench_commit_floor (body) VALUES (%s)",
+                             [body.decode()])
+                mine.append((time.perf_counter() - started) * 1000)
+        with lock:
+            samples.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(count // clients,)) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE bench_commit_floor")
+    return samples
+
+
 def warm_server(port: int, requests: list[tuple[str, bytes, str]]) -> None:
     """Untimed POSTs so every worker has imported everything, opened its DB connection and
     compiled each tenant's policy (sync workers: which worker answers is up to the kernel)."""
@@ -982,7 +1016,8 @@ def main(argv: list[str] | None = None) -> None:
 
         # -- 3. HTTP -------------------------------------------------------------------------
         http_rows: list[list[Any]] = []
-        http_medians: dict[int, tuple[float, float]] = {}  # clients -> (decisions, constant)
+        # clients -> (decisions, constant view, durable one-row INSERT) medians, ms
+        http_medians: dict[int, tuple[float, float, float]] = {}
         if not args.skip_http:
             from bench.decisions_urls import CONSTANT_URL
             from bench.ingest import gunicorn
@@ -1003,6 +1038,8 @@ def main(argv: list[str] | None = None) -> None:
                     print(f"HTTP x{clients} ...", file=sys.stderr)
                     # the baseline first, same bodies and keys, same server and clients
                     constant = post_decisions(port, requests, clients, CONSTANT_URL)
+                    floor = durable_insert_floor(db.url, min(len(requests), 500), clients,
+                                                 orjson.dumps(pool[0].doc(f"http{clients}")))
                     res = post_decisions(port, requests, clients)
                     stored = Decision.objects.filter(tenant__in=[plain, outage]).count() - before_d
                     held = (ApprovalRequest.objects.filter(tenant__in=[plain, outage]).count()
@@ -1033,7 +1070,8 @@ def main(argv: list[str] | None = None) -> None:
                                               "+ approval request" if
                                               effect == "require_approval" else ""])
                     const_med = percentile(constant.latencies_ms, 50)
-                    http_medians[clients] = (med, const_med)
+                    floor_med = percentile(floor, 50)
+                    http_medians[clients] = (med, const_med, floor_med)
                     http_rows.append([f"  baseline: constant view, {clients} client"
                                       f"{'s' * (clients > 1)}", len(constant.latencies_ms),
                                       const_med, percentile(constant.latencies_ms, 95),
@@ -1041,6 +1079,10 @@ def main(argv: list[str] | None = None) -> None:
                                       max(constant.latencies_ms),
                                       len(requests) / constant.seconds, "",
                                       "plain Django view, same middleware"])
+                    http_rows.append([f"  durable 1-row INSERT, {clients} connection"
+                                      f"{'s' * (clients > 1)}", len(floor), floor_med,
+                                      percentile(floor, 95), percentile(floor, 99), max(floor),
+                                      "", "", "psycopg, autocommit: one commit each"])
                     for line in res.wrong[:5]:
                         print("  WRONG", line)
                     print(f"{name}: {stored:,} decisions stored, {held:,} approval requests "
@@ -1063,10 +1105,11 @@ def main(argv: list[str] | None = None) -> None:
                    ["decide_tool_call in process, median / p99",
                     f"{percentile(service_us, 50) / 1000:.2f} / "
                     f"{percentile(service_us, 99) / 1000:.2f} ms", "", "(none)", ""]]
-        for clients, (med, const_med) in sorted(http_medians.items()):
+        for clients, (med, const_med, floor_med) in sorted(http_medians.items()):
             target = TARGET_HTTP_MEDIAN_MS.get(clients)
             summary.append([f"HTTP, {clients} client(s), median", f"{med:.2f} ms",
-                            f"constant view {const_med:.2f} ms",
+                            f"constant view {const_med:.2f} ms; durable INSERT "
+                            f"{floor_med:.2f} ms",
                             "(none)" if target is None else f"< {target:.0f} ms",
                             "" if target is None else verdict(med < target)])
         print(table(["figure", "value", "beside it", "target", "verdict"], summary))
@@ -1076,11 +1119,12 @@ def main(argv: list[str] | None = None) -> None:
                       f"< {TARGET_EMBEDDED_P99_US:.0f} us",
                       f"plain Python, same rules: p99 {ref_p99:.1f} us",
                       f"{engine_p99 / ref_p99:.1f}x", embedded_ok)
-        for clients, (med, const_med) in sorted(http_medians.items()):
+        for clients, (med, const_med, floor_med) in sorted(http_medians.items()):
             target = TARGET_HTTP_MEDIAN_MS.get(clients)
             record_figure(BENCH, f"POST {URL} median, {clients} client(s), decision stored",
                           f"{med:.2f} ms", "-" if target is None else f"< {target:.0f} ms",
-                          f"constant view, same server and clients: {const_med:.2f} ms",
+                          f"constant view, same server and clients: {const_med:.2f} ms "
+                          f"(a durable 1-row INSERT alone: {floor_med:.2f} ms)",
                           f"{med / const_med:.1f}x", None if target is None else med < target)
         bugs = len(mismatch_effect) + len(mismatch_rules) + len(mismatch_proto) + len(
             service_wrong)

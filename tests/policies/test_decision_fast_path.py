@@ -145,3 +145,39 @@ def test_a_held_call_still_opens_its_approval_request_with_its_decision(agent, p
     assert held["approval"]["status"] == "pending"
     decision = Decision.objects.get(pk=held["id"])
     assert decision.approval_id == held["approval"]["id"]
+
+
+def test_a_key_revoked_between_two_decisions_is_refused_on_the_second(acme, api_key, publish):
+    from rest_framework.test import APIClient
+
+    from core.models import ApiKey
+    from core.services import revoke_api_key
+
+    publish([{"name": "reads", "action_classes": ["read"], "effect": "allow"}])
+    raw = api_key(acme, ["ingest"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert ask(client, "get_customer", "read")["effect"] == "allow"
+    revoke_api_key(ApiKey.objects.get(prefix=raw.split("_")[1]))
+    refused = client.post(URL, {"tool": "get_customer", "action_class": "read"}, format="json")
+    assert refused.status_code == 401
+    assert Decision.objects.count() == 1
+
+
+def test_a_keys_last_use_asks_the_cache_once_an_interval_per_process(agent, publish, settings,
+                                                                    monkeypatch):
+    from django.core.cache import cache
+
+    settings.LEDGER_API_KEY_TOUCH_INTERVAL = 60
+    publish([{"name": "reads", "action_classes": ["read"], "effect": "allow"}])
+    asked: list[str] = []
+    add = cache.add
+
+    def counted_add(key: str, *args: Any, **kwargs: Any) -> bool:
+        asked.append(key)
+        return bool(add(key, *args, **kwargs))
+
+    monkeypatch.setattr(cache, "add", counted_add)
+    for _ in range(3):
+        ask(agent, "get_customer", "read")
+    assert len([key for key in asked if key.startswith("apikey-used:")]) == 1
