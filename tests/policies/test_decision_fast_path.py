@@ -88,8 +88,10 @@ def test_matches_decides_as_the_cel_binding_does_errors_failing_closed(pattern):
 def test_matches_anywhere_in_a_condition_decides_as_the_binding(condition):
     policy = compile_rules(Effect.ALLOW, [{"name": "d", "effect": Effect.DENY,
                                            "condition": condition}])
-    for args in [{"q": "abc", "n": 2, "list": ["ab"]}, {"q": "cab", "n": 0, "list": ["b"]},
-                 {"q": ".matches(", "n": 5, "list": []}, {"q": 7, "n": 1, "list": [3]}]:
+    cases: list[dict[str, Any]] = [
+        {"q": "abc", "n": 2, "list": ["ab"]}, {"q": "cab", "n": 0, "list": ["b"]},
+        {"q": ".matches(", "n": 5, "list": []}, {"q": 7, "n": 1, "list": [3]}]
+    for args in cases:
         try:
             want = cel.compile(condition).execute({"args": args}) is True
         except Exception:
