@@ -135,8 +135,10 @@ def compiled_pattern(pattern: str) -> Any:
     """RE2's compiled ``pattern`` when it means the same as in the binding, else None."""
     if re2 is None or not same_in_both_engines(pattern):
         return None
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is an answer here, not an error to log
     try:
-        return re2.compile(pattern)
+        return re2.compile(pattern, options)
     except Exception:  # RE2 refuses it: the binding decides (and fails closed the same way)
         return None
 

@@ -183,3 +183,15 @@ def test_a_keys_last_use_asks_the_cache_once_an_interval_per_process(agent, publ
     for _ in range(3):
         ask(agent, "get_customer", "read")
     assert len([key for key in asked if key.startswith("apikey-used:")]) == 1
+
+
+@pytest.mark.parametrize(("pattern", "compiled_once"), [
+    ("(?i)(drop|truncate) table", True), ("^refund-[0-9]{2,8}$", True), ("a\\.b|c+?", True),
+    ("\\d+", False), ("\\w", False), ("\\bx", False), ("(?m)^a", False), ("(?=a)", False),
+    ("[[:alpha:]]", False), ("[a-z&&[^aeiou]]", False), ("a{1,1000}", False), ("(", False),
+])
+def test_only_patterns_both_engines_read_alike_are_compiled_once(pattern, compiled_once):
+    literal = pattern.replace("\\", "\\\\")
+    policy = compile_rules(Effect.ALLOW, [{"name": "d", "effect": Effect.DENY,
+                                           "condition": f"args.q.matches('{literal}')"}])
+    assert bool(policy.rules[0].functions) is compiled_once
