@@ -195,3 +195,31 @@ def test_only_patterns_both_engines_read_alike_are_compiled_once(pattern, compil
     policy = compile_rules(Effect.ALLOW, [{"name": "d", "effect": Effect.DENY,
                                            "condition": f"args.q.matches('{literal}')"}])
     assert bool(policy.rules[0].functions) is compiled_once
+
+
+def test_the_decision_answer_is_what_the_decision_serializer_says(agent, publish, acme, alice,
+                                                                  dave):
+    from approvals.models import ApprovalRequest
+    from approvals.services import decide_approval
+    from core.services import grant_role
+    from policies.api.views import DecisionSerializer
+
+    def checked(answer: dict[str, Any]) -> dict[str, Any]:
+        stored = Decision.objects.select_related("policy_version__policy", "approval").get(
+            pk=answer["id"])
+        assert answer == DecisionSerializer(stored).data
+        return answer
+
+    publish([{"name": "reads", "action_classes": ["read"], "effect": "allow"},
+             {"name": "refunds need a person", "tool": "refund_*", "effect": "require_approval"}])
+    checked(ask(agent, "get_customer", "read"))
+    checked(ask(agent, "get_customer", "write"))  # registered as read, declared write
+    checked(ask(agent, "unknown_tool", "write", cents=5))
+    held = checked(ask(agent, cents=1))
+    grant_role(alice, "approve", acme)
+    decide_approval(ApprovalRequest.objects.get(pk=held["approval"]["id"]), by=alice,
+                    approve=True, justification="fine")
+    body = {"run_id": "run-1", "call_id": "c-1", "agent_id": "billing-bot",
+            "tool": "refund_payment", "action_class": "write", "arguments": {"cents": 1},
+            "approval_id": held["approval"]["id"]}
+    assert checked(agent.post(URL, body, format="json").json())["approval"]["consumed"] is True
