@@ -175,6 +175,7 @@ def baseline_body(conn: Any, tenant_id: int, run_id: str, redact: Any) -> bytes:
             timeline.append(row)
     timeline.sort(key=lambda row: row["seq"])
     run["timeline"] = [redact(row["kind"], row) for row in timeline]
+    run["timeline_next"] = None  # the whole timeline (a run of up to 2,000 records)
     return orjson.dumps(run, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z)
 
 

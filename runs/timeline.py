@@ -29,6 +29,7 @@ PAYLOADS = {"tool_call": ("input", "output", "error"),
             "model_call": ("messages", "request", "response", "error"),
             "step": ("metadata",), "annotation": ("data",)}
 ERROR_STATUSES = {"failed", "error", "denied"}
+_TITLE_FIELDS = {"tool_call": "tool", "model_call": "model", "annotation": "annotation_kind"}
 
 
 @dataclass
@@ -62,10 +63,10 @@ class Entry:
 
     @property
     def title(self) -> str:
-        row = self.row
-        return {"tool_call": row.get("tool"), "model_call": row.get("model"),
-                "step": f"{row.get('index')}. {as_text(row.get('title')) or row.get('step_id')}",
-                "annotation": row.get("annotation_kind")}.get(self.kind) or ""
+        row, kind = self.row, self.kind
+        if kind == "step":  # only a step's title is built (it is content: redacted)
+            return f"{row.get('index')}. {as_text(row.get('title')) or row.get('step_id')}"
+        return row.get(_TITLE_FIELDS.get(kind, "")) or ""
 
     @property
     def anchor(self) -> str:
