@@ -18,12 +18,14 @@ LARGE_PAYLOAD = 600
 #: (a 10,000-call run made a 15 MB page), the rest of a step's calls load on demand.
 LONG_RUN_RECORDS = 2000
 #: On a long run's page, a step shows at most this many tool calls and as many model calls.
-CALLS_SHOWN_PER_STEP = 20
+CALLS_SHOWN_PER_STEP = 5
 #: Calls of a step loaded at a time (its "more" link), and the steps and annotations a long
-#: run's page lists at most (the records cursor of the API has them all).
+#: run's page lists at most (the records cursor of the API has them all): a long run's page
+#: has at most STEPS_SHOWN * (1 + 2 * CALLS_SHOWN_PER_STEP) + ANNOTATIONS_SHOWN rows (and
+#: the first calls outside any step), 2,400 whatever the run's length.
 CALLS_PER_FRAGMENT = 500
-STEPS_SHOWN = 1000
-ANNOTATIONS_SHOWN = 500
+STEPS_SHOWN = 200
+ANNOTATIONS_SHOWN = 200
 CALL_KINDS = ("model_call", "tool_call")
 PAYLOADS = {"tool_call": ("input", "output", "error"),
             "model_call": ("messages", "request", "response", "error"),
@@ -191,7 +193,7 @@ def first_calls_per_step(run: dict[str, Any]) -> ShownPart:
     to ``ANNOTATIONS_SHOWN``), and per step its calls up to the ``CALLS_SHOWN_PER_STEP``-th
     tool call or model call, whichever comes first. Each query reads a bounded number of rows
     (a window function ranks the calls within their step), whatever the run's length."""
-    from django.db.models import Count, F, Sum, Window
+    from django.db.models import Count, F, Q, Sum, Window
     from django.db.models.functions import RowNumber
 
     run_pk, tenant_id = run["id"], run["tenant_id"]
@@ -199,9 +201,13 @@ def first_calls_per_step(run: dict[str, Any]) -> ShownPart:
     cutoff: dict[str | None, int] = {}  # the last seq shown of a step that has more
     per_kind: dict[str, list[dict[str, Any]]] = {}
     caps = {"step": STEPS_SHOWN, "annotation": ANNOTATIONS_SHOWN}
+    steps = record_parts()[0][1].objects.filter(run_id=run_pk, tenant_id=tenant_id)
+    listed_steps = Q(step__isnull=True) | Q(step__in=steps.order_by("seq").values("id")[
+        :STEPS_SHOWN])
     for kind, model, fields in record_parts():
         qs = model.objects.filter(run_id=run_pk, tenant_id=tenant_id)
         if kind in CALL_KINDS:
+            qs = qs.filter(listed_steps)  # the calls of the steps listed, not of later ones
             ranked = values_of(qs.annotate(rank_in_step=Window(
                 RowNumber(), partition_by=[F("step_id")], order_by=F("seq").asc())).filter(
                 rank_in_step__lte=CALLS_SHOWN_PER_STEP), fields, "rank_in_step")

@@ -203,3 +203,17 @@ def test_a_short_runs_page_is_whole(acme, alice, client, long_run):
                       ).content.decode()
     assert 'class="more-calls"' not in html
     assert len(rows_of(html)) == 6 + 6 + 60 + 1  # steps, model and tool calls, run status
+
+
+def test_a_long_runs_page_lists_a_bounded_number_of_steps(acme, alice, client, long_run,
+                                                          short_pages, monkeypatch):
+    monkeypatch.setattr(timeline, "STEPS_SHOWN", 2)
+    client.force_login(alice)
+    html = client.get(reverse("run-timeline", args=["acme", long_run["run_id"]])
+                      ).content.decode()
+    shown = rows_of(html)
+    assert [r for r in shown if r.startswith("step-")] == ["step-s1", "step-s2"]
+    calls = [r for r in shown if r.startswith(("tool_call-", "model_call-"))]
+    assert len(calls) <= 2 * 3 * 2  # only the listed steps' first calls
+    assert "4 later steps not listed" in html
+    assert reverse("api:run-records", args=[long_run["run_id"]]) in html
