@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from django.urls import reverse
 
-from bench.run_detail import big_run
 from runs import timeline
 from runs.api import views as api_views
+from runs.sample_runs import big_run
 from tests.runs.redaction_corpus import PLANTED, planted_run
 
 pytestmark = pytest.mark.django_db
