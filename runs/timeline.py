@@ -129,7 +129,11 @@ def build_timeline(run: dict[str, Any], redact: Any, shown: ShownPart | None = N
             value = row.get(name)
             if value in (None, {}, []):
                 continue
-            payloads.append(Payload(name, value, len(orjson.dumps(value)), holds_marker(value)))
+            dumped = orjson.dumps(value)
+            # a marker is a dict with a "redacted" key, or "[redacted:" inside a string: the
+            # walk is needed only when its JSON holds one of the two
+            hides = (b'"redacted"' in dumped or b"[redacted:" in dumped) and holds_marker(value)
+            payloads.append(Payload(name, value, len(dumped), hides))
         entry = Entry(kind, row, payloads, decisions=decisions.get(row.get("call_id") or "", [])
                       if kind == "tool_call" else [])
         began = row.get("started_at")
