@@ -229,7 +229,9 @@ class RunRecords(TenantScopedViewMixin, generics.RetrieveAPIView[Run]):
         limit = _seq_param(request, "limit", RECORDS_DEFAULT_LIMIT, 1, RECORDS_MAX_LIMIT)
         records = _redacted_records(Redaction(request), run, after, limit)
         last = records[-1]["seq"] if records else after
-        more = len(records) == limit and last < run["last_seq"]
+        # seq counts up from 1 without gaps, but a page short of ``limit`` does not end the
+        # walk by itself: only reaching the run's tip does (a cursor always moves forward)
+        more = bool(records) and last < run["last_seq"]
         return Response({"run_id": run["run_id"], "results": records,
                          "next": _records_url(request, run["run_id"], last) if more else None})
 
