@@ -74,8 +74,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _LAG_SQL = """
-SELECT pg_is_in_recovery(),
-       CASE WHEN NOT pg_is_in_recovery() THEN 0
+SELECT CASE WHEN NOT pg_is_in_recovery() THEN 0
             WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END
 """
@@ -103,7 +102,7 @@ def _measure() -> tuple[bool, str]:
     try:
         with connections[REPLICA].cursor() as cursor:
             cursor.execute(_LAG_SQL)
-            _, lag = cursor.fetchone()
+            (lag,) = cursor.fetchone()
     except (OperationalError, InterfaceError) as exc:
         connections[REPLICA].close()  # the next look connects afresh
         return False, f"down ({type(exc).__name__}: {str(exc).strip()[:200]})"
@@ -122,6 +121,8 @@ def replica_usable(now: float | None = None) -> bool:
     if not replica_configured():
         return False
     now = time.monotonic() if now is None else now
+    # one look at a time per process: the threads that come meanwhile wait for its answer
+    # (at most the replica's connect_timeout) rather than asking too
     with _health_lock:
         if now - _health.checked_at < settings.LEDGER_REPLICA_CHECK_SECONDS:
             return _health.usable
@@ -140,12 +141,6 @@ def mark_replica_down(reason: str) -> None:
         if _health.usable:
             log.warning("read replica %s: stale-ok reads go to the primary", reason)
         _health.checked_at, _health.usable, _health.reason = time.monotonic(), False, reason
-
-
-def forget_replica_health() -> None:
-    """The next stale-ok block looks at the replica again (tests; a changed setting)."""
-    with _health_lock:
-        _health.checked_at, _health.usable, _health.reason = float("-inf"), False, "unchecked"
 
 
 def primary_position() -> str | None:
@@ -275,10 +270,11 @@ def read_alias() -> str:
 
 class ReadYourWritesMiddleware:
     """A request that changes something (any but GET, HEAD, OPTIONS) reads the primary, and so
-    does its browser afterwards, until any replica it could be sent to holds that change: for the longest
-    lag a replica is used with, plus the time between two looks at it. The operator who
-    annotates a run and lands on its timeline sees the annotation. Installed with the replica.
-    The cookie says nothing secret: a client that forges it only reads the primary."""
+    does its browser afterwards, until any replica it could be sent to holds that change: for
+    the longest lag a replica is used with, plus the time between two looks at it. The
+    operator who annotates a run and lands on its timeline sees the annotation. Installed with
+    the replica. The cookie says nothing secret: a client that forges it only reads the
+    primary."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response

@@ -152,7 +152,9 @@ if _replica_url:
     _replica.setdefault("OPTIONS", {})
     # a replica that does not answer is given up on quickly: the primary serves instead
     _replica["OPTIONS"].setdefault("connect_timeout", 3)
-    _replica["OPTIONS"]["options"] = _db["OPTIONS"]["options"]
+    _replica["OPTIONS"]["options"] = " ".join(filter(None, [
+        _replica["OPTIONS"].get("options", ""), "-c tcp_keepalives_idle=60",
+        "-c tcp_keepalives_interval=10", "-c tcp_keepalives_count=6"]))
     # tests: the replica alias reads the test database itself (Django's test mirror)
     _replica["TEST"] = {"MIRROR": "default"}
     DATABASES["replica"] = _replica

@@ -63,9 +63,10 @@ class Cluster:
 
     def caught_up(self) -> bool:
         with psycopg.connect(self.primary.url("ledger"), autocommit=True) as conn:
-            position = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+            position = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert position is not None
         return bool(self.on_replica(
-            f"SELECT pg_last_wal_replay_lsn() >= '{position}'::pg_lsn")[0])
+            f"SELECT pg_last_wal_replay_lsn() >= '{position[0]}'::pg_lsn")[0])
 
     def pause_replay(self) -> None:
         self.on_replica("SELECT pg_wal_replay_pause()")
