@@ -286,7 +286,8 @@ class ReadYourWritesMiddleware:
             response = self.get_response(request)
         finally:
             _own_writes.reset(token)
-        if changes:
+        # only a signed-in browser's pages read the replica (agents' API reads never do)
+        if changes and settings.SESSION_COOKIE_NAME in request.COOKIES:
             response.set_cookie(
                 READ_PRIMARY_COOKIE, "1", httponly=True, samesite="Lax",
                 secure=request.is_secure(),

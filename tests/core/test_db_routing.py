@@ -85,8 +85,11 @@ def test_a_browser_that_changed_something_reads_the_primary_for_a_while(healthy_
 
     middleware = ReadYourWritesMiddleware(view)
     factory = RequestFactory()
-    posted = middleware(factory.post("/runs/acme/r1/annotate/"))
-    cookie = posted.cookies[READ_PRIMARY_COOKIE]
+    agent = factory.post("/api/v1/batches/")
+    assert READ_PRIMARY_COOKIE not in middleware(agent).cookies  # no session: not a browser
+    browser = factory.post("/runs/acme/r1/annotate/")
+    browser.COOKIES[settings.SESSION_COOKIE_NAME] = "a-session"
+    cookie = middleware(browser).cookies[READ_PRIMARY_COOKIE]
     assert int(cookie["max-age"]) == 36  # the lag it tolerates, the time between two looks
     assert cookie["httponly"]
 
@@ -94,4 +97,4 @@ def test_a_browser_that_changed_something_reads_the_primary_for_a_while(healthy_
     after.COOKIES[READ_PRIMARY_COOKIE] = "1"
     middleware(after)
     middleware(factory.get("/runs/acme/r1/"))  # another browser, or after the cookie expired
-    assert seen == ["default", "default", REPLICA]
+    assert seen == ["default", "default", "default", REPLICA]
