@@ -153,12 +153,23 @@ def primary_position() -> str | None:
         return str(cursor.fetchone()[0])
 
 
+#: How long a job waits for the replica to replay up to its start (it usually takes
+#: milliseconds: the position includes the job's own claim) before reading the primary.
+CATCH_UP_SECONDS = 2.0
+
+
 def _replayed_to(position: str) -> bool:
+    deadline = time.monotonic() + CATCH_UP_SECONDS
     try:
         with connections[REPLICA].cursor() as cursor:
-            cursor.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn "
-                           "OR NOT pg_is_in_recovery()", [position])
-            return bool(cursor.fetchone()[0])
+            while True:
+                cursor.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn "
+                               "OR NOT pg_is_in_recovery()", [position])
+                if cursor.fetchone()[0]:
+                    return True
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
     except (OperationalError, InterfaceError) as exc:
         mark_replica_down(f"down ({type(exc).__name__})")
         return False
