@@ -182,3 +182,37 @@ def test_the_bound_is_validated(acme, fields, field, settings):
 def test_a_bounded_opt_in_on_a_network_tool_with_a_dry_run_is_valid(acme):
     Tool(tenant=acme, name="lookup", connector="http", endpoint="http://127.0.0.1:1/x",
          dry_run_via="header", dry_run_name="X-Dry-Run", dry_run_concurrency=8).full_clean()
+
+
+def test_concurrent_dry_runs_carry_the_credential_and_never_record_it(
+        acme, alice, recorded, server, billing_token):
+    def leaky(seen: Seen) -> tuple[int, Any]:
+        return handler(seen)[0], {"customer_id": seen.body["customer_id"], "dry_run": True,
+                                  "token": seen.header("Authorization")}
+
+    handler = InFlight(wait_for=3)
+    wire(acme, server, handler, 3)
+    Tool.objects.filter(tenant=acme, name="lookup_customer").update(
+        endpoint=server.route("/leaky", leaky), secret_ref="env:BILLING_API_TOKEN")
+    replay = walk(start_replay(stored_run(acme, RUN_ID), by=alice))
+    assert replay.status == "succeeded", replay.failure_reason
+    assert 1 < handler.most <= 3
+    sent = server.requests_to("/leaky")
+    assert [s.header("Authorization") for s in sent] == [f"Bearer {billing_token}"] * CALLS
+    outputs = list(ReplayStep.objects.filter(replay=replay).order_by("seq")
+                   .values_list("output", flat=True))
+    assert len(outputs) == CALLS
+    assert billing_token not in str(outputs)
+    assert [(o or {}).get("token") for o in outputs] == ["Bearer [secret]"] * CALLS
+
+
+def test_concurrent_dry_runs_to_a_destination_egress_refuses_send_nothing(
+        acme, alice, recorded, server, settings):
+    handler = InFlight(wait_for=3)
+    wire(acme, server, handler, 3)
+    settings.LEDGER_EGRESS_ALLOW = ["tools.internal"]
+    replay = walk(start_replay(stored_run(acme, RUN_ID), by=alice))
+    assert server.seen == []
+    steps = list(ReplayStep.objects.filter(replay=replay).order_by("seq"))
+    assert [(s.seq, s.status) for s in steps] == [(i, "failed") for i in range(1, CALLS + 1)]
+    assert all("127.0.0.1" in s.error for s in steps)
