@@ -20,6 +20,7 @@ from django.http import Http404, HttpRequest
 from django.utils.functional import cached_property
 from simple_history.admin import SimpleHistoryAdmin
 
+from .db_routing import stale_ok
 from .roles import Role
 from .tenancy import allowed_tenant_ids, roles_of, tenants_for
 
@@ -238,6 +239,13 @@ class LedgerRecordAdmin(ExactSearchAdmin):
     ordering = ["-id"]
     sortable_by = ["started_at", "recorded_at"]
     hash_fields = ("content_hash", "chain_hash", "head_hash")
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        # Agents write these rows, not the reader: a list seconds behind is fine, and may come
+        # from the read replica (core/db_routing.py). A POST (an action) is a write: primary.
+        if request.method != "GET":
+            return super().changelist_view(request, extra_context)
+        return stale_ok(super().changelist_view)(request, extra_context)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
         return [f.name for f in self.model._meta.fields]
