@@ -25,6 +25,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from simple_history.admin import SimpleHistoryAdmin
 
+from .db_routing import stale_ok
 from .roles import Role
 from .tenancy import allowed_tenant_ids, roles_of, tenants_for
 
@@ -354,6 +355,13 @@ class LedgerRecordAdmin(ExactSearchAdmin):
     lean_changelist = True  # their list_display methods read ids only (runs/admin.py)
     change_list_template = "admin/lean_change_list.html"  # rows by core/admin_rows.py
     hash_fields = ("content_hash", "chain_hash", "head_hash")
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        # Agents write these rows, not the reader: a list seconds behind is fine, and may come
+        # from the read replica (core/db_routing.py). A POST (an action) is a write: primary.
+        if request.method != "GET":
+            return super().changelist_view(request, extra_context)
+        return stale_ok(super().changelist_view)(request, extra_context)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> Any:
         return [f.name for f in self.model._meta.fields]

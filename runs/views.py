@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core.actors import Viewer, actor_of
+from core.db_routing import stale_ok
 from core.roles import Role
 from core.tenancy import has_role
 
@@ -34,6 +35,7 @@ DEFERRED_SHOWN = 20
 
 
 @login_required
+@stale_ok  # runs recorded seconds ago may be missing; the search box is read-only
 def find_run(request: HttpRequest) -> HttpResponse:
     """The search box: a run_id, an agent_id or an alert/request reference, whole or in part.
     A single match, or a single exact one among others, opens its timeline."""
@@ -55,6 +57,7 @@ def _shown_run(shown: dict[str, Any]) -> dict[str, Any]:
 
 
 @login_required
+@stale_ok  # a timeline seconds behind: reload to see the newest records
 def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
     runs = Run.objects.for_user(request.user, Role.VIEW_LEDGER).filter(
         tenant__slug=tenant, run_id=run_id)
