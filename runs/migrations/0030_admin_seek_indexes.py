@@ -17,7 +17,7 @@ from core.migration_operations import (
 
 class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY runs outside a transaction
-    dependencies = [("runs", "0028_deferred_items")]
+    dependencies = [("runs", "0029_tool_dry_run_concurrency")]
     operations = [
         AddIndex("run", models.Index(fields=["tenant", "-started_at", "-id"],
                                      name="run_tenant_started_id")),
