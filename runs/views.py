@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core.actors import Viewer, actor_of
+from core.db_routing import stale_ok
 from core.roles import Role
 from core.tenancy import has_role
 
@@ -35,6 +36,7 @@ DEFERRED_SHOWN = 20
 
 
 @login_required
+@stale_ok  # runs recorded seconds ago may be missing; the search box is read-only
 def find_run(request: HttpRequest) -> HttpResponse:
     """The search box: a run_id, an agent_id or an alert/request reference, whole or in part.
     A single match, or a single exact one among others, opens its timeline."""
@@ -79,6 +81,7 @@ def _more_calls(request: HttpRequest, tenant: str, run_id: str, part: ShownPart 
 
 
 @login_required
+@stale_ok  # a timeline seconds behind: reload to see the newest records
 def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
     run = _visible_run_row(request, tenant, run_id)
     redactor = services.redactor_for(request.user, run["tenant_id"],
@@ -107,6 +110,7 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
 
 
 @login_required
+@stale_ok  # as the timeline it belongs to
 def run_step_calls(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse:
     """A step's calls after ``seq`` ``after`` (``step`` absent: calls outside any step), as
     a long run's timeline leaves them out: a page of their own, or with ``fragment=1`` only
