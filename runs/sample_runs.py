@@ -201,6 +201,66 @@ class RunGenerator:
         }
 
 
+def big_run(tenant_slug: str, tool_calls: int = 1000, steps: int = 50, seed: int = 11
+            ) -> dict[str, Any]:
+    """One run in the ingestion format with exactly ``tool_calls`` tool calls over ``steps``
+    steps, a model call each, every tenth call a retry of a failed one (the benchmarks' long
+    runs, and the tests of long runs)."""
+    gen = RunGenerator(tenant_slug, seed=seed)
+    rng = gen.rng
+    agent = "support-triage"
+    tools = [t for t, (_, _, users) in TOOLS.items() if agent in users]
+    run_id = f"{tenant_slug}-run-big-{tool_calls}"
+    started = now = datetime(2026, 11, 1, tzinfo=UTC)
+    per_step = -(-tool_calls // steps)
+
+    def ts(moment: datetime) -> str:
+        return moment.isoformat().replace("+00:00", "Z")
+
+    step_list: list[dict[str, Any]] = []
+    model_calls: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    for s in range(steps):
+        step_id, step_start = f"s{s + 1}", now
+        call = gen.model_call(run_id, s, AGENTS[agent][0].format(n=s), now)
+        model_calls.append(call)
+        now += timedelta(milliseconds=call["latency_ms"])
+        for _ in range(per_step):
+            i = len(calls)
+            if i >= tool_calls:
+                break
+            retry = i % 10 == 9 and i % per_step != 0  # the 10th call retries the 9th
+            fails = i % 10 == 8 and i + 1 < tool_calls and (i + 1) % per_step != 0
+            if retry:
+                original = calls[-1]
+                tool, call_id = original["tool"], f"{original['call_id']}-r2"
+            else:
+                tool, call_id = rng.choice(tools), f"{run_id}-t{i + 1}"
+            action, rollback, _ = TOOLS[tool]
+            tool_input, output, labels = gen._tool_io(tool, i)
+            duration = rng.randint(20, 2500)
+            calls.append({
+                "call_id": call_id, "step_id": step_id, "tool": tool, "action_class": action,
+                "input": tool_input, "output": None if fails else output,
+                "status": "failed" if fails else "succeeded",
+                "error": {"type": "TimeoutError", "message": "upstream did not answer"}
+                if fails else None,
+                "attempt": 2 if retry else 1,
+                "retry_of": calls[-1]["call_id"] if retry else None,
+                "started_at": ts(now), "ended_at": ts(now + timedelta(milliseconds=duration)),
+                "idempotency_key": f"idem-{call_id}" if action != "read" else "",
+                "supports_rollback": rollback, "classifications": labels})
+            now += timedelta(milliseconds=duration)
+        step_list.append({"step_id": step_id, "index": s + 1, "title": f"Step {s + 1}",
+                          "status": "done", "started_at": ts(step_start), "ended_at": ts(now)})
+    assert len(calls) == tool_calls
+    return {"run_id": run_id, "agent_id": agent, "agent_name": "Support Triage",
+            "goal": "Work through the backlog", "trigger_ref": "REQ-BIG", "status": "succeeded",
+            "started_at": ts(started), "ended_at": ts(now),
+            "metadata": {"framework": "langgraph", "version": "1.4.2"},
+            "steps": step_list, "model_calls": model_calls, "tool_calls": calls}
+
+
 def record_count(run: dict[str, Any]) -> int:
     return 1 + sum(len(run[k]) for k in ("steps", "model_calls", "tool_calls", "annotations")
                    if k in run)
