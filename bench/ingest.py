@@ -139,14 +139,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def gunicorn(workers: int, worker_class: str, threads: int, log_dir: str):
+def gunicorn(workers: int, worker_class: str, threads: int, log_dir: str,
+             app: str = "ledger_portal.wsgi:application"):
     try:
         import gunicorn as _  # noqa: F401
     except ImportError:
         sys.exit("bench.ingest needs gunicorn: .venv/bin/pip install gunicorn")
     port = free_port()
     log_path = Path(log_dir) / f"gunicorn-{port}.log"
-    cmd = [sys.executable, "-m", "gunicorn", "ledger_portal.wsgi:application",
+    cmd = [sys.executable, "-m", "gunicorn", app,
            "--chdir", str(REPO), "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
            "--worker-class", worker_class, "--threads", str(threads), "--keep-alive", "30",
            "--timeout", "300", "--log-level", "warning"]
