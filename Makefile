@@ -12,7 +12,7 @@ export DEMO_TOOLS_ADDR ?= 127.0.0.1:8765
 # Where the demo portal may send requests (tools, OPA, webhooks on this machine only).
 export LEDGER_EGRESS_ALLOW ?= 127.0.0.1,localhost
 
-.PHONY: install demo demo-data worker serve test test-sqlite test-postgres lint docs bench clean
+.PHONY: install demo demo-data worker serve test test-sqlite test-postgres lint docs bench-report clean
 
 install: $(VENV)/.installed
 
@@ -75,6 +75,14 @@ docs: install
 	@$(BIN)/mkdocs build --strict --site-dir $(CURDIR)/data/site > data/mkdocs.log 2>&1 \
 	  || (cat data/mkdocs.log; echo "docs: the manuals do not build (above)"; exit 1)
 	@echo "docs: built into data/site"
+
+# Every benchmark under bench/, one after another, against the local PostgreSQL; the figures
+# table in bench/README.md is rewritten from their own verdict lines (BENCH_SIZE=quick: smaller
+# data, same cases). Hours at full size: admin_changelist loads 1,000,000 tool calls.
+BENCH_SIZE ?= full
+bench-report: install
+	$(BIN)/pip install -q gunicorn
+	$(BIN)/python -m bench.report --size $(BENCH_SIZE) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 
 clean:
 	rm -rf $(VENV) data

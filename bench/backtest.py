@@ -37,7 +37,14 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from bench._common import add_db_arguments, bench_database, environment_line, profile_call, table
+from bench._common import (
+    add_db_arguments,
+    bench_database,
+    environment_line,
+    profile_call,
+    record_figure,
+    table,
+)
 
 POLICY = "tools"
 DRAFT_NOTE = "bench.backtest: deny data-exporter exfil, approval for refunds > 200 EUR, " \
@@ -365,6 +372,12 @@ def main(argv: list[str] | None = None) -> None:
                 ]
             print()
             print(table(["pass", "calls", "seconds", "calls/s", "note"], rows))
+            stream_rate = next((r[3] for r in rows if str(r[0]).startswith("(a)")), None)
+            record_figure("backtest", f"run() over {total_n:,} recorded calls",
+                          f"{_rate(total_n, total_s):,.0f} calls/s", "(none: a figure)",
+                          f"stream only {stream_rate:,.0f} rows/s" if stream_rate else "-",
+                          f"{_rate(total_n, total_s) / stream_rate:.0%} of stream"
+                          if stream_rate else "-", None)
 
             # 4. profile
             if "profile" not in skip and args.profile_calls > 0:

@@ -21,9 +21,10 @@ from runs.sample_runs import (  # noqa: F401  (benchmarks import these from here
 )
 
 
-def load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress: bool = True
-         ) -> dict[str, int]:
-    """Generate and ingest through the ingestion service (the API's path, minus HTTP)."""
+def load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress: bool = True,
+         unique: bool = False) -> dict[str, int]:
+    """Generate and ingest through the ingestion service (the API's path, minus HTTP);
+    ``unique``: every address, secret and free text differs per record (``RunGenerator``)."""
     from core.models import Tenant
     from runs.ingest_schema import parse_batch
     from runs.services import ingest_batch
@@ -33,7 +34,7 @@ def load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress: bool
     started = time.perf_counter()
     for slug in tenant_slugs:
         tenant, _ = Tenant.objects.get_or_create(slug=slug, defaults={"name": slug.title()})
-        for batch in batches(generate_runs(slug, per_tenant, seed)):
+        for batch in batches(generate_runs(slug, per_tenant, seed, unique=unique)):
             result = ingest_batch(tenant, parse_batch({"runs": batch}), recorded_by="generator")
             for kind, count in result.created.items():
                 totals[kind] = totals.get(kind, 0) + count

@@ -40,7 +40,7 @@ def main() -> None:
     from django.test import RequestFactory
     from django.urls import resolve
 
-    from bench._common import git_state, table, verdict
+    from bench._common import git_state, record_figure, table, verdict
     from core.observability import RequestObservationMiddleware
 
     match = resolve("/healthz")
@@ -93,6 +93,10 @@ def main() -> None:
     print(table(["case", "us/request"], [(case, f"{us:.1f}") for case, us in rows]))
     overhead = rows[-1][1] - rows[0][1]
     ok = overhead < TARGET_US
+    record_figure("request_middleware", "JSON middleware overhead per request",
+                  f"{overhead:.1f} us", f"< {TARGET_US:.0f} us",
+                  f"middleware without the access line {rows[1][1]:.1f} us",
+                  f"{rows[-1][1] / rows[1][1]:.2f}x", ok)
     print(f"JSON middleware overhead: {overhead:.1f} us/request (target < {TARGET_US:.0f}): "
           f"{verdict(ok)}")
     sys.exit(0 if ok else 1)

@@ -1,64 +1,67 @@
-"""``ledger verify`` over 1,000,000+ records: records/s beside a bare hashlib loop, same run.
+"""``ledger verify``: records/s of what the command really runs, beside a bare hashlib loop.
 
-    .venv/bin/python -m bench.verify --reuse-db ledger_bench_admin   # the admin bench's 1M calls
-    .venv/bin/python -m bench.verify --records 1000000                # load afresh, then measure
-    .venv/bin/python -m bench.verify --reuse-db ledger_bench_admin --seal --profile
+    .venv/bin/python -m bench.verify --tenant-records 20000,280000     # small + large tenant
+    .venv/bin/python -m bench.verify --reuse-db ledger_bench_admin      # the admin bench's 1.8M
+    .venv/bin/python -m bench.verify --reuse-db NAME --crossover --skip raw,tx,fetch,decompose,proto
 
-Target: ``verify_tenant`` (what ``ledger verify`` runs per tenant) at >= 100,000 records/s.
+Target (#17): ``ledger verify`` over every tenant at >= 150,000 records/s, every report intact,
+graded with ``record_figure``.
 
-``--reuse-db NAME`` measures an existing database (``migrate`` runs on it first; it is kept);
-without it, ``--records`` (1,000,000) records (~1.8 per tool call) are loaded into a fresh
-``ledger_bench_verify`` through ``bench.generate.load`` and the database is dropped at the end
-unless ``--keep``. ``--seal`` first seals a signed digest per tenant (``seal_tenant_digest``,
-persisted), so verification also checks every run against a signed head, as it does once the
-beat task has sealed digests.
+Data: ``--tenant-records`` loads one tenant per size (``bench-small``, ``bench-large``: the
+auto worker choice differs by size) through ``bench.generate.load`` into a fresh database
+(``ledger_bench_verify``, dropped unless ``--keep``); ``--reuse-db NAME`` measures an existing
+database (migrated first, kept). ``--seal`` first seals a signed digest per tenant (persisted).
 
 Passes, in this order, each over every tenant:
 
-1. **raw fetch**: the SQL of the same five querysets ``verify_tenant`` streams, on a plain
-   psycopg connection, server-side cursors ``WITH HOLD`` as Django declares them in autocommit,
-   JSON left as text: the database + driver floor.
-2. **verify_tenant** (autocommit, as the CLI calls it; ``progress=None``), ``--repeat`` times:
-   records/s = ``report.records`` / s, runs/s; every report must be intact.
-3. **verify_tenant in one transaction** (``transaction.atomic``): Django then declares its
-   cursors without ``WITH HOLD``, so PostgreSQL does not materialize each result first.
-4. **fetch only**: ``runs.integrity._record_stream`` and ``_run_rows``, the same fetch and
-   merge verify uses (on PostgreSQL: server-side cursors, canonical timestamps from SQL,
-   JSON as text for orjson), nothing hashed.
-5. **decomposition + bare hashlib** (the baseline): the same rows, one model at a time in
-   chunks of ``--chunk``; each stage timed alone: fetch; ``content_of`` + ``canonical_json``
-   (the canonical bytes, built once); then the bare loop ``hashlib.sha256(b).hexdigest()`` over
-   those bytes; then one chain link per record. Every recomputed hash is checked against the
-   stored ``content_hash`` (outside the timing), so the bytes are the bytes verify hashes.
+1. **raw fetch**: the SQL verify streams on PostgreSQL (``runs.integrity_fetch``: canonical
+   timestamps from SQL, JSON as text) on a plain psycopg connection: the database + driver
+   floor.
+2. **ledger verify** (graded): the command itself, in process (``ledger_portal.cli.main``,
+   local mode, ``--tenant T --quiet``), once per tenant, with its default ``--workers auto``:
+   each tenant's record count (from the run rows) picks one process or several
+   (``runs.integrity_parallel.choose_workers``); the table shows the choice.
+3. **verify_tenant, fixed workers** (``--workers-list``, default ``1,<cores>``): every tenant
+   with each count, so the crossover shows: where one process wins (worker start-up) and
+   where sharing does. ``--crossover`` repeats this twice and prints the per-size verdict.
+4. **verify_tenant in one transaction**: a caller's transaction, which keeps it to one process.
+5. **fetch only**: ``runs.integrity._record_stream`` + ``_run_rows`` (verify's fetch and merge),
+   nothing hashed.
+6. **decomposition + bare hashlib** (the baseline): verify's own fetch, one model at a time in
+   chunks of ``--chunk``, each stage timed alone: fetch; ``content_of`` + ``canonical_json``;
+   the bare loop ``hashlib.sha256(b).hexdigest()``; one chain link per record. Every
+   recomputed hash is checked against the stored one (outside the timing).
+7. **prototype**: the same SQL on a plain psycopg cursor with the same per-record work, no
+   merge or per-run checks: a floor for a Python verify, not a drop-in.
 
-6. **prototype**: the same SQL on a plain psycopg cursor (C timestamp loader, ``orjson.loads``
-   for the JSON columns) with the same per-record work (canonical bytes, sha256, chain link,
-   comparison): what a verify without the ORM's row handling could reach. No merge or per-run
-   checks, so a floor, not a drop-in.
-
-``--profile`` cProfiles one ``verify_tenant`` of the first tenant (top 25 by tottime).
+The breakdown ("where the time goes") is set against the **single-process** pass (the stages
+are measured in one process; a parallel pass's wall time is not their sum).
+``--profile`` cProfiles one single-process ``verify_tenant`` of the largest tenant.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from bench._common import (
     add_db_arguments,
     bench_database,
     environment_line,
+    load_average,
     profile_call,
+    record_figure,
     table,
-    verdict,
 )
 
-TARGET = 100_000  # records/s
-TENANTS = ["bench-1", "bench-2"]
+TARGET = 150_000  # records/s (#17)
+SIZES = ["bench-small", "bench-large"]
 RECORDS_PER_TOOL_CALL = 1.8  # bench.generate's mix: runs, steps, model calls, annotations
 
 
@@ -71,21 +74,25 @@ def ensure_data(args: argparse.Namespace, created: bool) -> str:
     from bench.generate import load
     from runs.models import ToolCall
 
-    have = ToolCall.objects.count()
     if not created:
-        if not have:
+        if not ToolCall.objects.exists():
             sys.exit(f"database {args.db_name} holds no tool calls: nothing to verify")
         return f"reused {args.db_name}"
-    tool_calls = max(1, round(args.records / RECORDS_PER_TOOL_CALL))
+    sizes = [int(n) for n in args.tenant_records.split(",") if n]
     started = time.perf_counter()
-    totals = load(TENANTS, tool_calls, args.seed, progress=sys.stderr.isatty())
+    loaded = 0
+    for slug, records in zip(SIZES if len(sizes) == 2 else
+                             [f"bench-{i + 1}" for i in range(len(sizes))], sizes, strict=True):
+        tool_calls = max(1, round(records / RECORDS_PER_TOOL_CALL))
+        totals = load([slug], tool_calls, args.seed, progress=sys.stderr.isatty())
+        loaded += sum(totals.values())
     seconds = time.perf_counter() - started
     with connection.cursor() as cursor:
         for name in ("runs_run", "runs_step", "runs_modelcall", "runs_toolcall",
                      "runs_annotation"):
             cursor.execute(f"VACUUM ANALYZE {name}")
-    return (f"loaded {sum(totals.values()):,} records ({totals.get('tool_calls', 0):,} tool "
-            f"calls) in {seconds:,.0f} s through ingest_batch, then VACUUM ANALYZE")
+    return (f"loaded {loaded:,} records into {len(sizes)} tenants ({args.tenant_records}) in "
+            f"{seconds:,.0f} s through ingest_batch, then VACUUM ANALYZE")
 
 
 def data_line() -> str:
@@ -102,46 +109,77 @@ def data_line() -> str:
     return "data: " + ", ".join(counts) + f" ({size})"
 
 
-# -- the querysets verify_tenant streams (mirrors runs.integrity) ------------------------------
+# -- the SQL verify_tenant streams on PostgreSQL (runs.integrity_fetch) ----------------------
 
 
-def run_rows_qs(tenant: Any) -> Any:
-    from django.db.models import F
+@dataclass
+class Stream:
+    model: Any
+    extras: dict[str, str]
+    where: str
+    params: list[Any]
+    order: str
 
-    from runs.models import Run
+    def sql(self) -> tuple[str, list[str], set[str]]:
+        from runs.integrity_fetch import _select
 
-    refs = {f"_{n}": F(p) for n, p in Run.content_refs.items()}
-    own = [n for n in Run.content_fields if n not in Run.content_refs]
-    return (Run.objects.filter(tenant=tenant).order_by("id")
-            .values("id", "content_hash", "chain_hash", "last_seq", "head_hash", *own, **refs))
-
-
-def record_qs(model: Any, tenant: Any) -> Any:
-    from django.db.models import F
-
-    from runs.models import Run
-
-    refs = {f"_{name}": F(path) for name, path in model.content_refs.items()}
-    own = [n for n in model.content_fields if n not in model.content_refs]
-    return (model.objects.filter(run__in=Run.objects.filter(tenant=tenant))
-            .order_by("run_id", "seq")
-            .values("seq", "content_hash", "chain_hash", *own, run_pk=F("run_id"), **refs))
+        select, names, json_names = _select(self.model, self.extras)
+        return f"{select} WHERE {self.where} ORDER BY {self.order}", names, json_names
 
 
-def streams(tenant: Any) -> list[tuple[Any, Any]]:
-    """(model, queryset) of the run rows and the four record kinds."""
+def streams(tenant: Any) -> list[Stream]:
+    """The run rows and the four record kinds, as ``runs.integrity`` asks for them."""
     from runs.integrity import RECORD_MODELS
     from runs.models import Run
 
-    return [(Run, run_rows_qs(tenant))] + [(m, record_qs(m, tenant)) for m in RECORD_MODELS]
+    fields = ("id", "content_hash", "chain_hash", "last_seq", "head_hash", "status", "ended_at")
+    out = [Stream(Run, {f: f"t.{f}" for f in fields}, "t.tenant_id = %s", [tenant.pk], "t.id")]
+    extras = {"run_pk": "t.run_id", "seq": "t.seq", "content_hash": "t.content_hash",
+              "chain_hash": "t.chain_hash"}
+    out += [Stream(m, extras, "t.run_id IN (SELECT id FROM runs_run WHERE tenant_id = %s)",
+                   [tenant.pk], "t.run_id, t.seq") for m in RECORD_MODELS]
+    return out
 
 
 # -- passes ------------------------------------------------------------------------------------
 
 
+def pass_cli(tenants: list[Any]) -> dict[str, tuple[int, int, float, bool, int]]:
+    """``ledger verify --tenant T --quiet`` in process, per tenant, with its default workers:
+    slug -> (runs, records, seconds, intact, workers chosen)."""
+    import contextlib
+    import io
+    import re
+
+    from django.contrib.auth.models import User
+
+    from core.services import grant_role
+    from ledger_portal.cli import main
+    from runs.integrity_parallel import workers_for
+
+    user, _ = User.objects.get_or_create(username="bench-verifier")
+    per = {}
+    for tenant in tenants:
+        grant_role(user, "view_ledger", tenant)
+        chosen = workers_for(tenant)  # what --workers auto picks (verify_tenant asks the same)
+        out = io.StringIO()
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(out):
+            code = main(["--local", "--as", user.username, "verify", "--tenant", tenant.slug,
+                         "--quiet"])
+        seconds = time.perf_counter() - started
+        found = re.search(r"(\d+) runs, (\d+) records", out.getvalue())
+        if found is None:
+            sys.exit(f"ledger verify said: {out.getvalue()!r} (exit {code})")
+        per[tenant.slug] = (int(found[1]), int(found[2]), seconds, code == 0, chosen)
+        if code != 0:
+            print(f"  {tenant.slug}: ledger verify exit {code}: {out.getvalue()[:500]}")
+    return per
+
+
 def pass_verify(tenants: list[Any], in_transaction: bool = False, workers: int = 1
                 ) -> dict[str, Any]:
-    """verify_tenant over each tenant: per-tenant (runs, records, digests, seconds, intact)."""
+    """verify_tenant over each tenant: per-tenant (report, seconds)."""
     from django.db import transaction
 
     from runs.integrity import verify_tenant
@@ -179,57 +217,49 @@ def pass_fetch_only(tenants: list[Any]) -> tuple[int, float]:
 
 
 def pass_raw_fetch(db_url: str, tenants: list[Any]) -> tuple[int, float]:
-    """The same SQL on a plain psycopg connection, WITH HOLD cursors, JSON as text."""
+    """Verify's SQL on a plain psycopg connection (server-side cursors in one transaction),
+    rows as tuples: the database + driver floor."""
     import psycopg
-    from psycopg.types.string import TextLoader
 
     records = 0
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.adapters.register_loader("jsonb", TextLoader)
+    with psycopg.connect(db_url) as conn:
         started = time.perf_counter()
         for tenant in tenants:
-            for i, (_, qs) in enumerate(streams(tenant)):
-                sql, params = qs.query.get_compiler(using=qs.db).as_sql()
-                with conn.cursor(name=f"bench_raw_{i}", withhold=True) as cur:
-                    cur.execute(sql, params)
-                    while rows := cur.fetchmany(2000):
+            for i, stream in enumerate(streams(tenant)):
+                sql, _, _ = stream.sql()
+                with conn.cursor(name=f"bench_raw_{i}") as cur:
+                    cur.execute(sql, stream.params)
+                    while rows := cur.fetchmany(5000):
                         records += len(rows)
         seconds = time.perf_counter() - started
     return records, seconds
 
 
 def pass_prototype(db_url: str, tenants: list[Any]) -> tuple[int, float, int]:
-    """What verify's per-record work costs without the ORM: the same SQL on a plain psycopg
-    cursor (psycopg's C timestamp loader, JSON as text decoded by ``orjson.loads``), then
-    ``content_of`` + ``canonical_json`` + sha256 + a chain link per record and a comparison with
-    the stored hashes. No merge, no per-run grouping: a floor for a Python verify, not a
-    drop-in."""
+    """Verify's per-record work without Django's cursor wrapper: the same SQL on a plain
+    psycopg cursor, ``orjson.loads`` for the JSON columns, then ``content_of`` +
+    ``canonical_json`` + sha256 + a chain link per record and a comparison with the stored
+    hash. No merge, no per-run grouping: a floor for a Python verify, not a drop-in."""
     import psycopg
-    from django.db.models import JSONField
-    from psycopg.types.string import TextLoader
 
     from core.canonical import GENESIS, canonical_json, chain_hash
     from runs.models.base import content_of
 
     loads, sha256 = orjson_loads(), hashlib.sha256
     records = mismatches = 0
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.adapters.register_loader("jsonb", TextLoader)
+    with psycopg.connect(db_url) as conn:
         started = time.perf_counter()
         for tenant in tenants:
-            for i, (model, qs) in enumerate(streams(tenant)):
+            for i, stream in enumerate(streams(tenant)):
+                model = stream.model
                 kind, fields = model.kind, model.content_fields
                 optional = model.optional_content_fields
-                json_names = {f.name for f in model._meta.concrete_fields
-                              if isinstance(f, JSONField)}
-                sql, params = qs.query.get_compiler(using=qs.db).as_sql()
-                with conn.cursor(name=f"bench_proto_{i}", withhold=True) as cur:
-                    cur.execute(sql, params)
-                    assert cur.description is not None
-                    names = [d.name.lstrip("_") for d in cur.description]
-                    json_at = [j for j, n in enumerate(names) if n in json_names]
+                sql, names, json_names = stream.sql()
+                json_at = [j for j, n in enumerate(names) if n in json_names]
+                with conn.cursor(name=f"bench_proto_{i}") as cur:
+                    cur.execute(sql, stream.params)
                     link = GENESIS
-                    while rows := cur.fetchmany(2000):
+                    while rows := cur.fetchmany(5000):
                         for values in rows:
                             row = dict(zip(names, values, strict=True))
                             for j in json_at:
@@ -281,48 +311,49 @@ def _chunks(it: Iterator[Any], size: int, stages: Stages) -> Iterator[list[Any]]
 
 
 def pass_decomposition(tenants: list[Any], chunk: int) -> Stages:
-    """Fetch, canonical bytes, bare sha256, chain links: each stage timed alone."""
+    """Verify's fetch, canonical bytes, bare sha256, chain links: each stage timed alone."""
+    from django.db import transaction
+
     from core.canonical import GENESIS, canonical_json, chain_hash
+    from runs import integrity_fetch
     from runs.models.base import content_of
 
     sha256 = hashlib.sha256
     stages = Stages()
-    for tenant in tenants:
-        for model, qs in streams(tenant):
-            kind, fields, refs = model.kind, model.content_fields, tuple(model.content_refs)
-            optional = model.optional_content_fields
+    with transaction.atomic():  # verify's server-side cursors live in its transaction
+        for tenant in tenants:
+            for stream in streams(tenant):
+                model = stream.model
+                kind, fields = model.kind, model.content_fields
+                optional = model.optional_content_fields
+                rows = integrity_fetch.stream(model, stream.extras, stream.where,
+                                              stream.params, stream.order)
+                for part in _chunks(rows, chunk, stages):
+                    def canonical(part: list[dict[str, Any]] = part, kind: str = kind,
+                                  fields: tuple[str, ...] = fields,
+                                  optional: frozenset[str] = optional) -> list[bytes]:
+                        return [canonical_json(content_of(kind, fields, row, optional))
+                                for row in part]
 
-            def rows(qs: Any = qs, refs: tuple[str, ...] = refs) -> Iterator[dict[str, Any]]:
-                for row in qs.iterator(chunk_size=2000):
-                    for name in refs:  # as runs.integrity._tagged does
-                        row[name] = row.pop(f"_{name}")
-                    yield row
+                    blobs: list[bytes] = stages.time("canonical", canonical)
 
-            for part in _chunks(rows(), chunk, stages):
-                def canonical(part: list[dict[str, Any]] = part, kind: str = kind,
-                              fields: tuple[str, ...] = fields,
-                              optional: frozenset[str] = optional) -> list[bytes]:
-                    return [canonical_json(content_of(kind, fields, row, optional))
-                            for row in part]
+                    def bare_hash(blobs: list[bytes] = blobs) -> list[str]:
+                        return [sha256(b).hexdigest() for b in blobs]
 
-                blobs: list[bytes] = stages.time("canonical", canonical)
+                    hashes = stages.time("sha256", bare_hash)
 
-                def bare_hash(blobs: list[bytes] = blobs) -> list[str]:
-                    return [sha256(b).hexdigest() for b in blobs]
+                    def links(part: list[dict[str, Any]] = part, hashes: list[str] = hashes
+                              ) -> None:
+                        link = GENESIS
+                        for row, digest in zip(part, hashes, strict=True):
+                            link = chain_hash(link, row.get("seq", 0), digest)
 
-                hashes = stages.time("sha256", bare_hash)
-
-                def links(part: list[dict[str, Any]] = part, hashes: list[str] = hashes
-                          ) -> None:
-                    link = GENESIS
-                    for row, digest in zip(part, hashes, strict=True):
-                        link = chain_hash(link, row.get("seq", 0), digest)
-
-                stages.time("chain", links)
-                stages.records += len(part)
-                stages.bytes += sum(map(len, blobs))
-                stages.mismatches += sum(1 for row, digest in zip(part, hashes, strict=True)
-                                         if row["content_hash"] != digest)
+                    stages.time("chain", links)
+                    stages.records += len(part)
+                    stages.bytes += sum(map(len, blobs))
+                    stages.mismatches += sum(
+                        1 for row, digest in zip(part, hashes, strict=True)
+                        if row["content_hash"] != digest)
     return stages
 
 
@@ -334,22 +365,26 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reuse-db", metavar="NAME",
                         help="measure this existing database (migrated first, always kept)")
-    parser.add_argument("--records", type=int, default=1_000_000,
-                        help="records to load into a fresh database (without --reuse-db)")
+    parser.add_argument("--tenant-records", default="20000,280000",
+                        help="records per tenant to load into a fresh database (two sizes: "
+                        "bench-small, bench-large; default %(default)s)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=1, help="verify_tenant passes")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="processes for verify_tenant (ledger verify's default: the cores, "
-                        "at most 4; 1 = a single pass)")
+    parser.add_argument("--only", default="", help="only these tenants (slugs, comma-separated)")
+    parser.add_argument("--workers-list", default=f"1,{os.cpu_count() or 1}",
+                        help="fixed worker counts for the verify_tenant passes (default "
+                        "%(default)s)")
+    parser.add_argument("--crossover", action="store_true",
+                        help="run the fixed-worker passes twice and say, per tenant size, "
+                        "which count wins")
     parser.add_argument("--chunk", type=int, default=2000,
-                        help="rows per chunk in the decomposition pass (large chunks keep many "
-                        "rows alive and make the garbage collector's passes longer)")
+                        help="rows per chunk in the decomposition pass")
     parser.add_argument("--seal", action="store_true",
                         help="seal a digest per tenant first (persisted in the database)")
     parser.add_argument("--skip", default="",
-                        help="passes to leave out, comma-separated: raw,tx,fetch,decompose,proto")
+                        help="passes to leave out, comma-separated: raw,fixed,tx,fetch,"
+                        "decompose,proto")
     parser.add_argument("--profile", action="store_true",
-                        help="cProfile verify_tenant of the first tenant (top 25 by tottime)")
+                        help="cProfile one single-process verify_tenant of the largest tenant")
     add_db_arguments(parser, "verify")
     args = parser.parse_args(argv)
     skip = {s for s in args.skip.split(",") if s}
@@ -364,10 +399,13 @@ def main(argv: list[str] | None = None) -> None:
 
     with bench_database(args, reuse=bool(args.reuse_db)) as db:
         from runs.integrity import seal_tenant_digest
+        from runs.integrity_parallel import PARALLEL_FROM_RECORDS, tenant_records
 
         print(environment_line(db), flush=True)
         print(ensure_data(args, db.created) + " (migrated)", flush=True)
         tenants = _tenants_with_runs()
+        if args.only:
+            tenants = [t for t in tenants if t.slug in args.only.split(",")]
         if args.seal:
             for tenant in tenants:
                 started = time.perf_counter()
@@ -377,36 +415,49 @@ def main(argv: list[str] | None = None) -> None:
                     if digest else "nothing moved since the last digest")
                     + f" ({time.perf_counter() - started:.1f} s)")
         print(data_line(), flush=True)
-        print(f"tenants: {', '.join(t.slug for t in tenants)}\n", flush=True)
+        sizes = {t.slug: tenant_records(t) for t in tenants}
+        print("tenants: " + ", ".join(f"{slug} {n:,} records" for slug, n in sizes.items())
+              + f"; auto: one process below {PARALLEL_FROM_RECORDS:,} records a tenant")
+        print(f"load average at the start: {load_average()}\n", flush=True)
 
         rows: list[list[Any]] = []
 
         if "raw" not in skip:
             n, s = pass_raw_fetch(db.url, tenants)
             print(f"raw fetch: {n:,} rows in {s:.1f} s", flush=True)
-            rows.append(["raw fetch (psycopg, same SQL, JSON as text)", "", n, s, n / s, "",
-                         ""])
+            rows.append(["raw fetch (psycopg, verify's SQL)", "", n, s, n / s, "", ""])
 
-        best: tuple[float, int, int] | None = None
-        all_intact = True
-        for i in range(args.repeat):
-            per = pass_verify(tenants, workers=args.workers)
-            for slug, (report, seconds) in per.items():
-                all_intact = all_intact and report.intact
-                rows.append([f"verify_tenant {slug}" + (f" #{i + 1}" if args.repeat > 1 else ""),
-                             f"{report.runs:,} / {report.digests}", report.records, seconds,
-                             report.records / seconds, report.runs / seconds,
-                             "intact" if report.intact else f"{len(report.breaks)} BROKEN"])
-            seconds = sum(s for _, s in per.values())
-            records = sum(r.records for r, _ in per.values())
-            runs = sum(r.runs for r, _ in per.values())
-            rows.append(["verify_tenant, all tenants" + (f" #{i + 1}" if args.repeat > 1
-                                                         else ""),
-                         f"{runs:,}", records, seconds, records / seconds, runs / seconds, ""])
-            print(f"verify pass {i + 1}: {records:,} records in {seconds:.1f} s", flush=True)
-            if best is None or seconds < best[0]:
-                best = (seconds, records, runs)
-        assert best is not None
+        cli = pass_cli(tenants)
+        for slug, (runs, records, seconds, intact, chosen) in cli.items():
+            rows.append([f"ledger verify --tenant {slug} (auto: {chosen} process"
+                         f"{'es' if chosen > 1 else ''})", f"{runs:,}", records, seconds,
+                         records / seconds, runs / seconds, "intact" if intact else "BROKEN"])
+        cli_seconds = sum(v[2] for v in cli.values())
+        cli_records = sum(v[1] for v in cli.values())
+        cli_runs = sum(v[0] for v in cli.values())
+        all_intact = all(v[3] for v in cli.values())
+        rows.append(["ledger verify, all tenants (graded)", f"{cli_runs:,}", cli_records,
+                     cli_seconds, cli_records / cli_seconds, cli_runs / cli_seconds, ""])
+        print(f"ledger verify: {cli_records:,} records in {cli_seconds:.1f} s "
+              f"(load {load_average()})", flush=True)
+
+        fixed: dict[int, list[dict[str, Any]]] = {}
+        if "fixed" not in skip:
+            counts = [int(w) for w in args.workers_list.split(",") if w]
+            for round_ in range(2 if args.crossover else 1):
+                for workers in counts:
+                    per = pass_verify(tenants, workers=workers)
+                    fixed.setdefault(workers, []).append(per)
+                    for slug, (report, seconds) in per.items():
+                        all_intact = all_intact and report.intact
+                        rows.append([f"verify_tenant {slug}, workers={workers}"
+                                     + (f" #{round_ + 1}" if args.crossover else ""),
+                                     f"{report.runs:,}", report.records, seconds,
+                                     report.records / seconds, report.runs / seconds,
+                                     "intact" if report.intact else "BROKEN"])
+                    print(f"workers={workers}: " + ", ".join(
+                        f"{slug} {sec:.1f} s" for slug, (_, sec) in per.items())
+                        + f" (load {load_average()})", flush=True)
 
         if "tx" not in skip:
             per = pass_verify(tenants, in_transaction=True)
@@ -414,18 +465,15 @@ def main(argv: list[str] | None = None) -> None:
             records = sum(r.records for r, _ in per.values())
             runs = sum(r.runs for r, _ in per.values())
             all_intact = all_intact and all(r.intact for r, _ in per.values())
-            print(f"verify in one transaction: {records:,} records in {seconds:.1f} s",
-                  flush=True)
-            rows.append(["verify_tenant in transaction.atomic()", f"{runs:,}", records,
-                         seconds, records / seconds, runs / seconds,
+            rows.append(["verify_tenant in transaction.atomic() (one process)", f"{runs:,}",
+                         records, seconds, records / seconds, runs / seconds,
                          "intact" if all(r.intact for r, _ in per.values()) else "BROKEN"])
 
         fetch_only = None
         if "fetch" not in skip:
             n, s = pass_fetch_only(tenants)
             fetch_only = s
-            print(f"fetch only: {n:,} rows in {s:.1f} s", flush=True)
-            rows.append(["fetch only (same querysets + merge, no hashing)", "", n, s, n / s,
+            rows.append(["fetch only (verify's fetch + merge, no hashing)", "", n, s, n / s,
                          "", ""])
 
         stages = None
@@ -434,58 +482,62 @@ def main(argv: list[str] | None = None) -> None:
             n = stages.records
             print(f"decomposition: {n:,} rows, {stages.bytes / 1e6:,.0f} MB canonical JSON, "
                   f"{stages.mismatches} hash mismatches", flush=True)
-            for stage, label in (("fetch", "  fetch, one stream at a time (values() + JSONField)"),
+            for stage, label in (("fetch", "  fetch, one stream at a time (integrity_fetch)"),
                                  ("canonical", "  content_of + canonical_json"),
                                  ("sha256", "baseline: bare sha256(bytes).hexdigest() loop"),
                                  ("chain", "  chain link per record (chain_hash)")):
                 s = stages.seconds[stage]
                 rows.append([label, "", n, s, n / s, "", ""])
-            hashing = stages.seconds["sha256"] + stages.seconds["chain"]
-            rows.append(["  sha256 + chain link (all verify must hash)", "", n, hashing,
-                         n / hashing, "", ""])
 
         if "proto" not in skip:
             n, s, bad = pass_prototype(db.url, tenants)
-            print(f"prototype: {n:,} rows in {s:.1f} s, {bad} hash mismatches", flush=True)
-            rows.append(["prototype: raw psycopg + orjson.loads + canonical + sha256 + link",
-                         "", n, s, n / s, "", f"{bad} mismatches"])
+            rows.append(["prototype: raw psycopg + orjson + canonical + sha256 + link", "", n,
+                         s, n / s, "", f"{bad} mismatches"])
 
         print()
-        print(table(["pass", "runs / digests", "records", "seconds", "records/s", "runs/s",
-                     "report"], rows))
-        seconds, records, runs = best
-        rate = records / seconds
-        print(f"\nverify_tenant: {rate:,.0f} records/s, {runs / seconds:,.0f} runs/s over "
-              f"{records:,} records (best of {args.repeat}); reports intact: "
-              f"{'yes' if all_intact else 'NO'}")
+        print(table(["pass", "runs", "records", "seconds", "records/s", "runs/s", "report"],
+                     rows))
+        rate = cli_records / cli_seconds
+        print(f"\nload average at the end: {load_average()}")
+        if args.crossover and len(fixed) > 1:
+            print("crossover (best of 2 per count): " + "; ".join(
+                f"{slug} ({sizes[slug]:,} records): " + ", ".join(
+                    f"{w} -> {min(p[slug][1] for p in fixed[w]):.1f} s" for w in fixed)
+                for slug in sizes))
+        single = None
+        if 1 in fixed:
+            single = sum(sec for _, sec in fixed[1][0].values())
+            records = sum(r.records for r, _ in fixed[1][0].values())
+            print(f"one process: {records / single:,.0f} records/s")
         if stages is not None:
             bare = stages.records / stages.seconds["sha256"]
             print(f"bare hashlib loop over the same bytes: {bare:,.0f} records/s "
-                  f"({stages.bytes / stages.seconds['sha256'] / 1e6:,.0f} MB/s, "
-                  f"{stages.bytes / max(stages.records, 1):,.0f} bytes/record); verify is "
-                  f"{bare / rate:.1f}x slower; recomputed hashes differing from the stored "
-                  f"ones: {stages.mismatches}")
-            shares = dict(stages.seconds)
-            if fetch_only is not None:  # the exact fetch verify does, merge included
-                shares["fetch"] = fetch_only
-            rest = seconds - sum(shares.values())
-            print("where one verify pass's time goes (fetch: the fetch-only pass; the others: "
-                  "decomposition stages): " + ", ".join(
-                      f"{k} {v:.1f} s = {100 * v / seconds:.0f}%" for k, v in shares.items())
-                  + (f", rest (verify's own loop: grouping, dicts, checks) {rest:.1f} s = "
-                     f"{100 * rest / seconds:.0f}%" if rest > 0 else
-                     f"; measured apart they add up to {100 * (seconds - rest) / seconds:.0f}%: "
-                     "verify's own loop is within the noise"))
-        ok = rate >= TARGET and all_intact
-        short = "" if rate >= TARGET else f" ({100 * (1 - rate / TARGET):.0f}% short)"
-        print(f"target: >= {TARGET:,} records/s and intact: {verdict(ok)}{short}")
+                  f"({stages.bytes / max(stages.records, 1):,.0f} bytes/record); recomputed "
+                  f"hashes differing from the stored ones: {stages.mismatches}")
+            if single is not None:
+                shares = dict(stages.seconds)
+                if fetch_only is not None:
+                    shares["fetch"] = fetch_only
+                rest = single - sum(shares.values())
+                print("where the single-process pass's time goes (" + f"{single:.1f} s): "
+                      + ", ".join(f"{k} {v:.1f} s = {100 * v / single:.0f}%"
+                                  for k, v in shares.items())
+                      + f", rest (verify's own loop: grouping, dicts, checks) {rest:.1f} s = "
+                      f"{100 * rest / single:.0f}%")
+        baseline = (f"one process {records / single:,.0f}/s" if single else "n/a") + (
+            f"; bare sha256 {stages.records / stages.seconds['sha256']:,.0f}/s"
+            if stages else "")
+        record_figure("verify", "ledger verify (auto workers), all tenants, records/s",
+                      f"{rate:,.0f}", f">= {TARGET:,} and intact", baseline,
+                      f"{rate / TARGET:.2f}x target", rate >= TARGET and all_intact)
 
         if args.profile:
             from runs.integrity import verify_tenant
 
-            tenant = tenants[0]
-            print(f"\n== cProfile: verify_tenant({tenant.slug}) (top 25 by tottime)")
-            print(profile_call(lambda: verify_tenant(tenant), top=25, sort="tottime"))
+            tenant = max(tenants, key=lambda t: sizes[t.slug])
+            print(f"\n== cProfile: verify_tenant({tenant.slug}, workers=1) (top 25 by tottime)")
+            print(profile_call(lambda: verify_tenant(tenant, workers=1), top=25,
+                               sort="tottime"))
 
 
 def _tenants_with_runs() -> list[Any]:

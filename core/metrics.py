@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client import (
     Counter,
+    Gauge,
     Histogram,
     values,
 )
@@ -60,6 +61,13 @@ JOB_SECONDS = Histogram("ledger_job_duration_seconds", "Time a Celery task ran",
                         buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
 JOBS = Counter("ledger_jobs_total", "Celery tasks finished, by task and outcome",
                ["task", "outcome"])
+STALE_OK_READS = Counter(
+    "ledger_stale_ok_reads_total", "Blocks of reads that may be stale (core/db_routing.py), by "
+    "the server that served them and why (ok, down, lagging, behind_position, in_transaction)",
+    ["served_by", "reason"])
+REPLICA_LAG = Gauge("ledger_replica_lag_seconds",
+                    "How far the read replica's replay was behind at this process's last look",
+                    multiprocess_mode="max")
 
 
 def count_ingested(created: Any) -> None:

@@ -43,6 +43,7 @@ from django.db.models import F, Q, QuerySet
 
 from approvals.models import ApprovalRequest, Vote
 from core.canonical import canonical_timestamp
+from core.db_routing import read_alias
 from operations.models import Replay, ReplayStep, Rollback
 from operations.replay_redaction import redact_divergence
 from policies.models import Decision, GovernedException, PolicyVersion, Rule
@@ -165,9 +166,11 @@ def _postgres_rows(model: Any, window: Window, after: int, upto: int,
         # Keyset pages, each read in its own short transaction through a server-side cursor:
         # no transaction stays open while the rows are written (the part's progress updates
         # must be visible as they happen), and never more than a page in memory.
-        with transaction.atomic():
+        # from the read replica when the export part's job reads there (core/db_routing.py)
+        using = read_alias()
+        with transaction.atomic(using=using):
             names, json_at, page = integrity_fetch.fetch_page(
-                model, extras, where, [*params, last, upto], f"t.id LIMIT {LEDGER_PAGE}")
+                model, extras, where, [*params, last, upto], f"t.id LIMIT {LEDGER_PAGE}", using)
         if not page:
             return
         last = page[-1][0]  # extras come first: "pk"

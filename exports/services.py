@@ -28,6 +28,7 @@ from django.utils import timezone
 from core import signing
 from core.actors import Actor, label_of, person_of
 from core.canonical import canonical_timestamp
+from core.db_routing import stale_ok_job
 from core.jobs import enqueue_on_commit
 from core.metrics import EXPORT_BYTES
 from core.models import Tenant
@@ -242,14 +243,20 @@ def produce_part(part_id: int) -> bool:
             ExportPart.objects.filter(pk=part.pk, attempts=part.attempts).update(rows_done=rows)
             _sum_progress(export.pk)
 
-    try:
+    def write(_alias: str) -> tuple[int, _Hashing]:
         redactor = tenant_redactor(export.tenant_id, export.redaction_level)
-        with temp.open("wb", buffering=1 << 20) as raw:
+        with temp.open("wb", buffering=1 << 20) as raw:  # from the start on a second try
             out = _Hashing(raw)
             rows = writer.write_part(SECTION_BY_NAME[part.section], export, part.after_pk,
                                      part.upto_pk, redactor, out, progress,  # type: ignore[arg-type]
                                      settings.LEDGER_EXPORT_PROGRESS_ROWS,
                                      export_committer(export))
+        return rows, out
+
+    try:
+        # the part's rows may come from the read replica once it holds everything committed
+        # before now (the export's window was fixed before): the same rows as the primary's
+        rows, out = stale_ok_job(write)
         name = f"parts/{export.pk}/{part.index}-{part.attempts}.part"
         with LocalFile(temp) as handle:  # moved into local storage, not copied
             name = export_storage().save(name, handle)

@@ -236,7 +236,7 @@ def cmd_verify(args: argparse.Namespace, user: Actor) -> int:
                 bar.update(task, completed=done, total=total)
 
             report = verify_tenant(tenant, run_id=args.run, progress=advance,
-                                   workers=args.workers)
+                                   workers=None if args.workers == "auto" else args.workers)
         if args.run and report.runs == 0:
             print(f"ledger: no run {args.run!r} in {tenant.slug}", file=sys.stderr)
             return EXIT_NOT_FOUND
@@ -250,6 +250,19 @@ def cmd_verify(args: argparse.Namespace, user: Actor) -> int:
                   f"{tenant.slug} --source chain_gap --list")
         broken = broken or not report.intact
     return EXIT_TAMPERED if broken else EXIT_OK
+
+
+def _workers(value: str) -> int | str:
+    """``--workers``: ``auto`` (chosen per tenant by its size) or a number of processes."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: auto or a number of processes (>= 1)")
+    return number
 
 
 def cmd_freeze(args: argparse.Namespace, user: Actor) -> int:
@@ -362,9 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--tenant")
     verify.add_argument("--run", help="only this run_id")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
-    verify.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4),
-                        help="processes sharing the work (PostgreSQL; default: the cores, "
-                        "at most 4)")
+    verify.add_argument("--workers", type=_workers, default="auto",
+                        help="processes sharing the work (PostgreSQL), or auto (the default): "
+                        "one below about 300,000 records a tenant, then more, at most the "
+                        "cores and 4")
     verify.set_defaults(func=cmd_verify)
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub)

@@ -132,6 +132,41 @@ else:
         "TEST": {"NAME": str(DATA_DIR / "test-ledger.sqlite3")},
     }
 DATABASES = {"default": _db}
+# A PostgreSQL read replica for the reads that say they may be stale by seconds (ledger lists,
+# timelines, export parts, back-tests: core/db_routing.py); everything else stays on the
+# primary. Unset: one database, as without it.
+_replica_url = env_str("DATABASE_REPLICA_URL")
+DATABASE_ROUTERS: list[str] = []
+if _replica_url:
+    if not _database_url:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL needs DATABASE_URL (a PostgreSQL "
+                                   "primary): SQLite has no replica")
+    try:
+        _replica = dj_database_url.parse(_replica_url,
+                                         conn_max_age=env_int("DB_CONN_MAX_AGE", 60))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URL is not a database URL: {exc}") from exc
+    if _replica["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must be a postgres:// URL")
+    _replica["CONN_HEALTH_CHECKS"] = True
+    _replica.setdefault("OPTIONS", {})
+    # a replica that does not answer is given up on quickly: the primary serves instead
+    _replica["OPTIONS"].setdefault("connect_timeout", 3)
+    _replica["OPTIONS"]["options"] = " ".join(filter(None, [
+        _replica["OPTIONS"].get("options", ""), "-c tcp_keepalives_idle=60",
+        "-c tcp_keepalives_interval=10", "-c tcp_keepalives_count=6"]))
+    # tests: the replica alias reads the test database itself (Django's test mirror)
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+    DATABASE_ROUTERS = ["core.db_routing.ReplicaRouter"]
+    # a browser that just changed something reads the primary for a while (read your writes)
+    MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware"),
+                      "core.db_routing.ReadYourWritesMiddleware")
+# Stale-ok reads leave the replica while it is further behind than this (seconds), and come
+# back once it has caught up; each process looks at most once every
+# LEDGER_REPLICA_CHECK_SECONDS.
+LEDGER_REPLICA_MAX_LAG_SECONDS = env_int("LEDGER_REPLICA_MAX_LAG_SECONDS", 30, minimum=0)
+LEDGER_REPLICA_CHECK_SECONDS = env_int("LEDGER_REPLICA_CHECK_SECONDS", 5, minimum=0)
 # PostgreSQL: the role the portal runs as, when it is not the tables' owner (recommended;
 # docs/operations.md). `manage.py migrate`, run as the owner, grants it what the app needs.
 LEDGER_APP_DB_ROLE = env_str("LEDGER_APP_DB_ROLE") or ""

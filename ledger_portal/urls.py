@@ -41,6 +41,8 @@ urlpatterns = [
     path("exports/<id:export_id>/download/", export_pages.download, name="export-download"),
     path("exports/<id:export_id>/share/", export_pages.share, name="export-share"),
     path("runs/<slug:tenant>/<str:run_id>/", run_pages.run_timeline, name="run-timeline"),
+    path("runs/<slug:tenant>/<str:run_id>/calls/", run_pages.run_step_calls,
+         name="run-step-calls"),
     path("runs/<slug:tenant>/<str:run_id>/rollback/", operation_pages.run_rollback,
          name="run-rollback"),
     path("runs/<slug:tenant>/<str:run_id>/annotate/", run_pages.run_annotate,

@@ -106,8 +106,8 @@ class ToolAdmin(GovernanceAdmin):
                        "only proposed: it takes effect once another manager confirms it (Tool "
                        "connection changes)."}),
         ("Dry run, compensation, idempotency", {"fields": [
-            "dry_run_via", "dry_run_name", "supports_rollback", "compensate_endpoint",
-            "supports_idempotency"]}),
+            "dry_run_via", "dry_run_name", "dry_run_concurrency", "supports_rollback",
+            "compensate_endpoint", "supports_idempotency"]}),
         ("Comparison", {"fields": ["volatile_fields"]}),
     ]
     actions = ["freeze", "freeze_to_sandbox", "unfreeze"]

@@ -11,7 +11,10 @@ on, and a live call is recorded as ``attempting`` with its idempotency key BEFOR
 worker killed mid-call and restarted re-sends the same key (or, for a tool that does not honour
 keys, stops and says so), and skips the steps already done. Sandbox steps, which have no side
 effects, are committed in groups (``SANDBOX_GROUP_STEPS``): a restarted worker redoes at most
-one group's dry-runs.
+one group's dry-runs. Within a group, the dry-runs of a tool that declares them safe to overlap
+(``Tool.dry_run_concurrency`` > 1) are sent from a bounded thread pool, at most that many at
+once per tool; everything else (decisions, comparisons, the rows, the progress, and every live
+call) stays in the walk's own thread, in step order.
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -52,7 +57,13 @@ from policies.services import (
 from runs.annotations import annotate
 from runs.models import AnnotationKind, ConnectorKind, Run, Tool, ToolCall
 
-from .connectors import ConnectorError, ToolResult, connector_for
+from .connectors import (
+    ConnectorError,
+    ToolResult,
+    concurrent_dry_runs,
+    connector_for,
+    prepared_dry_run,
+)
 from .connectors.stdio import stdio_servers
 from .divergences import follow_up_of
 from .models import (
@@ -306,15 +317,80 @@ SANDBOX_GROUP_STEPS = 50
 SANDBOX_GROUP_SECONDS = 1.0
 
 
+#: At most this many dry-run threads per walk, whatever the tools' bounds add up to.
+MAX_DRY_RUN_THREADS = 32
+
+
+def _send_off_thread(send: Any) -> ToolResult:
+    """A prepared dry-run, on a pool thread. The preparation did the database work in the
+    walk's thread; should anything still open a connection here, it is closed, not leaked."""
+    try:
+        result: ToolResult = send()
+        return result
+    finally:
+        connections.close_all()  # this thread's connections only (they are per thread)
+
+
+class _DryRunPool:
+    """Dry-runs in flight for one sandbox walk: one semaphore per tool holds it to its bound
+    (acquired in the walk's thread, so the walk waits rather than queueing without end), one
+    thread pool sends. Only network tools that declared a bound > 1 come here."""
+
+    def __init__(self, tools: dict[int, Tool]) -> None:
+        self.bounds = {pk: concurrent_dry_runs(tool) for pk, tool in tools.items()}
+        self.slots: dict[int, threading.BoundedSemaphore] = {}
+        self.pool: ThreadPoolExecutor | None = None
+
+    def concurrent(self, tool: Tool) -> bool:
+        return self.bounds.get(tool.pk, 1) > 1
+
+    def submit(self, tool: Tool, call: dict[str, Any]) -> Future[ToolResult]:
+        send = prepared_dry_run(tool, call["input"])  # here: egress check, credential
+        slots = self.slots.setdefault(tool.pk, threading.BoundedSemaphore(self.bounds[tool.pk]))
+        slots.acquire()
+        if self.pool is None:
+            workers = min(sum(b for b in self.bounds.values() if b > 1), MAX_DRY_RUN_THREADS)
+            self.pool = ThreadPoolExecutor(max_workers=workers,
+                                           thread_name_prefix="replay-dry-run")
+        try:
+            future = self.pool.submit(_send_off_thread, send)
+        except BaseException:
+            slots.release()
+            raise
+        future.add_done_callback(lambda _done: slots.release())
+        return future
+
+    def close(self) -> None:
+        if self.pool is not None:
+            # Dry-runs not started yet are dropped: their steps are not stored anyway.
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+@dataclass
+class _InFlight:
+    step: ReplayStep
+    call: dict[str, Any]
+    tool: Tool
+    options: WalkOptions
+    future: Future[ToolResult]
+
+
 class _SandboxGroup:
     """Sandbox steps done but not stored yet. One transaction stores them: their decisions,
     their rows and the progress (one commit per group instead of per step). Nothing in a
     sandbox step has a side effect, so a worker that dies mid-group loses only dry-runs and
-    decisions that were never committed; the replay's next message does them again."""
+    decisions that were never committed; the replay's next message does them again.
 
-    def __init__(self, replay: Replay) -> None:
+    A step whose dry-run is in flight on the pool is in ``steps`` already (its place in the
+    order is kept); its outcome is filled in, in the walk's thread, before the group is
+    stored."""
+
+    def __init__(self, replay: Replay, dry_runs: _DryRunPool) -> None:
         self.replay = replay
+        self.dry_runs = dry_runs
         self.steps: list[ReplayStep] = []
+        self.in_flight: list[_InFlight] = []
         self.context: DecisionContext | None = None
         self.started = time.monotonic()
         self.storing = False
@@ -332,7 +408,30 @@ class _SandboxGroup:
                 or time.monotonic() - self.started >= SANDBOX_GROUP_SECONDS):
             self.store()
 
+    def send_dry_run(self, step: ReplayStep, call: dict[str, Any], tool: Tool,
+                     options: WalkOptions) -> ReplayStep:
+        self.in_flight.append(_InFlight(step, call, tool, options,
+                                        self.dry_runs.submit(tool, call)))
+        return step
+
+    def _settle(self) -> BaseException | None:
+        """Fill in the outcome of every dry-run in flight, in step order. A dry-run that
+        raised ends the group just before its step (as a step-at-a-time walk would have)."""
+        failure: BaseException | None = None
+        for flight in self.in_flight:
+            try:
+                result = flight.future.result()
+            except BaseException as exc:
+                failure = exc
+                self.steps = [s for s in self.steps if s.seq < flight.step.seq]
+                break
+            _outcome(flight.step, flight.call, flight.tool, result, StepMode.DRY_RUN,
+                     flight.options, save=False)
+        self.in_flight = []
+        return failure
+
     def store(self) -> None:
+        failure = self._settle()
         if self.steps:
             self.storing = True
             with transaction.atomic():
@@ -342,11 +441,14 @@ class _SandboxGroup:
                 _progress(self.replay, self.steps[-1].seq, sum(s.flagged for s in self.steps))
             self.storing = False
         self.steps, self.context, self.started = [], None, time.monotonic()
+        if failure is not None:
+            raise failure
 
 
 def _walk_sandbox(replay: Replay, calls: list[dict[str, Any]], tools: dict[int, Tool],
                   earlier: dict[int, ReplayStep], options: WalkOptions) -> None:
-    group = _SandboxGroup(replay)
+    dry_runs = _DryRunPool(tools)
+    group = _SandboxGroup(replay, dry_runs)
     try:
         for seq, call in enumerate(calls, start=1):
             step = earlier.get(seq)
@@ -362,6 +464,7 @@ def _walk_sandbox(replay: Replay, calls: list[dict[str, Any]], tools: dict[int, 
                     _progress(replay, seq, int(step.flagged))
                 continue
             group.add(_sandbox_step(replay, seq, call, tool, options, group))
+        group.store()
     except Exception:
         if group.steps and not group.storing:
             # The steps done before the failure are kept, as one step at a time kept them.
@@ -370,7 +473,8 @@ def _walk_sandbox(replay: Replay, calls: list[dict[str, Any]], tools: dict[int, 
             except Exception:
                 log.exception("replay %s: storing the steps done before it failed", replay.pk)
         raise
-    group.store()
+    finally:
+        dry_runs.close()
 
 
 def _sandbox_step(replay: Replay, seq: int, call: dict[str, Any], tool: Tool,
@@ -386,6 +490,8 @@ def _sandbox_step(replay: Replay, seq: int, call: dict[str, Any], tool: Tool,
         if step.decision.effect == Effect.DENY:
             return _fill(step, StepMode.NOT_CALLED, StepStatus.DENIED, None,
                          f"denied by policy: {step.decision.reason}", flagged=True)
+    if group.dry_runs.concurrent(tool):
+        return group.send_dry_run(step, call, tool, options)
     result, used = _sandbox_result(call, tool)
     return _outcome(step, call, tool, result, used, options, save=False)
 

@@ -262,6 +262,9 @@ class DecisionAdmin(ExactSearchAdmin):
     list_select_related = ["tenant", "policy_version__policy"]
     ordering = ["-id"]
     sortable_by = ()
+    list_max_show_all = 0  # "show all" of the whole trail: never
+    lean_changelist = True  # run() reads ids only: input and reason are never loaded
+    change_list_template = "admin/lean_change_list.html"  # rows by core/admin_rows.py
     search_fields = ["call_id", "run_id"]
     search_help_text = "Exact call_id or run_id."
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import cel
 
+from .cel_regex import rewrite_matches
 from .models import STRICTNESS, Effect
 
 MAX_CONDITION_LENGTH = 500
@@ -41,6 +42,8 @@ SAMPLE_INPUT: dict[str, Any] = {
     "run": {"id": "sample-run"}, "call": {"id": "sample-call"},
     "tool": {"name": "sample_tool", "action_class": "write"}, "action_class": "write",
     "mode": "live", "args": {}}
+# The names of the functions that stand in for matches() (never a rule's own).
+REGEX_PREFIX = "__ledger_rx"
 _BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 
 
@@ -114,8 +117,11 @@ class CompiledRule:
     effect: str
     program: Any = None
     roots: tuple[str, ...] = ()
+    # The functions the program calls in place of ``matches()`` (``policies.cel_regex``).
+    functions: Mapping[str, Callable[[Any], bool]] = field(default_factory=dict, compare=False)
 
-    def matches(self, doc: Mapping[str, Any]) -> bool:
+    def applies_to(self, doc: Mapping[str, Any]) -> bool:
+        """The rule's match on tool, class, agent, mode and outage (not its condition)."""
         if self.action_classes and doc["action_class"] not in self.action_classes:
             return False
         if self.agents and doc["agent"]["id"] not in self.agents:
@@ -124,16 +130,48 @@ class CompiledRule:
             return False
         if self.outage != "any" and doc["tenant"]["outage_mode"] != (self.outage == "only"):
             return False
-        if self.tool != "*" and not fnmatch.fnmatchcase(doc["tool"]["name"], self.tool):
+        return self.tool == "*" or fnmatch.fnmatchcase(doc["tool"]["name"], self.tool)
+
+    def matches(self, doc: Mapping[str, Any]) -> bool:
+        if not self.applies_to(doc):
             return False
-        if self.program is None:
-            return True
+        return self.program is None or self.holds(_Contexts(doc).get(self))
+
+    def holds(self, context: Any) -> bool:
+        """Whether the condition is true on ``context``; an evaluation error fails closed."""
         try:
-            # Only the roots the condition reads: the binding converts every value it is
-            # given, and the whole document cost ~20 us per condition (bench/decisions.py).
-            return self.program.execute({root: doc[root] for root in self.roots}) is True
+            return self.program.execute(context) is True
         except Exception:
             return self.effect != Effect.ALLOW
+
+    @property
+    def context_key(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return self.roots, tuple(sorted(self.functions))
+
+
+class _Contexts:
+    """One decision's CEL inputs, each converted once: a condition gets only the document
+    roots it reads (the binding converts every value it is given; the whole document cost
+    ~20 us a condition, bench/decisions.py), and conditions reading the same roots share
+    one ``cel.Context``."""
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        self.doc = doc
+        self.made: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+
+    def get(self, rule: CompiledRule) -> Any:
+        key = rule.context_key
+        context = self.made.get(key)
+        if context is None:
+            # a root missing from the document stays missing: the condition errs, and fails
+            # closed, as it did when the document was handed over whole
+            variables = {root: self.doc[root] for root in rule.roots if root in self.doc}
+            try:
+                context = cel.Context(variables, dict(rule.functions) or None)
+            except Exception:
+                context = variables  # execute() raises on it too: fail closed, as before
+            self.made[key] = context
+        return context
 
 
 #: A policy version with no default effect abstains on the calls none of its rules match.
@@ -151,13 +189,39 @@ class Verdict:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+#: Candidate rule lists kept per compiled policy, one per (tool, class, agent, mode,
+#: outage) met; past it the memo starts over (an agent inventing tool names cannot grow it).
+MAX_CANDIDATE_KEYS = 2048
+
+
 @dataclass(frozen=True)
 class CompiledPolicy:
     default_effect: str
     rules: tuple[CompiledRule, ...]
+    # (tool, action class, agent, mode, outage) -> the rules whose match on them passes
+    _candidates: dict[tuple[Any, ...], tuple[CompiledRule, ...]] = field(
+        default_factory=dict, compare=False, repr=False)
+
+    def candidates(self, doc: Mapping[str, Any]) -> tuple[CompiledRule, ...]:
+        """The rules whose match on tool, class, agent, mode and outage passes for ``doc``,
+        in order: worked out once per combination, then looked up."""
+        key = (doc["tool"]["name"], doc["action_class"], doc["agent"]["id"], doc["mode"],
+               doc["tenant"]["outage_mode"])
+        try:
+            found = self._candidates.get(key)
+        except TypeError:  # an unhashable value (not from input_document): no memo
+            return tuple(rule for rule in self.rules if rule.applies_to(doc))
+        if found is None:
+            found = tuple(rule for rule in self.rules if rule.applies_to(doc))
+            if len(self._candidates) >= MAX_CANDIDATE_KEYS:
+                self._candidates.clear()
+            self._candidates[key] = found
+        return found
 
     def decide(self, doc: Mapping[str, Any]) -> Verdict:
-        matched = [rule for rule in self.rules if rule.matches(doc)]
+        contexts = _Contexts(doc)
+        matched = [rule for rule in self.candidates(doc)
+                   if rule.program is None or rule.holds(contexts.get(rule))]
         if not matched:
             if self.default_effect == ABSTAIN:
                 return Verdict(ABSTAIN, [], "no rule matched; the policy has no default")
@@ -170,16 +234,23 @@ class CompiledPolicy:
 
 def compile_rules(default_effect: str, rules: Sequence[Mapping[str, Any]]) -> CompiledPolicy:
     compiled = []
-    for rule in rules:
+    for index, rule in enumerate(rules):
         condition = (rule.get("condition") or "").strip()
-        program = cel.compile(condition) if condition else None
+        program: Any = None
+        functions: dict[str, Callable[[Any], bool]] = {}
+        if condition:
+            source, functions = rewrite_matches(condition, f"{REGEX_PREFIX}_{index}")
+            if functions and REGEX_PREFIX in condition:
+                source, functions = condition, {}  # a name of ours written in the rule
+            program = cel.compile(source)
         compiled.append(CompiledRule(
             rule_id=rule.get("id"), name=rule["name"], tool=rule.get("tool") or "*",
             action_classes=frozenset(rule.get("action_classes") or ()),
             agents=frozenset(rule.get("agents") or ()),
             modes=frozenset(rule.get("modes") or ()), outage=rule.get("outage") or "any",
             effect=rule["effect"], program=program,
-            roots=tuple(sorted(set(program.variables()) & ROOTS)) if program else ()))
+            roots=tuple(sorted(set(program.variables()) & ROOTS)) if program else (),
+            functions=functions))
     return CompiledPolicy(default_effect, tuple(compiled))
 
 

@@ -25,7 +25,7 @@ import secrets
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
 from django.utils import timezone
 
 from core.actors import Actor
@@ -54,15 +54,18 @@ _LABELS = {"content_hash": "record", "chain_hash": "chain", "head_hash": "chain"
 def commitment_key(tenant: Tenant | int) -> CommitmentKey:
     """The tenant's current key, made on first use."""
     tenant_id = tenant if isinstance(tenant, int) else tenant.pk
-    current = CommitmentKey.objects.filter(tenant_id=tenant_id, retired_at=None).first()
+    # read where it is made, even in a stale-ok block (core/db_routing.py): a key made or
+    # rotated a moment ago is on the primary only
+    keys = CommitmentKey.objects.db_manager(router.db_for_write(CommitmentKey))
+    current = keys.filter(tenant_id=tenant_id, retired_at=None).first()
     if current is not None:
         return current
     try:
-        with transaction.atomic():
-            return CommitmentKey.objects.create(tenant_id=tenant_id, generation=1,
-                                                secret=secrets.token_bytes(32))
+        with transaction.atomic(using=keys.db):
+            return keys.create(tenant_id=tenant_id, generation=1,
+                               secret=secrets.token_bytes(32))
     except IntegrityError:  # made by a concurrent reader meanwhile
-        return CommitmentKey.objects.get(tenant_id=tenant_id, retired_at=None)
+        return keys.get(tenant_id=tenant_id, retired_at=None)
 
 
 def rotate_commitment_key(tenant: Tenant, *, by: Actor) -> CommitmentKey:

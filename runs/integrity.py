@@ -67,6 +67,7 @@ class VerifyReport:
     records: int = 0
     digests: int = 0
     removed_runs: int = 0  # signed by a digest, then removed by retention (accounted for)
+    workers: int = 1  # the processes that checked the chains
     breaks: list[Break] = field(default_factory=list)
 
     @property
@@ -468,20 +469,28 @@ def chain_of(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
 
 def verify_tenant(tenant: Tenant, run_id: str | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  workers: int = 1) -> VerifyReport:
+                  workers: int | None = 1) -> VerifyReport:
     """Recompute every chain of ``tenant`` (or one run) and check them against the digests,
     all from one snapshot of the database. On PostgreSQL, ``workers > 1`` shares the runs
-    among processes that import the same snapshot."""
+    among processes that import the same snapshot; ``workers=None`` chooses the number by
+    the tenant's size (``integrity_parallel.choose_workers``: a process costs seconds to
+    start, more than a small tenant's whole pass)."""
     fresh = not connection.in_atomic_block  # a caller's transaction keeps its own snapshot
+    # Workers read committed data only: inside a caller's transaction, stay serial.
+    parallel = fresh and run_id is None and connection.vendor == "postgresql"
+    if workers is None:
+        from .integrity_parallel import workers_for
+
+        workers = workers_for(tenant) if parallel else 1
     with transaction.atomic():
         if fresh and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        # Workers read committed data only: inside a caller's transaction, stay serial.
-        if workers > 1 and fresh and run_id is None and connection.vendor == "postgresql":
+        if workers > 1 and parallel:
             from .integrity_parallel import verify_in_parallel
 
             report, signed = verify_in_parallel(tenant, workers, progress)
+            report.workers = workers
         else:
             report = VerifyReport()
             signed = _verify_digests(tenant, report if run_id is None else VerifyReport())

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 
 CANONICAL_TS = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
 ITERSIZE = 5000
@@ -75,7 +75,8 @@ def stream(model: type[models.Model], extras: dict[str, str], where: str,
 
 
 def fetch_page(model: type[models.Model], extras: dict[str, str], where: str,
-               params: list[Any], order: str) -> tuple[list[str], list[int], list[tuple[Any, ...]]]:
+               params: list[Any], order: str, using: str = DEFAULT_DB_ALIAS
+               ) -> tuple[list[str], list[int], list[tuple[Any, ...]]]:
     """Every row of a bounded query (``order`` ends in a LIMIT), fetched at once inside the
     caller's transaction, as tuples with their JSON still text: the column names, the
     positions of the JSON columns, the rows. :func:`as_dicts` turns them into what
@@ -83,7 +84,7 @@ def fetch_page(model: type[models.Model], extras: dict[str, str], where: str,
     fraction of the same rows parsed)."""
     sql, names, json_names = _select(model, extras)
     json_at = [i for i, name in enumerate(names) if name in json_names]
-    with connection.cursor() as wrapper:
+    with connections[using].cursor() as wrapper:
         cursor = wrapper.cursor.connection.cursor(name=f"page_{model._meta.model_name}")
         try:
             cursor.execute(f"{sql} WHERE {where} ORDER BY {order}", params)

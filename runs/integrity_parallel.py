@@ -2,7 +2,10 @@
 them from one exported PostgreSQL snapshot, so the result is that of a single consistent pass.
 
 Verification is CPU-bound in Python (canonical JSON and row decoding; bench/verify.py), so one
-process per core is what brings it past 100,000 records/s.
+process per core is what brings a big tenant past what one process does. A worker is a fresh
+spawned process that sets Django up: about 2.7 s of start-up per tenant on the 2-core machine
+the benchmarks run on, more than a small tenant's whole single-process pass.
+:func:`choose_workers` therefore picks the count by the tenant's size.
 """
 
 from __future__ import annotations
@@ -21,7 +24,43 @@ if TYPE_CHECKING:
 # No model imports at module level: spawned workers unpickle these functions before Django is
 # set up.
 CHUNKS_PER_WORKER = 4
+#: Records (runs + ``Run.last_seq`` summed) from which a second process pays for its start-up,
+#: and each further one needs as many more. On the 2-core machine (``python -m bench.verify
+#: --crossover``, bench/README.md) one process checks about 41,000 records/s when quiet and a
+#: worker costs about 2.7 s to start: two processes (at best 2x) win above 2.7 s x 2 x 41,000 =
+#: ~220,000 records, ~300,000 at the 1.7x they reach. Under load (6+ on 2 cores) they never won
+#: up to 280,000 records (20 s alone, 25 s shared): no core is free, so start-up is pure loss.
+PARALLEL_FROM_RECORDS = 300_000
+#: At most this many processes, whatever the cores: each holds a connection and a snapshot.
+MOST_WORKERS = 4
 _SIGNED: dict[str, list[tuple[int, str, int]]] = {}
+
+
+def choose_workers(records: int, cpus: int, threshold: int = PARALLEL_FROM_RECORDS) -> int:
+    """How many processes verify ``records`` records: one below ``threshold``, then one more
+    per further ``threshold`` (each must save more than its start-up), never more than
+    ``cpus`` or :data:`MOST_WORKERS`."""
+    if records < threshold:
+        return 1
+    return max(1, min(cpus, MOST_WORKERS, 1 + records // threshold))
+
+
+def tenant_records(tenant: Any) -> int:
+    """The records ``verify_tenant`` checks for ``tenant``, from the run rows alone: each run
+    is a record and heads a chain of ``last_seq`` more (one aggregate, no ledger-table scan)."""
+    from django.db.models import Count, Sum
+
+    from .models import Run
+
+    totals = Run.objects.filter(tenant=tenant).aggregate(runs=Count("pk"),
+                                                         chained=Sum("last_seq"))
+    return int(totals["runs"]) + int(totals["chained"] or 0)
+
+
+def workers_for(tenant: Any) -> int:
+    """:func:`choose_workers` for ``tenant`` on this machine's cores."""
+    return choose_workers(tenant_records(tenant), os.cpu_count() or 1,
+                          threshold=PARALLEL_FROM_RECORDS)
 
 
 def _start_worker(database: str, signed: dict[str, list[tuple[int, str, int]]]) -> None:

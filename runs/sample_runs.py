@@ -56,18 +56,33 @@ class RunGenerator:
     """Yields runs (ingestion format) for one tenant."""
 
     def __init__(self, tenant_slug: str, seed: int = 7, start: datetime | None = None,
-                 long_run_share: float = 0.03):
+                 long_run_share: float = 0.03, unique: bool = False):
         self.tenant = tenant_slug
         self.rng = random.Random(f"{seed}:{tenant_slug}")
         self.clock = start or datetime(2026, 10, 1, tzinfo=UTC)
         self.long_run_share = long_run_share
         self.counter = 0
+        # unique: every e-mail address, secret and piece of free text differs from record to
+        # record, as in real traffic. Without it they come from small pools (63 addresses, 3
+        # error messages, 9 queries): the redaction engine's per-string cache then answers
+        # most of them, which flatters a benchmark. Same shapes and sizes either way; the
+        # default draws exactly what it always drew (tests and the demo depend on it).
+        self.unique = unique
+        self.serial = 0
+
+    def _tag(self) -> str:
+        """A token no other record of this generator carries (unique mode)."""
+        self.serial += 1
+        return f"{self.serial:x}{self.rng.randrange(36**4):04x}"
 
     def _customer(self) -> dict[str, Any]:
         rng = self.rng
         first, last = rng.choice(FIRST), rng.choice(LAST)
+        mailbox = f"{first.lower()}.{last.lower()}"
+        if self.unique:
+            mailbox += f".{self._tag()}"
         return {"name": f"{first} {last}",
-                "email": f"{first.lower()}.{last.lower()}@example.com",
+                "email": f"{mailbox}@example.com",
                 "phone": f"+1-555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}",
                 "tier": rng.choice(["free", "pro", "enterprise"])}
 
@@ -90,7 +105,10 @@ class RunGenerator:
             return ({"bucket": "s3://reports-eu/quarterly", "key": f"usage-{n}.csv",
                      "rows": rng.randint(10, 50000)},
                     {"ok": True, "etag": f"{rng.randrange(16**16):016x}"}, {})
-        return ({"query": f"status:open assignee:none page:{rng.randint(1, 9)}",
+        query = f"status:open assignee:none page:{rng.randint(1, 9)}"
+        if self.unique:  # what an agent searches for: a phrase of the ticket at hand
+            query += f" text:\"card declined twice on order {self._tag()}\""
+        return ({"query": query,
                  "limit": rng.choice([10, 25, 50])},
                 {"results": [{"id": f"R-{rng.randrange(10**6)}", "score":
                               round(rng.random(), 3)} for _ in range(rng.randint(0, 4))]}, {})
@@ -105,8 +123,11 @@ class RunGenerator:
             "call_id": f"{run_id}-m{step + 1}", "step_id": f"s{step + 1}",
             "provider": provider, "model": model,
             "messages": [{"role": "system", "content": "You are a careful operations agent."},
-                         {"role": "user", "content": prompt}],
-            "response": {"role": "assistant", "content": f"Plan step {step + 1}: use tools."},
+                         {"role": "user", "content": prompt + (
+                             f" (turn {step + 1}, context {self._tag()})" if self.unique
+                             else "")}],
+            "response": {"role": "assistant", "content": f"Plan step {step + 1}: use tools." + (
+                f" Checking {self._tag()} first." if self.unique else "")},
             "usage": {"input_tokens": rng.randint(200, 6000),
                       "output_tokens": rng.randint(20, 900)},
             "latency_ms": latency, "started_at": _ts(now),
@@ -145,6 +166,8 @@ class RunGenerator:
                     duration = rng.randint(20, 2500)
                     fails = attempt < attempts or rng.random() < 0.03
                     err = rng.choice(ERRORS) if fails else None
+                    if err and self.unique:
+                        err = (err[0], f"{err[1]} (request {self._tag()})")
                     this_id = call_id if attempt == 1 else f"{call_id}-r{attempt}"
                     tool_calls.append({
                         "call_id": this_id, "step_id": step_id, "tool": tool,
@@ -176,6 +199,66 @@ class RunGenerator:
                          "version": "1.4.2"},
             "steps": steps, "model_calls": model_calls, "tool_calls": tool_calls,
         }
+
+
+def big_run(tenant_slug: str, tool_calls: int = 1000, steps: int = 50, seed: int = 11
+            ) -> dict[str, Any]:
+    """One run in the ingestion format with exactly ``tool_calls`` tool calls over ``steps``
+    steps, a model call each, every tenth call a retry of a failed one (the benchmarks' long
+    runs, and the tests of long runs)."""
+    gen = RunGenerator(tenant_slug, seed=seed)
+    rng = gen.rng
+    agent = "support-triage"
+    tools = [t for t, (_, _, users) in TOOLS.items() if agent in users]
+    run_id = f"{tenant_slug}-run-big-{tool_calls}"
+    started = now = datetime(2026, 11, 1, tzinfo=UTC)
+    per_step = -(-tool_calls // steps)
+
+    def ts(moment: datetime) -> str:
+        return moment.isoformat().replace("+00:00", "Z")
+
+    step_list: list[dict[str, Any]] = []
+    model_calls: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = []
+    for s in range(steps):
+        step_id, step_start = f"s{s + 1}", now
+        call = gen.model_call(run_id, s, AGENTS[agent][0].format(n=s), now)
+        model_calls.append(call)
+        now += timedelta(milliseconds=call["latency_ms"])
+        for _ in range(per_step):
+            i = len(calls)
+            if i >= tool_calls:
+                break
+            retry = i % 10 == 9 and i % per_step != 0  # the 10th call retries the 9th
+            fails = i % 10 == 8 and i + 1 < tool_calls and (i + 1) % per_step != 0
+            if retry:
+                original = calls[-1]
+                tool, call_id = original["tool"], f"{original['call_id']}-r2"
+            else:
+                tool, call_id = rng.choice(tools), f"{run_id}-t{i + 1}"
+            action, rollback, _ = TOOLS[tool]
+            tool_input, output, labels = gen._tool_io(tool, i)
+            duration = rng.randint(20, 2500)
+            calls.append({
+                "call_id": call_id, "step_id": step_id, "tool": tool, "action_class": action,
+                "input": tool_input, "output": None if fails else output,
+                "status": "failed" if fails else "succeeded",
+                "error": {"type": "TimeoutError", "message": "upstream did not answer"}
+                if fails else None,
+                "attempt": 2 if retry else 1,
+                "retry_of": calls[-1]["call_id"] if retry else None,
+                "started_at": ts(now), "ended_at": ts(now + timedelta(milliseconds=duration)),
+                "idempotency_key": f"idem-{call_id}" if action != "read" else "",
+                "supports_rollback": rollback, "classifications": labels})
+            now += timedelta(milliseconds=duration)
+        step_list.append({"step_id": step_id, "index": s + 1, "title": f"Step {s + 1}",
+                          "status": "done", "started_at": ts(step_start), "ended_at": ts(now)})
+    assert len(calls) == tool_calls
+    return {"run_id": run_id, "agent_id": agent, "agent_name": "Support Triage",
+            "goal": "Work through the backlog", "trigger_ref": "REQ-BIG", "status": "succeeded",
+            "started_at": ts(started), "ended_at": ts(now),
+            "metadata": {"framework": "langgraph", "version": "1.4.2"},
+            "steps": step_list, "model_calls": model_calls, "tool_calls": calls}
 
 
 def record_count(run: dict[str, Any]) -> int:
@@ -220,9 +303,9 @@ def split_run(run: dict[str, Any], max_records: int) -> Iterator[dict[str, Any]]
     yield {**header, "status": final_status, "ended_at": final_end, **chunk}
 
 
-def generate_runs(tenant_slug: str, tool_calls: int, seed: int = 7
+def generate_runs(tenant_slug: str, tool_calls: int, seed: int = 7, unique: bool = False
                   ) -> Iterator[dict[str, Any]]:
-    gen = RunGenerator(tenant_slug, seed=seed)
+    gen = RunGenerator(tenant_slug, seed=seed, unique=unique)
     made = 0
     while made < tool_calls:
         run = gen.run()

@@ -181,10 +181,36 @@ def _row(entry: Entry, original: Entry | None, rollbacks: RollbackControls | Non
             f'<td>{"".join(details)}</td></tr>')
 
 
-def timeline_rows(entries: list[Entry], rollbacks: RollbackControls | None = None
-                  ) -> SafeString:
+@dataclass
+class MoreCalls:
+    """Where a step's calls the page does not show are: a plain link (a page of their own),
+    which the timeline's script loads in place instead (``?fragment=1``)."""
+
+    count: int
+    url: str
+    step_id: str | None
+
+    def row(self) -> str:
+        what = (f"step {escape(self.step_id)}" if self.step_id is not None
+                else "no step")
+        return (f'<tr class="more-calls"><td></td><td colspan="4">'
+                f'<a class="more-calls-link" href="{escape(self.url)}">show {self.count:,} '
+                f"more call{pluralize(self.count)} of {what}</a></td></tr>")
+
+
+def _step_of(entry: Entry) -> str | None:
+    return entry.row.get("step_id") if entry.kind != "annotation" else None
+
+
+def timeline_rows(entries: list[Entry], rollbacks: RollbackControls | None = None,
+                  more: dict[str | None, MoreCalls] | None = None) -> SafeString:
+    """The rows; ``more``: per step, the link to its calls not shown, after its last row."""
+    last = {_step_of(entry): i for i, entry in enumerate(entries)} if more else {}
+    after = {i: more[step].row() for step, i in last.items() if more and step in more}
     parts = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         parts.append(_row(entry, None, rollbacks))
         parts.extend(_row(retry, entry, rollbacks) for retry in entry.retries)
+        if i in after:
+            parts.append(after[i])
     return mark_safe("".join(parts))  # noqa: S308  (built from escaped parts only)

@@ -63,7 +63,9 @@ OFF_BY_DEFAULT = {"oidc_authentication_init", "oidc_authentication_callback"}
 # The walk acts as alice, who asked for the exception: granting it is refused (four-eyes), 3.
 EXPECTED_EXIT = {"replay": (0, 4), "rollback": (0, 5), "exceptions grant": (3,)}
 # Query strings a page needs to show anything beyond its empty form.
-QUERIES = {"find-run": {"q": "billing-agent"}, "api:decision-list": {"run_id": RUN_ID}}
+QUERIES = {"find-run": {"q": "billing-agent"}, "api:decision-list": {"run_id": RUN_ID},
+           # the calls of the planted run's step (a long run's page links to them)
+           "run-step-calls": {"step": "s1"}}
 
 
 @pytest.fixture

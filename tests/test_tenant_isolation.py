@@ -335,3 +335,17 @@ def test_export_pages_never_show_another_tenants_exports(route, acme_data, charl
     else:
         response = client.post(reverse(route, args=[export_id]), {"username": "charlie"})
         assert response.status_code == 404
+
+
+@pytest.mark.parametrize("fragment", ["", "&fragment=1"])
+def test_a_runs_step_calls_are_not_found_by_another_tenant(acme_data, charlie, client,
+                                                            fragment):
+    """The page (and the fragment its script loads) of a step's calls a long run's timeline
+    leaves out; a page route, so not in the API matrix above."""
+    client.force_login(charlie)
+    step = Step.objects.filter(run=acme_data["objects"][Run]).first()
+    for tenant in ("acme", "globex"):
+        url = reverse("run-step-calls", args=[tenant, acme_data["run_id"]])
+        answer = client.get(f"{url}?step={step.step_id}{fragment}")
+        assert answer.status_code == 404
+        assert acme_data["call_id"] not in answer.content.decode()

@@ -8,6 +8,7 @@ the ``ledger`` command does with it, and is named with it in what it records.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.conf import settings
@@ -35,6 +36,12 @@ def refuse_unbound_agent(principal: Any, agent_id: str) -> None:
         raise exceptions.PermissionDenied(
             f"This API key acts for the agent(s) {', '.join(sorted(bound))}, not "
             f"{agent_id or '(no agent)'!r}.")
+
+
+#: Key prefix -> monotonic time until which this process does not ask the cache about the
+#: key's last-use mark again.
+_ASKED_UNTIL: dict[str, float] = {}
+MAX_REMEMBERED_KEYS = 10_000
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -70,8 +77,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     @staticmethod
     def _record_use(key: ApiKey, request: Request) -> None:
-        # One write per key per interval, not one per request.
+        # One write per key per interval, not one per request; and this process asks the
+        # cache once per key per interval, not on every request (a round trip that a
+        # decision waited for).
         interval = settings.LEDGER_API_KEY_TOUCH_INTERVAL
+        if interval:
+            now = time.monotonic()
+            if _ASKED_UNTIL.get(key.prefix, 0.0) > now:
+                return
+            if len(_ASKED_UNTIL) >= MAX_REMEMBERED_KEYS:
+                _ASKED_UNTIL.clear()
+            _ASKED_UNTIL[key.prefix] = now + interval
         if interval and not best_effort(
                 "an API key's last-use mark",
                 lambda: cache.add(f"apikey-used:{key.prefix}", 1, interval), fallback=False):

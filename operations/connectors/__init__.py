@@ -9,6 +9,7 @@ secret. ``transient`` means worth retrying (timeout, 5xx, connection error).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,6 +42,40 @@ class Connector(Protocol):
                    idempotency_key: str | None) -> ToolResult: ...
 
 
+class SendsPrepared(Protocol):
+    """A connector reached over the network (HTTP, MCP at a URL) can split a call in two:
+    ``prepared`` does what may read the database (the credential) and checks the destination
+    in the calling thread; the function it returns only sends, so it may run on another
+    thread. The HTTP connector's ``call`` is the two run back to back."""
+
+    def prepared(self, arguments: Any, *, idempotency_key: str | None,
+                 dry_run: bool) -> Callable[[], ToolResult]: ...
+
+
+def concurrent_dry_runs(tool: Tool) -> int:
+    """How many dry runs of ``tool`` a sandbox replay may have in flight at once: the bound the
+    tool declares (``dry_run_concurrency``) when it has a dry run reached over the network, 1
+    otherwise (a stdio server answers one call at a time)."""
+    from runs.models import ConnectorKind
+
+    if (tool.dry_run_concurrency > 1 and tool.has_dry_run and tool.endpoint
+            and not tool.stdio_server and tool.connector in (ConnectorKind.HTTP,
+                                                             ConnectorKind.MCP)):
+        return int(tool.dry_run_concurrency)
+    return 1
+
+
+def prepared_dry_run(tool: Tool, arguments: Any) -> Callable[[], ToolResult]:
+    """The dry run of ``arguments`` made ready in this thread (destination checked, credential
+    resolved, dry-run form of the arguments; ConnectorError as ``call`` raises it), as a
+    function that sends it and needs no database."""
+    connector = connector_for(tool)
+    if not hasattr(connector, "prepared"):
+        raise ConnectorError(f"tool {tool.name!r}: its connector sends one call at a time")
+    sender: SendsPrepared = connector  # type: ignore[assignment]
+    return sender.prepared(arguments, idempotency_key=None, dry_run=True)
+
+
 def connector_for(tool: Tool) -> Connector:
     from runs.models import ConnectorKind
 
@@ -60,4 +95,5 @@ def connector_for(tool: Tool) -> Connector:
 
 
 __all__ = ["FAILED", "IDEMPOTENCY_HEADER", "SUCCEEDED", "TRANSIENT", "Connector",
-           "ConnectorError", "ToolResult", "connector_for"]
+           "ConnectorError", "SendsPrepared", "ToolResult", "concurrent_dry_runs",
+           "connector_for", "prepared_dry_run"]

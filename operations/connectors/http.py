@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx2
@@ -28,13 +30,17 @@ def parse_body(content: bytes) -> Any:
 class HttpConnector(ToolEndpoint):
     def call(self, arguments: Any, *, idempotency_key: str | None,
              dry_run: bool) -> ToolResult:
+        return self.prepared(arguments, idempotency_key=idempotency_key, dry_run=dry_run)()
+
+    def prepared(self, arguments: Any, *, idempotency_key: str | None,
+                 dry_run: bool) -> Callable[[], ToolResult]:
         try:
             headers = self.prepare(self.tool.endpoint, idempotency_key)
         except (SecretError, EgressRefused) as exc:
-            return self.refusal(exc)
+            return partial(self.refusal, exc)
         if dry_run:
             arguments = self.as_dry_run(arguments, headers)
-        return self._post(self.tool.endpoint, arguments, headers)
+        return partial(self._post, self.tool.endpoint, arguments, headers)
 
     def compensate(self, original_input: Any, original_output: Any, *,
                    idempotency_key: str | None) -> ToolResult:

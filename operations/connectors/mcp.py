@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -79,14 +80,19 @@ def call_outcome(endpoint: ToolEndpoint, result: Any, elapsed_ms: float) -> Tool
 class McpConnector(ToolEndpoint):
     def call(self, arguments: Any, *, idempotency_key: str | None,
              dry_run: bool) -> ToolResult:
+        return self.prepared(arguments, idempotency_key=idempotency_key, dry_run=dry_run)()
+
+    def prepared(self, arguments: Any, *, idempotency_key: str | None,
+                 dry_run: bool) -> Callable[[], ToolResult]:
         try:
             headers = self.prepare(self.tool.endpoint, idempotency_key)
         except (SecretError, EgressRefused) as exc:
-            return self.refusal(exc)
+            return partial(self.refusal, exc)
         arguments = dict(arguments or {})
         if dry_run:
             arguments = self.as_dry_run(arguments, headers)
-        return self._call_tool(self.tool.remote_name or self.tool.name, arguments, headers)
+        return partial(self._call_tool, self.tool.remote_name or self.tool.name, arguments,
+                       headers)
 
     def compensate(self, original_input: Any, original_output: Any, *,
                    idempotency_key: str | None) -> ToolResult:

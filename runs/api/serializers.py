@@ -168,8 +168,18 @@ class TimelineEntrySerializer(serializers.Serializer[Any]):
 
 class RunDetailSerializer(RunSerializer):
     timeline = TimelineEntrySerializer(
-        many=True, help_text="Every record in chain order; each entry carries the fields of "
-        "its kind (Step, ModelCall, ToolCall or Annotation).")
+        many=True, help_text="The records in chain order (all of them, up to 2,000); each "
+        "entry carries the fields of its kind (Step, ModelCall, ToolCall or Annotation).")
+    timeline_next = serializers.URLField(allow_null=True, help_text=(
+        "Null when the timeline is whole; for a run of more than 2,000 records, the records "
+        "cursor (GET /api/v1/runs/<run_id>/records/) from the last one included."))
+
+
+class RunRecordsPageSerializer(serializers.Serializer[Any]):
+    run_id = serializers.CharField()
+    results = TimelineEntrySerializer(
+        many=True, help_text="Records in chain order, redacted as the run detail's timeline.")
+    next = serializers.URLField(allow_null=True, help_text="The next page; null at the end.")
 
 
 class IngestCountsSerializer(serializers.Serializer[Any]):

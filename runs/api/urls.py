@@ -11,6 +11,7 @@ urlpatterns = [
     path("agents/<str:agent_id>/", views.AgentDetail.as_view(), name="agent-detail"),
     path("runs/", views.RunList.as_view(), name="run-list"),
     path("runs/<str:run_id>/", views.RunDetail.as_view(), name="run-detail"),
+    path("runs/<str:run_id>/records/", views.RunRecords.as_view(), name="run-records"),
     path("runs/<str:run_id>/annotations/", annotations.RunAnnotations.as_view(),
          name="run-annotations"),
     path("tool-calls/", views.ToolCallList.as_view(), name="toolcall-list"),

@@ -7,10 +7,12 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db.models import QuerySet
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from pydantic import ValidationError
 from rest_framework import generics, status
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -137,9 +139,47 @@ class RunList(_ValuesListView):
     redacted_kind = "run"
 
 
+#: The run detail carries at most this many records; a longer run's answer ends with
+#: ``timeline_next``, the records cursor from there (a 10,000-call run was 8.3 MB in one answer).
+RUN_DETAIL_MAX_RECORDS = 2000
+#: A page of the records cursor: this many records unless ``limit`` says fewer.
+RECORDS_DEFAULT_LIMIT = 500
+RECORDS_MAX_LIMIT = 2000
+
+
+def _records_url(request: Request, run_id: str, after: int, limit: int | None = None) -> str:
+    """The records cursor of ``run_id`` after ``after``, keeping the reader's query (tenant,
+    redaction, format)."""
+    url = request.build_absolute_uri(reverse("api:run-records", args=[run_id]))
+    query = request.query_params.copy()
+    query["cursor"] = str(after)
+    if limit is not None:
+        query["limit"] = str(limit)
+    return f"{url}?{query.urlencode()}"
+
+
+def _seq_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise DRFValidationError({name: f"a whole number from {low} to {high}"})
+    return int(raw)
+
+
+def _redacted_records(redaction: Redaction, run: dict[str, Any], after: int,
+                      limit: int | None) -> list[dict[str, Any]]:
+    return [redaction.row(entry["kind"], entry, run["tenant_id"])
+            for entry in p.timeline_of(run["id"], run["tenant_id"], after, limit)]
+
+
 @extend_schema(parameters=[TENANT_PARAM, REDACTION_PARAM], responses=s.RunDetailSerializer)
 class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView[Run]):
-    """A run with its whole timeline (steps, model calls, tool calls, annotations) in order."""
+    """A run with its timeline (steps, model calls, tool calls, annotations) in chain order.
+
+    A run of more than 2,000 records carries its first 2,000 and ``timeline_next``: the
+    records cursor (``GET /api/v1/runs/<run_id>/records/``) from there; a shorter run is whole
+    and ``timeline_next`` is null."""
 
     serializer_class = s.RunDetailSerializer
     role = Role.VIEW_LEDGER
@@ -151,12 +191,49 @@ class RunDetail(TenantScopedViewMixin, generics.RetrieveAPIView[Run]):
 
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         run = p.renamed([self.get_object()])[0]
-        run_pk, tenant_id = run.pop("id"), run.pop("tenant_id")
+        ids = {"id": run.pop("id"), "tenant_id": run.pop("tenant_id")}
+        long = run["last_seq"] > RUN_DETAIL_MAX_RECORDS
         redaction = Redaction(request)
-        run = redaction.row("run", run, tenant_id)
-        run["timeline"] = [redaction.row(entry["kind"], entry, tenant_id)
-                           for entry in p.timeline_of(run_pk, tenant_id)]
-        return Response(run)
+        shown = redaction.row("run", run, ids["tenant_id"])
+        timeline = _redacted_records(redaction, ids, 0, RUN_DETAIL_MAX_RECORDS if long else None)
+        shown["timeline"] = timeline
+        shown["timeline_next"] = (_records_url(request, run["run_id"], timeline[-1]["seq"])
+                                  if long and timeline else None)
+        return Response(shown)
+
+
+@extend_schema(parameters=[
+    TENANT_PARAM, REDACTION_PARAM,
+    OpenApiParameter("cursor", str, description="Where to go on from: the ``next`` of the "
+                     "previous page (opaque; absent: from the run's first record)."),
+    OpenApiParameter("limit", int, description=f"Records in a page, 1 to {RECORDS_MAX_LIMIT} "
+                     f"(default {RECORDS_DEFAULT_LIMIT}).")],
+    responses=s.RunRecordsPageSerializer)
+class RunRecords(TenantScopedViewMixin, generics.RetrieveAPIView[Run]):
+    """A run's records in chain order, a page at a time: follow ``next`` until it is null.
+
+    Keyset pagination on the record's ``seq``: every record once, in order, each page as fast
+    as the first; redacted as the run detail is. For runs too long for one answer."""
+
+    serializer_class = s.RunRecordsPageSerializer
+    role = Role.VIEW_LEDGER
+    scoped_model = Run
+    lookup_field = "run_id"
+
+    def get_queryset(self) -> QuerySet[Any]:
+        return self.scoped_queryset().values("id", "tenant_id", "run_id", "last_seq")
+
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        run = self.get_object()
+        after = _seq_param(request, "cursor", 0, 0, 2**31 - 1)
+        limit = _seq_param(request, "limit", RECORDS_DEFAULT_LIMIT, 1, RECORDS_MAX_LIMIT)
+        records = _redacted_records(Redaction(request), run, after, limit)
+        last = records[-1]["seq"] if records else after
+        # seq counts up from 1 without gaps, but a page short of ``limit`` does not end the
+        # walk by itself: only reaching the run's tip does (a cursor always moves forward)
+        more = bool(records) and last < run["last_seq"]
+        return Response({"run_id": run["run_id"], "results": records,
+                         "next": _records_url(request, run["run_id"], last) if more else None})
 
 
 @extend_schema(parameters=[TENANT_PARAM, REDACTION_PARAM])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.validators import RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
@@ -63,6 +63,8 @@ def http_url(value: str) -> None:
 
 
 SECRET_REFERENCE = r"^[a-z][a-z0-9_]*:[A-Za-z0-9_.\-/]+$"
+#: The most dry runs of one tool a replay has in flight at once (``Tool.dry_run_concurrency``).
+MAX_DRY_RUN_CONCURRENCY = 16
 
 
 def allowed_stdio_server(value: str) -> None:
@@ -117,6 +119,13 @@ class Tool(TenantOwned):
     dry_run_name = models.CharField(max_length=100, blank=True,
                                     help_text="The header (e.g. X-Dry-Run) or JSON flag (e.g. "
                                     "dry_run) the tool declares.")
+    dry_run_concurrency = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(MAX_DRY_RUN_CONCURRENCY)],
+        verbose_name="concurrent dry runs",
+        help_text="How many of a sandbox replay's dry runs the tool may get at once (1 to "
+        f"{MAX_DRY_RUN_CONCURRENCY}). Raise it only if the tool's dry runs are independent of "
+        "each other (no shared state, no rate limit). 1: one at a time. Live calls are always "
+        "sent one at a time.")
     compensate_endpoint = models.CharField(
         max_length=500, blank=True,
         help_text="HTTP: the URL of the compensating action. MCP: the compensating tool's name.")
@@ -169,6 +178,13 @@ class Tool(TenantOwned):
             errors["dry_run_via"] = "a stdio server has no headers: ask for dry runs with a flag"
         if self.dry_run_via != DryRunVia.NONE and not self.dry_run_name:
             errors["dry_run_name"] = "name the header or flag the tool reads"
+        if self.dry_run_concurrency and self.dry_run_concurrency > 1:
+            if not self.has_dry_run:
+                errors["dry_run_concurrency"] = "only dry runs are sent concurrently, and this " \
+                    "tool declares none: leave it at 1"
+            elif self.stdio_server:
+                errors["dry_run_concurrency"] = "a stdio server answers one call at a time: " \
+                    "leave it at 1"
         if self.supports_rollback and self.connector != ConnectorKind.NONE and (
                 not self.compensate_endpoint):
             errors["compensate_endpoint"] = "a tool that compensates needs its endpoint"

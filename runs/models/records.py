@@ -88,7 +88,11 @@ class Run(LedgerRecord):
             models.UniqueConstraint(fields=["tenant", "run_id"], name="run_id_unique_per_tenant")
         ]
         indexes = [
-            models.Index(fields=["tenant", "-started_at"], name="run_tenant_started"),
+            # The admin's sort by started_at, either way (ties by id, in the sort's direction),
+            # within a tenant and across all of them; and its default list, newest first.
+            models.Index(fields=["tenant", "-started_at", "-id"], name="run_tenant_started_id"),
+            models.Index(fields=["-started_at", "-id"], name="run_started_id"),
+            models.Index(fields=["tenant", "-id"], name="run_tenant_id"),
             models.Index(fields=["tenant", "status", "-id"], name="run_tenant_status"),
             models.Index(fields=["tenant", "trigger_ref"], name="run_tenant_trigger"),
         ]
@@ -233,7 +237,12 @@ class ToolCall(RunRecord):
             models.Index(fields=["tenant", "tool", "-id"], name="toolcall_tenant_tool"),
             models.Index(fields=["tenant", "action_class", "-id"], name="toolcall_tenant_class"),
             models.Index(fields=["tenant", "status", "-id"], name="toolcall_tenant_status"),
-            models.Index(fields=["tenant", "-started_at"], name="toolcall_tenant_started"),
+            # The admin's sort by started_at either way, in a tenant and over all of them, and
+            # a superuser's tool filter (one tool's calls are one tenant's, newest first).
+            models.Index(fields=["tenant", "-started_at", "-id"],
+                         name="toolcall_tenant_started_id"),
+            models.Index(fields=["-started_at", "-id"], name="toolcall_started_id"),
+            models.Index(fields=["tool", "-id"], name="toolcall_tool_id"),
         ]
 
     def __str__(self) -> str:
@@ -291,6 +300,13 @@ class Annotation(RunRecord):
             models.UniqueConstraint(fields=["tenant", "annotation_id"],
                                     name="annotation_id_unique_per_tenant"),
             models.UniqueConstraint(fields=["run", "seq"], name="annotation_seq_unique_per_run"),
+        ]
+        indexes = [
+            # The admin's list, newest first, and its sort by recorded_at either way.
+            models.Index(fields=["tenant", "-id"], name="annotation_tenant_id"),
+            models.Index(fields=["tenant", "-recorded_at", "-id"],
+                         name="annotation_tenant_recorded"),
+            models.Index(fields=["-recorded_at", "-id"], name="annotation_recorded_id"),
         ]
 
     def __str__(self) -> str:

@@ -152,7 +152,7 @@ def test_several_processes_add_up_in_the_multiprocess_folder(tmp_path):
     multiprocess.MultiProcessCollector(registry, path=str(tmp_path))
     assert registry.get_sample_value("ledger_records_ingested_total",
                                      {"kind": "tool_calls"}) == 5
-    named = [re.fullmatch(r"(counter|histogram)_([A-Za-z0-9.-]+-\d+)\.db", p.name)
+    named = [re.fullmatch(r"(counter|histogram|gauge_max)_([A-Za-z0-9.-]+-\d+)\.db", p.name)
              for p in tmp_path.iterdir()]
     assert all(named)
     assert len({name.group(2) for name in named if name}) == 2

@@ -55,11 +55,13 @@ def test_without_a_secret_key_a_private_random_one_is_kept(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
 
 
-def _settings_in_subprocess(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+def _settings_in_subprocess(env: dict[str, str], show: str = ""
+                            ) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("DATABASE_URL", "REDIS_URL", "DATABASE_REPLICA_URL")}
     code = ("import django, os; os.environ['DJANGO_SETTINGS_MODULE']='ledger_portal.settings';"
             "django.setup(); from django.conf import settings as s;"
-            "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL)")
+            "print(s.DATABASES['default']['ENGINE'], s.CELERY_BROKER_URL" + show + ")")
     return subprocess.run([sys.executable, "-c", code], env={**clean, **env},
                           capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parents[2])
@@ -84,6 +86,28 @@ def test_a_database_url_of_another_kind_is_refused(tmp_path):
                                     "DATABASE_URL": "mysql://u@db/x"})
     assert done.returncode != 0
     assert "DATABASE_URL must be a postgres:// URL" in done.stderr
+
+
+def test_a_replica_url_adds_a_replica_that_tests_mirror_and_a_router(tmp_path):
+    show = (", sorted(s.DATABASES), s.DATABASES['replica']['TEST']['MIRROR'], s.DATABASE_ROUTERS,"
+            " 'core.db_routing.ReadYourWritesMiddleware' in s.MIDDLEWARE")
+    done = _settings_in_subprocess({
+        "LEDGER_DATA_DIR": str(tmp_path), "DATABASE_URL": "postgres://u@db.invalid:5432/x",
+        "DATABASE_REPLICA_URL": "postgres://u@replica.invalid:5432/x"}, show)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(maxsplit=2)[2].strip() == (
+        "['default', 'replica'] default ['core.db_routing.ReplicaRouter'] True")
+    alone = _settings_in_subprocess({"LEDGER_DATA_DIR": str(tmp_path),
+                                     "DATABASE_URL": "postgres://u@db.invalid:5432/x"},
+                                    ", sorted(s.DATABASES), s.DATABASE_ROUTERS")
+    assert alone.stdout.split(maxsplit=2)[2].strip() == "['default'] []"
+
+
+def test_a_replica_needs_a_postgresql_primary(tmp_path):
+    done = _settings_in_subprocess({"LEDGER_DATA_DIR": str(tmp_path),
+                                    "DATABASE_REPLICA_URL": "postgres://u@replica/x"})
+    assert done.returncode != 0
+    assert "DATABASE_REPLICA_URL needs DATABASE_URL" in done.stderr
 
 
 @pytest.mark.parametrize("old", ["runs", "operations"])

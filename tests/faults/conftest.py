@@ -139,6 +139,41 @@ class OwnPostgres:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class OwnReplica:
+    """A streaming replica of the test's own cluster, made as an operator makes one:
+    ``pg_basebackup -R -X stream`` over loopback (``initdb`` allows replication connections
+    from 127.0.0.1), then started as a hot standby on a port of its own."""
+
+    def __init__(self, primary: OwnPostgres) -> None:
+        self.primary = primary
+        self.port = _free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="ledger-replica-", dir="/tmp"))
+        shutil.chown(self.directory, "postgres", "postgres")
+        primary._as_postgres("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port),
+                             "-U", "postgres", "-D", str(self.directory / "data"), "-R",
+                             "-X", "stream", "-c", "fast", "--no-sync")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        # pg_ctl -w returns once the standby accepts read-only connections
+        self.primary._as_postgres(
+            "pg_ctl", "-D", str(self.directory / "data"), "-w", "-t", "60", "-l",
+            str(self.directory / "log"), "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start")
+
+    def stop(self) -> None:
+        self.primary._as_postgres("pg_ctl", "-D", str(self.directory / "data"), "-w", "-m",
+                                  "fast", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.SubprocessError):
+            self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 @pytest.fixture
 def own_postgres() -> Iterator[OwnPostgres]:
     postgres = OwnPostgres()

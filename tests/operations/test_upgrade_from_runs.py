@@ -134,13 +134,27 @@ def populate_with_todays_models(env: dict[str, str]) -> str:
              > MOVE_RELEASE_LAST]
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
         for name in later:
-            conn.execute(manage(env, "sqlmigrate", "runs", name).encode())
+            run_script(conn, manage(env, "sqlmigrate", "runs", name))
     try:
         return manage(env, "shell", "-c", POPULATE)
     finally:
         with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
             for name in reversed(later):
-                conn.execute(manage(env, "sqlmigrate", "--backwards", "runs", name).encode())
+                run_script(conn, manage(env, "sqlmigrate", "--backwards", "runs", name))
+
+
+def run_script(conn: psycopg.Connection, sql: str) -> None:
+    """A migration's SQL: in one go, unless it builds indexes concurrently (a non-atomic
+    migration), which PostgreSQL refuses inside the implicit transaction of a multi-statement
+    string; those are simple statements, one per line ending in ``;``."""
+    if "CONCURRENTLY" not in sql:
+        conn.execute(sql.encode())
+        return
+    for statement in sql.split(";\n"):
+        code = "\n".join(line for line in statement.splitlines()
+                         if not line.lstrip().startswith("--")).strip()
+        if code:
+            conn.execute(code.encode())
 
 
 def test_an_upgrade_keeps_every_replay_rollback_link_and_history_entry(upgrade_database):
