@@ -69,6 +69,8 @@ class _TraceWork:
     new: list[SpanDict]
     context: TraceContext = field(default_factory=TraceContext)
     pending_pks: list[int] = field(default_factory=list)
+    #: span id -> buffer row of the spans this trace had pending before the request
+    pending_rows: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, assembly.Outcome] = field(default_factory=dict)
     run: RunIn | None = None
 
@@ -113,6 +115,7 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
                     item.context.steps_recorded += record_kind == "step"
                 if state == OtlpSpanState.PENDING:
                     item.pending_pks.append(pk)
+                    item.pending_rows[sid] = pk
             trace.last_activity_at = now
             work.append(item)
 
@@ -231,13 +234,16 @@ def _recorded_within_binding(trace: OtlpTrace, run: Any) -> bool:
 
 def _bind_traces(traces: Iterable[OtlpTrace], for_agents: Collection[str]) -> None:
     """Narrow each trace to the agents this key acts for too (spans from several keys: the
-    agents all of them act for)."""
+    agents all of them act for). One UPDATE per distinct binding, not per trace."""
+    changed: dict[tuple[str, ...], list[int]] = {}
     for trace in traces:
         bound = sorted(set(for_agents) if trace.for_agents is None
                        else set(trace.for_agents) & set(for_agents))
         if bound != trace.for_agents:
             trace.for_agents = bound
-            OtlpTrace.objects.filter(pk=trace.pk).update(for_agents=bound)
+            changed.setdefault(tuple(bound), []).append(trace.pk)
+    for bound_agents, pks in changed.items():
+        OtlpTrace.objects.filter(pk__in=pks).update(for_agents=list(bound_agents))
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -276,6 +282,7 @@ def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: dat
                               for pk in w.pending_pks])
     # Spans buffered by earlier requests call tools too: their classes, as registered now.
     tool_classes = {**tool_classes, **_tool_classes(tenant, list(pending_bodies.values()))}
+    run_spans = _stored_run_spans(work, headers)
     for item in work:
         trace = item.trace
         root = next((s for s in item.new if assembly.is_root(s)), None)
@@ -292,7 +299,8 @@ def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: dat
             result.notes.append(f"{len(item.new)} span(s) of trace {trace.trace_id} arrived "
                                 f"after {where} closed; kept raw")
         elif trace.state == OtlpTraceState.OPEN:
-            _append(item, headers[trace.trace_id], root, now, tool_classes)
+            _append(item, headers[trace.trace_id], root, now, tool_classes,
+                    run_spans.get(trace.pk))
         elif root is not None:
             earlier = [pending_bodies[pk] for pk in item.pending_pks]
             item.new = earlier + item.new
@@ -329,7 +337,9 @@ def _record(tenant: Tenant, item: _TraceWork, close: bool, now: datetime,
 
 
 def _append(item: _TraceWork, header: dict[str, Any], root: SpanDict | None, now: datetime,
-            tool_classes: dict[str, str]) -> None:
+            tool_classes: dict[str, str], stored_run_span: SpanDict | None = None) -> None:
+    """Append ``item``'s new spans to its trace's recorded run (``stored_run_span``: the run
+    span from the buffer, when the caller fetched it with other traces')."""
     trace = item.trace
     records = assembly.assemble(trace.trace_id, item.new, header["run_span_id"], item.context,
                                 tool_classes)
@@ -337,7 +347,8 @@ def _append(item: _TraceWork, header: dict[str, Any], root: SpanDict | None, now
     if root is not None:
         if _recorded_from_spans(header):  # a run the agent client records, it ends
             run_span = next((s for s in item.new if s["span_id"] == header["run_span_id"]),
-                            None) or _stored_span(trace, header["run_span_id"])
+                            None) or stored_run_span or _stored_span(
+                                trace, header["run_span_id"])
             status, ended = assembly.run_end(header, run_span, root, 0)
         trace.state, trace.closed_at = OtlpTraceState.CLOSED, now
     item.run = _run_in(header, records, status, ended)
@@ -387,6 +398,25 @@ def _bodies(pks: list[int]) -> dict[int, SpanDict]:
     return dict(OtlpSpan.objects.filter(pk__in=pks).values_list("pk", "body"))
 
 
+def _stored_run_spans(work: list[_TraceWork], headers: dict[str, dict[str, Any]]
+                      ) -> dict[int, SpanDict]:
+    """Trace pk -> its run span from the buffer, for the recorded traces whose root arrives
+    now without their run span (``_append`` ends the run from it): one query for them all."""
+    wanted: dict[int, str] = {}
+    for item in work:
+        header = headers.get(item.trace.trace_id)
+        if (header is None or not header["run_span_id"] or not _recorded_from_spans(header)
+                or not any(assembly.is_root(s) for s in item.new)):
+            continue
+        if all(s["span_id"] != header["run_span_id"] for s in item.new):
+            wanted[item.trace.pk] = header["run_span_id"]
+    if not wanted:
+        return {}
+    rows = OtlpSpan.objects.filter(trace__in=list(wanted), span_id__in=set(wanted.values())
+                                   ).values_list("trace_id", "span_id", "body")
+    return {trace_pk: body for trace_pk, span_id, body in rows if wanted[trace_pk] == span_id}
+
+
 def _stored_span(trace: OtlpTrace, span_id: str) -> SpanDict | None:
     if not span_id:
         return None
@@ -399,13 +429,22 @@ def _stored_span(trace: OtlpTrace, span_id: str) -> SpanDict | None:
 
 
 def _store(tenant: Tenant, work: list[_TraceWork], now: datetime) -> int:
-    """Keep the new spans and the traces' states; the number of spans left pending."""
+    """Keep the new spans and the traces' states; the number of spans left pending.
+    Set-based: one INSERT for the new spans, one UPDATE per outcome kind for the spans
+    buffered before and assembled now, one UPDATE per kind of trace change, whatever the
+    number of traces (a split trace's root request completes many at once)."""
     rows: list[OtlpSpan] = []
+    earlier_outcomes: dict[tuple[str, str], list[int]] = {}
     for item in work:
-        earlier = set()
-        if item.pending_pks and item.trace.state != OtlpTraceState.PENDING:
+        earlier: Collection[str] = ()
+        if item.pending_rows and item.trace.state != OtlpTraceState.PENDING:
             # Pending spans assembled now were merged into item.new; they are updated, not new.
-            earlier = _update_outcomes(item.trace, item.outcomes)
+            earlier = item.pending_rows
+            for span_id, pk in item.pending_rows.items():
+                outcome = item.outcomes.get(span_id)
+                if outcome is not None:
+                    earlier_outcomes.setdefault((outcome.state, outcome.record_kind),
+                                                []).append(pk)
         for span in item.new:
             if span["span_id"] in earlier:
                 continue
@@ -416,6 +455,10 @@ def _store(tenant: Tenant, work: list[_TraceWork], now: datetime) -> int:
                 parent_span_id=span["parent_span_id"], name=span["name"][:500],
                 state=outcome.state, record_kind=outcome.record_kind, body=span,
                 received_at=now))
+    for (state, record_kind), pks in earlier_outcomes.items():
+        # The traces are locked (``_claim_traces``): these rows are still pending.
+        OtlpSpan.objects.filter(pk__in=pks, state=OtlpSpanState.PENDING).update(
+            state=state, record_kind=record_kind)
     append_rows(OtlpSpan, rows)
     # Most traces of a request change alike (new and closed at once): one UPDATE per kind.
     changes: dict[tuple[Any, ...], list[int]] = {}
