@@ -32,7 +32,7 @@ from bench._common import DEFAULT_DATA_DIR, git_state, load_average
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "bench" / "README.md"
 BEGIN, END = "<!-- bench-report:begin -->", "<!-- bench-report:end -->"
-SHARED_DB = "ledger_bench_admin"  # made by admin_changelist, measured again by verify/backtest
+SHARED_DB = "ledger_bench_admin"  # made by admin_changelist, measured again by backtest
 
 
 @dataclass(frozen=True)
@@ -43,23 +43,25 @@ class Benchmark:
     timeout_s: int = 3600
 
 
-# In the order they run: admin_changelist keeps the 1M-call database verify and backtest reuse.
+# In the order they run: admin_changelist keeps the 1M-call database backtest reuses.
 BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("request_middleware", quick=("--requests", "5000")),
     Benchmark("client", quick=("--calls", "5000")),
-    Benchmark("decisions", quick=("--decisions", "3000", "--requests", "600")),
+    Benchmark("decisions", quick=("--decisions", "3000", "--requests", "600",
+                                  "--profile-calls", "0")),
     Benchmark("ingest", quick=("--tool-calls", "20000")),
     Benchmark("otlp", quick=("--traces", "600")),
     Benchmark("run_detail", quick=("--background", "10000")),
     Benchmark("timeline_page", quick=("--background", "10000")),
+    Benchmark("long_runs", quick=("--sizes", "100,1000,10000", "--repeat", "3")),
     Benchmark("redaction", quick=("--records", "20000")),
     Benchmark("replay", quick=("--repeat", "1")),
     Benchmark("export", quick=("--tool-calls", "100000")),
     Benchmark("governance_seal", quick=("--decisions", "50000")),
     Benchmark("guess_redacted"),
-    Benchmark("admin_changelist", args=("--keep",), quick=("--tool-calls", "100000"),
-              timeout_s=7200),
-    Benchmark("verify", args=("--reuse-db", SHARED_DB)),
+    Benchmark("verify", quick=("--tenant-records", "20000,80000")),
+    Benchmark("admin_changelist", args=("--keep",), quick=("--tool-calls", "100000",
+                                                          "--repeat", "5"), timeout_s=7200),
     Benchmark("backtest", args=("--reuse-db", SHARED_DB)),
 )
 

@@ -344,6 +344,7 @@ def test_a_runs_step_calls_are_not_found_by_another_tenant(acme_data, charlie, c
     leaves out; a page route, so not in the API matrix above."""
     client.force_login(charlie)
     step = Step.objects.filter(run=acme_data["objects"][Run]).first()
+    assert step is not None
     for tenant in ("acme", "globex"):
         url = reverse("run-step-calls", args=[tenant, acme_data["run_id"]])
         answer = client.get(f"{url}?step={step.step_id}{fragment}")
