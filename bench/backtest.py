@@ -321,10 +321,12 @@ def main(argv: list[str] | None = None) -> None:
                 total_n += res["processed"]
                 total_s += res["seconds"]
                 total_changed += res["changed"]
+                # the result keeps, per tool, its calls by effect before and after
                 changes: dict[str, int] = {}
                 for per in res["counts"].values():
-                    for key, c in per.items():
-                        changes[key] = changes.get(key, 0) + c
+                    for side in ("before", "after"):
+                        for effect, c in per[side].items():
+                            changes[f"{side} {effect}"] = changes.get(f"{side} {effect}", 0) + c
                 print(f"  back-test {tenant.slug}: {res['processed']:,} calls in "
                       f"{res['seconds']:.1f} s, {res['changed']:,} changed: "
                       + ", ".join(f"{k} {v:,}" for k, v in sorted(changes.items())),

@@ -72,7 +72,7 @@ from bench._common import (
     verdict,
 )
 
-BENCH = "bench.decisions"
+BENCH = "decisions"
 TARGET_EMBEDDED_P99_US = 100.0
 # clients -> median target (ms); other client counts are shown, not graded
 TARGET_HTTP_MEDIAN_MS = {1: 5.0, 4: 8.0}
