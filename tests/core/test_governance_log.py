@@ -27,7 +27,7 @@ def test_a_tool_edited_in_the_admin_is_on_the_record_with_its_diff(acme, alice, 
     response = client.post(reverse("admin:runs_tool_add"), {
         "tenant": acme.pk, "name": "refund_payment", "action_class": "write",
         "connector": "http", "endpoint": "http://127.0.0.1:9/refund", "timeout_ms": 1000,
-        "dry_run_via": "none", "secret_ref": ""}, follow=False)
+        "dry_run_via": "none", "dry_run_concurrency": 1, "secret_ref": ""}, follow=False)
     assert response.status_code == 302, response.content.decode()[:2000]
     tool = Tool.objects.get(tenant=acme, name="refund_payment")
     created = log_of(acme)[-1]

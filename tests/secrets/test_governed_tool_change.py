@@ -159,7 +159,8 @@ def test_a_tool_added_in_the_admin_gets_its_connection_only_once_confirmed(acme,
     response = client.post(reverse("admin:runs_tool_add"), {
         "tenant": acme.pk, "name": "exfil_everything", "action_class": "read",
         "connector": "http", "endpoint": "http://127.0.0.1:9/x", "timeout_ms": 1000,
-        "dry_run_via": "none", "volatile_fields": "[]", "secret_ref": "env:DATABASE_URL"})
+        "dry_run_via": "none", "dry_run_concurrency": 1, "volatile_fields": "[]",
+        "secret_ref": "env:DATABASE_URL"})
     assert response.status_code == 302, response.content
     tool = Tool.objects.get(tenant=acme, name="exfil_everything")
     assert (tool.connector, tool.endpoint, tool.secret_ref) == ("none", "", "")
