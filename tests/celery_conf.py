@@ -44,10 +44,12 @@ def worker_env(**variables: str) -> dict[str, str]:
 
 
 @contextmanager
-def prefork_worker_process(env: dict[str, str], log_path: Any) -> Iterator[Any]:
+def prefork_worker_process(env: dict[str, str], log_path: Any, pool: str = "prefork",
+                           queues: str = "celery") -> Iterator[Any]:
     """A real Celery worker with one prefork pool process (killing that child is "the worker
-    died mid-task": the parent sees it and starts another), logging to ``log_path``; stopped
-    (terminated, then killed) however the test ends."""
+    died mid-task": the parent sees it and starts another), or with ``pool="solo"`` none,
+    taking ``queues`` and logging to ``log_path``; stopped (terminated, then killed) however
+    the test ends."""
     import subprocess
     import sys
     from pathlib import Path
@@ -55,8 +57,8 @@ def prefork_worker_process(env: dict[str, str], log_path: Any) -> Iterator[Any]:
     root = Path(__file__).resolve().parents[1]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", "celery",
-             "--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING",
+            [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", queues,
+             "--pool", pool, "--concurrency", "1", "--loglevel", "WARNING",
              "--without-heartbeat", "--without-gossip", "--without-mingle"],
             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

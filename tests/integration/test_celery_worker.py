@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -14,10 +11,9 @@ from django.conf import settings
 from runs.integrity import verify_tenant
 from runs.models import TenantDigest
 from runs.tasks import seal_tenant_digests
-from tests.celery_conf import worker_env
+from tests.celery_conf import prefork_worker_process, worker_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -28,21 +24,9 @@ def worker(tmp_path):
                      LEDGER_EGRESS_ALLOW="127.0.0.1,localhost")  # the loopback tool servers
     # A queue of this test's own, so no other worker on the same Redis takes the message.
     queue = f"test-{os.getpid()}"
-    log = (tmp_path / "worker.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "ledger_portal", "worker", "-Q", f"{queue},celery",
-         "--pool", "solo", "--loglevel", "WARNING", "--without-heartbeat", "--without-gossip",
-         "--without-mingle"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with prefork_worker_process(env, tmp_path / "worker.log", pool="solo",
+                                queues=f"{queue},celery"):
         yield queue
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        log.close()
 
 
 def test_the_digest_task_runs_on_a_real_worker(worker, acme, record, make_run):
