@@ -2,6 +2,10 @@
 ``runs.sample_runs``, which the demo and the tests use too).
 
     python -m bench.generate --tenants 2 --tool-calls 1000000      # into the configured DB
+    python -m bench.generate --copy --tool-calls 10000000          # PostgreSQL, with COPY
+
+``--copy`` (``bench.copy_load``) writes the same runs, chained as ingestion chains them, with
+``COPY`` and none of ingestion's checks for an untrusted agent: the way to ten million.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tool-calls", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--prefix", default="bench")
+    parser.add_argument("--copy", action="store_true",
+                        help="PostgreSQL only: COPY the generated rows in (bench.copy_load)")
     args = parser.parse_args(argv)
     import os
 
@@ -63,6 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     django.setup()
     slugs = [f"{args.prefix}-{i + 1}" for i in range(args.tenants)]
     started = time.perf_counter()
+    if args.copy:
+        from bench.copy_load import copy_load
+
+        rows = copy_load(slugs, args.tool_calls, args.seed)
+        elapsed = time.perf_counter() - started
+        calls = rows["runs_toolcall"]
+        print(f"copied {rows} into {slugs} in {elapsed:.1f}s ({calls / elapsed:,.0f} tool "
+              f"calls/s, {sum(rows.values()) / elapsed:,.0f} rows/s)")
+        return
     totals = load(slugs, args.tool_calls, args.seed)
     elapsed = time.perf_counter() - started
     print(f"generated {totals} into {slugs} in {elapsed:.1f}s "
