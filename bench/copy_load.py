@@ -109,9 +109,9 @@ class CopyLoader:
         run_hash = content_hash(run_content)
         head = chain_hash(GENESIS, 0, run_hash)
         run_chain = head
-        records: list[tuple[datetime, int, str, dict[str, Any]]] = []
+        records: list[tuple[Any, int, str, dict[str, Any]]] = []
 
-        when = started
+        when: Any = started
         step_pks: dict[str, int] = {}
         for step in run["steps"]:
             step_pks[step["step_id"]] = self.ids["runs_step"].take()
@@ -213,9 +213,9 @@ def copy_load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress:
               ) -> dict[str, int]:
     """Generate ``tool_calls`` tool calls (split over the tenants) and COPY them in; returns
     the rows written per table."""
-    from core.models import Tenant
     from django.utils import timezone
 
+    from core.models import Tenant
     from runs.models import Run
 
     if connection.vendor != "postgresql":
@@ -252,10 +252,33 @@ def copy_load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress:
     return totals
 
 
+def copy_load_parallel(tenant_slugs: list[str], tool_calls: int, seed: int = 7,
+                       jobs: int = 1, progress: bool = True) -> dict[str, int]:
+    """``copy_load`` with the tenants shared among ``jobs`` processes (each its own
+    connection; ids come from the sequences a block at a time, so they never collide)."""
+    if jobs <= 1 or len(tenant_slugs) <= 1:
+        return copy_load(tenant_slugs, tool_calls, seed, progress)
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from django.db import connections
+
+    per_tenant = tool_calls // len(tenant_slugs)
+    groups = [tenant_slugs[i::jobs] for i in range(min(jobs, len(tenant_slugs)))]
+    connections.close_all()  # each process opens its own
+    totals: dict[str, int] = {t: 0 for t in TABLES}
+    with ProcessPoolExecutor(len(groups), mp_context=get_context("fork")) as pool:
+        for rows in pool.map(copy_load, groups, [per_tenant * len(g) for g in groups],
+                             [seed] * len(groups), [progress] * len(groups)):
+            for table, n in rows.items():
+                totals[table] += n
+    return totals
+
+
 def _chunks(gen: RunGenerator, tool_calls: int) -> Iterator[list[dict[str, Any]]]:
     made = 0
     while made < tool_calls:
-        runs = []
+        runs: list[dict[str, Any]] = []
         while made < tool_calls and len(runs) < CHUNK_RUNS:
             run = gen.run()
             made += len(run["tool_calls"])
@@ -263,4 +286,4 @@ def _chunks(gen: RunGenerator, tool_calls: int) -> Iterator[list[dict[str, Any]]
         yield runs
 
 
-__all__ = ["CopyLoader", "canonical_timestamp", "copy_load"]
+__all__ = ["CopyLoader", "canonical_timestamp", "copy_load", "copy_load_parallel"]

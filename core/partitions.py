@@ -182,7 +182,8 @@ def _rebuild(cursor: Any, table: str, key: str, *, partitioned: bool,
                    f"INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED "
                    f"INCLUDING STORAGE INCLUDING COMMENTS){spec}")
     if partitioned:
-        cursor.execute(f"SELECT min({quote(key)}), max({quote(key)}) FROM {quote(old)}")
+        cursor.execute(f"SELECT min({quote(key)}), max({quote(key)}) "  # noqa: S608  (quoted names)
+                       f"FROM {quote(old)}")
         low, high = cursor.fetchone()
         today = datetime.now(UTC).date()
         first = min(low.astimezone(UTC).date(), today) if low else today
@@ -194,8 +195,8 @@ def _rebuild(cursor: Any, table: str, key: str, *, partitioned: bool,
             create_month(cursor, table, month)
         cursor.execute(f"CREATE TABLE {quote(table + '_default')} PARTITION OF {quote(table)} "
                        "DEFAULT")
-    cursor.execute(f"INSERT INTO {quote(table)} SELECT * FROM {quote(old)}")
-    for referencing, column, name in incoming:
+    cursor.execute(f"INSERT INTO {quote(table)} SELECT * FROM {quote(old)}")  # noqa: S608
+    for referencing, _column, name in incoming:
         if partitioned:
             cursor.execute(f"ALTER TABLE {quote(referencing)} DROP CONSTRAINT {quote(name)}")
         else:
@@ -205,7 +206,7 @@ def _rebuild(cursor: Any, table: str, key: str, *, partitioned: bool,
     (sequence,) = cursor.fetchone()
     if sequence:
         cursor.execute(f"ALTER SEQUENCE {sequence} RENAME TO {quote(table + '_id_seq')}")
-        cursor.execute(f"SELECT setval(pg_get_serial_sequence(%s, 'id'), "
+        cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), "  # noqa: S608
                        f"coalesce((SELECT max(id) FROM {quote(table)}), 0) + 1, false)", [table])
     columns = f"id, {quote(key)}" if partitioned else "id"
     cursor.execute(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(shape.pkey)} "

@@ -28,7 +28,7 @@ def _sql(statement: str, *params: Any) -> list[tuple[Any, ...]]:
 
 def _copy_of(decision: Decision, *, pk: int | None, created_at: datetime) -> None:
     ident = "id, " if pk is not None else ""
-    _sql(f"INSERT INTO policies_decision ({ident}{COLUMNS}, created_at) "  # noqa: S608
+    _sql(f"INSERT INTO policies_decision ({ident}{COLUMNS}, created_at) "
          f"SELECT {'%s, ' if pk is not None else ''}{COLUMNS}, %s FROM policies_decision "
          "WHERE id = %s", *([pk] if pk is not None else []), created_at, decision.pk)
 
@@ -65,16 +65,20 @@ def test_a_reference_to_a_missing_decision_is_refused_at_commit(decided, key_cli
         format="json").json()
     request = ApprovalRequest.objects.get(pk=held["approval"]["id"])
     # deferred to commit, as Django's foreign keys are; SET CONSTRAINTS brings the check here
-    with pytest.raises(IntegrityError, match="foreign key"), transaction.atomic():
-        _sql("UPDATE approvals_approvalrequest SET consumed_by_id = %s WHERE id = %s",
-             Decision.objects.order_by("-pk").first().pk + 1000, request.pk)
-        _sql("SET CONSTRAINTS ALL IMMEDIATE")
-    _sql("SET CONSTRAINTS ALL DEFERRED")
-    with transaction.atomic():  # an existing decision is a good reference
-        _sql("UPDATE approvals_approvalrequest SET consumed_by_id = %s WHERE id = %s",
-             held["id"], request.pk)
-        _sql("SET CONSTRAINTS ALL IMMEDIATE")
-    _sql("SET CONSTRAINTS ALL DEFERRED")
+    missing = Decision.objects.latest("pk").pk + 1000
+    with pytest.raises(IntegrityError, match="foreign key"):
+        _consume(request.pk, missing)
+    _consume(request.pk, held["id"])  # an existing decision is a good reference
+
+
+def _consume(request_pk: int, decision_pk: int) -> None:
+    try:
+        with transaction.atomic():
+            _sql("UPDATE approvals_approvalrequest SET consumed_by_id = %s WHERE id = %s",
+                 decision_pk, request_pk)
+            _sql("SET CONSTRAINTS ALL IMMEDIATE")
+    finally:
+        _sql("SET CONSTRAINTS ALL DEFERRED")
 
 
 def test_partitions_are_made_ahead_once(decided):
@@ -89,11 +93,12 @@ def test_a_row_no_month_covers_lands_in_the_default_partition(decided):
     decision = decided["decision"]
     far = datetime.now(UTC).replace(day=1) + timedelta(days=32 * 14)
     _copy_of(decision, pk=None, created_at=far)
-    stray = Decision.objects.order_by("-pk").first()
+    stray = Decision.objects.latest("pk")
     assert _partition_of(stray.pk) == "policies_decision_default"
     made = ensure_partitions(months_ahead=16)
     # that month's rows are in the default partition: it is left alone, the others are made
-    assert f"policies_decision_p{far:%Y%m}" not in made and made
+    assert f"policies_decision_p{far:%Y%m}" not in made
+    assert made
 
 
 def test_the_applications_role_makes_partitions_but_cannot_touch_one(decided):
