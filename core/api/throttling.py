@@ -67,7 +67,7 @@ def count_in_window(name: str, ttl: int) -> int:
 
 class ApiKeyRateThrottle(BaseThrottle):
     scope = "api_key"
-    timer = time.time
+    timer = staticmethod(time.time)
 
     def __init__(self) -> None:
         self.retry_after: float | None = None
