@@ -162,7 +162,8 @@ def test_ledger_text_shaped_like_the_pages_row_slot_stays_text(alice, acme, reco
     record(acme, run)
     client.force_login(alice)
     html = client.get(reverse("run-timeline", args=["acme", run["run_id"]])).content.decode()
-    assert slot not in html and "<script>alert(1)" not in html
+    assert slot not in html
+    assert "<script>alert(1)" not in html
     assert html.count("&lt;!--ledger-rendering:slot--&gt;") == 2
     body = html[html.index("<tbody>"):html.index("</tbody>")]
     assert body.count('<tr id="') == len(re.findall(r'<tr id="', html)) > len(run["tool_calls"])
