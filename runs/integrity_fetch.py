@@ -2,9 +2,9 @@
 
 Fetching through ``values()`` was 70% of ``ledger verify`` (bench/verify.py): Django's
 pure-Python timestamp loader and ``json.loads`` per JSON field. Here timestamps arrive already
-in the canonical text form (``to_char`` in UTC), JSON arrives as text for ``orjson`` (``integrity_fast.loads_exact``: exact integers, no
-infinities), and rows
-come through a server-side cursor. Other databases use the ``values()`` path in
+in the canonical text form (``to_char`` in UTC), JSON arrives as text for ``orjson``
+(``integrity_fast.loads_exact``: exact integers, no infinities), and rows come through a
+server-side cursor. Other databases use the ``values()`` path in
 ``integrity.py``.
 """
 
