@@ -187,6 +187,50 @@ def time_calls(fn: Callable[[], Any], repeat: int, warmup: int) -> Timing:
     return Timing(samples)
 
 
+class CollectorTime:
+    """Time the cyclic garbage collector spent while the block ran (``gc.callbacks``): how
+    much of a request is collection, by generation."""
+
+    def __init__(self) -> None:
+        self.ms = {0: 0.0, 1: 0.0, 2: 0.0}
+        self.runs = {0: 0, 1: 0, 2: 0}
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            generation = info["generation"]
+            self.runs[generation] += 1
+            self.ms[generation] += (time.perf_counter() - self._started) * 1000
+
+    def __enter__(self) -> CollectorTime:
+        import gc
+
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import gc
+
+        gc.callbacks.remove(self._callback)
+
+    def line(self, calls: int) -> str:
+        total = sum(self.ms.values())
+        return (f"{total / max(calls, 1):.1f} ms a call collecting ("
+                + ", ".join(f"gen{g}: {self.runs[g] / max(calls, 1):.1f} runs, "
+                            f"{self.ms[g] / max(calls, 1):.1f} ms" for g in self.ms) + ")")
+
+
+def as_web_worker() -> str:
+    """Put this process in the state a web worker serves in: its start-up heap frozen, as
+    ``ledger_portal/wsgi.py`` does (``core.heap``). Call once the data is loaded, before
+    timing; returns a line saying so."""
+    from core.heap import freeze_startup_heap
+
+    return f"start-up heap frozen as a web worker's (core.heap): {freeze_startup_heap():,} objects"
+
+
 # -- output --------------------------------------------------------------------------------
 
 

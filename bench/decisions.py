@@ -27,8 +27,10 @@ arguments) feeds every phase:
    every input of the pool: mismatches are listed (a bug in one of them).
 2. **decide_tool_call in process**: the service (published versions lookup, decide, approval
    request for require_approval, the ``Decision`` row), ``--decisions`` calls, PostgreSQL.
-3. **HTTP**: gunicorn (``--workers`` sync workers, as bench.ingest) on 127.0.0.1; 1 client
-   thread, then 4 (``--clients``), each with its own keep-alive ``http.client`` connection,
+3. **HTTP**: gunicorn with production's configuration (``deploy/gunicorn.conf.py``, as
+   bench.ingest: sync workers, as many as production starts unless ``--workers``) on
+   127.0.0.1; 1 client thread, then 4 (``--clients``), each with its own keep-alive
+   ``http.client`` connection,
    POST ``--requests`` pre-serialized bodies (the constant view first, then the API) with
    ``Authorization: Bearer <ingest key>`` (the outage tenant's key for the outage calls).
    Every API answer must be 201 with the reference's effect; the Decision and ApprovalRequest
@@ -793,7 +795,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="distinct proposed calls, cycled (default %(default)s)")
     parser.add_argument("--clients", default="1,4",
                         help="client connections, one HTTP phase per value")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gunicorn sync workers (default: production's, "
+                        "deploy/gunicorn.conf.py: WEB_CONCURRENCY or 2 x cores + 1)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-http", action="store_true")
     parser.add_argument("--profile-calls", type=int, default=1_000,
@@ -802,6 +806,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="also cProfile the API view in process (test Client)")
     add_db_arguments(parser, "decisions")
     args = parser.parse_args(argv)
+    if args.workers is None:
+        from bench.ingest import production_workers
+
+        args.workers = production_workers()
     client_counts = [int(c) for c in args.clients.split(",") if c.strip()]
 
     specs = rule_specs(args.rules)

@@ -9,7 +9,8 @@ rate of psycopg ``COPY`` of the same tool-call rows into a table of the same lay
 Phases, all in one run against one throwaway PostgreSQL database (``ledger_bench_ingest``), the
 ledger tables emptied (TRUNCATE + CHECKPOINT) before each so every phase starts alike:
 
-1. ``api xN``: gunicorn (``--workers`` processes, default 2) serves the app on 127.0.0.1; N
+1. ``api xN``: gunicorn with production's configuration (``deploy/gunicorn.conf.py``: its
+   worker count unless ``--workers`` says otherwise) serves the app on 127.0.0.1; N
    client threads (``--clients``, default ``1,2``: one phase per value) each hold one
    ``http.client`` connection (keep-alive) and POST the pre-serialized batches (<= 1,000 records
    each) to ``/api/v1/batches/`` with ``Authorization: Bearer <ingest key>``.
@@ -55,6 +56,17 @@ from bench._common import (
 from bench.generate import batches, generate_runs
 
 REPO = Path(__file__).resolve().parent.parent
+#: What production's web process runs with (``deploy/entrypoint.sh web``): the benchmarks'
+#: gunicorn loads it, then overrides only the address, the log level and the timeouts.
+PRODUCTION_CONF = REPO / "deploy" / "gunicorn.conf.py"
+
+
+def production_workers() -> int:
+    """The number of web workers production starts here: deploy/gunicorn.conf.py's
+    (``WEB_CONCURRENCY``, else 2 x cores + 1)."""
+    import runpy
+
+    return int(runpy.run_path(str(PRODUCTION_CONF))["workers"])
 TARGET_RATIO = 0.20
 LEDGER_TABLES = ("runs_run", "runs_step", "runs_modelcall", "runs_toolcall", "runs_annotation")
 
@@ -147,7 +159,7 @@ def gunicorn(workers: int, worker_class: str, threads: int, log_dir: str,
         sys.exit("bench.ingest needs gunicorn: .venv/bin/pip install gunicorn")
     port = free_port()
     log_path = Path(log_dir) / f"gunicorn-{port}.log"
-    cmd = [sys.executable, "-m", "gunicorn", app,
+    cmd = [sys.executable, "-m", "gunicorn", app, "--config", str(PRODUCTION_CONF),
            "--chdir", str(REPO), "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
            "--worker-class", worker_class, "--threads", str(threads), "--keep-alive", "30",
            "--timeout", "300", "--log-level", "warning"]
@@ -318,7 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", default="1,2,4",
                         help="concurrent client connections; a comma list runs one API phase "
                         "per value (default %(default)s)")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gunicorn worker processes (default: production's, "
+                        "deploy/gunicorn.conf.py: WEB_CONCURRENCY or 2 x cores + 1)")
     parser.add_argument("--worker-class", default="sync", choices=["sync", "gthread"],
                         help="gunicorn worker class (sync closes each connection after its "
                         "response; gthread keeps it alive)")
@@ -333,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
                         "view (test Client) over 20 batches each")
     add_db_arguments(parser, "ingest")
     args = parser.parse_args(argv)
+    args.workers = args.workers or production_workers()
     client_counts = [int(c) for c in args.clients.split(",") if c.strip()]
 
     print(f"generating {args.tool_calls:,} tool calls ...", file=sys.stderr)

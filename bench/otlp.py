@@ -5,9 +5,10 @@ the same content, in the same run.
     .venv/bin/python -m bench.otlp                         # 5,000 agent traces, 45,000 spans
     .venv/bin/python -m bench.otlp --traces 600 --clients 1,2   # while developing
 
-Targets (gunicorn with 2 sync workers, as ``bench.ingest``, PostgreSQL, 2 cores): split traces
->= 3,000 spans/s with 1 client (#19); whole traces >= 6,000 spans/s with 2 clients (#17);
-OpenInference within 20% of GenAI's spans/s. Every client count of every shape is reported.
+Targets (gunicorn with production's configuration, as ``bench.ingest``, PostgreSQL, 2 cores):
+split traces >= 3,000 spans/s with 1 client (#19); whole traces >= 6,000 spans/s with 2
+clients (#17); OpenInference within 20% of GenAI's spans/s.
+Every client count of every shape is reported.
 
 Each trace is one agent run as GenAI instrumentation emits it: an ``invoke_agent`` root span
 with 3 ``chat`` spans (captured input/output messages, token usage) and 5 ``execute_tool``
@@ -477,10 +478,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="records of the run the reader fetches")
     parser.add_argument("--read-limit", type=int, default=5000,
                         help="most fetches the reader makes in one phase")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="gunicorn sync workers (default: production's, "
+                        "deploy/gunicorn.conf.py)")
     parser.add_argument("--seed", type=int, default=7)
     add_db_arguments(parser, "otlp")
     args = parser.parse_args(argv)
+    if args.workers is None:
+        from bench.ingest import production_workers
+
+        args.workers = production_workers()
     clients = [int(c) for c in args.clients.split(",")]
     shapes = [s for s in args.shapes.split(",") if s]
     if unknown := set(shapes) - set(SHAPES):

@@ -54,6 +54,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
                                   "--profile-calls", "0")),
     Benchmark("ingest", quick=("--tool-calls", "20000")),
     Benchmark("otlp", quick=("--traces", "600")),
+    Benchmark("scaleout", quick=("--requests", "600", "--traces", "1200")),
     Benchmark("run_detail", quick=("--background", "10000")),
     Benchmark("timeline_page", quick=("--background", "10000")),
     Benchmark("long_runs", quick=("--sizes", "100,1000,10000", "--repeat", "3")),

@@ -29,7 +29,9 @@ from typing import Any
 import orjson
 
 from bench._common import (
+    CollectorTime,
     add_db_arguments,
+    as_web_worker,
     bench_database,
     environment_line,
     load_average,
@@ -205,7 +207,11 @@ def main(argv: list[str] | None = None) -> None:
         def get() -> None:
             assert client.get(url).status_code == 200
 
-        api = time_calls(get, args.repeat, max(0, args.warmup - 1))
+        print(as_web_worker(), flush=True)
+        with CollectorTime() as collecting:
+            api = time_calls(get, args.repeat, max(0, args.warmup - 1))
+        print(f"garbage collection during the API requests: "
+              f"{collecting.line(args.repeat + max(0, args.warmup - 1))}", flush=True)
         with CaptureQueriesContext(connection) as captured:
             get()
         sql_ms = sum(float(q["time"]) for q in captured.captured_queries) * 1000

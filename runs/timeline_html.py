@@ -8,12 +8,13 @@ that comes from the ledger goes through ``escape`` or ``json_to_html``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from html import escape
 from typing import Any
 
 from django.template.defaultfilters import pluralize
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.timezone import get_current_timezone
 
 from core.dates import shown_time
 
@@ -123,8 +124,8 @@ def _size(payload: Payload) -> str:
     return f" ({size} bytes)" if size < 1024 else f" ({size / 1024:.1f} KB)"
 
 
-def _row(entry: Entry, original: Entry | None, rollbacks: RollbackControls | None = None
-         ) -> str:
+def _row(entry: Entry, original: Entry | None, rollbacks: RollbackControls | None,
+         zone: tzinfo) -> str:
     row = entry.row
     classes = f"kind-{entry.kind}" + (" error" if entry.is_error else "") + (
         " retry" if original else "")
@@ -151,7 +152,7 @@ def _row(entry: Entry, original: Entry | None, rollbacks: RollbackControls | Non
         title.append(_tokens(row))
     if entry.kind == "annotation":
         title.append(f'<div class="who">by {escape(row.get("author_label") or "the agent")} · '
-                     f"{shown_time(row.get('recorded_at'))}</div>")
+                     f"{shown_time(row.get('recorded_at'), zone)}</div>")
     status = row.get("status")
     status_html = (f'<span class="status status-{escape(status)}">{escape(status)}</span>'
                    if status else "")
@@ -163,7 +164,7 @@ def _row(entry: Entry, original: Entry | None, rollbacks: RollbackControls | Non
         if ms is None:
             ms = row.get("latency_ms")
         took = f" · {ms} ms" if ms is not None else ""
-        timing = (f'<div class="bar-track" title="{shown_time(row["started_at"])}{took}">'
+        timing = (f'<div class="bar-track" title="{shown_time(row["started_at"], zone)}{took}">'
                   f'<div class="bar" style="left: {entry.offset_pct}%; width: '
                   f'{entry.width_pct}%"></div></div>'
                   f'<div class="timing">+{entry.offset_s:.2f} s{took}</div>')
@@ -208,9 +209,10 @@ def timeline_rows(entries: list[Entry], rollbacks: RollbackControls | None = Non
     last = {_step_of(entry): i for i, entry in enumerate(entries)} if more else {}
     after = {i: more[step].row() for step, i in last.items() if more and step in more}
     parts = []
+    zone = get_current_timezone()
     for i, entry in enumerate(entries):
-        parts.append(_row(entry, None, rollbacks))
-        parts.extend(_row(retry, entry, rollbacks) for retry in entry.retries)
+        parts.append(_row(entry, None, rollbacks, zone))
+        parts.extend(_row(retry, entry, rollbacks, zone) for retry in entry.retries)
         if i in after:
             parts.append(after[i])
     return mark_safe("".join(parts))  # noqa: S308  (built from escaped parts only)

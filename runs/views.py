@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from core.actors import Viewer, actor_of
 from core.db_routing import stale_ok
+from core.rendering import render_around
 from core.roles import Role
 from core.tenancy import has_role
 
@@ -106,7 +107,7 @@ def run_timeline(request: HttpRequest, tenant: str, run_id: str) -> HttpResponse
     context.update(_deferred_on(run, redactor))
     context["can_annotate"] = has_role(request.user, Role.OPERATE, run["tenant_id"])
     context["annotation_kinds"] = services.MANUAL_ANNOTATION_KINDS
-    return render(request, "runs/timeline.html", context)
+    return render_around(request, "runs/timeline.html", context, "rows")
 
 
 @login_required
@@ -130,11 +131,11 @@ def run_step_calls(request: HttpRequest, tenant: str, run_id: str) -> HttpRespon
                          _more_calls(request, tenant, run_id, part, redactor.level))
     if request.GET.get("fragment"):
         return HttpResponse(rows, content_type="text/html; charset=utf-8")
-    return render(request, "runs/step_calls.html", {
+    return render_around(request, "runs/step_calls.html", {
         **admin.site.each_context(request), "title": f"Run {run_id}: calls of a step",
         "run": {"tenant": tenant, "run_id": run_id}, "step_id": step_id,
         "redaction": redactor.level, "rows": rows, "after": int(after),
-        "span_seconds": built["span_seconds"]})
+        "span_seconds": built["span_seconds"]}, "rows")
 
 
 def _deferred_on(run: dict[str, Any], redactor: services.ViewerRedaction) -> dict[str, Any]:

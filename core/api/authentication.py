@@ -9,17 +9,19 @@ the ``ledger`` command does with it, and is named with it in what it records.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from ..access_tokens import TOKEN_PREFIX, TokenRefused, actor_for_token
 from ..actors import ApiKeyPrincipal
-from ..models import KEY_PREFIX, ApiKey, CliActor
+from ..models import KEY_PREFIX, ApiKey, CliActor, Tenant
 from ..tenancy import remember_roles
 from .bookkeeping import best_effort
 
@@ -36,6 +38,59 @@ def refuse_unbound_agent(principal: Any, agent_id: str) -> None:
         raise exceptions.PermissionDenied(
             f"This API key acts for the agent(s) {', '.join(sorted(bound))}, not "
             f"{agent_id or '(no agent)'!r}.")
+
+
+Converter = Callable[[Any, Any, Any], Any]
+#: Built once per process: the statement, and the converters per column that needs one.
+_KEY_LOOKUP: list[tuple[str, list[tuple[int, Any, list[Converter]]]]] = []
+
+
+def _key_lookup() -> tuple[str, list[tuple[int, Any, list[Converter]]]]:
+    """``ApiKey.objects.select_related("tenant").filter(prefix=...)`` written out once: on
+    every API request Django's compiler cost several times what PostgreSQL takes to answer it
+    (bench/decisions.py). Columns come from the models' fields, values are parameters, and
+    each column's value goes through the converters the ORM would apply."""
+    if not _KEY_LOOKUP:
+        ops, q = connection.ops, connection.ops.quote_name
+        key_meta, tenant_meta = ApiKey._meta, Tenant._meta
+        cols = ([f.get_col("k") for f in key_meta.concrete_fields]
+                + [f.get_col("t") for f in tenant_meta.concrete_fields])
+
+        def column(field: Any) -> str:
+            return q(str(field.column))
+
+        select = ", ".join(f"{c.alias}.{column(c.target)}" for c in cols)
+        sql = (f"SELECT {select} FROM {q(key_meta.db_table)} k "  # noqa: S608
+               f"INNER JOIN {q(tenant_meta.db_table)} t "
+               f"ON t.{column(tenant_meta.pk)} = k.{column(key_meta.get_field('tenant'))} "
+               f"WHERE k.{column(key_meta.get_field('prefix'))} = %s")
+        converters = [(i, col, ops.get_db_converters(col) + col.get_db_converters(connection))
+                      for i, col in enumerate(cols)]
+        _KEY_LOOKUP.append((sql, [(i, col, found) for i, col, found in converters if found]))
+    return _KEY_LOOKUP[0]
+
+
+def key_by_prefix(prefix: str) -> ApiKey | None:
+    """The API key of ``prefix`` with its tenant loaded, as the ORM would give it; None when
+    there is none. API keys are always read on the primary (``core.db_routing``)."""
+    sql, converters = _key_lookup()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [prefix])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for i, col, functions in converters:
+        for convert in functions:
+            values[i] = convert(values[i], col, connection)
+    key_fields = ApiKey._meta.concrete_fields
+    key = ApiKey.from_db(connection.alias, [f.attname for f in key_fields],
+                         values[:len(key_fields)])
+    tenant = Tenant.from_db(connection.alias,
+                            [f.attname for f in Tenant._meta.concrete_fields],
+                            values[len(key_fields):])
+    ApiKey._meta.get_field("tenant").set_cached_value(key, tenant)
+    return key
 
 
 #: Key prefix -> monotonic time until which this process does not ask the cache about the
@@ -59,7 +114,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         parts = raw.split("_", 2)
         if len(parts) != 3:
             raise exceptions.AuthenticationFailed("Malformed API key.")
-        key = ApiKey.objects.select_related("tenant").filter(prefix=parts[1]).first()
+        key = key_by_prefix(parts[1])
         if key is None or not key.matches(raw):
             raise exceptions.AuthenticationFailed("Invalid API key.")
         if key.revoked_at is not None:

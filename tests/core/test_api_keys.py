@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -199,3 +200,52 @@ def test_the_admin_confirm_action_refuses_the_minter(alice, second_governor, acm
     client.force_login(second_governor)
     client.post(changelist, {"action": "confirm", "_selected_action": [key.pk]})
     assert bearer(raw).get(RUNS).status_code == 200
+
+
+def test_a_key_is_found_by_one_query_built_once_with_its_tenant(acme, monkeypatch):
+    """Each API request looks its key up: one statement written once per process, not a
+    queryset compiled per request (Django's compiler cost ten times PostgreSQL's answer,
+    bench/decisions.py), giving the same key and tenant as the ORM would."""
+    from django.db import connection
+    from django.db.models.sql.compiler import SQLCompiler
+    from django.test import RequestFactory
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.request import Request
+
+    from core.api.authentication import ApiKeyAuthentication
+
+    acme.outage_mode = True
+    acme.save()
+    key, raw = issue_api_key(acme, "agent", ["ingest"], agent_ids=["billing-bot"],
+                             expires_at=timezone.now() + timedelta(days=3))
+
+    def authenticate() -> ApiKey:
+        request = Request(RequestFactory().get(RUNS, HTTP_AUTHORIZATION=f"Bearer {raw}"))
+        found = ApiKeyAuthentication().authenticate(request)
+        assert found is not None
+        return found[1]
+
+    authenticate()  # the last-use mark: written once an interval
+    compiled: list[str] = []
+    original = SQLCompiler.as_sql
+
+    def counting(self: SQLCompiler, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(self.query.model.__name__ if self.query.model else "?")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SQLCompiler, "as_sql", counting)
+    with CaptureQueriesContext(connection) as captured:
+        found = authenticate()
+        tenant = found.tenant  # loaded with it: no second query
+    assert len(captured) == 1, [q["sql"] for q in captured.captured_queries]
+    assert compiled == []
+    monkeypatch.undo()
+    expected = ApiKey.objects.select_related("tenant").get(pk=key.pk)
+    fields = [f.attname for f in ApiKey._meta.concrete_fields]
+    assert [getattr(found, f) for f in fields] == [getattr(expected, f) for f in fields]
+    tenant_fields = [f.attname for f in type(tenant)._meta.concrete_fields]
+    assert [getattr(tenant, f) for f in tenant_fields] == [
+        getattr(expected.tenant, f) for f in tenant_fields]
+    assert tenant.outage_mode is True
+    assert found._state.adding is False
+    assert found._state.db == "default"

@@ -61,6 +61,28 @@ def test_an_api_key_is_rate_limited_on_its_own(acme, globex, key_client):
     assert other.get("/api/v1/runs/").status_code == 200
 
 
+@override_settings(LEDGER_API_RATE="4/min")
+def test_a_keys_limit_slides_over_the_window_boundary(acme, key_client, monkeypatch):
+    """A fixed window would let 4 requests at 0:59 and 4 more at 1:00; the previous window's
+    count, weighted by how much of it is still within the last minute, keeps it to about 4 a
+    minute. Refused requests do not count."""
+    from core.api.throttling import ApiKeyRateThrottle
+
+    cache.clear()
+    clock = [60_000 * 60 + 59.0]  # 59 s into a window
+    monkeypatch.setattr(ApiKeyRateThrottle, "timer", lambda self: clock[0])
+    client = key_client(acme)
+    assert [client.get("/api/v1/runs/").status_code for _ in range(6)] == [200] * 4 + [429] * 2
+    clock[0] += 2  # 1 s into the next window: the previous one still weighs 59/60
+    refused = client.get("/api/v1/runs/")
+    assert refused.status_code == 429
+    # room for one more once 4 x (1 - t/60) <= 3: at 15 s into the window, 14 s from now
+    assert float(refused["Retry-After"]) == 14
+    clock[0] += 15  # 16 s into it: 4 x 0.73 = 2.9 -> one more fits
+    assert [client.get("/api/v1/runs/").status_code for _ in range(2)] == [200, 429]
+    clock[0] += 60  # the next window: 1 x 0.73 counted from the last one
+    assert [client.get("/api/v1/runs/").status_code for _ in range(4)] == [200] * 3 + [429]
+
 # -- long-polls ----------------------------------------------------------------------------------
 
 @pytest.mark.django_db(transaction=True)

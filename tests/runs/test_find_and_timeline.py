@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -146,3 +148,22 @@ def test_a_malformed_redaction_rule_is_a_form_error(alice, acme, client):
     assert response.status_code == 200
     assert "pattern" in response.context["adminform"].form.errors
     assert not RedactionRule.objects.exists()
+
+
+def test_ledger_text_shaped_like_the_pages_row_slot_stays_text(alice, acme, record, make_run,
+                                                                client):
+    """The page joins its rows in after rendering (core/rendering.py) at a placeholder: an
+    agent that writes that placeholder into its goal and a payload gets it shown as text, and
+    the rows appear once, inside the table."""
+    slot = "<!--ledger-rendering:slot-->"
+    run = make_run()
+    run["goal"] = f"{slot}<script>alert(1)</script>"
+    run["tool_calls"][0]["input"] = {"note": slot}
+    record(acme, run)
+    client.force_login(alice)
+    html = client.get(reverse("run-timeline", args=["acme", run["run_id"]])).content.decode()
+    assert slot not in html
+    assert "<script>alert(1)" not in html
+    assert html.count("&lt;!--ledger-rendering:slot--&gt;") == 2
+    body = html[html.index("<tbody>"):html.index("</tbody>")]
+    assert body.count('<tr id="') == len(re.findall(r'<tr id="', html)) > len(run["tool_calls"])
