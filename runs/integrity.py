@@ -28,7 +28,7 @@ from core import signing
 from core.canonical import GENESIS, canonical_json, chain_hash, content_hash
 from core.models import Tenant
 
-from . import governance_seal, integrity_fetch
+from . import governance_seal, integrity_fast, integrity_fetch
 from .models import (
     Annotation,
     AnnotationKind,
@@ -364,10 +364,19 @@ _FIELDS = {m.kind: m.content_fields for m in (Run, *RECORD_MODELS)}
 _OPTIONAL = {m.kind: m.optional_content_fields for m in (Run, *RECORD_MODELS)}
 
 
+def _hash_of(kind: str, row: dict[str, Any]) -> str:
+    """The content hash of a row, or a mark that matches no stored hash where its content
+    cannot be canonical (an integer past 64 bits, ``integrity_fast.UNREADABLE``)."""
+    try:
+        return content_hash(content_of(kind, _FIELDS[kind], row, _OPTIONAL[kind]))
+    except TypeError:  # orjson.JSONEncodeError is one
+        return integrity_fast.UNVERIFIABLE
+
+
 def _check_run(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
                signed: list[tuple[int, str, int]]) -> Break | None:
     run_id = run["run_id"]
-    own = content_hash(content_of("run", _FIELDS["run"], run, _OPTIONAL["run"]))
+    own = _hash_of("run", run)
     if own != run["content_hash"]:
         return Break(run_id, 0, "modified", "the run record's content was changed")
     link = chain_hash(GENESIS, 0, run["content_hash"])
@@ -376,9 +385,11 @@ def _check_run(run: dict[str, Any], records: list[tuple[str, dict[str, Any]]],
     by_seq: dict[int, list[tuple[str, dict[str, Any]]]] = {}
     for kind, row in records:
         by_seq.setdefault(row["seq"], []).append((kind, row))
-    hashes = {kind + str(row["seq"]): content_hash(content_of(kind, _FIELDS[kind], row,
-                                                              _OPTIONAL[kind]))
-              for kind, row in records}
+    hashes = {kind + str(row["seq"]): _hash_of(kind, row) for kind, row in records}
+    if 0 in by_seq:
+        kinds = ", ".join(kind for kind, _ in by_seq[0])
+        return Break(run_id, 0, "inserted", f"a record ({kinds}) claims seq 0, the run "
+                     "record's own position")
     last_seq = max([run["last_seq"], *by_seq]) if by_seq else run["last_seq"]
     for seq in range(1, last_seq + 1):
         here = by_seq.get(seq, [])
@@ -504,8 +515,11 @@ def verify_tenant(tenant: Tenant, run_id: str | None = None,
 def verify_scope(tenant: Tenant, scope: Scope, signed: SignedHeads,
                  report: VerifyReport | None = None,
                  progress: Callable[[int], None] | None = None) -> VerifyReport:
-    """Check the chains of the runs in ``scope`` (in the caller's transaction)."""
+    """Check the chains of the runs in ``scope`` (in the caller's transaction). On
+    PostgreSQL, ``integrity_fast`` proves runs intact and this walk names the breaks it finds."""
     report = report or VerifyReport()
+    if connection.vendor == "postgresql":
+        return integrity_fast.verify_scope(tenant, scope, signed, report, progress)
     stream = _record_stream(tenant, scope)
     pending = next(stream, None)
     for run in _run_rows(tenant, scope):

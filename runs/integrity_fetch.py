@@ -2,8 +2,9 @@
 
 Fetching through ``values()`` was 70% of ``ledger verify`` (bench/verify.py): Django's
 pure-Python timestamp loader and ``json.loads`` per JSON field. Here timestamps arrive already
-in the canonical text form (``to_char`` in UTC), JSON arrives as text for ``orjson``, and rows
-come through a server-side cursor. Other databases use the ``values()`` path in
+in the canonical text form (``to_char`` in UTC), JSON arrives as text for ``orjson``
+(``integrity_fast.loads_exact``: exact integers, no infinities), and rows come through a
+server-side cursor. Other databases use the ``values()`` path in
 ``integrity.py``.
 """
 
@@ -14,6 +15,8 @@ from typing import Any
 
 import orjson
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+
+from .integrity_fast import loads_exact
 
 CANONICAL_TS = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
 ITERSIZE = 5000
@@ -68,7 +71,7 @@ def stream(model: type[models.Model], extras: dict[str, str], where: str,
                 row = dict(zip(names, values, strict=True))
                 for name in json_names:
                     text = row[name]
-                    row[name] = None if text is None else orjson.loads(text)
+                    row[name] = None if text is None else loads_exact(text)
                 yield row
         finally:
             cursor.close()
