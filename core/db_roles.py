@@ -38,15 +38,27 @@ def grant_app_role(role: str) -> list[str]:
         cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                        "AND tableowner = current_user ORDER BY tablename")
         tables = [name for (name,) in cursor.fetchall()]
+        # A partition (core/partitions.py) is reached through its table, whose grants are
+        # the ones checked: on the partition itself the role gets nothing.
+        cursor.execute("SELECT relname FROM pg_class WHERE relispartition "
+                       "AND relnamespace = 'public'::regnamespace")
+        partitions = {name for (name,) in cursor.fetchall()}
         cursor.execute("SELECT to_regprocedure('ledger_remove_runs(bigint)') IS NOT NULL")
         removal_function = bool(cursor.fetchone()[0])
+        cursor.execute("SELECT to_regprocedure('ledger_ensure_partitions(integer)') IS NOT NULL")
+        partition_function = bool(cursor.fetchone()[0])
     statements = [f"GRANT USAGE ON SCHEMA public TO {who}",
                   f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {who}"]
     if removal_function:  # absent only when migrated back past runs 0021
         statements.append(f"GRANT EXECUTE ON FUNCTION ledger_remove_runs(bigint) TO {who}")
+    if partition_function:  # creates next months' partitions (the beat task)
+        statements += ["REVOKE ALL ON FUNCTION ledger_ensure_partitions(integer) FROM PUBLIC",
+                       f"GRANT EXECUTE ON FUNCTION ledger_ensure_partitions(integer) TO {who}"]
     for table in tables:
         name = quote(table)
         statements.append(f"REVOKE ALL ON {name} FROM {who}")
+        if table in partitions:
+            continue
         if table in STATE_COLUMNS:
             columns = ", ".join(STATE_COLUMNS[table])
             statements += [f"GRANT SELECT, INSERT ON {name} TO {who}",

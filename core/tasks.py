@@ -40,3 +40,14 @@ def prune_login_events() -> int:
     from .login_audit import prune_login_events as run
 
     return run()
+
+
+@shared_task(name="ledger_portal.ensure_partitions")
+def ensure_partitions() -> list[str]:
+    """Beat task: the coming months' partitions of the partitioned tables exist before a row
+    needs them (PostgreSQL; nothing to do on SQLite)."""
+    from django.conf import settings
+
+    from .partitions import ensure_partitions as run
+
+    return run(settings.LEDGER_PARTITION_MONTHS_AHEAD)

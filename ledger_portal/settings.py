@@ -432,10 +432,15 @@ CELERY_BEAT_SCHEDULE = {
     "watch-jobs": {"task": "ledger_portal.watch_jobs", "schedule": 60},
     "expire-audit-exports": {"task": "exports.expire_exports", "schedule": 3600},
     "prune-login-events": {"task": "ledger_portal.prune_login_events", "schedule": 86400},
+    # PostgreSQL's partitioned tables (core/partitions.py): next months' partitions, daily
+    "ensure-partitions": {"task": "ledger_portal.ensure_partitions", "schedule": 86400},
     # proof that someone picks up queued work (/readyz, pages showing a queued job)
     "worker-heartbeat": {"task": "ledger_portal.worker_heartbeat",
                          "schedule": env_int("LEDGER_WORKER_HEARTBEAT_SECONDS", 30, minimum=5)},
 }
+# How many months ahead of the current one the partitioned tables' partitions are created
+# (PostgreSQL; the beat task ensure-partitions, and `manage.py partitions --ensure`).
+LEDGER_PARTITION_MONTHS_AHEAD = env_int("LEDGER_PARTITION_MONTHS_AHEAD", 3, minimum=1)
 # A worker heartbeat older than this means queued work is not being picked up.
 LEDGER_WORKER_STALE_SECONDS = env_int("LEDGER_WORKER_STALE_SECONDS", 120, minimum=10)
 # Replays: the longest one may run (seconds; past it the beat task fails it), how often one
@@ -519,6 +524,7 @@ LEDGER_TASK_TIME_LIMITS: dict[str, int] = {
     "approvals.notify_approvers": 120,
     "ledger_portal.worker_heartbeat": 30,
     "ledger_portal.prune_login_events": 600,
+    "ledger_portal.ensure_partitions": 600,
 }
 TASK_KILL_GRACE = 30
 CELERY_TASK_ANNOTATIONS = {name: {"soft_time_limit": limit,

@@ -1,0 +1,324 @@
+"""Big tables partitioned by month on PostgreSQL (native declarative partitioning).
+
+SQLite keeps plain tables: everything here is a no-op there.
+
+A partitioned table (``partition_by_month``, run by a migration) keeps its name, columns,
+indexes, check constraints, outgoing foreign keys and triggers; what changes:
+
+- the primary key is ``(id, <time column>)``: PostgreSQL wants the partition key in every
+  unique constraint. ``id`` stays unique all the same: it comes from the table's identity
+  sequence, and a trigger (``ledger_partitioned_id_unique``) refuses a row whose ``id`` is
+  already stored in any partition (an explicit id, a restored dump);
+- foreign keys *to* it (which PostgreSQL cannot point at a partitioned table's ``id`` alone)
+  become constraint triggers on the referencing tables (``ledger_partitioned_reference``),
+  deferred to commit as Django's foreign keys are: a row naming a missing id is refused with
+  ``foreign_key_violation``, as before;
+- partitions are months, named ``<table>_pYYYYMM``, plus ``<table>_default``, which takes a row
+  no month partition covers, so an insert never fails for want of a partition.
+
+``ledger_ensure_partitions(months_ahead)`` creates the coming months' partitions of every
+partitioned table (the beat task ``ledger_portal.ensure_partitions`` and ``manage.py
+partitions`` call it). It is ``SECURITY DEFINER``, owned by the tables' owner, so the
+application's role, which may not create tables, can run it (as ``ledger_remove_runs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from django.db import connection as default_connection
+
+MONTHS_AHEAD = 3
+
+FUNCTIONS = r"""
+CREATE OR REPLACE FUNCTION ledger_partitioned_id_unique() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  taken boolean;
+BEGIN
+  -- ids of one table are serialized: two sessions inserting one id cannot both pass
+  PERFORM pg_advisory_xact_lock(hashtext(TG_ARGV[0]), hashtext(NEW.id::text));
+  EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE id = $1)', TG_ARGV[0])
+    INTO taken USING NEW.id;
+  IF taken THEN
+    RAISE EXCEPTION 'duplicate key value violates unique constraint "%_id_unique"', TG_ARGV[0]
+      USING ERRCODE = 'unique_violation', DETAIL = format('Key (id)=(%s) already exists.', NEW.id);
+  END IF;
+  RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION ledger_partitioned_reference() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  target bigint := (to_jsonb(NEW) ->> TG_ARGV[1])::bigint;
+  found boolean;
+BEGIN
+  IF target IS NULL THEN
+    RETURN NULL;
+  END IF;
+  EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE id = $1)', TG_ARGV[0])
+    INTO found USING target;
+  IF NOT found THEN
+    RAISE EXCEPTION 'insert or update on table "%" violates foreign key "%"', TG_TABLE_NAME,
+      TG_NAME USING ERRCODE = 'foreign_key_violation',
+      DETAIL = format('Key (%s)=(%s) is not present in table "%s".', TG_ARGV[1], target,
+                      TG_ARGV[0]);
+  END IF;
+  RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION ledger_ensure_partitions(months_ahead integer)
+RETURNS SETOF text LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+  t record;
+  month date;
+  part text;
+  low timestamptz;
+  high timestamptz;
+  busy boolean;
+BEGIN
+  FOR t IN SELECT c.relname AS parent, a.attname AS key
+           FROM pg_partitioned_table p
+           JOIN pg_class c ON c.oid = p.partrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = p.partattrs[0]
+           WHERE p.partstrat = 'r' AND p.partnatts = 1
+           ORDER BY c.relname
+  LOOP
+    part := t.parent || '_default';
+    IF to_regclass(part) IS NULL THEN
+      EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT', part, t.parent);
+      RETURN NEXT part;
+    END IF;
+    FOR i IN 0..months_ahead LOOP
+      month := (date_trunc('month', now() AT TIME ZONE 'UTC') + make_interval(months => i))::date;
+      part := t.parent || '_p' || to_char(month, 'YYYYMM');
+      CONTINUE WHEN to_regclass(part) IS NOT NULL;
+      low := month::timestamp AT TIME ZONE 'UTC';
+      high := (month + interval '1 month')::timestamp AT TIME ZONE 'UTC';
+      EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE %I >= $1 AND %I < $2)',
+                     t.parent || '_default', t.key, t.key) INTO busy USING low, high;
+      IF busy THEN
+        -- rows of that month already sit in the default partition (maintenance did not run
+        -- in time): they stay there, where every query still finds them
+        RAISE WARNING 'partition % not created: % holds rows of that month', part,
+          t.parent || '_default';
+        CONTINUE;
+      END IF;
+      EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                     part, t.parent, low, high);
+      RETURN NEXT part;
+    END LOOP;
+  END LOOP;
+END $$;
+"""
+
+
+def install_functions(schema_editor: Any) -> None:
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(FUNCTIONS, params=None)
+
+
+@dataclass
+class _Table:
+    """What a table has beside its columns, as PostgreSQL would recreate it."""
+
+    indexes: list[str]  # CREATE INDEX statements, not the ones backing constraints
+    constraints: list[tuple[str, str]]  # (name, definition): foreign keys out, uniques
+    triggers: list[str]
+    incoming: list[tuple[str, str, str]]  # (referencing table, column, constraint name)
+    pkey: str
+
+
+def _capture(cursor: Any, table: str) -> _Table:
+    cursor.execute("""
+        SELECT i.indexname, i.indexdef FROM pg_indexes i
+        WHERE i.schemaname = 'public' AND i.tablename = %s
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname
+                          AND c.conrelid = %s::regclass)""", [table, table])
+    indexes = [definition for _, definition in cursor.fetchall()]
+    cursor.execute("""
+        SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f', 'x') ORDER BY conname""",
+                   [table])
+    pkey, constraints = f"{table}_pkey", []
+    for name, kind, definition in cursor.fetchall():
+        if kind == "p":
+            pkey = name
+        else:
+            constraints.append((name, definition))
+    cursor.execute("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s::regclass "
+                   "AND NOT tgisinternal AND tgparentid = 0 ORDER BY tgname", [table])
+    triggers = [d for (d,) in cursor.fetchall() if "ledger_partitioned_id_unique" not in d]
+    cursor.execute("""
+        SELECT c.conrelid::regclass::text, a.attname, c.conname FROM pg_constraint c
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+        WHERE c.confrelid = %s::regclass AND c.contype = 'f' AND c.conrelid <> c.confrelid
+        ORDER BY 1, 2""", [table])
+    incoming = list(cursor.fetchall())
+    return _Table(indexes, constraints, triggers, incoming, pkey)
+
+
+def _months(first: date, last: date) -> list[date]:
+    months, month = [], first.replace(day=1)
+    while month <= last:
+        months.append(month)
+        month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    return months
+
+
+def _rebuild(cursor: Any, table: str, key: str, *, partitioned: bool,
+             months_ahead: int = MONTHS_AHEAD) -> None:
+    quote = default_connection.ops.quote_name
+    cursor.execute(f"LOCK TABLE {quote(table)} IN ACCESS EXCLUSIVE MODE")
+    shape = _capture(cursor, table)
+    incoming = shape.incoming if partitioned else _reference_triggers(cursor, table)
+    old = f"{table}__old"
+    cursor.execute(f"ALTER TABLE {quote(table)} RENAME TO {quote(old)}")
+    spec = f" PARTITION BY RANGE ({quote(key)})" if partitioned else ""
+    cursor.execute(f"CREATE TABLE {quote(table)} (LIKE {quote(old)} INCLUDING DEFAULTS "
+                   f"INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED "
+                   f"INCLUDING STORAGE INCLUDING COMMENTS){spec}")
+    if partitioned:
+        cursor.execute(f"SELECT min({quote(key)}), max({quote(key)}) "  # noqa: S608  (quoted names)
+                       f"FROM {quote(old)}")
+        low, high = cursor.fetchone()
+        today = datetime.now(UTC).date()
+        first = min(low.astimezone(UTC).date(), today) if low else today
+        last = max(high.astimezone(UTC).date(), today) if high else today
+        last = _months(last, last)[0]
+        for _ in range(months_ahead):
+            last = date(last.year + last.month // 12, last.month % 12 + 1, 1)
+        for month in _months(first, last):
+            create_month(cursor, table, month)
+        cursor.execute(f"CREATE TABLE {quote(table + '_default')} PARTITION OF {quote(table)} "
+                       "DEFAULT")
+    cursor.execute(f"INSERT INTO {quote(table)} SELECT * FROM {quote(old)}")  # noqa: S608
+    for referencing, _column, name in incoming:
+        if partitioned:
+            cursor.execute(f"ALTER TABLE {quote(referencing)} DROP CONSTRAINT {quote(name)}")
+        else:
+            cursor.execute(f"DROP TRIGGER {quote(name)} ON {quote(referencing)}")
+    cursor.execute(f"DROP TABLE {quote(old)}")
+    cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
+    (sequence,) = cursor.fetchone()
+    if sequence:
+        cursor.execute(f"ALTER SEQUENCE {sequence} RENAME TO {quote(table + '_id_seq')}")
+        cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), "  # noqa: S608
+                       f"coalesce((SELECT max(id) FROM {quote(table)}), 0) + 1, false)", [table])
+    columns = f"id, {quote(key)}" if partitioned else "id"
+    cursor.execute(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(shape.pkey)} "
+                   f"PRIMARY KEY ({columns})")
+    for name, definition in shape.constraints:
+        cursor.execute(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} {definition}")
+    for definition in shape.indexes:
+        cursor.execute(definition)
+    for definition in shape.triggers:
+        cursor.execute(definition)
+    if partitioned:
+        cursor.execute(f"CREATE TRIGGER ledger_partitioned_id_unique BEFORE INSERT OR UPDATE "
+                       f"OF id ON {quote(table)} FOR EACH ROW EXECUTE FUNCTION "
+                       f"ledger_partitioned_id_unique(%s)".replace("%s", f"'{table}'"))
+    for referencing, column, name in incoming:
+        if partitioned:
+            cursor.execute(
+                f"CREATE CONSTRAINT TRIGGER {quote(name)} AFTER INSERT OR UPDATE OF "
+                f"{quote(column)} ON {quote(referencing)} DEFERRABLE INITIALLY DEFERRED "
+                f"FOR EACH ROW EXECUTE FUNCTION ledger_partitioned_reference("
+                f"'{table}', '{column}')")
+        else:
+            cursor.execute(f"ALTER TABLE {quote(referencing)} ADD CONSTRAINT {quote(name)} "
+                           f"FOREIGN KEY ({quote(column)}) REFERENCES {quote(table)} (id) "
+                           "DEFERRABLE INITIALLY DEFERRED")
+
+
+def _reference_triggers(cursor: Any, table: str) -> list[tuple[str, str, str]]:
+    """The constraint triggers standing for foreign keys to ``table``: (referencing table,
+    column, name)."""
+    cursor.execute("""
+        SELECT t.tgrelid::regclass::text, t.tgargs, t.tgname FROM pg_trigger t
+        WHERE t.tgfoid = 'ledger_partitioned_reference'::regproc ORDER BY 1, 3""")
+    found = []
+    for referencing, args, name in cursor.fetchall():
+        target, column = bytes(args).decode().split("\x00")[:2]
+        if target == table:
+            found.append((referencing, column, name))
+    return found
+
+
+def create_month(cursor: Any, table: str, month: date) -> str:
+    quote = default_connection.ops.quote_name
+    following = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    name = f"{table}_p{month:%Y%m}"
+    cursor.execute(f"CREATE TABLE {quote(name)} PARTITION OF {quote(table)} FOR VALUES FROM "
+                   f"('{month.isoformat()} 00:00+00') TO ('{following.isoformat()} 00:00+00')")
+    return name
+
+
+def is_partitioned(table: str, connection: Any = default_connection) -> bool:
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_partitioned_table "
+                       "WHERE partrelid = to_regclass(%s))", [table])
+        return bool(cursor.fetchone()[0])
+
+
+def partition_by_month(table: str, key: str) -> tuple[Any, Any]:
+    """A migration's (forward, backward) functions for ``RunPython``: make ``table`` partitioned
+    by month on ``key``, keeping every row; and back to a plain table."""
+
+    def forward(apps: Any, schema_editor: Any) -> None:
+        if schema_editor.connection.vendor != "postgresql" or is_partitioned(
+                table, schema_editor.connection):
+            return
+        install_functions(schema_editor)
+        with schema_editor.connection.cursor() as cursor:
+            _rebuild(cursor, table, key, partitioned=True)
+
+    def backward(apps: Any, schema_editor: Any) -> None:
+        if schema_editor.connection.vendor != "postgresql" or not is_partitioned(
+                table, schema_editor.connection):
+            return
+        with schema_editor.connection.cursor() as cursor:
+            _rebuild(cursor, table, key, partitioned=False)
+
+    return forward, backward
+
+
+def ensure_partitions(months_ahead: int = MONTHS_AHEAD, connection: Any = default_connection
+                      ) -> list[str]:
+    """Create the coming months' partitions of every partitioned table; the names created."""
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regprocedure('ledger_ensure_partitions(integer)') IS NOT NULL")
+        if not cursor.fetchone()[0]:
+            return []
+        cursor.execute("SELECT * FROM ledger_ensure_partitions(%s)", [months_ahead])
+        return [name for (name,) in cursor.fetchall()]
+
+
+@dataclass
+class Partition:
+    table: str
+    name: str
+    bounds: str
+    rows: int  # estimated (the planner's count), -1 when never analysed
+
+
+def partitions(connection: Any = default_connection) -> list[Partition]:
+    """Every partition of every partitioned table, with its bounds and estimated rows."""
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            SELECT parent.relname, child.relname, pg_get_expr(child.relpartbound, child.oid),
+                   child.reltuples::bigint
+            FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent
+            JOIN pg_class child ON child.oid = i.inhrelid
+            JOIN pg_partitioned_table p ON p.partrelid = parent.oid
+            ORDER BY parent.relname, child.relname""")
+        return [Partition(*row) for row in cursor.fetchall()]
