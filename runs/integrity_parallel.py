@@ -25,16 +25,13 @@ if TYPE_CHECKING:
 # set up.
 CHUNKS_PER_WORKER = 4
 #: Records (runs + ``Run.last_seq`` summed) from which a second process pays for its start-up,
-#: and each further one needs as many more. Measured after ``integrity_fast`` made one process
-#: faster (``python -m bench.verify --tenant-records 60000,150000,300000,500000 --crossover
-#: --skip raw,tx,fetch,decompose,proto --workers-list 1,2``, twice, on the shared 2-core machine
-#: at load 8.7-10): one process beat two at 60,912, 150,852 and 301,257 records in both runs
-#: (best of 2: 6.7 vs 17.9 s, 15.7 vs 22.5 s, 31.5 vs 35.0 s); at 499,959 two won once (39.3 vs
-#: 52.3 s) and lost once (65.2 vs 44.9 s, load 10-11.6). The crossover interpolates to ~345,000;
-#: rounded up to 400,000 because the loaded run never crossed. (It was 300,000 from older,
-#: slower single-process figures: the faster one process is, the later a worker's start-up
-#: pays.) Re-measure on a quiet machine.
-PARALLEL_FROM_RECORDS = 400_000
+#: and each further one needs as many more. Measured on a quiet machine (load 0.7-1.7, 2 cores,
+#: after ``integrity_fast``): ``python -m bench.verify --reuse-db <1.01M records in tenants of
+#: 60,912 / 150,852 / 301,257 / 499,959> --crossover --skip raw,tx,fetch,decompose,proto
+#: --workers-list 1,2``, best of 2 per count: one process 2.4 / 6.0 / 10.7 / 18.5 s, two
+#: 3.9 / 5.5 / 10.0 / 10.4 s. One wins below ~130,000 (a worker's start-up is ~1.5 s), two
+#: from there; at load 9-10 the same passes crossed near 345,000 (the cores were taken).
+PARALLEL_FROM_RECORDS = 150_000
 #: At most this many processes, whatever the cores: each holds a connection and a snapshot.
 MOST_WORKERS = 4
 _SIGNED: dict[str, list[tuple[int, str, int]]] = {}
