@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -81,16 +81,16 @@ def two_workers(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
         _stop(workers)
 
 
-@pytest.fixture
-def two_webs(tmp_path: Path) -> Iterator[list[str]]:
-    """Two gunicorn web processes with the repository's config, each on its own port."""
-    if not settings.REDIS_URL:
-        pytest.skip("needs REDIS_URL")
+def web_processes(tmp_path: Path, env_of: Callable[[int], dict[str, str]] = lambda n: {}
+                  ) -> Iterator[list[str]]:
+    """Two gunicorn web processes with the repository's config, each on its own port (process
+    ``n`` also gets ``env_of(n)``); their URLs once both answer, stopped afterwards."""
     webs, urls = [], []
     for n in range(2):
         port = _free_port()
         urls.append(f"http://127.0.0.1:{port}")
-        env = {**_process_env(), "LEDGER_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"}
+        env = {**_process_env(), "LEDGER_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
+               **env_of(n)}
         with (tmp_path / f"web-{n}.log").open("w") as log:
             webs.append(subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py",
@@ -102,6 +102,14 @@ def two_webs(tmp_path: Path) -> Iterator[list[str]]:
         yield urls
     finally:
         _stop(webs)
+
+
+@pytest.fixture
+def two_webs(tmp_path: Path) -> Iterator[list[str]]:
+    """Two gunicorn web processes with the repository's config, each on its own port."""
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL")
+    yield from web_processes(tmp_path)
 
 
 def _answers(url: str) -> bool:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +29,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 
-from tests.integration.test_scale_out import ROOT, _answers, _free_port, _process_env, _stop, _until
+from tests.integration.test_scale_out import web_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 RATE = 10  # requests a minute per key, in both processes
@@ -94,26 +92,10 @@ def two_webs(django_db_setup: Any, tmp_path_factory: Any) -> Iterator[list[str]]
     tmp_path = tmp_path_factory.mktemp("webs")
     signing.signing_key()  # this installation's key: made in the test's data folder if missing
     signing_key_file = Path(settings.DATA_DIR) / "signing_key.pem"
-    webs, urls = [], []
-    for n in range(2):
-        port = _free_port()
-        urls.append(f"http://127.0.0.1:{port}")
-        env = {**_process_env(), "LEDGER_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
-               "LEDGER_API_RATE": f"{RATE}/min", "LEDGER_APPROVAL_MAX_WAIT": "30",
-               "LEDGER_API_KEY_TOUCH_INTERVAL": "0",
-               "LEDGER_DATA_DIR": str(tmp_path / f"data-{n}"),
-               "LEDGER_SIGNING_KEY_FILE": str(signing_key_file)}
-        with (tmp_path / f"web-{n}.log").open("w") as log:
-            webs.append(subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py",
-                 "ledger_portal.wsgi"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-    try:
-        for n, url in enumerate(urls):
-            _until(lambda url=url: _answers(f"{url}/healthz"),
-                   f"web process {n} ({(tmp_path / f'web-{n}.log').read_text()[-2000:]})", 60)
-        yield urls
-    finally:
-        _stop(webs)
+    yield from web_processes(tmp_path, lambda n: {
+        "LEDGER_API_RATE": f"{RATE}/min", "LEDGER_APPROVAL_MAX_WAIT": "30",
+        "LEDGER_API_KEY_TOUCH_INTERVAL": "0", "LEDGER_DATA_DIR": str(tmp_path / f"data-{n}"),
+        "LEDGER_SIGNING_KEY_FILE": str(signing_key_file)})
 
 
 def test_both_processes_sign_with_the_same_key(two_webs):
