@@ -57,6 +57,33 @@ _SORT = orjson.OPT_SORT_KEYS
 _loads, _dumps, _sha256 = orjson.loads, orjson.dumps, hashlib.sha256
 
 
+def content_columns(model: type[models.Model]) -> tuple[list[tuple[str, str, Any]], list[str]]:
+    """Each content field of ``model`` as (name, its SQL over the record as ``t``, the model
+    field or None for a reference), timestamps already in canonical text; and the joins the
+    references need. Built from model metadata only (quoted names)."""
+    qn = connection.ops.quote_name
+    columns: list[tuple[str, str, Any]] = []
+    joins: list[str] = []
+    refs: dict[str, str] = model.content_refs  # type: ignore[attr-defined]
+    for name in model.content_fields:  # type: ignore[attr-defined]
+        path = refs.get(name)
+        if path is None:
+            field: Any = model._meta.get_field(name)
+            column = f"t.{qn(field.column)}"
+            if isinstance(field, models.DateTimeField):
+                column = f"to_char({column} AT TIME ZONE 'UTC', {CANONICAL_TS})"
+            columns.append((name, column, field))
+            continue
+        fk_name, attr = path.split("__")
+        fk: Any = model._meta.get_field(fk_name)
+        related: Any = fk.related_model
+        alias = f"j{len(joins)}"
+        joins.append(f"LEFT JOIN {qn(related._meta.db_table)} {alias} "
+                     f"ON {alias}.id = t.{qn(fk.column)}")
+        columns.append((name, f"{alias}.{qn(related._meta.get_field(attr).column)}", None))
+    return columns, joins
+
+
 def content_sql(model: type[models.Model]) -> tuple[str, str]:
     """The SQL expression of ``model``'s canonical content as JSON text (what ``content_of``
     builds from the row, keys unsorted, optional fields always present) and the FROM clause
@@ -66,25 +93,10 @@ def content_sql(model: type[models.Model]) -> tuple[str, str]:
     if not kind.replace("_", "").isalnum():
         raise ValueError(f"unexpected kind {kind!r}")
     pairs = [f"'kind', '{kind}'"]
-    joins: list[str] = []
-    refs: dict[str, str] = model.content_refs  # type: ignore[attr-defined]
-    for name in model.content_fields:  # type: ignore[attr-defined]
+    columns, joins = content_columns(model)
+    for name, column, _ in columns:
         if not name.replace("_", "").isalnum():
             raise ValueError(f"unexpected field {name!r}")
-        path = refs.get(name)
-        if path is None:
-            field: Any = model._meta.get_field(name)
-            column = f"t.{qn(field.column)}"
-            if isinstance(field, models.DateTimeField):
-                column = f"to_char({column} AT TIME ZONE 'UTC', {CANONICAL_TS})"
-        else:
-            fk_name, attr = path.split("__")
-            fk: Any = model._meta.get_field(fk_name)
-            related: Any = fk.related_model
-            alias = f"j{len(joins)}"
-            joins.append(f"LEFT JOIN {qn(related._meta.db_table)} {alias} "
-                         f"ON {alias}.id = t.{qn(fk.column)}")
-            column = f"{alias}.{qn(related._meta.get_field(attr).column)}"
         pairs.append(f"'{name}', {column}")
     # json_build_object takes at most 100 arguments; the widest record has 17 fields.
     # Built from model metadata only (checked names, quoted columns); values are bound.

@@ -16,10 +16,8 @@ from typing import Any
 import orjson
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 
-from .integrity_fast import loads_exact
-
-CANONICAL_TS = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
-ITERSIZE = 5000
+from .integrity_fast import CANONICAL_TS as CANONICAL_TS  # what exports format timestamps with
+from .integrity_fast import ITERSIZE, content_columns, loads_exact
 
 
 def _select(model: type[models.Model], extras: dict[str, str]
@@ -28,27 +26,12 @@ def _select(model: type[models.Model], extras: dict[str, str]
     qn = connection.ops.quote_name
     columns = list(extras.values())
     names = list(extras)
-    joins: list[str] = []
     json_names: set[str] = set()
-    refs: dict[str, str] = model.content_refs  # type: ignore[attr-defined]
-    for name in model.content_fields:  # type: ignore[attr-defined]
-        path = refs.get(name)
-        if path is None:
-            field: Any = model._meta.get_field(name)
-            column = f"t.{qn(field.column)}"
-            if isinstance(field, models.DateTimeField):
-                column = f"to_char({column} AT TIME ZONE 'UTC', {CANONICAL_TS})"
-            elif isinstance(field, models.JSONField):
-                column = f"{column}::text"
-                json_names.add(name)
-        else:
-            fk_name, attr = path.split("__")
-            fk: Any = model._meta.get_field(fk_name)
-            related: Any = fk.related_model
-            alias = f"j{len(joins)}"
-            joins.append(f"LEFT JOIN {qn(related._meta.db_table)} {alias} "
-                         f"ON {alias}.id = t.{qn(fk.column)}")
-            column = f"{alias}.{qn(related._meta.get_field(attr).column)}"
+    content, joins = content_columns(model)
+    for name, column, field in content:
+        if isinstance(field, models.JSONField):
+            column = f"{column}::text"
+            json_names.add(name)
         columns.append(column)
         names.append(name)
     # Built from model metadata (quoted names) only; values are always bound parameters.
