@@ -5,7 +5,7 @@
     python -m bench.generate --copy --tool-calls 10000000          # PostgreSQL, with COPY
     python -m bench.generate --copy --tenants 8 --jobs 4 --tool-calls 10000000
 
-``--copy`` (``bench.copy_load``) writes the same runs, chained as ingestion chains them, with
+``--copy`` (``runs.sample_copy``) writes the same runs, chained as ingestion chains them, with
 ``COPY`` and none of ingestion's checks for an untrusted agent: the way to ten million.
 """
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--copy", action="store_true",
-                        help="PostgreSQL only: COPY the generated rows in (bench.copy_load)")
+                        help="PostgreSQL only: COPY the generated rows in (runs.sample_copy)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="with --copy: processes loading tenants side by side")
     args = parser.parse_args(argv)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     slugs = [f"{args.prefix}-{i + 1}" for i in range(args.tenants)]
     started = time.perf_counter()
     if args.copy:
-        from bench.copy_load import copy_load_parallel
+        from runs.sample_copy import copy_load_parallel
 
         rows = copy_load_parallel(slugs, args.tool_calls, args.seed, args.jobs)
         elapsed = time.perf_counter() - started

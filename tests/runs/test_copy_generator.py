@@ -1,4 +1,4 @@
-"""The COPY generator (bench/copy_load.py, ``bench.generate --copy``) writes the runs ingestion
+"""The COPY generator (runs/sample_copy.py, ``bench.generate --copy``) writes the runs ingestion
 would write for the same generated batches, chained the same way, so ``ledger verify`` passes
 on a ten-million-call database made with it."""
 
@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from bench.copy_load import _KINDS, CopyLoader, _Chunk, _kinds
 from core.models import Tenant
 from runs.annotations import GOVERNANCE_RUN_ID
 from runs.ingest_schema import parse_batch
 from runs.integrity import verify_tenant
 from runs.models import ModelCall, Run, Step, ToolCall
+from runs.sample_copy import _KINDS, CopyLoader, _Chunk, _kinds
 from runs.sample_runs import RunGenerator
 from runs.services import ingest_batch
 

@@ -22,7 +22,8 @@ from django.db import connection, transaction
 
 from core.canonical import GENESIS, canonical_timestamp, chain_hash, content_hash
 from runs.models.base import content_of
-from runs.sample_runs import AGENTS, TOOLS, RunGenerator
+
+from .sample_runs import AGENTS, TOOLS, RunGenerator
 
 #: rows kept in memory before they are copied (one transaction each)
 CHUNK_RUNS = 2000
