@@ -55,6 +55,60 @@ def test_a_second_row_with_a_stored_id_is_refused_in_any_partition(decided):
     assert Decision.objects.count() == before + 1  # a new id goes in
 
 
+# The trigger function installed by the first partitioning upgrade: one for every table, the
+# table named at run time by a dynamic EXECUTE (planned again on every row).
+GENERIC_ID_CHECK = r"""
+CREATE OR REPLACE FUNCTION ledger_partitioned_id_unique() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE taken boolean;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext(TG_ARGV[0]), hashtext(NEW.id::text));
+  EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE id = $1)', TG_ARGV[0])
+    INTO taken USING NEW.id;
+  IF taken THEN
+    RAISE EXCEPTION 'duplicate key value violates unique constraint "%_id_unique"', TG_ARGV[0]
+      USING ERRCODE = 'unique_violation';
+  END IF;
+  RETURN NEW;
+END $$;
+DROP TRIGGER ledger_partitioned_id_unique ON policies_decision;
+CREATE TRIGGER ledger_partitioned_id_unique BEFORE INSERT OR UPDATE OF id ON policies_decision
+  FOR EACH ROW EXECUTE FUNCTION ledger_partitioned_id_unique('policies_decision');
+"""
+
+
+def _id_check_functions() -> dict[str, str]:
+    return dict(_sql("SELECT DISTINCT tgrelid::regclass::text, tgfoid::regproc::text FROM "
+                     "pg_trigger WHERE tgname = 'ledger_partitioned_id_unique' AND tgrelid IN "
+                     "('policies_decision'::regclass, 'runs_otlpevent'::regclass)"))
+
+
+def test_each_table_checks_ids_with_a_function_of_its_own_that_is_planned_once(decided):
+    assert _id_check_functions() == {
+        "policies_decision": "ledger_partitioned_id_unique_policies_decision",
+        "runs_otlpevent": "ledger_partitioned_id_unique_runs_otlpevent"}
+    source = _sql("SELECT prosrc FROM pg_proc WHERE proname = "
+                  "'ledger_partitioned_id_unique_policies_decision'")[0][0]
+    assert "EXECUTE" not in source.upper().replace("EXECUTE FUNCTION", "")
+
+
+def test_an_install_with_the_generic_id_check_is_upgraded_and_still_refuses_a_stored_id(decided):
+    from core.partitions import planned_id_check
+
+    decision = decided["decision"]
+    with connection.cursor() as cursor:
+        cursor.execute(GENERIC_ID_CHECK)  # no parameters: its % are PL/pgSQL's
+    assert _id_check_functions()["policies_decision"] == "ledger_partitioned_id_unique"
+    with connection.schema_editor() as editor:  # what migration policies 0015 runs
+        planned_id_check("policies_decision")(None, editor)
+    assert _id_check_functions()["policies_decision"] == (
+        "ledger_partitioned_id_unique_policies_decision")
+    # no trigger calls the generic function any more: it is gone
+    assert _sql("SELECT to_regprocedure('ledger_partitioned_id_unique()')") == [(None,)]
+    with pytest.raises(IntegrityError, match="duplicate key"), transaction.atomic():
+        _copy_of(decision, pk=decision.pk, created_at=decision.created_at - timedelta(days=40))
+
+
 def test_a_reference_to_a_missing_decision_is_refused_at_commit(decided, key_client, acme):
     from approvals.models import ApprovalRequest
 
