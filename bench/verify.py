@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.verify --tenant-records 20000,280000     # small + large tenant
     .venv/bin/python -m bench.verify --reuse-db ledger_bench_admin      # the admin bench's 1.8M
-    .venv/bin/python -m bench.verify --reuse-db NAME --crossover --skip raw,tx,fetch,decompose,proto
+    .venv/bin/python -m bench.verify --reuse-db NAME --crossover --skip raw,tx,fetch,decompose
 
 Target (#17): ``ledger verify`` over every tenant at >= 150,000 records/s, every report intact,
 graded with ``record_figure``.
@@ -14,9 +14,9 @@ database (migrated first, kept). ``--seal`` first seals a signed digest per tena
 
 Passes, in this order, each over every tenant:
 
-1. **raw fetch**: the SQL verify streams on PostgreSQL (``runs.integrity_fetch``: canonical
-   timestamps from SQL, JSON as text) on a plain psycopg connection: the database + driver
-   floor.
+1. **raw fetch**: the SQL verify streams on PostgreSQL (``runs.integrity_fast``: each record's
+   content built as JSON text by the database, timestamps already canonical) on a plain psycopg
+   connection: the database + driver floor.
 2. **ledger verify** (graded): the command itself, in process (``ledger_portal.cli.main``,
    local mode, ``--tenant T --quiet``), once per tenant, with its default ``--workers auto``:
    each tenant's record count (from the run rows) picks one process or several
@@ -25,14 +25,15 @@ Passes, in this order, each over every tenant:
    with each count, so the crossover shows: where one process wins (worker start-up) and
    where sharing does. ``--crossover`` repeats this twice and prints the per-size verdict.
 4. **verify_tenant in one transaction**: a caller's transaction, which keeps it to one process.
-5. **fetch only**: ``runs.integrity._record_stream`` + ``_run_rows`` (verify's fetch and merge),
-   nothing hashed.
-6. **decomposition + bare hashlib** (the baseline): verify's own fetch, one model at a time in
-   chunks of ``--chunk``, each stage timed alone: fetch; ``content_of`` + ``canonical_json``;
-   the bare loop ``hashlib.sha256(b).hexdigest()``; one chain link per record. Every
-   recomputed hash is checked against the stored one (outside the timing).
-7. **prototype**: the same SQL on a plain psycopg cursor with the same per-record work, no
-   merge or per-run checks: a floor for a Python verify, not a drop-in.
+5. **fetch only**: the same queries through verify's own cursor (``integrity_fast._rows``,
+   Django's connection, server-side cursors in a transaction), nothing parsed or hashed.
+6. **decomposition + bare hashlib** (the baseline): verify's per-record work on that fetch, one
+   query at a time in chunks of ``--chunk``, each stage timed alone: fetch; parse
+   (``orjson.loads``, empty optional fields dropped); canonical bytes (``orjson.dumps`` with
+   sorted keys); the bare loop ``hashlib.sha256(b).hexdigest()``; one chain link per record
+   (from the stored links, as ``integrity_fast.chain_problem`` checks them). Every recomputed
+   hash is checked against the stored one (outside the timing). What is left of the
+   single-process pass is verify's own loop: grouping by run, the per-run checks, the merge.
 
 The breakdown ("where the time goes") is set against the **single-process** pass (the stages
 are measured in one process; a parallel pass's wall time is not their sum).
@@ -109,35 +110,31 @@ def data_line() -> str:
     return "data: " + ", ".join(counts) + f" ({size})"
 
 
-# -- the SQL verify_tenant streams on PostgreSQL (runs.integrity_fetch) ----------------------
+# -- the SQL verify_tenant streams on PostgreSQL (runs.integrity_fast) -----------------------
 
 
 @dataclass
 class Stream:
-    model: Any
-    extras: dict[str, str]
-    where: str
+    """One query verify runs over a tenant: its run rows, or one record kind's records. Rows
+    end with the content as JSON text, the stored content hash third."""
+
+    name: str
+    sql: str
     params: list[Any]
-    order: str
-
-    def sql(self) -> tuple[str, list[str], set[str]]:
-        from runs.integrity_fetch import _select
-
-        select, names, json_names = _select(self.model, self.extras)
-        return f"{select} WHERE {self.where} ORDER BY {self.order}", names, json_names
+    optional: tuple[str, ...]  # content fields dropped when empty, as content_of drops them
+    is_run: bool
 
 
 def streams(tenant: Any) -> list[Stream]:
-    """The run rows and the four record kinds, as ``runs.integrity`` asks for them."""
+    """The run rows and the four record kinds, as ``integrity_fast.verify_scope`` asks for
+    them over a whole tenant."""
+    from runs import integrity_fast
     from runs.integrity import RECORD_MODELS
-    from runs.models import Run
 
-    fields = ("id", "content_hash", "chain_hash", "last_seq", "head_hash", "status", "ended_at")
-    out = [Stream(Run, {f: f"t.{f}" for f in fields}, "t.tenant_id = %s", [tenant.pk], "t.id")]
-    extras = {"run_pk": "t.run_id", "seq": "t.seq", "content_hash": "t.content_hash",
-              "chain_hash": "t.chain_hash"}
-    out += [Stream(m, extras, "t.run_id IN (SELECT id FROM runs_run WHERE tenant_id = %s)",
-                   [tenant.pk], "t.run_id, t.seq") for m in RECORD_MODELS]
+    out = [Stream("run", integrity_fast.runs_sql("t.tenant_id = %s"), [tenant.pk], (), True)]
+    where = "t.run_id IN (SELECT id FROM runs_run WHERE tenant_id = %s)"
+    out += [Stream(m._meta.db_table, integrity_fast.records_sql(m, where), [tenant.pk],
+                   tuple(sorted(m.optional_content_fields)), False) for m in RECORD_MODELS]
     return out
 
 
@@ -201,18 +198,17 @@ def pass_verify(tenants: list[Any], in_transaction: bool = False, workers: int =
 
 
 def pass_fetch_only(tenants: list[Any]) -> tuple[int, float]:
-    """What verify_tenant fetches, merged as it merges it, no hashing."""
+    """What verify_tenant fetches, through its own cursor, nothing parsed or hashed."""
     from django.db import transaction
 
-    from runs.integrity import Scope, _record_stream, _run_rows
+    from runs.integrity_fast import _rows
 
     records, started = 0, time.perf_counter()
     with transaction.atomic():  # server-side cursors live in a transaction, as in verify
         for tenant in tenants:
-            for _ in _run_rows(tenant, Scope(tenant.pk)):
-                records += 1
-            for _ in _record_stream(tenant, Scope(tenant.pk)):
-                records += 1
+            for stream in streams(tenant):
+                for _ in _rows(f"bench_{stream.name}", stream.sql, stream.params):
+                    records += 1
     return records, time.perf_counter() - started
 
 
@@ -225,66 +221,19 @@ def pass_raw_fetch(db_url: str, tenants: list[Any]) -> tuple[int, float]:
     with psycopg.connect(db_url) as conn:
         started = time.perf_counter()
         for tenant in tenants:
-            for i, stream in enumerate(streams(tenant)):
-                sql, _, _ = stream.sql()
-                with conn.cursor(name=f"bench_raw_{i}") as cur:
-                    cur.execute(sql, stream.params)
+            for stream in streams(tenant):
+                with conn.cursor(name=f"bench_raw_{stream.name}") as cur:
+                    cur.execute(stream.sql, stream.params)
                     while rows := cur.fetchmany(5000):
                         records += len(rows)
         seconds = time.perf_counter() - started
     return records, seconds
 
 
-def pass_prototype(db_url: str, tenants: list[Any]) -> tuple[int, float, int]:
-    """Verify's per-record work without Django's cursor wrapper: the same SQL on a plain
-    psycopg cursor, ``orjson.loads`` for the JSON columns, then ``content_of`` +
-    ``canonical_json`` + sha256 + a chain link per record and a comparison with the stored
-    hash. No merge, no per-run grouping: a floor for a Python verify, not a drop-in."""
-    import psycopg
-
-    from core.canonical import GENESIS, canonical_json, chain_hash
-    from runs.models.base import content_of
-
-    loads, sha256 = orjson_loads(), hashlib.sha256
-    records = mismatches = 0
-    with psycopg.connect(db_url) as conn:
-        started = time.perf_counter()
-        for tenant in tenants:
-            for i, stream in enumerate(streams(tenant)):
-                model = stream.model
-                kind, fields = model.kind, model.content_fields
-                optional = model.optional_content_fields
-                sql, names, json_names = stream.sql()
-                json_at = [j for j, n in enumerate(names) if n in json_names]
-                with conn.cursor(name=f"bench_proto_{i}") as cur:
-                    cur.execute(sql, stream.params)
-                    link = GENESIS
-                    while rows := cur.fetchmany(5000):
-                        for values in rows:
-                            row = dict(zip(names, values, strict=True))
-                            for j in json_at:
-                                if values[j] is not None:
-                                    row[names[j]] = loads(values[j])
-                            digest = sha256(canonical_json(content_of(
-                                kind, fields, row, optional))).hexdigest()
-                            link = chain_hash(link, row.get("seq", 0), digest)
-                            if digest != row["content_hash"]:
-                                mismatches += 1
-                        records += len(rows)
-        seconds = time.perf_counter() - started
-    return records, seconds, mismatches
-
-
-def orjson_loads() -> Callable[[str], Any]:
-    import orjson
-
-    return orjson.loads
-
-
 class Stages:
     def __init__(self) -> None:
-        self.seconds: dict[str, float] = {"fetch": 0.0, "canonical": 0.0, "sha256": 0.0,
-                                          "chain": 0.0}
+        self.seconds: dict[str, float] = {"fetch": 0.0, "parse": 0.0, "canonical": 0.0,
+                                          "sha256": 0.0, "chain": 0.0}
         self.records = 0
         self.bytes = 0
         self.mismatches = 0
@@ -311,29 +260,36 @@ def _chunks(it: Iterator[Any], size: int, stages: Stages) -> Iterator[list[Any]]
 
 
 def pass_decomposition(tenants: list[Any], chunk: int) -> Stages:
-    """Verify's fetch, canonical bytes, bare sha256, chain links: each stage timed alone."""
+    """Verify's fetch, parse, canonical bytes, bare sha256, chain links: each stage timed
+    alone, on the rows integrity_fast reads."""
+    import orjson
     from django.db import transaction
 
-    from core.canonical import GENESIS, canonical_json, chain_hash
-    from runs import integrity_fetch
-    from runs.models.base import content_of
+    from core.canonical import GENESIS
+    from runs.integrity_fast import _rows
 
-    sha256 = hashlib.sha256
+    loads, dumps, sort, sha256 = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
     stages = Stages()
     with transaction.atomic():  # verify's server-side cursors live in its transaction
         for tenant in tenants:
             for stream in streams(tenant):
-                model = stream.model
-                kind, fields = model.kind, model.content_fields
-                optional = model.optional_content_fields
-                rows = integrity_fetch.stream(model, stream.extras, stream.where,
-                                              stream.params, stream.order)
+                rows = _rows(f"bench_{stream.name}", stream.sql, stream.params)
                 for part in _chunks(rows, chunk, stages):
-                    def canonical(part: list[dict[str, Any]] = part, kind: str = kind,
-                                  fields: tuple[str, ...] = fields,
-                                  optional: frozenset[str] = optional) -> list[bytes]:
-                        return [canonical_json(content_of(kind, fields, row, optional))
-                                for row in part]
+                    def parse(part: list[tuple[Any, ...]] = part,
+                              optional: tuple[str, ...] = stream.optional) -> list[Any]:
+                        contents = []
+                        for row in part:
+                            content = loads(row[-1])
+                            for name in optional:
+                                if content[name] is None or content[name] == "":
+                                    del content[name]
+                            contents.append(content)
+                        return contents
+
+                    contents = stages.time("parse", parse)
+
+                    def canonical(contents: list[Any] = contents) -> list[bytes]:
+                        return [dumps(content, option=sort) for content in contents]
 
                     blobs: list[bytes] = stages.time("canonical", canonical)
 
@@ -342,18 +298,21 @@ def pass_decomposition(tenants: list[Any], chunk: int) -> Stages:
 
                     hashes = stages.time("sha256", bare_hash)
 
-                    def links(part: list[dict[str, Any]] = part, hashes: list[str] = hashes
+                    def links(part: list[tuple[Any, ...]] = part, is_run: bool = stream.is_run
                               ) -> None:
                         link = GENESIS
-                        for row, digest in zip(part, hashes, strict=True):
-                            link = chain_hash(link, row.get("seq", 0), digest)
+                        for row in part:  # each link from the stored one before it
+                            if is_run:
+                                sha256(f"{GENESIS}:0:{row[2]}".encode()).hexdigest()
+                            else:
+                                sha256(f"{link}:{row[1]}:{row[2]}".encode()).hexdigest()
+                                link = row[3]
 
                     stages.time("chain", links)
                     stages.records += len(part)
                     stages.bytes += sum(map(len, blobs))
-                    stages.mismatches += sum(
-                        1 for row, digest in zip(part, hashes, strict=True)
-                        if row["content_hash"] != digest)
+                    stages.mismatches += sum(1 for row, digest in zip(part, hashes, strict=True)
+                                             if row[2] != digest)
     return stages
 
 
@@ -382,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="seal a digest per tenant first (persisted in the database)")
     parser.add_argument("--skip", default="",
                         help="passes to leave out, comma-separated: raw,fixed,tx,fetch,"
-                        "decompose,proto")
+                        "decompose")
     parser.add_argument("--profile", action="store_true",
                         help="cProfile one single-process verify_tenant of the largest tenant")
     add_db_arguments(parser, "verify")
@@ -473,8 +432,8 @@ def main(argv: list[str] | None = None) -> None:
         if "fetch" not in skip:
             n, s = pass_fetch_only(tenants)
             fetch_only = s
-            rows.append(["fetch only (verify's fetch + merge, no hashing)", "", n, s, n / s,
-                         "", ""])
+            rows.append(["fetch only (verify's queries and cursor, nothing parsed)", "", n, s,
+                         n / s, "", ""])
 
         stages = None
         if "decompose" not in skip:
@@ -482,17 +441,13 @@ def main(argv: list[str] | None = None) -> None:
             n = stages.records
             print(f"decomposition: {n:,} rows, {stages.bytes / 1e6:,.0f} MB canonical JSON, "
                   f"{stages.mismatches} hash mismatches", flush=True)
-            for stage, label in (("fetch", "  fetch, one stream at a time (integrity_fetch)"),
-                                 ("canonical", "  content_of + canonical_json"),
+            for stage, label in (("fetch", "  fetch, one query at a time (integrity_fast)"),
+                                 ("parse", "  orjson.loads + empty optional fields dropped"),
+                                 ("canonical", "  orjson.dumps, sorted keys"),
                                  ("sha256", "baseline: bare sha256(bytes).hexdigest() loop"),
-                                 ("chain", "  chain link per record (chain_hash)")):
+                                 ("chain", "  chain link per record (from the stored links)")):
                 s = stages.seconds[stage]
                 rows.append([label, "", n, s, n / s, "", ""])
-
-        if "proto" not in skip:
-            n, s, bad = pass_prototype(db.url, tenants)
-            rows.append(["prototype: raw psycopg + orjson + canonical + sha256 + link", "", n,
-                         s, n / s, "", f"{bad} mismatches"])
 
         print()
         print(table(["pass", "runs", "records", "seconds", "records/s", "runs/s", "report"],
@@ -522,7 +477,8 @@ def main(argv: list[str] | None = None) -> None:
                 print("where the single-process pass's time goes (" + f"{single:.1f} s): "
                       + ", ".join(f"{k} {v:.1f} s = {100 * v / single:.0f}%"
                                   for k, v in shares.items())
-                      + f", rest (verify's own loop: grouping, dicts, checks) {rest:.1f} s = "
+                      + f", rest (verify's own loop: grouping by run, per-run checks, merge) "
+                      f"{rest:.1f} s = "
                       f"{100 * rest / single:.0f}%")
         baseline = (f"one process {records / single:,.0f}/s" if single else "n/a") + (
             f"; bare sha256 {stages.records / stages.seconds['sha256']:,.0f}/s"

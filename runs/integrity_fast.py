@@ -176,9 +176,7 @@ def _record_groups(model: type[models.Model], where: str, params: list[Any]
                    ) -> Iterator[tuple[int, list[Entry], tuple[int, Any] | None]]:
     """Per run (in run pk order): its pk, the entries of its ``model`` records and, for
     annotations, the last closing record (seq, data)."""
-    expression, source = content_sql(model)
-    sql = (f"SELECT t.run_id, t.seq, t.content_hash, t.chain_hash, {expression} "  # noqa: S608
-           f"FROM {source} WHERE {where} ORDER BY t.run_id, t.seq")
+    sql = records_sql(model, where)
     optional = tuple(sorted(model.optional_content_fields))  # type: ignore[attr-defined]
     closing_kind = '"annotation_kind":"run_status"' if model.kind == "annotation" else None  # type: ignore[attr-defined]
     loads, dumps, sha256, big = _loads, _dumps, _sha256, _BIG
@@ -206,13 +204,26 @@ def _record_groups(model: type[models.Model], where: str, params: list[Any]
 
 
 def _run_rows(where: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
+    return _rows("fast_run", runs_sql(where), params)
+
+
+def records_sql(model: type[models.Model], where: str) -> str:
+    """The records of ``model`` this pass reads, in run and seq order: (run pk, seq, stored
+    content hash, stored chain link, content as JSON text). ``where`` is over the record as
+    ``t``."""
+    expression, source = content_sql(model)
+    return (f"SELECT t.run_id, t.seq, t.content_hash, t.chain_hash, {expression} "  # noqa: S608
+            f"FROM {source} WHERE {where} ORDER BY t.run_id, t.seq")
+
+
+def runs_sql(where: str) -> str:
+    """The run rows this pass reads, in pk order, with their own content as JSON text."""
     from .models import Run
 
     expression, source = content_sql(Run)
-    sql = (f"SELECT t.id, t.run_id, t.content_hash, t.chain_hash, t.last_seq, "  # noqa: S608
-           f"t.head_hash, t.status, t.ended_at, {expression} FROM {source} WHERE {where} "
-           "ORDER BY t.id")
-    return _rows("fast_run", sql, params)
+    return (f"SELECT t.id, t.run_id, t.content_hash, t.chain_hash, t.last_seq, "  # noqa: S608
+            f"t.head_hash, t.status, t.ended_at, {expression} FROM {source} WHERE {where} "
+            "ORDER BY t.id")
 
 
 def chain_problem(run: dict[str, Any], entries: list[Entry], closing: tuple[int, Any] | None,
