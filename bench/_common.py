@@ -226,11 +226,9 @@ def as_web_worker() -> str:
     """Put this process in the state a web worker serves in: its start-up heap frozen, as
     ``ledger_portal/wsgi.py`` does (``core.heap``). Call once the data is loaded, before
     timing; returns a line saying so."""
-    from core.heap import YOUNG_COLLECTION_THRESHOLD, prepare_heap_for_serving
+    from core.heap import freeze_startup_heap
 
-    frozen = prepare_heap_for_serving()
-    return (f"start-up heap frozen as a web worker's (core.heap): {frozen:,} objects; young "
-            f"collections every {YOUNG_COLLECTION_THRESHOLD:,} allocations")
+    return f"start-up heap frozen as a web worker's (core.heap): {freeze_startup_heap():,} objects"
 
 
 # -- output --------------------------------------------------------------------------------

@@ -11,13 +11,13 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-def _prepare_heap_for_serving(**_: object) -> None:
-    from core.heap import prepare_heap_for_serving
+def _freeze_startup_heap(**_: object) -> None:
+    from core.heap import freeze_startup_heap
 
-    prepare_heap_for_serving()
+    freeze_startup_heap()
 
 
-# Each process that runs tasks prepares its heap for serving (core/heap.py): prefork children when
+# Each process that runs tasks freezes its start-up heap (core/heap.py): prefork children when
 # they start, and the main process once ready (the solo and thread pools run tasks there).
-signals.worker_process_init.connect(_prepare_heap_for_serving, weak=False)
-signals.worker_ready.connect(_prepare_heap_for_serving, weak=False)
+signals.worker_process_init.connect(_freeze_startup_heap, weak=False)
+signals.worker_ready.connect(_freeze_startup_heap, weak=False)

@@ -1,6 +1,5 @@
 """A server process freezes its start-up heap, so the collector does not re-walk Django on
-every full collection of a request, and collects what requests allocate less often
-(core/heap.py)."""
+every full collection of a request (core/heap.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-
-from core.heap import YOUNG_COLLECTION_THRESHOLD
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,7 +20,7 @@ a.other, b.other = b, a          # a cycle made after start-up, as a request wou
 gone = weakref.ref(a)
 del a, b
 gc.collect()
-print(frozen, gone() is None, gc.get_threshold()[0])
+print(frozen, gone() is None)
 """
 
 
@@ -33,8 +30,6 @@ def test_the_web_process_freezes_its_start_up_heap_and_still_collects_request_ga
            "LEDGER_DATA_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", _PROBE], cwd=REPO, env=env, check=True,
                          capture_output=True, text=True, timeout=120).stdout.split()
-    frozen, collected, young = int(out[0]), out[1] == "True", int(out[2])
+    frozen, collected = int(out[0]), out[1] == "True"
     assert frozen > 10_000, "Django's start-up heap is left for every full collection to walk"
     assert collected, "a cycle made after the freeze must still be collected"
-    # what a request allocates is collected less often than CPython's every 700 containers
-    assert young == YOUNG_COLLECTION_THRESHOLD > 700
