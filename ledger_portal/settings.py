@@ -66,7 +66,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # first: its id, timing and access line cover every answer, refusals included
+    # no cyclic collection while a request is handled (core/heap.py)
+    "core.heap.CollectorPausedDuringRequest",
+    # then: its id, timing and access line cover every answer, refusals included
     "core.observability.RequestObservationMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # static files from gunicorn itself, before sessions or a database are touched

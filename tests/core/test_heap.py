@@ -1,12 +1,20 @@
 """A server process freezes its start-up heap, so the collector does not re-walk Django on
-every full collection of a request (core/heap.py)."""
+every full collection of a request, and the collector does not run while a request is handled
+(core/heap.py)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+
+from core.heap import CollectorPausedDuringRequest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,3 +41,48 @@ def test_the_web_process_freezes_its_start_up_heap_and_still_collects_request_ga
     frozen, collected = int(out[0]), out[1] == "True"
     assert frozen > 10_000, "Django's start-up heap is left for every full collection to walk"
     assert collected, "a cycle made after the freeze must still be collected"
+
+
+# -- no cyclic collection while a request is handled (core.heap.CollectorPausedDuringRequest) --
+
+SEEN: list[bool] = []
+
+
+def _collector_seen_by_the_view(request: HttpRequest) -> HttpResponse:
+    SEEN.append(gc.isenabled())
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("collector-probe/", _collector_seen_by_the_view)]
+
+
+@pytest.mark.django_db
+def test_no_cyclic_collection_runs_while_a_request_is_handled(client, settings) -> None:
+    settings.ROOT_URLCONF = __name__
+    SEEN.clear()
+    assert gc.isenabled()
+    assert client.get("/collector-probe/").status_code == 200
+    assert SEEN == [False], "the collector ran free during the request"
+    assert gc.isenabled(), "the collector must run again once the response is made"
+
+
+def test_a_request_finding_the_collector_paused_by_another_leaves_it_to_that_one() -> None:
+    # threaded workers: the request that paused the collector turns it back on
+    pause = CollectorPausedDuringRequest(lambda request: HttpResponse("ok"))
+    gc.disable()
+    try:
+        pause(HttpRequest())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    pause(HttpRequest())
+    assert gc.isenabled()
+
+
+def test_the_collector_runs_again_when_the_view_raises() -> None:
+    def broken(request: HttpRequest) -> HttpResponse:
+        raise RuntimeError("the view failed")
+
+    with pytest.raises(RuntimeError):
+        CollectorPausedDuringRequest(broken)(HttpRequest())
+    assert gc.isenabled()
