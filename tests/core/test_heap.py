@@ -86,3 +86,20 @@ def test_the_collector_runs_again_when_the_view_raises() -> None:
     with pytest.raises(RuntimeError):
         CollectorPausedDuringRequest(broken)(HttpRequest())
     assert gc.isenabled()
+
+
+def test_a_ledger_command_process_freezes_its_start_up_heap(tmp_path: Path) -> None:
+    env = {**os.environ, "LEDGER_DATA_DIR": str(tmp_path)}
+    probe = ("import gc; from ledger_portal.cli import _setup; _setup(); "
+             "print(gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert int(out.split()[-1]) > 10_000
+
+
+def test_the_command_run_in_a_process_already_set_up_leaves_its_heap_alone() -> None:
+    from ledger_portal.cli import _setup
+
+    before = gc.get_freeze_count()
+    _setup()  # tests and benchmarks call the CLI in process: their heap is theirs
+    assert gc.get_freeze_count() == before
