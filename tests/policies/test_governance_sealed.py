@@ -128,3 +128,15 @@ def test_a_record_whose_transaction_is_still_open_waits_for_the_next_digest(acme
     assert verify_tenant(acme).intact
     assert seal(acme).governance["policies.Decision"]["upto"] == later.pk
     assert verify_tenant(acme).intact
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_check_reads_outside_a_transaction_too(acme, decided):
+    """The check reads through named cursors, which live in a transaction: it opens one when
+    its caller has none (``ledger verify`` has one; the benchmark and a shell may not)."""
+    from runs import governance_seal
+
+    digest = seal(acme)
+    assert not connection.in_atomic_block
+    assert governance_seal.check(acme, [(digest.number, digest.governance)]) == []
