@@ -132,13 +132,14 @@ def _field(model: Any, name: str) -> Any:
 
 def built_rows(kind: Kind, rows: QuerySet[Any]) -> Generator[tuple[int, str], None, None]:
     """``rows`` of ``kind`` (PostgreSQL, in the caller's transaction) as (pk, content as
-    ``content_expression`` builds it), through a plain named cursor: the queryset's own SQL
-    (its tenant scope), none of the ORM's per-row work."""
+    ``content_expression`` builds it), through a plain named cursor fetching the next chunk
+    while these are hashed: the queryset's own SQL (its tenant scope), none of the ORM's
+    per-row work."""
     built = rows.annotate(_content=RawSQL(content_expression(kind), [],  # noqa: S611
                                           output_field=TextField())).values_list("pk", "_content")
     sql, params = built.query.sql_with_params()
     model_name = apps.get_model(kind.label)._meta.model_name
-    yield from integrity_fast._rows(f"governance_{model_name}", sql, list(params))
+    yield from integrity_fast.rows_fetched_ahead(f"governance_{model_name}", sql, list(params))
 
 
 def _roll_built(kind: Kind, rows: QuerySet[Any], head: str, sealing: bool

@@ -26,9 +26,11 @@ than the walk).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -185,6 +187,28 @@ def _rows(name: str, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
             while rows := cursor.fetchmany(ITERSIZE):
                 yield from rows
         finally:
+            cursor.close()
+
+
+def rows_fetched_ahead(name: str, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
+    """``_rows`` with the next chunk fetched while the caller works on this one: psycopg waits
+    for PostgreSQL without holding the GIL, so the database building the next rows and Python
+    hashing these overlap, a core each, where ``_rows`` takes turns."""
+    with connection.cursor() as wrapper, ThreadPoolExecutor(
+            1, thread_name_prefix="fetch-ahead") as pool:
+        cursor = wrapper.cursor.connection.cursor(name=name)
+        pending: Future[list[tuple[Any, ...]]] | None = None
+        try:
+            cursor.execute(sql, params)
+            pending = pool.submit(cursor.fetchmany, ITERSIZE)
+            while rows := pending.result():
+                pending = pool.submit(cursor.fetchmany, ITERSIZE)
+                yield from rows
+        finally:
+            if pending is not None and not pending.done():
+                # Left early (the caller stopped): the fetch in flight ends before the close.
+                with contextlib.suppress(Exception):
+                    pending.result()
             cursor.close()
 
 

@@ -140,3 +140,15 @@ def test_the_check_reads_outside_a_transaction_too(acme, decided):
     digest = seal(acme)
     assert not connection.in_atomic_block
     assert governance_seal.check(acme, [(digest.number, digest.governance)]) == []
+
+
+@pytest.mark.postgres
+def test_a_record_with_no_canonical_form_is_never_sealed(acme, decided):
+    """The sealer stops at it (its next rows still being fetched) and the connection reads
+    on."""
+    with bypassing_triggers() as cursor:
+        cursor.execute("UPDATE policies_decision SET input = %s::jsonb WHERE id = %s",
+                       ['{"n": 18446744073709551617}', decided["decision"].pk])
+    with pytest.raises(ValueError, match="no canonical form"):
+        seal(acme)
+    assert Decision.objects.filter(tenant=acme).count() == 2
