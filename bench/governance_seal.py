@@ -100,7 +100,8 @@ def in_verify_transaction(work: Any) -> Any:
 def breakdown(tenant: Any, governance: dict[str, Any]) -> list[tuple[str, float, float]]:
     """Where check's time goes: each of its parts alone over the same records, as (part, wall
     s, this process's CPU s). Fetching waits on PostgreSQL building the JSON (its CPU is not
-    this process's); check overlaps nothing, so the parts add up to about its time."""
+    this process's); check fetches the next rows while it hashes these, so its time is less
+    than the parts' sum when a core is free for each."""
     from core.canonical import GENESIS
     from runs.governance_seal import KINDS, built_rows, state_contradictions
     from runs.integrity_fast import content_hash_of_text
