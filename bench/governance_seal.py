@@ -99,12 +99,17 @@ def in_verify_transaction(work: Any) -> Any:
 
 def breakdown(tenant: Any, governance: dict[str, Any]) -> list[tuple[str, float, float]]:
     """Where check's time goes: each of its parts alone over the same records, as (part, wall
-    s, this process's CPU s). Fetching waits on PostgreSQL building the JSON (its CPU is not
-    this process's); check fetches the next rows while it hashes these, so its time is less
-    than the parts' sum when a core is free for each."""
+    s, this process's CPU s). Fetching waits on PostgreSQL (its CPU is not this process's);
+    check fetches the next rows while it hashes these, so its time is less than the parts'
+    sum when a core is free for each."""
     from core.canonical import GENESIS
-    from runs.governance_seal import KINDS, built_rows, state_contradictions
-    from runs.integrity_fast import content_hash_of_text
+    from runs.governance_seal import (
+        KINDS,
+        built_rows,
+        content_columns,
+        content_hash_of_columns,
+        state_contradictions,
+    )
 
     parts: list[tuple[str, float, float]] = []
 
@@ -114,13 +119,14 @@ def breakdown(tenant: Any, governance: dict[str, Any]) -> list[tuple[str, float,
         parts.append((part, time.perf_counter() - started, time.process_time() - cpu))
         return result
 
-    def fetch() -> list[list[tuple[int, str]]]:
+    def fetch() -> list[list[tuple[Any, ...]]]:
         return [list(built_rows(kind, kind.rows(tenant.pk).filter(
             pk__lte=governance[kind.label]["upto"]).order_by("pk"))) for kind in KINDS]
 
-    built = timed("fetch (PostgreSQL builds the JSON)", lambda: in_verify_transaction(fetch))
+    built = timed("fetch (PostgreSQL, psycopg)", lambda: in_verify_transaction(fetch))
     hashed = timed("hash (orjson + sha256 per record)", lambda: [
-        [(pk, content_hash_of_text(text, ())) for pk, text in rows] for rows in built])
+        [(row[0], content_hash_of_columns(kind, content_columns(kind)[1], row))
+         for row in rows] for kind, rows in zip(KINDS, built, strict=True)])
 
     def chain() -> None:
         sha256 = hashlib.sha256
