@@ -124,9 +124,10 @@ def breakdown(tenant: Any, governance: dict[str, Any]) -> list[tuple[str, float,
             pk__lte=governance[kind.label]["upto"]).order_by("pk"))) for kind in KINDS]
 
     built = timed("fetch (PostgreSQL, psycopg)", lambda: in_verify_transaction(fetch))
+    json_at = [content_columns(kind)[1] for kind in KINDS]
     hashed = timed("hash (orjson + sha256 per record)", lambda: [
-        [(row[0], content_hash_of_columns(kind, content_columns(kind)[1], row))
-         for row in rows] for kind, rows in zip(KINDS, built, strict=True)])
+        [(row[0], content_hash_of_columns(kind, where, row)) for row in rows]
+        for kind, where, rows in zip(KINDS, json_at, built, strict=True)])
 
     def chain() -> None:
         sha256 = hashlib.sha256
