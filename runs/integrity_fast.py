@@ -26,9 +26,11 @@ than the walk).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import groupby
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -151,9 +153,30 @@ def canonical_from_text(text: str, optional: tuple[str, ...]) -> bytes | None:
         return None
 
 
-def content_hash_of_text(text: str, optional: tuple[str, ...]) -> str:
+def content_hash_exact(text: str, optional: tuple[str, ...]) -> str:
+    """The content hash from a record's JSON text, the exact (slow) way."""
     body = canonical_from_text(text, optional)
     return UNVERIFIABLE if body is None else _sha256(body).hexdigest()
+
+
+def content_hash_of_text(text: str, optional: tuple[str, ...]) -> str:
+    """``content_hash_exact`` in one ``orjson.loads`` and one sorted ``orjson.dumps`` when the
+    canonical bytes hold no exponent (:data:`_BIG`), which is what makes the exact way's answer
+    differ: an integer past 64 bits read as a float. ``e+`` is in the sorted bytes exactly when
+    it is in the unsorted ones ``loads_exact`` tests (it occurs only inside a number or a
+    string, which sorting moves whole), and an optional field dropped holds none."""
+    try:
+        content = _loads(text)
+    except ValueError:  # orjson.JSONDecodeError: not JSON, or 1e400 and the like
+        return UNVERIFIABLE
+    for name in optional:
+        value = content[name]
+        if value is None or value == "":
+            del content[name]
+    body = _dumps(content, option=_SORT)
+    if _BIG in body:
+        return content_hash_exact(text, optional)
+    return _sha256(body).hexdigest()
 
 
 def _rows(name: str, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
@@ -164,6 +187,28 @@ def _rows(name: str, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
             while rows := cursor.fetchmany(ITERSIZE):
                 yield from rows
         finally:
+            cursor.close()
+
+
+def rows_fetched_ahead(name: str, sql: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
+    """``_rows`` with the next chunk fetched while the caller works on this one: psycopg waits
+    for PostgreSQL without holding the GIL, so the database building the next rows and Python
+    hashing these overlap, a core each, where ``_rows`` takes turns."""
+    with connection.cursor() as wrapper, ThreadPoolExecutor(
+            1, thread_name_prefix="fetch-ahead") as pool:
+        cursor = wrapper.cursor.connection.cursor(name=name)
+        pending: Future[list[tuple[Any, ...]]] | None = None
+        try:
+            cursor.execute(sql, params)
+            pending = pool.submit(cursor.fetchmany, ITERSIZE)
+            while rows := pending.result():
+                pending = pool.submit(cursor.fetchmany, ITERSIZE)
+                yield from rows
+        finally:
+            if pending is not None and not pending.done():
+                # Left early (the caller stopped): the fetch in flight ends before the close.
+                with contextlib.suppress(Exception):
+                    pending.result()
             cursor.close()
 
 
@@ -196,7 +241,7 @@ def _record_groups(model: type[models.Model], where: str, params: list[Any]
                     del content[name]
             body = dumps(content, option=_SORT)
             digest = sha256(body).hexdigest() if big not in body else \
-                content_hash_of_text(text, optional)
+                content_hash_exact(text, optional)
             if closing_kind is not None and content["annotation_kind"] == "run_status":
                 closing = (seq, content["data"])
             entries.append((seq, digest, stored, link))

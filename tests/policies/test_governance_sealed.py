@@ -128,3 +128,49 @@ def test_a_record_whose_transaction_is_still_open_waits_for_the_next_digest(acme
     assert verify_tenant(acme).intact
     assert seal(acme).governance["policies.Decision"]["upto"] == later.pk
     assert verify_tenant(acme).intact
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_check_reads_outside_a_transaction_too(acme, decided):
+    """The check reads through named cursors, which live in a transaction: it opens one when
+    its caller has none (``ledger verify`` has one; the benchmark and a shell may not)."""
+    from runs import governance_seal
+
+    digest = seal(acme)
+    assert not connection.in_atomic_block
+    assert governance_seal.check(acme, [(digest.number, digest.governance)]) == []
+
+
+@pytest.mark.postgres
+def test_a_record_with_no_canonical_form_is_never_sealed(acme, decided):
+    """The sealer stops at it (its next rows still being fetched) and the connection reads
+    on."""
+    with bypassing_triggers() as cursor:
+        cursor.execute("UPDATE policies_decision SET input = %s::jsonb WHERE id = %s",
+                       ['{"n": 18446744073709551617}', decided["decision"].pk])
+    with pytest.raises(ValueError, match="no canonical form"):
+        seal(acme)
+    assert Decision.objects.filter(tenant=acme).count() == 2
+
+
+@pytest.mark.postgres
+def test_each_kind_read_as_columns_hashes_as_record_hash_does(acme, decided):
+    """Sealing and checking both read the columns: agreeing with each other is not enough."""
+    from runs.governance_seal import (
+        KINDS,
+        built_rows,
+        content_columns,
+        content_hash_of_columns,
+        record_hash,
+    )
+
+    for kind in KINDS:
+        rows = kind.rows(acme.pk).order_by("pk")
+        expected = [record_hash(kind, row) for row in rows.values(*kind.fields)]
+        _, json_at = content_columns(kind)
+        with transaction.atomic():
+            hashed = [content_hash_of_columns(kind, json_at, row)
+                      for row in built_rows(kind, rows)]
+        assert expected, kind.label
+        assert hashed == expected, kind.label

@@ -6,6 +6,7 @@ at seq 0, a number no ingested record can hold)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -62,6 +63,33 @@ def test_canonical_bytes_from_json_text_are_the_old_ones(value, text, optional, 
     old = old_bytes(content_of("tool_call", tuple(k for k in content if k != "kind"), parsed,
                                frozenset({"tool_call_ref"})))
     assert integrity_fast.canonical_from_text(wire, ("tool_call_ref",)) == old
+
+
+@given(value=JSON, text=TEXT, optional=st.one_of(st.just(""), st.none(), JSON),
+       ensure_ascii=st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_the_quick_content_hash_is_the_exact_one(value, text, optional, ensure_ascii):
+    """``content_hash_of_text`` skips the exact reading unless the canonical bytes hold an
+    exponent; it hashes what ``content_hash_exact`` hashes all the same."""
+    wire = json.dumps({"kind": "tool_call", "call_id": text, "input": value,
+                       "tool_call_ref": optional}, ensure_ascii=ensure_ascii)
+    for optional_fields in ((), ("tool_call_ref",)):
+        assert integrity_fast.content_hash_of_text(wire, optional_fields) == \
+            integrity_fast.content_hash_exact(wire, optional_fields)
+
+
+@pytest.mark.parametrize("text", [
+    '{"n": 18446744073709551616}', '{"n": -9223372036854775809}', '{"n": 1e400}',
+    '{"n": -1e400}', '{"n": NaN}', "not json", '{"n": 1}x'])
+def test_the_quick_content_hash_of_what_cannot_be_canonical_is_unverifiable(text):
+    assert integrity_fast.content_hash_of_text(text, ()) == integrity_fast.UNVERIFIABLE
+
+
+@pytest.mark.parametrize("text", ['{"n": 1e20}', '{"s": "e+"}', '{"n": 18446744073709551615}',
+                                  '{"n": -9223372036854775808, "f": 1.5e-7}'])
+def test_the_quick_content_hash_of_canonical_content_is_its_sha256(text):
+    expected = hashlib.sha256(canonical_json(json.loads(text))).hexdigest()
+    assert integrity_fast.content_hash_of_text(text, ()) == expected
 
 
 @pytest.mark.parametrize("number", ["18446744073709551616", "-9223372036854775809",
@@ -211,8 +239,16 @@ def test_an_infinite_number_in_place_of_null_is_named_modified(acme, record, mak
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_a_governance_record_hashes_as_record_hash_does(acme, value, text):
+    from django.db import transaction
+
     from policies.models import Decision
-    from runs.governance_seal import KINDS, content_expression, record_hash
+    from runs.governance_seal import (
+        KINDS,
+        built_rows,
+        content_columns,
+        content_hash_of_columns,
+        record_hash,
+    )
 
     try:
         Decision.objects.create(tenant=acme, tool=text, action_class="write", mode="live",
@@ -228,7 +264,7 @@ def test_a_governance_record_hashes_as_record_hash_does(acme, value, text):
         old = record_hash(kind, row)
     except TypeError:  # an integer past 64 bits: canonical_json refuses it
         old = integrity_fast.UNVERIFIABLE
-    built = rows.extra(select={"content": content_expression(kind)}).values_list(
-        "content", flat=True).first()
-    assert isinstance(built, str)
-    assert integrity_fast.content_hash_of_text(built, ()) == old
+    _, json_at = content_columns(kind)
+    with transaction.atomic():
+        [built] = list(built_rows(kind, rows.filter(pk=row["id"])))
+    assert content_hash_of_columns(kind, json_at, built) == old
