@@ -102,4 +102,6 @@ def test_the_command_run_in_a_process_already_set_up_leaves_its_heap_alone() -> 
 
     before = gc.get_freeze_count()
     _setup()  # tests and benchmarks call the CLI in process: their heap is theirs
-    assert gc.get_freeze_count() == before
+    # frozen objects may be freed meanwhile (the count drops); a freeze would add this
+    # process's whole heap
+    assert gc.get_freeze_count() <= before
