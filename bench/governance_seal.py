@@ -107,7 +107,6 @@ def breakdown(tenant: Any, governance: dict[str, Any]) -> list[tuple[str, float,
         KINDS,
         built_rows,
         content_columns,
-        content_hash_of_columns,
         state_contradictions,
     )
 
@@ -124,10 +123,10 @@ def breakdown(tenant: Any, governance: dict[str, Any]) -> list[tuple[str, float,
             pk__lte=governance[kind.label]["upto"]).order_by("pk"))) for kind in KINDS]
 
     built = timed("fetch (PostgreSQL, psycopg)", lambda: in_verify_transaction(fetch))
-    json_at = [content_columns(kind)[1] for kind in KINDS]
+    readers = [content_columns(kind)[1] for kind in KINDS]
     hashed = timed("hash (orjson + sha256 per record)", lambda: [
-        [(row[0], content_hash_of_columns(kind, where, row)) for row in rows]
-        for kind, where, rows in zip(KINDS, json_at, built, strict=True)])
+        [(row[0], reader.hashed(row)[0]) for row in rows]
+        for reader, rows in zip(readers, built, strict=True)])
 
     def chain() -> None:
         sha256 = hashlib.sha256

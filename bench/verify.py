@@ -15,8 +15,8 @@ database (migrated first, kept). ``--seal`` first seals a signed digest per tena
 Passes, in this order, each over every tenant:
 
 1. **raw fetch**: the SQL verify streams on PostgreSQL (``runs.integrity_fast``: each record's
-   content built as JSON text by the database, timestamps already canonical) on a plain psycopg
-   connection: the database + driver floor.
+   content fields as columns, timestamps already canonical, JSON columns as text) on a plain
+   psycopg connection: the database + driver floor.
 2. **ledger verify** (graded): the command itself, in process (``ledger_portal.cli.main``,
    local mode, ``--tenant T --quiet``), once per tenant, with its default ``--workers auto``:
    each tenant's record count (from the run rows) picks one process or several
@@ -29,7 +29,8 @@ Passes, in this order, each over every tenant:
    Django's connection, server-side cursors in a transaction), nothing parsed or hashed.
 6. **decomposition + bare hashlib** (the baseline): verify's per-record work on that fetch, one
    query at a time in chunks of ``--chunk``, each stage timed alone: fetch; parse
-   (``orjson.loads``, empty optional fields dropped); canonical bytes (``orjson.dumps`` with
+   (``ColumnContent.content``: the columns into a dict, ``orjson.loads`` of each JSON column,
+   empty optional fields dropped); canonical bytes (``orjson.dumps`` with
    sorted keys); the bare loop ``hashlib.sha256(b).hexdigest()``; one chain link per record
    (from the stored links, as ``integrity_fast.chain_problem`` checks them). Every recomputed
    hash is checked against the stored one (outside the timing). What is left of the
@@ -116,12 +117,13 @@ def data_line() -> str:
 @dataclass
 class Stream:
     """One query verify runs over a tenant: its run rows, or one record kind's records. Rows
-    end with the content as JSON text, the stored content hash third."""
+    end with the content fields (from ``offset``), the stored content hash third."""
 
     name: str
     sql: str
     params: list[Any]
-    optional: tuple[str, ...]  # content fields dropped when empty, as content_of drops them
+    reader: Any  # integrity_fast.ColumnContent: how verify hashes the content columns
+    offset: int
     is_run: bool
 
 
@@ -131,10 +133,12 @@ def streams(tenant: Any) -> list[Stream]:
     from runs import integrity_fast
     from runs.integrity import RECORD_MODELS
 
-    out = [Stream("run", integrity_fast.runs_sql("t.tenant_id = %s"), [tenant.pk], (), True)]
+    run_sql, run_reader = integrity_fast.runs_sql("t.tenant_id = %s")
+    out = [Stream("run", run_sql, [tenant.pk], run_reader, 8, True)]
     where = "t.run_id IN (SELECT id FROM runs_run WHERE tenant_id = %s)"
-    out += [Stream(m._meta.db_table, integrity_fast.records_sql(m, where), [tenant.pk],
-                   tuple(sorted(m.optional_content_fields)), False) for m in RECORD_MODELS]
+    for model in RECORD_MODELS:
+        sql, reader = integrity_fast.records_sql(model, where)
+        out.append(Stream(model._meta.db_table, sql, [tenant.pk], reader, 4, False))
     return out
 
 
@@ -268,7 +272,7 @@ def pass_decomposition(tenants: list[Any], chunk: int) -> Stages:
     from core.canonical import GENESIS
     from runs.integrity_fast import _rows
 
-    loads, dumps, sort, sha256 = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
+    dumps, sort, sha256 = orjson.dumps, orjson.OPT_SORT_KEYS, hashlib.sha256
     stages = Stages()
     with transaction.atomic():  # verify's server-side cursors live in its transaction
         for tenant in tenants:
@@ -276,15 +280,9 @@ def pass_decomposition(tenants: list[Any], chunk: int) -> Stages:
                 rows = _rows(f"bench_{stream.name}", stream.sql, stream.params)
                 for part in _chunks(rows, chunk, stages):
                     def parse(part: list[tuple[Any, ...]] = part,
-                              optional: tuple[str, ...] = stream.optional) -> list[Any]:
-                        contents = []
-                        for row in part:
-                            content = loads(row[-1])
-                            for name in optional:
-                                if content[name] is None or content[name] == "":
-                                    del content[name]
-                            contents.append(content)
-                        return contents
+                              content: Any = stream.reader.content,
+                              offset: int = stream.offset) -> list[Any]:
+                        return [content(row[offset:]) for row in part]
 
                     contents = stages.time("parse", parse)
 

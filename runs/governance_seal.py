@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist
 from django.db import connection, transaction
@@ -39,7 +38,6 @@ from django.utils import timezone
 
 from core.canonical import (
     GENESIS,
-    canonical_json,
     canonical_timestamp,
     chain_hash,
     content_hash,
@@ -51,8 +49,6 @@ from . import integrity_fast
 #: Records created this recently are sealed by the next digest (their transaction may not have
 #: committed yet, and ids are handed out before commit).
 GOVERNANCE_SETTLE = timedelta(seconds=60)
-_SORT = orjson.OPT_SORT_KEYS
-_loads, _dumps = orjson.loads, orjson.dumps
 
 
 @dataclass(frozen=True)
@@ -115,11 +111,10 @@ def _roll(kind: Kind, tenant_id: int, after: int, upto: int, head: str,
     return count, head
 
 
-def content_columns(kind: Kind) -> tuple[list[str], tuple[int, ...]]:
+def content_columns(kind: Kind) -> tuple[list[str], integrity_fast.ColumnContent]:
     """The SQL (PostgreSQL) of each of ``kind.fields`` as ``record_hash`` sees it, timestamps
-    in the canonical text form and JSON columns as their text; and where the JSON ones are.
-    Columns, not one ``json_build_object`` per record: building that was 8-10 us a decision,
-    most of the check's time; psycopg hands the columns over for a fraction of it."""
+    in the canonical text form and JSON columns as their text; and how to hash what they read
+    (the bytes ``record_hash`` hashes)."""
     model = apps.get_model(kind.label)
     table = connection.ops.quote_name(model._meta.db_table)
     columns: list[str] = []
@@ -133,39 +128,7 @@ def content_columns(kind: Kind) -> tuple[list[str], tuple[int, ...]]:
             column = f"{column}::text"
             json_at.append(position)
         columns.append(column)
-    return columns, tuple(json_at)
-
-
-def content_hash_of_columns(kind: Kind, json_at: tuple[int, ...], row: tuple[Any, ...]
-                            ) -> str:
-    """``record_hash`` of a record read as ``content_columns`` gives it (the JSON columns as
-    text): one ``orjson.loads`` a JSON column, one sorted ``orjson.dumps``; read again the exact
-    way (``integrity_fast.loads_exact``) only when the canonical bytes hold an exponent, as
-    ``integrity_fast.content_hash_of_text`` does. An integer past 64 bits, a non-finite number
-    or text that is not JSON: ``UNVERIFIABLE``."""
-    content: dict[str, Any] = {"kind": kind.label}  # a request's own "kind" field replaces it
-    content.update(zip(kind.fields, row, strict=True))
-    try:
-        for position in json_at:
-            text = row[position]
-            if text is not None:
-                content[kind.fields[position]] = _loads(text)
-    except ValueError:  # orjson.JSONDecodeError: not JSON, or 1e400 and the like
-        return integrity_fast.UNVERIFIABLE
-    body = _dumps(content, option=_SORT)
-    if b"e+" not in body:
-        return hashlib.sha256(body).hexdigest()
-    for position in json_at:
-        text = row[position]
-        if text is not None:
-            value = integrity_fast.loads_exact(text)
-            if value is integrity_fast.UNREADABLE:
-                return integrity_fast.UNVERIFIABLE
-            content[kind.fields[position]] = value
-    try:
-        return hashlib.sha256(canonical_json(content)).hexdigest()
-    except TypeError:  # an integer past 64 bits (orjson.JSONEncodeError is a TypeError)
-        return integrity_fast.UNVERIFIABLE
+    return columns, integrity_fast.ColumnContent(kind.label, kind.fields, tuple(json_at))
 
 
 def _field(model: Any, name: str) -> Any:
@@ -197,16 +160,16 @@ def built_rows(kind: Kind, rows: QuerySet[Any]
 def _roll_built(kind: Kind, rows: QuerySet[Any], head: str, sealing: bool
                 ) -> tuple[int, str]:
     """``_roll`` on PostgreSQL: each record's columns as ``content_columns`` gives them, then
-    ``orjson`` and sha256 (``content_hash_of_columns``: the same bytes as ``record_hash``)."""
+    ``orjson`` and sha256 (``integrity_fast.ColumnContent``: the same bytes as
+    ``record_hash``)."""
     count = 0
-    hash_of, sha256, unverifiable = content_hash_of_columns, hashlib.sha256, \
-        integrity_fast.UNVERIFIABLE
-    _, json_at = content_columns(kind)
+    sha256, unverifiable = hashlib.sha256, integrity_fast.UNVERIFIABLE
+    hashed = content_columns(kind)[1].hashed
     # A named cursor lives in a transaction (a savepoint in verify's), closed before its end.
     with transaction.atomic(), closing(built_rows(kind, rows)) as records:
         for row in records:
             pk = row[0]
-            digest = hash_of(kind, json_at, row)
+            digest = hashed(row)[0]
             if digest == unverifiable and sealing:
                 # As record_hash would: what cannot be written canonically is never sealed.
                 raise ValueError(f"{kind.label} {pk}: its content has no canonical form")

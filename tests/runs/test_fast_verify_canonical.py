@@ -52,58 +52,80 @@ def old_bytes(content: dict[str, Any]) -> bytes | None:
         return None
 
 
+#: a tool call's content fields as verify reads them: input and the optional ref as JSON text
+TOOL_CALL = integrity_fast.ColumnContent(
+    "tool_call", ("call_id", "input", "attempt", "supports_rollback", "tool_call_ref"), (1, 4),
+    ("tool_call_ref",))
+
+
+def as_columns(value: Any, text: str, optional: Any, ensure_ascii: bool) -> tuple[Any, ...]:
+    """The columns PostgreSQL hands over: a JSON column as its text, SQL NULL as None."""
+    return (text, json.dumps(value, ensure_ascii=ensure_ascii), 3, False,
+            None if optional is None else json.dumps(optional, ensure_ascii=ensure_ascii))
+
+
+def one_json_column(text: str) -> tuple[integrity_fast.ColumnContent, tuple[str]]:
+    return integrity_fast.ColumnContent("x", ("v",), (0,)), (text,)
+
+
 @given(value=JSON, text=TEXT, optional=st.one_of(st.just(""), st.none(), JSON),
        ensure_ascii=st.booleans())
 @settings(max_examples=400, deadline=None)
-def test_canonical_bytes_from_json_text_are_the_old_ones(value, text, optional, ensure_ascii):
-    content = {"kind": "tool_call", "call_id": text, "input": value, "attempt": 3,
-               "supports_rollback": False, "tool_call_ref": optional}
-    wire = json.dumps(content, ensure_ascii=ensure_ascii)
-    parsed = json.loads(wire)  # the values as Django reads them (json.loads)
-    old = old_bytes(content_of("tool_call", tuple(k for k in content if k != "kind"), parsed,
+def test_canonical_bytes_from_columns_are_the_old_ones(value, text, optional, ensure_ascii):
+    columns = as_columns(value, text, optional, ensure_ascii)
+    # the values as Django reads them (json.loads of each JSON column)
+    parsed = {"call_id": text, "input": json.loads(columns[1]), "attempt": 3,
+              "supports_rollback": False,
+              "tool_call_ref": None if columns[4] is None else json.loads(columns[4])}
+    old = old_bytes(content_of("tool_call", TOOL_CALL.names, parsed,
                                frozenset({"tool_call_ref"})))
-    assert integrity_fast.canonical_from_text(wire, ("tool_call_ref",)) == old
+    assert TOOL_CALL.canonical_exact(columns) == old
 
 
 @given(value=JSON, text=TEXT, optional=st.one_of(st.just(""), st.none(), JSON),
        ensure_ascii=st.booleans())
 @settings(max_examples=400, deadline=None)
 def test_the_quick_content_hash_is_the_exact_one(value, text, optional, ensure_ascii):
-    """``content_hash_of_text`` skips the exact reading unless the canonical bytes hold an
-    exponent; it hashes what ``content_hash_exact`` hashes all the same."""
-    wire = json.dumps({"kind": "tool_call", "call_id": text, "input": value,
-                       "tool_call_ref": optional}, ensure_ascii=ensure_ascii)
-    for optional_fields in ((), ("tool_call_ref",)):
-        assert integrity_fast.content_hash_of_text(wire, optional_fields) == \
-            integrity_fast.content_hash_exact(wire, optional_fields)
+    """``ColumnContent.hashed`` skips the exact reading unless the canonical bytes hold an
+    exponent; it hashes what the exact reading gives all the same."""
+    columns = as_columns(value, text, optional, ensure_ascii)
+    for reader in (TOOL_CALL, integrity_fast.ColumnContent(
+            TOOL_CALL.kind, TOOL_CALL.names, TOOL_CALL.json_at)):
+        exact = reader.canonical_exact(columns)
+        assert reader.hashed(columns)[0] == (
+            integrity_fast.UNVERIFIABLE if exact is None else hashlib.sha256(exact).hexdigest())
 
 
 @pytest.mark.parametrize("text", [
     '{"n": 18446744073709551616}', '{"n": -9223372036854775809}', '{"n": 1e400}',
     '{"n": -1e400}', '{"n": NaN}', "not json", '{"n": 1}x'])
 def test_the_quick_content_hash_of_what_cannot_be_canonical_is_unverifiable(text):
-    assert integrity_fast.content_hash_of_text(text, ()) == integrity_fast.UNVERIFIABLE
+    reader, columns = one_json_column(text)
+    assert reader.hashed(columns)[0] == integrity_fast.UNVERIFIABLE
 
 
 @pytest.mark.parametrize("text", ['{"n": 1e20}', '{"s": "e+"}', '{"n": 18446744073709551615}',
                                   '{"n": -9223372036854775808, "f": 1.5e-7}'])
 def test_the_quick_content_hash_of_canonical_content_is_its_sha256(text):
-    expected = hashlib.sha256(canonical_json(json.loads(text))).hexdigest()
-    assert integrity_fast.content_hash_of_text(text, ()) == expected
+    expected = hashlib.sha256(canonical_json({"kind": "x", "v": json.loads(text)})).hexdigest()
+    reader, columns = one_json_column(text)
+    assert reader.hashed(columns)[0] == expected
 
 
 @pytest.mark.parametrize("number", ["18446744073709551616", "-9223372036854775809",
                                     "123456789012345678901234567890"])
 def test_an_integer_past_64_bits_is_unverifiable_not_a_float(number):
     # orjson.loads alone reads these as floats: 2**64 and 2**64 + 1 would hash alike.
-    assert integrity_fast.canonical_from_text(f'{{"kind": "x", "n": {number}}}', ()) is None
+    reader, columns = one_json_column(f'{{"n": {number}}}')
+    assert reader.canonical_exact(columns) is None
 
 
 def test_a_non_finite_number_is_unverifiable_not_null():
     # json.loads reads 1e400 as inf and canonical_json writes inf as null: a null could
     # become 1e400 unseen.
-    assert integrity_fast.canonical_from_text('{"kind": "x", "n": 1e400}', ()) is None
-    assert integrity_fast.canonical_from_text('{"kind": "x", "n": -1e400}', ()) is None
+    for text in ('{"n": 1e400}', '{"n": -1e400}'):
+        reader, columns = one_json_column(text)
+        assert reader.canonical_exact(columns) is None
 
 
 @pytest.mark.postgres
@@ -112,21 +134,22 @@ def test_a_non_finite_number_is_unverifiable_not_null():
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_postgresql_json_text_gives_the_old_bytes(value, text):
-    """The texts PostgreSQL really writes: jsonb as stored (numbers normalised, keys
-    reordered) inside ``json_build_object``, beside a text column, against Django's reading of
-    the same jsonb."""
+    """The texts PostgreSQL really hands over: jsonb as stored (numbers normalised, keys
+    reordered) as text, beside text, integer, boolean and NULL columns, against Django's
+    reading of the same jsonb."""
     try:
         stored = json.dumps(value)  # what Django's JSONField writes
     except ValueError:
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT json_build_object('kind', 'x', 'id', %s::text, 'n', 7, "
-                       "'b', true, 'z', NULL, 'v', %s::jsonb)::text, %s::jsonb::text",
-                       [text, stored, stored])
-        built, column = cursor.fetchone()
+        cursor.execute("SELECT %s::text, 7, true, NULL, %s::jsonb::text", [text, stored])
+        columns = cursor.fetchone()
+    reader = integrity_fast.ColumnContent("x", ("id", "n", "b", "z", "v"), (4,))
     old = old_bytes({"kind": "x", "id": text, "n": 7, "b": True, "z": None,
-                     "v": json.loads(column)})
-    assert integrity_fast.canonical_from_text(built, ()) == old
+                     "v": json.loads(columns[4])})
+    assert reader.canonical_exact(columns) == old
+    assert reader.hashed(columns)[0] == (
+        integrity_fast.UNVERIFIABLE if old is None else hashlib.sha256(old).hexdigest())
 
 
 # -- the records: what PostgreSQL builds is what ingestion hashed -----------------------------
@@ -142,14 +165,13 @@ def ledger(acme, record, make_run) -> list[Run]:
 @pytest.mark.postgres
 def test_every_record_kind_hashes_as_ingestion_did(acme, ledger):
     for model in (Run, *RECORD_MODELS):
-        expression, source = integrity_fast.content_sql(model)
-        optional = tuple(model.optional_content_fields)
+        columns, reader, source = integrity_fast.content_select(model)
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT t.content_hash, {expression} FROM {source}")
+            cursor.execute(f"SELECT t.content_hash, {', '.join(columns)} FROM {source}")
             rows = cursor.fetchall()
         assert rows, model
-        for stored, text in rows:
-            assert integrity_fast.content_hash_of_text(text, optional) == stored, model
+        for stored, *values in rows:
+            assert reader.hashed(values)[0] == stored, model
 
 
 # -- attacks on what the fast pass reads -----------------------------------------------------
@@ -246,7 +268,6 @@ def test_a_governance_record_hashes_as_record_hash_does(acme, value, text):
         KINDS,
         built_rows,
         content_columns,
-        content_hash_of_columns,
         record_hash,
     )
 
@@ -264,7 +285,7 @@ def test_a_governance_record_hashes_as_record_hash_does(acme, value, text):
         old = record_hash(kind, row)
     except TypeError:  # an integer past 64 bits: canonical_json refuses it
         old = integrity_fast.UNVERIFIABLE
-    _, json_at = content_columns(kind)
+    _, reader = content_columns(kind)
     with transaction.atomic():
         [built] = list(built_rows(kind, rows.filter(pk=row["id"])))
-    assert content_hash_of_columns(kind, json_at, built) == old
+    assert reader.hashed(built)[0] == old
