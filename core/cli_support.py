@@ -4,6 +4,7 @@ every app; this sits below them all, so their commands need not import the dispa
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
 
@@ -33,3 +34,16 @@ def exactly_one(queryset: Any, what: str, where: str = "your tenants") -> tuple[
 def print_json(value: Any) -> None:
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z).decode())
     sys.stdout.write("\n")
+
+
+def processes_argument(value: str) -> int | str:
+    """``--workers``: ``auto`` (chosen by the size of the work) or a number of processes."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: auto or a number of processes (>= 1)")
+    return number

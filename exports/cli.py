@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from core.actors import Actor
-from core.cli_support import EXIT_INCOMPLETE, EXIT_NOT_FOUND, EXIT_OK
+from core.cli_support import EXIT_INCOMPLETE, EXIT_NOT_FOUND, EXIT_OK, processes_argument
 
 
 def _timestamp(text: str) -> datetime:
@@ -36,7 +36,7 @@ def cmd_export(args: argparse.Namespace, user: Actor) -> int:
     export = request_export(tenant, args.window_from, args.window_to, by=user,
                             redaction_level=args.redaction_level, fmt=args.format,
                             justification=args.justification or "", enqueue=False)
-    export = produce_now(export)
+    export = produce_now(export, workers=None if args.workers == "auto" else args.workers)
     if export.status != "done":
         print(f"ledger: export {export.pk} {export.status}: {export.error}", file=sys.stderr)
         return EXIT_INCOMPLETE
@@ -67,6 +67,10 @@ def add_commands(sub: Any) -> None:
                         default="strict")
     export.add_argument("--format", choices=["jsonl", "json"], default="jsonl")
     export.add_argument("--justification", help="why (required for --redaction-level none)")
+    export.add_argument("--workers", type=processes_argument, default="auto",
+                        help="processes writing the parts at once (PostgreSQL), or auto (the "
+                        "default): one below about 100,000 records, then more, at most the "
+                        "parts, the cores and 4")
     export.add_argument("-o", "--output", help="where to save the bundle (default "
                         "ledger-export-<id>.tar)")
     export.set_defaults(func=cmd_export)

@@ -26,6 +26,7 @@ from core.cli_support import (
     exactly_one,
     fail,
     print_json,
+    processes_argument,
 )
 
 if TYPE_CHECKING:  # importing it needs Django set up, which main() does first
@@ -261,19 +262,6 @@ def cmd_verify(args: argparse.Namespace, user: Actor) -> int:
     return EXIT_TAMPERED if broken else EXIT_OK
 
 
-def _workers(value: str) -> int | str:
-    """``--workers``: ``auto`` (chosen per tenant by its size) or a number of processes."""
-    if value == "auto":
-        return value
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: auto or a number of processes (>= 1)")
-    return number
-
-
 def cmd_freeze(args: argparse.Namespace, user: Actor) -> int:
     from core.models import Tenant
     from core.roles import Role
@@ -384,9 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--tenant")
     verify.add_argument("--run", help="only this run_id")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
-    verify.add_argument("--workers", type=_workers, default="auto",
+    verify.add_argument("--workers", type=processes_argument, default="auto",
                         help="processes sharing the work (PostgreSQL), or auto (the default): "
-                        "one below about 300,000 records a tenant, then more, at most the "
+                        "one below about 150,000 records a tenant, then more, at most the "
                         "cores and 4")
     verify.set_defaults(func=cmd_verify)
     for module in COMMAND_MODULES:

@@ -10,13 +10,14 @@ the benchmarks run on, more than a small tenant's whole single-process pass.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection
+
+from core.processes import MOST_PROCESSES, choose_processes, django_pool
 
 if TYPE_CHECKING:
     from .integrity import VerifyReport
@@ -32,18 +33,13 @@ CHUNKS_PER_WORKER = 4
 #: 3.9 / 5.5 / 10.0 / 10.4 s. One wins below ~130,000 (a worker's start-up is ~1.5 s), two
 #: from there; at load 9-10 the same passes crossed near 345,000 (the cores were taken).
 PARALLEL_FROM_RECORDS = 150_000
-#: At most this many processes, whatever the cores: each holds a connection and a snapshot.
-MOST_WORKERS = 4
+MOST_WORKERS = MOST_PROCESSES
 _SIGNED: dict[str, list[tuple[int, str, int]]] = {}
 
 
 def choose_workers(records: int, cpus: int, threshold: int = PARALLEL_FROM_RECORDS) -> int:
-    """How many processes verify ``records`` records: one below ``threshold``, then one more
-    per further ``threshold`` (each must save more than its start-up), never more than
-    ``cpus`` or :data:`MOST_WORKERS`."""
-    if records < threshold:
-        return 1
-    return max(1, min(cpus, MOST_WORKERS, 1 + records // threshold))
+    """How many processes verify ``records`` records (``core.processes.choose_processes``)."""
+    return choose_processes(records, cpus, threshold)
 
 
 def tenant_records(tenant: Any) -> int:
@@ -64,13 +60,7 @@ def workers_for(tenant: Any) -> int:
                           threshold=PARALLEL_FROM_RECORDS)
 
 
-def _start_worker(database: str, signed: dict[str, list[tuple[int, str, int]]]) -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ledger_portal.settings")
-    import django
-
-    django.setup()
-    # The same database as the parent's connection (under tests, the test database).
-    connection.settings_dict["NAME"] = database
+def _remember_signed(signed: dict[str, list[tuple[int, str, int]]]) -> None:
     _SIGNED.update(signed)
 
 
@@ -109,9 +99,7 @@ def verify_in_parallel(tenant: Any, workers: int,
     pks = list(Run.objects.filter(tenant=tenant).order_by("pk").values_list("pk", flat=True))
     if not pks:
         return report, signed
-    context = multiprocessing.get_context("spawn")  # fresh processes, fresh connections
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(connection.settings_dict["NAME"], signed)) as pool:
+    with django_pool(workers, then=_remember_signed, args=(signed,)) as pool:
         futures = [pool.submit(_verify_share, tenant.pk, tenant.slug, snapshot, share)
                    for share in _shares(pks, workers * CHUNKS_PER_WORKER)]
         for future in as_completed(futures):
