@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Case, TextField, Value, When
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from core.metrics import count_spans
@@ -73,6 +76,8 @@ class _TraceWork:
     pending_rows: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, assembly.Outcome] = field(default_factory=dict)
     run: RunIn | None = None
+    #: the trace row's fields as locked (``_trace_fields``): unchanged, it is not written
+    stored: tuple[Any, ...] = ()
 
 
 def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
@@ -99,7 +104,10 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
         logs.join_waiting_events(tenant, decoded.spans)  # GenAI events sent as logs first
         if for_agents is not None:
             _bind_traces(traces.values(), for_agents)
-        known = _known_spans(traces)
+        # The children a root completes are read with the rest of the buffer: no second query.
+        rooted = [t.pk for tid, t in traces.items() if t.state == OtlpTraceState.PENDING
+                  and any(assembly.is_root(s) for s in by_trace[tid].values())]
+        known, bodies = _buffered(traces, rooted)
         work: list[_TraceWork] = []
         for trace_id, spans in sorted(by_trace.items()):
             trace = traces[trace_id]
@@ -107,7 +115,7 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
             new = [s for sid, s in spans.items() if sid not in seen]
             if not new:
                 continue  # a retried export: everything already buffered
-            item = _TraceWork(trace, new)
+            item = _TraceWork(trace, new, stored=_trace_fields(trace))
             for sid, (parent, record_kind, state, pk) in seen.items():
                 item.context.parents[sid] = parent
                 if record_kind:
@@ -119,7 +127,7 @@ def receive_spans(tenant: Tenant, decoded: DecodedSpans, recorded_by: str = "",
             trace.last_activity_at = now
             work.append(item)
 
-        _plan(tenant, work, result, now, _tool_classes(tenant, decoded.spans))
+        _plan(tenant, work, result, now, bodies)
         runs = [w.run for w in work if w.run is not None]
         if runs:
             ingest_batch(tenant, BatchIn(runs=runs), recorded_by=recorded_by,
@@ -262,26 +270,44 @@ def _claim_traces(tenant: Tenant, by_trace: dict[str, dict[str, SpanDict]], now:
 
 
 def _known_spans(traces: dict[str, OtlpTrace]) -> dict[int, dict[str, tuple[str, str, str, int]]]:
+    return _buffered(traces)[0]
+
+
+def _buffered(traces: dict[str, OtlpTrace], bodies_of: Collection[int] = ()
+              ) -> tuple[dict[int, dict[str, tuple[str, str, str, int]]], dict[int, SpanDict]]:
+    """What the buffer holds of ``traces``: trace pk -> span id -> (parent, record kind, state,
+    row pk); and row pk -> body of the pending spans of the traces ``bodies_of`` (pks)."""
     known: dict[int, dict[str, tuple[str, str, str, int]]] = {}
+    bodies: dict[int, SpanDict] = {}
+    # As text, decoded by orjson: JSONField decodes with json.loads, half of reading them.
+    body: Any = Value(None, output_field=TextField())
+    if bodies_of:
+        body = Case(When(trace__in=list(bodies_of), state=OtlpSpanState.PENDING,
+                         then=Cast("body", TextField())), default=body)
     rows = OtlpSpan.objects.filter(trace__in=[t.pk for t in traces.values()]).values_list(
-        "trace_id", "span_id", "parent_span_id", "record_kind", "state", "pk")
-    for trace_pk, span_id, parent, record_kind, state, pk in rows:
+        "trace_id", "span_id", "parent_span_id", "record_kind", "state", "pk", body)
+    for trace_pk, span_id, parent, record_kind, state, pk, text in rows:
         known.setdefault(trace_pk, {})[span_id] = (parent, record_kind, state, pk)
-    return known
+        if text is not None:
+            bodies[pk] = orjson.loads(text)
+    return known, bodies
 
 
 def _plan(tenant: Tenant, work: list[_TraceWork], result: ExportResult, now: datetime,
-          tool_classes: dict[str, str]) -> None:
+          pending_bodies: dict[int, SpanDict]) -> None:
+    """``pending_bodies``: row pk -> body of the buffered spans read already (the children
+    of the traces whose root came); the others this plan assembles are read here."""
     # A pending trace's run may exist already: recorded by the agent client, which follows
     # the trace context (run id otel-<trace id>). Its spans then join that run as they come.
     headers = _headers_of(tenant, [w.trace for w in work
                                    if w.trace.state != OtlpTraceState.CLOSED])
-    pending_bodies = _bodies([pk for w in work if w.trace.state == OtlpTraceState.PENDING
-                              and (w.trace.trace_id in headers
-                                   or any(assembly.is_root(s) for s in w.new))
-                              for pk in w.pending_pks])
+    pending_bodies = {**pending_bodies, **_bodies([
+        pk for w in work if w.trace.state == OtlpTraceState.PENDING
+        and (w.trace.trace_id in headers or any(assembly.is_root(s) for s in w.new))
+        for pk in w.pending_pks if pk not in pending_bodies])}
     # Spans buffered by earlier requests call tools too: their classes, as registered now.
-    tool_classes = {**tool_classes, **_tool_classes(tenant, list(pending_bodies.values()))}
+    tool_classes = _tool_classes(tenant, [s for w in work for s in w.new]
+                                 + list(pending_bodies.values()))
     run_spans = _stored_run_spans(work, headers)
     for item in work:
         trace = item.trace
@@ -395,7 +421,8 @@ def _tool_classes(tenant: Tenant, spans: list[SpanDict]) -> dict[str, str]:
 def _bodies(pks: list[int]) -> dict[int, SpanDict]:
     if not pks:
         return {}
-    return dict(OtlpSpan.objects.filter(pk__in=pks).values_list("pk", "body"))
+    return {pk: orjson.loads(text) for pk, text in OtlpSpan.objects.filter(
+        pk__in=pks).values_list("pk", Cast("body", TextField()))}
 
 
 def _stored_run_spans(work: list[_TraceWork], headers: dict[str, dict[str, Any]]
@@ -455,22 +482,49 @@ def _store(tenant: Tenant, work: list[_TraceWork], now: datetime) -> int:
                 parent_span_id=span["parent_span_id"], name=span["name"][:500],
                 state=outcome.state, record_kind=outcome.record_kind, body=span,
                 received_at=now))
-    for (state, record_kind), pks in earlier_outcomes.items():
-        # The traces are locked (``_claim_traces``): these rows are still pending.
-        OtlpSpan.objects.filter(pk__in=pks, state=OtlpSpanState.PENDING).update(
-            state=state, record_kind=record_kind)
+    _mark_earlier(tenant, earlier_outcomes)
     append_rows(OtlpSpan, rows)
-    # Most traces of a request change alike (new and closed at once): one UPDATE per kind.
+    # Most traces of a request change alike (new and closed at once): one UPDATE per kind;
+    # none for a trace this request created and left as it was created (pending).
     changes: dict[tuple[Any, ...], list[int]] = {}
     for item in work:
-        t = item.trace
-        changes.setdefault((t.state, t.recorded_at, t.closed_at, t.last_activity_at),
-                           []).append(t.pk)
+        fields = _trace_fields(item.trace)
+        if fields != item.stored:
+            changes.setdefault(fields, []).append(item.trace.pk)
     for (state, recorded_at, closed_at, last_activity_at), pks in changes.items():
         OtlpTrace.objects.filter(pk__in=pks).update(
             state=state, recorded_at=recorded_at, closed_at=closed_at,
             last_activity_at=last_activity_at)
     return sum(row.state == OtlpSpanState.PENDING for row in rows)
+
+
+def _trace_fields(trace: OtlpTrace) -> tuple[Any, ...]:
+    """The fields of a trace's row ``_store`` writes, in its UPDATE's order."""
+    return trace.state, trace.recorded_at, trace.closed_at, trace.last_activity_at
+
+
+def _mark_earlier(tenant: Tenant, outcomes: dict[tuple[str, str], list[int]]) -> None:
+    """Give buffered spans assembled now their outcome ((state, record kind) -> row pks).
+    The traces are locked (``_claim_traces``): these rows are still pending."""
+    if connection.vendor != "postgresql" or len(outcomes) < 2:
+        for (state, record_kind), pks in outcomes.items():
+            OtlpSpan.objects.filter(pk__in=pks, state=OtlpSpanState.PENDING).update(
+                state=state, record_kind=record_kind)
+        return
+    # A root completing traces outcomes their children alike by kind (model call, tool
+    # call...): one statement for them all, the pks as one array, not an UPDATE per kind.
+    pks, states, kinds = [], [], []
+    for (state, record_kind), group in outcomes.items():
+        pks += group
+        states += [state] * len(group)
+        kinds += [record_kind] * len(group)
+    table = connection.ops.quote_name(OtlpSpan._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS s SET state = v.state, record_kind = v.kind "  # noqa: S608
+            "FROM unnest(%s::bigint[], %s::text[], %s::text[]) AS v(id, state, kind) "
+            "WHERE s.tenant_id = %s AND s.id = v.id AND s.state = %s",
+            [pks, states, kinds, tenant.pk, OtlpSpanState.PENDING])
 
 
 def _update_outcomes(trace: OtlpTrace, outcomes: dict[str, assembly.Outcome]) -> set[str]:
