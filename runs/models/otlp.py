@@ -52,7 +52,9 @@ class OtlpSpanState(models.TextChoices):
 
 
 class OtlpSpan(TenantOwned):
-    trace = models.ForeignKey(OtlpTrace, on_delete=models.PROTECT, related_name="spans")
+    # No index of its own: the unique (trace, span_id) index leads with it.
+    trace = models.ForeignKey(OtlpTrace, on_delete=models.PROTECT, related_name="spans",
+                              db_index=False)
     span_id = models.CharField(max_length=16, help_text="Lowercase hex, 8 bytes.")
     parent_span_id = models.CharField(max_length=16, blank=True)
     name = models.CharField(max_length=500, blank=True)
@@ -67,7 +69,11 @@ class OtlpSpan(TenantOwned):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["trace", "span_id"],
                                                name="otlp_span_unique_per_trace")]
-        indexes = [models.Index(fields=["trace", "state"], name="otlp_span_trace_state")]
+        # Only the spans waiting are looked up by state. A partial index: a span taking its
+        # outcome leaves it rather than writing a new entry (every buffered child of a split
+        # trace does, when its root comes), and spans recorded at once never enter it.
+        indexes = [models.Index(fields=["trace"], condition=models.Q(state="pending"),
+                                name="otlp_span_pending")]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.span_id})"
