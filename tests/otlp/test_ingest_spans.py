@@ -155,6 +155,31 @@ def test_children_wait_for_their_root_across_requests(acme, otlp_post):
     assert verify_tenant(acme, run_id=run.run_id).intact
 
 
+def test_children_that_waited_take_the_outcome_a_whole_trace_gives_them(acme, otlp_post):
+    """When the root comes, each buffered child is marked with what it became (a model call,
+    a tool call, a note keeping it raw): the same states a trace sent whole ends with."""
+    _register_the_tools(acme)
+    outcomes = {}
+    for split in (False, True):
+        trace_id, spans = s.agent_trace()
+        *children, root = spans
+        children.append(s.span(trace_id, "GET /forecast", {"http.request.method": "GET"},
+                               parent=s.sid(root), start_ms=320, end_ms=390))
+        bodies = [s.protobuf(*children), s.protobuf(root)] if split else [
+            s.protobuf(*children, root)]
+        for body in bodies:
+            assert otlp_post(acme, body).status_code == 200
+        outcomes[split] = sorted(OtlpSpan.objects.filter(trace__trace_id=trace_id)
+                                 .values_list("name", "state", "record_kind"))
+    assert outcomes[True] == outcomes[False] == [
+        ("GET /forecast", "unmapped", "annotation"),
+        ("chat gpt-4.1", "recorded", "model_call"),
+        ("execute_tool get_weather", "recorded", "tool_call"),
+        ("execute_tool send_email", "recorded", "tool_call"),
+        ("invoke_agent weather-agent", "recorded", "run"),
+    ]
+
+
 def test_a_retried_export_records_nothing_twice(acme, otlp_post):
     _trace_id, spans = s.agent_trace()
     body = s.protobuf(*spans)

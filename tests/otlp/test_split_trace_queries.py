@@ -122,3 +122,17 @@ def test_a_key_bound_to_agents_narrows_traces_at_the_same_cost_for_5_or_50(acme)
 
     both_requests(2)
     assert both_requests(50) == both_requests(5)
+
+
+def test_completing_split_traces_costs_what_whole_traces_cost_plus_marking_the_children(acme):
+    """The request carrying the roots reads the waiting children with the rest of the buffer
+    (no query of their own) and leaves the rows of traces it did not change alone; beyond what
+    the same traces sent whole cost, it only marks the children with their outcome: one UPDATE
+    on PostgreSQL, one per kind of outcome elsewhere (here model calls and tool calls)."""
+    post = _poster(acme)
+    _split(post, acme, 2)  # the agent and the tenant's first run exist from here on
+    whole = _traces(5)
+    at_once = _queries(post, s.protobuf(*[span for _, spans in whole for span in spans]))
+    _all_recorded(acme, whole)
+    marking = 1 if connection.vendor == "postgresql" else 2
+    assert _split(post, acme, 5) == at_once + marking
