@@ -284,7 +284,14 @@ def _buffered(traces: dict[str, OtlpTrace], bodies_of: Collection[int] = ()
     if bodies_of:
         body = Case(When(trace__in=list(bodies_of), state=OtlpSpanState.PENDING,
                          then=Cast("body", TextField())), default=body)
-    rows = OtlpSpan.objects.filter(trace__in=[t.pk for t in traces.values()]).values_list(
+    if not traces:
+        return known, bodies
+    # By the traces' own key (tenant, trace id), joined: a list of trace pks, estimated by
+    # the column's statistics, is a sequential scan of the whole buffer while they are
+    # missing (a new or truncated table until autoanalyze: 25 ms at 45,000 spans, not 1.4).
+    rows = OtlpSpan.objects.filter(
+        trace__tenant_id=next(iter(traces.values())).tenant_id,
+        trace__trace_id__in=list(traces)).values_list(
         "trace_id", "span_id", "parent_span_id", "record_kind", "state", "pk", body)
     for trace_pk, span_id, parent, record_kind, state, pk, text in rows:
         known.setdefault(trace_pk, {})[span_id] = (parent, record_kind, state, pk)
