@@ -279,13 +279,13 @@ def _buffered(traces: dict[str, OtlpTrace], bodies_of: Collection[int] = ()
     row pk); and row pk -> body of the pending spans of the traces ``bodies_of`` (pks)."""
     known: dict[int, dict[str, tuple[str, str, str, int]]] = {}
     bodies: dict[int, SpanDict] = {}
+    if not traces:
+        return known, bodies
     # As text, decoded by orjson: JSONField decodes with json.loads, half of reading them.
     body: Any = Value(None, output_field=TextField())
     if bodies_of:
         body = Case(When(trace__in=list(bodies_of), state=OtlpSpanState.PENDING,
                          then=Cast("body", TextField())), default=body)
-    if not traces:
-        return known, bodies
     # By the traces' own key (tenant, trace id), joined: a list of trace pks, estimated by
     # the column's statistics, is a sequential scan of the whole buffer while they are
     # missing (a new or truncated table until autoanalyze: 25 ms at 45,000 spans, not 1.4).
@@ -518,8 +518,8 @@ def _mark_earlier(tenant: Tenant, outcomes: dict[tuple[str, str], list[int]]) ->
             OtlpSpan.objects.filter(pk__in=pks, state=OtlpSpanState.PENDING).update(
                 state=state, record_kind=record_kind)
         return
-    # A root completing traces outcomes their children alike by kind (model call, tool
-    # call...): one statement for them all, the pks as one array, not an UPDATE per kind.
+    # The children a request's roots complete take a few outcomes (model call, tool call,
+    # kept raw...): one statement for them all, the pks as one array, not one per outcome.
     pks, states, kinds = [], [], []
     for (state, record_kind), group in outcomes.items():
         pks += group
