@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.add_argument("--workers", type=processes_argument, default="auto",
                         help="processes sharing the work (PostgreSQL), or auto (the default): "
-                        "one below about 150,000 records a tenant, then more, at most the "
+                        "one below about 400,000 records a tenant, then more, at most the "
                         "cores and 4")
     verify.set_defaults(func=cmd_verify)
     for module in COMMAND_MODULES:

@@ -26,13 +26,13 @@ if TYPE_CHECKING:
 # set up.
 CHUNKS_PER_WORKER = 4
 #: Records (runs + ``Run.last_seq`` summed) from which a second process pays for its start-up,
-#: and each further one needs as many more. Measured on a quiet machine (load 0.7-1.7, 2 cores,
-#: after ``integrity_fast``): ``python -m bench.verify --reuse-db <1.01M records in tenants of
-#: 60,912 / 150,852 / 301,257 / 499,959> --crossover --skip raw,tx,fetch,decompose,proto
-#: --workers-list 1,2``, best of 2 per count: one process 2.4 / 6.0 / 10.7 / 18.5 s, two
-#: 3.9 / 5.5 / 10.0 / 10.4 s. One wins below ~130,000 (a worker's start-up is ~1.5 s), two
-#: from there; at load 9-10 the same passes crossed near 345,000 (the cores were taken).
-PARALLEL_FROM_RECORDS = 150_000
+#: and each further one needs as many more. One process fetches the next rows while it hashes
+#: these (``integrity_fast``), a core for PostgreSQL and one for Python, so a second process
+#: only wins on a big tenant. Measured on 2 cores at load 1.0-1.7 (``python -m bench.verify
+#: --tenant-records 400000,700000 --skip raw,tx,fetch,decompose --workers-list 1,2``, and the
+#: default 20,000/280,000): one process 0.3 / 2.9 / 4.3 / 7.0 s for 20k / 280k / 400k / 700k
+#: records, two 1.4 / 3.3 / 4.3 / 5.8 s: even at 400,000, two from there.
+PARALLEL_FROM_RECORDS = 400_000
 MOST_WORKERS = MOST_PROCESSES
 _SIGNED: dict[str, list[tuple[int, str, int]]] = {}
 
