@@ -5,6 +5,7 @@ are kept as test artifacts (``LEDGER_TEST_ARTIFACTS``, default ``data/test-artif
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from approvals.models import ApprovalRequest, Status
 from approvals.services import request_approval
@@ -99,7 +101,8 @@ def test_an_operator_follows_the_demos_incident_to_its_replay_and_partial_rollba
 
     page.locator("#panel-incidents a", has_text="Refunds sent twice").click()
     page.locator("li.linked-replay a").click()  # the sandbox replay: it diverged
-    assert page.locator("td.replayed", has_text="pending_review").count() == 2  # two refunds
+    # A click waits for the navigation to commit, not for the page to be parsed: wait for rows.
+    expect(page.locator("td.replayed", has_text="pending_review")).to_have_count(2)  # two refunds
     shoot(page, "operator-demo-replay")
     page.go_back()
     page.locator("li.linked-call a", has_text="refund_payment").click()
@@ -122,10 +125,11 @@ def test_an_operator_works_the_runbook_from_the_home_page(
     seed_the_demo("operator")
     start_at_home(live_server, page, login, "operator")
     page.locator("#panel-incidents a", has_text="Refunds sent twice").click()
+    page.wait_for_url(re.compile(r"/incidents/acme/\d+/$"))
     incident_url = page.url
     incident = Incident.objects.get(pk=int(incident_url.rstrip("/").rsplit("/", 1)[-1]))
     page.locator("li.linked-run a").first.click()  # the incident's run: its timeline
-    assert page.locator("#replay-form").count() == 1
+    expect(page.locator("#replay-form")).to_have_count(1)
     with celery_conf(task_always_eager=True):
         page.locator("#replay-form input[name=until_step]").fill("2")
         page.locator("#replay-form input[type=submit]").click()
@@ -213,7 +217,7 @@ def test_a_governor_reviews_backtests_and_publishes_the_demos_draft(
     shoot(page, "governor-condition-tried")
 
     page.locator("a", has_text="what this version changes").click()
-    assert page.locator('tr.rule-added[data-rule="large refunds need a person"]').count() == 1
+    expect(page.locator('tr.rule-added[data-rule="large refunds need a person"]')).to_have_count(1)
     shoot(page, "governor-diff")
     page.go_back()
 
