@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 from django.conf import settings
@@ -57,3 +57,16 @@ def choose_processes(size: int, cpus: int, threshold: int, most: int = MOST_PROC
     if size < threshold:
         return 1
     return max(1, min(cpus, most, MOST_PROCESSES, 1 + size // threshold))
+
+
+def finished_in_order(futures: list[Future[Any]]) -> Iterator[int]:
+    """Each future's position once it and every one before it have finished; the first
+    exception any of them raises, as soon as it is raised (not once those before it end)."""
+    running = set(futures)
+    for position, future in enumerate(futures):
+        while not future.done():
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for other in finished:
+                other.result()
+        future.result()
+        yield position

@@ -79,7 +79,7 @@ class _HashingWriter:
 _FLUSH_LINES = 2000
 
 
-def join_parts(parts: Iterable[IO[bytes]], fmt: str, directory: Path) -> Joined:
+def join_parts(parts: Iterable[Iterable[bytes]], fmt: str, directory: Path) -> Joined:
     """Concatenate part files (in order) into the data file and index under ``directory``.
 
     The one pass over every record: its line (numbered here, as the parts are written

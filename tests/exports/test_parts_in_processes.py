@@ -40,12 +40,15 @@ def _export(acme, alice, workers):
 
 
 def test_parts_written_by_two_processes_make_the_bundle_one_process_makes(
-        acme, alice, record, make_run, export_dirs, bundle_of, settings):
+        acme, alice, record, make_run, export_dirs, bundle_of, settings, caplog):
     record(acme, *[make_run() for _ in range(6)])
     settings.LEDGER_EXPORT_PART_ROWS = 9  # many parts, for two processes to share
     alone = _export(acme, alice, workers=1)
-    shared = _export(acme, alice, workers=2)
+    with caplog.at_level("INFO", logger="exports.services"):
+        shared = _export(acme, alice, workers=2)
     assert alone.status == shared.status == "done", shared.error
+    # this process joined the parts while the other two wrote them
+    assert f"export {shared.pk}: the parts were joined as they were written" in caplog.text
     assert shared.parts.count() > 4
     this_process = _writers(alone)
     assert len(this_process) == 1
