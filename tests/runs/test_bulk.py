@@ -137,3 +137,73 @@ def test_append_rows_stores_rows_with_ids_from_the_table(acme):
     after = OtlpSpan.objects.create(tenant=acme, trace=trace, span_id="ff" * 8, body={},
                                     received_at=T)
     assert after.pk > max(pk for pk, _, _ in stored)  # the table's own sequence moved on
+
+
+def _decision(tenant: Any, **values: Any) -> Any:
+    from policies.models import Decision
+
+    fields = {"tenant": tenant, "run_id": "run-1", "call_id": "call-1", "agent_id": "bot",
+              "tool": "refund", "action_class": "write", "mode": "live",
+              "input": {"arguments": {"amount": 10, "note": "é \u2028 \"quoted\""},
+                        "nested": [1, 2.5, None, True]},
+              "effect": "allow", "reason": "rule r1", "matched_rules": [{"rule": "r1"}],
+              "engine": "embedded", "engine_answers": [], "latency_us": 42,
+              "decided_by": "key:bot"}
+    return Decision(**{**fields, **values})
+
+
+def _stored(obj: Any) -> dict[str, Any]:
+    row = type(obj).objects.filter(pk=obj.pk).values().get()
+    row.pop("id")
+    return row
+
+
+@pytest.mark.django_db
+def test_insert_one_stores_the_row_save_stores(acme: Any) -> None:
+    from runs.bulk import insert_one
+
+    saved = _decision(acme)
+    saved.save(force_insert=True)
+    inserted = insert_one(_decision(acme))
+    assert inserted.pk is not None and inserted.pk != saved.pk
+    assert (inserted._state.adding, inserted._state.db) == (False, "default")
+    assert inserted.created_at is not None  # stamped as save stamps it
+    expected, got = _stored(saved), _stored(inserted)
+    assert got.pop("created_at") >= expected.pop("created_at")
+    assert got == expected
+    assert type(inserted).objects.get(pk=inserted.pk).input == inserted.input
+
+
+@pytest.mark.django_db
+def test_insert_one_sends_the_save_signals_to_whoever_listens(acme: Any) -> None:
+    from django.db.models.signals import post_save, pre_save
+
+    from policies.models import Decision
+    from runs.bulk import insert_one
+
+    heard: list[tuple[str, Any, Any]] = []
+
+    def before(sender: Any, instance: Any, **kwargs: Any) -> None:
+        heard.append(("pre", instance.pk, kwargs["raw"]))
+
+    def after(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+        heard.append(("post", instance.pk, created))
+
+    pre_save.connect(before, sender=Decision)
+    post_save.connect(after, sender=Decision)
+    try:
+        decision = insert_one(_decision(acme))
+    finally:
+        pre_save.disconnect(before, sender=Decision)
+        post_save.disconnect(after, sender=Decision)
+    assert heard == [("pre", None, False), ("post", decision.pk, True)]
+
+
+@pytest.mark.django_db
+def test_insert_one_leaves_a_row_with_its_key_set_to_save(acme: Any) -> None:
+    from runs.bulk import insert_one
+
+    first = insert_one(_decision(acme))
+    chosen = _decision(acme, id=first.pk + 1000)
+    assert insert_one(chosen).pk == first.pk + 1000
+    assert type(chosen).objects.filter(pk=first.pk + 1000).exists()
