@@ -68,7 +68,8 @@ def test_the_join_takes_the_followed_files_without_reading_the_parts_again(
 
     with caplog.at_level("INFO", logger="exports.services"):
         done = join(export.pk, followed)
-    assert done is not None and done.status == "done", export.error
+    assert done is not None
+    assert done.status == "done", done.error
     assert "joined as they were written" in caplog.text
     assert verify_bundle(bundle_of(done), signing.public_key_b64()).ok
     assert _records(bundle_of(done)) == reference
@@ -88,7 +89,8 @@ def test_a_part_written_again_after_it_was_followed_sends_the_join_back_to_the_p
 
     with caplog.at_level("INFO", logger="exports.services"):
         done = join(export.pk, followed)
-    assert done is not None and done.status == "done", done.error
+    assert done is not None
+    assert done.status == "done", done.error
     assert "joined as they were written" not in caplog.text
     assert verify_bundle(bundle_of(done), signing.public_key_b64()).ok
     assert _records(bundle_of(done)) == reference

@@ -165,7 +165,8 @@ def test_insert_one_stores_the_row_save_stores(acme: Any) -> None:
     saved = _decision(acme)
     saved.save(force_insert=True)
     inserted = insert_one(_decision(acme))
-    assert inserted.pk is not None and inserted.pk != saved.pk
+    assert inserted.pk is not None
+    assert inserted.pk != saved.pk
     assert (inserted._state.adding, inserted._state.db) == (False, "default")
     assert inserted.created_at is not None  # stamped as save stamps it
     expected, got = _stored(saved), _stored(inserted)
