@@ -56,11 +56,15 @@ MODELS = ["runs.ToolCall", "runs.Run", "runs.Annotation", "policies.Decision"]
 BENCH = "admin_changelist"
 
 
-def ensure_data(tool_calls: int, seed: int) -> str:
+def ensure_data(tool_calls: int, seed: int, copy_jobs: int = 0) -> str:
+    """Load the tool calls unless they are there: through ``ingest_batch`` (the default), or
+    with ``copy_jobs`` > 0 through the COPY generator in that many processes (the way to ten
+    million: the same runs, chained as ingestion chains them, without ingestion's checks)."""
     from django.db import connection
 
     from bench.generate import load
     from runs.models import ToolCall
+    from runs.sample_copy import copy_load_parallel
 
     have = ToolCall.objects.count()
     if have >= tool_calls:
@@ -69,7 +73,15 @@ def ensure_data(tool_calls: int, seed: int) -> str:
         sys.exit(f"the database holds {have:,} of {tool_calls:,} tool calls; run without "
                  "--reuse-db to load it afresh")
     started = time.perf_counter()
-    totals = load(TENANTS, tool_calls, seed, progress=sys.stderr.isatty())
+    if copy_jobs:
+        rows = copy_load_parallel(TENANTS, tool_calls, seed, copy_jobs,
+                                  progress=sys.stderr.isatty())
+        totals = {"tool_calls": rows.get("runs_toolcall", 0), **rows}
+        totals.pop("runs_toolcall", None)
+        how = f"the COPY generator ({copy_jobs} process(es))"
+    else:
+        totals = load(TENANTS, tool_calls, seed, progress=sys.stderr.isatty())
+        how = "ingest_batch"
     seconds = time.perf_counter() - started
     with connection.cursor() as cursor:
         for name in ("runs_run", "runs_step", "runs_modelcall", "runs_toolcall",
@@ -77,7 +89,7 @@ def ensure_data(tool_calls: int, seed: int) -> str:
             cursor.execute(f"VACUUM ANALYZE {name}")
     return (f"loaded {totals.get('tool_calls', 0):,} tool calls ({sum(totals.values()):,} "
             f"records) in {seconds:,.0f} s = {totals.get('tool_calls', 0) / seconds:,.0f} "
-            "tool calls/s through ingest_batch, then VACUUM ANALYZE")
+            f"tool calls/s through {how}, then VACUUM ANALYZE")
 
 
 def users() -> dict[str, Any]:
@@ -358,6 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reuse-db", action="store_true",
                         help="reuse the database if it exists (no loading when it already holds "
                         "the tool calls); implies --keep")
+    parser.add_argument("--copy", type=int, default=0, metavar="JOBS",
+                        help="load with the COPY generator in JOBS processes (PostgreSQL; "
+                        "how 10,000,000 tool calls are loaded) instead of ingest_batch")
     parser.add_argument("--explain", action="store_true",
                         help="EXPLAIN ANALYZE the slowest query each case actually ran")
     parser.add_argument("--profile", metavar="TEXT",
@@ -375,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         from runs.models import Run, ToolCall
 
         print(environment_line(db), flush=True)
-        print(ensure_data(args.tool_calls, args.seed))
+        print(ensure_data(args.tool_calls, args.seed, args.copy))
         total = ToolCall.objects.count()
         print(f"data: {total:,} tool calls, {Run.objects.count():,} runs in "
               f"{len(TENANTS)} tenants; {args.warmup} warm-ups + {args.repeat} requests a case; "

@@ -160,10 +160,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--profile", action="store_true",
                         help="cProfile one API request (top by cumulative and by tottime)")
+    parser.add_argument("--reuse-db", action="store_true",
+                        help="measure in an existing database (kept), e.g. the 10,000,000 "
+                        "tool calls bench.admin_changelist --copy leaves: its tool calls are "
+                        "the background, and the measured run is added once")
     add_db_arguments(parser, "run_detail")
     args = parser.parse_args(argv)
 
-    with bench_database(args) as db:
+    with bench_database(args, reuse=args.reuse_db) as db:
         import psycopg
         from django.db import connection
         from django.test import Client
@@ -174,24 +178,30 @@ def main(argv: list[str] | None = None) -> None:
         from core.actors import ApiKeyPrincipal
         from core.models import Tenant
         from core.services import issue_api_key
-        from runs.models import Run
+        from runs.models import Run, ToolCall
         from runs.services import redactor_for
 
         print(environment_line(db), flush=True)
-        totals = load(TENANTS, args.background, args.seed, progress=sys.stderr.isatty())
+        if db.created:
+            totals = load(TENANTS, args.background, args.seed, progress=sys.stderr.isatty())
+        else:  # what the reused database holds is the background
+            totals = {"tool_calls": ToolCall.objects.count(), "runs": Run.objects.count()}
         tenant = Tenant.objects.get(slug=TENANTS[0])
         run = big_run(TENANTS[0], args.tool_calls)
-        parts = ingest_run(tenant, run)
-        with connection.cursor() as cursor:
-            for name in ("runs_run", "runs_step", "runs_modelcall", "runs_toolcall",
-                         "runs_annotation"):
-                cursor.execute(f"VACUUM ANALYZE {name}")
-        stored = Run.objects.get(tenant=tenant, run_id=run["run_id"])
+        stored = Run.objects.filter(tenant=tenant, run_id=run["run_id"]).first()
+        parts = 0
+        if stored is None:
+            parts = ingest_run(tenant, run)
+            with connection.cursor() as cursor:
+                for name in ("runs_run", "runs_step", "runs_modelcall", "runs_toolcall",
+                             "runs_annotation"):
+                    cursor.execute(f"VACUUM ANALYZE {name}")
+            stored = Run.objects.get(tenant=tenant, run_id=run["run_id"])
         print(f"data: background {totals.get('tool_calls', 0):,} tool calls in "
               f"{totals.get('runs', 0):,} runs; measured run {run['run_id']}: "
               f"{len(run['tool_calls']):,} tool calls, {len(run['steps'])} steps, "
               f"{len(run['model_calls'])} model calls, last_seq {stored.last_seq:,} "
-              f"(ingested as {parts} batches)")
+              + (f"(ingested as {parts} batches)" if parts else "(already in the database)"))
 
         key_row, key = issue_api_key(tenant, "bench-reader", ["view_ledger"])
         client = Client(HTTP_HOST="localhost", headers={"Authorization": f"Bearer {key}"})
