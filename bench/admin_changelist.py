@@ -50,7 +50,14 @@ from bench._common import (
     verdict,
 )
 
+# #17: every click under 300 ms at 1M tool calls and under 500 ms at 10M; a size in between
+# is held to the 1M target, so only a database of 10M or more gets the looser one.
 TARGET_MS = 300.0
+TARGET_MS_AT_10M = 500.0
+
+
+def target_ms(tool_calls: int) -> float:
+    return TARGET_MS_AT_10M if tool_calls >= 10_000_000 else TARGET_MS
 TENANTS = ["bench-1", "bench-2"]
 MODELS = ["runs.ToolCall", "runs.Run", "runs.Annotation", "policies.Decision"]
 BENCH = "admin_changelist"
@@ -405,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
                 cursor.fetchall()
 
         baseline = time_calls(select, max(args.repeat, 5), args.warmup).median
+        target = target_ms(total)
 
         people = users()
         cases = [case for label in MODELS if label.split(".")[1].lower() in wanted
@@ -436,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
                          result.median("render_ms"),
                          median - result.median("sql_ms") - result.median("render_ms"),
                          result.median("cpu_ms"), result.queries,
-                         verdict(median < TARGET_MS)])
+                         verdict(median < target)])
             print(f"  {case.label}: {median:.0f} ms", file=sys.stderr, flush=True)
             if args.explain and result.slowest is not None:
                 explains.append(explain(case.label, result.slowest[1], result.slowest[2]))
@@ -446,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
 
         print()
         print(table(["case (model, user, what)", "rows", "median ms", "sql ms", "render ms",
-                     "other ms", "app cpu ms", "queries", f"< {TARGET_MS:.0f} ms"], rows))
+                     "other ms", "app cpu ms", "queries", f"< {target:.0f} ms"], rows))
         print(f"(medians of {args.repeat} requests; sql: CaptureQueriesContext's time; render: "
               "the TemplateResponse's rendering; other: the rest of the view; app cpu: the "
               "bench process's CPU time for the request, steadier than wall time on shared "
@@ -456,12 +464,13 @@ def main(argv: list[str] | None = None) -> None:
         size = f"{total:,} tool calls"
         for label, median in graded:
             record_figure(BENCH, f"{label} ({size})", f"{median:.0f} ms",
-                          f"median < {TARGET_MS:.0f} ms at 1M tool calls",
+                          f"median < {target:.0f} ms at "
+                          f"{'10M' if target == TARGET_MS_AT_10M else '1M'} tool calls",
                           f"bare SELECT LIMIT 100 {baseline:.1f} ms",
-                          f"{median / baseline:,.0f}x", median < TARGET_MS)
+                          f"{median / baseline:,.0f}x", median < target)
         worst = max(graded, key=lambda g: g[1]) if graded else ("-", 0.0)
-        print(f"\nslowest: {worst[0]} {worst[1]:.0f} ms; every median < {TARGET_MS:.0f} ms: "
-              f"{verdict(all(m < TARGET_MS for _, m in graded))}")
+        print(f"\nslowest: {worst[0]} {worst[1]:.0f} ms; every median < {target:.0f} ms: "
+              f"{verdict(all(m < target for _, m in graded))}")
         for text in explains:
             print(text)
 
