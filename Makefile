@@ -53,13 +53,13 @@ test: install lint
 
 test-sqlite: install
 	@echo "== tests on the embedded default (SQLite, no Redis)"
-	env -u DATABASE_URL -u REDIS_URL LEDGER_DATA_DIR=$(CURDIR)/data/test $(BIN)/pytest -q
+	env -u DATABASE_URL -u REDIS_URL LEDGER_DATA_DIR=$(CURDIR)/data/test $(BIN)/pytest -q --durations=25
 
 test-postgres: install
 	@if $(BIN)/python scripts/services_up.py "$(TEST_DATABASE_URL)" "$(TEST_REDIS_URL)"; then \
 	  echo "== tests on PostgreSQL + Redis"; \
 	  DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
-	    LEDGER_DATA_DIR=$(CURDIR)/data/test-postgres $(BIN)/pytest -q; \
+	    LEDGER_DATA_DIR=$(CURDIR)/data/test-postgres $(BIN)/pytest -q --durations=25; \
 	elif [ "$(REQUIRE_SERVICES)" = "1" ]; then \
 	  echo "PostgreSQL/Redis unreachable and REQUIRE_SERVICES=1"; exit 1; \
 	else echo "== PostgreSQL or Redis unreachable: PostgreSQL tests skipped"; fi
