@@ -46,3 +46,43 @@ def test_copied_runs_hash_as_ingested_ones_and_verify(db):
     report = verify_tenant(copied)
     assert report.breaks == []
     assert report.runs >= 20  # and the governance log's
+
+
+@pytest.mark.django_db(transaction=True)
+def test_loaders_side_by_side_take_ids_in_any_order_without_deadlock_or_collision():
+    """``copy_load_parallel``'s processes each hold one chunk's transaction open while they
+    take id blocks for the tables in whatever order their runs need them."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from runs.sample_copy import _Ids
+
+    meet = threading.Barrier(2, timeout=10)
+    taken: dict[str, list[int]] = {"runs_run": [], "runs_step": []}
+    failures: list[BaseException] = []
+
+    def load(first: str, second: str) -> None:
+        try:
+            with transaction.atomic():
+                ids = {first: _Ids(first), second: _Ids(second)}
+                mine = {first: [ids[first].take()]}
+                meet.wait()  # each now holds a block of its first table
+                mine[second] = [ids[second].take() for _ in range(3)]
+            for table, values in mine.items():
+                taken[table].extend(values)
+        except BaseException as exc:  # the main thread asserts there were none
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=load, args=("runs_run", "runs_step")),
+               threading.Thread(target=load, args=("runs_step", "runs_run"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert failures == []
+    for values in taken.values():
+        assert len(values) == len(set(values))
+    assert len(taken["runs_step"]) == len(taken["runs_run"]) == 4
