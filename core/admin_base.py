@@ -337,9 +337,15 @@ class ExactSearchAdmin(TenantScopedAdmin):
     def matching_pks(self, request: HttpRequest, model: type[Model], **lookup: Any) -> list[int]:
         found = model._default_manager.filter(**lookup)
         ids = self.tenant_ids(request)
-        if ids is not None:
-            found = found.filter(tenant_id__in=ids)
-        return list(found.values_list("pk", flat=True)[:1000])
+        if ids is None:
+            # Every tenant, named: an external id is unique per (tenant, id), and without the
+            # tenant that index is read whole (a call_id among 10,000,000 tool calls: 400 ms);
+            # with each tenant named it is one probe a tenant.
+            from .models import Tenant
+
+            ids = sorted(Tenant.objects.values_list("pk", flat=True))
+        return list(found.filter(tenant_id__in=ids).order_by("-pk").values_list(
+            "pk", flat=True)[:1000])
 
 
 class LedgerRecordAdmin(ExactSearchAdmin):
