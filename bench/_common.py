@@ -281,6 +281,9 @@ def profile_call(fn: Callable[[], Any], top: int = 30, sort: str = "cumulative")
 # -- the report (make bench-report) --------------------------------------------------------
 
 REPORT_ENV = "BENCH_REPORT_FILE"
+# The name the figures are recorded under, when the report runs a benchmark at another size
+# under an entry of its own (bench.report's ``Benchmark.module``).
+REPORT_NAME_ENV = "BENCH_REPORT_NAME"
 
 
 def load_average() -> str:
@@ -298,6 +301,7 @@ def record_figure(benchmark: str, figure: str, value: str, target: str,
     import json
 
     grade = "-" if ok is None else verdict(ok)
+    benchmark = os.environ.get(REPORT_NAME_ENV) or benchmark
     row = {"benchmark": benchmark, "figure": figure, "value": value, "target": target,
            "baseline": baseline, "ratio": ratio, "verdict": grade, "load": load_average(),
            "commit": git_state()}

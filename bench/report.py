@@ -27,7 +27,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench._common import DEFAULT_DATA_DIR, git_state, load_average
+from bench._common import (
+    DEFAULT_DATA_DIR,
+    REPORT_ENV,
+    REPORT_NAME_ENV,
+    git_state,
+    load_average,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "bench" / "README.md"
@@ -36,6 +42,8 @@ BEGIN, END = "<!-- bench-report:begin -->", "<!-- bench-report:end -->"
 # the benchmarks it ran and keeps the others' (each row names its own commit and load).
 FIGURES = REPO / "bench" / "figures.jsonl"
 SHARED_DB = "ledger_bench_admin"  # made by admin_changelist, measured again by backtest
+BIG_DB = "ledger_bench_admin10m"  # made by admin_changelist_10m, measured again by run_detail
+QUICK_BIG_DB = "ledger_bench_admin10m_quick"  # --size quick's stand-in, never the 10M one
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,9 @@ class Benchmark:
     args: tuple[str, ...] = ()
     quick: tuple[str, ...] = ()  # replaces sizes for --size quick
     timeout_s: int = 3600
+    # The module, when another entry's (the same benchmark at another size): its rows are
+    # then recorded under this entry's name, so each size keeps rows of its own.
+    module: str = ""
 
 
 # In the order they run: admin_changelist keeps the 1M-call database backtest reuses.
@@ -67,14 +78,25 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("admin_changelist", args=("--keep",), quick=("--tool-calls", "100000",
                                                           "--repeat", "5"), timeout_s=7200),
     Benchmark("backtest", args=("--reuse-db", SHARED_DB)),
+    # Ten million tool calls (#17): loaded once with the COPY generator (about 13 minutes),
+    # kept, and measured again by run detail.
+    Benchmark("admin_changelist_10m", module="admin_changelist",
+              args=("--tool-calls", "10000000", "--copy", "2", "--reuse-db", "--db-name",
+                    BIG_DB, "--repeat", "5"),
+              quick=("--tool-calls", "200000", "--repeat", "3", "--db-name", QUICK_BIG_DB),
+              timeout_s=7200),
+    Benchmark("run_detail_10m", module="run_detail", args=("--reuse-db", "--db-name", BIG_DB),
+              quick=("--db-name", QUICK_BIG_DB)),
 )
 
 
 def run_one(bench: Benchmark, size: str, report_file: Path, log_dir: Path) -> tuple[int, float]:
-    command = [sys.executable, "-m", f"bench.{bench.name}", *bench.args]
+    command = [sys.executable, "-m", f"bench.{bench.module or bench.name}", *bench.args]
     if size == "quick":
         command += list(bench.quick)
-    env = {**os.environ, "BENCH_REPORT_FILE": str(report_file)}
+    env = {**os.environ, REPORT_ENV: str(report_file)}
+    if bench.module:
+        env[REPORT_NAME_ENV] = bench.name
     log = log_dir / f"{bench.name}.log"
     print(f"== {bench.name}: {' '.join(command[1:])}  (log {log}; load {load_average()})",
           flush=True)
