@@ -30,6 +30,9 @@ from .roles import Role
 from .tenancy import allowed_tenant_ids, roles_of, tenants_for
 
 EXACT_COUNT_UP_TO = 10_000
+# A changelist's parameters that filter nothing: the sort, the page, the search (which names
+# its tenants itself: ``ExactSearchAdmin.matching_pks``), the popup and error markers.
+_NOT_FILTERS = frozenset({"o", "p", "q", "e", "_to_field", "_popup", "all"})
 
 
 def estimated_count(qs: QuerySet[Any]) -> int:
@@ -226,8 +229,28 @@ class TenantScopedAdmin(admin.ModelAdmin[Any]):  # one base for every model's ad
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = super().get_queryset(request)
-        ids = self.tenant_ids(request)
+        filtered = self.name_every_tenant and not request.GET.keys() <= _NOT_FILTERS
+        ids = self.named_tenant_ids(request) if filtered else self.tenant_ids(request)
         return queryset if ids is None else queryset.filter(tenant_id__in=ids)
+
+    #: Filtered lists of a reader of every tenant name each tenant (``named_tenant_ids``): for
+    #: the big tables, whose filters' indexes lead with the tenant. Unfiltered lists do not:
+    #: their order is served by an index without the tenant, which the named tenants would
+    #: make the planner leave (a middle page of 10,000,000 tool calls: 318 ms -> 1.8 s).
+    name_every_tenant = False
+
+    def named_tenant_ids(self, request: HttpRequest) -> list[int]:
+        """``tenant_ids``, with every tenant named for a reader of all of them. An index that
+        leads with the tenant (an external id's unique index, a status's) serves a condition
+        on its second column only with the tenants named, one probe a tenant; without them it
+        is read whole (a call_id, or a status no call has, among 10,000,000 tool calls: 400 and
+        480 ms)."""
+        ids = self.tenant_ids(request)
+        if ids is not None:
+            return ids
+        from .models import Tenant
+
+        return sorted(Tenant.objects.values_list("pk", flat=True))
 
     def _has(self, request: HttpRequest, role: str | None, obj: Model | None) -> bool:
         if role is None:
@@ -335,17 +358,9 @@ class ExactSearchAdmin(TenantScopedAdmin):
         return queryset.filter(combined), False
 
     def matching_pks(self, request: HttpRequest, model: type[Model], **lookup: Any) -> list[int]:
-        found = model._default_manager.filter(**lookup)
-        ids = self.tenant_ids(request)
-        if ids is None:
-            # Every tenant, named: an external id is unique per (tenant, id), and without the
-            # tenant that index is read whole (a call_id among 10,000,000 tool calls: 400 ms);
-            # with each tenant named it is one probe a tenant.
-            from .models import Tenant
-
-            ids = sorted(Tenant.objects.values_list("pk", flat=True))
-        return list(found.filter(tenant_id__in=ids).order_by("-pk").values_list(
-            "pk", flat=True)[:1000])
+        found = model._default_manager.filter(tenant_id__in=self.named_tenant_ids(request),
+                                              **lookup)
+        return list(found.order_by("-pk").values_list("pk", flat=True)[:1000])
 
 
 class LedgerRecordAdmin(ExactSearchAdmin):
@@ -357,6 +372,7 @@ class LedgerRecordAdmin(ExactSearchAdmin):
 
     ordering = ["-id"]
     sortable_by = ["started_at", "recorded_at"]
+    name_every_tenant = True
     list_max_show_all = 0  # "show all" of a million rows: never
     lean_changelist = True  # their list_display methods read ids only (runs/admin.py)
     change_list_template = "admin/lean_change_list.html"  # rows by core/admin_rows.py

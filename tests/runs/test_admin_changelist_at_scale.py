@@ -205,6 +205,27 @@ def test_no_page_counts_the_whole_table_or_offsets_over_whole_rows(
     assert pages >= 3
 
 
+def test_a_superusers_filtered_list_names_every_tenant_and_the_plain_list_does_not(
+        ledger, small_bounds, superuser, acme, globex, client):
+    """A filter's index leads with the tenant (``toolcall_tenant_status``): without the tenants
+    named it is read whole, 480 ms for a status no call has among 10,000,000 tool calls. The
+    plain list's order has an index of its own, which named tenants would make PostgreSQL
+    leave."""
+    client.force_login(superuser)
+    named = f'"tenant_id" IN ({", ".join(str(pk) for pk in sorted([acme.pk, globex.pk]))})'
+
+    def row_sql(query: str) -> list[str]:
+        with CaptureQueriesContext(connection) as captured:
+            _page(client, ToolCall, query)
+        return _row_queries(ToolCall, [q["sql"] for q in captured.captured_queries])
+
+    filtered = row_sql("?status=cancelled")
+    assert filtered
+    assert all(named in sql for sql in filtered), filtered
+    assert not any("tenant_id" in sql.split(" WHERE ", 1)[-1] for sql in row_sql("")
+                   if " WHERE " in sql)
+
+
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
 def test_show_all_is_not_offered_for_big_lists(model, ledger, small_bounds, superuser,
                                                client):
