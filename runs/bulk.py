@@ -169,7 +169,9 @@ def _copy(model: type[models.Model], objs: Sequence[models.Model], with_pk: bool
     table = connection.ops.quote_name(model._meta.db_table)
     now = timezone.now()
     dumps = orjson.dumps
-    with connection.cursor() as cursor, cursor.cursor.copy(
+    # psycopg's own cursor, so its errors are wrapped by hand: a unique violation (a concurrent
+    # batch stored the same call id first) is Django's IntegrityError, which ingestion retries
+    with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(
             f"COPY {table} ({plan.columns}) FROM STDIN") as copy:
         for obj in objs:
             values = obj.__dict__
