@@ -52,11 +52,22 @@ def estimated_count(qs: QuerySet[Any]) -> int:
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]
-    if isinstance(plan, str):
-        import json
+        if isinstance(plan, str):
+            import json
 
-        plan = json.loads(plan)
-    return max(capped, int(plan[0]["Plan"]["Plan Rows"]))
+            plan = json.loads(plan)
+        # The planner counts at least one row for every partition it scans, empty or not
+        # (next months', made ahead): not rows anybody can page to.
+        cursor.execute("SELECT relname FROM pg_class WHERE relispartition AND reltuples = 0")
+        empty = {name for (name,) in cursor.fetchall()}
+    top = plan[0]["Plan"]
+    return max(capped, int(top["Plan Rows"] - _rows_in(top, empty)))
+
+
+def _rows_in(node: dict[str, Any], relations: set[str]) -> float:
+    """The rows ``node``'s plan expects from scans of ``relations``."""
+    own = node["Plan Rows"] if node.get("Relation Name") in relations else 0
+    return own + sum(_rows_in(child, relations) for child in node.get("Plans", ()))
 
 
 class EstimatedCountPaginator(Paginator[Any]):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from django.db import DEFAULT_DB_ALIAS, connection
 
+from core.partition_keys import keys_table
+
 #: Ledger and governance records: appended to, never changed (the triggers refuse it, and the
 #: role may not).
 APPEND_ONLY_TABLES = ("runs_step", "runs_modelcall", "runs_toolcall", "runs_annotation",
@@ -43,10 +45,16 @@ def grant_app_role(role: str) -> list[str]:
         cursor.execute("SELECT relname FROM pg_class WHERE relispartition "
                        "AND relnamespace = 'public'::regnamespace")
         partitions = {name for (name,) in cursor.fetchall()}
+        # A partitioned table's unique keys (core/partition_keys.py) are written by its
+        # triggers alone, as the tables' owner: the role may not touch them, or removing a
+        # key would let a second record in under it.
+        side_tables = {keys_table(name) for name in tables} & set(tables)
         cursor.execute("SELECT to_regprocedure('ledger_remove_runs(bigint)') IS NOT NULL")
         removal_function = bool(cursor.fetchone()[0])
         cursor.execute("SELECT to_regprocedure('ledger_ensure_partitions(integer)') IS NOT NULL")
         partition_function = bool(cursor.fetchone()[0])
+        cursor.execute("SELECT to_regprocedure('ledger_drop_empty_partitions()') IS NOT NULL")
+        drop_function = bool(cursor.fetchone()[0])
     statements = [f"GRANT USAGE ON SCHEMA public TO {who}",
                   f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {who}"]
     if removal_function:  # absent only when migrated back past runs 0021
@@ -54,10 +62,13 @@ def grant_app_role(role: str) -> list[str]:
     if partition_function:  # creates next months' partitions (the beat task)
         statements += ["REVOKE ALL ON FUNCTION ledger_ensure_partitions(integer) FROM PUBLIC",
                        f"GRANT EXECUTE ON FUNCTION ledger_ensure_partitions(integer) TO {who}"]
+    if drop_function:  # drops past months' partitions retention emptied (its beat task)
+        statements += ["REVOKE ALL ON FUNCTION ledger_drop_empty_partitions() FROM PUBLIC",
+                       f"GRANT EXECUTE ON FUNCTION ledger_drop_empty_partitions() TO {who}"]
     for table in tables:
         name = quote(table)
         statements.append(f"REVOKE ALL ON {name} FROM {who}")
-        if table in partitions:
+        if table in partitions or table in side_tables:
             continue
         if table in STATE_COLUMNS:
             columns = ", ".join(STATE_COLUMNS[table])

@@ -33,6 +33,16 @@ from typing import Any
 
 from django.db import connection as default_connection
 
+from core.partition_keys import (
+    LOOKUP_SUFFIX,
+    drop_keys_table,
+    has_keys_table,
+    is_keys_trigger,
+    keys_table,
+    make_keys_table,
+    unique_keys,
+)
+
 MONTHS_AHEAD = 3
 
 FUNCTIONS = r"""
@@ -56,6 +66,21 @@ BEGIN
   RETURN NULL;
 END $$;
 
+-- A partition's own statistics plan the scans of it: it gets the columns' declared
+-- distinct estimates of its table (a run's records lie together, see runs 0034).
+CREATE OR REPLACE FUNCTION ledger_copy_distinct_estimates(parent text, part text)
+RETURNS void LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
+DECLARE
+  col record;
+BEGIN
+  FOR col IN SELECT a.attname, split_part(o, '=', 2)::float8 AS n
+             FROM pg_attribute a, unnest(a.attoptions) o
+             WHERE a.attrelid = parent::regclass AND o LIKE 'n\_distinct=%' LOOP
+    EXECUTE format('ALTER TABLE %I ALTER COLUMN %I SET (n_distinct = %s)', part, col.attname,
+                   col.n);
+  END LOOP;
+END $$;
+
 CREATE OR REPLACE FUNCTION ledger_ensure_partitions(months_ahead integer)
 RETURNS SETOF text LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
@@ -77,6 +102,7 @@ BEGIN
     part := t.parent || '_default';
     IF to_regclass(part) IS NULL THEN
       EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT', part, t.parent);
+      PERFORM ledger_copy_distinct_estimates(t.parent, part);
       RETURN NEXT part;
     END IF;
     FOR i IN 0..months_ahead LOOP
@@ -96,8 +122,42 @@ BEGIN
       END IF;
       EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
                      part, t.parent, low, high);
+      PERFORM ledger_copy_distinct_estimates(t.parent, part);
+      -- known empty, not "never analysed" (which the planner takes for ten pages of rows)
+      EXECUTE format('ANALYZE %I', part);
       RETURN NEXT part;
     END LOOP;
+  END LOOP;
+END $$;
+
+-- A past month's partition that retention has emptied goes whole: its files are freed at once
+-- (the rows' deletion left only dead space, reclaimed by VACUUM slowly). Its rows were each
+-- removed under a signed removal record; dropping an empty table removes nothing more. A
+-- partition whose table is busy (the lock not had within a second) is left for the next run.
+CREATE OR REPLACE FUNCTION ledger_drop_empty_partitions()
+RETURNS SETOF text LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+SET lock_timeout = '1s' AS $$
+DECLARE
+  p record;
+  busy boolean;
+BEGIN
+  FOR p IN SELECT child.relname AS part, parent.relname AS parent
+           FROM pg_inherits i JOIN pg_class parent ON parent.oid = i.inhparent
+           JOIN pg_class child ON child.oid = i.inhrelid
+           JOIN pg_partitioned_table pt ON pt.partrelid = parent.oid
+           WHERE child.relname ~ '_p[0-9]{6}$'
+             AND to_date(right(child.relname, 6), 'YYYYMM')
+                 < date_trunc('month', now() AT TIME ZONE 'UTC')::date
+           ORDER BY 1
+  LOOP
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I)', p.part) INTO busy;
+    CONTINUE WHEN busy;
+    BEGIN
+      EXECUTE format('DROP TABLE %I', p.part);
+      RETURN NEXT p.part;
+    EXCEPTION WHEN lock_not_available THEN
+      RAISE WARNING 'partition % not dropped: % busy', p.part, p.parent;
+    END;
   END LOOP;
 END $$;
 """
@@ -171,7 +231,8 @@ def _capture(cursor: Any, table: str) -> _Table:
         WHERE i.schemaname = 'public' AND i.tablename = %s
           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname
                           AND c.conrelid = %s::regclass)""", [table, table])
-    indexes = [definition for _, definition in cursor.fetchall()]
+    indexes = [definition for name, definition in cursor.fetchall()
+               if not name.endswith(LOOKUP_SUFFIX)]  # a side table's lookups: remade with it
     cursor.execute("""
         SELECT conname, contype, pg_get_constraintdef(oid) FROM pg_constraint
         WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f', 'x') ORDER BY conname""",
@@ -184,14 +245,20 @@ def _capture(cursor: Any, table: str) -> _Table:
             constraints.append((name, definition))
     cursor.execute("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = %s::regclass "
                    "AND NOT tgisinternal AND tgparentid = 0 ORDER BY tgname", [table])
-    triggers = [d for (d,) in cursor.fetchall() if ID_CHECK not in d]
+    triggers = [d for (d,) in cursor.fetchall()
+                if ID_CHECK not in d and not is_keys_trigger(d)]
+    return _Table(indexes, constraints, triggers, _foreign_keys_to(cursor, table), pkey)
+
+
+def _foreign_keys_to(cursor: Any, table: str, but: str = "") -> list[tuple[str, str, str]]:
+    """The foreign keys to ``table`` from other tables than itself and ``but``."""
     cursor.execute("""
         SELECT c.conrelid::regclass::text, a.attname, c.conname FROM pg_constraint c
         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
         WHERE c.confrelid = %s::regclass AND c.contype = 'f' AND c.conrelid <> c.confrelid
-        ORDER BY 1, 2""", [table])
-    incoming = list(cursor.fetchall())
-    return _Table(indexes, constraints, triggers, incoming, pkey)
+          AND c.conparentid = 0 AND c.conrelid::regclass::text <> %s
+        ORDER BY 1, 2""", [table, but])
+    return list(cursor.fetchall())
 
 
 def _months(first: date, last: date) -> list[date]:
@@ -204,10 +271,28 @@ def _months(first: date, last: date) -> list[date]:
 
 def _rebuild(cursor: Any, table: str, key: str, *, partitioned: bool,
              months_ahead: int = MONTHS_AHEAD) -> None:
+    """Rewrite ``table`` as a table partitioned by month on ``key``, or back to a plain one.
+
+    Unique keys without ``key`` move to the side table (core/partition_keys.py), and the
+    foreign keys to the table then point at it; a table without such keys keeps its id unique
+    by a trigger, and the foreign keys to it become constraint triggers."""
     quote = default_connection.ops.quote_name
     cursor.execute(f"LOCK TABLE {quote(table)} IN ACCESS EXCLUSIVE MODE")
     shape = _capture(cursor, table)
-    incoming = shape.incoming if partitioned else _reference_triggers(cursor, table)
+    side = keys_table(table)
+    if partitioned:
+        keys = unique_keys(cursor, table)
+        incoming = shape.incoming
+        constraints = _retarget([c for c in shape.constraints
+                                 if c[0] not in {k.name for k in keys}], table, side)
+    else:
+        keys = unique_keys(cursor, side) if has_keys_table(cursor, table) else []
+        incoming = (_foreign_keys_to(cursor, side, but=table) if keys
+                    else _reference_triggers(cursor, table))
+        constraints = _retarget(shape.constraints, side, table)
+    # by foreign keys to the side table when there is one, else by triggers (decisions)
+    keyed = bool(keys)
+    estimates = _distinct_estimates(cursor, table)
     old = f"{table}__old"
     cursor.execute(f"ALTER TABLE {quote(table)} RENAME TO {quote(old)}")
     spec = f" PARTITION BY RANGE ({quote(key)})" if partitioned else ""
@@ -215,26 +300,17 @@ def _rebuild(cursor: Any, table: str, key: str, *, partitioned: bool,
                    f"INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED "
                    f"INCLUDING STORAGE INCLUDING COMMENTS){spec}")
     if partitioned:
-        cursor.execute(f"SELECT min({quote(key)}), max({quote(key)}) "  # noqa: S608  (quoted names)
-                       f"FROM {quote(old)}")
-        low, high = cursor.fetchone()
-        today = datetime.now(UTC).date()
-        first = min(low.astimezone(UTC).date(), today) if low else today
-        last = max(high.astimezone(UTC).date(), today) if high else today
-        last = _months(last, last)[0]
-        for _ in range(months_ahead):
-            last = date(last.year + last.month // 12, last.month % 12 + 1, 1)
-        for month in _months(first, last):
-            create_month(cursor, table, month)
-        cursor.execute(f"CREATE TABLE {quote(table + '_default')} PARTITION OF {quote(table)} "
-                       "DEFAULT")
+        _make_months(cursor, table, old, key, months_ahead)
+    _declare_distinct(cursor, table, estimates)
     cursor.execute(f"INSERT INTO {quote(table)} SELECT * FROM {quote(old)}")  # noqa: S608
     for referencing, _column, name in incoming:
-        if partitioned:
+        if keyed or partitioned:
             cursor.execute(f"ALTER TABLE {quote(referencing)} DROP CONSTRAINT {quote(name)}")
         else:
             cursor.execute(f"DROP TRIGGER {quote(name)} ON {quote(referencing)}")
     cursor.execute(f"DROP TABLE {quote(old)}")
+    if keyed and not partitioned:
+        drop_keys_table(cursor, table)
     cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
     (sequence,) = cursor.fetchone()
     if sequence:
@@ -244,18 +320,26 @@ def _rebuild(cursor: Any, table: str, key: str, *, partitioned: bool,
     columns = f"id, {quote(key)}" if partitioned else "id"
     cursor.execute(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(shape.pkey)} "
                    f"PRIMARY KEY ({columns})")
-    for name, definition in shape.constraints:
+    if keyed and partitioned:
+        make_keys_table(cursor, table, keys)
+    elif keyed:
+        constraints += [(k.name, "UNIQUE (" + ", ".join(quote(c) for c in k.columns) + ")")
+                        for k in keys]
+    for name, definition in constraints:
         cursor.execute(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} {definition}")
     for definition in shape.indexes:
         cursor.execute(definition)
     for definition in shape.triggers:
         cursor.execute(definition)
-    if partitioned:
+    if partitioned and not keyed:
         install_id_check(cursor, table)
     else:
         cursor.execute(f"DROP FUNCTION IF EXISTS {quote(f'{ID_CHECK}_{table}')}()")
+    if partitioned:  # every partition its statistics, the empty ones known empty
+        cursor.execute(f"ANALYZE {quote(table)}")
+    target = side if keyed and partitioned else table
     for referencing, column, name in incoming:
-        if partitioned:
+        if partitioned and not keyed:
             cursor.execute(
                 f"CREATE CONSTRAINT TRIGGER {quote(name)} AFTER INSERT OR UPDATE OF "
                 f"{quote(column)} ON {quote(referencing)} DEFERRABLE INITIALLY DEFERRED "
@@ -263,8 +347,62 @@ def _rebuild(cursor: Any, table: str, key: str, *, partitioned: bool,
                 f"'{table}', '{column}')")
         else:
             cursor.execute(f"ALTER TABLE {quote(referencing)} ADD CONSTRAINT {quote(name)} "
-                           f"FOREIGN KEY ({quote(column)}) REFERENCES {quote(table)} (id) "
+                           f"FOREIGN KEY ({quote(column)}) REFERENCES {quote(target)} (id) "
                            "DEFERRABLE INITIALLY DEFERRED")
+
+
+def _distinct_estimates(cursor: Any, table: str) -> dict[str, str]:
+    """The columns of ``table`` with a declared number of distinct values: column -> value."""
+    cursor.execute("""
+        SELECT a.attname, split_part(o, '=', 2) FROM pg_attribute a, unnest(a.attoptions) o
+        WHERE a.attrelid = %s::regclass AND o LIKE 'n\\_distinct=%%'""", [table])
+    return dict(cursor.fetchall())
+
+
+def _declare_distinct(cursor: Any, table: str, estimates: dict[str, str]) -> None:
+    """Declare ``estimates`` on ``table``, and when partitioned on each partition (whose own
+    statistics plan a scan of it; ``ledger_ensure_partitions`` copies them to partitions made
+    later) and for the whole (``n_distinct_inherited``)."""
+    quote = default_connection.ops.quote_name
+    cursor.execute("SELECT inhrelid::regclass::text FROM pg_inherits "
+                   "WHERE inhparent = %s::regclass", [table])
+    partitions = [name for (name,) in cursor.fetchall()]
+    for column, value in estimates.items():
+        number = float(value)  # from the catalog; a number all the same
+        whole = f"n_distinct = {number}" + (f", n_distinct_inherited = {number}"
+                                             if partitions else "")
+        cursor.execute(f"ALTER TABLE ONLY {quote(table)} ALTER COLUMN {quote(column)} "
+                       f"SET ({whole})")
+        for partition in partitions:
+            cursor.execute(f"ALTER TABLE {quote(partition)} ALTER COLUMN {quote(column)} "
+                           f"SET (n_distinct = {number})")
+
+
+def _retarget(constraints: list[tuple[str, str]], table: str, to: str
+              ) -> list[tuple[str, str]]:
+    """``constraints`` with a foreign key to ``table`` (its own, as a retry's to the call it
+    retries) pointing at ``to`` instead."""
+    return [(name, definition.replace(f"REFERENCES {table}(id)", f"REFERENCES {to}(id)"))
+            for name, definition in constraints]
+
+
+def _make_months(cursor: Any, table: str, old: str, key: str, months_ahead: int) -> None:
+    """A partition for every month from the oldest row of ``old`` (or this month) to
+    ``months_ahead`` months ahead, and the default partition."""
+    quote = default_connection.ops.quote_name
+    cursor.execute(f"SELECT min({quote(key)}), max({quote(key)}) "  # noqa: S608  (quoted names)
+                   f"FROM {quote(old)}")
+    low, high = cursor.fetchone()
+    today = datetime.now(UTC).date()
+    first = min(low.astimezone(UTC).date(), today) if low else today
+    last = max(high.astimezone(UTC).date(), today) if high else today
+    last = _months(last, last)[0]
+    for _ in range(months_ahead):
+        last = date(last.year + last.month // 12, last.month % 12 + 1, 1)
+    for month in _months(first, last):
+        create_month(cursor, table, month)
+    cursor.execute(f"CREATE TABLE {quote(table + '_default')} PARTITION OF {quote(table)} "
+                   "DEFAULT")
 
 
 def _reference_triggers(cursor: Any, table: str) -> list[tuple[str, str, str]]:
@@ -288,6 +426,25 @@ def create_month(cursor: Any, table: str, month: date) -> str:
     cursor.execute(f"CREATE TABLE {quote(name)} PARTITION OF {quote(table)} FOR VALUES FROM "
                    f"('{month.isoformat()} 00:00+00') TO ('{following.isoformat()} 00:00+00')")
     return name
+
+
+def make_past_months(first: date, connection: Any = default_connection) -> list[str]:
+    """Every partitioned table's partitions from ``first``'s month to this one that are
+    missing (a ledger loaded as recorded over past months: the generator's); the names made."""
+    if connection.vendor != "postgresql":
+        return []
+    made = []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT partrelid::regclass::text FROM pg_partitioned_table ORDER BY 1")
+        tables = [name for (name,) in cursor.fetchall()]
+        for table in tables:
+            for month in _months(first, datetime.now(UTC).date()):
+                cursor.execute("SELECT to_regclass(%s)", [f"{table}_p{month:%Y%m}"])
+                if cursor.fetchone()[0] is None:
+                    made.append(create_month(cursor, table, month))
+                    cursor.execute("SELECT ledger_copy_distinct_estimates(%s, %s)",
+                                   [table, made[-1]])
+    return made
 
 
 def is_partitioned(table: str, connection: Any = default_connection) -> bool:
@@ -321,16 +478,30 @@ def partition_by_month(table: str, key: str) -> tuple[Any, Any]:
     return forward, backward
 
 
+def drop_empty_partitions(connection: Any = default_connection) -> list[str]:
+    """Drop past months' partitions that hold no row any more (retention emptied them); the
+    names dropped."""
+    return _names_from("ledger_drop_empty_partitions", (), connection)
+
+
 def ensure_partitions(months_ahead: int = MONTHS_AHEAD, connection: Any = default_connection
                       ) -> list[str]:
     """Create the coming months' partitions of every partitioned table; the names created."""
+    return _names_from("ledger_ensure_partitions", (months_ahead,), connection)
+
+
+def _names_from(function: str, args: tuple[int, ...], connection: Any) -> list[str]:
+    """The partition names the SQL ``function`` returns for ``args`` (integers), or none on
+    SQLite or before the migration that installs it."""
     if connection.vendor != "postgresql":
         return []
+    signature = f"{function}({', '.join('integer' for _ in args)})"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT to_regprocedure('ledger_ensure_partitions(integer)') IS NOT NULL")
+        cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", [signature])
         if not cursor.fetchone()[0]:
             return []
-        cursor.execute("SELECT * FROM ledger_ensure_partitions(%s)", [months_ahead])
+        marks = ", ".join("%s" for _ in args)
+        cursor.execute(f"SELECT * FROM {function}({marks})", list(args))  # noqa: S608
         return [name for (name,) in cursor.fetchall()]
 
 

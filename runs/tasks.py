@@ -24,11 +24,15 @@ def seal_tenant_digests() -> dict[str, int]:
 def apply_retention() -> dict[str, int]:
     """Beat task: remove, for every tenant with a retention period, the closed runs past it
     that nothing holds (each batch leaves a signed removal record)."""
+    from core.partitions import drop_empty_partitions
+
     from .retention import apply_retention as apply_to_tenant
 
     removed: dict[str, int] = {}
     for tenant in Tenant.objects.filter(retention_days__isnull=False):
         removed[tenant.slug] = apply_to_tenant(tenant).removed_runs
+    # a past month whose every record is now gone: its partitions go whole (PostgreSQL)
+    drop_empty_partitions()
     return removed
 
 

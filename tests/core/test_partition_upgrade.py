@@ -1,11 +1,13 @@
-"""An existing database whose decisions and OpenTelemetry event buffer are plain tables
-upgrades to monthly partitions (policies 0014, runs 0031) keeping every row, every reference to
-a decision and every guarantee; and the upgrade can be undone.
+"""An existing database whose decisions, OpenTelemetry event buffer and record tables are plain
+tables upgrades to monthly partitions (policies 0014, runs 0031 and 0035) keeping every row,
+every reference to a decision or a record and every guarantee; and the upgrade can be undone.
 
 The database is the test's own; ``manage.py`` runs in a subprocess, as an operator's upgrade
 would (tests/operations/test_upgrade_from_runs.py does the same)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import psycopg
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from tests.operations.test_upgrade_from_runs import manage, upgrade_database  # noqa: F401
 
 pytestmark = pytest.mark.postgres
+RECORD_TABLES = ("runs_step", "runs_modelcall", "runs_toolcall", "runs_annotation")
 BEFORE = [("policies", "0013_backtests_read_redacted_arguments"),
           ("runs", "0030_admin_seek_indexes")]
 
@@ -55,6 +58,25 @@ print("new id after old ones", new.pk > max(Decision.objects.exclude(pk=new.pk)
 """
 
 
+def _fingerprint(conn: psycopg.Connection, table: str) -> tuple[Any, ...] | None:
+    return conn.execute(f"SELECT count(*), sum(id), md5(string_agg(chain_hash, ',' "
+                        f"ORDER BY id)) FROM {table}").fetchone()
+
+
+def _store_again_in_another_month(conn: psycopg.Connection) -> None:
+    """A copy of a tool call under a new id, recorded 70 days earlier."""
+    with conn.transaction():
+        conn.execute("CREATE TEMP TABLE again ON COMMIT DROP AS SELECT * FROM runs_toolcall "
+                     "WHERE id = (SELECT tool_call_id FROM runs_rollback)")
+        conn.execute("UPDATE again SET id = id + 1000000, "
+                     "recorded_at = recorded_at - interval '70 days'")
+        conn.execute("INSERT INTO runs_toolcall SELECT * FROM again")
+
+
+def _homes(conn: psycopg.Connection, table: str) -> tuple[Any, ...] | None:
+    return conn.execute(f"SELECT count(DISTINCT tableoid) FROM {table}").fetchone()
+
+
 def _partitioned(conn: psycopg.Connection) -> set[str]:
     return {row[0] for row in conn.execute(
         "SELECT partrelid::regclass::text FROM pg_partitioned_table")}
@@ -75,11 +97,30 @@ def test_plain_tables_upgrade_to_monthly_partitions_and_back(upgrade_database): 
                      " WHERE call_id IN ('c-0', 'c-1')")
         before = conn.execute("SELECT count(*), sum(id), sum(latency_us) FROM "
                               "policies_decision").fetchone()
+        for table in RECORD_TABLES:  # a run's records from months ago
+            conn.execute(f"UPDATE {table} SET recorded_at = recorded_at - interval '70 days' "
+                         f"WHERE run_id = (SELECT min(run_id) FROM {table})")
+        records = {table: _fingerprint(conn, table) for table in RECORD_TABLES}
 
     manage(env, "migrate", "--no-input", "-v0")
 
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
-        assert _partitioned(conn) == {"policies_decision", "runs_otlpevent"}
+        assert _partitioned(conn) == {"policies_decision", "runs_otlpevent", *RECORD_TABLES}
+        for table in RECORD_TABLES:
+            assert _fingerprint(conn, table) == records[table]
+            assert _homes(conn, table) == (2,)  # two months' partitions
+            # every record's keys, in the side table
+            assert conn.execute(f"SELECT count(*) FROM {table}_keys").fetchone() == (
+                records[table][0],)  # type: ignore[index]
+        # the references to a tool call: foreign keys to its keys, both halves
+        assert sorted(conn.execute(
+            "SELECT conrelid::regclass::text FROM pg_constraint WHERE confrelid = "
+            "'runs_toolcall_keys'::regclass AND conparentid = 0").fetchall()) == [
+            ("incidents_incident_tool_calls",), ("runs_rollback",), ("runs_toolcall",)]
+        with pytest.raises(psycopg.errors.UniqueViolation, match=r"tool_call_(id|seq)_unique"):
+            _store_again_in_another_month(conn)
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute("UPDATE runs_rollback SET tool_call_id = -1")
         assert conn.execute("SELECT count(*), sum(id), sum(latency_us) FROM "
                             "policies_decision").fetchone() == before
         homes = {row[0] for row in conn.execute(
@@ -111,3 +152,11 @@ def test_plain_tables_upgrade_to_monthly_partitions_and_back(upgrade_database): 
                             "'policies_decision'::regclass").fetchone() == (3,)
         with pytest.raises(psycopg.errors.ForeignKeyViolation):
             conn.execute("UPDATE runs_rollback SET decision_id = -1")
+        for table in RECORD_TABLES:  # and the records: their keys are the table's again
+            assert _fingerprint(conn, table) == records[table]
+            assert conn.execute("SELECT to_regclass(%s)", [f"{table}_keys"]).fetchone() == (
+                None,)
+        with pytest.raises(psycopg.errors.UniqueViolation, match=r"tool_call_(id|seq)_unique"):
+            _store_again_in_another_month(conn)
+        assert conn.execute("SELECT count(*) FROM pg_constraint WHERE confrelid = "
+                            "'runs_toolcall'::regclass").fetchone() == (3,)
