@@ -63,7 +63,8 @@ MODELS = ["runs.ToolCall", "runs.Run", "runs.Annotation", "policies.Decision"]
 BENCH = "admin_changelist"
 
 
-def ensure_data(tool_calls: int, seed: int, copy_jobs: int = 0) -> str:
+def ensure_data(tool_calls: int, seed: int, copy_jobs: int = 0, recorded_over_days: int = 0
+                ) -> str:
     """Load the tool calls unless they are there: through ``ingest_batch`` (the default), or
     with ``copy_jobs`` > 0 through the COPY generator in that many processes (the way to ten
     million: the same runs, chained as ingestion chains them, without ingestion's checks)."""
@@ -82,10 +83,12 @@ def ensure_data(tool_calls: int, seed: int, copy_jobs: int = 0) -> str:
     started = time.perf_counter()
     if copy_jobs:
         rows = copy_load_parallel(TENANTS, tool_calls, seed, copy_jobs,
-                                  progress=sys.stderr.isatty())
+                                  progress=sys.stderr.isatty(),
+                                  recorded_over_days=recorded_over_days)
         totals = {"tool_calls": rows.get("runs_toolcall", 0), **rows}
         totals.pop("runs_toolcall", None)
-        how = f"the COPY generator ({copy_jobs} process(es))"
+        how = (f"the COPY generator ({copy_jobs} process(es), recorded over the last "
+               f"{recorded_over_days} days)")
     else:
         totals = load(TENANTS, tool_calls, seed, progress=sys.stderr.isatty())
         how = "ingest_batch"
@@ -380,6 +383,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--copy", type=int, default=0, metavar="JOBS",
                         help="load with the COPY generator in JOBS processes (PostgreSQL; "
                         "how 10,000,000 tool calls are loaded) instead of ingest_batch")
+    parser.add_argument("--recorded-over-days", type=int, default=365, metavar="DAYS",
+                        help="with --copy: the records stored over the last DAYS days, so "
+                        "PostgreSQL holds them in that many months' partitions (default: a "
+                        "year); ingest_batch stores everything now")
     parser.add_argument("--explain", action="store_true",
                         help="EXPLAIN ANALYZE the slowest query each case actually ran")
     parser.add_argument("--profile", metavar="TEXT",
@@ -397,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         from runs.models import Run, ToolCall
 
         print(environment_line(db), flush=True)
-        print(ensure_data(args.tool_calls, args.seed, args.copy))
+        print(ensure_data(args.tool_calls, args.seed, args.copy, args.recorded_over_days))
         total = ToolCall.objects.count()
         print(f"data: {total:,} tool calls, {Run.objects.count():,} runs in "
               f"{len(TENANTS)} tenants; {args.warmup} warm-ups + {args.repeat} requests a case; "

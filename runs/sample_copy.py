@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -214,10 +214,15 @@ def _kinds() -> dict[str, tuple[str, tuple[str, ...], frozenset[str]]]:
 _KINDS: dict[str, tuple[str, tuple[str, ...], frozenset[str]]] = {}
 
 
-def copy_load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress: bool = True
-              ) -> dict[str, int]:
+def copy_load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress: bool = True,
+              recorded_over_days: int = 0) -> dict[str, int]:
     """Generate ``tool_calls`` tool calls (split over the tenants) and COPY them in; returns
-    the rows written per table."""
+    the rows written per table.
+
+    ``recorded_over_days``: the records' ``recorded_at`` (the time the portal stored them, the
+    partition key on PostgreSQL) rises from that many days ago to now as each tenant's share is
+    written, so the ledger is laid out as one recorded over that time (its months each in their
+    partition); 0: all of it now."""
     from django.utils import timezone
 
     from core.models import Tenant
@@ -227,6 +232,10 @@ def copy_load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress:
         raise SystemExit("the COPY generator needs PostgreSQL (use load() elsewhere)")
     _KINDS.update(_kinds())
     per_tenant = tool_calls // len(tenant_slugs)
+    if recorded_over_days:  # the months past, as the beat task would have made them ahead
+        from core.partitions import make_past_months
+
+        make_past_months((timezone.now() - timedelta(days=recorded_over_days)).date())
     started = time.perf_counter()
     totals: dict[str, int] = {t: 0 for t in TABLES}
     made_all = 0
@@ -236,12 +245,13 @@ def copy_load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress:
             raise SystemExit(f"{slug} already has generated runs: load into a fresh tenant")
         loader = CopyLoader(tenant, seed)
         made = 0
+        span = timedelta(days=recorded_over_days)
         for runs in _chunks(loader.gen, per_tenant):
             chunk = _Chunk()
             now = timezone.now()
             with transaction.atomic():
                 for run in runs:
-                    made += loader.add_run(run, chunk, now)
+                    made += loader.add_run(run, chunk, now - span * (1 - made / per_tenant))
                 loader.write(chunk)
             if progress:
                 seconds = max(time.perf_counter() - started, 1e-9)
@@ -258,11 +268,12 @@ def copy_load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress:
 
 
 def copy_load_parallel(tenant_slugs: list[str], tool_calls: int, seed: int = 7,
-                       jobs: int = 1, progress: bool = True) -> dict[str, int]:
+                       jobs: int = 1, progress: bool = True, recorded_over_days: int = 0
+                       ) -> dict[str, int]:
     """``copy_load`` with the tenants shared among ``jobs`` processes (each its own
     connection; ids come from the sequences a block at a time, so they never collide)."""
     if jobs <= 1 or len(tenant_slugs) <= 1:
-        return copy_load(tenant_slugs, tool_calls, seed, progress)
+        return copy_load(tenant_slugs, tool_calls, seed, progress, recorded_over_days)
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
@@ -274,7 +285,8 @@ def copy_load_parallel(tenant_slugs: list[str], tool_calls: int, seed: int = 7,
     totals: dict[str, int] = {t: 0 for t in TABLES}
     with ProcessPoolExecutor(len(groups), mp_context=get_context("fork")) as pool:
         for rows in pool.map(copy_load, groups, [per_tenant * len(g) for g in groups],
-                             [seed] * len(groups), [progress] * len(groups)):
+                             [seed] * len(groups), [progress] * len(groups),
+                             [recorded_over_days] * len(groups)):
             for table, n in rows.items():
                 totals[table] += n
     return totals

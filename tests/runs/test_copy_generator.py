@@ -4,7 +4,10 @@ on a ten-million-call database made with it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from core.models import Tenant
@@ -12,7 +15,7 @@ from runs.annotations import GOVERNANCE_RUN_ID
 from runs.ingest_schema import parse_batch
 from runs.integrity import verify_tenant
 from runs.models import ModelCall, Run, Step, ToolCall
-from runs.sample_copy import _KINDS, CopyLoader, _Chunk, _kinds
+from runs.sample_copy import _KINDS, CopyLoader, _Chunk, _kinds, copy_load
 from runs.sample_runs import RunGenerator
 from runs.services import ingest_batch
 
@@ -86,3 +89,20 @@ def test_loaders_side_by_side_take_ids_in_any_order_without_deadlock_or_collisio
     for values in taken.values():
         assert len(values) == len(set(values))
     assert len(taken["runs_step"]) == len(taken["runs_run"]) == 4
+
+
+@pytest.mark.postgres
+def test_a_ledger_loaded_as_recorded_over_months_lies_in_their_partitions(db):
+    from core.partitions import partitions
+
+    rows = copy_load(["spread"], 3_000, seed=5, progress=False, recorded_over_days=70)
+    assert rows["runs_toolcall"] >= 3_000
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT tableoid::regclass::text FROM runs_toolcall")
+        homes = {name for (name,) in cursor.fetchall()}
+    # every month of the ten weeks has its records in its partition, none in the default one
+    today = timezone.now().date()
+    months = {f"runs_toolcall_p{today - timedelta(days=days):%Y%m}" for days in range(71)}
+    assert homes == months
+    assert homes <= {p.name for p in partitions()}
+    assert verify_tenant(Tenant.objects.get(slug="spread")).breaks == []
