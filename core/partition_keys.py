@@ -11,8 +11,9 @@ original names, and the primary key on ``id``.
   table inserts the new rows' keys in the same statement (a duplicate fails it with the same
   ``unique_violation`` and constraint name as before; a concurrent insert of the same key waits
   for the first to commit or roll back, as a unique index makes it), a DELETE removes them, a
-  TRUNCATE (only possible past the append-only triggers) empties it. Rows are never updated
-  (the append-only triggers refuse it).
+  TRUNCATE (only possible past the append-only triggers) empties it. A row's keys never
+  change: a trigger refuses an UPDATE of them (records are append-only anyway; the span
+  buffer's rows change state, never keys).
 - Foreign keys to the table point at ``<table>_keys (id)`` instead: real foreign keys, both
   halves, so a reference to a missing record is refused and so is removing a referenced one.
 - The table itself keeps a plain index on each key's columns (``<constraint>_lookup``) for
@@ -108,9 +109,25 @@ def make_keys_table(cursor: Any, table: str, keys: list[UniqueKey]) -> None:
                    f"EXECUTE FUNCTION {function}()")
     cursor.execute(f"CREATE TRIGGER {trigger}_truncate AFTER TRUNCATE ON {quote(table)} "
                    f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()")
+    # A row's keys are fixed (a table whose rows change state, as the span buffer's, may
+    # change its other columns): the side table has nothing to follow.
+    fixed = quote(f"{TRIGGER_PREFIX}_fixed_{table}")
+    old_keys = ", ".join(f"OLD.{quote(c)}" for c in columns)
+    cursor.execute(f"""
+        CREATE OR REPLACE FUNCTION {fixed}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF ({", ".join(f"NEW.{quote(c)}" for c in columns)}) IS DISTINCT FROM ({old_keys})
+          THEN
+            RAISE EXCEPTION 'the keys of a row of {table} cannot change ({listed})'
+              USING ERRCODE = 'restrict_violation';
+          END IF;
+          RETURN NEW;
+        END $$""")
+    cursor.execute(f"CREATE TRIGGER {trigger}_update BEFORE UPDATE OF {listed} ON "
+                   f"{quote(table)} FOR EACH ROW EXECUTE FUNCTION {fixed}()")
     # ALWAYS: they fire with session_replication_role = replica too, the superuser's way past
     # the append-only triggers (a maintenance job, a test's flush), so the keys stay in step.
-    for event in ("insert", "delete", "truncate"):
+    for event in ("insert", "delete", "truncate", "update"):
         cursor.execute(f"ALTER TABLE {quote(table)} ENABLE ALWAYS TRIGGER {trigger}_{event}")
 
 
@@ -118,10 +135,11 @@ def drop_keys_table(cursor: Any, table: str) -> list[UniqueKey]:
     """Drop ``table``'s side table and its triggers; the unique keys it held."""
     quote = default_connection.ops.quote_name
     keys = unique_keys(cursor, keys_table(table))
-    for event in ("insert", "delete", "truncate"):
+    for event in ("insert", "delete", "truncate", "update"):
         cursor.execute(f"DROP TRIGGER IF EXISTS {TRIGGER_PREFIX}_{event} ON {quote(table)}")
     cursor.execute(f"DROP TABLE {quote(keys_table(table))}")
-    cursor.execute(f"DROP FUNCTION IF EXISTS {quote(f'{TRIGGER_PREFIX}_{table}')}()")
+    for function in (f"{TRIGGER_PREFIX}_{table}", f"{TRIGGER_PREFIX}_fixed_{table}"):
+        cursor.execute(f"DROP FUNCTION IF EXISTS {quote(function)}()")
     return keys
 
 

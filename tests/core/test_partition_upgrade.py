@@ -1,5 +1,5 @@
 """An existing database whose decisions, OpenTelemetry event buffer and record tables are plain
-tables upgrades to monthly partitions (policies 0014, runs 0031 and 0035) keeping every row,
+tables upgrades to monthly partitions (policies 0014, runs 0031, 0035 and 0036) keeping every row,
 every reference to a decision or a record and every guarantee; and the upgrade can be undone.
 
 The database is the test's own; ``manage.py`` runs in a subprocess, as an operator's upgrade
@@ -105,7 +105,8 @@ def test_plain_tables_upgrade_to_monthly_partitions_and_back(upgrade_database): 
     manage(env, "migrate", "--no-input", "-v0")
 
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
-        assert _partitioned(conn) == {"policies_decision", "runs_otlpevent", *RECORD_TABLES}
+        assert _partitioned(conn) == {"policies_decision", "runs_otlpevent", "runs_otlpspan",
+                                      *RECORD_TABLES}
         for table in RECORD_TABLES:
             assert _fingerprint(conn, table) == records[table]
             assert _homes(conn, table) == (2,)  # two months' partitions

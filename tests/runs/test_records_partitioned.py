@@ -171,3 +171,21 @@ def test_a_past_months_partition_retention_emptied_is_dropped_and_no_other(call)
     assert f"runs_toolcall_p{kept:%Y%m}" in names  # holds a record
     assert current in names  # this month's stays, empty or not
     assert ToolCall.objects.filter(call_id="old-call").exists()
+
+
+def test_a_buffered_span_changes_state_never_its_keys_and_is_stored_once_across_months(acme):
+    from runs.models import OtlpSpan, OtlpTrace
+
+    now = datetime.now(UTC)
+    trace = OtlpTrace.objects.create(tenant=acme, trace_id="ab" * 16, run_id="otel-x",
+                                     first_received_at=now, last_activity_at=now)
+    span = OtlpSpan.objects.create(tenant=acme, trace=trace, span_id="cd" * 8, body={},
+                                   received_at=now)
+    OtlpSpan.objects.filter(pk=span.pk).update(state="recorded")  # its state moves
+    with pytest.raises(IntegrityError, match="keys of a row of runs_otlpspan cannot change"), \
+            transaction.atomic():
+        OtlpSpan.objects.filter(pk=span.pk).update(span_id="ef" * 8)
+    with pytest.raises(IntegrityError, match="otlp_span_unique_per_trace"), transaction.atomic():
+        OtlpSpan.objects.create(tenant=acme, trace=trace, span_id="cd" * 8, body={},
+                                received_at=now - timedelta(days=40))  # the month before
+    assert _sql("SELECT count(*) FROM runs_otlpspan_keys") == [(1,)]
