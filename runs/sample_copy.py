@@ -232,10 +232,7 @@ def copy_load(tenant_slugs: list[str], tool_calls: int, seed: int = 7, progress:
         raise SystemExit("the COPY generator needs PostgreSQL (use load() elsewhere)")
     _KINDS.update(_kinds())
     per_tenant = tool_calls // len(tenant_slugs)
-    if recorded_over_days:  # the months past, as the beat task would have made them ahead
-        from core.partitions import make_past_months
-
-        make_past_months((timezone.now() - timedelta(days=recorded_over_days)).date())
+    _make_past_months(recorded_over_days)
     started = time.perf_counter()
     totals: dict[str, int] = {t: 0 for t in TABLES}
     made_all = 0
@@ -281,6 +278,8 @@ def copy_load_parallel(tenant_slugs: list[str], tool_calls: int, seed: int = 7,
 
     per_tenant = tool_calls // len(tenant_slugs)
     groups = [tenant_slugs[i::jobs] for i in range(min(jobs, len(tenant_slugs)))]
+    _make_past_months(recorded_over_days)  # once, before the processes (they would race)
+
     connections.close_all()  # each process opens its own
     totals: dict[str, int] = {t: 0 for t in TABLES}
     with ProcessPoolExecutor(len(groups), mp_context=get_context("fork")) as pool:
@@ -290,6 +289,17 @@ def copy_load_parallel(tenant_slugs: list[str], tool_calls: int, seed: int = 7,
             for table, n in rows.items():
                 totals[table] += n
     return totals
+
+
+def _make_past_months(recorded_over_days: int) -> None:
+    """The months past the records will be stored in, as the beat task would have made them
+    ahead (they are made if missing)."""
+    if recorded_over_days:
+        from django.utils import timezone
+
+        from core.partitions import make_past_months
+
+        make_past_months((timezone.now() - timedelta(days=recorded_over_days)).date())
 
 
 def _chunks(gen: RunGenerator, tool_calls: int) -> Iterator[list[dict[str, Any]]]:

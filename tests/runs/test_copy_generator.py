@@ -15,7 +15,7 @@ from runs.annotations import GOVERNANCE_RUN_ID
 from runs.ingest_schema import parse_batch
 from runs.integrity import verify_tenant
 from runs.models import ModelCall, Run, Step, ToolCall
-from runs.sample_copy import _KINDS, CopyLoader, _Chunk, _kinds, copy_load
+from runs.sample_copy import _KINDS, CopyLoader, _Chunk, _kinds, copy_load_parallel
 from runs.sample_runs import RunGenerator
 from runs.services import ingest_batch
 
@@ -92,10 +92,12 @@ def test_loaders_side_by_side_take_ids_in_any_order_without_deadlock_or_collisio
 
 
 @pytest.mark.postgres
-def test_a_ledger_loaded_as_recorded_over_months_lies_in_their_partitions(db):
+def test_a_ledger_loaded_as_recorded_over_months_lies_in_their_partitions(transactional_db):
     from core.partitions import partitions
 
-    rows = copy_load(["spread"], 3_000, seed=5, progress=False, recorded_over_days=70)
+    # two processes (each its tenant): the months past are made once, before them
+    rows = copy_load_parallel(["spread", "spread-2"], 3_000, seed=5, jobs=2, progress=False,
+                              recorded_over_days=70)
     assert rows["runs_toolcall"] >= 3_000
     with connection.cursor() as cursor:
         cursor.execute("SELECT DISTINCT tableoid::regclass::text FROM runs_toolcall")
