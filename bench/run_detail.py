@@ -69,18 +69,21 @@ JOIN ledger_portal_tenant t ON t.id = r.tenant_id
 JOIN runs_agent a ON a.id = r.agent_id
 LEFT JOIN runs_run rp ON rp.id = r.replay_of_id
 WHERE r.tenant_id = %s AND r.run_id = %s"""
-# The columns of runs.api.presenters' *_FIELDS, in plain SQL: what the API reads.
+# The columns of runs.api.presenters' *_FIELDS, in plain SQL: what the API reads. A step's and
+# a retried call's external ids come from the run's own rows (a join by id alone would probe
+# every month's partition of a partitioned table for each row).
+RUN_STEPS = "(SELECT id, step_id FROM runs_step WHERE run_id = %(run)s)"
 TIMELINE_SQL = {
     "step": """
 SELECT seq, step_id, index, title, status, started_at, ended_at, metadata, content_hash,
        chain_hash
-FROM runs_step WHERE run_id = %s AND tenant_id = %s""",
+FROM runs_step WHERE run_id = %(run)s AND tenant_id = %(tenant)s""",
     "model_call": """
 SELECT m.seq, m.call_id, s.step_id, m.provider, m.model, m.messages, m.response, m.request,
        m.input_tokens, m.output_tokens, m.latency_ms, m.started_at, m.ended_at, m.error,
        m.classifications, m.content_hash, m.chain_hash
-FROM runs_modelcall m LEFT JOIN runs_step s ON s.id = m.step_id
-WHERE m.run_id = %s AND m.tenant_id = %s""",
+FROM runs_modelcall m LEFT JOIN """ + RUN_STEPS + """ s ON s.id = m.step_id
+WHERE m.run_id = %(run)s AND m.tenant_id = %(tenant)s""",
     "tool_call": """
 SELECT c.seq, c.call_id, r.run_id, s.step_id, t.name AS tool, c.action_class, c.input,
        c.output, c.status, c.error, c.attempt, o.call_id AS retry_of, c.started_at, c.ended_at,
@@ -88,14 +91,15 @@ SELECT c.seq, c.call_id, r.run_id, s.step_id, t.name AS tool, c.action_class, c.
        c.tool_call_ref, c.content_hash, c.chain_hash
 FROM runs_toolcall c
 JOIN runs_run r ON r.id = c.run_id
-LEFT JOIN runs_step s ON s.id = c.step_id
+LEFT JOIN """ + RUN_STEPS + """ s ON s.id = c.step_id
 JOIN runs_tool t ON t.id = c.tool_id
-LEFT JOIN runs_toolcall o ON o.id = c.retry_of_id
-WHERE c.run_id = %s AND c.tenant_id = %s""",
+LEFT JOIN (SELECT id, call_id FROM runs_toolcall WHERE run_id = %(run)s) o
+  ON o.id = c.retry_of_id
+WHERE c.run_id = %(run)s AND c.tenant_id = %(tenant)s""",
     "annotation": """
 SELECT seq, annotation_id, annotation_kind, target_call_id, body, data, author_label,
        recorded_at, content_hash, chain_hash
-FROM runs_annotation WHERE run_id = %s AND tenant_id = %s""",
+FROM runs_annotation WHERE run_id = %(run)s AND tenant_id = %(tenant)s""",
 }
 
 
@@ -111,7 +115,7 @@ def baseline_body(conn: Any, tenant_id: int, run_id: str, redact: Any) -> bytes:
     run = redact("run", run)
     timeline: list[dict[str, Any]] = []
     for kind, sql in TIMELINE_SQL.items():
-        cur.execute(sql, [pk, tenant_id])
+        cur.execute(sql, {"run": pk, "tenant": tenant_id})
         names = [d.name for d in cur.description]
         for values in cur.fetchall():
             row = dict(zip(names, values, strict=True))
