@@ -4,8 +4,8 @@ Migrations run as the owner (``DATABASE_URL`` pointing at it, once per release).
 web processes and workers connect as ``LEDGER_APP_DB_ROLE``, which this module grants exactly
 what the application needs: on ledger and governance tables, reading and appending only (on
 runs and approval requests, moving their state's columns), and removal only through
-``ledger_remove_runs`` (migration runs 0021), which checks holds and applies a signed removal
-record. Not owning the tables, the role cannot
+``ledger_remove_runs`` (migration runs 0021) and ``ledger_apply_removals`` (runs 0037), which
+check holds and apply signed removal records. Not owning the tables, the role cannot
 disable their triggers, truncate them or change their definitions; not a superuser, it cannot
 switch triggers off for its session. Everything else (settings, jobs, sessions) it may change.
 """
@@ -51,6 +51,9 @@ def grant_app_role(role: str) -> list[str]:
         side_tables = {keys_table(name) for name in tables} & set(tables)
         cursor.execute("SELECT to_regprocedure('ledger_remove_runs(bigint)') IS NOT NULL")
         removal_function = bool(cursor.fetchone()[0])
+        cursor.execute("SELECT to_regprocedure('ledger_apply_removals(bigint[], date)') "
+                       "IS NOT NULL")
+        removals_function = bool(cursor.fetchone()[0])
         cursor.execute("SELECT to_regprocedure('ledger_ensure_partitions(integer)') IS NOT NULL")
         partition_function = bool(cursor.fetchone()[0])
         cursor.execute("SELECT to_regprocedure('ledger_drop_empty_partitions()') IS NOT NULL")
@@ -59,6 +62,9 @@ def grant_app_role(role: str) -> list[str]:
                   f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {who}"]
     if removal_function:  # absent only when migrated back past runs 0021
         statements.append(f"GRANT EXECUTE ON FUNCTION ledger_remove_runs(bigint) TO {who}")
+    if removals_function:  # several records at once, a past month whole (runs 0037)
+        statements.append(
+            f"GRANT EXECUTE ON FUNCTION ledger_apply_removals(bigint[], date) TO {who}")
     if partition_function:  # creates next months' partitions (the beat task)
         statements += ["REVOKE ALL ON FUNCTION ledger_ensure_partitions(integer) FROM PUBLIC",
                        f"GRANT EXECUTE ON FUNCTION ledger_ensure_partitions(integer) TO {who}"]

@@ -69,6 +69,7 @@ class RetentionReport:
     removed_records: int = 0
     removal_records: list[int] = field(default_factory=list)
     not_intact: list[str] = field(default_factory=list)
+    months: list[Any] = field(default_factory=list)  # retention_months.MonthRemoval
 
     def summary(self) -> str:
         if self.cutoff is None:
@@ -78,7 +79,8 @@ class RetentionReport:
                 f"{f'; held: {held}' if held else ''}; removed {self.removed_runs} runs "
                 f"({self.removed_records} records)"
                 + (f"; NOT removed, chain broken: {', '.join(self.not_intact)}"
-                   if self.not_intact else ""))
+                   if self.not_intact else "")
+                + "".join(f"\n  month {month.summary()}" for month in self.months))
 
 
 def due_runs(tenant: Tenant, now: datetime) -> QuerySet[Run]:
@@ -97,12 +99,21 @@ def held_runs(tenant: Tenant, runs: QuerySet[Run], now: datetime) -> dict[str, s
 
 
 def apply_retention(tenant: Tenant, now: datetime | None = None, *, dry_run: bool = False,
-                    batch: int = REMOVAL_BATCH) -> RetentionReport:
+                    batch: int = REMOVAL_BATCH, months: bool = True) -> RetentionReport:
     """Remove the tenant's closed runs past retention that nothing holds, in batches, each with
-    its signed removal record and an annotation in the governance log."""
+    its signed removal record and an annotation in the governance log. First, with ``months``,
+    the past months only this tenant's due runs were stored in go whole (retention_months)."""
+    from .retention_months import remove_due_months
+
     now = now or timezone.now()
     report = RetentionReport(tenant.slug, None if tenant.retention_days is None else
                              now - timedelta(days=tenant.retention_days))
+    if report.cutoff is not None and months:
+        report.months = remove_due_months(now, tenant, dry_run=dry_run)
+        for month in report.months:
+            report.removed_runs += 0 if dry_run else month.runs_by_tenant.get(tenant.slug, 0)
+            report.removed_records += month.records
+            report.removal_records += month.removal_records.get(tenant.slug, [])
     if report.cutoff is not None and not dry_run:
         _remove_deferred_without_a_run(tenant, report.cutoff)
     due = due_runs(tenant, now)
@@ -128,31 +139,44 @@ def _remove_batch(tenant: Tenant, now: datetime, kept: set[int], batch: int,
     if not pks:
         return 0
     late = set().union(*held_runs(tenant, Run.objects.filter(pk__in=pks), now).values())
-    broken = _not_intact(tenant, pks)
+    broken = not_intact(tenant, pks)
     kept |= late | broken
     report.not_intact += sorted(Run.objects.filter(pk__in=broken).values_list(
         "run_id", flat=True))
     pks = [pk for pk in pks if pk not in late and pk not in broken]
     if not pks:
         return -1  # this batch was all held; the next one starts past it
+    record = sign_removal_of(tenant, now, pks)
+    _delete_runs(record, pks)
+    note_removal(tenant, record)
+    report.removed_runs += len(pks)
+    report.removed_records += record.records
+    report.removal_records.append(record.number)
+    return len(pks)
+
+
+def sign_removal_of(tenant: Tenant, now: datetime, pks: list[int]) -> RemovalRecord:
+    """The signed removal record listing the runs ``pks`` at their heads, with their counts
+    of records (the run row included)."""
     heads = {run_id: [last_seq, head] for run_id, last_seq, head in Run.objects.filter(
         pk__in=pks).values_list("run_id", "last_seq", "head_hash")}
     counts = _record_counts(pks)
     removed_runs = {run_id: [*head, counts.get(run_id, 0) + 1]
                     for run_id, head in sorted(heads.items())}
-    record = _sign_removal(tenant, now, removed_runs)
-    _delete_runs(record, pks)
+    return _sign_removal(tenant, now, removed_runs)
+
+
+def note_removal(tenant: Tenant, record: RemovalRecord, how: str = "") -> None:
+    """What goes with a removal record's runs besides their rows, and its note in the
+    governance log."""
+    run_ids = sorted(record.removed_runs)
     # What was received for these runs and never placed carries the same content: it goes too.
-    DeferredItem.objects.filter(tenant=tenant, run_id__in=list(heads)).delete()
+    DeferredItem.objects.filter(tenant=tenant, run_id__in=run_ids).delete()
     annotate(tenant, AnnotationKind.RETENTION,
-             f"Retention removed {len(pks)} runs ({record.records} records) that ended before "
-             f"{record.cutoff:%Y-%m-%d}; removal record #{record.number}",
-             data={"removal_record": record.number, "runs": sorted(heads)[:100],
+             f"Retention removed {len(run_ids)} runs ({record.records} records) that ended "
+             f"before {record.cutoff:%Y-%m-%d}{how}; removal record #{record.number}",
+             data={"removal_record": record.number, "runs": run_ids[:100],
                    "records": record.records})
-    report.removed_runs += len(pks)
-    report.removed_records += record.records
-    report.removal_records.append(record.number)
-    return len(pks)
 
 
 def _remove_deferred_without_a_run(tenant: Tenant, cutoff: datetime) -> None:
@@ -161,11 +185,13 @@ def _remove_deferred_without_a_run(tenant: Tenant, cutoff: datetime) -> None:
     DeferredItem.objects.filter(tenant=tenant, run_id="", received_at__lt=cutoff).delete()
 
 
-def _not_intact(tenant: Tenant, pks: list[int]) -> set[int]:
+def not_intact(tenant: Tenant, pks: list[int]) -> set[int]:
+    """Those of the runs ``pks`` whose chain does not verify."""
     signed = _verify_digests(tenant, VerifyReport(), governance=False)  # the runs' heads only
     report = verify_scope(tenant, Scope(tenant.pk, None, (min(pks), max(pks))), signed)
     broken = {b.run_id for b in report.breaks}
-    return set(Run.objects.filter(pk__in=pks, run_id__in=broken).values_list("pk", flat=True))
+    return set(pks) & set(Run.objects.filter(tenant=tenant, run_id__in=broken).values_list(
+        "pk", flat=True))
 
 
 def _record_counts(pks: list[int]) -> dict[str, int]:

@@ -24,13 +24,22 @@ def seal_tenant_digests() -> dict[str, int]:
 def apply_retention() -> dict[str, int]:
     """Beat task: remove, for every tenant with a retention period, the closed runs past it
     that nothing holds (each batch leaves a signed removal record)."""
+    from django.utils import timezone
+
     from core.partitions import drop_empty_partitions
 
     from .retention import apply_retention as apply_to_tenant
+    from .retention_months import remove_due_months
 
+    now = timezone.now()
     removed: dict[str, int] = {}
+    # past months whose every run is due go whole, whatever tenants they hold (PostgreSQL)
+    for month in remove_due_months(now):
+        for slug, runs in month.runs_by_tenant.items():
+            removed[slug] = removed.get(slug, 0) + runs
     for tenant in Tenant.objects.filter(retention_days__isnull=False):
-        removed[tenant.slug] = apply_to_tenant(tenant).removed_runs
+        removed[tenant.slug] = (removed.get(tenant.slug, 0)
+                                + apply_to_tenant(tenant, now, months=False).removed_runs)
     # a past month whose every record is now gone: its partitions go whole (PostgreSQL)
     drop_empty_partitions()
     return removed

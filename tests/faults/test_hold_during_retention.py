@@ -50,7 +50,7 @@ def test_a_hold_placed_while_retention_removes_its_run_is_refused_not_lost(
     run_id = due_run_id
     deciding = threading.Event()
     hold_asked = threading.Event()
-    real_check = retention._not_intact
+    real_check = retention.not_intact
 
     def slow_check(tenant: Any, pks: list[int]) -> set[int]:
         # Retention has chosen what to remove and not removed it yet: a hold comes in now.
@@ -59,7 +59,7 @@ def test_a_hold_placed_while_retention_removes_its_run_is_refused_not_lost(
         threading.Event().wait(0.5)  # the hold gets as far as it can before this commits
         return real_check(tenant, pks)
 
-    monkeypatch.setattr(retention, "_not_intact", slow_check)
+    monkeypatch.setattr(retention, "not_intact", slow_check)
     outcome: dict[str, Any] = {}
     remover = _in_thread(lambda: retention.apply_retention(acme, timezone.now() + LATER),
                          outcome, "retention")
