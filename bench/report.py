@@ -75,6 +75,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("governance_seal", quick=("--decisions", "50000")),
     Benchmark("guess_redacted"),
     Benchmark("verify", quick=("--tenant-records", "20000,80000")),
+    Benchmark("retention", quick=("--tool-calls", "20000")),
     Benchmark("admin_changelist", args=("--keep",), quick=("--tool-calls", "100000",
                                                           "--repeat", "5"), timeout_s=7200),
     Benchmark("backtest", args=("--reuse-db", SHARED_DB)),

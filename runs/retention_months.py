@@ -118,7 +118,8 @@ def plan_month(month: date, now: datetime, only: Tenant | None = None
                 if found}
         if held:
             return {}, f"runs of {tenant.slug} are held ({_listed(held)})"
-        broken = not_intact(tenant, pks)
+        with transaction.atomic():  # verification reads through server-side cursors
+            broken = not_intact(tenant, pks)
         if broken:
             return {}, f"{len(broken)} runs of {tenant.slug} do not verify"
         plan[tenant] = pks

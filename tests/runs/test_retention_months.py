@@ -90,6 +90,7 @@ def test_a_month_whose_every_run_is_due_loses_its_partitions_under_signed_record
     assert verify_tenant(acme_30).intact
 
 
+@pytest.mark.django_db(transaction=True)  # as the worker runs it: no caller's transaction
 def test_the_hourly_task_weighs_every_tenant_and_signs_for_each(
         acme_30, globex, record, make_run):
     globex.retention_days = 60
