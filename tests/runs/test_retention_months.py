@@ -109,25 +109,40 @@ def test_the_hourly_task_weighs_every_tenant_and_signs_for_each(
         assert verify_tenant(tenant).intact
 
 
-def _open_run(tenant: Any, record: Any, make_run: Any, **_: Any) -> None:
+def _open_run(tenant: Any, record: Any, make_run: Any, **_: Any) -> str:
     run = make_run(tenant.slug)
     run["status"], run["ended_at"] = "running", None
     record(tenant, run)
+    return str(run["run_id"])
 
 
-def _held_run(tenant: Any, record: Any, make_run: Any, *, alice: Any, **_: Any) -> None:
+def _held_run(tenant: Any, record: Any, make_run: Any, *, alice: Any, **_: Any) -> str:
     [run_id] = _closed_runs(tenant, record, make_run, 1)
     place_legal_hold(tenant, by=alice, reason="matter 2026-40", run_id=run_id)
+    return run_id
 
 
 def _run_of_a_tenant_keeping_everything(tenant: Any, record: Any, make_run: Any, *,
-                                        globex: Any, **_: Any) -> None:
+                                        globex: Any, **_: Any) -> str:
     _closed_runs(globex, record, make_run, 1)
+    return ""
 
 
-KEEPERS: dict[str, tuple[Callable[..., None], str]] = {
+def _broken_run(tenant: Any, record: Any, make_run: Any, **_: Any) -> str:
+    from tests.runs.test_tamper_detection import bypassing_triggers
+
+    [run_id] = _closed_runs(tenant, record, make_run, 1)
+    call = ToolCall.objects.filter(run__run_id=run_id)[0]
+    with bypassing_triggers() as cursor:
+        cursor.execute("UPDATE runs_toolcall SET output = %s WHERE id = %s",
+                       ['{"forged": true}', call.pk])
+    return run_id
+
+
+KEEPERS: dict[str, tuple[Callable[..., str], str]] = {
     "an open run": (_open_run, "1 runs of acme are open or not yet due"),
     "a held run": (_held_run, "runs of acme are held (1 by legal hold)"),
+    "a broken chain": (_broken_run, "1 runs of acme do not verify"),
     "a run of a tenant keeping everything": (
         _run_of_a_tenant_keeping_everything, "globex keeps its records (no retention period)"),
 }
@@ -138,7 +153,7 @@ def test_a_month_any_run_keeps_is_left_whole_and_its_due_runs_are_deleted(
         keeper, acme_30, globex, alice, record, make_run):
     make_keeper, why = KEEPERS[keeper]
     due = _closed_runs(acme_30, record, make_run)
-    make_keeper(acme_30, record, make_run, alice=alice, globex=globex)
+    kept = make_keeper(acme_30, record, make_run, alice=alice, globex=globex)
 
     [month] = remove_due_months(timezone.now() + MONTHS_LATER)  # the hourly task's view
     report = apply_retention(acme_30, timezone.now() + MONTHS_LATER)
@@ -149,7 +164,9 @@ def test_a_month_any_run_keeps_is_left_whole_and_its_due_runs_are_deleted(
     assert all(_exists(table) for table in DROPPED_WHOLE)
     assert report.removed_runs == 3
     assert not Run.objects.filter(tenant=acme_30, run_id__in=due).exists()
-    assert verify_tenant(acme_30).intact
+    assert Run.objects.filter(run_id=kept).exists() or not kept
+    breaks = {b.run_id for b in verify_tenant(acme_30).breaks}
+    assert breaks == ({kept} if make_keeper is _broken_run else set())
 
 
 def test_a_dry_run_weighs_the_month_and_drops_nothing(acme_30, record, make_run):
