@@ -18,6 +18,7 @@ due meanwhile, and a month emptied that way is dropped by ``drop_empty_partition
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -41,6 +42,7 @@ from .retention import (
     sign_removal_of,
 )
 
+log = logging.getLogger(__name__)
 LOCK_NOT_AVAILABLE = "55P03"
 NOTHING_STORED = "no run has a record in it"
 
@@ -167,7 +169,10 @@ def remove_due_months(now: datetime, only: Tenant | None = None, *,
     weighed = [remove_month(month, now, only, dry_run=dry_run)
                for month in record_months(now - timedelta(days=shortest))]
     # an empty month is drop_empty_partitions' (core/partitions.py)
-    return [month for month in weighed if month.kept_because != NOTHING_STORED]
+    months = [month for month in weighed if month.kept_because != NOTHING_STORED]
+    for month in months:  # what the hourly task did with each month, and why one stayed
+        log.info("retention: %s%s", "(dry run) " if dry_run else "", month.summary())
+    return months
 
 
 class _Kept(Exception):

@@ -8,6 +8,7 @@ month's partitions are the past month weighed."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -92,16 +93,18 @@ def test_a_month_whose_every_run_is_due_loses_its_partitions_under_signed_record
 
 @pytest.mark.django_db(transaction=True)  # as the worker runs it: no caller's transaction
 def test_the_hourly_task_weighs_every_tenant_and_signs_for_each(
-        acme_30, globex, record, make_run):
+        acme_30, globex, record, make_run, caplog):
     globex.retention_days = 60
     globex.save()
     acme_runs = _closed_runs(acme_30, record, make_run, 2)
     globex_runs = _closed_runs(globex, record, make_run, 3)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(timezone, "now", lambda: datetime.now(UTC) + MONTHS_LATER)
-        removed = hourly_retention()
+        with caplog.at_level(logging.INFO, logger="runs.retention_months"):
+            removed = hourly_retention()
 
     assert removed == {"acme": 2, "globex": 3}
+    assert f"retention: {date.today():%Y-%m}: removed whole, 5 runs" in caplog.text
     assert not any(_exists(table) for table in DROPPED_WHOLE)
     for tenant, run_ids in ((acme_30, acme_runs), (globex, globex_runs)):
         [removal] = RemovalRecord.objects.filter(tenant=tenant)
