@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, models, transaction
-from django.db.models import ForeignObjectRel, QuerySet
+from django.db.models import ForeignObjectRel, Q, QuerySet
 from django.utils import timezone
 
 from core import signing
@@ -83,13 +83,19 @@ class RetentionReport:
                 + "".join(f"\n  month {month.summary()}" for month in self.months))
 
 
+def is_due(tenant: Tenant, now: datetime) -> Q:
+    """What makes one of the tenant's runs due: closed, and ended before its period began
+    (the tenant has one)."""
+    assert tenant.retention_days is not None
+    return Q(status__in=TERMINAL_RUN_STATUSES,
+             ended_at__lt=now - timedelta(days=tenant.retention_days))
+
+
 def due_runs(tenant: Tenant, now: datetime) -> QuerySet[Run]:
     """Closed runs past the tenant's retention period (none if it keeps everything)."""
     if tenant.retention_days is None:
         return Run.objects.none()
-    cutoff = now - timedelta(days=tenant.retention_days)
-    return (Run.objects.filter(tenant=tenant, status__in=TERMINAL_RUN_STATUSES,
-                               ended_at__lt=cutoff)
+    return (Run.objects.filter(is_due(tenant, now), tenant=tenant)
             .exclude(run_id=GOVERNANCE_RUN_ID))
 
 

@@ -33,10 +33,10 @@ from core.partitions import partitions
 from .annotations import GOVERNANCE_RUN_ID
 from .integrity import RECORD_MODELS
 from .models import RemovalRecord, Run
-from .models.records import TERMINAL_RUN_STATUSES
 from .retention import (
     REMOVAL_BATCH,
     held_runs,
+    is_due,
     not_intact,
     note_removal,
     sign_removal_of,
@@ -118,8 +118,7 @@ def plan_month(month: date, now: datetime, only: Tenant | None = None
             return {}, f"{tenant.slug} keeps its records (no retention period)"
         runs = runs_recorded_in(month).filter(tenant=tenant)
         # not due_runs()'s complement by NOT IN: that too is a subplan per row
-        waiting = runs.exclude(status__in=TERMINAL_RUN_STATUSES, ended_at__lt=now - timedelta(
-            days=tenant.retention_days)).count()
+        waiting = runs.exclude(is_due(tenant, now)).count()
         if waiting:
             return {}, f"{waiting} runs of {tenant.slug} are open or not yet due"
         held = {name: len(found) for name, found in held_runs(tenant, runs, now).items()
