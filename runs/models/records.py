@@ -109,7 +109,10 @@ class Run(LedgerRecord):
 class RunRecord(LedgerRecord):
     """A record chained under a run."""
 
-    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: every record table's unique (run, seq) leads with the run (on
+    # PostgreSQL, its ``_lookup`` index on the partitioned table), and serves what one would.
+    # Each index is one more entry written per record stored.
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="+", db_index=False)
 
     class Meta:
         abstract = True
@@ -151,6 +154,9 @@ class ModelCall(RunRecord):
     content_refs = {"run_id": "run__run_id", "step_id": "step__step_id"}
     optional_content_fields = frozenset({"request"})
 
+    # Indexed by the unique (tenant, call_id) and the admin's (tenant, ...) indexes.
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+", db_index=False)
     call_id = models.CharField(max_length=200)
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
                              related_name="+")
@@ -201,6 +207,9 @@ class ToolCall(RunRecord):
                     "retry_of": "retry_of__call_id"}
     optional_content_fields = frozenset({"tool_call_ref"})
 
+    # Indexed by the unique (tenant, call_id) and the admin's (tenant, ...) indexes.
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+", db_index=False)
     call_id = models.CharField(max_length=200)
     tool_call_ref = models.CharField(
         max_length=200, blank=True, default="",
@@ -208,7 +217,9 @@ class ToolCall(RunRecord):
                   "gen_ai.tool.call.id); call_id stays the ledger's id.")
     step = models.ForeignKey(Step, null=True, blank=True, on_delete=models.PROTECT,
                              related_name="+")
-    tool = models.ForeignKey(Tool, on_delete=models.PROTECT, related_name="calls")
+    # Indexed by (tool, -id) below, which also serves the admin's tool filter.
+    tool = models.ForeignKey(Tool, on_delete=models.PROTECT, related_name="calls",
+                             db_index=False)
     action_class = models.CharField(max_length=8, choices=ActionClass.choices)
     input = models.JSONField(default=dict)
     output = models.JSONField(null=True, blank=True)
@@ -282,6 +293,9 @@ class Annotation(RunRecord):
                       "data", "author_label")
     content_refs = {"run_id": "run__run_id"}
 
+    # Indexed by the unique (tenant, annotation_id) and the admin's (tenant, ...) indexes.
+    tenant = models.ForeignKey("ledger_portal.Tenant", on_delete=models.PROTECT,
+                               related_name="+", db_index=False)
     annotation_id = models.CharField(max_length=200, default=new_annotation_id)
     annotation_kind = models.CharField(max_length=20, choices=AnnotationKind.choices,
                                        default=AnnotationKind.NOTE)
