@@ -26,10 +26,15 @@ from django.utils.translation import gettext as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from .db_routing import stale_ok
+from .partition_keys import keys_in_side_table
 from .roles import Role
 from .tenancy import allowed_tenant_ids, roles_of, tenants_for
 
 EXACT_COUNT_UP_TO = 10_000
+# From this offset on, a superuser's plain list of a partitioned record table finds its page's
+# keys in the table's side table of keys (core/partition_keys.py): a shallower offset costs
+# the month partitions' merge little.
+SIDE_TABLE_FROM_OFFSET = 10_000
 # A changelist's parameters that filter nothing: the sort, the page, the search (which names
 # its tenants itself: ``ExactSearchAdmin.matching_pks``), the popup and error markers.
 _NOT_FILTERS = frozenset({"o", "p", "q", "e", "_to_field", "_popup", "all"})
@@ -89,6 +94,9 @@ class SeekPaginator(EstimatedCountPaginator):
     The last page, when the count is an estimate (beyond ``EXACT_COUNT_UP_TO``), is the
     keys of the reversed order: the oldest rows, read from the far end of the index, however
     far off the estimate is (a page numbered by it could otherwise be empty).
+
+    A deep page of a whole partitioned table in key order (a superuser's plain list) takes
+    its keys from the table's side table instead (``keys_in_side_table``).
     """
 
     def page(self, number: Any) -> Any:
@@ -103,6 +111,9 @@ class SeekPaginator(EstimatedCountPaginator):
             return self._get_page(queryset[bottom:top], number, self)  # type: ignore[attr-defined]
         if number == self.num_pages and number > 1 and self.count > EXACT_COUNT_UP_TO:
             keys = queryset.reverse().values("pk")[: self.per_page]
+        elif bottom >= SIDE_TABLE_FROM_OFFSET and (
+                side := keys_in_side_table(queryset, bottom, top - bottom)) is not None:
+            keys = side
         else:
             keys = queryset.values("pk")[bottom:top]
         return self._get_page(  # type: ignore[attr-defined]

@@ -147,3 +147,40 @@ def drop_keys_table(cursor: Any, table: str) -> list[UniqueKey]:
 
 def is_keys_trigger(definition: str) -> bool:
     return f"TRIGGER {TRIGGER_PREFIX}_" in definition
+
+
+def keys_in_side_table(queryset: Any, offset: int, limit: int) -> Any | None:
+    """The primary keys of rows ``offset`` to ``offset + limit`` of ``queryset``, read from its
+    table's side table, as a subquery (``RawSQL``) for ``pk__in``; None when that would not be
+    the same rows: ``queryset`` must be the whole table (no condition at all), ordered by its
+    primary key alone, on a table that has a side table.
+
+    In key order a partitioned table is a merge of every month's index, one entry at a time:
+    the middle of 10,000,000 tool calls in 13 months took 540 ms. The side table holds the
+    same keys, kept in step within each statement, in one plain index.
+    """
+    from django.db import connections
+    from django.db.models.expressions import RawSQL
+
+    query = queryset.query
+    connection = connections[queryset.db]
+    if (connection.vendor != "postgresql" or query.where or query.distinct or query.combinator
+            or query.extra or query.is_sliced):
+        return None
+    pk = queryset.model._meta.pk
+    names = {"pk", pk.name, pk.attname}
+    directions = {str(item).startswith("-") for item in query.order_by}
+    if (not query.order_by or len(directions) != 1
+            or any(not isinstance(item, str) or item.removeprefix("-") not in names
+                   for item in query.order_by)):
+        return None
+    table = queryset.model._meta.db_table
+    with connection.cursor() as cursor:
+        if not has_keys_table(cursor, table):
+            return None
+    quote = connection.ops.quote_name
+    column = quote(pk.column)
+    order = "DESC" if directions == {True} else "ASC"
+    # Names from the model and quoted; the numbers are parameters.
+    return RawSQL(f"SELECT {column} FROM {quote(keys_table(table))} "  # noqa: S608, S611
+                  f"ORDER BY {column} {order} LIMIT %s OFFSET %s", [limit, offset])
