@@ -131,6 +131,37 @@ def environment_line(db: BenchDB) -> str:
             f"code {git_state()}")
 
 
+def cpu_model() -> str:
+    """The processor's name as the kernel gives it ("" where it does not)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def reference_loop_ms(rounds: int = 5) -> float:
+    """The median time of a fixed piece of the work the ledger does (JSON dumped and hashed,
+    20,000 small records) on one core: a figure to read two tables of different machines
+    against, since the same code on two VMs of the same class can differ threefold."""
+    import hashlib
+    import json
+
+    record = {"tool": "crm.lookup", "input": {"customer": "c-1042", "fields": ["email", "tier"]},
+              "status": "succeeded", "attempt": 1}
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for seq in range(20_000):
+            record["attempt"] = seq
+            hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 def git_state() -> str:
     """The commit measured, and how many app files differ from it (the tree is shared)."""
     import subprocess
