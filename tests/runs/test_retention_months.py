@@ -9,6 +9,8 @@ month's partitions are the past month weighed."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -18,6 +20,7 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from core.partitions import ensure_partitions
 from runs.integrity import seal_tenant_digest, verify_tenant
 from runs.models import Annotation, ModelCall, RemovalRecord, Run, Step, ToolCall
 from runs.retention import _sign_removal, apply_retention, place_legal_hold, sign_removal_of
@@ -258,3 +261,53 @@ def test_a_callers_own_table_of_that_name_never_runs_its_code(
     removed = not Run.objects.filter(tenant=acme_30, run_id__in=run_ids).exists()
     assert removed != bool(refused), refused
     assert not refused or "must be owner" in refused
+
+
+def _session(autocommit: bool = False) -> psycopg.Connection[Any]:
+    db = connection.settings_dict
+    return psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432,
+                           dbname=db["NAME"], user=db["USER"] or "postgres",
+                           autocommit=autocommit)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_table_of_the_drops_is_held_while_another_is_waited_for(acme_30, record, make_run):
+    """A dropped partition locks its whole table until commit. Holding the first table while
+    waiting for the next, the removal deadlocked with an agent's store that held the next
+    and wanted the first (bench.retention's live writer found it)."""
+    ensure_partitions()  # this month's, which a test before may have dropped for good
+    run_ids = _closed_runs(acme_30, record, make_run)
+    result: dict[str, Any] = {}
+
+    def remove() -> None:
+        try:
+            result["report"] = apply_retention(acme_30, timezone.now() + MONTHS_LATER)
+        finally:
+            connection.close()
+
+    # the other session outside a transaction: pg_stat_activity is read afresh each time
+    with _session() as store, _session(autocommit=True) as other:
+        # an agent's store in the middle of its transaction: its model calls inserted
+        store.execute("LOCK TABLE ONLY runs_modelcall IN ROW EXCLUSIVE MODE")
+        removing = threading.Thread(target=remove)
+        removing.start()
+        for _ in range(1200):  # the removal waits for the store's table
+            [(waiting,)] = other.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE %s", ["%ledger_apply_removals%"]).fetchall()
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting
+        # the other tables whose months go stay open to other stores meanwhile
+        other.execute("SET lock_timeout = '2s'")
+        for table in ("runs_step", "runs_toolcall"):
+            with other.transaction():
+                other.execute(f"LOCK TABLE ONLY {table} IN ROW EXCLUSIVE MODE")
+        store.rollback()  # the store ends: the removal goes on
+        removing.join(timeout=60)
+
+    [month] = result["report"].months
+    assert month.kept_because == ""
+    assert sorted(month.dropped) == sorted(DROPPED_WHOLE)
+    assert not Run.objects.filter(tenant=acme_30, run_id__in=run_ids).exists()
