@@ -22,14 +22,26 @@ Then, on two identical databases (the second made from the first as a template):
 Each prints wall time, records removed and records/s, the record tables' size before and after
 (a dropped partition frees its files at once; deleted rows leave dead space for VACUUM), and
 the load average.
+
+**A live writer** (``--no-live-writer`` leaves it out): during each pass a process of its own
+stores one generated run at a time (23 records on average, through ``ingest_batch``) for a third
+tenant, ``bench-live``, which keeps its records, as a portal's agents go on storing while the
+hourly task runs. Its stores' times during each pass are printed: a dropped partition holds
+its table's lock until commit, and a store waits for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from bench._common import (
@@ -42,6 +54,7 @@ from bench._common import (
 )
 
 TENANTS = ["bench-a", "bench-b"]
+LIVE_TENANT = "bench-live"  # keeps its records; stores while the passes run
 RETENTION_DAYS = 30
 BENCH = "retention"
 RECORD_TABLES = ("runs_step", "runs_modelcall", "runs_toolcall", "runs_annotation")
@@ -126,6 +139,73 @@ def verifies() -> bool:
         slug__in=TENANTS))
 
 
+def write_live(out_path: str) -> None:
+    """The live writer's loop (its own process, Django set up from the environment): store one
+    generated run at a time for ``LIVE_TENANT`` until SIGTERM; a line per store to
+    ``out_path``: when it started (epoch seconds) and how long it took."""
+    import django
+
+    django.setup()
+    from core.models import Tenant
+    from runs.ingest_schema import parse_batch
+    from runs.sample_runs import generate_runs
+    from runs.services import ingest_batch
+
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    tenant = Tenant.objects.get(slug=LIVE_TENANT)
+    with open(out_path, "a", encoding="utf-8") as out:
+        for run in generate_runs(LIVE_TENANT, 10**9, seed=os.getpid()):
+            if stopping:
+                break
+            started, clock = time.time(), time.perf_counter()
+            ingest_batch(tenant, parse_batch({"runs": [run]}), recorded_by="bench-live")
+            out.write(f"{started:.6f} {time.perf_counter() - clock:.6f}\n")
+            out.flush()
+
+
+class LiveWriter:
+    """``write_live`` in a process of its own, started and stopped around one pass."""
+
+    def __init__(self, database_url: str, out_path: Path) -> None:
+        self.database_url, self.out_path = database_url, out_path
+
+    def __enter__(self) -> LiveWriter:
+        self.out_path.write_text("")
+        env = {**os.environ, "DATABASE_URL": self.database_url}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.retention", "--live-writer-out", str(self.out_path)],
+            env=env)
+        deadline = time.monotonic() + 60
+        while len(self._stores()) < 3:  # storing steadily before the pass begins
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the live writer did not start storing")
+            time.sleep(0.1)
+        self.started = time.time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ended = time.time()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=600)
+
+    def _stores(self) -> list[tuple[float, float]]:
+        lines = self.out_path.read_text(encoding="utf-8").splitlines()
+        return [(float(a), float(b)) for a, b in (line.split() for line in lines)]
+
+    def during(self) -> list[float]:
+        """The seconds of each store that overlapped the pass."""
+        return [took for start, took in self._stores()
+                if start + took >= self.started and start <= self.ended]
+
+
+def stores_line(stores: list[float]) -> str:
+    if not stores:
+        return "no store"
+    return (f"{len(stores)} stores, median {statistics.median(stores) * 1000:,.0f} ms, "
+            f"longest {max(stores):.2f} s")
+
+
 def use_database(name: str) -> None:
     from django.db import connections
 
@@ -142,8 +222,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", action="store_true",
                         help="cProfile the months-whole pass (top 40 by cumulative time)")
+    parser.add_argument("--no-live-writer", dest="live_writer", action="store_false",
+                        help="no process storing runs during the passes")
+    parser.add_argument("--live-writer-out", help=argparse.SUPPRESS)  # the writer's own run
     add_db_arguments(parser, BENCH)
     args = parser.parse_args(argv)
+    if args.live_writer_out:
+        write_live(args.live_writer_out)
+        return
 
     with bench_database(args) as db:
         from django.db import connection
@@ -161,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
                            recorded_over_days=args.recorded_over_days)
         closed = close_open_runs()
         Tenant.objects.filter(slug__in=TENANTS).update(retention_days=RETENTION_DAYS)
+        Tenant.objects.get_or_create(slug=LIVE_TENANT, defaults={"name": "Bench live"})
         with connection.cursor() as cursor:
             for table in ("runs_run", *RECORD_TABLES):
                 cursor.execute(f"VACUUM ANALYZE {table}")
@@ -177,16 +264,26 @@ def main(argv: list[str] | None = None) -> None:
             admin.execute(f'DROP DATABASE IF EXISTS "{copy}"')
             admin.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{db.name}"')
         whole: dict[str, Any] = {}
+        writer_out = Path(args.data_dir) / "retention-live-writer.txt"
+
+        def writing(name: str) -> Any:
+            url = db.url.rsplit("/", 1)[0] + f"/{name}"
+            return LiveWriter(url, writer_out) if args.live_writer else contextlib.nullcontext()
+
         try:
             use_database(db.name)
-            if args.profile:
-                print(profile_call(lambda: whole.update(retention_pass(now, months=True)),
-                                   top=40))
-            else:
-                whole.update(retention_pass(now, months=True))
+            with writing(db.name) as writer:
+                if args.profile:
+                    print(profile_call(lambda: whole.update(retention_pass(now, months=True)),
+                                       top=40))
+                else:
+                    whole.update(retention_pass(now, months=True))
+            whole["stores"] = writer.during() if writer else []
             whole_intact = verifies()
             use_database(copy)
-            rows = retention_pass(now, months=False)
+            with writing(copy) as writer:
+                rows = retention_pass(now, months=False)
+            rows["stores"] = writer.during() if writer else []
             rows_intact = verifies()
         finally:
             use_database(db.name)
@@ -198,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{label}: {result['removed']:,} rows removed in {result['seconds']:.1f} s "
                   f"= {result['rate']:,.0f} rows/s; record tables {before / 2**20:,.0f} -> "
                   f"{after / 2**20:,.0f} MiB")
+            if args.live_writer:
+                print(f"  the live writer meanwhile: {stores_line(result['stores'])}")
         for month in whole["months"]:
             print(f"  {month.summary()}")
         went_whole = [m for m in whole["months"] if not m.kept_because]
@@ -212,6 +311,13 @@ def main(argv: list[str] | None = None) -> None:
             f"{rows['seconds'] / whole['seconds']:.1f}x faster",
             bool(whole["months"]) and len(went_whole) == len(whole["months"])
             and whole_intact and rows_intact and whole["removed"] == rows["removed"])
+        if args.live_writer:
+            longest = [max(result["stores"], default=0.0) for result in (whole, rows)]
+            record_figure(
+                BENCH, "a live writer's stores during the months pass (one run, 23 records on "
+                "average, each)", stores_line(whole["stores"]), "-",
+                f"during the run-by-run pass: {stores_line(rows['stores'])}",
+                f"longest {longest[0] / max(longest[1], 1e-9):.1f}x", None)
         print(f"load average {load_average()}")
 
 
