@@ -190,7 +190,8 @@ class LiveWriter:
         self.process.wait(timeout=600)
 
     def _stores(self) -> list[tuple[float, float]]:
-        lines = self.out_path.read_text(encoding="utf-8").splitlines()
+        # the writer may be in the middle of its last line: whole lines only
+        lines = self.out_path.read_text(encoding="utf-8").split("\n")[:-1]
         return [(float(a), float(b)) for a, b in (line.split() for line in lines)]
 
     def during(self) -> list[float]:
