@@ -29,6 +29,16 @@ class TenantQuerySet(models.QuerySet["Tenant"]):
 
         return tenants_for(user, role, base=self)
 
+    def lock_rows(self) -> list[Tenant]:
+        """Lock these tenants' rows until the transaction ends, in id order (so two lockers of
+        the same tenants never deadlock): how the changes made one at a time per tenant
+        (retention, legal holds, digests, export signatures, outage mode) take their turn.
+
+        ``FOR NO KEY UPDATE``, not ``FOR UPDATE``: every record an agent stores checks its
+        foreign key to its tenant with a ``FOR KEY SHARE`` lock, which ``FOR UPDATE`` blocks.
+        With it, every store of the tenant waited for the change to commit."""
+        return list(self.select_for_update(no_key=True).order_by("pk"))
+
 
 class Tenant(models.Model):
     slug = models.SlugField(max_length=63, unique=True)

@@ -163,7 +163,7 @@ def set_outage_mode(tenant: Tenant, *, by: Actor, on: bool, reason: str) -> Any:
     if len(reason) > OUTAGE_REASON_MAX or "\x00" in reason:
         raise ValidationError(f"the reason must be plain text of at most {OUTAGE_REASON_MAX} "
                               "characters")
-    locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+    [locked] = Tenant.objects.filter(pk=tenant.pk).lock_rows()
     if locked.outage_mode == on:
         tenant.outage_mode = on
         return None

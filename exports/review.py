@@ -25,7 +25,8 @@ def set_under_review(export: AuditExport, *, by: Actor, under_review: bool) -> A
     """Mark an export under review (or done with); annotated in the governance log."""
     if not has_role(by, Role.EXPORT, export.tenant_id):
         raise PermissionDenied("reviewing exports needs the export role on this tenant")
-    export = AuditExport.objects.select_for_update().select_related("tenant").get(pk=export.pk)
+    export = AuditExport.objects.select_for_update(of=("self",)).select_related("tenant").get(
+        pk=export.pk)
     if export.under_review == under_review:
         return export
     export.under_review = under_review

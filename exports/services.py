@@ -451,7 +451,7 @@ def _sign(export: AuditExport, joined: writer.Joined) -> tuple[dict[str, Any], s
     the signature of the one signed before it (one signer per tenant at a time); a join that
     runs again reuses what it signed."""
     with transaction.atomic():
-        Tenant.objects.select_for_update().filter(pk=export.tenant_id).first()
+        Tenant.objects.filter(pk=export.tenant_id).lock_rows()
         stored: Any = AuditExport.objects.filter(pk=export.pk).values_list(
             "manifest", "signature").get()
         if stored[1]:

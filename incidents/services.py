@@ -85,7 +85,8 @@ def _clean_tickets(ticket_ids: Iterable[str]) -> list[str]:
 
 
 def _locked_open(incident: Incident) -> Incident:
-    locked = Incident.objects.select_for_update().select_related("tenant").get(pk=incident.pk)
+    locked = Incident.objects.select_for_update(of=("self",)).select_related("tenant").get(
+        pk=incident.pk)
     if locked.is_closed:
         raise IncidentError(f"{locked.reference} is closed")
     return locked

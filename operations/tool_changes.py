@@ -67,7 +67,7 @@ def propose_tool_change(tool: Tool, changes: dict[str, Any], *, by: Actor) -> To
     for field, value in changes.items():
         setattr(candidate, field, value)
     candidate.full_clean(exclude=["tenant", "name"])  # a proposal must be valid to confirm
-    locked = Tool.objects.select_for_update().get(pk=tool.pk)
+    locked = Tool.objects.select_for_update(no_key=True).get(pk=tool.pk)
     ToolChange.objects.filter(tool=locked, status=ToolChangeStatus.PENDING).update(
         status=ToolChangeStatus.SUPERSEDED, decided_at=timezone.now())
     previous = {field: getattr(locked, field) for field in changes}
@@ -83,7 +83,7 @@ def propose_tool_change(tool: Tool, changes: dict[str, Any], *, by: Actor) -> To
 
 
 def _pending(change: ToolChange) -> ToolChange:
-    locked = ToolChange.objects.select_for_update().select_related("tool__tenant").get(
+    locked = ToolChange.objects.select_for_update(of=("self",)).select_related("tool__tenant").get(
         pk=change.pk)
     if locked.status != ToolChangeStatus.PENDING:
         raise ValidationError(f"connection change {locked.pk} is {locked.status}, not pending")
@@ -99,7 +99,7 @@ def confirm_tool_change(change: ToolChange, *, by: Actor) -> Tool:
     if is_person(by, change.proposed_by_id):
         raise PermissionDenied("a connection change needs a second person: its proposer "
                                "cannot confirm it")
-    tool = Tool.objects.select_for_update().get(pk=change.tool_id)
+    tool = Tool.objects.select_for_update(no_key=True).get(pk=change.tool_id)
     current = {field: getattr(tool, field) for field in change.previous}
     if current != change.previous:
         raise ValidationError(f"the tool changed since change {change.pk} was proposed; "

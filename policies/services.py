@@ -85,8 +85,10 @@ def publish_policy_version(version: PolicyVersion, *, by: Actor, _portal_authore
     change is annotated in the tenant's governance log. Whoever wrote the draft, or edited it
     or its rules since, cannot publish it (separation of duties); only the portal's own freeze
     drafts, authored by nobody, are published by the operator who asked for them."""
-    version = PolicyVersion.objects.select_for_update().select_related("policy", "tenant").get(
-        pk=version.pk)
+    # The version and its policy (one publisher per policy at a time), not the tenant: stores
+    # of the tenant check their foreign key to its row.
+    version = PolicyVersion.objects.select_for_update(
+        no_key=True, of=("self", "policy")).select_related("policy", "tenant").get(pk=version.pk)
     if version.status != VersionStatus.DRAFT:
         raise PolicyError(f"{version} is {version.status}; only drafts are published")
     if is_person(by, version.author_id):

@@ -90,7 +90,7 @@ def seal_tenant_digest(tenant: Tenant, governance_settled_before: datetime | Non
     another hash, an earlier seq, or a chain that no longer passes through the signed head) is
     never signed: signing it would launder a rewrite. It raises an ``IntegrityAlarm`` instead,
     and the digests keep vouching for the head they signed."""
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()  # one sealer per tenant
+    Tenant.objects.filter(pk=tenant.pk).lock_rows()  # one sealer per tenant
     last = TenantDigest.objects.filter(tenant=tenant).order_by("-number").first()
     now = timezone.now()
     runs = Run.objects.filter(tenant=tenant)

@@ -139,7 +139,7 @@ def apply_retention(tenant: Tenant, now: datetime | None = None, *, dry_run: boo
 def _remove_batch(tenant: Tenant, now: datetime, kept: set[int], batch: int,
                   report: RetentionReport) -> int:
     # The tenant row lock orders this with digest sealing and with holds placed meanwhile.
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    Tenant.objects.filter(pk=tenant.pk).lock_rows()
     candidates = due_runs(tenant, now).exclude(pk__in=kept).order_by("pk")
     pks = list(candidates.values_list("pk", flat=True)[:batch])
     if not pks:
@@ -269,7 +269,7 @@ def place_legal_hold(tenant: Tenant, *, by: Actor, reason: str, run_id: str = ""
         raise ValidationError("a legal hold needs a reason (the matter or ticket it is for)")
     # The tenant row first, as retention takes it: a removal batch either finishes before
     # (the run is gone, and the hold is refused below) or sees this hold; never a deadlock.
-    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+    Tenant.objects.filter(pk=tenant.pk).lock_rows()
     if run_id and not Run.objects.filter(tenant=tenant, run_id=run_id).exists():
         raise ValidationError(f"no run {run_id!r} in {tenant.slug}")
     placer = person_of(by)
@@ -287,7 +287,7 @@ def place_legal_hold(tenant: Tenant, *, by: Actor, reason: str, run_id: str = ""
 def release_legal_hold(hold: LegalHold, *, by: Actor) -> LegalHold:
     from django.core.exceptions import ValidationError
 
-    Tenant.objects.select_for_update().filter(pk=hold.tenant_id).first()  # as placing does
+    Tenant.objects.filter(pk=hold.tenant_id).lock_rows()  # as placing does
     hold = LegalHold.objects.select_for_update().get(pk=hold.pk)
     if not hold.active:
         raise ValidationError(f"legal hold #{hold.pk} was already released")

@@ -182,7 +182,7 @@ class _Kept(Exception):
 def _remove_planned(month: date, now: datetime, plan: dict[Tenant, list[int]],
                     removal: MonthRemoval) -> None:
     # The tenant rows' locks, in order, as a removal batch and a legal hold take them.
-    list(Tenant.objects.select_for_update().filter(pk__in=[t.pk for t in plan]).order_by("pk"))
+    Tenant.objects.filter(pk__in=[t.pk for t in plan]).lock_rows()
     records: list[RemovalRecord] = []
     for tenant, pks in plan.items():
         # the month's runs as a subquery: a month's hundreds of thousands of ids never go

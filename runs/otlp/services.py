@@ -159,8 +159,8 @@ def advance_idle_trace(trace_pk: int, now: datetime | None = None) -> str | None
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.LEDGER_OTLP_QUIET_SECONDS)
     with transaction.atomic():
-        trace = OtlpTrace.objects.select_for_update().select_related("tenant").filter(
-            pk=trace_pk, last_activity_at__lte=cutoff).first()
+        trace = OtlpTrace.objects.select_for_update(of=("self",)).select_related(
+            "tenant").filter(pk=trace_pk, last_activity_at__lte=cutoff).first()
         if trace is None or trace.state == OtlpTraceState.CLOSED:
             return None  # new spans came, or another worker did it
         tenant = trace.tenant
