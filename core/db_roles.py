@@ -46,8 +46,9 @@ def grant_app_role(role: str) -> list[str]:
                        "AND relnamespace = 'public'::regnamespace")
         partitions = {name for (name,) in cursor.fetchall()}
         # A partitioned table's unique keys (core/partition_keys.py) are written by its
-        # triggers alone, as the tables' owner: the role may not touch them, or removing a
-        # key would let a second record in under it.
+        # triggers alone, as the tables' owner: the role may read them (the same keys the
+        # table shows it), never change them, or removing a key would let a second record in
+        # under it.
         side_tables = {keys_table(name) for name in tables} & set(tables)
         cursor.execute("SELECT to_regprocedure('ledger_remove_runs(bigint)') IS NOT NULL")
         removal_function = bool(cursor.fetchone()[0])
@@ -74,7 +75,10 @@ def grant_app_role(role: str) -> list[str]:
     for table in tables:
         name = quote(table)
         statements.append(f"REVOKE ALL ON {name} FROM {who}")
-        if table in partitions or table in side_tables:
+        if table in partitions:
+            continue
+        if table in side_tables:  # read by the admin's deep pages (keys_in_side_table)
+            statements.append(f"GRANT SELECT ON {name} TO {who}")
             continue
         if table in STATE_COLUMNS:
             columns = ", ".join(STATE_COLUMNS[table])

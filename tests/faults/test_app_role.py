@@ -159,3 +159,29 @@ def test_migrate_grants_the_app_role_on_every_table(app_role, settings):
     assert privileges(ROLE, "ledger_portal_tenant") == {"SELECT", "INSERT", "UPDATE",
                                                         "DELETE"}
     assert privileges(ROLE, "django_migrations") == {"SELECT"}
+
+
+def test_a_superusers_deep_admin_pages_read_the_side_table_of_keys_as_the_app_role(
+        app_role, acme, record, make_run, client, monkeypatch):
+    """From an offset of SIDE_TABLE_FROM_OFFSET the superuser's plain list takes its page's
+    keys from ``<table>_keys`` (core/partition_keys.py). The role was granted nothing on the
+    side tables, so the deep pages of the tool calls failed with ``permission denied``."""
+    from django.contrib.admin.sites import site
+    from django.contrib.auth.models import User
+    from django.urls import reverse
+
+    from core import admin_base
+
+    for _ in range(3):
+        record(acme, make_run())
+    ids = list(ToolCall.objects.order_by("-id").values_list("pk", flat=True))
+    monkeypatch.setattr(admin_base, "EXACT_COUNT_UP_TO", 4)
+    monkeypatch.setattr(admin_base, "SIDE_TABLE_FROM_OFFSET", 4)
+    monkeypatch.setattr(site._registry[ToolCall], "list_per_page", 2)
+    client.force_login(User.objects.create_superuser("root", password="pw-for-tests-only"))
+    with portal_as(app_role):
+        response = client.get(reverse("admin:runs_toolcall_changelist") + "?p=4")
+        assert response.status_code == 200, response.content[:300]
+        assert [row.pk for row in response.context["cl"].result_list] == ids[6:8]
+    # and the role still may not change the keys: only the tables' triggers write them
+    assert privileges(ROLE, "runs_toolcall_keys") == {"SELECT"}
