@@ -185,3 +185,23 @@ def test_a_superusers_deep_admin_pages_read_the_side_table_of_keys_as_the_app_ro
         assert [row.pk for row in response.context["cl"].result_list] == ids[6:8]
     # and the role still may not change the keys: only the tables' triggers write them
     assert privileges(ROLE, "runs_toolcall_keys") == {"SELECT"}
+
+
+def test_every_admin_list_opens_as_the_app_role(app_role, acme, record, make_run, client):
+    """What the deployed portal's role was not granted shows only when a page reads it: every
+    changelist of the admin, as a superuser (who sees every row, every tenant), as that role."""
+    from django.contrib.admin.sites import site
+    from django.contrib.auth.models import User
+    from django.urls import reverse
+
+    record(acme, make_run())
+    client.force_login(User.objects.create_superuser("root", password="pw-for-tests-only"))
+    failed = {}
+    with portal_as(app_role):
+        for model in site._registry:
+            meta = model._meta
+            url = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+            response = client.get(url)
+            if response.status_code != 200:
+                failed[url] = response.status_code
+    assert not failed
