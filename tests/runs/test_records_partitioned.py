@@ -133,7 +133,7 @@ def test_a_referenced_record_cannot_be_removed_and_an_unreferenced_one_takes_its
     assert _sql("SELECT count(*) FROM runs_toolcall_keys WHERE id = %s", call.pk) == [(1,)]
 
 
-def test_the_applications_role_appends_records_and_reads_their_keys_but_cannot_change_them(acme, make_run):
+def test_the_app_role_appends_records_and_reads_their_keys_but_cannot_change_them(acme, make_run):
     from runs.ingest_schema import parse_batch
     from runs.services import ingest_batch
 
