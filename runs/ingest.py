@@ -477,8 +477,9 @@ class _ExistingRecords:
         # Only the steps this batch sends or refers to: a long run's every step, loaded for
         # each append, made an append to a 10,000-step run take 457 ms (quadratic over the
         # life of an agent that records as it goes).
-        step_ids = {s.step_id for r in runs for s in r.steps} | {
-            c.step_id for r in runs for c in (*r.model_calls, *r.tool_calls) if c.step_id}
+        step_ids = ({s.step_id for r in runs for s in r.steps}
+                    | {c.step_id for r in runs for c in r.model_calls if c.step_id}
+                    | {c.step_id for r in runs for c in r.tool_calls if c.step_id})
         self.steps_by_run: dict[int, dict[str, Step]] = {}
         if run_pks and step_ids:
             for step in Step.objects.filter(run_id__in=run_pks,
