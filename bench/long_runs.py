@@ -13,7 +13,11 @@ the Django test Client in-process (server time), median ms, bytes and SQL querie
   total ms, bytes and queries of the walk, and its number of requests;
 - ``GET /runs/<tenant>/<run_id>/`` as a staff user with ``view_ledger`` (strict): whole up to
   2,000 records, then each step with its first calls (``runs.timeline``);
-- one step's calls not shown (the page's first "more" link, ``fragment=1``), when there is one.
+- one step's calls not shown (the page's first "more" link, ``fragment=1``), when there is one;
+- an agent recording as it goes: the run is ingested still running, then ``--repeat`` batches of
+  one new step and one tool call in it are appended through ``ingest_batch`` (median ms), then
+  a last batch closes it before the reads above. An append read every stored step of its run
+  until ddf47ac (457 ms at 10,000 steps).
 
 No target of its own (the targets are ``bench.run_detail``'s and ``bench.timeline_page``'s):
 every figure goes through ``record_figure`` ungraded, with the load average. Small data, no
@@ -81,6 +85,37 @@ def cursor_walk(client: Any, run_id: str) -> tuple[float, int, int, int, int]:
     return ((time.perf_counter() - started) * 1000, size, len(captured), requests, records)
 
 
+def appends(tenant: Any, run: dict[str, Any], repeat: int, warmup: int) -> float:
+    """Median ms of appending one step and one tool call in it to the running ``run``."""
+    from datetime import UTC, datetime, timedelta
+
+    from runs.ingest_schema import parse_batch
+    from runs.services import ingest_batch
+
+    header = {k: v for k, v in run.items()
+              if k not in ("steps", "model_calls", "tool_calls", "annotations")}
+    call = run["tool_calls"][0]
+    later = datetime(2026, 12, 1, tzinfo=UTC)
+    batches = []
+    for i in range(warmup + repeat):
+        at = (later + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
+        step_id = f"appended-{i}"
+        batches.append(parse_batch({"runs": [{
+            **header, "model_calls": [], "annotations": [],
+            "steps": [{"step_id": step_id, "index": 100_000 + i, "title": "appended",
+                       "status": "succeeded", "started_at": at, "ended_at": at}],
+            "tool_calls": [{**call, "call_id": f"{run['run_id']}-appended-{i}",
+                            "step_id": step_id, "retry_of": None, "attempt": 1,
+                            "started_at": at, "ended_at": at}]}]}))
+    times = []
+    for i, batch in enumerate(batches):
+        started = time.perf_counter()
+        ingest_batch(tenant, batch, recorded_by="bench")
+        if i >= warmup:
+            times.append((time.perf_counter() - started) * 1000)
+    return sorted(times)[len(times) // 2]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,8 +146,13 @@ def main(argv: list[str] | None = None) -> None:
         for size in sizes:
             tool_calls = max(10, round(size / 1.1))
             run = big_run("bench-1", tool_calls, steps=max(1, tool_calls // 20))
+            closing = {"status": run["status"], "ended_at": run["ended_at"]}
+            run["status"], run["ended_at"] = "running", None
             started = time.perf_counter()
             ingest_run(tenant, run)
+            append_ms = appends(tenant, run, args.repeat, args.warmup)
+            ingest_run(tenant, {**run, **closing, "steps": [], "model_calls": [],
+                                "tool_calls": [], "annotations": []})
             with connection.cursor() as cursor:
                 for name in ("runs_step", "runs_modelcall", "runs_toolcall", "runs_annotation"):
                     cursor.execute(f"VACUUM ANALYZE {name}")
@@ -130,10 +170,13 @@ def main(argv: list[str] | None = None) -> None:
             links = _MORE.findall(page[3])
             fragment = (measured(page_client, links[0].decode().replace("&amp;", "&")
                                  + "&fragment=1", repeat, args.warmup) if links else None)
-            rows.append([f"{records:,}", detail[0], detail[1] // 1024, detail[2], walk[0],
-                         walk[1] // 1024, walk[2], walk[3], page[0], page[1] // 1024, page[2],
-                         shown, fragment[0] if fragment else "", fragment[1] // 1024
+            rows.append([f"{records:,}", append_ms, detail[0], detail[1] // 1024, detail[2],
+                         walk[0], walk[1] // 1024, walk[2], walk[3], page[0], page[1] // 1024,
+                         page[2], shown, fragment[0] if fragment else "", fragment[1] // 1024
                          if fragment else ""])
+            record_figure("long_runs", f"append of a step and a call to the running run, "
+                          f"{records:,} records", f"{append_ms:.1f} ms", "(none: growth)", "-",
+                          "-", None)
             for label, (ms, size_b, queries) in (
                     ("run detail", detail[:3]), ("records cursor, whole run", walk[:3]),
                     ("timeline page", page[:3])):
@@ -141,8 +184,8 @@ def main(argv: list[str] | None = None) -> None:
                               f"{ms:.0f} ms, {size_b / 1024:,.0f} KB, {queries} queries",
                               "(none: growth)", "-", "-", None)
         print(f"\nload average {load_average()}")
-        print(table(["records", "detail ms", "KB", "q", "cursor walk ms", "KB", "q", "requests",
-                     "page ms", "KB", "q", "rows", "fragment ms", "KB"], rows))
+        print(table(["records", "append ms", "detail ms", "KB", "q", "cursor walk ms", "KB", "q",
+                     "requests", "page ms", "KB", "q", "rows", "fragment ms", "KB"], rows))
 
 
 if __name__ == "__main__":
